@@ -1,0 +1,243 @@
+"""The settings table and its loader.
+
+Every setting is declared once in FIELDS (name, type, default, help). That single table drives the
+defaults, the TOML keys, the STREAMER_* environment names, the CLI flags and the type checks, so a
+setting can never be known to one source and unknown to another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "STREAMER_"
+ENV_CONFIG_FILE = "STREAMER_CONFIG"  # names the TOML file; not a setting itself
+ROLES = ("standalone", "master", "region")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """Bad configuration. Each line of `lines` names the key, the source and what is wrong."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # "str" | "int" | "bool" | "path" | "choice"
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("host", "str", "127.0.0.1", "address to listen on"),
+    Field("port", "int", 8080, "TCP port to listen on", minimum=0, maximum=65535),
+    Field("library", "path", Path("music"), "music folder to scan and serve "
+          "(the default ./music is created, and filled with a demo library when empty)"),
+    Field("data_dir", "path", Path("data"), "folder for the catalog database and caches"),
+    Field("role", "choice", "standalone", "cluster role of this node", choices=ROLES),
+    Field("cache_max_mb", "int", 2048, "size limit of the on-disk cache, in MiB", minimum=16),
+    Field("scan_on_start", "bool", True, "scan the library in the background when the server starts"),
+    Field("demo_library", "bool", True, "make a small demo library when the default library is empty"),
+    Field("scan_workers", "int", 0, "processes that read tags during a scan (0: one per core)",
+          minimum=0, maximum=64),
+    Field("max_ranges", "int", 32, "most ranges served as multipart/byteranges; "
+          "a request with more gets the whole file", minimum=1, maximum=1000),
+    Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
+    Field("ffmpeg", "str", "", "path of an ffmpeg binary (default: the one from imageio-ffmpeg)"),
+    Field("log_level", "choice", "info", "logging level", choices=LOG_LEVELS),
+)
+_BY_NAME = {f.name: f for f in FIELDS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    library: Path = Path("music")
+    data_dir: Path = Path("data")
+    role: str = "standalone"
+    cache_max_mb: int = 2048
+    scan_on_start: bool = True
+    demo_library: bool = True
+    scan_workers: int = 0
+    max_ranges: int = 32
+    public_url: str = ""
+    ffmpeg: str = ""
+    log_level: str = "info"
+    # True when `library` came from the defaults: only then is it created (and maybe demo-filled).
+    library_is_default: bool = True
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.db"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+assert {f.name for f in dataclasses.fields(Settings)} - {"library_is_default"} == set(_BY_NAME), \
+    "FIELDS and Settings must declare the same settings"
+
+
+def load(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+    *,
+    check_paths: bool = True,
+) -> Settings:
+    """Build Settings from the defaults, then a TOML file, then STREAMER_* env vars, then CLI values.
+
+    `cli` holds values already typed by argparse (None means "not given"). Every problem is
+    collected, and ConfigError lists them all, each naming its key and source.
+    """
+    environ = environ or {}
+    errors: list[str] = []
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+
+    if config_file is None and environ.get(ENV_CONFIG_FILE):
+        config_file = Path(environ[ENV_CONFIG_FILE])
+    if config_file is not None:
+        source = f"config file {config_file}"
+        try:
+            table = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"{source}: no such file"]) from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError([f"{source}: cannot be read: {exc}"]) from None
+        base = Path(config_file).resolve().parent
+        for key, raw in table.items():
+            field = _field_or_error(key, source, errors)
+            if field is None:
+                continue
+            value = _convert(field, raw, source, errors, from_text=False)
+            if value is not None:
+                # Relative paths in a file mean "next to this file", wherever it is started from.
+                values[key] = base / value if field.kind == "path" and not value.is_absolute() else value
+                given.add(key)
+
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        field = _field_or_error(key, f"environment {name}", errors, shown=lambda f: f.env)
+        if field is None:
+            continue
+        value = _convert(field, raw, f"environment {name}", errors, from_text=True)
+        if value is not None:
+            values[key] = value
+            given.add(key)
+
+    for key, raw in (cli or {}).items():
+        if raw is None:
+            continue
+        field = _BY_NAME[key]
+        value = _convert(field, raw, f"option {field.flag}", errors, from_text=isinstance(raw, str))
+        if value is not None:
+            values[key] = value
+            given.add(key)
+
+    settings = Settings(**values, library_is_default="library" not in given)
+    if check_paths and "library" in given and not settings.library.is_dir():
+        errors.append(f"library: folder {settings.library} does not exist")
+    if settings.role == "region":
+        errors.append("role: 'region' is not available yet in this version (use standalone)")
+    if errors:
+        raise ConfigError(errors)
+    return settings
+
+
+def describe(settings: Settings) -> str:
+    """The effective configuration as TOML, secrets masked: what `run.py config` prints."""
+    lines = []
+    for field in FIELDS:
+        value = getattr(settings, field.name)
+        if field.secret and value:
+            shown = '"********"'
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, int):
+            shown = str(value)
+        else:
+            shown = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines.append(f"{field.name} = {shown}  # {field.help}")
+    return "\n".join(lines)
+
+
+def _field_or_error(key: str, source: str, errors: list[str], shown=lambda f: f.name) -> Field | None:
+    field = _BY_NAME.get(key)
+    if field is None:
+        names = [shown(f) for f in FIELDS]
+        asked = shown(Field(key, "str", None, ""))
+        close = difflib.get_close_matches(asked, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        errors.append(f"{source}: unknown setting {asked!r}{hint}")
+    return field
+
+
+def _convert(field: Field, raw: Any, source: str, errors: list[str], *, from_text: bool) -> Any:
+    """Check one value against its field; append an error naming key and source when it is wrong."""
+
+    def bad(expected: str) -> None:
+        errors.append(f"{source}: {field.name}: expected {expected}, got {raw!r}")
+
+    kind = field.kind
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if from_text and str(raw).strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if from_text and str(raw).strip().lower() in ("0", "false", "no", "off"):
+            return False
+        return bad("true or false")
+    if kind == "int":
+        if isinstance(raw, bool):
+            return bad("an integer")
+        if isinstance(raw, int):
+            value = raw
+        elif from_text:
+            try:
+                value = int(str(raw).strip())
+            except ValueError:
+                return bad("an integer")
+        else:
+            return bad("an integer")
+        if field.minimum is not None and value < field.minimum:
+            return bad(f"an integer >= {field.minimum}")
+        if field.maximum is not None and value > field.maximum:
+            return bad(f"an integer <= {field.maximum}")
+        return value
+    if not isinstance(raw, (str, Path)):
+        return bad("a string")
+    text = str(raw)
+    if kind == "choice":
+        if text not in field.choices:
+            return bad("one of " + ", ".join(field.choices))
+        return text
+    if kind == "path":
+        if not text.strip():
+            return bad("a path")
+        return Path(text).expanduser()
+    return text

@@ -1,0 +1,473 @@
+"""The catalog: artists, albums and tracks in SQLite (sqlite-utils), with FTS5 search.
+
+Tracks hold the tags as read (`tag_*`) and the effective, displayed values (artist, album, album
+artist and their ids). The effective values depend on a track's siblings (a folder of one album with
+many artists is a compilation), so after every scan that changed something `regroup()` derives them,
+and the albums and artists tables, from the tracks in one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import sqlite_utils
+
+from media import ids
+from media.database import Database
+from media.errors import InvalidQuery, NotFound
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+VARIOUS_ARTISTS = "Various Artists"
+UNKNOWN_ARTIST = "Unknown Artist"
+UNKNOWN_ALBUM = "Unknown Album"
+
+# Columns a client sees for a track (the file path and scan bookkeeping stay inside).
+TRACK_FIELDS = ("id", "title", "artist", "artist_id", "album", "album_id", "album_artist",
+                "track_number", "disc_number", "year", "genre", "duration", "codec", "container",
+                "bitrate", "sample_rate", "channels", "size", "has_art", "added_at")
+ALBUM_FIELDS = ("id", "title", "artist", "artist_id", "year", "genre", "track_count",
+                "disc_count", "duration", "compilation", "has_cover", "added_at")
+ARTIST_FIELDS = ("id", "name", "album_count", "track_count")
+
+# Scanner-provided columns of a track (tags as read plus file facts).
+SCANNED_FIELDS = ("id", "path", "size", "mtime_ns", "title", "tag_artist", "tag_album",
+                  "album_artist_tag", "compilation", "track_number", "disc_number", "year", "genre",
+                  "duration", "codec", "container", "bitrate", "sample_rate", "channels", "has_art")
+
+_TRACK_SORTS = {
+    "default": "album_artist COLLATE NOCASE, album COLLATE NOCASE, disc_number, track_number, title",
+    "title": "title COLLATE NOCASE",
+    "artist": "artist COLLATE NOCASE, album COLLATE NOCASE, disc_number, track_number",
+    "album": "album COLLATE NOCASE, disc_number, track_number",
+    "year": "year",
+    "duration": "duration",
+    "added": "added_at",
+}
+_ALBUM_SORTS = {
+    "default": "artist COLLATE NOCASE, year, title COLLATE NOCASE",
+    "title": "title COLLATE NOCASE",
+    "artist": "artist COLLATE NOCASE, year, title COLLATE NOCASE",
+    "year": "year",
+    "added": "added_at",
+}
+_ARTIST_SORTS = {"default": "name COLLATE NOCASE", "name": "name COLLATE NOCASE"}
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+# --- schema and migrations -------------------------------------------------------------------
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["tracks"].create({
+        "id": str, "path": str, "size": int, "mtime_ns": int,
+        "title": str, "artist": str, "artist_id": str, "album": str, "album_id": str,
+        "album_artist": str, "tag_artist": str, "tag_album": str, "album_artist_tag": str,
+        "compilation": int, "track_number": int, "disc_number": int, "year": int, "genre": str,
+        "duration": float, "codec": str, "container": str, "bitrate": int, "sample_rate": int,
+        "channels": int, "has_art": int, "added_at": str, "updated_at": str,
+    }, pk="id", not_null={"path", "size", "mtime_ns", "title", "duration", "codec", "container"},
+        defaults={"artist": "", "artist_id": "", "album": "", "album_id": "", "album_artist": "",
+                  "compilation": 0, "has_art": 0})
+    db["tracks"].create_index(["path"], unique=True)
+    db["tracks"].create_index(["album_id"])
+    db["tracks"].create_index(["artist_id"])
+    db["albums"].create({
+        "id": str, "title": str, "artist": str, "artist_id": str, "year": int, "genre": str,
+        "track_count": int, "disc_count": int, "duration": float, "compilation": int,
+        "cover_path": str, "cover_track_id": str, "has_cover": int, "added_at": str,
+    }, pk="id")
+    db["albums"].create_index(["artist_id"])
+    db["artists"].create({"id": str, "name": str, "album_count": int, "track_count": int}, pk="id")
+    db["folder_images"].create({"dir": str, "path": str}, pk="dir")
+    db["tracks"].enable_fts(["title", "artist", "album", "album_artist", "genre"],
+                            create_triggers=True, tokenize="unicode61 remove_diacritics 2")
+
+
+MIGRATIONS = {1: _migrate_1}
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring the schema to SCHEMA_VERSION, one numbered step at a time; returns the version found."""
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    found = int(row[0]) if row else 0
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(f"catalog schema {found} is newer than this program ({SCHEMA_VERSION})")
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        log.info("catalog: migrating schema to version %d", version)
+        MIGRATIONS[version](db)
+        db["meta"].upsert({"key": "schema_version", "value": str(version)}, pk="key")
+    return found
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+def _order(sorts: dict[str, str], sort: str | None) -> str:
+    key = sort or "default"
+    desc = key.startswith("-")
+    columns = sorts.get(key.lstrip("-"))
+    if columns is None:
+        names = ", ".join(k for k in sorts if k != "default")
+        raise InvalidQuery(f"sort must be one of {names} (prefix - for descending), not {sort!r}")
+    if desc:
+        columns = ", ".join(f"{c} DESC" for c in columns.split(", "))
+    return columns
+
+
+def fts_query(text: str) -> str | None:
+    """User text -> a safe FTS5 query: every word must match, each as a prefix."""
+    words = _WORD.findall(text)
+    return " ".join(f'"{w}"*' for w in words[:16]) if words else None
+
+
+def _rows(db: sqlite_utils.Database, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+    cursor = db.execute(sql, list(params))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _track_out(row: dict[str, Any]) -> dict[str, Any]:
+    row["has_art"] = bool(row["has_art"])
+    return row
+
+
+def get_track(db: sqlite_utils.Database, track_id: str) -> dict[str, Any]:
+    rows = _rows(db, f"SELECT {', '.join(TRACK_FIELDS)} FROM tracks WHERE id = ?", [track_id])
+    if not rows:
+        raise NotFound(f"no track {track_id!r}")
+    return _track_out(rows[0])
+
+
+def list_tracks(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
+                album: str | None = None, sort: str | None = None, limit: int = 50,
+                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    where, params = [], []
+    if q:
+        match = fts_query(q)
+        if match is None:
+            return [], 0
+        where.append("rowid IN (SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ?)")
+        params.append(match)
+    if artist:
+        where.append("(artist_id = ? OR artist = ? COLLATE NOCASE OR album_artist = ? COLLATE NOCASE)")
+        params += [artist, artist, artist]
+    if album:
+        where.append("(album_id = ? OR album = ? COLLATE NOCASE)")
+        params += [album, album]
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    total = db.execute(f"SELECT count(*) FROM tracks{clause}", params).fetchone()[0]
+    order = _order(_TRACK_SORTS, sort)
+    items = _rows(db, f"SELECT {', '.join(TRACK_FIELDS)} FROM tracks{clause} ORDER BY {order} "
+                      "LIMIT ? OFFSET ?", [*params, limit, offset])
+    return [_track_out(r) for r in items], total
+
+
+def _album_out(row: dict[str, Any]) -> dict[str, Any]:
+    row["compilation"] = bool(row["compilation"])
+    row["has_cover"] = bool(row["has_cover"])
+    return row
+
+
+def get_album(db: sqlite_utils.Database, album_id: str) -> dict[str, Any]:
+    rows = _rows(db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE id = ?", [album_id])
+    if not rows:
+        raise NotFound(f"no album {album_id!r}")
+    album = _album_out(rows[0])
+    album["tracks"] = [_track_out(r) for r in _rows(
+        db, f"SELECT {', '.join(TRACK_FIELDS)} FROM tracks WHERE album_id = ? "
+            "ORDER BY disc_number, track_number, title COLLATE NOCASE", [album_id])]
+    return album
+
+
+def list_albums(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
+                sort: str | None = None, limit: int = 50,
+                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    where, params = [], []
+    if q:
+        where.append("(title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\')")
+        params += [_like(q)] * 2
+    if artist:
+        where.append("(artist_id = ? OR artist = ? COLLATE NOCASE)")
+        params += [artist, artist]
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    total = db.execute(f"SELECT count(*) FROM albums{clause}", params).fetchone()[0]
+    items = _rows(db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums{clause} "
+                      f"ORDER BY {_order(_ALBUM_SORTS, sort)} LIMIT ? OFFSET ?",
+                  [*params, limit, offset])
+    return [_album_out(r) for r in items], total
+
+
+def get_artist(db: sqlite_utils.Database, artist_id: str) -> dict[str, Any]:
+    rows = _rows(db, f"SELECT {', '.join(ARTIST_FIELDS)} FROM artists WHERE id = ?", [artist_id])
+    if not rows:
+        raise NotFound(f"no artist {artist_id!r}")
+    artist = rows[0]
+    artist["albums"] = [_album_out(r) for r in _rows(
+        db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE artist_id = ? "
+            "ORDER BY year, title COLLATE NOCASE", [artist_id])]
+    # Albums of others that this artist plays on (compilations, features).
+    artist["appears_on"] = [_album_out(r) for r in _rows(
+        db, f"SELECT {', '.join('a.' + f for f in ALBUM_FIELDS)} FROM albums a WHERE a.artist_id != ? "
+            "AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = ?) "
+            "ORDER BY a.year, a.title COLLATE NOCASE", [artist_id, artist_id])]
+    return artist
+
+
+def list_artists(db: sqlite_utils.Database, *, q: str | None = None, sort: str | None = None,
+                 limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    where, params = "", []
+    if q:
+        where, params = " WHERE name LIKE ? ESCAPE '\\'", [_like(q)]
+    total = db.execute(f"SELECT count(*) FROM artists{where}", params).fetchone()[0]
+    items = _rows(db, f"SELECT {', '.join(ARTIST_FIELDS)} FROM artists{where} "
+                      f"ORDER BY {_order(_ARTIST_SORTS, sort)} LIMIT ? OFFSET ?",
+                  [*params, limit, offset])
+    return items, total
+
+
+def search(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[dict[str, Any]]]:
+    match = fts_query(q)
+    if match is None:
+        return {"tracks": [], "albums": [], "artists": []}
+    tracks = _rows(db, f"SELECT {', '.join('t.' + f for f in TRACK_FIELDS)} FROM tracks_fts f "
+                       "JOIN tracks t ON t.rowid = f.rowid WHERE tracks_fts MATCH ? "
+                       "ORDER BY bm25(tracks_fts) LIMIT ?", [match, limit])
+    # Albums and artists match when any of their tracks matches on album or artist words.
+    album_ids = _rows(db, "SELECT DISTINCT t.album_id AS id FROM tracks_fts f JOIN tracks t "
+                          "ON t.rowid = f.rowid WHERE tracks_fts MATCH ? LIMIT ?",
+                      [f"{{album album_artist}} : {match}", limit])
+    artist_ids = _rows(db, "SELECT DISTINCT t.artist_id AS id FROM tracks_fts f JOIN tracks t "
+                           "ON t.rowid = f.rowid WHERE tracks_fts MATCH ? LIMIT ?",
+                       [f"{{artist album_artist}} : {match}", limit])
+    albums = [_album_out(r) for r in _rows(
+        db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE id IN "
+            f"({', '.join('?' * len(album_ids))}) ORDER BY title COLLATE NOCASE",
+        [r["id"] for r in album_ids])] if album_ids else []
+    artists = _rows(
+        db, f"SELECT {', '.join(ARTIST_FIELDS)} FROM artists WHERE id IN "
+            f"({', '.join('?' * len(artist_ids))}) OR name LIKE ? ESCAPE '\\' "
+            "ORDER BY name COLLATE NOCASE LIMIT ?",
+        [*(r["id"] for r in artist_ids), _like(q), limit]) if artist_ids else _rows(
+        db, f"SELECT {', '.join(ARTIST_FIELDS)} FROM artists WHERE name LIKE ? ESCAPE '\\' "
+            "ORDER BY name COLLATE NOCASE LIMIT ?", [_like(q), limit])
+    return {"tracks": [_track_out(r) for r in tracks], "albums": albums, "artists": artists}
+
+
+def track_file(db: sqlite_utils.Database, track_id: str) -> tuple[str, str]:
+    """(relative path, container) of a track's file."""
+    row = db.execute("SELECT path, container FROM tracks WHERE id = ?", [track_id]).fetchone()
+    if row is None:
+        raise NotFound(f"no track {track_id!r}")
+    return row[0], row[1]
+
+
+def album_cover(db: sqlite_utils.Database, album_id: str) -> tuple[str, str] | None:
+    """Where an album's cover is: ("folder", image path) or ("embedded", audio path), or None."""
+    row = db.execute("SELECT cover_path, cover_track_id FROM albums WHERE id = ?", [album_id]).fetchone()
+    if row is None:
+        raise NotFound(f"no album {album_id!r}")
+    if row[0]:
+        return "folder", row[0]
+    if row[1]:
+        found = db.execute("SELECT path FROM tracks WHERE id = ?", [row[1]]).fetchone()
+        if found:
+            return "embedded", found[0]
+    return None
+
+
+def counts(db: sqlite_utils.Database) -> dict[str, int]:
+    return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("tracks", "albums", "artists")}
+
+
+def file_index(db: sqlite_utils.Database) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime_ns): what the scanner compares the folder with."""
+    return {p: (s, m) for p, s, m in db.execute("SELECT path, size, mtime_ns FROM tracks")}
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+# --- writes (run in the writer thread, inside one transaction) -------------------------------
+
+_UPSERT = (
+    f"INSERT INTO tracks ({', '.join(SCANNED_FIELDS)}, added_at, updated_at) "
+    f"VALUES ({', '.join('?' * len(SCANNED_FIELDS))}, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{f} = excluded.{f}" for f in SCANNED_FIELDS if f != "id")
+    + ", updated_at = excluded.updated_at"
+)
+
+
+def save_scanned(db: sqlite_utils.Database, tracks: list[dict[str, Any]], removed: list[str]) -> None:
+    """Upsert scanned tracks (keeping their added_at) and drop tracks whose files are gone."""
+    now = _now()
+    db.conn.executemany(_UPSERT, [[t[f] for f in SCANNED_FIELDS] + [now, now] for t in tracks])
+    if removed:
+        db.conn.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])
+
+
+def save_folder_images(db: sqlite_utils.Database, images: dict[str, str]) -> None:
+    db.execute("DELETE FROM folder_images")
+    db.conn.executemany("INSERT INTO folder_images (dir, path) VALUES (?, ?)", images.items())
+
+
+def regroup(db: sqlite_utils.Database) -> None:
+    """Derive effective artist/album/album artist of every track, then rebuild albums and artists."""
+    rows = _rows(db, "SELECT id, path, tag_artist, tag_album, album_artist_tag, compilation, year, "
+                     "genre, duration, has_art, disc_number, track_number, added_at, artist, "
+                     "album, album_artist, artist_id, album_id FROM tracks")
+    folder_images = dict(db.execute("SELECT dir, path FROM folder_images").fetchall())
+
+    # A folder's album with several track artists and no album artist tag is a compilation.
+    artists_per_folder_album: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        r["dir"] = str(PurePosixPath(r["path"]).parent)
+        r["eff_album"] = r["tag_album"] or (PurePosixPath(r["dir"]).name if r["dir"] != "." else UNKNOWN_ALBUM)
+        r["eff_artist"] = r["tag_artist"] or UNKNOWN_ARTIST
+        if not r["album_artist_tag"] and not r["compilation"]:
+            artists_per_folder_album[(r["dir"], r["eff_album"].casefold())].add(r["eff_artist"].casefold())
+
+    changed = []
+    albums: dict[str, dict[str, Any]] = {}
+    artists: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["album_artist_tag"]:
+            album_artist = r["album_artist_tag"]
+        elif r["compilation"] or len(artists_per_folder_album[(r["dir"], r["eff_album"].casefold())]) > 1:
+            album_artist = VARIOUS_ARTISTS
+        else:
+            album_artist = r["eff_artist"]
+        new = (r["eff_artist"], ids.artist_id(r["eff_artist"]), r["eff_album"],
+               ids.album_id(album_artist, r["eff_album"]), album_artist)
+        if new != (r["artist"], r["artist_id"], r["album"], r["album_id"], r["album_artist"]):
+            changed.append((*new, r["id"]))
+        artist_name, artist_key, album_title, album_key, _ = new
+
+        album = albums.get(album_key)
+        if album is None:
+            album = albums[album_key] = {
+                "id": album_key, "title": album_title, "artist": album_artist,
+                "artist_id": ids.artist_id(album_artist), "years": Counter(), "genres": Counter(),
+                "dirs": Counter(), "discs": set(), "track_count": 0, "duration": 0.0,
+                "compilation": album_artist == VARIOUS_ARTISTS, "cover_track_id": None,
+                "added_at": r["added_at"],
+            }
+        album["track_count"] += 1
+        album["duration"] += r["duration"] or 0.0
+        album["dirs"][r["dir"]] += 1
+        album["discs"].add(r["disc_number"] or 1)
+        album["added_at"] = min(album["added_at"] or "", r["added_at"] or "") or r["added_at"]
+        if r["year"]:
+            album["years"][r["year"]] += 1
+        if r["genre"]:
+            album["genres"][r["genre"]] += 1
+        if r["has_art"] and album["cover_track_id"] is None:
+            album["cover_track_id"] = r["id"]
+        for name, counted in ((artist_name, "track_count"), (album_artist, None)):
+            entry = artists.setdefault(ids.artist_id(name), {
+                "id": ids.artist_id(name), "name": name, "album_ids": set(), "track_count": 0})
+            if counted:
+                entry["track_count"] += 1
+        artists[ids.artist_id(album_artist)]["album_ids"].add(album_key)
+
+    if changed:
+        db.conn.executemany("UPDATE tracks SET artist = ?, artist_id = ?, album = ?, album_id = ?, "
+                            "album_artist = ? WHERE id = ?", changed)
+    album_rows = []
+    for a in albums.values():
+        main_dir = a["dirs"].most_common(1)[0][0]
+        cover_path = folder_images.get(main_dir)
+        album_rows.append({
+            "id": a["id"], "title": a["title"], "artist": a["artist"], "artist_id": a["artist_id"],
+            "year": a["years"].most_common(1)[0][0] if a["years"] else None,
+            "genre": a["genres"].most_common(1)[0][0] if a["genres"] else None,
+            "track_count": a["track_count"], "disc_count": len(a["discs"]),
+            "duration": round(a["duration"], 3), "compilation": int(a["compilation"]),
+            "cover_path": cover_path, "cover_track_id": a["cover_track_id"],
+            "has_cover": int(bool(cover_path or a["cover_track_id"])), "added_at": a["added_at"],
+        })
+    db.execute("DELETE FROM albums")
+    db["albums"].insert_all(album_rows)
+    db.execute("DELETE FROM artists")
+    db["artists"].insert_all({"id": a["id"], "name": a["name"], "album_count": len(a["album_ids"]),
+                              "track_count": a["track_count"]} for a in artists.values())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- the async face ----------------------------------------------------------------------------
+
+class Catalog:
+    """The catalog as the rest of the program sees it: async reads and writes off the event loop.
+
+    `generation` goes up after every write that changed the catalog, so caches keyed on catalog
+    facts (open files, covers) know when to drop what they hold.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = Database(path)
+        found = self.db.write_sync(migrate)
+        log.info("catalog %s opened (schema %d -> %d)", path, found, SCHEMA_VERSION)
+        self.generation = 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    async def track(self, track_id: str) -> dict[str, Any]:
+        return await self.db.read(get_track, track_id)
+
+    async def tracks(self, **query: Any) -> tuple[list[dict[str, Any]], int]:
+        return await self.db.read(lambda db: list_tracks(db, **query))
+
+    async def album(self, album_id: str) -> dict[str, Any]:
+        return await self.db.read(get_album, album_id)
+
+    async def albums(self, **query: Any) -> tuple[list[dict[str, Any]], int]:
+        return await self.db.read(lambda db: list_albums(db, **query))
+
+    async def artist(self, artist_id: str) -> dict[str, Any]:
+        return await self.db.read(get_artist, artist_id)
+
+    async def artists(self, **query: Any) -> tuple[list[dict[str, Any]], int]:
+        return await self.db.read(lambda db: list_artists(db, **query))
+
+    async def search(self, q: str, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
+        return await self.db.read(search, q, limit)
+
+    async def track_file(self, track_id: str) -> tuple[str, str]:
+        return await self.db.read(track_file, track_id)
+
+    async def album_cover(self, album_id: str) -> tuple[str, str] | None:
+        return await self.db.read(album_cover, album_id)
+
+    async def counts(self) -> dict[str, int]:
+        return await self.db.read(counts)
+
+    async def file_index(self) -> dict[str, tuple[int, int]]:
+        return await self.db.read(file_index)
+
+    async def save_scan(self, tracks: list[dict[str, Any]], removed: list[str]) -> None:
+        await self.db.write(save_scanned, tracks, removed)
+        self.generation += 1
+
+    async def finish_scan(self, folder_images: dict[str, str]) -> None:
+        def finish(db: sqlite_utils.Database) -> None:
+            save_folder_images(db, folder_images)
+            regroup(db)
+
+        await self.db.write(finish)
+        self.generation += 1
+
+    def bump(self) -> None:
+        self.generation += 1

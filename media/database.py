@@ -1,0 +1,83 @@
+"""SQLite access off the event loop: thread-local read connections and one writer thread.
+
+Readers never wait for the writer (WAL), and the writer is a single thread, so write transactions
+are serialised without locks in Python. `await db.read(fn, ...)` and `await db.write(fn, ...)` run
+`fn(conn, ...)` with a sqlite-utils Database in the right thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; only a power cut can lose the
+    # last transactions, never corrupt the file.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    return sqlite_utils.Database(conn)
+
+
+class Database:
+    def __init__(self, path: Path, readers: int = 4) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite_utils.Database] = []
+        self._all_lock = threading.Lock()
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-write")
+
+    def _conn(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = connect(self.path)
+            with self._all_lock:
+                self._all.append(db)
+        return db
+
+    def _run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(self._conn(), *args)
+
+    def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
+        db = self._conn()
+        with db.conn:  # one transaction per write call: all of it or nothing
+            return fn(db, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, partial(self._run_read, fn, *args))
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, partial(self._run_write, fn, *args))
+
+    def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """For start-up and command-line use, before or without an event loop."""
+        return self._writer.submit(self._run_write, fn, *args).result()
+
+    def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._readers.submit(self._run_read, fn, *args).result()
+
+    def close(self) -> None:
+        self._readers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        with self._all_lock:
+            for db in self._all:
+                db.conn.close()
+            self._all.clear()

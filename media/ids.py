@@ -1,0 +1,25 @@
+"""Stable ids. They are derived from content identity, never from SQLite rowids, so that a rescan
+gives the same ids and every node of a cluster names the same track, album and artist alike."""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+
+def _digest(kind: str, *parts: str) -> str:
+    text = "\x00".join((kind, *(unicodedata.normalize("NFC", p) for p in parts)))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def track_id(relative_path: str) -> str:
+    """A track is its file: the POSIX path relative to the library root."""
+    return _digest("track", relative_path)
+
+
+def album_id(album_artist: str, title: str) -> str:
+    return _digest("album", album_artist.casefold(), title.casefold())
+
+
+def artist_id(name: str) -> str:
+    return _digest("artist", name.casefold())

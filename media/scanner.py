@@ -1,0 +1,267 @@
+"""The library scanner: walk, diff against the catalog, read what changed, save, regroup.
+
+Incremental: a file whose size and mtime are what the catalog holds is not opened again. Tolerant:
+a broken file becomes a line in `progress.problems`, never an aborted scan. Tag reading runs in
+worker processes (mutagen is pure Python, so threads would share one core), in chunks so the
+inter-process cost stays small next to the parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from media import ids
+from media.catalog import Catalog
+from media.errors import UnreadableFile
+from media.formats import container_for, cover_rank
+from media.tags import read_track
+
+log = logging.getLogger(__name__)
+
+CHUNK = 48  # files per task sent to a worker process
+IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
+SAVE_EVERY = 0.5  # seconds between catalog saves while reading, so the catalog fills as it goes
+REGROUP_EVERY = 3.0  # seconds between album/artist rebuilds during a long scan
+MAX_PROBLEMS = 500
+
+
+@dataclasses.dataclass
+class ScanProgress:
+    state: str = "idle"  # idle | walking | reading | saving | done | failed | stopped
+    started_at: float | None = None
+    finished_at: float | None = None
+    files: int = 0  # audio files found in the folder
+    to_read: int = 0  # new or changed files
+    read: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    problems: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("walking", "reading", "saving")
+
+    @property
+    def seconds(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.time()) - self.started_at
+
+    def problem(self, path: str, reason: str) -> None:
+        self.skipped += 1
+        log.warning("scan: skipped %s: %s", path, reason)
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append({"path": path, "reason": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["running"] = self.running
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+def walk(root: Path, progress: ScanProgress) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """Audio files under root as {relative path: (size, mtime_ns)}, and the best cover image of
+    each folder as {relative folder: relative image path}. Symlinks are followed only while they
+    stay inside the library, and each real folder is visited once (no loops)."""
+    real_root = os.path.realpath(root)
+    files: dict[str, tuple[int, int]] = {}
+    covers: dict[str, tuple[int, str]] = {}
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [(str(root), "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            progress.problem(rel or ".", f"folder cannot be read: {exc.strerror or exc}")
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):  # hidden files, and .part files of uploads in progress
+                continue
+            relpath = f"{rel}/{name}" if rel else name
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                progress.problem(relpath.encode("utf-8", "replace").decode(), "file name is not valid UTF-8")
+                continue
+            try:
+                if entry.is_symlink() and not _inside(os.path.realpath(entry.path), real_root):
+                    progress.problem(relpath, "symlink points outside the library")
+                    continue
+                if entry.is_dir():
+                    stack.append((entry.path, relpath))
+                    continue
+                rank = cover_rank(name)
+                if rank is not None:
+                    key = rel or "."
+                    if key not in covers or rank < covers[key][0]:
+                        covers[key] = (rank, relpath)
+                    continue
+                if container_for(name) is None:
+                    continue
+                st = entry.stat()
+            except OSError as exc:
+                progress.problem(relpath, f"cannot be read: {exc.strerror or exc}")
+                continue
+            files[relpath] = (st.st_size, st.st_mtime_ns)
+    return files, {folder: path for folder, (_, path) in covers.items()}
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def read_chunk(root: str, items: list[tuple[str, int, int]]) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """Worker-process entry: read each file, returning (path, record, None) or (path, None, reason)."""
+    out = []
+    for relpath, size, mtime_ns in items:
+        try:
+            tags = read_track(Path(root) / relpath)
+        except UnreadableFile as exc:
+            out.append((relpath, None, str(exc)))
+            continue
+        record = {"id": ids.track_id(relpath), "path": relpath, "size": size, "mtime_ns": mtime_ns,
+                  "container": container_for(relpath), **tags}
+        record["tag_artist"] = record.pop("artist")
+        record["tag_album"] = record.pop("album")
+        out.append((relpath, record, None))
+    return out
+
+
+class Scanner:
+    """Runs scans of one library into one catalog; one scan at a time."""
+
+    def __init__(self, library: Path, catalog: Catalog, *, workers: int = 0,
+                 on_progress: Callable[[ScanProgress], None] | None = None) -> None:
+        self.library = library
+        self.catalog = catalog
+        self.workers = workers or os.cpu_count() or 1
+        self.on_progress = on_progress
+        self.progress = ScanProgress()
+        self._lock = asyncio.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    async def scan(self, stop: asyncio.Event | None = None) -> ScanProgress:
+        async with self._lock:
+            progress = self.progress = ScanProgress(state="walking", started_at=time.time())
+            self._notify()
+            try:
+                await self._scan(progress, stop or asyncio.Event())
+            except asyncio.CancelledError:
+                progress.state = "stopped"
+                raise
+            except Exception as exc:
+                progress.state, progress.error = "failed", f"{type(exc).__name__}: {exc}"
+                log.exception("scan of %s failed", self.library)
+            finally:
+                progress.finished_at = time.time()
+                self._notify()
+            return progress
+
+    async def _scan(self, progress: ScanProgress, stop: asyncio.Event) -> None:
+        started = time.perf_counter()
+        found, folder_images = await asyncio.to_thread(walk, self.library, progress)
+        known = await self.catalog.file_index()
+        progress.files = len(found)
+        changed = [(p, *st) for p, st in found.items() if known.get(p) != st]
+        removed = [p for p in known if p not in found]
+        progress.unchanged = len(found) - len(changed)
+        progress.to_read = len(changed)
+        progress.state = "reading"
+        log.info("scan of %s: %d audio files, %d new or changed, %d gone (walk %.2fs)",
+                 self.library, len(found), len(changed), len(removed), time.perf_counter() - started)
+        self._notify()
+
+        pending: list[dict[str, Any]] = []
+        last_save = last_regroup = time.monotonic()
+        async for results in self._read(changed, stop):
+            for relpath, record, reason in results:
+                progress.read += 1
+                if record is None:
+                    progress.problem(relpath, reason or "unreadable")
+                    continue
+                pending.append(record)
+                if relpath in known:
+                    progress.updated += 1
+                else:
+                    progress.added += 1
+            now = time.monotonic()
+            if now - last_save >= SAVE_EVERY:
+                await self.catalog.save_scan(pending, [])
+                pending, last_save = [], now
+                if now - last_regroup >= REGROUP_EVERY:
+                    await self.catalog.finish_scan(folder_images)
+                    last_regroup = now
+            self._notify()
+        if stop.is_set():
+            progress.state = "stopped"
+            if pending:
+                await self.catalog.save_scan(pending, [])
+            await self.catalog.finish_scan(folder_images)
+            log.info("scan of %s stopped after %d of %d files", self.library, progress.read, len(changed))
+            return
+
+        progress.state = "saving"
+        # Files that broke since the last scan leave the catalog too: what is listed must play.
+        broken = [p["path"] for p in progress.problems if p["path"] in known]
+        progress.removed = len(removed) + len(broken)
+        if pending or removed or broken:
+            await self.catalog.save_scan(pending, removed + broken)
+        if changed or removed or broken or not known:
+            await self.catalog.finish_scan(folder_images)
+        progress.state = "done"
+        log.info("scan of %s done in %.2fs: %d files, %d added, %d updated, %d removed, "
+                 "%d unchanged, %d skipped", self.library, time.perf_counter() - started,
+                 progress.files, progress.added, progress.updated, progress.removed,
+                 progress.unchanged, progress.skipped)
+
+    async def _read(self, changed: list[tuple[str, int, int]], stop: asyncio.Event):
+        """Yield lists of read results as they complete."""
+        root = str(self.library)
+        if len(changed) < IN_THREAD_BELOW or self.workers == 1:
+            for start in range(0, len(changed), CHUNK):
+                if stop.is_set():
+                    return
+                yield await asyncio.to_thread(read_chunk, root, changed[start:start + CHUNK])
+            return
+        loop = asyncio.get_running_loop()
+        # spawn, not fork: this process has threads (SQLite, the event loop's executors).
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+            futures = [loop.run_in_executor(pool, read_chunk, root, changed[i:i + CHUNK])
+                       for i in range(0, len(changed), CHUNK)]
+            try:
+                for next_done in asyncio.as_completed(futures):
+                    if stop.is_set():
+                        return
+                    yield await next_done
+            finally:
+                for f in futures:
+                    f.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _notify(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress)

@@ -1,0 +1,183 @@
+"""Reading one audio file with mutagen: tags, stream properties and whether it carries cover art.
+
+Runs in scanner worker processes, so it only returns plain, picklable dicts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import mutagen
+from mutagen.flac import FLAC, Picture
+from mutagen.id3 import ID3
+from mutagen.mp3 import MP3
+from mutagen.mp4 import MP4
+from mutagen.oggopus import OggOpus
+from mutagen.oggvorbis import OggVorbis
+from mutagen.wave import WAVE
+
+from media.errors import UnreadableFile
+from media.formats import image_type
+
+# Our field -> ID3 frame, MP4 atom, Vorbis comment key.
+_ID3 = {"title": "TIT2", "artist": "TPE1", "album": "TALB", "album_artist": "TPE2",
+        "track": "TRCK", "disc": "TPOS", "date": "TDRC", "genre": "TCON", "compilation": "TCMP"}
+_MP4 = {"title": "\xa9nam", "artist": "\xa9ART", "album": "\xa9alb", "album_artist": "aART",
+        "date": "\xa9day", "genre": "\xa9gen"}
+_VORBIS = {"title": "title", "artist": "artist", "album": "album", "album_artist": "albumartist",
+           "track": "tracknumber", "disc": "discnumber", "date": "date", "genre": "genre",
+           "compilation": "compilation"}
+
+_LEADING_INT = re.compile(r"\s*(\d+)")
+_YEAR = re.compile(r"(\d{4})")
+
+
+def read_track(path: Path) -> dict[str, Any]:
+    """Tags and stream facts of one file. Raises UnreadableFile (with the reason) for broken files."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            raise UnreadableFile("empty file (0 bytes)")
+        audio = mutagen.File(path)
+    except UnreadableFile:
+        raise
+    except OSError as exc:
+        raise UnreadableFile(f"cannot be read: {exc.strerror or exc}") from None
+    except Exception as exc:  # mutagen raises many kinds for damaged files; all mean "skip it"
+        raise UnreadableFile(f"damaged or not audio: {type(exc).__name__}: {exc}") from None
+    if audio is None or audio.info is None:
+        raise UnreadableFile("not a recognised audio format")
+    info = audio.info
+    duration = float(getattr(info, "length", 0.0) or 0.0)
+    if not duration > 0:
+        raise UnreadableFile("no audio in it (duration 0)")
+
+    raw = _tags(audio)
+    codec = _codec(audio)
+    bitrate = int(getattr(info, "bitrate", 0) or 0)
+    if not bitrate:  # Opus headers carry no bitrate: the average over the file is what players show
+        bitrate = int(size * 8 / duration)
+    return {
+        "title": raw.get("title") or path.stem,
+        "artist": raw.get("artist") or "",
+        "album": raw.get("album") or "",
+        "album_artist_tag": raw.get("album_artist") or None,
+        "compilation": _truthy(raw.get("compilation")),
+        "track_number": _leading_int(raw.get("track")),
+        "disc_number": _leading_int(raw.get("disc")),
+        "year": _year(raw.get("date")),
+        "genre": raw.get("genre") or None,
+        "duration": round(duration, 3),
+        "codec": codec,
+        "bitrate": round(bitrate / 1000),
+        "sample_rate": int(getattr(info, "sample_rate", 0) or 0) or None,
+        "channels": int(getattr(info, "channels", 0) or 0) or None,
+        "has_art": _has_art(audio),
+    }
+
+
+def read_embedded_art(path: Path) -> tuple[bytes, str] | None:
+    """The front cover embedded in a file (or its first picture), with its MIME type."""
+    try:
+        audio = mutagen.File(path)
+    except Exception:  # a file that broke since the scan simply has no art now
+        return None
+    data = _art_bytes(audio) if audio is not None else None
+    if not data:
+        return None
+    mime = image_type(data)
+    return (data, mime) if mime else None
+
+
+def _tags(audio: Any) -> dict[str, str]:
+    tags = audio.tags
+    if tags is None:
+        return {}
+    if isinstance(tags, ID3):
+        return {field: str(tags[frame].text[0]) for field, frame in _ID3.items()
+                if frame in tags and tags[frame].text}
+    if isinstance(audio, MP4):
+        out = {field: str(tags[atom][0]) for field, atom in _MP4.items() if tags.get(atom)}
+        if tags.get("trkn"):
+            out["track"] = str(tags["trkn"][0][0])
+        if tags.get("disk"):
+            out["disc"] = str(tags["disk"][0][0])
+        if tags.get("cpil"):
+            out["compilation"] = "1" if tags["cpil"] else "0"
+        return out
+    # Vorbis comments (FLAC, Ogg Vorbis, Ogg Opus): case-insensitive keys, lists of values.
+    out = {}
+    for field, key in _VORBIS.items():
+        values = tags.get(key)
+        if values:
+            out[field] = str(values[0])
+    return out
+
+
+def _codec(audio: Any) -> str:
+    if isinstance(audio, MP3):
+        return "mp3"
+    if isinstance(audio, FLAC):
+        return "flac"
+    if isinstance(audio, OggOpus):
+        return "opus"
+    if isinstance(audio, OggVorbis):
+        return "vorbis"
+    if isinstance(audio, WAVE):
+        return "pcm"
+    if isinstance(audio, MP4):
+        codec = getattr(audio.info, "codec", "") or ""
+        return "aac" if codec.startswith("mp4a") else codec or "unknown"
+    return type(audio).__name__.lower()  # e.g. AAC (ADTS) -> "aac"
+
+
+def _has_art(audio: Any) -> bool:
+    tags = audio.tags
+    if isinstance(tags, ID3):
+        return bool(tags.getall("APIC"))
+    if isinstance(audio, MP4):
+        return bool(tags and tags.get("covr"))
+    if isinstance(audio, FLAC):
+        return bool(audio.pictures)
+    return bool(tags and tags.get("metadata_block_picture"))
+
+
+def _art_bytes(audio: Any) -> bytes | None:
+    tags = audio.tags
+    if isinstance(tags, ID3):
+        pictures = tags.getall("APIC")
+        front = [p for p in pictures if p.type == 3] or pictures
+        return bytes(front[0].data) if front else None
+    if isinstance(audio, MP4):
+        covers = tags.get("covr") if tags else None
+        return bytes(covers[0]) if covers else None
+    if isinstance(audio, FLAC):
+        pictures = audio.pictures
+        front = [p for p in pictures if p.type == 3] or pictures
+        return bytes(front[0].data) if front else None
+    blocks = tags.get("metadata_block_picture") if tags else None
+    if blocks:
+        import base64
+
+        try:
+            return Picture(base64.b64decode(blocks[0])).data
+        except Exception:
+            return None
+    return None
+
+
+def _leading_int(value: str | None) -> int | None:
+    match = _LEADING_INT.match(value or "")
+    return int(match.group(1)) if match and int(match.group(1)) < 10_000 else None
+
+
+def _year(value: str | None) -> int | None:
+    match = _YEAR.search(value or "")
+    return int(match.group(1)) if match else None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")

@@ -1,0 +1,217 @@
+"""The catalog API (`/api/v1/...`), album playlists and covers. Reads only, served locally."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from aiohttp import web
+
+from media import image_type, read_embedded_art
+from streamer.errors import ApiError, bad_param
+from streamer.keys import CATALOG, SETTINGS
+from streamer.originals import CORS_HEADERS
+from streamer.preconditions import etag_matches
+
+log = logging.getLogger(__name__)
+
+MAX_LIMIT = 500
+MAX_OFFSET = 10**9
+MAX_COVER_BYTES = 20 * 1024 * 1024
+
+
+def int_param(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise bad_param(name, f"expected a whole number from {minimum} to {maximum}, got {raw!r}")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise bad_param(name, f"must be from {minimum} to {maximum}, got {value}")
+    return value
+
+
+def text_param(request: web.Request, name: str, max_length: int = 200) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    if len(raw) > max_length:
+        raise bad_param(name, f"longer than {max_length} characters")
+    return raw.strip()
+
+
+def page_params(request: web.Request) -> dict[str, Any]:
+    return {"limit": int_param(request, "limit", 50, 1, MAX_LIMIT),
+            "offset": int_param(request, "offset", 0, 0, MAX_OFFSET),
+            "sort": text_param(request, "sort", 20)}
+
+
+def base_url(request: web.Request) -> str:
+    """Absolute URLs in answers, so a player can open them as they are."""
+    configured = request.app[SETTINGS].public_url
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+def track_out(track: dict[str, Any], base: str) -> dict[str, Any]:
+    track["stream_url"] = f"{base}/stream/{track['id']}"
+    track["hls_url"] = None  # HLS is not served yet by this version
+    return track
+
+
+def album_out(album: dict[str, Any], base: str) -> dict[str, Any]:
+    album["cover_url"] = f"{base}/api/v1/albums/{album['id']}/cover" if album["has_cover"] else None
+    album["playlist_url"] = f"{base}/api/v1/albums/{album['id']}/playlist.m3u8"
+    if "tracks" in album:
+        album["tracks"] = [track_out(t, base) for t in album["tracks"]]
+    return album
+
+
+def paged(items: list[dict[str, Any]], total: int, page: dict[str, Any]) -> web.Response:
+    return web.json_response({"items": items, "total": total, "limit": page["limit"],
+                              "offset": page["offset"]})
+
+
+async def list_tracks(request: web.Request) -> web.Response:
+    page = page_params(request)
+    items, total = await request.app[CATALOG].tracks(
+        q=text_param(request, "q"), artist=text_param(request, "artist"),
+        album=text_param(request, "album"), **page)
+    base = base_url(request)
+    return paged([track_out(t, base) for t in items], total, page)
+
+
+async def get_track(request: web.Request) -> web.Response:
+    track = await request.app[CATALOG].track(request.match_info["id"])
+    return web.json_response(track_out(track, base_url(request)))
+
+
+async def list_albums(request: web.Request) -> web.Response:
+    page = page_params(request)
+    items, total = await request.app[CATALOG].albums(
+        q=text_param(request, "q"), artist=text_param(request, "artist"), **page)
+    base = base_url(request)
+    return paged([album_out(a, base) for a in items], total, page)
+
+
+async def get_album(request: web.Request) -> web.Response:
+    album = await request.app[CATALOG].album(request.match_info["id"])
+    return web.json_response(album_out(album, base_url(request)))
+
+
+async def list_artists(request: web.Request) -> web.Response:
+    page = page_params(request)
+    items, total = await request.app[CATALOG].artists(q=text_param(request, "q"), **page)
+    return paged(items, total, page)
+
+
+async def get_artist(request: web.Request) -> web.Response:
+    artist = await request.app[CATALOG].artist(request.match_info["id"])
+    base = base_url(request)
+    artist["albums"] = [album_out(a, base) for a in artist["albums"]]
+    artist["appears_on"] = [album_out(a, base) for a in artist["appears_on"]]
+    return web.json_response(artist)
+
+
+async def search(request: web.Request) -> web.Response:
+    q = text_param(request, "q")
+    if q is None:
+        raise bad_param("q", "a search text is required")
+    limit = int_param(request, "limit", 20, 1, 100)
+    found = await request.app[CATALOG].search(q, limit)
+    base = base_url(request)
+    found["tracks"] = [track_out(t, base) for t in found["tracks"]]
+    found["albums"] = [album_out(a, base) for a in found["albums"]]
+    return web.json_response({"q": q, **found})
+
+
+def _m3u_text(value: Any) -> str:
+    """A line of M3U must stay one line whatever the tags say."""
+    return " ".join(str(value).split())
+
+
+async def album_playlist(request: web.Request) -> web.Response:
+    """Extended M3U with absolute URLs: VLC, mpv or a phone app plays it as it is."""
+    album = await request.app[CATALOG].album(request.match_info["id"])
+    base = base_url(request)
+    lines = ["#EXTM3U", f"#PLAYLIST:{_m3u_text(album['artist'])} - {_m3u_text(album['title'])}"]
+    for t in album["tracks"]:
+        lines.append(f"#EXTINF:{round(t['duration'])},{_m3u_text(t['artist'])} - {_m3u_text(t['title'])}")
+        lines.append(f"{base}/stream/{t['id']}")
+    return web.Response(text="\n".join(lines) + "\n", content_type="audio/x-mpegurl",
+                        charset="utf-8", headers={"Cache-Control": "no-cache", **CORS_HEADERS})
+
+
+class CoverCache:
+    """Recently served covers in memory; keyed by catalog generation so a rescan refreshes them."""
+
+    def __init__(self, capacity: int = 128) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, int], tuple[bytes, str, str]] = OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> tuple[bytes, str, str] | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: tuple[str, int], item: tuple[bytes, str, str]) -> None:
+        self._items[key] = item
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+COVERS = web.AppKey("covers", CoverCache)
+
+
+async def album_cover(request: web.Request) -> web.Response:
+    album_id = request.match_info["id"]
+    catalog = request.app[CATALOG]
+    key = (album_id, catalog.generation)
+    item = request.app[COVERS].get(key)
+    if item is None:
+        where = await catalog.album_cover(album_id)
+        loaded = await asyncio.to_thread(_load_cover, request.app[SETTINGS].library, where) if where else None
+        if loaded is None:
+            raise ApiError(404, "not_found", f"album {album_id!r} has no cover")
+        data, mime = loaded
+        item = (data, mime, '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"')
+        request.app[COVERS].put(key, item)
+    data, mime, etag = item
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=86400", **CORS_HEADERS}
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=data, content_type=mime, headers=headers)
+
+
+def _load_cover(library, where: tuple[str, str]) -> tuple[bytes, str] | None:
+    kind, relpath = where
+    path = library / relpath
+    if kind == "embedded":
+        return read_embedded_art(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_COVER_BYTES + 1)
+    except OSError as exc:
+        log.warning("cover %s cannot be read: %s", relpath, exc)
+        return None
+    mime = image_type(data)
+    return (data, mime) if mime and len(data) <= MAX_COVER_BYTES else None
+
+
+def add_routes(app: web.Application) -> None:
+    app[COVERS] = CoverCache()
+    r = app.router
+    r.add_get("/api/v1/tracks", list_tracks, name="tracks")
+    r.add_get("/api/v1/tracks/{id}", get_track, name="track")
+    r.add_get("/api/v1/albums", list_albums, name="albums")
+    r.add_get("/api/v1/albums/{id}", get_album, name="album")
+    r.add_get("/api/v1/albums/{id}/cover", album_cover, name="album_cover")
+    r.add_get("/api/v1/albums/{id}/playlist.m3u8", album_playlist, name="album_playlist")
+    r.add_get("/api/v1/artists", list_artists, name="artists")
+    r.add_get("/api/v1/artists/{id}", get_artist, name="artist")
+    r.add_get("/api/v1/search", search, name="search")

@@ -1,0 +1,200 @@
+"""The application factory: one Settings object in, one aiohttp Application out.
+
+Every resource is started and stopped in a pair (cleanup_ctx), in order: catalog, then the library
+(demo files and the background scan). Nothing lives in module globals, so tests build as many
+differently configured apps as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from aiohttp import web
+
+from config import Settings
+from media import Catalog, Scanner, find_ffmpeg
+from media.demo import make_demo_library
+from streamer import api
+from streamer.errors import error_response, from_exception
+from streamer.keys import BACKGROUND, CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
+from streamer.metrics import Metrics
+from streamer.originals import OpenFiles, serve_file
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings) -> web.Application:
+    metrics = Metrics()
+    app = web.Application(middlewares=[_edge(metrics)], handler_args={"max_field_size": 16384})
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[FFMPEG] = find_ffmpeg(settings.ffmpeg)
+    app[BACKGROUND] = set()
+    app.cleanup_ctx.append(_catalog_ctx)
+    app.cleanup_ctx.append(_library_ctx)
+
+    r = app.router
+    r.add_get("/", index, name="index")
+    r.add_get("/healthz", healthz, name="healthz")
+    r.add_get("/readyz", readyz, name="readyz")
+    r.add_get("/metrics", metrics_page, name="metrics")
+    r.add_get("/stream/{id}", stream, name="stream")
+    r.add_get("/api/v1/library/scan", scan_status, name="scan_status")
+    r.add_post("/api/v1/library/scan", start_scan, name="scan")
+    api.add_routes(app)
+    return app
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    catalog = await asyncio.to_thread(Catalog, settings.catalog_path)
+    app[CATALOG] = catalog
+    app[OPEN_FILES] = OpenFiles(catalog, settings.library)
+    app[SCANNER] = Scanner(settings.library, catalog, workers=settings.scan_workers)
+    try:
+        yield
+    finally:
+        app[OPEN_FILES].clear()
+        await asyncio.to_thread(catalog.close)
+
+
+async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Fill the library (demo) and scan it in the background: the server answers meanwhile."""
+    task = asyncio.create_task(_prepare_and_scan(app), name="initial-scan")
+    try:
+        yield
+    finally:
+        for t in [task, *app[BACKGROUND]]:
+            t.cancel()
+        for t in [task, *app[BACKGROUND]]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+async def _prepare_and_scan(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    library = settings.library
+    if settings.library_is_default:
+        library.mkdir(parents=True, exist_ok=True)
+        if settings.demo_library and not any(library.iterdir()):
+            log.info("library %s is empty: making a demo library to play at once", library.resolve())
+            try:
+                await asyncio.to_thread(make_demo_library, library, app[FFMPEG])
+            except Exception:
+                log.exception("the demo library could not be made")
+    if settings.scan_on_start:
+        progress = await app[SCANNER].scan()
+        if progress.state == "done":
+            albums, _ = await app[CATALOG].albums(limit=1, offset=0)
+            if albums:
+                url = f"http://{settings.host}:{settings.port}/api/v1/albums/{albums[0]['id']}/playlist.m3u8"
+                log.info("library ready: %d tracks. Try: mpv %s  (or open it in VLC)",
+                         progress.files - progress.skipped, url)
+
+
+# --- the edge: errors, CORS preflight, request counting ------------------------------------------
+
+def _edge(metrics: Metrics):
+    @web.middleware
+    async def edge(request: web.Request, handler) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = _preflight(request)
+        else:
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                response = from_exception(exc)
+                if response is None:
+                    log.exception("unexpected error answering %s %s", request.method, request.path)
+                    response = error_response(500, "internal", "internal error (the server log has details)")
+        route = request.match_info.route.name or "unmatched"
+        metrics.count_request(route, request.method, response.status)
+        if not response.prepared:
+            response.headers.setdefault("Access-Control-Allow-Origin", "*")
+            if response.content_length and request.method != "HEAD":
+                metrics.bytes_sent += response.content_length
+        return response
+
+    return edge
+
+
+def _preflight(request: web.Request) -> web.Response:
+    """CORS preflight: web players on other origins may GET/HEAD with Range and conditionals."""
+    return web.Response(status=204, headers={
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+        "Access-Control-Max-Age": "86400",
+    })
+
+
+# --- small handlers ------------------------------------------------------------------------------
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    files = request.app[OPEN_FILES]
+    track_id = request.match_info["id"]
+    entry = files.cached(track_id) or await files.open(track_id)
+    return await serve_file(request, entry, max_ranges=request.app[SETTINGS].max_ranges,
+                            metrics=request.app[METRICS])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    progress = request.app[SCANNER].progress
+    return web.json_response({
+        "status": "ok", "role": request.app[SETTINGS].role, "version": VERSION,
+        "scan": {"state": progress.state, "files": progress.files, "read": progress.read,
+                 "to_read": progress.to_read},
+    })
+
+
+async def readyz(request: web.Request) -> web.Response:
+    # A standalone node serves from its own catalog as soon as it is open, even mid-scan.
+    return web.json_response({"status": "ready", "role": request.app[SETTINGS].role})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    counts = await request.app[CATALOG].counts()
+    progress = request.app[SCANNER].progress
+    gauges = {
+        "streamer_catalog_tracks": ("Tracks in the catalog.", counts["tracks"]),
+        "streamer_catalog_albums": ("Albums in the catalog.", counts["albums"]),
+        "streamer_catalog_artists": ("Artists in the catalog.", counts["artists"]),
+        "streamer_scan_running": ("1 while a library scan runs.", int(progress.running)),
+        "streamer_scan_files": ("Audio files found by the last scan.", progress.files),
+        "streamer_scan_read": ("Files read so far by the last scan.", progress.read),
+        "streamer_scan_to_read": ("New or changed files the last scan reads.", progress.to_read),
+        "streamer_scan_skipped": ("Broken files skipped by the last scan.", progress.skipped),
+        "streamer_scan_seconds": ("Duration of the last scan.", progress.seconds),
+    }
+    return web.Response(text=request.app[METRICS].render(gauges),
+                        content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def scan_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SCANNER].progress.as_dict())
+
+
+async def start_scan(request: web.Request) -> web.Response:
+    """Start a rescan in the background (202); if one is running, report it instead (202 too)."""
+    scanner = request.app[SCANNER]
+    if not scanner.running:
+        task = asyncio.create_task(scanner.scan(), name="scan")
+        request.app[BACKGROUND].add(task)
+        task.add_done_callback(request.app[BACKGROUND].discard)
+        await asyncio.sleep(0)  # let it take the lock, so the answer shows it running
+    return web.json_response(scanner.progress.as_dict(), status=202)
+
+
+async def index(request: web.Request) -> web.Response:
+    page = resources.files("streamer").joinpath("static/index.html").read_text(encoding="utf-8")
+    return web.Response(text=page, content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-cache"})
+

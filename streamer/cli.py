@@ -1,0 +1,154 @@
+"""Command line: `serve` (default), `scan`, `config`. A thin shell: parse, load settings, run.
+
+Every setting of config.FIELDS is a flag of every command, so the CLI can never lag the settings.
+Startup errors become one clear line on stderr and exit code 2 (bad configuration) or 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import resource
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+import config
+from config import FIELDS, ConfigError, Settings
+from media import Catalog, MediaError, Scanner, ScanProgress
+
+COMMANDS = ("serve", "scan", "config")
+log = logging.getLogger("streamer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="Self-hosted audio streaming node.")
+    sub = parser.add_subparsers(dest="command")
+    helps = {"serve": "serve the library over HTTP (the default command)",
+             "scan": "scan the library into the catalog, with a progress bar, and exit",
+             "config": "print the effective configuration and exit"}
+    for name in COMMANDS:
+        cmd = sub.add_parser(name, help=helps[name], description=helps[name])
+        cmd.add_argument("--config", type=Path, metavar="FILE",
+                         help="TOML settings file (also STREAMER_CONFIG); env STREAMER_* and flags override it")
+        for field in FIELDS:
+            if field.kind == "bool":
+                cmd.add_argument(field.flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                                 default=None, help=field.help)
+            else:
+                cmd.add_argument(field.flag, dest=field.name, default=None,
+                                 metavar=field.name.upper(), help=field.help)
+    return parser
+
+
+def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        argv.insert(0, "serve")
+    args = build_parser().parse_args(argv)
+    cli = {f.name: getattr(args, f.name) for f in FIELDS}
+    try:
+        settings = config.load(args.config, os.environ if environ is None else environ, cli)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "config":
+        print(config.describe(settings))
+        return 0
+    if args.command == "scan":
+        return asyncio.run(scan(settings))
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    from streamer.app import create_app
+
+    _raise_open_file_limit()
+    try:
+        app = create_app(settings)
+    except MediaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    base = f"http://{settings.host}:{settings.port}"
+
+    def announce(_: str) -> None:
+        print(f"streamer: serving {settings.library.resolve()} on {base}\n"
+              f"  open {base}/ in a browser to listen\n"
+              f"  catalog API: {base}/api/v1/tracks   albums: {base}/api/v1/albums\n"
+              f"  a track in any player: {base}/stream/<track id>\n"
+              f"  an album in VLC/mpv:   {base}/api/v1/albums/<album id>/playlist.m3u8\n"
+              f"  (Ctrl-C to stop)", flush=True)
+
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, backlog=2048, print=announce,
+                    access_log=log if settings.log_level == "debug" else None,
+                    handler_cancellation=False)
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+async def scan(settings: Settings) -> int:
+    if not settings.library.is_dir():
+        print(f"error: library: folder {settings.library} does not exist", file=sys.stderr)
+        return 2
+    catalog = Catalog(settings.catalog_path)
+    try:
+        bar = ProgressBar(sys.stderr)
+        scanner = Scanner(settings.library, catalog, workers=settings.scan_workers, on_progress=bar.update)
+        progress = await scanner.scan()
+        bar.finish()
+    finally:
+        catalog.close()
+    print(f"scanned {settings.library} in {progress.seconds:.1f}s: {progress.files} audio files, "
+          f"{progress.added} added, {progress.updated} updated, {progress.removed} removed, "
+          f"{progress.unchanged} unchanged, {progress.skipped} skipped")
+    for problem in progress.problems:
+        print(f"  skipped {problem['path']}: {problem['reason']}")
+    return 0 if progress.state == "done" else 1
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; plain periodic lines when not a terminal."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last_plain = -1
+
+    def update(self, progress: ScanProgress) -> None:
+        if progress.state != "reading" or not progress.to_read:
+            return
+        done, total = progress.read, progress.to_read
+        if self.tty:
+            width = 30
+            filled = width * done // total
+            self.stream.write(f"\rreading tags [{'#' * filled}{'.' * (width - filled)}] "
+                              f"{done}/{total} files, {progress.skipped} skipped")
+            self.stream.flush()
+        elif done * 10 // total != self._last_plain:
+            self._last_plain = done * 10 // total
+            self.stream.write(f"reading tags: {done}/{total} files\n")
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _raise_open_file_limit() -> None:
+    """Each listener is a socket and each playing track an open file: lift the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass

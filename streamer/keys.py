@@ -1,0 +1,20 @@
+"""Typed keys for what the application holds (aiohttp's AppKey: no string keys, no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from config import Settings
+from media import Catalog, Scanner
+from streamer.metrics import Metrics
+from streamer.originals import OpenFiles
+
+SETTINGS = web.AppKey("settings", Settings)
+CATALOG = web.AppKey("catalog", Catalog)
+SCANNER = web.AppKey("scanner", Scanner)
+OPEN_FILES = web.AppKey("open_files", OpenFiles)
+METRICS = web.AppKey("metrics", Metrics)
+FFMPEG = web.AppKey("ffmpeg", str)
+BACKGROUND = web.AppKey("background", set[asyncio.Task])

@@ -1,0 +1,46 @@
+"""Counters an operator needs, rendered in the Prometheus text format (version 0.0.4)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: Iterable[str], values: Iterable[object]) -> str:
+    pairs = ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(names, values))
+    return "{" + pairs + "}" if pairs else ""
+
+
+class Metrics:
+    """Plain integers updated on the event loop; no locks needed, no cost beyond an add."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, int]] = Counter()  # (route, method, status)
+        self.bytes_sent = 0
+        self.active_streams = 0
+        self.client_aborts = 0
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        self.requests[(route, method, status)] += 1
+
+    def render(self, gauges: dict[str, tuple[str, float]]) -> str:
+        """`gauges` adds name -> (help, value) samples computed by the caller at scrape time."""
+        out = ["# HELP streamer_http_requests_total HTTP requests answered, by route and status.",
+               "# TYPE streamer_http_requests_total counter"]
+        for (route, method, status), n in sorted(self.requests.items()):
+            out.append("streamer_http_requests_total"
+                       f"{_labels(('route', 'method', 'status'), (route, method, status))} {n}")
+        for name, kind, help_text, value in (
+            ("streamer_http_sent_bytes_total", "counter", "Body bytes sent.", self.bytes_sent),
+            ("streamer_active_streams", "gauge", "Media responses being sent now.", self.active_streams),
+            ("streamer_client_aborts_total", "counter", "Responses cut short because the client left.",
+             self.client_aborts),
+        ):
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        for name, (help_text, value) in gauges.items():
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+        return "\n".join(out) + "\n"

@@ -1,0 +1,232 @@
+"""`GET|HEAD /stream/{id}`: the original bytes of a track, with exact RFC 9110 semantics.
+
+The per-request path is kept lean, because it is the hottest path of the server: a track's file
+stays open in `OpenFiles` (one `stat` per request revalidates it, so a changed or vanished file
+is noticed at once), every static header is computed once per open file, and bytes go out with
+sendfile (zero copy) for whole files, single ranges and each part of a multipart answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from media import CONTENT_TYPES, Catalog, NotFound
+from streamer.errors import ApiError, error_response
+from streamer.metrics import Metrics
+from streamer.preconditions import Precondition, evaluate, if_range_holds
+from streamer.ranges import WHOLE, ByteRange, Outcome, parse_range, plan_ranges
+
+log = logging.getLogger(__name__)
+
+# Browsers on another origin may read these (CORS-safelisted headers don't include them).
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Accept-Ranges, Content-Length, Content-Range, ETag, Last-Modified",
+}
+
+
+class OpenFile:
+    """An open track file and everything about it that does not change while it stays the same."""
+
+    __slots__ = ("file", "path", "identity", "size", "etag", "last_modified", "content_type",
+                 "headers", "validators", "generation")
+
+    def __init__(self, file: Any, path: str, st: os.stat_result, content_type: str,
+                 generation: int) -> None:
+        self.file = file  # unbuffered FileIO: sendfile and pread use offsets, never its position
+        self.path = path
+        self.identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self.size = st.st_size
+        # Strong: it changes whenever the bytes can have changed (size or nanosecond mtime).
+        self.etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+        self.last_modified = int(st.st_mtime)
+        self.content_type = content_type
+        self.generation = generation
+        self.validators = {
+            "ETag": self.etag,
+            "Last-Modified": _http_date(self.last_modified),
+            "Cache-Control": "public, max-age=86400",
+            **CORS_HEADERS,
+        }
+        self.headers = {
+            **self.validators,
+            "Accept-Ranges": "bytes",
+            "Content-Type": content_type,
+            "Content-Disposition": "inline; filename*=UTF-8''" + quote(os.path.basename(path)),
+        }
+
+
+class OpenFiles:
+    """A bounded LRU of open track files, keyed by track id."""
+
+    def __init__(self, catalog: Catalog, library: Path, capacity: int = 512) -> None:
+        self.catalog = catalog
+        self.library = library
+        self.capacity = capacity
+        self._files: OrderedDict[str, OpenFile] = OrderedDict()
+
+    def cached(self, track_id: str) -> OpenFile | None:
+        """The open file if it is still exactly what was opened; costs one stat, no executor."""
+        entry = self._files.get(track_id)
+        if entry is None:
+            return None
+        if entry.generation == self.catalog.generation:
+            try:
+                st = os.stat(entry.path)
+            except OSError:
+                st = None
+            if st is not None and (st.st_ino, st.st_size, st.st_mtime_ns) == entry.identity:
+                self._files.move_to_end(track_id)
+                return entry
+        # Dropping our reference is enough: a response still sending holds its own, and the
+        # file closes when the last one goes.
+        del self._files[track_id]
+        return None
+
+    async def open(self, track_id: str) -> OpenFile:
+        relpath, container = await self.catalog.track_file(track_id)
+        generation = self.catalog.generation
+        path = str(self.library / relpath)
+        try:
+            file, st = await asyncio.to_thread(_open, path)
+        except FileNotFoundError:
+            log.warning("track %s: file %s is missing from the library (rescan to drop it)",
+                        track_id, relpath)
+            raise NotFound(f"the file of track {track_id!r} is missing from the library") from None
+        except OSError as exc:
+            log.error("track %s: cannot open %s: %s", track_id, relpath, exc)
+            raise ApiError(503, "unavailable", f"the file of track {track_id!r} cannot be read now",
+                           {"Retry-After": "10"}) from None
+        entry = OpenFile(file, path, st, CONTENT_TYPES.get(container, "application/octet-stream"),
+                         generation)
+        self._files[track_id] = entry
+        if len(self._files) > self.capacity:
+            self._files.popitem(last=False)
+        return entry
+
+    def clear(self) -> None:
+        self._files.clear()
+
+
+def _open(path: str) -> tuple[Any, os.stat_result]:
+    file = open(path, "rb", buffering=0)
+    try:
+        return file, os.fstat(file.fileno())
+    except BaseException:
+        file.close()
+        raise
+
+
+def _http_date(seconds: int) -> str:
+    from email.utils import formatdate
+
+    return formatdate(seconds, usegmt=True)
+
+
+async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
+                     metrics: Metrics) -> web.StreamResponse:
+    """Answer GET or HEAD for one open file: 200, 206 (single or multipart), 304, 412 or 416."""
+    headers = request.headers
+    precondition = evaluate(request.method, headers.get, entry.etag, entry.last_modified)
+    if precondition is Precondition.NOT_MODIFIED:
+        return web.Response(status=304, headers=entry.validators)
+    if precondition is Precondition.FAILED:
+        raise ApiError(412, "precondition_failed", "the file does not match the request's preconditions")
+
+    plan = WHOLE
+    range_header = headers.get("Range")
+    if range_header is not None and request.method in ("GET", "HEAD"):
+        if_range = headers.get("If-Range")
+        if if_range is None or if_range_holds(if_range, entry.etag, entry.last_modified):
+            specs = parse_range(range_header)
+            if specs is not None:
+                plan = plan_ranges(specs, entry.size, max_ranges)
+
+    if plan.outcome is Outcome.UNSATISFIABLE:
+        return error_response(416, "range_not_satisfiable",
+                              f"no requested range lies within the file's {entry.size} bytes",
+                              {"Content-Range": f"bytes */{entry.size}", **entry.headers})
+    if plan.outcome is Outcome.WHOLE:
+        return await _send(request, entry, 200, [], 0, entry.size, metrics)
+    if len(plan.ranges) == 1:
+        r = plan.ranges[0]
+        return await _send(request, entry, 206, [("Content-Range", r.content_range(entry.size))],
+                           r.start, r.length, metrics)
+    return await _send_multipart(request, entry, plan.ranges, metrics)
+
+
+async def _send(request: web.Request, entry: OpenFile, status: int, extra: list[tuple[str, str]],
+                offset: int, count: int, metrics: Metrics) -> web.StreamResponse:
+    response = web.StreamResponse(status=status, headers=entry.headers)
+    for name, value in extra:
+        response.headers[name] = value
+    response.content_length = count
+    await response.prepare(request)
+    if request.method == "HEAD" or count == 0:
+        await response.write_eof()
+        return response
+    metrics.active_streams += 1
+    try:
+        await _sendfile(request, entry.file, offset, count)
+        metrics.bytes_sent += count
+        await response.write_eof()
+    except ConnectionError:
+        _client_left(request, metrics)
+    finally:
+        metrics.active_streams -= 1
+    return response
+
+
+async def _send_multipart(request: web.Request, entry: OpenFile, ranges: tuple[ByteRange, ...],
+                          metrics: Metrics) -> web.StreamResponse:
+    """§14.6: multipart/byteranges, each part with its own Content-Type and Content-Range."""
+    boundary = secrets.token_hex(16)
+    heads = [(f"{'' if i == 0 else chr(13) + chr(10)}--{boundary}\r\n"
+              f"Content-Type: {entry.content_type}\r\n"
+              f"Content-Range: {r.content_range(entry.size)}\r\n\r\n").encode("ascii")
+             for i, r in enumerate(ranges)]
+    tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+    response = web.StreamResponse(status=206, headers=entry.headers)
+    response.headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+    response.content_length = sum(len(h) for h in heads) + sum(r.length for r in ranges) + len(tail)
+    await response.prepare(request)
+    if request.method == "HEAD":
+        await response.write_eof()
+        return response
+    metrics.active_streams += 1
+    try:
+        for head, r in zip(heads, ranges):
+            await response.write(head)
+            await _sendfile(request, entry.file, r.start, r.length)
+        await response.write(tail)
+        metrics.bytes_sent += response.content_length
+        await response.write_eof()
+    except ConnectionError:
+        _client_left(request, metrics)
+    finally:
+        metrics.active_streams -= 1
+    return response
+
+
+async def _sendfile(request: web.Request, file: Any, offset: int, count: int) -> None:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client went away")
+    await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+
+
+def _client_left(request: web.Request, metrics: Metrics) -> None:
+    """A listener who skips or closes the player leaves mid-body: routine, not an error."""
+    metrics.client_aborts += 1
+    if request.transport is not None:
+        request.transport.close()
+    log.debug("client %s left during %s %s", request.remote, request.method, request.path)
