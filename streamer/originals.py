@@ -154,7 +154,8 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
     if plan.outcome is Outcome.UNSATISFIABLE:
         return error_response(416, "range_not_satisfiable",
                               f"no requested range lies within the file's {entry.size} bytes",
-                              {"Content-Range": f"bytes */{entry.size}", **entry.headers})
+                              {"Content-Range": f"bytes */{entry.size}", "Accept-Ranges": "bytes",
+                               **entry.validators})
     if plan.outcome is Outcome.WHOLE:
         return await _send(request, entry, 200, [], 0, entry.size, metrics)
     if len(plan.ranges) == 1:
