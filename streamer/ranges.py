@@ -15,8 +15,8 @@ import re
 
 # range-spec = int-range / suffix-range; int-range = first-pos "-" [ last-pos ];
 # suffix-range = "-" suffix-length (§14.1.1). Digits only: no signs, no spaces inside a spec.
-_SPEC = re.compile(r"(\d*)-(\d*)")
-_FAST = re.compile(r"bytes=(\d+)-(\d*)")  # the common single int-range, parsed in one match
+_SPEC = re.compile(r"([0-9]*)-([0-9]*)")
+_FAST = re.compile(r"bytes=([0-9]+)-([0-9]*)")  # the common single int-range, parsed in one match
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

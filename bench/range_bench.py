@@ -1,0 +1,536 @@
+#!/usr/bin/env python3
+"""Range / whole-file streaming benchmark: our server against nginx, in the same run.
+
+What it does (everything on 127.0.0.1, everything it starts is stopped at the end):
+
+1. encodes a real ~5 MB mp3 (160 s at 256 kbps, with the ffmpeg of imageio-ffmpeg) into a temp
+   library folder;
+2. starts nginx (1 worker, sendfile on, access_log off) serving that folder, and our server (one
+   process) over the same folder; waits for our scan to finish and finds the track id;
+3. checks correctness first: one 64 KiB range from each server must be a 206 whose body equals the
+   file's bytes (and a whole-file GET must return the whole file);
+4. runs wrk, nginx first and then ours (never both at once):
+   - random 64 KiB ranges at --connections connections: req/s and the ratio ours/nginx;
+   - whole-file GETs at --connections connections: bytes/s (wrk's Transfer/sec) and the ratio;
+   - --held connections (default 1000) doing random ranges: socket errors and non-2xx;
+5. reports peak RSS (VmHWM) of our server and of nginx, and a summary table with PASS/FAIL.
+
+Needs the `nginx` and `wrk` binaries (Debian packages `nginx-light` and `wrk`); it installs
+nothing. Run it with the project's Python:
+
+    python bench/range_bench.py [--duration 10] [--connections 64] [--held 1000]
+
+Exit status: 0 when every target passes, 1 when a target fails, 2 when the benchmark could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BLOCK = 65536
+ALIGN = 4096
+
+TARGET_RANGE_RATIO = 0.3
+TARGET_WHOLE_RATIO = 0.9
+
+RANGE_LUA = """
+-- random {block}-byte ranges, start aligned to {align} bytes, in [0, size - {block}]
+local size = {size}
+local block = {block}
+local align = {align}
+local slots = math.floor((size - block) / align)
+local counter = 0
+
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+
+function init(args)
+  math.randomseed(os.time() * 7919 + (tid or 0) * 104729)
+end
+
+function request()
+  local s = math.random(0, slots) * align
+  return wrk.format("GET", nil, {{["Range"] = "bytes=" .. s .. "-" .. (s + block - 1)}})
+end
+"""
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (missing tool, server that does not start, wrong bytes...)."""
+
+
+# --- processes --------------------------------------------------------------------------------
+
+class Proc:
+    """A child process in its own process group, stopped by its id at the end."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, **kw) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(8)
+            except subprocess.TimeoutExpired:
+                # Its own group only (start_new_session): nginx's worker goes with its master.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        # A worker left behind by a killed master would still be in the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._log.close()
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def proc_status(pid: int, key: str) -> int | None:
+    """A kB field of /proc/PID/status (VmHWM, VmRSS), in bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes (their own threads included), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: Proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"{proc.name} exited at start:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise BenchError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+# --- setup ------------------------------------------------------------------------------------
+
+def check_tools() -> tuple[str, str]:
+    nginx, wrk = shutil.which("nginx") or _sbin("nginx"), shutil.which("wrk")
+    missing = [(name, pkg) for name, pkg, found in (("nginx", "nginx-light", nginx), ("wrk", "wrk", wrk))
+               if not found]
+    if missing:
+        names = ", ".join(n for n, _ in missing)
+        pkgs = " ".join(p for _, p in missing)
+        raise BenchError(f"missing binaries: {names}. Install the Debian packages: "
+                         f"apt-get install -y {pkgs}   (this script installs nothing)")
+    return nginx, wrk
+
+
+def _sbin(name: str) -> str | None:
+    for d in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
+        if os.access(f"{d}/{name}", os.X_OK):
+            return f"{d}/{name}"
+    return None
+
+
+def make_mp3(path: Path, seconds: int = 160) -> None:
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:
+        raise BenchError("imageio-ffmpeg is not importable: run this with the project's Python") from exc
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+           "-ac", "2", "-b:a", "256k", "-c:a", "libmp3lame",
+           "-metadata", "title=Bench Track", "-metadata", "artist=Bench Artist",
+           "-metadata", "album=Bench Album", str(path)]
+    done = subprocess.run(cmd, capture_output=True, timeout=120)
+    if done.returncode != 0 or not path.exists():
+        raise BenchError(f"ffmpeg failed: {done.stderr.decode(errors='replace')[-2000:]}")
+
+
+def nginx_conf(tmp: Path, library: Path, port: int, nginx: str) -> Path:
+    prefix = tmp / "nginx"
+    for d in ("logs", "temp"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    features = subprocess.run([nginx, "-V"], capture_output=True, text=True).stderr
+    temp_paths = ["client_body_temp_path", "proxy_temp_path", "fastcgi_temp_path"]
+    for module in ("scgi", "uwsgi"):
+        if f"--without-http_{module}_module" not in features:
+            temp_paths.append(f"{module}_temp_path")
+    temps = "\n".join(f"    {d} {prefix}/temp/{d.split('_')[0]};" for d in temp_paths)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+worker_rlimit_nofile 16384;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    # Like our server: no limit on requests per keep-alive connection (nginx's default is 1000).
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    types {{ audio/mpeg mp3; }}
+    default_type application/octet-stream;
+{temps}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {library};
+        location / {{ }}
+    }}
+}}
+""")
+    return conf
+
+
+def wait_scan(base: str, proc: Proc, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"our server exited:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError, ValueError):
+            status, _, body = http_get(f"{base}/api/v1/library/scan", timeout=5)
+            state = json.loads(body).get("state") if status == 200 else None
+            if state == "done":
+                status, _, body = http_get(f"{base}/api/v1/tracks?limit=500", timeout=5)
+                items = json.loads(body).get("items", [])
+                if not items:
+                    raise BenchError(f"scan done but no track in the catalog:\n{proc.log_tail()}")
+                return items[0]["id"]
+            if state in ("failed", "stopped"):
+                raise BenchError(f"our scan ended in state {state!r}: {body[:500]!r}")
+        time.sleep(0.2)
+    raise BenchError(f"our scan not done within {timeout:.0f}s (last state {state!r})")
+
+
+def verify(name: str, url: str, data: bytes) -> None:
+    size = len(data)
+    start = (size // 3) // ALIGN * ALIGN
+    end = start + BLOCK - 1
+    status, headers, body = http_get(url, {"Range": f"bytes={start}-{end}"})
+    if status != 206 or len(body) != BLOCK or body != data[start:end + 1]:
+        raise BenchError(f"{name}: range check failed: status {status}, {len(body)} bytes, "
+                         f"equal={body == data[start:end + 1]}")
+    content_range = {k.lower(): v for k, v in headers.items()}.get("content-range")
+    if content_range != f"bytes {start}-{end}/{size}":
+        raise BenchError(f"{name}: wrong Content-Range {content_range!r}")
+    status, _, body = http_get(url)
+    if status != 200 or body != data:
+        raise BenchError(f"{name}: whole-file check failed: status {status}, {len(body)} of {size} bytes")
+
+
+# --- wrk --------------------------------------------------------------------------------------
+
+_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 ** 4}
+
+
+def _size(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)\s*([KMGT]?B?)", text.strip())
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict:
+    r: dict = {"rps": float("nan"), "bps": float("nan"), "requests": 0, "connect": 0, "read": 0,
+               "write": 0, "timeout": 0, "non2xx": 0, "p50": "", "p99": "", "max": ""}
+    if m := re.search(r"Requests/sec:\s*([\d.]+)", out):
+        r["rps"] = float(m.group(1))
+    if m := re.search(r"Transfer/sec:\s*([\d.]+\s*[KMGT]?B)", out):
+        r["bps"] = _size(m.group(1))
+    if m := re.search(r"(\d+) requests in", out):
+        r["requests"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        r["connect"], r["read"], r["write"], r["timeout"] = map(int, m.groups())
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        r["non2xx"] = int(m.group(1))
+    if m := re.search(r"^\s*50%\s+(\S+)", out, re.M):
+        r["p50"] = m.group(1)
+    if m := re.search(r"^\s*99%\s+(\S+)", out, re.M):
+        r["p99"] = m.group(1)
+    if m := re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out):
+        r["max"] = m.group(1)
+    r["errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
+    return r
+
+
+def run_wrk(wrk: str, url: str, *, threads: int, connections: int, duration: int, timeout: str,
+            script: Path | None, server_pids: list[int], label: str, verbose: bool) -> dict:
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout", timeout, "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    cmd.append(url)
+    cpu0, t0 = cpu_seconds(server_pids), time.monotonic()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from exc
+    wall, cpu = time.monotonic() - t0, cpu_seconds(server_pids) - cpu0
+    if done.returncode != 0 or "Requests/sec" not in done.stdout:
+        raise BenchError(f"wrk failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
+    result = parse_wrk(done.stdout)
+    result["server_cpu"] = cpu / wall if wall else float("nan")  # cores used by the server
+    result["cpu_per_req_us"] = cpu / result["requests"] * 1e6 if result["requests"] else float("nan")
+    if verbose:
+        print(f"--- wrk {label}: {' '.join(cmd)}\n{done.stdout.rstrip()}\n", flush=True)
+    return result
+
+
+# --- output -----------------------------------------------------------------------------------
+
+def human_bytes(n: float) -> str:
+    if n != n:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def line(label: str, r: dict) -> str:
+    return (f"  {label:<6} {r['rps']:>10.0f} req/s  {human_bytes(r['bps']):>11}/s  "
+            f"p50 {r['p50']:>8}  p99 {r['p99']:>8}  max {r['max']:>8}  "
+            f"errors {r['errors']} (c{r['connect']} r{r['read']} w{r['write']} t{r['timeout']})  "
+            f"non-2xx {r['non2xx']}  server CPU {r['server_cpu']:.2f} cores, "
+            f"{r['cpu_per_req_us']:.0f} us/req")
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and b == b and a == a else float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (6 runs; default 10)")
+    ap.add_argument("--connections", type=int, default=64, help="connections of the range and whole-file runs")
+    ap.add_argument("--held", type=int, default=1000, help="connections of the held-connections run")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads (keep it small: 2 cores are shared)")
+    ap.add_argument("--timeout", default="2s", help="wrk's per-request timeout (its default: 2s)")
+    ap.add_argument("--mp3-seconds", type=int, default=160, help="length of the test mp3 (160 s ~ 5 MB)")
+    ap.add_argument("--verbose", action="store_true", help="print every wrk output in full")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (logs, nginx.conf)")
+    args = ap.parse_args()
+
+    # Both servers and wrk inherit this: 1000 held connections need that many descriptors each.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(args.held * 2 + 256, 4096)
+    if soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+    # Stop cleanly (finally blocks run) on SIGTERM as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    tmp = Path(tempfile.mkdtemp(prefix="range-bench-"))
+    procs: list[Proc] = []
+    t_start = time.monotonic()
+    try:
+        nginx, wrk = check_tools()
+        cores = os.cpu_count()
+        print(f"range_bench: nginx {nginx}, wrk {wrk}, {cores} cores. Note: wrk ({args.threads} threads), "
+              f"nginx (1 worker) and our server (1 process) share these {cores} cores; nginx and ours "
+              f"are loaded in turn, never at the same time.", flush=True)
+
+        library = tmp / "library"
+        library.mkdir()
+        track = library / "track.mp3"
+        make_mp3(track, args.mp3_seconds)
+        data = track.read_bytes()
+        size = len(data)
+        if size < BLOCK * 2:
+            raise BenchError(f"the test file is too small ({size} bytes)")
+        print(f"test file: {track.name}, {size} bytes ({size / 1e6:.2f} MB, {args.mp3_seconds} s mp3 at 256 kbps)")
+
+        lua = tmp / "ranges.lua"
+        lua.write_text(RANGE_LUA.format(size=size, block=BLOCK, align=ALIGN))
+
+        # nginx
+        nginx_port = free_port()
+        conf = nginx_conf(tmp, library, nginx_port, nginx)
+        ngx = Proc("nginx", [nginx, "-p", str(tmp / "nginx"), "-c", str(conf), "-e",
+                             str(tmp / "nginx" / "logs" / "error.log")], tmp / "nginx.out")
+        procs.append(ngx)
+        wait_port(nginx_port, ngx, 15)
+        time.sleep(0.2)
+        ngx_workers = children(ngx.pid)
+        ngx_pids = [ngx.pid, *ngx_workers]
+        nginx_url = f"http://127.0.0.1:{nginx_port}/{track.name}"
+
+        # ours
+        our_port = free_port()
+        ours = Proc("our server", [sys.executable, str(REPO / "run.py"), "serve", "--host", "127.0.0.1",
+                                   "--port", str(our_port), "--library", str(library),
+                                   "--data-dir", str(tmp / "data"), "--no-demo-library",
+                                   "--log-level", "warning"],
+                    tmp / "ours.out", cwd=str(REPO))
+        procs.append(ours)
+        wait_port(our_port, ours, 30)
+        base = f"http://127.0.0.1:{our_port}"
+        track_id = wait_scan(base, ours)
+        our_url = f"{base}/stream/{track_id}"
+        print(f"nginx: {nginx_url}  (master {ngx.pid}, worker {','.join(map(str, ngx_workers))})")
+        print(f"ours:  {our_url}  (pid {ours.pid})")
+
+        verify("nginx", nginx_url, data)
+        verify("ours", our_url, data)
+        print("correctness: a 64 KiB range from each is a 206 equal to the file's bytes; "
+              "whole-file GETs equal the file: OK\n", flush=True)
+
+        kw = dict(threads=args.threads, duration=args.duration, timeout=args.timeout, verbose=args.verbose)
+        results: dict[tuple[str, str], dict] = {}
+        plan = [
+            ("range", f"random 64 KiB ranges, {args.connections} connections", args.connections, lua),
+            ("whole", f"whole-file GETs ({human_bytes(size)}), {args.connections} connections", args.connections, None),
+            ("held", f"{args.held} connections held, random 64 KiB ranges", args.held, lua),
+        ]
+        for key, title, conns, script in plan:
+            print(f"[{key}] {title}, {args.duration}s each, wrk -t{args.threads} --timeout {args.timeout}", flush=True)
+            for who, url, pids in (("nginx", nginx_url, ngx_pids), ("ours", our_url, [ours.pid])):
+                for p in procs:
+                    if not p.alive():
+                        raise BenchError(f"{p.name} died:\n{p.log_tail()}")
+                r = run_wrk(wrk, url, connections=conns, script=script, server_pids=pids,
+                            label=f"{key} {who}", **kw)
+                results[(key, who)] = r
+                print(line(who, r), flush=True)
+                time.sleep(1)  # let the TIME_WAITs and the other server settle
+            print(flush=True)
+
+        if not ours.alive():
+            raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
+        rss_ours = proc_status(ours.pid, "VmHWM")
+        rss_ngx_worker = max((proc_status(p, "VmHWM") or 0) for p in ngx_workers) if ngx_workers else None
+        rss_ngx_master = proc_status(ngx.pid, "VmHWM")
+        with contextlib.suppress(Exception):
+            _, _, metrics = http_get(f"{base}/metrics", timeout=5)
+            aborts = re.search(rb"^streamer_client_aborts_total (\S+)", metrics, re.M)
+            print(f"our /metrics: client aborts {aborts.group(1).decode() if aborts else '?'}")
+        print(f"peak RSS (VmHWM): ours {human_bytes(rss_ours or float('nan'))}; nginx worker "
+              f"{human_bytes(rss_ngx_worker or float('nan'))}, master {human_bytes(rss_ngx_master or float('nan'))}\n")
+
+        rr = ratio(results[("range", "ours")]["rps"], results[("range", "nginx")]["rps"])
+        wr = ratio(results[("whole", "ours")]["bps"], results[("whole", "nginx")]["bps"])
+        held_o, held_n = results[("held", "ours")], results[("held", "nginx")]
+        held_ok = held_o["errors"] == 0 and held_o["non2xx"] == 0 and held_o["requests"] > 0
+        checks = [rr >= TARGET_RANGE_RATIO, wr >= TARGET_WHOLE_RATIO, held_ok]
+
+        rows = [
+            ("metric", "nginx", "ours", "ours/nginx", "target", "result"),
+            (f"range 64KiB req/s (c={args.connections})", f"{results[('range', 'nginx')]['rps']:.0f}",
+             f"{results[('range', 'ours')]['rps']:.0f}", f"{rr:.3f}", f">= {TARGET_RANGE_RATIO}", verdict(checks[0])),
+            (f"whole-file bytes/s (c={args.connections})", f"{human_bytes(results[('whole', 'nginx')]['bps'])}/s",
+             f"{human_bytes(results[('whole', 'ours')]['bps'])}/s", f"{wr:.3f}", f">= {TARGET_WHOLE_RATIO}",
+             verdict(checks[1])),
+            (f"{args.held} conns: socket errors", str(held_n["errors"]), str(held_o["errors"]), "",
+             "0 (ours)", verdict(held_o["errors"] == 0)),
+            (f"{args.held} conns: non-2xx", str(held_n["non2xx"]), str(held_o["non2xx"]), "", "0 (ours)",
+             verdict(held_o["non2xx"] == 0)),
+            (f"{args.held} conns: req/s", f"{held_n['rps']:.0f}", f"{held_o['rps']:.0f}",
+             f"{ratio(held_o['rps'], held_n['rps']):.3f}", "info", ""),
+            ("server CPU per range request", f"{results[('range', 'nginx')]['cpu_per_req_us']:.0f} us",
+             f"{results[('range', 'ours')]['cpu_per_req_us']:.0f} us", "", "info", ""),
+            ("peak RSS (VmHWM)", f"{human_bytes(rss_ngx_worker or float('nan'))} (worker)",
+             human_bytes(rss_ours or float("nan")), "", "info", ""),
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        print(f"SUMMARY (file {size} bytes; wrk -t{args.threads} -d{args.duration}s; wrk, nginx and ours "
+              f"share {cores} cores; total {time.monotonic() - t_start:.0f}s)")
+        for i, r in enumerate(rows):
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            if i == 0:
+                print("  " + "  ".join("-" * w for w in widths))
+        overall = all(checks)
+        print(f"OVERALL: {verdict(overall)}")
+        return 0 if overall else 1
+    except BenchError as exc:
+        print(f"range_bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("range_bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

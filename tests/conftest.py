@@ -1,0 +1,86 @@
+"""Shared fixtures: real ffmpeg, real audio files, real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from config import Settings
+from media import find_ffmpeg
+from media.demo import make_demo_library
+from streamer import create_app
+from streamer.keys import CATALOG, SCANNER, SETTINGS
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    return find_ffmpeg()
+
+
+@pytest.fixture(scope="session")
+def demo_library(tmp_path_factory, ffmpeg) -> Path:
+    """The demo library, made once per test session; tests copy it when they change files."""
+    root = tmp_path_factory.mktemp("demo") / "music"
+    root.mkdir()
+    make_demo_library(root, ffmpeg)
+    return root
+
+
+def encode(ffmpeg: str, dest: Path, seconds: float = 2.0, *, codec_args: tuple[str, ...] = (),
+           metadata: dict[str, str] | None = None, freq: int = 440) -> Path:
+    """A short real audio file made by ffmpeg (format chosen by dest's extension)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    meta: list[str] = []
+    for key, value in (metadata or {}).items():
+        meta += ["-metadata", f"{key}={value}"]
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"sine=frequency={freq}:duration={seconds}", "-ac", "2", *codec_args, *meta,
+                    str(dest)], check=True)
+    return dest
+
+
+def settings_for(library: Path, data_dir: Path, **overrides) -> Settings:
+    return Settings(library=library, data_dir=data_dir, demo_library=False,
+                    library_is_default=False, scan_workers=1, **overrides)
+
+
+async def wait_for_scan(app, timeout: float = 30.0) -> None:
+    """The server scans in the background: wait until its scan has finished."""
+    scanner = app[SCANNER]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if scanner.progress.state in ("done", "failed") and not scanner.running:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError("scan did not finish")
+
+
+@pytest.fixture
+async def demo_server(aiohttp_client, demo_library, tmp_path):
+    """A real server on 127.0.0.1 over a private copy of the demo library, scan finished."""
+    library = tmp_path / "music"
+    shutil.copytree(demo_library, library)
+    app = create_app(settings_for(library, tmp_path / "data"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    return client
+
+
+async def first_track(client, **filters) -> dict:
+    query = "&".join(f"{k}={v}" for k, v in filters.items())
+    resp = await client.get(f"/api/v1/tracks?limit=500&{query}")
+    assert resp.status == 200
+    items = (await resp.json())["items"]
+    assert items
+    return items[0]
+
+
+async def library_path(client, track: dict) -> Path:
+    """Where a served track's file is (the API does not expose paths, the catalog knows them)."""
+    app = client.server.app
+    relpath, _ = await app[CATALOG].track_file(track["id"])
+    return app[SETTINGS].library / relpath

@@ -1,0 +1,213 @@
+"""`/stream/{id}` through a real server on 127.0.0.1: bytes, headers and statuses (RFC 9110)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+from email.utils import formatdate
+
+import pytest
+
+from tests.conftest import first_track, library_path
+
+
+@pytest.fixture
+async def track(demo_server):
+    return await first_track(demo_server, sort="title")
+
+
+async def whole(client, track_id):
+    resp = await client.get(f"/stream/{track_id}")
+    assert resp.status == 200
+    return await resp.read(), resp
+
+
+async def test_whole_file_and_head(demo_server, track):
+    body, resp = await whole(demo_server, track["id"])
+    assert len(body) == track["size"] == int(resp.headers["Content-Length"])
+    assert resp.headers["Accept-Ranges"] == "bytes"
+    assert re.fullmatch(r'"[0-9a-f]+-[0-9a-f]+"', resp.headers["ETag"])  # strong
+    assert resp.headers["Last-Modified"].endswith("GMT")
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    head = await demo_server.head(f"/stream/{track['id']}")
+    assert head.status == 200 and await head.read() == b""
+    assert head.headers["Content-Length"] == str(track["size"])
+    assert head.headers["ETag"] == resp.headers["ETag"]
+
+
+@pytest.mark.parametrize("codec, content_type", [
+    ("mp3", "audio/mpeg"), ("flac", "audio/flac"), ("vorbis", "audio/ogg"), ("opus", "audio/ogg"),
+    ("aac", "audio/mp4"),
+])
+async def test_content_type_per_codec(demo_server, codec, content_type):
+    resp = await demo_server.get("/api/v1/tracks?limit=500")
+    tracks = [t for t in (await resp.json())["items"] if t["codec"] == codec]
+    assert tracks, f"demo library has no {codec} track"
+    head = await demo_server.head(f"/stream/{tracks[0]['id']}")
+    assert head.headers["Content-Type"] == content_type
+
+
+async def test_single_ranges(demo_server, track):
+    body, _ = await whole(demo_server, track["id"])
+    size = len(body)
+    for header, start, end in [("bytes=0-99", 0, 99), ("bytes=100-", 100, size - 1),
+                               ("bytes=-500", size - 500, size - 1),
+                               (f"bytes=10-{size * 10}", 10, size - 1),
+                               (f"bytes=-{size * 2}", 0, size - 1)]:
+        resp = await demo_server.get(f"/stream/{track['id']}", headers={"Range": header})
+        assert resp.status == 206, header
+        assert resp.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+        assert await resp.read() == body[start:end + 1]
+
+
+async def test_multipart_byteranges_parse_back(demo_server, track):
+    body, _ = await whole(demo_server, track["id"])
+    resp = await demo_server.get(f"/stream/{track['id']}", headers={"Range": "bytes=0-9, 1000-1099, -20"})
+    assert resp.status == 206
+    ctype = resp.headers["Content-Type"]
+    assert ctype.startswith("multipart/byteranges; boundary=")
+    boundary = ctype.split("boundary=")[1].encode()
+    raw = await resp.read()
+    assert len(raw) == int(resp.headers["Content-Length"])
+    assert raw.endswith(b"--" + boundary + b"--\r\n")
+    parts = [p for p in raw.split(b"--" + boundary) if p.strip(b"\r\n") not in (b"", b"--")]
+    size = len(body)
+    expected = [(0, 9), (1000, 1099), (size - 20, size - 1)]
+    assert len(parts) == 3
+    for part, (start, end) in zip(parts, expected):
+        head, _, data = part.partition(b"\r\n\r\n")
+        assert f"Content-Range: bytes {start}-{end}/{size}".encode() in head
+        assert b"Content-Type: audio/" in head
+        assert data[: end - start + 1] == body[start:end + 1]
+        assert data[end - start + 1:] in (b"\r\n", b"")
+
+
+async def test_overlapping_ranges_are_coalesced(demo_server, track):
+    body, _ = await whole(demo_server, track["id"])
+    header = "bytes=" + ",".join(["0-99"] * 20)
+    resp = await demo_server.get(f"/stream/{track['id']}", headers={"Range": header})
+    assert resp.status == 206
+    assert resp.headers["Content-Range"] == f"bytes 0-99/{len(body)}"
+    assert await resp.read() == body[:100]
+
+
+async def test_too_many_ranges_get_the_whole_file(demo_server, track):
+    header = "bytes=" + ",".join(f"{i * 1000}-{i * 1000}" for i in range(100))
+    resp = await demo_server.get(f"/stream/{track['id']}", headers={"Range": header})
+    assert resp.status == 200
+    assert len(await resp.read()) == track["size"]
+
+
+async def test_unsatisfiable_range_is_416(demo_server, track):
+    resp = await demo_server.get(f"/stream/{track['id']}", headers={"Range": f"bytes={track['size']}-"})
+    assert resp.status == 416
+    assert resp.headers["Content-Range"] == f"bytes */{track['size']}"
+    assert (await resp.json())["error"]["code"] == "range_not_satisfiable"
+
+
+@pytest.mark.parametrize("header", ["bytes=5-1", "lines=0-5", "bytes=abc", "bytes=0-1;2"])
+async def test_invalid_range_is_ignored(demo_server, track, header):
+    resp = await demo_server.get(f"/stream/{track['id']}", headers={"Range": header})
+    assert resp.status == 200
+    assert len(await resp.read()) == track["size"]
+
+
+async def test_conditionals(demo_server, track):
+    url = f"/stream/{track['id']}"
+    resp = await demo_server.head(url)
+    etag, modified = resp.headers["ETag"], resp.headers["Last-Modified"]
+    r = await demo_server.get(url, headers={"If-None-Match": etag})
+    assert r.status == 304 and await r.read() == b"" and r.headers["ETag"] == etag
+    r = await demo_server.get(url, headers={"If-Modified-Since": modified})
+    assert r.status == 304
+    r = await demo_server.get(url, headers={"If-None-Match": '"stale"', "If-Modified-Since": modified})
+    assert r.status == 200
+    r = await demo_server.get(url, headers={"If-Match": '"stale"'})
+    assert r.status == 412 and (await r.json())["error"]["code"] == "precondition_failed"
+    r = await demo_server.get(url, headers={"If-Unmodified-Since": formatdate(0, usegmt=True)})
+    assert r.status == 412
+
+
+async def test_if_range(demo_server, track):
+    url = f"/stream/{track['id']}"
+    etag = (await demo_server.head(url)).headers["ETag"]
+    r = await demo_server.get(url, headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert r.status == 206 and len(await r.read()) == 10
+    r = await demo_server.get(url, headers={"Range": "bytes=0-9", "If-Range": '"changed"'})
+    assert r.status == 200 and len(await r.read()) == track["size"]
+
+
+async def test_changed_file_is_noticed(demo_server, track):
+    """A file rewritten since the scan is served as it is now, with a new validator."""
+    url = f"/stream/{track['id']}"
+    before = await demo_server.head(url)
+    path = await library_path(demo_server, track)
+    with open(path, "ab") as f:
+        f.write(b"\0" * 1000)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    after = await demo_server.get(url)
+    assert after.status == 200
+    assert len(await after.read()) == track["size"] + 1000
+    assert after.headers["ETag"] != before.headers["ETag"]
+    # A client holding the old validator gets the new file, not a mix.
+    r = await demo_server.get(url, headers={"Range": "bytes=0-9", "If-Range": before.headers["ETag"]})
+    assert r.status == 200
+
+
+async def test_vanished_file_is_a_clean_404(demo_server, track):
+    url = f"/stream/{track['id']}"
+    assert (await demo_server.head(url)).status == 200
+    (await library_path(demo_server, track)).unlink()
+    r = await demo_server.get(url)
+    assert r.status == 404
+    assert (await r.json())["error"]["code"] == "not_found"
+
+
+async def test_unknown_id_and_methods(demo_server):
+    r = await demo_server.get("/stream/doesnotexist")
+    assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+    r = await demo_server.get("/stream/..%2F..%2Fetc%2Fpasswd")
+    assert r.status == 404
+    r = await demo_server.post("/stream/doesnotexist")
+    assert r.status == 405 and "GET" in r.headers["Allow"]
+    assert (await r.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_cors_preflight(demo_server, track):
+    r = await demo_server.options(f"/stream/{track['id']}", headers={
+        "Origin": "http://player.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "range"})
+    assert r.status == 204
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert "range" in r.headers["Access-Control-Allow-Headers"].lower()
+
+
+async def test_client_dropping_mid_body_does_not_disturb_the_next(demo_server, track):
+    """Raw sockets: read the headers and a little body, vanish, then ask again on a new socket."""
+    host, port = demo_server.server.host, demo_server.server.port
+    body, _ = await whole(demo_server, track["id"])
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET /stream/{track['id']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read(1000)
+        writer.transport.abort()  # RST, the rudest way out
+    r = await demo_server.get(f"/stream/{track['id']}", headers={"Range": "bytes=5-"})
+    assert r.status == 206 and await r.read() == body[5:]
+    metrics = await (await demo_server.get("/metrics")).text()
+    assert "streamer_active_streams 0" in metrics
+
+
+async def test_ffmpeg_plays_the_stream(demo_server, ffmpeg):
+    """A real player (ffmpeg) decodes every demo track over HTTP, seeking with ranges."""
+    resp = await demo_server.get("/api/v1/tracks?limit=500")
+    for t in (await resp.json())["items"]:
+        url = f"http://{demo_server.server.host}:{demo_server.server.port}/stream/{t['id']}"
+        proc = await asyncio.create_subprocess_exec(
+            ffmpeg, "-v", "error", "-ss", "5", "-i", url, "-f", "null", "-",
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, (t["codec"], err.decode())
