@@ -371,6 +371,10 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 # --- main -------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -393,9 +397,10 @@ def main() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
     # Stop cleanly (finally blocks run) on SIGTERM as on Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
 
     tmp = Path(tempfile.mkdtemp(prefix="range-bench-"))
+    tmp.chmod(0o755)  # nginx's worker runs as nobody when started by root: it must read the library
     procs: list[Proc] = []
     t_start = time.monotonic()
     try:

@@ -47,6 +47,7 @@ _TRACK_SORTS = {
     "title": "title COLLATE NOCASE",
     "artist": "artist COLLATE NOCASE, album COLLATE NOCASE, disc_number, track_number",
     "album": "album COLLATE NOCASE, disc_number, track_number",
+    "track": "disc_number, track_number, title COLLATE NOCASE",
     "year": "year",
     "duration": "duration",
     "added": "added_at",

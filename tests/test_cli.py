@@ -1,0 +1,98 @@
+"""run.py as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+RUN = str(Path(__file__).resolve().parent.parent / "run.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, RUN, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path):
+    result = run("--port", "notaport", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: option --port: port: expected an integer, got 'notaport'"
+    result = run("--library", str(tmp_path / "missing"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "library" in result.stderr and "does not exist" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("colour = 'blue'\n")
+    result = run("--config", str(bad), cwd=tmp_path)
+    assert result.returncode == 2 and "unknown setting 'colour'" in result.stderr
+
+
+def test_default_run_serves_a_playable_demo_library(tmp_path, ffmpeg):
+    """`python run.py` with no arguments, in an empty folder: a demo library plays at once."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, RUN], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "STREAMER_PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                status = get_json(f"{base}/api/v1/library/scan")
+                if status["state"] == "done":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert status and status["state"] == "done", status
+        assert (tmp_path / "music").is_dir() and (tmp_path / "data" / "catalog.db").is_file()
+        albums = get_json(f"{base}/api/v1/albums")["items"]
+        assert len(albums) == 3
+        playlist = urllib.request.urlopen(albums[0]["playlist_url"], timeout=5).read().decode()
+        first_url = next(line for line in playlist.splitlines() if line.startswith("http"))
+        decoded = subprocess.run([ffmpeg, "-v", "error", "-i", first_url, "-f", "null", "-"],
+                                 capture_output=True, timeout=60)
+        assert decoded.returncode == 0, decoded.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert f"{base}/" in output  # it told the user where to go
+    assert "Traceback" not in output
+
+
+def test_scan_command_reports_progress_and_summary(tmp_path, demo_library):
+    library = tmp_path / "music"
+    shutil.copytree(demo_library, library)
+    (library / "broken.mp3").write_bytes(b"nope")
+    result = run("scan", "--library", str(library), "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "10 audio files, 9 added" in result.stdout
+    assert "1 skipped" in result.stdout and "broken.mp3" in result.stdout
+    assert "reading tags" in result.stderr
+    again = run("scan", "--library", str(library), "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert "9 unchanged" in again.stdout
+
+
+def test_config_command_masks_nothing_it_should_not(tmp_path):
+    result = run("config", "--port", "9999", cwd=tmp_path)
+    assert result.returncode == 0 and "port = 9999" in result.stdout
