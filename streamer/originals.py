@@ -157,19 +157,37 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
                               {"Content-Range": f"bytes */{entry.size}", "Accept-Ranges": "bytes",
                                **entry.validators})
     if plan.outcome is Outcome.WHOLE:
-        return await _send(request, entry, 200, [], 0, entry.size, metrics)
+        return await _send(request, entry, 200, {}, [(0, entry.size)], metrics)
     if len(plan.ranges) == 1:
         r = plan.ranges[0]
-        return await _send(request, entry, 206, [("Content-Range", r.content_range(entry.size))],
-                           r.start, r.length, metrics)
-    return await _send_multipart(request, entry, plan.ranges, metrics)
+        return await _send(request, entry, 206, {"Content-Range": r.content_range(entry.size)},
+                           [(r.start, r.length)], metrics)
+    return await _send(request, entry, 206, *_multipart(entry, plan.ranges), metrics)
 
 
-async def _send(request: web.Request, entry: OpenFile, status: int, extra: list[tuple[str, str]],
-                offset: int, count: int, metrics: Metrics) -> web.StreamResponse:
+# A body is a list of pieces: bytes to write, or (offset, count) of the file to sendfile.
+Piece = bytes | tuple[int, int]
+
+
+def _multipart(entry: OpenFile, ranges: tuple[ByteRange, ...]) -> tuple[dict[str, str], list[Piece]]:
+    """§14.6: multipart/byteranges, each part with its own Content-Type and Content-Range."""
+    boundary = secrets.token_hex(16)
+    pieces: list[Piece] = []
+    for i, r in enumerate(ranges):
+        pieces.append((f"{'' if i == 0 else chr(13) + chr(10)}--{boundary}\r\n"
+                       f"Content-Type: {entry.content_type}\r\n"
+                       f"Content-Range: {r.content_range(entry.size)}\r\n\r\n").encode("ascii"))
+        pieces.append((r.start, r.length))
+    pieces.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+    return {"Content-Type": f"multipart/byteranges; boundary={boundary}"}, pieces
+
+
+async def _send(request: web.Request, entry: OpenFile, status: int, extra: dict[str, str],
+                pieces: list[Piece], metrics: Metrics) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=entry.headers)
-    for name, value in extra:
+    for name, value in extra.items():
         response.headers[name] = value
+    count = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
     response.content_length = count
     await response.prepare(request)
     if request.method == "HEAD" or count == 0:
@@ -177,39 +195,12 @@ async def _send(request: web.Request, entry: OpenFile, status: int, extra: list[
         return response
     metrics.active_streams += 1
     try:
-        await _sendfile(request, entry.file, offset, count)
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                await response.write(piece)
+            else:
+                await _sendfile(request, entry.file, *piece)
         metrics.bytes_sent += count
-        await response.write_eof()
-    except ConnectionError:
-        _client_left(request, metrics)
-    finally:
-        metrics.active_streams -= 1
-    return response
-
-
-async def _send_multipart(request: web.Request, entry: OpenFile, ranges: tuple[ByteRange, ...],
-                          metrics: Metrics) -> web.StreamResponse:
-    """§14.6: multipart/byteranges, each part with its own Content-Type and Content-Range."""
-    boundary = secrets.token_hex(16)
-    heads = [(f"{'' if i == 0 else chr(13) + chr(10)}--{boundary}\r\n"
-              f"Content-Type: {entry.content_type}\r\n"
-              f"Content-Range: {r.content_range(entry.size)}\r\n\r\n").encode("ascii")
-             for i, r in enumerate(ranges)]
-    tail = f"\r\n--{boundary}--\r\n".encode("ascii")
-    response = web.StreamResponse(status=206, headers=entry.headers)
-    response.headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
-    response.content_length = sum(len(h) for h in heads) + sum(r.length for r in ranges) + len(tail)
-    await response.prepare(request)
-    if request.method == "HEAD":
-        await response.write_eof()
-        return response
-    metrics.active_streams += 1
-    try:
-        for head, r in zip(heads, ranges):
-            await response.write(head)
-            await _sendfile(request, entry.file, r.start, r.length)
-        await response.write(tail)
-        metrics.bytes_sent += response.content_length
         await response.write_eof()
     except ConnectionError:
         _client_left(request, metrics)
