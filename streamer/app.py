@@ -109,6 +109,9 @@ def _edge(metrics: Metrics):
         else:
             try:
                 response = await handler(request)
+            except ConnectionError:
+                # The client left before its answer was sent; 499 is how proxies count that.
+                response = web.Response(status=499)
             except Exception as exc:
                 response = from_exception(exc)
                 if response is None:
