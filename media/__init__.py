@@ -1,13 +1,33 @@
-"""The media domain, with no HTTP in it: catalog, scanner, tags, formats, ffmpeg, demo library."""
+"""The media domain, with no HTTP in it: catalog, scanner, tags, formats, ffmpeg, demo library.
 
-from media.catalog import Catalog
-from media.errors import InvalidQuery, MediaError, NotFound, UnreadableFile
-from media.ffmpeg import find_ffmpeg
-from media.formats import CONTENT_TYPES, image_type
-from media.scanner import Scanner, ScanProgress
-from media.tags import read_embedded_art
+Exports are resolved lazily (PEP 562): a scanner worker process imports only `media.tags` and
+what it needs, not the catalog and SQLite, which keeps worker start-up short.
+"""
 
-__all__ = [
-    "CONTENT_TYPES", "Catalog", "InvalidQuery", "MediaError", "NotFound", "ScanProgress", "Scanner",
-    "UnreadableFile", "find_ffmpeg", "image_type", "read_embedded_art",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Catalog": "media.catalog",
+    "InvalidQuery": "media.errors",
+    "MediaError": "media.errors",
+    "NotFound": "media.errors",
+    "UnreadableFile": "media.errors",
+    "find_ffmpeg": "media.ffmpeg",
+    "CONTENT_TYPES": "media.formats",
+    "image_type": "media.formats",
+    "Scanner": "media.scanner",
+    "ScanProgress": "media.scanner",
+    "read_embedded_art": "media.tags",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'media' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # next time, a plain attribute
+    return value

@@ -3,6 +3,7 @@ gives the same ids and every node of a cluster names the same track, album and a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import unicodedata
 
@@ -17,9 +18,12 @@ def track_id(relative_path: str) -> str:
     return _digest("track", relative_path)
 
 
+# Names repeat across thousands of tracks: remember the recent ones.
+@functools.lru_cache(maxsize=65536)
 def album_id(album_artist: str, title: str) -> str:
     return _digest("album", album_artist.casefold(), title.casefold())
 
 
+@functools.lru_cache(maxsize=65536)
 def artist_id(name: str) -> str:
     return _digest("artist", name.casefold())

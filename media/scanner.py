@@ -19,11 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from media import ids
 from media.catalog import Catalog
-from media.errors import UnreadableFile
 from media.formats import container_for, cover_rank
-from media.tags import read_track
+from media.tags import read_files
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +128,19 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def read_chunk(root: str, items: list[tuple[str, int, int]]) -> list[tuple[str, dict[str, Any] | None, str | None]]:
-    """Worker-process entry: read each file, returning (path, record, None) or (path, None, reason)."""
-    out = []
-    for relpath, size, mtime_ns in items:
-        try:
-            tags = read_track(Path(root) / relpath)
-        except UnreadableFile as exc:
-            out.append((relpath, None, str(exc)))
-            continue
-        record = {"id": ids.track_id(relpath), "path": relpath, "size": size, "mtime_ns": mtime_ns,
-                  "container": container_for(relpath), **tags}
-        record["tag_artist"] = record.pop("artist")
-        record["tag_album"] = record.pop("album")
-        out.append((relpath, record, None))
-    return out
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Worker processes come from a forkserver that has imported the tag reader once.
+
+    Not plain fork: this process has threads (SQLite, executors) and forking it is unsafe. Not
+    spawn: every worker would start a fresh interpreter and import mutagen again. The forkserver
+    is a clean single-threaded process that lives as long as this one, so each later scan forks
+    ready workers in milliseconds. Preloading __main__ there matters: without it every worker
+    would re-run the main script's imports (aiohttp and all) on start. As with any
+    multiprocessing, a script that scans must keep its top level under `if __name__ == "__main__"`.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "media.tags"])
+    return context
 
 
 class Scanner:
@@ -244,13 +240,11 @@ class Scanner:
             for start in range(0, len(changed), CHUNK):
                 if stop.is_set():
                     return
-                yield await asyncio.to_thread(read_chunk, root, changed[start:start + CHUNK])
+                yield await asyncio.to_thread(read_files, root, changed[start:start + CHUNK])
             return
         loop = asyncio.get_running_loop()
-        # spawn, not fork: this process has threads (SQLite, the event loop's executors).
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-            futures = [loop.run_in_executor(pool, read_chunk, root, changed[i:i + CHUNK])
+        with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context()) as pool:
+            futures = [loop.run_in_executor(pool, read_files, root, changed[i:i + CHUNK])
                        for i in range(0, len(changed), CHUNK)]
             try:
                 for next_done in asyncio.as_completed(futures):
