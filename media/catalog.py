@@ -115,7 +115,7 @@ def migrate(db: sqlite_utils.Database) -> int:
 def _order(sorts: dict[str, str], sort: str | None) -> str:
     key = sort or "default"
     desc = key.startswith("-")
-    columns = sorts.get(key.lstrip("-"))
+    columns = sorts.get(key[1:] if desc else key)
     if columns is None:
         names = ", ".join(k for k in sorts if k != "default")
         raise InvalidQuery(f"sort must be one of {names} (prefix - for descending), not {sort!r}")

@@ -154,10 +154,27 @@ class Scanner:
         self.on_progress = on_progress
         self.progress = ScanProgress()
         self._lock = asyncio.Lock()
+        self._task: asyncio.Task[ScanProgress] | None = None
 
     @property
     def running(self) -> bool:
-        return self._lock.locked()
+        return self._lock.locked() or (self._task is not None and not self._task.done())
+
+    def start(self) -> asyncio.Task[ScanProgress]:
+        """Start a scan in the background, or return the one already running or starting:
+        any number of callers at once get one scan."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.scan(), name=f"scan {self.library}")
+        return self._task
+
+    async def close(self) -> None:
+        """Stop a background scan (what it read so far stays saved)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
 
     async def scan(self, stop: asyncio.Event | None = None) -> ScanProgress:
         async with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -27,8 +28,9 @@ def int_param(request: web.Request, name: str, default: int, minimum: int, maxim
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.isdigit():
-        raise bad_param(name, f"expected a whole number from {minimum} to {maximum}, got {raw!r}")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise bad_param(name, f"expected a whole number from {minimum} to {maximum}, got {shown!r}")
     value = int(raw)
     if not minimum <= value <= maximum:
         raise bad_param(name, f"must be from {minimum} to {maximum}, got {value}")
@@ -50,10 +52,21 @@ def page_params(request: web.Request) -> dict[str, Any]:
             "sort": text_param(request, "sort", 20)}
 
 
+# A host name or IPv4 address, or a bracketed IPv6 address, and an optional port (RFC 9110 §7.2).
+_HOST = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?")
+
+
 def base_url(request: web.Request) -> str:
-    """Absolute URLs in answers, so a player can open them as they are."""
+    """Absolute URLs in answers, so a player can open them as they are. They are built from the
+    Host header, so an invalid Host is refused (RFC 9112 §3.2) rather than echoed into them."""
     configured = request.app[SETTINGS].public_url
-    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+    if configured:
+        return configured.rstrip("/")
+    host = request.host
+    valid = _HOST.fullmatch(host)
+    if valid is None or int(valid.group("port") or 0) > 65535:
+        raise ApiError(400, "bad_request", "the Host header is not a valid host[:port]")
+    return f"{request.scheme}://{host}"
 
 
 def track_out(track: dict[str, Any], base: str) -> dict[str, Any]:

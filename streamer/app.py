@@ -20,7 +20,7 @@ from media import Catalog, Scanner, find_ffmpeg
 from media.demo import make_demo_library
 from streamer import api
 from streamer.errors import error_response, from_exception
-from streamer.keys import BACKGROUND, CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
+from streamer.keys import CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
 from streamer.metrics import Metrics
 from streamer.originals import OpenFiles, serve_file
 
@@ -34,7 +34,6 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[FFMPEG] = find_ffmpeg(settings.ffmpeg)
-    app[BACKGROUND] = set()
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_library_ctx)
 
@@ -67,15 +66,14 @@ async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
     """Fill the library (demo) and scan it in the background: the server answers meanwhile."""
-    task = asyncio.create_task(_prepare_and_scan(app), name="initial-scan")
+    task = asyncio.create_task(_prepare_and_scan(app), name="prepare-library")
     try:
         yield
     finally:
-        for t in [task, *app[BACKGROUND]]:
-            t.cancel()
-        for t in [task, *app[BACKGROUND]]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await app[SCANNER].close()
 
 
 async def _prepare_and_scan(app: web.Application) -> None:
@@ -90,7 +88,7 @@ async def _prepare_and_scan(app: web.Application) -> None:
             except Exception:
                 log.exception("the demo library could not be made")
     if settings.scan_on_start:
-        progress = await app[SCANNER].scan()
+        progress = await app[SCANNER].start()
         if progress.state == "done":
             albums, _ = await app[CATALOG].albums(limit=1, offset=0)
             if albums:
@@ -188,11 +186,8 @@ async def scan_status(request: web.Request) -> web.Response:
 async def start_scan(request: web.Request) -> web.Response:
     """Start a rescan in the background (202); if one is running, report it instead (202 too)."""
     scanner = request.app[SCANNER]
-    if not scanner.running:
-        task = asyncio.create_task(scanner.scan(), name="scan")
-        request.app[BACKGROUND].add(task)
-        task.add_done_callback(request.app[BACKGROUND].discard)
-        await asyncio.sleep(0)  # let it take the lock, so the answer shows it running
+    scanner.start()
+    await asyncio.sleep(0)  # let a new scan begin, so the answer shows it running
     return web.json_response(scanner.progress.as_dict(), status=202)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from config import Settings
@@ -17,4 +15,3 @@ SCANNER = web.AppKey("scanner", Scanner)
 OPEN_FILES = web.AppKey("open_files", OpenFiles)
 METRICS = web.AppKey("metrics", Metrics)
 FFMPEG = web.AppKey("ffmpeg", str)
-BACKGROUND = web.AppKey("background", set[asyncio.Task])

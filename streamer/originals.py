@@ -199,11 +199,17 @@ async def _send(request: web.Request, entry: OpenFile, status: int, extra: dict[
                     await _sendfile(request, entry.file, *piece)
             metrics.bytes_sent += count
         await response.write_eof()
-    except ConnectionError:  # also raised by prepare() when the client left before the headers
-        _client_left(request, metrics)
+    except ConnectionError as exc:  # also raised by prepare() when the client left before the headers
+        _client_left(request, metrics, exc)
     finally:
         metrics.active_streams -= 1
     return response
+
+
+class SourceShrank(ConnectionResetError):
+    """The file ended before the bytes promised in Content-Length: it changed while being sent.
+    The only honest end is to close the connection, so the client sees a cut answer, not a
+    short body followed by the next answer's bytes."""
 
 
 async def _sendfile(request: web.Request, file: Any, offset: int, count: int) -> None:
@@ -217,17 +223,25 @@ async def _sendfile(request: web.Request, file: Any, offset: int, count: int) ->
     if transport.get_write_buffer_size() == 0:  # nothing queued ahead of us: safe to bypass
         try:
             sent = os.sendfile(transport.get_extra_info("socket").fileno(), file.fileno(), offset, count)
+            if sent == 0:
+                raise SourceShrank(f"{file.name} ended at byte {offset}")
         except (BlockingIOError, InterruptedError):
             sent = 0
         offset, count = offset + sent, count - sent
         if count == 0:
             return
-    await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+    sent = await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+    if sent < count:
+        raise SourceShrank(f"{file.name} ended at byte {offset + sent}")
 
 
-def _client_left(request: web.Request, metrics: Metrics) -> None:
+def _client_left(request: web.Request, metrics: Metrics, exc: ConnectionError) -> None:
     """A listener who skips or closes the player leaves mid-body: routine, not an error."""
-    metrics.client_aborts += 1
     if request.transport is not None:
         request.transport.close()
+    if isinstance(exc, SourceShrank):
+        log.warning("%s %s cut short, the file changed while being sent: %s",
+                    request.method, request.path, exc)
+        return
+    metrics.client_aborts += 1
     log.debug("client %s left during %s %s", request.remote, request.method, request.path)

@@ -6,12 +6,24 @@ the order of evaluation in §13.2.2 is visible in one place and tested alone.
 
 from __future__ import annotations
 
+import calendar
 import enum
 import functools
 import re
-from email.utils import parsedate_to_datetime
+import time
 
-_ENTITY_TAG = re.compile(r'\s*(W/)?("[^"]*")\s*(?:,|$)')
+# No leading whitespace in the pattern: finditer then scans in linear time whatever the header.
+_ENTITY_TAG = re.compile(r'(W/)?("[^"]*")')
+
+# The three HTTP-date forms a recipient must accept (RFC 9110 §5.6.7), and nothing else.
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_IMF_FIXDATE = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) ([A-Z][a-z]{2}) ([0-9]{4}) "
+                          r"([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT")
+_RFC850 = re.compile(r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), ([0-9]{2})-"
+                     r"([A-Z][a-z]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT")
+_ASCTIME = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) ([ 0-9][0-9]) "
+                      r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([0-9]{4})")
 
 
 class Precondition(enum.Enum):
@@ -81,13 +93,27 @@ def _matches(header: str, etag: str, *, weak: bool) -> bool:
 @functools.lru_cache(maxsize=256)
 def http_date(value: str) -> int | None:
     """An HTTP-date as whole seconds since the epoch, or None when it is not one (then ignored)."""
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    value = value.strip()
+    if match := _IMF_FIXDATE.fullmatch(value):
+        day, month, year, hh, mm, ss = match.groups()
+    elif match := _RFC850.fullmatch(value):
+        day, month, yy, hh, mm, ss = match.groups()
+        # §5.6.7: a two-digit year more than 50 years in the future is in the past century.
+        this_year = time.gmtime().tm_year
+        year = 2000 + int(yy)
+        if year > this_year + 50:
+            year -= 100
+    elif match := _ASCTIME.fullmatch(value):
+        month, day, hh, mm, ss, year = match.groups()
+    else:
         return None
-    if parsed is None:
+    if month not in _MONTHS:
         return None
     try:
-        return int(parsed.timestamp())
-    except (OverflowError, OSError, ValueError):
+        parts = (int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss))
+        if not (1 <= parts[2] <= calendar.monthrange(parts[0], parts[1])[1]
+                and parts[3] < 24 and parts[4] < 60 and parts[5] < 61):
+            return None
+        return calendar.timegm(parts + (0, 0, 0))
+    except (ValueError, OverflowError):
         return None

@@ -50,15 +50,25 @@ UNSATISFIABLE = RangePlan(Outcome.UNSATISFIABLE)
 # A (first, last) pair as written: (a, b) for a-b, (a, None) for a-, (None, n) for -n.
 Spec = tuple[int | None, int | None]
 
+# Positions past any real file. Longer digit strings are not converted (int() on thousands of
+# digits is slow, and Python refuses past 4300); they stand for "beyond the end", exactly as the
+# huge number they spell would.
+_BEYOND = 10**18
+_MAX_DIGITS = 18
+
+
+def _pos(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND
+
 
 def parse_range(header: str) -> list[Spec] | None:
     """The range-specs of a `Range` header, or None when it is not a valid bytes range set."""
     fast = _FAST.fullmatch(header)
     if fast is not None:
-        first, last = int(fast.group(1)), fast.group(2)
+        first, last = _pos(fast.group(1)), fast.group(2)
         if not last:
             return [(first, None)]
-        last_pos = int(last)
+        last_pos = _pos(last)
         return [(first, last_pos)] if last_pos >= first else None
     unit, sep, range_set = header.partition("=")
     if not sep or unit.strip().lower() != "bytes":  # range units are case-insensitive (§14.1)
@@ -74,12 +84,12 @@ def parse_range(header: str) -> list[Spec] | None:
             return None
         first, last = match.group(1), match.group(2)
         if first:
-            first_pos = int(first)
-            if last and int(last) < first_pos:  # an int-range with last < first is invalid
+            first_pos = _pos(first)
+            if last and _pos(last) < first_pos:  # an int-range with last < first is invalid
                 return None
-            specs.append((first_pos, int(last) if last else None))
+            specs.append((first_pos, _pos(last) if last else None))
         elif last:
-            specs.append((None, int(last)))
+            specs.append((None, _pos(last)))
         else:
             return None  # a bare "-"
     return specs or None
