@@ -25,10 +25,11 @@ from media.tags import read_files
 
 log = logging.getLogger(__name__)
 
-CHUNK = 48  # files per task sent to a worker process
+CHUNK = 64  # files per task sent to a worker process
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
 SAVE_EVERY = 0.5  # seconds between catalog saves while reading, so the catalog fills as it goes
 REGROUP_EVERY = 3.0  # seconds between album/artist rebuilds during a long scan
+LOG_EVERY = 5.0  # seconds between progress lines in the log during a long scan
 MAX_PROBLEMS = 500
 
 
@@ -208,7 +209,7 @@ class Scanner:
         self._notify()
 
         pending: list[dict[str, Any]] = []
-        last_save = last_regroup = time.monotonic()
+        last_save = last_regroup = last_log = time.monotonic()
         async for results in self._read(changed, stop):
             for relpath, record, reason in results:
                 progress.read += 1
@@ -221,6 +222,11 @@ class Scanner:
                 else:
                     progress.added += 1
             now = time.monotonic()
+            if now - last_log >= LOG_EVERY:
+                log.info("scan of %s: %d of %d files read (%d%%), %d skipped", self.library,
+                         progress.read, progress.to_read, 100 * progress.read // progress.to_read,
+                         progress.skipped)
+                last_log = now
             if now - last_save >= SAVE_EVERY:
                 await self.catalog.save_scan(pending, [])
                 pending, last_save = [], now

@@ -47,7 +47,7 @@ def read_files(root: str, items: list[tuple[str, int, int]]) -> list[tuple[str, 
     out: list[tuple[str, dict[str, Any] | None, str | None]] = []
     for relpath, size, mtime_ns in items:
         try:
-            record = read_track(Path(root) / relpath, size)
+            record = read_track(os.path.join(root, relpath), size)
         except UnreadableFile as exc:
             out.append((relpath, None, str(exc)))
             continue
@@ -57,14 +57,17 @@ def read_files(root: str, items: list[tuple[str, int, int]]) -> list[tuple[str, 
     return out
 
 
-def read_track(path: Path, size: int | None = None) -> dict[str, Any]:
-    """Tags and stream facts of one file. Raises UnreadableFile (with the reason) for broken files."""
+def read_track(path: str | Path, size: int | None = None) -> dict[str, Any]:
+    """Tags and stream facts of one file. Raises UnreadableFile (with the reason) for broken files.
+
+    Paths are plain strings on the scan's hot path: pathlib costs a few percent of a scan."""
+    stem, extension = os.path.splitext(os.path.basename(path))
     try:
         if size is None:
             size = os.path.getsize(path)
         if size == 0:
             raise UnreadableFile("empty file (0 bytes)")
-        kind = _BY_EXTENSION.get(path.suffix.lower())
+        kind = _BY_EXTENSION.get(extension.lower())
         audio = None
         if kind is not None:
             try:
@@ -92,7 +95,7 @@ def read_track(path: Path, size: int | None = None) -> dict[str, Any]:
     if not bitrate:  # Opus headers carry no bitrate: the average over the file is what players show
         bitrate = int(size * 8 / duration)
     return {
-        "title": raw.get("title") or path.stem,
+        "title": raw.get("title") or stem,
         "tag_artist": raw.get("artist") or "",
         "tag_album": raw.get("album") or "",
         "album_artist_tag": raw.get("album_artist") or None,
