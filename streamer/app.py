@@ -102,7 +102,8 @@ async def _prepare_and_scan(app: web.Application) -> None:
 def _edge(metrics: Metrics):
     @web.middleware
     async def edge(request: web.Request, handler) -> web.StreamResponse:
-        if request.method == "OPTIONS":
+        unmatched = getattr(request.match_info, "http_exception", None)
+        if request.method == "OPTIONS" and (unmatched is None or unmatched.status == 405):
             response: web.StreamResponse = _preflight(request)
         else:
             try:

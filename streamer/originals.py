@@ -201,9 +201,20 @@ async def _send(request: web.Request, entry: OpenFile, status: int, extra: dict[
         await response.write_eof()
     except ConnectionError as exc:  # also raised by prepare() when the client left before the headers
         _client_left(request, metrics, exc)
+    except asyncio.CancelledError:  # how the client's leaving shows when handlers are cancelled
+        metrics.client_aborts += 1
+        raise
     finally:
         metrics.active_streams -= 1
     return response
+
+
+SLICE = 4 * 1024 * 1024
+STALL_SECONDS = 60.0
+
+
+class ClientStalled(ConnectionResetError):
+    """The client stopped reading for STALL_SECONDS: it holds a socket, a file and a task."""
 
 
 class SourceShrank(ConnectionResetError):
@@ -230,9 +241,18 @@ async def _sendfile(request: web.Request, file: Any, offset: int, count: int) ->
         offset, count = offset + sent, count - sent
         if count == 0:
             return
-    sent = await asyncio.get_running_loop().sendfile(transport, file, offset, count)
-    if sent < count:
-        raise SourceShrank(f"{file.name} ended at byte {offset + sent}")
+    loop = asyncio.get_running_loop()
+    while count > 0:
+        # In slices, each with a deadline: a client that stops reading (a paused player that
+        # keeps the socket) is let go after STALL_SECONDS, like nginx's send_timeout.
+        piece = min(count, SLICE)
+        try:
+            sent = await asyncio.wait_for(loop.sendfile(transport, file, offset, piece), STALL_SECONDS)
+        except asyncio.TimeoutError:
+            raise ClientStalled(f"no progress in {STALL_SECONDS} s") from None
+        if sent < piece:
+            raise SourceShrank(f"{file.name} ended at byte {offset + sent}")
+        offset, count = offset + sent, count - sent
 
 
 def _client_left(request: web.Request, metrics: Metrics, exc: ConnectionError) -> None:

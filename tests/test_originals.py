@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import subprocess
 from email.utils import formatdate
 
@@ -211,3 +212,37 @@ async def test_ffmpeg_plays_the_stream(demo_server, ffmpeg):
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, (t["codec"], err.decode())
+
+
+async def test_client_that_stops_reading_is_let_go(aiohttp_client, tmp_path, ffmpeg, monkeypatch):
+    """A paused player that keeps its socket but reads nothing must not hold a stream forever."""
+    import streamer.originals
+    from streamer import create_app
+    from tests.conftest import encode, settings_for, wait_for_scan
+
+    monkeypatch.setattr(streamer.originals, "STALL_SECONDS", 0.5)
+    monkeypatch.setattr(streamer.originals, "SLICE", 1024 * 1024)
+    library = tmp_path / "music"
+    encode(ffmpeg, library / "long.wav", seconds=120)  # ~21 MB: far more than socket buffers hold
+    app = create_app(settings_for(library, tmp_path / "data"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    track = await first_track(client)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.write(f"GET /stream/{track['id']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await reader.readuntil(b"\r\n\r\n")
+    writer.transport.pause_reading()  # read nothing more, keep the socket open
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        metrics = await (await client.get("/metrics")).text()
+        if "streamer_active_streams 0" in metrics:
+            break
+    assert "streamer_active_streams 0" in metrics
+    writer.close()
+
+
+async def test_options_on_unknown_path_is_404(demo_server):
+    r = await demo_server.options("/no/such/thing", headers={"Origin": "http://x",
+                                                             "Access-Control-Request-Method": "GET"})
+    assert r.status == 404
