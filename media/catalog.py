@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -69,13 +69,14 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     db["tracks"].create({
         "id": str, "path": str, "size": int, "mtime_ns": int,
         "title": str, "artist": str, "artist_id": str, "album": str, "album_id": str,
-        "album_artist": str, "tag_artist": str, "tag_album": str, "album_artist_tag": str,
+        "album_artist": str, "album_artist_id": str, "dir": str,
+        "tag_artist": str, "tag_album": str, "album_artist_tag": str,
         "compilation": int, "track_number": int, "disc_number": int, "year": int, "genre": str,
         "duration": float, "codec": str, "container": str, "bitrate": int, "sample_rate": int,
         "channels": int, "has_art": int, "added_at": str, "updated_at": str,
     }, pk="id", not_null={"path", "size", "mtime_ns", "title", "duration", "codec", "container"},
         defaults={"artist": "", "artist_id": "", "album": "", "album_id": "", "album_artist": "",
-                  "compilation": 0, "has_art": 0})
+                  "album_artist_id": "", "dir": "", "compilation": 0, "has_art": 0})
     db["tracks"].create_index(["path"], unique=True)
     db["tracks"].create_index(["album_id"])
     db["tracks"].create_index(["artist_id"])
@@ -301,7 +302,7 @@ def _like(text: str) -> str:
 
 # --- writes (run in the writer thread, inside one transaction) -------------------------------
 
-EFFECTIVE_FIELDS = ("artist", "artist_id", "album", "album_id", "album_artist")
+EFFECTIVE_FIELDS = ("artist", "artist_id", "album", "album_id", "album_artist", "album_artist_id", "dir")
 _WRITTEN = (*SCANNED_FIELDS, *EFFECTIVE_FIELDS)
 _UPSERT = (
     f"INSERT INTO tracks ({', '.join(_WRITTEN)}, added_at, updated_at) "
@@ -311,19 +312,20 @@ _UPSERT = (
 )
 
 
-def effective(t: dict[str, Any], folder_has_many_artists: bool = False) -> tuple[str, str, str, str, str]:
-    """What a track shows: (artist, artist id, album, album id, album artist), from its tags, its
-    folder, and whether its folder's album has several artists (a compilation without tags)."""
+def effective(t: dict[str, Any], folder_has_many_artists: bool = False) -> tuple[str, ...]:
+    """What a track shows, as EFFECTIVE_FIELDS, from its tags, its folder, and whether its
+    folder's album has several artists (a compilation without tags)."""
     artist = t["tag_artist"] or UNKNOWN_ARTIST
-    folder = PurePosixPath(t["path"]).parent.name
-    album = t["tag_album"] or folder or UNKNOWN_ALBUM
+    folder = str(PurePosixPath(t["path"]).parent)
+    album = t["tag_album"] or (PurePosixPath(folder).name if folder != "." else UNKNOWN_ALBUM)
     if t["album_artist_tag"]:
         album_artist = t["album_artist_tag"]
     elif t["compilation"] or folder_has_many_artists:
         album_artist = VARIOUS_ARTISTS
     else:
         album_artist = artist
-    return artist, ids.artist_id(artist), album, ids.album_id(album_artist, album), album_artist
+    return (artist, ids.artist_id(artist), album, ids.album_id(album_artist, album), album_artist,
+            ids.artist_id(album_artist), folder)
 
 
 def save_scanned(db: sqlite_utils.Database, tracks: list[dict[str, Any]], removed: list[str]) -> None:
@@ -344,84 +346,51 @@ def save_folder_images(db: sqlite_utils.Database, images: dict[str, str]) -> Non
 
 
 def regroup(db: sqlite_utils.Database) -> None:
-    """Derive effective artist/album/album artist of every track, then rebuild albums, artists
-    and the search index from the tracks."""
-    rows = _rows(db, "SELECT id, path, tag_artist, tag_album, album_artist_tag, compilation, year, "
-                     "genre, duration, has_art, disc_number, track_number, added_at, artist, "
-                     "album, album_artist, artist_id, album_id FROM tracks")
-    folder_images = dict(db.execute("SELECT dir, path FROM folder_images").fetchall())
-
+    """Correct untagged compilations, then rebuild albums, artists and the search index from
+    the tracks. Tracks already carry their effective values (set when saved), so only tracks
+    without an album artist tag can change here, and the rest is aggregation done by SQLite."""
+    untagged = _rows(db, "SELECT id, path, tag_artist, tag_album, album_artist_tag, compilation, "
+                         f"{', '.join(EFFECTIVE_FIELDS)} FROM tracks "
+                         "WHERE album_artist_tag IS NULL AND compilation = 0")
     # A folder's album with several track artists and no album artist tag is a compilation.
-    artists_per_folder_album: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for r in rows:
-        r["dir"] = str(PurePosixPath(r["path"]).parent)
-        r["own"] = effective(r)  # from the track's own tags
-        if not r["album_artist_tag"] and not r["compilation"]:
-            artists_per_folder_album[(r["dir"], r["own"][2].casefold())].add(r["own"][0].casefold())
-
+    artists_in: dict[tuple[str, str], set[str]] = defaultdict(set)
+    own = {}
+    for r in untagged:
+        own[r["id"]] = effective(r)
+        artists_in[(r["dir"], own[r["id"]][2].casefold())].add(own[r["id"]][0].casefold())
     changed = []
-    albums: dict[str, dict[str, Any]] = {}
-    artists: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        many = len(artists_per_folder_album.get((r["dir"], r["own"][2].casefold()), ())) > 1
-        new = effective(r, True) if many else r["own"]
-        if new != (r["artist"], r["artist_id"], r["album"], r["album_id"], r["album_artist"]):
+    for r in untagged:
+        mine = own[r["id"]]
+        new = effective(r, True) if len(artists_in[(r["dir"], mine[2].casefold())]) > 1 else mine
+        if new != tuple(r[f] for f in EFFECTIVE_FIELDS):
             changed.append((*new, r["id"]))
-        artist_name, artist_key, album_title, album_key, album_artist = new
-        album_artist_key = ids.artist_id(album_artist)
-
-        album = albums.get(album_key)
-        if album is None:
-            album = albums[album_key] = {
-                "id": album_key, "title": album_title, "artist": album_artist,
-                "artist_id": album_artist_key, "years": Counter(), "genres": Counter(),
-                "dirs": Counter(), "discs": set(), "track_count": 0, "duration": 0.0,
-                "compilation": album_artist == VARIOUS_ARTISTS, "cover_track_id": None,
-                "added_at": r["added_at"],
-            }
-        album["track_count"] += 1
-        album["duration"] += r["duration"] or 0.0
-        album["dirs"][r["dir"]] += 1
-        album["discs"].add(r["disc_number"] or 1)
-        album["added_at"] = min(album["added_at"] or "", r["added_at"] or "") or r["added_at"]
-        if r["year"]:
-            album["years"][r["year"]] += 1
-        if r["genre"]:
-            album["genres"][r["genre"]] += 1
-        if r["has_art"] and album["cover_track_id"] is None:
-            album["cover_track_id"] = r["id"]
-        for name, key in ((artist_name, artist_key), (album_artist, album_artist_key)):
-            if key not in artists:
-                artists[key] = {"id": key, "name": name, "album_ids": set(), "track_count": 0}
-        artists[artist_key]["track_count"] += 1
-        artists[album_artist_key]["album_ids"].add(album_key)
-
     if changed:
-        db.conn.executemany("UPDATE tracks SET artist = ?, artist_id = ?, album = ?, album_id = ?, "
-                            "album_artist = ? WHERE id = ?", changed)
-    album_rows = []
-    for a in albums.values():
-        main_dir = a["dirs"].most_common(1)[0][0]
-        cover_path = folder_images.get(main_dir)
-        album_rows.append({
-            "id": a["id"], "title": a["title"], "artist": a["artist"], "artist_id": a["artist_id"],
-            "year": a["years"].most_common(1)[0][0] if a["years"] else None,
-            "genre": a["genres"].most_common(1)[0][0] if a["genres"] else None,
-            "track_count": a["track_count"], "disc_count": len(a["discs"]),
-            "duration": round(a["duration"], 3), "compilation": int(a["compilation"]),
-            "cover_path": cover_path, "cover_track_id": a["cover_track_id"],
-            "has_cover": int(bool(cover_path or a["cover_track_id"])), "added_at": a["added_at"],
-        })
+        db.conn.executemany(f"UPDATE tracks SET {', '.join(f + ' = ?' for f in EFFECTIVE_FIELDS)} "
+                            "WHERE id = ?", changed)
+
     db.execute("DELETE FROM albums")
-    if album_rows:
-        columns = list(album_rows[0])
-        db.conn.executemany(f"INSERT INTO albums ({', '.join(columns)}) VALUES "
-                            f"({', '.join('?' * len(columns))})", [list(a.values()) for a in album_rows])
-    db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
+    db.execute(f"""
+        INSERT INTO albums (id, title, artist, artist_id, year, genre, track_count, disc_count,
+                            duration, compilation, cover_path, cover_track_id, has_cover, added_at)
+        SELECT a.id, a.title, a.artist, a.artist_id, a.year, a.genre, a.track_count, a.disc_count,
+               a.duration, a.artist = '{VARIOUS_ARTISTS}', f.path, a.cover_track_id,
+               f.path IS NOT NULL OR a.cover_track_id IS NOT NULL, a.added_at
+        FROM (SELECT album_id AS id, min(album) AS title, min(album_artist) AS artist,
+                     min(album_artist_id) AS artist_id, max(year) AS year, max(genre) AS genre,
+                     count(*) AS track_count, count(DISTINCT coalesce(disc_number, 1)) AS disc_count,
+                     round(sum(duration), 3) AS duration, min(dir) AS dir,
+                     min(CASE WHEN has_art THEN id END) AS cover_track_id, min(added_at) AS added_at
+              FROM tracks GROUP BY album_id) a
+        LEFT JOIN folder_images f ON f.dir = a.dir""")
     db.execute("DELETE FROM artists")
-    db.conn.executemany("INSERT INTO artists (id, name, album_count, track_count) VALUES (?, ?, ?, ?)",
-                        [(a["id"], a["name"], len(a["album_ids"]), a["track_count"])
-                         for a in artists.values()])
+    db.execute("""
+        INSERT INTO artists (id, name, album_count, track_count)
+        SELECT id, min(name), sum(albums), sum(tracks) FROM (
+            SELECT artist_id AS id, artist AS name, 0 AS albums, 1 AS tracks FROM tracks
+            UNION ALL
+            SELECT artist_id, artist, 1, 0 FROM albums
+        ) GROUP BY id""")
+    db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
 
 
 def _now() -> str:
