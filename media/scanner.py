@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64  # files per task sent to a worker process
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
-SAVE_EVERY = 0.5  # seconds between catalog saves while reading, so the catalog fills as it goes
+SAVE_EVERY = 0.25  # seconds between catalog saves while reading, so the catalog fills as it goes
 REGROUP_EVERY = 3.0  # seconds between album/artist rebuilds during a long scan
 LOG_EVERY = 5.0  # seconds between progress lines in the log during a long scan
 MAX_PROBLEMS = 500
