@@ -9,9 +9,9 @@ Parsing and planning are separate so each can be tested alone:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import re
+from typing import NamedTuple
 
 # range-spec = int-range / suffix-range; int-range = first-pos "-" [ last-pos ];
 # suffix-range = "-" suffix-length (§14.1.1). Digits only: no signs, no spaces inside a spec.
@@ -19,8 +19,7 @@ _SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 _FAST = re.compile(r"bytes=([0-9]+)-([0-9]*)")  # the common single int-range, parsed in one match
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ByteRange:
+class ByteRange(NamedTuple):  # a tuple: built on every range request, and tuples are cheapest
     start: int
     end: int  # inclusive, as in Content-Range
 
@@ -38,8 +37,7 @@ class Outcome(enum.Enum):
     UNSATISFIABLE = "unsatisfiable"  # 416 with Content-Range: bytes */size
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RangePlan:
+class RangePlan(NamedTuple):
     outcome: Outcome
     ranges: tuple[ByteRange, ...] = ()
 
