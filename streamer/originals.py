@@ -9,15 +9,18 @@ sendfile (zero copy) for whole files, single ranges and each part of a multipart
 from __future__ import annotations
 
 import asyncio
+import functools
+import http
 import logging
 import os
 import secrets
+import time
 from collections import OrderedDict
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from media import CONTENT_TYPES, Catalog, NotFound
 from streamer.errors import ApiError, error_response
@@ -38,7 +41,7 @@ class OpenFile:
     """An open track file and everything about it that does not change while it stays the same."""
 
     __slots__ = ("file", "path", "identity", "size", "etag", "last_modified", "content_type",
-                 "headers", "validators", "generation")
+                 "head", "validators", "generation")
 
     def __init__(self, file: Any, path: str, st: os.stat_result, content_type: str,
                  generation: int) -> None:
@@ -57,10 +60,9 @@ class OpenFile:
             "Cache-Control": "public, max-age=86400",
             **CORS_HEADERS,
         }
-        # Built once: copying a CIMultiDict is one C call per response, building one from a
-        # dict is a Python loop.
-        self.headers = CIMultiDict({**self.validators, "Accept-Ranges": "bytes",
-                                    "Content-Type": content_type})
+        # The header lines every 200/206 of this file carries, serialised once.
+        self.head = "".join(f"{name}: {value}\r\n" for name, value in
+                            {**self.validators, "Accept-Ranges": "bytes"}.items())
 
 
 class OpenFiles:
@@ -124,9 +126,8 @@ def _open(path: str) -> tuple[Any, os.stat_result]:
         raise
 
 
+@functools.lru_cache(maxsize=4)
 def _http_date(seconds: int) -> str:
-    from email.utils import formatdate
-
     return formatdate(seconds, usegmt=True)
 
 
@@ -155,10 +156,12 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
                               {"Content-Range": f"bytes */{entry.size}", "Accept-Ranges": "bytes",
                                **entry.validators})
     if plan.outcome is Outcome.WHOLE:
-        return await _send(request, entry, 200, {}, [(0, entry.size)], metrics)
+        return await _send(request, entry, 200, f"Content-Type: {entry.content_type}\r\n",
+                           [(0, entry.size)], metrics)
     if len(plan.ranges) == 1:
         r = plan.ranges[0]
-        return await _send(request, entry, 206, {"Content-Range": r.content_range(entry.size)},
+        return await _send(request, entry, 206, f"Content-Type: {entry.content_type}\r\n"
+                           f"Content-Range: {r.content_range(entry.size)}\r\n",
                            [(r.start, r.length)], metrics)
     return await _send(request, entry, 206, *_multipart(entry, plan.ranges), metrics)
 
@@ -167,7 +170,7 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
 Piece = bytes | tuple[int, int]
 
 
-def _multipart(entry: OpenFile, ranges: tuple[ByteRange, ...]) -> tuple[dict[str, str], list[Piece]]:
+def _multipart(entry: OpenFile, ranges: tuple[ByteRange, ...]) -> tuple[str, list[Piece]]:
     """§14.6: multipart/byteranges, each part with its own Content-Type and Content-Range."""
     boundary = secrets.token_hex(16)
     pieces: list[Piece] = []
@@ -177,41 +180,73 @@ def _multipart(entry: OpenFile, ranges: tuple[ByteRange, ...]) -> tuple[dict[str
                        f"Content-Range: {r.content_range(entry.size)}\r\n\r\n").encode("ascii"))
         pieces.append((r.start, r.length))
     pieces.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
-    return {"Content-Type": f"multipart/byteranges; boundary={boundary}"}, pieces
+    return f"Content-Type: multipart/byteranges; boundary={boundary}\r\n", pieces
 
 
-async def _send(request: web.Request, entry: OpenFile, status: int, extra: dict[str, str],
+class SentResponse(web.StreamResponse):
+    """What `_send` wrote itself, handed back to aiohttp only to be logged and to keep the
+    connection open or not.
+
+    The original-bytes path writes its own status line and headers (all settled before the first
+    byte goes out): aiohttp's response machinery is about a third of the cost of a 64 KiB range
+    request (a bare sendfile handler measured 160 µs per request with it, 110 µs without)."""
+
+    def __init__(self, status: int, keep_alive: bool) -> None:
+        super().__init__(status=status)
+        self._sent_keep_alive = keep_alive
+
+    @property
+    def prepared(self) -> bool:
+        return True
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._sent_keep_alive
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+async def _send(request: web.Request, entry: OpenFile, status: int, headers: str,
                 pieces: list[Piece], metrics: Metrics) -> web.StreamResponse:
-    response = web.StreamResponse(status=status, headers=entry.headers)
-    headers = response.headers
-    for name, value in extra.items():
-        headers[name] = value
+    """Write the status line and headers, then the pieces: bytes as they are, file spans with
+    sendfile. `headers` holds this answer's own header lines (Content-Type, Content-Range)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client went away")
     count = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
-    headers["Content-Length"] = str(count)  # the content_length setter does the same, slower
+    version = request.version
+    keep_alive = request.keep_alive
+    if version >= (1, 1):
+        connection = "" if keep_alive else "Connection: close\r\n"
+    else:
+        connection = "Connection: keep-alive\r\n" if keep_alive else ""
+    head = (f"HTTP/{version.major}.{version.minor} {status} {http.HTTPStatus(status).phrase}\r\n"
+            f"{entry.head}{headers}Content-Length: {count}\r\n"
+            f"Date: {_http_date(int(time.time()))}\r\n{connection}\r\n")
     metrics.active_streams += 1
     try:
-        await response.prepare(request)
+        transport.write(head.encode("latin-1"))
         if request.method != "HEAD":
             for piece in pieces:
                 if isinstance(piece, bytes):
-                    await response.write(piece)
+                    transport.write(piece)
                 else:
                     await _sendfile(request, entry.file, *piece)
             metrics.bytes_sent += count
-        await response.write_eof()
-    except ConnectionError as exc:  # also raised by prepare() when the client left before the headers
+    except ConnectionError as exc:
         _client_left(request, metrics, exc)
     except asyncio.CancelledError:  # how the client's leaving shows when handlers are cancelled
         metrics.client_aborts += 1
         raise
     finally:
         metrics.active_streams -= 1
-    return response
+    return SentResponse(status, keep_alive)
 
 
-# A client reading at 140 kbit/s or more moves a slice within the deadline, so only a client
-# that really stopped is cut off (players that pause reading simply ask again later). Bigger
-# slices would cost less per byte but would cut off slow, live listeners.
 SLICE = 1024 * 1024
 STALL_SECONDS = 60.0
 

@@ -246,3 +246,50 @@ async def test_options_on_unknown_path_is_404(demo_server):
     r = await demo_server.options("/no/such/thing", headers={"Origin": "http://x",
                                                              "Access-Control-Request-Method": "GET"})
     assert r.status == 404
+
+
+async def _raw_exchange(client, request: bytes, *, read_all: bool) -> bytes:
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        if read_all:  # the server must close the connection, or this times out
+            return await asyncio.wait_for(reader.read(), 10)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        return head
+    finally:
+        writer.close()
+
+
+async def test_connection_semantics_on_the_raw_path(demo_server, track):
+    """The stream path writes its own head: keep-alive and close must follow HTTP/1.0 and 1.1."""
+    path = f"/stream/{track['id']}"
+    closed = await _raw_exchange(demo_server, f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n"
+                                              "Connection: close\r\n\r\n".encode(), read_all=True)
+    assert closed.startswith(b"HTTP/1.1 206 Partial Content\r\n")
+    head, _, rest = closed.partition(b"\r\n\r\n")
+    assert b"\r\nConnection: close" in head and len(rest) == 10  # then the server closed
+    old = await _raw_exchange(demo_server, f"GET {path} HTTP/1.0\r\nRange: bytes=0-9\r\n\r\n".encode(),
+                              read_all=True)
+    assert old.startswith(b"HTTP/1.0 206 Partial Content\r\n") and b"Content-Length: 10\r\n" in old
+    kept = await _raw_exchange(demo_server, f"GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n"
+                                            "Range: bytes=0-9\r\n\r\n".encode(), read_all=False)
+    assert b"\r\nConnection: keep-alive\r\n" in kept
+
+
+async def test_pipelined_requests_are_answered_in_order(demo_server, track):
+    body, _ = await whole(demo_server, track["id"])
+    path = f"/stream/{track['id']}"
+    reader, writer = await asyncio.open_connection(demo_server.server.host, demo_server.server.port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-4\r\n\r\n"
+                 f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+                 f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=-3\r\n\r\n".encode())
+    answers = []
+    for _ in range(3):
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
+        length = int(re.search(r"Content-Length: (\d+)", head).group(1))
+        data = b"" if head.startswith("HTTP/1.1 200") else await reader.readexactly(length)
+        answers.append((head.split("\r\n")[0], data))
+    writer.close()
+    assert answers == [("HTTP/1.1 206 Partial Content", body[:5]), ("HTTP/1.1 200 OK", b""),
+                       ("HTTP/1.1 206 Partial Content", body[-3:])]
