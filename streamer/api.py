@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from media import image_type, read_embedded_art
+from streamer.edge import Routes
 from streamer.errors import ApiError, bad_param
 from streamer.keys import CATALOG, SETTINGS
 from streamer.originals import CORS_HEADERS
@@ -216,15 +217,14 @@ def _load_cover(library, where: tuple[str, str]) -> tuple[bytes, str] | None:
     return (data, mime) if mime and len(data) <= MAX_COVER_BYTES else None
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, routes: Routes) -> None:
     app[COVERS] = CoverCache()
-    r = app.router
-    r.add_get("/api/v1/tracks", list_tracks, name="tracks")
-    r.add_get("/api/v1/tracks/{id}", get_track, name="track")
-    r.add_get("/api/v1/albums", list_albums, name="albums")
-    r.add_get("/api/v1/albums/{id}", get_album, name="album")
-    r.add_get("/api/v1/albums/{id}/cover", album_cover, name="album_cover")
-    r.add_get("/api/v1/albums/{id}/playlist.m3u8", album_playlist, name="album_playlist")
-    r.add_get("/api/v1/artists", list_artists, name="artists")
-    r.add_get("/api/v1/artists/{id}", get_artist, name="artist")
-    r.add_get("/api/v1/search", search, name="search")
+    routes.get("/api/v1/tracks", list_tracks, "tracks")
+    routes.get("/api/v1/tracks/{id}", get_track, "track")
+    routes.get("/api/v1/albums", list_albums, "albums")
+    routes.get("/api/v1/albums/{id}", get_album, "album")
+    routes.get("/api/v1/albums/{id}/cover", album_cover, "album_cover")
+    routes.get("/api/v1/albums/{id}/playlist.m3u8", album_playlist, "album_playlist")
+    routes.get("/api/v1/artists", list_artists, "artists")
+    routes.get("/api/v1/artists/{id}", get_artist, "artist")
+    routes.get("/api/v1/search", search, "search")

@@ -19,7 +19,7 @@ from config import Settings
 from media import Catalog, Scanner, find_ffmpeg
 from media.demo import make_demo_library
 from streamer import api
-from streamer.errors import error_response, from_exception
+from streamer.edge import Routes
 from streamer.keys import CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
 from streamer.metrics import Metrics
 from streamer.originals import OpenFiles, serve_file
@@ -30,22 +30,24 @@ VERSION = "0.1.0"
 
 def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
-    app = web.Application(middlewares=[_edge(metrics)], handler_args={"max_field_size": 16384})
+    # No middlewares: see streamer/edge.py for why every route gets its edge when added.
+    app = web.Application(handler_args={"max_field_size": 16384})
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[FFMPEG] = find_ffmpeg(settings.ffmpeg)
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_library_ctx)
 
-    r = app.router
-    r.add_get("/", index, name="index")
-    r.add_get("/healthz", healthz, name="healthz")
-    r.add_get("/readyz", readyz, name="readyz")
-    r.add_get("/metrics", metrics_page, name="metrics")
-    r.add_get("/stream/{id}", stream, name="stream")
-    r.add_get("/api/v1/library/scan", scan_status, name="scan_status")
-    r.add_post("/api/v1/library/scan", start_scan, name="scan")
-    api.add_routes(app)
+    routes = Routes(app, metrics)
+    routes.get("/", index, "index")
+    routes.get("/healthz", healthz, "healthz")
+    routes.get("/readyz", readyz, "readyz")
+    routes.get("/metrics", metrics_page, "metrics")
+    routes.get("/stream/{id}", stream, "stream")
+    routes.get("/api/v1/library/scan", scan_status, "scan_status")
+    routes.post("/api/v1/library/scan", start_scan, "scan")
+    api.add_routes(app, routes)
+    routes.finish()
     return app
 
 
@@ -95,46 +97,6 @@ async def _prepare_and_scan(app: web.Application) -> None:
                 url = f"http://{settings.host}:{settings.port}/api/v1/albums/{albums[0]['id']}/playlist.m3u8"
                 log.info("library ready: %d tracks. Try: mpv %s  (or open it in VLC)",
                          progress.files - progress.skipped, url)
-
-
-# --- the edge: errors, CORS preflight, request counting ------------------------------------------
-
-def _edge(metrics: Metrics):
-    @web.middleware
-    async def edge(request: web.Request, handler) -> web.StreamResponse:
-        unmatched = getattr(request.match_info, "http_exception", None)
-        if request.method == "OPTIONS" and (unmatched is None or unmatched.status == 405):
-            response: web.StreamResponse = _preflight(request)
-        else:
-            try:
-                response = await handler(request)
-            except ConnectionError:
-                # The client left before its answer was sent; 499 is how proxies count that.
-                response = web.Response(status=499)
-            except Exception as exc:
-                response = from_exception(exc)
-                if response is None:
-                    log.exception("unexpected error answering %s %s", request.method, request.path)
-                    response = error_response(500, "internal", "internal error (the server log has details)")
-        route = request.match_info.route.name or "unmatched"
-        metrics.count_request(route, request.method, response.status)
-        if not response.prepared:
-            response.headers.setdefault("Access-Control-Allow-Origin", "*")
-            if response.content_length and request.method != "HEAD":
-                metrics.bytes_sent += response.content_length
-        return response
-
-    return edge
-
-
-def _preflight(request: web.Request) -> web.Response:
-    """CORS preflight: web players on other origins may GET/HEAD with Range and conditionals."""
-    return web.Response(status=204, headers={
-        "Access-Control-Allow-Origin": "*",
-        "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-        "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
-        "Access-Control-Max-Age": "86400",
-    })
 
 
 # --- small handlers ------------------------------------------------------------------------------

@@ -160,3 +160,16 @@ async def test_index_page(demo_server):
     resp = await demo_server.get("/")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html")
     assert "/api/v1/albums" in await resp.text()
+
+
+def test_every_route_has_its_edge(tmp_path):
+    """Error rendering and counting live on each route (no middleware): none may be added bare."""
+    from streamer import create_app
+    from tests.conftest import settings_for
+
+    app = create_app(settings_for(tmp_path, tmp_path / "data"))
+    routes = list(app.router.routes())
+    assert len(routes) > 10
+    for route in routes:
+        assert route.handler.__name__ == "at_the_edge", route
+    assert not app.middlewares

@@ -1,0 +1,87 @@
+"""The edge of every route: one renderer for errors, CORS, request counting.
+
+This is what a middleware would do, done without one: aiohttp runs each middleware through
+two extra layers per request (the middleware and its own `_fix_request_current_app`), which
+measured a fifth of the server's CPU time on a 64 KiB range request. So every handler is wrapped
+once, when its route is added through `Routes`, and a last catch-all route answers what no
+route matches: 404, 405 with `Allow`, or a CORS preflight.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from streamer.errors import error_response, from_exception
+from streamer.metrics import Metrics
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Routes:
+    """Adds routes with their edge; `finish()` adds the catch-all after the last one."""
+
+    def __init__(self, app: web.Application, metrics: Metrics) -> None:
+        self.router = app.router
+        self.metrics = metrics
+        self._fallback: web.AbstractResource | None = None
+
+    def get(self, path: str, handler: Handler, name: str) -> None:
+        self.router.add_get(path, edge(handler, name, self.metrics), name=name)
+
+    def post(self, path: str, handler: Handler, name: str) -> None:
+        self.router.add_post(path, edge(handler, name, self.metrics), name=name)
+
+    def finish(self) -> None:
+        route = self.router.add_route("*", "/{tail:.*}", edge(self._unmatched, "unmatched", self.metrics),
+                                      name="unmatched")
+        self._fallback = route.resource
+
+    async def _unmatched(self, request: web.Request) -> web.StreamResponse:
+        allowed: set[str] = set()
+        for resource in self.router.resources():
+            if resource is not self._fallback:
+                _, methods = await resource.resolve(request)
+                allowed |= methods
+        if not allowed:
+            raise web.HTTPNotFound()
+        if request.method == "OPTIONS":
+            return preflight(request)
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+
+
+def edge(handler: Handler, name: str, metrics: Metrics) -> Handler:
+    @functools.wraps(handler)
+    async def at_the_edge(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except ConnectionError:
+            # The client left before its answer was sent; 499 is how proxies count that.
+            response = web.Response(status=499)
+        except Exception as exc:
+            response = from_exception(exc)
+            if response is None:
+                log.exception("unexpected error answering %s %s", request.method, request.path)
+                response = error_response(500, "internal", "internal error (the server log has details)")
+        metrics.count_request(name, request.method, response.status)
+        if not response.prepared:
+            response.headers.setdefault("Access-Control-Allow-Origin", "*")
+            if response.content_length and request.method != "HEAD":
+                metrics.bytes_sent += response.content_length
+        return response
+
+    return at_the_edge
+
+
+def preflight(request: web.Request) -> web.Response:
+    """CORS preflight: web players on other origins may GET/HEAD with Range and conditionals."""
+    return web.Response(status=204, headers={
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+        "Access-Control-Max-Age": "86400",
+    })
