@@ -56,6 +56,8 @@ _MAX_DIGITS = 18
 
 
 def _pos(digits: str) -> int:
+    if len(digits) <= _MAX_DIGITS:
+        return int(digits)
     digits = digits.lstrip("0") or "0"  # 000...01 is 1, however many zeros lead it
     return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND
 
