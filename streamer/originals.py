@@ -25,7 +25,7 @@ from media import CONTENT_TYPES, Catalog, NotFound
 from streamer.errors import ApiError, error_response
 from streamer.metrics import Metrics
 from streamer.preconditions import Precondition, evaluate, if_range_holds
-from streamer.ranges import WHOLE, ByteRange, Outcome, parse_range, plan_ranges
+from streamer.ranges import WHOLE, ByteRange, Outcome, plan_range_header
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,7 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
     if range_header is not None and request.method in ("GET", "HEAD"):
         if_range = headers.get("If-Range")
         if if_range is None or if_range_holds(if_range, entry.etag, entry.last_modified):
-            specs = parse_range(range_header)
-            if specs is not None:
-                plan = plan_ranges(specs, entry.size, max_ranges)
+            plan = plan_range_header(range_header, entry.size, max_ranges)
 
     if plan.outcome is Outcome.UNSATISFIABLE:
         return error_response(416, "range_not_satisfiable",

@@ -116,6 +116,21 @@ def plan_ranges(specs: list[Spec], size: int, max_ranges: int) -> RangePlan:
     return RangePlan(Outcome.PARTIAL, tuple(ranges))
 
 
+def plan_range_header(header: str, size: int, max_ranges: int) -> RangePlan:
+    """parse_range then plan_ranges, with the everyday case (one `bytes=a-b`, as every player
+    seeking sends) resolved in one step. An invalid header plans the whole file."""
+    fast = _FAST.fullmatch(header)
+    if fast is not None and fast.group(2) and len(fast.group(1)) <= _MAX_DIGITS >= len(fast.group(2)):
+        first, last = int(fast.group(1)), int(fast.group(2))
+        if last < first:
+            return WHOLE
+        if first >= size:
+            return UNSATISFIABLE
+        return RangePlan(Outcome.PARTIAL, (ByteRange(first, min(last, size - 1)),))
+    specs = parse_range(header)
+    return WHOLE if specs is None else plan_ranges(specs, size, max_ranges)
+
+
 # A part of multipart/byteranges costs about this much in headers: a gap smaller than that is
 # cheaper to send than to skip (§15.3.7.2 allows coalescing such ranges).
 PART_OVERHEAD = 80

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer.ranges import (
-    PART_OVERHEAD, ByteRange, Outcome, coalesce, parse_range, plan_ranges,
+    PART_OVERHEAD, WHOLE, ByteRange, Outcome, coalesce, parse_range, plan_range_header, plan_ranges,
 )
 
 
@@ -98,3 +98,15 @@ def test_parse_roundtrip(first, length):
 def test_parse_never_raises(text):
     result = parse_range(text)
     assert result is None or all(isinstance(s, tuple) for s in result)
+
+
+@given(size=st.integers(0, 10_000), header=st.one_of(
+    st.builds(lambda a, b: f"bytes={a}-{b}", st.integers(0, 12_000), st.integers(0, 12_000)),
+    st.builds(lambda a: f"bytes={a}-", st.integers(0, 12_000)),
+    st.builds(lambda a: f"bytes=-{a}", st.integers(0, 12_000)),
+    st.text(max_size=20)))
+def test_plan_range_header_agrees_with_parse_then_plan(size, header):
+    """The one-step fast path must give exactly what the general path gives."""
+    specs = parse_range(header)
+    expected = WHOLE if specs is None else plan_ranges(specs, size, 8)
+    assert plan_range_header(header, size, 8) == expected
