@@ -13,7 +13,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -316,8 +316,8 @@ def effective(t: dict[str, Any], folder_has_many_artists: bool = False) -> tuple
     """What a track shows, as EFFECTIVE_FIELDS, from its tags, its folder, and whether its
     folder's album has several artists (a compilation without tags)."""
     artist = t["tag_artist"] or UNKNOWN_ARTIST
-    folder = str(PurePosixPath(t["path"]).parent)
-    album = t["tag_album"] or (PurePosixPath(folder).name if folder != "." else UNKNOWN_ALBUM)
+    folder = t["path"].rpartition("/")[0] or "."  # string work: pathlib is slow per track
+    album = t["tag_album"] or (folder.rpartition("/")[2] if folder != "." else UNKNOWN_ALBUM)
     if t["album_artist_tag"]:
         album_artist = t["album_artist_tag"]
     elif t["compilation"] or folder_has_many_artists:
@@ -353,17 +353,16 @@ def regroup(db: sqlite_utils.Database) -> None:
                          f"{', '.join(EFFECTIVE_FIELDS)} FROM tracks "
                          "WHERE album_artist_tag IS NULL AND compilation = 0")
     # A folder's album with several track artists and no album artist tag is a compilation.
+    # Tracks were saved with their own values, so only those whose folder verdict differs from
+    # what they show now need deriving again.
     artists_in: dict[tuple[str, str], set[str]] = defaultdict(set)
-    own = {}
     for r in untagged:
-        own[r["id"]] = effective(r)
-        artists_in[(r["dir"], own[r["id"]][2].casefold())].add(own[r["id"]][0].casefold())
+        artists_in[(r["dir"], r["album"].casefold())].add(r["artist"].casefold())
     changed = []
     for r in untagged:
-        mine = own[r["id"]]
-        new = effective(r, True) if len(artists_in[(r["dir"], mine[2].casefold())]) > 1 else mine
-        if new != tuple(r[f] for f in EFFECTIVE_FIELDS):
-            changed.append((*new, r["id"]))
+        compilation = len(artists_in[(r["dir"], r["album"].casefold())]) > 1
+        if compilation != (r["album_artist"] == VARIOUS_ARTISTS):
+            changed.append((*effective(r, compilation), r["id"]))
     if changed:
         db.conn.executemany(f"UPDATE tracks SET {', '.join(f + ' = ?' for f in EFFECTIVE_FIELDS)} "
                             "WHERE id = ?", changed)

@@ -266,18 +266,20 @@ class Scanner:
                 yield await asyncio.to_thread(read_files, root, changed[start:start + CHUNK])
             return
         loop = asyncio.get_running_loop()
-        with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context()) as pool:
-            futures = [loop.run_in_executor(pool, read_files, root, changed[i:i + CHUNK])
-                       for i in range(0, len(changed), CHUNK)]
-            try:
-                for next_done in asyncio.as_completed(futures):
-                    if stop.is_set():
-                        return
-                    yield await next_done
-            finally:
-                for f in futures:
-                    f.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
+        pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context())
+        futures = [loop.run_in_executor(pool, read_files, root, changed[i:i + CHUNK])
+                   for i in range(0, len(changed), CHUNK)]
+        try:
+            for next_done in asyncio.as_completed(futures):
+                if stop.is_set():
+                    return
+                yield await next_done
+        finally:
+            for f in futures:
+                f.cancel()
+            # The workers get their stop signal now and exit on their own; the scan does not
+            # wait for them to be reaped (the executor's own thread does that).
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _notify(self) -> None:
         if self.on_progress is not None:
