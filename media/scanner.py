@@ -196,8 +196,10 @@ class Scanner:
 
     async def _scan(self, progress: ScanProgress, stop: asyncio.Event) -> None:
         started = time.perf_counter()
-        found, folder_images = await asyncio.to_thread(walk, self.library, progress)
         known = await self.catalog.file_index()
+        # A first scan reads every file: start the workers now, so they boot during the walk.
+        pool = self._start_pool() if not known and self.workers > 1 else None
+        found, folder_images = await asyncio.to_thread(walk, self.library, progress)
         progress.files = len(found)
         changed = [(p, *st) for p, st in found.items() if known.get(p) != st]
         removed = [p for p in known if p not in found]
@@ -210,7 +212,7 @@ class Scanner:
 
         pending: list[dict[str, Any]] = []
         last_save = last_regroup = last_log = time.monotonic()
-        async for results in self._read(changed, stop):
+        async for results in self._read(changed, stop, pool):
             for relpath, record, reason in results:
                 progress.read += 1
                 if record is None:
@@ -256,17 +258,26 @@ class Scanner:
                  progress.files, progress.added, progress.updated, progress.removed,
                  progress.unchanged, progress.skipped)
 
-    async def _read(self, changed: list[tuple[str, int, int]], stop: asyncio.Event):
+    def _start_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context())
+        for _ in range(self.workers):  # workers start on demand: ask for all of them now
+            pool.submit(os.getpid)
+        return pool
+
+    async def _read(self, changed: list[tuple[str, int, int]], stop: asyncio.Event,
+                    pool: concurrent.futures.ProcessPoolExecutor | None):
         """Yield lists of read results as they complete."""
         root = str(self.library)
         if len(changed) < IN_THREAD_BELOW or self.workers == 1:
+            if pool is not None:
+                pool.shutdown(wait=False)
             for start in range(0, len(changed), CHUNK):
                 if stop.is_set():
                     return
                 yield await asyncio.to_thread(read_files, root, changed[start:start + CHUNK])
             return
         loop = asyncio.get_running_loop()
-        pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context())
+        pool = pool or self._start_pool()
         futures = [loop.run_in_executor(pool, read_files, root, changed[i:i + CHUNK])
                    for i in range(0, len(changed), CHUNK)]
         try:
