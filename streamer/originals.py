@@ -254,8 +254,21 @@ async def _send(request: web.Request, entry: OpenFile, status: int, headers: str
     return _sent(status, keep_alive)
 
 
-SLICE = 1024 * 1024
+# What does not go out at once is sent in slices sized to about a second of this client's
+# reading rate, each with a deadline: so a deadline means "no progress", never "too slow". A
+# player that reads at 64 kbit/s gets 64 KiB slices and plays on; one that stopped reading (and
+# keeps its socket) is let go after STALL_SECONDS, like nginx's send_timeout; a fast client gets
+# slices of up to 8 MiB, so asyncio's per-call cost stays small.
+MIN_SLICE = 64 * 1024
+FIRST_SLICE = 256 * 1024
+MAX_SLICE = 8 * 1024 * 1024
 STALL_SECONDS = 60.0
+
+
+def next_slice(sent: int, seconds: float) -> int:
+    """About one second's worth at the rate the last slice went out, within the bounds."""
+    rate = sent / max(seconds, 0.001)
+    return min(max(int(rate), MIN_SLICE), MAX_SLICE)
 
 
 class ClientStalled(ConnectionResetError):
@@ -287,10 +300,10 @@ async def _sendfile(request: web.Request, file: Any, offset: int, count: int) ->
         if count == 0:
             return
     loop = asyncio.get_running_loop()
+    piece_size = FIRST_SLICE
     while count > 0:
-        # In slices, each with a deadline: a client that stops reading (a paused player that
-        # keeps the socket) is let go after STALL_SECONDS, like nginx's send_timeout.
-        piece = min(count, SLICE)
+        piece = min(count, piece_size)
+        started = loop.time()
         try:
             async with asyncio.timeout(STALL_SECONDS):  # no extra task, unlike wait_for
                 sent = await loop.sendfile(transport, file, offset, piece)
@@ -303,6 +316,7 @@ async def _sendfile(request: web.Request, file: Any, offset: int, count: int) ->
         if sent < piece:
             raise SourceShrank(f"{file.name} ended at byte {offset + sent}")
         offset, count = offset + sent, count - sent
+        piece_size = next_slice(sent, loop.time() - started)
 
 
 def _client_left(request: web.Request, metrics: Metrics, exc: ConnectionError) -> None:

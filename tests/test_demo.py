@@ -13,10 +13,9 @@ import pytest
 from mutagen.flac import FLAC
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4
-from mutagen.oggopus import OggOpus
-from mutagen.oggvorbis import OggVorbis
 
 from media.demo import make_demo_library
+from media.tags import read_track
 
 AUDIO_EXTS = {".mp3", ".flac", ".ogg", ".opus", ".m4a"}
 REQUIRED_TAGS = ("title", "artist", "album", "albumartist", "tracknumber", "discnumber", "date", "genre")
@@ -36,18 +35,7 @@ def _audio(files: list[pathlib.Path]) -> list[pathlib.Path]:
 
 
 def _codec(f: pathlib.Path) -> str:
-    m = mutagen.File(f)
-    if isinstance(m, MP3):
-        return "mp3"
-    if isinstance(m, FLAC):
-        return "flac"
-    if isinstance(m, OggVorbis):
-        return "vorbis"
-    if isinstance(m, OggOpus):
-        return "opus"
-    if isinstance(m, MP4):
-        return "aac" if m.info.codec == "mp4a.40.2" else m.info.codec
-    raise AssertionError(f"unexpected container for {f}: {type(m)}")
+    return read_track(f)["codec"]
 
 
 def _is_compilation(f: pathlib.Path) -> bool:

@@ -221,7 +221,6 @@ async def test_client_that_stops_reading_is_let_go(aiohttp_client, tmp_path, ffm
     from tests.conftest import encode, settings_for, wait_for_scan
 
     monkeypatch.setattr(streamer.originals, "STALL_SECONDS", 0.5)
-    monkeypatch.setattr(streamer.originals, "SLICE", 1024 * 1024)
     library = tmp_path / "music"
     encode(ffmpeg, library / "long.wav", seconds=120)  # ~21 MB: far more than socket buffers hold
     app = create_app(settings_for(library, tmp_path / "data"))
@@ -293,3 +292,16 @@ async def test_pipelined_requests_are_answered_in_order(demo_server, track):
     writer.close()
     assert answers == [("HTTP/1.1 206 Partial Content", body[:5]), ("HTTP/1.1 200 OK", b""),
                        ("HTTP/1.1 206 Partial Content", body[-3:])]
+
+
+@pytest.mark.parametrize("bytes_per_second", [2_000, 16_000, 200_000, 5_000_000, 10**9])
+def test_slices_follow_the_reading_rate(bytes_per_second):
+    """A slice must take a steady reader far less than the stall deadline, whatever its rate
+    (down to ~1 KB/s, below any audio bitrate), and a fast reader must get big slices."""
+    from streamer.originals import MAX_SLICE, MIN_SLICE, STALL_SECONDS, next_slice
+
+    size = next_slice(bytes_per_second * 2, 2.0)  # the last slice took 2 s at this rate
+    assert MIN_SLICE <= size <= MAX_SLICE
+    assert size / bytes_per_second < STALL_SECONDS
+    if bytes_per_second >= MAX_SLICE:
+        assert size == MAX_SLICE
