@@ -289,6 +289,7 @@ async def _sendfile(request: web.Request, file: Any, offset: int, count: int) ->
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
+    sent = 0
     if transport.get_write_buffer_size() == 0:  # nothing queued ahead of us: safe to bypass
         try:
             sent = os.sendfile(transport.get_extra_info("socket").fileno(), file.fileno(), offset, count)
@@ -300,7 +301,8 @@ async def _sendfile(request: web.Request, file: Any, offset: int, count: int) ->
         if count == 0:
             return
     loop = asyncio.get_running_loop()
-    piece_size = FIRST_SLICE
+    # What the socket took at once is what this connection absorbs now: a fair first slice.
+    piece_size = max(FIRST_SLICE, min(sent, MAX_SLICE))
     while count > 0:
         piece = min(count, piece_size)
         started = loop.time()
