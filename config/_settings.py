@@ -162,8 +162,8 @@ def load(
     settings = Settings(**values, library_is_default="library" not in given)
     if check_paths and "library" in given and not settings.library.is_dir():
         errors.append(f"library: folder {settings.library} does not exist")
-    if settings.role == "region":
-        errors.append("role: 'region' is not available yet in this version (use standalone)")
+    if settings.role != "standalone":
+        errors.append(f"role: {settings.role!r} is not available yet in this version (use standalone)")
     if errors:
         raise ConfigError(errors)
     return settings
