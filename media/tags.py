@@ -33,9 +33,9 @@ _VORBIS = {"title": "title", "artist": "artist", "album": "album", "album_artist
            "compilation": "compilation"}
 
 # Opening the class an extension names skips mutagen.File's sniffing of every format (about a
-# tenth of a scan). .ogg is left to sniffing: it may hold Vorbis, Opus, FLAC or Speex.
+# tenth of a scan). An .ogg that is not Vorbis (Opus, FLAC, Speex) fails fast and is sniffed.
 _BY_EXTENSION = {".mp3": MP3, ".flac": FLAC, ".opus": OggOpus, ".m4a": MP4, ".m4b": MP4,
-                 ".wav": WAVE}
+                 ".wav": WAVE, ".ogg": OggVorbis, ".oga": OggVorbis}
 
 _LEADING_INT = re.compile(r"\s*(\d+)")
 _YEAR = re.compile(r"(\d{4})")
@@ -142,13 +142,12 @@ def _tags(audio: Any) -> dict[str, str]:
         if tags.get("cpil"):
             out["compilation"] = "1" if tags["cpil"] else "0"
         return out
-    # Vorbis comments (FLAC, Ogg Vorbis, Ogg Opus): case-insensitive keys, lists of values.
-    out = {}
-    for field, key in _VORBIS.items():
-        values = tags.get(key)
-        if values:
-            out[field] = str(values[0])
-    return out
+    # Vorbis comments (FLAC, Ogg Vorbis, Ogg Opus): case-insensitive keys. mutagen's lookup
+    # scans the whole comment list per key, so read the list once (first value of a key wins).
+    found: dict[str, str] = {}
+    for key, value in tags:
+        found.setdefault(key.lower(), value)
+    return {field: str(found[key]) for field, key in _VORBIS.items() if found.get(key)}
 
 
 def _codec(audio: Any) -> str:
@@ -176,7 +175,7 @@ def _has_art(audio: Any) -> bool:
         return bool(tags and tags.get("covr"))
     if isinstance(audio, FLAC):
         return bool(audio.pictures)
-    return bool(tags and tags.get("metadata_block_picture"))
+    return bool(tags) and any(key.lower() == "metadata_block_picture" for key, _ in tags)
 
 
 def _art_bytes(audio: Any) -> bytes | None:

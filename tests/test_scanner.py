@@ -183,3 +183,15 @@ async def test_scan_in_worker_processes(small_library, tmp_path, catalog, monkey
     library = copy_library(small_library, tmp_path)
     progress = await Scanner(library, catalog, workers=2).scan()
     assert progress.state == "done" and progress.added == 6 and progress.skipped == 3
+
+
+def test_ogg_that_holds_opus_or_flac_is_read_right(tmp_path, ffmpeg):
+    """.ogg is opened as Vorbis first (the common case); other Ogg codecs fall back to sniffing."""
+    from media.tags import read_track
+
+    opus = encode(ffmpeg, tmp_path / "opus.ogg", codec_args=("-c:a", "libopus"), metadata={"title": "O"})
+    flac = encode(ffmpeg, tmp_path / "flac.oga", codec_args=("-c:a", "flac"), metadata={"title": "F"})
+    vorbis = encode(ffmpeg, tmp_path / "v.ogg", codec_args=("-c:a", "libvorbis"), metadata={"title": "V"})
+    assert (read_track(opus)["codec"], read_track(opus)["title"]) == ("opus", "O")
+    assert read_track(flac)["codec"] in ("flac", "oggflac")
+    assert (read_track(vorbis)["codec"], read_track(vorbis)["title"]) == ("vorbis", "V")
