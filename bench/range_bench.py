@@ -49,6 +49,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from report import print_table  # bench/ is on sys.path when a benchmark runs as a script
+
 REPO = Path(__file__).resolve().parent.parent
 BLOCK = 65536
 ALIGN = 4096
@@ -583,14 +585,10 @@ def main() -> int:
             ("peak RSS (VmHWM)", f"{human_bytes(rss_ngx_worker or float('nan'))} (worker)",
              human_bytes(rss_ours or float("nan")), "", "info", ""),
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         print(f"SUMMARY (file {size} bytes; wrk -t{args.threads} -d{args.duration}s, best of {args.rounds} "
               f"alternating rounds; wrk, nginx and ours "
               f"share {cores} cores; total {time.monotonic() - t_start:.0f}s)")
-        for i, r in enumerate(rows):
-            print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-            if i == 0:
-                print("  " + "  ".join("-" * w for w in widths))
+        print_table(rows)
         overall = all(checks)
         print(f"OVERALL: {verdict(overall)}")
         return 0 if overall else 1

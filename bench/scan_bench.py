@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import print_table  # bench/ is on sys.path when a benchmark runs as a script
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -296,13 +298,9 @@ def main() -> int:
 
         header = ("metric", "reference", "ours", "ours/ref", "target", "result")
         rows.insert(0, header)
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         print(f"\nSUMMARY (best of {args.repeat}; reference = 1-process mutagen loop / bare os.walk+stat; "
               f"{cores} cores; total {time.monotonic() - t_start:.0f}s)")
-        for i, r in enumerate(rows):
-            print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-            if i == 0:
-                print("  " + "  ".join("-" * w for w in widths))
+        print_table(rows)
         print("  (full scan: ours/ref is the files/s ratio; rescan: ours/ref is the time ratio)")
         overall = all(checks)
         print(f"OVERALL: {'PASS' if overall else 'FAIL'}")
