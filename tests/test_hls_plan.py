@@ -1,0 +1,81 @@
+"""HLS planning on its own: variants, frame-aligned segments, playlists that obey RFC 8216."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from media.hls_plan import (
+    AAC_FRAME, MP3_FRAME, master_playlist, media_playlist, segments, target_duration, variants_for,
+)
+
+
+def test_variants_by_source_codec():
+    mp3 = variants_for("mp3", 44100, 192, [128, 64, 256])
+    assert [v.name for v in mp3] == ["original", "aac64", "aac128", "aac256"]
+    assert mp3[0].copy and mp3[0].frame_samples == MP3_FRAME and mp3[0].bitrate == 192
+    assert all(v.sample_rate == 44100 and v.frame_samples == AAC_FRAME for v in mp3[1:])
+    flac = variants_for("flac", 96000, 2000, [128])
+    assert [v.name for v in flac] == ["aac128"] and flac[0].sample_rate == 48000  # no copy, resampled
+    opus = variants_for("opus", 48000, 96, [64, 128])
+    assert not any(v.copy for v in opus)
+    aac = variants_for("aac", 44100, 256, [128])
+    assert aac[0].copy and aac[0].codec == "aac"
+
+
+@settings(deadline=None, max_examples=60)  # long tracks plan thousands of segments
+@given(duration=st.floats(0.05, 3600), target=st.sampled_from([2.0, 4.0, 6.0, 10.0]),
+       codec=st.sampled_from(["mp3", "flac"]), rate=st.sampled_from([22050, 44100, 48000, 96000]))
+def test_segments_tile_the_track_on_frame_boundaries(duration, target, codec, rate):
+    for variant in variants_for(codec, rate, 128, [128]):
+        plan = segments(duration, variant, target)
+        assert plan[0].start == 0 and plan[0].first_frame == 0
+        # Contiguous, whole frames, no gaps or overlaps.
+        for a, b in zip(plan, plan[1:]):
+            assert b.first_frame == a.first_frame + a.frames
+            assert math.isclose(b.start, a.start + a.duration, abs_tol=1e-9)
+        # Truthful: the durations add up to the track's duration.
+        assert math.isclose(sum(s.duration for s in plan), duration, abs_tol=1e-6)
+        # All but the last are the same whole number of frames, close to the target.
+        sizes = {s.frames for s in plan[:-1]}
+        assert len(sizes) <= 1
+        if sizes:
+            assert abs(sizes.pop() * variant.frame_seconds - target) <= variant.frame_seconds
+        assert all(s.duration > 0 for s in plan)
+        assert all(math.floor(s.duration + 0.5) <= target_duration(plan) for s in plan)
+
+
+def test_six_second_aac_segments_at_44100():
+    variant = variants_for("flac", 44100, 900, [128])[0]
+    plan = segments(150.0, variant, 6.0)
+    assert plan[0].frames == 258  # 258 * 1024 / 44100 = 5.9907 s
+    assert math.isclose(plan[0].duration, 258 * 1024 / 44100)
+    assert len(plan) == math.ceil(150.0 / plan[0].duration)
+    assert target_duration(plan) == 6
+
+
+def test_playlists_follow_rfc_8216():
+    variants = variants_for("mp3", 44100, 192, [64, 128])
+    master = master_playlist(variants, "{name}/index.m3u8").splitlines()
+    assert master[0] == "#EXTM3U"
+    infs = [line for line in master if line.startswith("#EXT-X-STREAM-INF:")]
+    assert len(infs) == 3 and all("BANDWIDTH=" in i and "CODECS=" in i for i in infs)
+    assert 'CODECS="mp4a.40.34"' in infs[0] and 'CODECS="mp4a.40.2"' in infs[1]
+    assert master[master.index(infs[0]) + 1] == "original/index.m3u8"
+
+    plan = segments(61.3, variants[1], 6.0)
+    media = media_playlist(plan, "{index}.ts").splitlines()
+    assert media[:3] == ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-PLAYLIST-TYPE:VOD"]
+    assert "#EXT-X-TARGETDURATION:6" in media and media[-1] == "#EXT-X-ENDLIST"
+    extinf = [float(line[8:].rstrip(",")) for line in media if line.startswith("#EXTINF:")]
+    uris = [line for line in media if line and not line.startswith("#")]
+    assert uris == [f"{i}.ts" for i in range(len(plan))]
+    assert math.isclose(sum(extinf), 61.3, abs_tol=1e-5)
+
+
+@pytest.mark.parametrize("duration", [0.0, -1.0])
+def test_no_audio_no_segments(duration):
+    assert segments(duration, variants_for("flac", 44100, 900, [128])[0], 6.0) == []
