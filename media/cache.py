@@ -1,0 +1,80 @@
+"""The bounded on-disk cache of media the server makes (segments, transcodes, pulled files).
+
+diskcache does the storing, the size bound and the eviction (least recently stored: a read costs
+no write). On top of it, single flight: any number of concurrent requests for one missing key run
+one producer and all get its bytes. When every requester has gone, the producer is cancelled, so
+abandoned work (an ffmpeg nobody waits for) stops. Keys must name the source's identity (its size
+and mtime, say), so a changed file can never be answered from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import diskcache
+
+log = logging.getLogger(__name__)
+
+
+class MediaCache:
+    def __init__(self, directory: Path, size_limit: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._cache = diskcache.Cache(str(directory), size_limit=size_limit)
+        self._flights: dict[str, _Flight] = {}
+        self.hits = 0
+        self.misses = 0
+        self.made_bytes = 0
+
+    def close(self) -> None:
+        for flight in list(self._flights.values()):
+            flight.task.cancel()
+        self._cache.close()
+
+    @property
+    def volume(self) -> int:
+        """Bytes the cache holds on disk now."""
+        return self._cache.volume()
+
+    async def get(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self._cache.get, key)
+
+    async def get_or_make(self, key: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
+        flight = self._flights.get(key)  # being made now: join it, no disk look-up needed
+        if flight is None:
+            value = await self.get(key)
+            if value is not None:
+                self.hits += 1
+                return value
+            flight = self._flights.get(key)  # another request may have started it meanwhile
+            if flight is None:
+                self.misses += 1
+                flight = self._flights[key] = _Flight(asyncio.create_task(self._make(key, make)))
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            if not flight.task.done():
+                flight.waiters -= 1
+                if flight.waiters == 0:  # nobody wants it any more: stop making it
+                    flight.task.cancel()
+            raise
+
+    async def _make(self, key: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
+        try:
+            value = await make()
+            await asyncio.to_thread(self._cache.set, key, value)
+            self.made_bytes += len(value)
+            return value
+        finally:
+            self._flights.pop(key, None)
+
+
+class _Flight:
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[bytes]) -> None:
+        self.task = task
+        self.waiters = 0
