@@ -1,0 +1,39 @@
+"""Packed audio segments (RFC 8216 §3.4): raw ADTS frames behind an ID3 tag carrying the
+segment's timestamp. Frame-exact slicing is what lets segments made by different ffmpeg runs
+join without gaps, so this module only splits ADTS streams into frames and writes that tag.
+"""
+
+from __future__ import annotations
+
+import struct
+
+PTS_CLOCK = 90_000  # MPEG-2 timestamps tick at 90 kHz
+_PRIV_OWNER = b"com.apple.streaming.transportStreamTimestamp\x00"
+
+
+def adts_frames(data: bytes) -> list[memoryview]:
+    """Split an ADTS stream into its frames. Raises ValueError on anything that is not ADTS."""
+    view = memoryview(data)
+    frames = []
+    i = 0
+    while i < len(data):
+        if i + 7 > len(data) or data[i] != 0xFF or data[i + 1] & 0xF6 != 0xF0:
+            raise ValueError(f"not an ADTS frame header at byte {i}")
+        length = ((data[i + 3] & 0x03) << 11) | (data[i + 4] << 3) | (data[i + 5] >> 5)
+        if length < 7 or i + length > len(data):
+            raise ValueError(f"ADTS frame at byte {i} runs past the data")
+        frames.append(view[i:i + length])
+        i += length
+    return frames
+
+
+def timestamp_tag(seconds: float) -> bytes:
+    """An ID3v2.4 tag whose PRIV frame holds the 33-bit, 90 kHz timestamp of the first frame."""
+    pts = round(seconds * PTS_CLOCK) & ((1 << 33) - 1)
+    payload = _PRIV_OWNER + struct.pack(">Q", pts)
+    frame = b"PRIV" + _syncsafe(len(payload)) + b"\x00\x00" + payload
+    return b"ID3\x04\x00\x00" + _syncsafe(len(frame)) + frame
+
+
+def _syncsafe(n: int) -> bytes:
+    return bytes(((n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F))

@@ -1,0 +1,66 @@
+"""Making one HLS segment of an AAC variant with ffmpeg, independently of every other segment.
+
+Each segment is encoded from a little before its start (PREROLL_FRAMES), and only its own frames
+are kept: the encoder's priming and the pre-roll are dropped frame-exactly (packed audio lets us
+count frames). So segment 40 can be made before segment 0, by another ffmpeg run, and the
+segments still join without inserted silence: the decoder sees, at every boundary, frames of
+the same audio encoded from the same history. Only the first segment keeps the priming frame,
+as every AAC stream does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from media.errors import MediaError
+from media.hls_plan import Segment, Variant
+from media.packed_audio import adts_frames, timestamp_tag
+
+log = logging.getLogger(__name__)
+
+PREROLL_FRAMES = 8  # about 0.19 s: enough for the encoder state to match a continuous run
+PRIMING_FRAMES = 1  # ffmpeg's AAC encoder starts with one frame of encoder delay
+
+
+class SegmentError(MediaError):
+    """ffmpeg could not make a segment; the message has ffmpeg's last words."""
+
+
+async def make_aac_segment(ffmpeg: str, source: Path, variant: Variant, segment: Segment) -> bytes:
+    """The bytes of one packed-audio segment: a timestamp tag, then the segment's ADTS frames."""
+    preroll = min(PREROLL_FRAMES, segment.first_frame)
+    start = (segment.first_frame - preroll) * variant.frame_seconds
+    # One frame more than needed: the encoder pads the last one, and the padding is not ours.
+    seconds = (preroll + segment.frames + 1) * variant.frame_seconds
+    command = [ffmpeg, "-nostdin", "-v", "error", "-ss", f"{start:.6f}", "-i", str(source),
+               "-t", f"{seconds:.6f}", "-vn", "-ac", "2", "-ar", str(variant.sample_rate),
+               "-c:a", "aac", "-b:a", f"{variant.bitrate}k", "-f", "adts", "pipe:1"]
+    encoded = await run_ffmpeg(command)
+    frames = adts_frames(encoded)
+    keep_from = PRIMING_FRAMES + preroll if segment.index > 0 else 0
+    keep = segment.frames + (PRIMING_FRAMES if segment.index == 0 else 0)
+    kept = frames[keep_from:keep_from + keep]
+    if len(kept) < min(keep, len(frames) - keep_from) or not kept:
+        raise SegmentError(f"ffmpeg gave {len(frames)} frames for segment {segment.index} of {source}")
+    return timestamp_tag(segment.start) + b"".join(kept)
+
+
+async def run_ffmpeg(command: list[str]) -> bytes:
+    """Run ffmpeg to completion and return its stdout; kill and reap it if we are cancelled."""
+    process = await asyncio.create_subprocess_exec(
+        *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await process.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()  # no zombies, whatever happened
+        raise
+    if process.returncode != 0:
+        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        raise SegmentError(f"ffmpeg failed ({process.returncode}): {last[0]}")
+    return out
