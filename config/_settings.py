@@ -31,7 +31,7 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "str" | "int" | "bool" | "path" | "choice"
+    kind: str  # "str" | "int" | "ints" | "bool" | "path" | "choice"
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -62,6 +62,13 @@ FIELDS: tuple[Field, ...] = (
           minimum=0, maximum=64),
     Field("max_ranges", "int", 32, "most ranges served as multipart/byteranges; "
           "a request with more gets the whole file", minimum=1, maximum=1000),
+    Field("hls_segment_seconds", "int", 6, "length of HLS segments, in seconds", minimum=2, maximum=30),
+    Field("hls_bitrates", "ints", (64, 128, 256), "AAC bitrates of the HLS variants, in kbit/s",
+          minimum=16, maximum=512),
+    Field("ffmpeg_processes", "int", 0, "ffmpeg processes at once (0: one per core); more wait",
+          minimum=0, maximum=64),
+    Field("ffmpeg_queue_seconds", "int", 10, "how long work waits for an ffmpeg slot before the "
+          "answer is 503 with Retry-After", minimum=1, maximum=600),
     Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
     Field("ffmpeg", "str", "", "path of an ffmpeg binary (default: the one from imageio-ffmpeg)"),
     Field("log_level", "choice", "info", "logging level", choices=LOG_LEVELS),
@@ -81,6 +88,10 @@ class Settings:
     demo_library: bool = True
     scan_workers: int = 0
     max_ranges: int = 32
+    hls_segment_seconds: int = 6
+    hls_bitrates: tuple[int, ...] = (64, 128, 256)
+    ffmpeg_processes: int = 0
+    ffmpeg_queue_seconds: int = 10
     public_url: str = ""
     ffmpeg: str = ""
     log_level: str = "info"
@@ -178,6 +189,8 @@ def describe(settings: Settings) -> str:
             shown = '"********"'
         elif isinstance(value, bool):
             shown = "true" if value else "false"
+        elif isinstance(value, tuple):
+            shown = "[" + ", ".join(str(v) for v in value) + "]"
         elif isinstance(value, int):
             shown = str(value)
         else:
@@ -204,6 +217,18 @@ def _convert(field: Field, raw: Any, source: str, errors: list[str], *, from_tex
         errors.append(f"{source}: {field.name}: expected {expected}, got {raw!r}")
 
     kind = field.kind
+    if kind == "ints":  # a TOML array, or "64,128" from the environment or a flag
+        items = raw if isinstance(raw, list) else str(raw).split(",") if from_text else None
+        if not items:
+            return bad("a list of whole numbers")
+        values = []
+        for item in items:
+            value = _convert(dataclasses.replace(field, kind="int"), item, source, errors,
+                             from_text=isinstance(item, str))
+            if value is None:
+                return None
+            values.append(value)
+        return tuple(values)
     if kind == "bool":
         if isinstance(raw, bool):
             return raw

@@ -272,6 +272,15 @@ def track_file(db: sqlite_utils.Database, track_id: str) -> tuple[str, str]:
     return row[0], row[1]
 
 
+def track_source(db: sqlite_utils.Database, track_id: str) -> dict[str, Any]:
+    """What transcoding needs of a track: its file, that file's identity, and its stream facts."""
+    rows = _rows(db, "SELECT path, container, size, mtime_ns, duration, codec, sample_rate, bitrate "
+                     "FROM tracks WHERE id = ?", [track_id])
+    if not rows:
+        raise NotFound(f"no track {track_id!r}")
+    return rows[0]
+
+
 def album_cover(db: sqlite_utils.Database, album_id: str) -> tuple[str, str] | None:
     """Where an album's cover is: ("folder", image path) or ("embedded", audio path), or None."""
     row = db.execute("SELECT cover_path, cover_track_id FROM albums WHERE id = ?", [album_id]).fetchone()
@@ -438,6 +447,9 @@ class Catalog:
 
     async def track_file(self, track_id: str) -> tuple[str, str]:
         return await self.db.read(track_file, track_id)
+
+    async def track_source(self, track_id: str) -> dict[str, Any]:
+        return await self.db.read(track_source, track_id)
 
     async def album_cover(self, album_id: str) -> tuple[str, str] | None:
         return await self.db.read(album_cover, album_id)

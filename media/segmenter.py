@@ -10,12 +10,11 @@ as every AAC stream does.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
 from media.errors import MediaError
+from media.ffmpeg import FfmpegPool
 from media.hls_plan import Segment, Variant
 from media.packed_audio import adts_frames, timestamp_tag
 
@@ -29,38 +28,21 @@ class SegmentError(MediaError):
     """ffmpeg could not make a segment; the message has ffmpeg's last words."""
 
 
-async def make_aac_segment(ffmpeg: str, source: Path, variant: Variant, segment: Segment) -> bytes:
+async def make_aac_segment(ffmpeg: FfmpegPool, source: Path, variant: Variant, segment: Segment) -> bytes:
     """The bytes of one packed-audio segment: a timestamp tag, then the segment's ADTS frames."""
     preroll = min(PREROLL_FRAMES, segment.first_frame)
     start = (segment.first_frame - preroll) * variant.frame_seconds
     # One frame more than needed: the encoder pads the last one, and the padding is not ours.
     seconds = (preroll + segment.frames + 1) * variant.frame_seconds
-    command = [ffmpeg, "-nostdin", "-v", "error", "-ss", f"{start:.6f}", "-i", str(source),
-               "-t", f"{seconds:.6f}", "-vn", "-ac", "2", "-ar", str(variant.sample_rate),
-               "-c:a", "aac", "-b:a", f"{variant.bitrate}k", "-f", "adts", "pipe:1"]
-    encoded = await run_ffmpeg(command)
+    encoded = await ffmpeg.run(["-ss", f"{start:.6f}", "-i", str(source), "-t", f"{seconds:.6f}",
+                                "-vn", "-ac", "2", "-ar", str(variant.sample_rate), "-c:a", "aac",
+                                "-b:a", f"{variant.bitrate}k", "-f", "adts", "pipe:1"])
     frames = adts_frames(encoded)
     keep_from = PRIMING_FRAMES + preroll if segment.index > 0 else 0
     keep = segment.frames + (PRIMING_FRAMES if segment.index == 0 else 0)
     kept = frames[keep_from:keep_from + keep]
     if len(kept) < min(keep, len(frames) - keep_from) or not kept:
         raise SegmentError(f"ffmpeg gave {len(frames)} frames for segment {segment.index} of {source}")
-    return timestamp_tag(segment.start) + b"".join(kept)
-
-
-async def run_ffmpeg(command: list[str]) -> bytes:
-    """Run ffmpeg to completion and return its stdout; kill and reap it if we are cancelled."""
-    process = await asyncio.create_subprocess_exec(
-        *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await process.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()  # no zombies, whatever happened
-        raise
-    if process.returncode != 0:
-        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-        raise SegmentError(f"ffmpeg failed ({process.returncode}): {last[0]}")
-    return out
+    # Timestamps count the first segment's priming frame, so frames line up across segments.
+    first_pts = 0.0 if segment.index == 0 else segment.start + PRIMING_FRAMES * variant.frame_seconds
+    return timestamp_tag(first_pts) + b"".join(kept)

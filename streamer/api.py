@@ -72,7 +72,7 @@ def base_url(request: web.Request) -> str:
 
 def track_out(track: dict[str, Any], base: str) -> dict[str, Any]:
     track["stream_url"] = f"{base}/stream/{track['id']}"
-    track["hls_url"] = None  # HLS is not served yet by this version
+    track["hls_url"] = f"{base}/hls/{track['id']}/master.m3u8"
     return track
 
 

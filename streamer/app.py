@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from importlib import resources
 
 from aiohttp import web
 
 from config import Settings
-from media import Catalog, Scanner, find_ffmpeg
+from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from media.demo import make_demo_library
-from streamer import api
+from streamer import api, hls
 from streamer.edge import Routes
 from streamer.keys import CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
 from streamer.metrics import Metrics
@@ -36,6 +37,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[FFMPEG] = find_ffmpeg(settings.ffmpeg)
     app.cleanup_ctx.append(_catalog_ctx)
+    app.cleanup_ctx.append(_transcoding_ctx)
     app.cleanup_ctx.append(_library_ctx)
 
     routes = Routes(app, metrics)
@@ -47,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     routes.get("/api/v1/library/scan", scan_status, "scan_status")
     routes.post("/api/v1/library/scan", start_scan, "scan")
     api.add_routes(app, routes)
+    hls.add_routes(app, routes)
     routes.finish()
     return app
 
@@ -64,6 +67,20 @@ async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         app[OPEN_FILES].clear()
         await asyncio.to_thread(catalog.close)
+
+
+async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The disk cache of made media and the bounded pool every ffmpeg run goes through."""
+    settings = app[SETTINGS]
+    cache = await asyncio.to_thread(MediaCache, settings.cache_dir, settings.cache_max_mb * 1024 * 1024)
+    app[hls.CACHE] = cache
+    app[hls.FFMPEG_POOL] = FfmpegPool(app[FFMPEG], settings.ffmpeg_processes or os.cpu_count() or 1,
+                                      settings.ffmpeg_queue_seconds)
+    try:
+        yield
+    finally:
+        await hls.stop_making_ahead(app)
+        await asyncio.to_thread(cache.close)
 
 
 async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -126,6 +143,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics_page(request: web.Request) -> web.Response:
     counts = await request.app[CATALOG].counts()
     progress = request.app[SCANNER].progress
+    cache, pool = request.app[hls.CACHE], request.app[hls.FFMPEG_POOL]
     gauges = {
         "streamer_catalog_tracks": ("Tracks in the catalog.", counts["tracks"]),
         "streamer_catalog_albums": ("Albums in the catalog.", counts["albums"]),
@@ -136,6 +154,14 @@ async def metrics_page(request: web.Request) -> web.Response:
         "streamer_scan_to_read": ("New or changed files the last scan reads.", progress.to_read),
         "streamer_scan_skipped": ("Broken files skipped by the last scan.", progress.skipped),
         "streamer_scan_seconds": ("Duration of the last scan.", progress.seconds),
+        "streamer_cache_hits": ("Made media (segments) answered from the cache.", cache.hits),
+        "streamer_cache_misses": ("Made media that had to be made.", cache.misses),
+        "streamer_cache_made_bytes": ("Bytes of media made and stored.", cache.made_bytes),
+        "streamer_cache_bytes": ("Bytes the media cache holds on disk.", cache.volume),
+        "streamer_ffmpeg_running": ("ffmpeg processes running now.", pool.running),
+        "streamer_ffmpeg_queued": ("ffmpeg runs waiting for a slot.", pool.queued),
+        "streamer_ffmpeg_runs": ("ffmpeg runs started.", pool.runs),
+        "streamer_ffmpeg_seconds": ("Seconds spent in ffmpeg runs, summed.", pool.seconds),
     }
     return web.Response(text=request.app[METRICS].render(gauges),
                         content_type="text/plain", charset="utf-8",

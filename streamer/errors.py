@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from media import InvalidQuery, MediaError, NotFound
+from media import Busy, FfmpegFailed, InvalidQuery, MediaError, NotFound
 
 # Status -> code for errors that aiohttp itself raises (routing, body size, ...).
 _CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -46,6 +46,10 @@ def from_exception(exc: BaseException) -> web.Response | None:
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, InvalidQuery):
         return error_response(400, "invalid_parameter", str(exc))
+    if isinstance(exc, Busy):
+        return error_response(503, "busy", f"{exc}; try again shortly", {"Retry-After": "5"})
+    if isinstance(exc, FfmpegFailed):
+        return error_response(502, "transcode_failed", f"the track could not be transcoded: {exc}")
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason

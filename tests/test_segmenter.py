@@ -12,6 +12,7 @@ import pytest
 
 from media.hls_plan import segments, variants_for
 from media.packed_audio import adts_frames, timestamp_tag
+from media.ffmpeg import FfmpegPool
 from media.segmenter import make_aac_segment
 
 RATE = 44100
@@ -64,8 +65,9 @@ async def test_segments_join_seamlessly_in_any_order(source, ffmpeg):
     plan = segments(30.0, variant, 6.0)
     assert len(plan) == 6
     made: dict[int, bytes] = {}
+    pool = FfmpegPool(ffmpeg, slots=2, queue_seconds=30)
     for seg in reversed(plan):  # last first: nothing may depend on what came before
-        made[seg.index] = await make_aac_segment(ffmpeg, source, variant, seg)
+        made[seg.index] = await make_aac_segment(pool, source, variant, seg)
     stream = b"".join(strip_tag(made[i]) for i in range(len(plan)))
     assert [len(adts_frames(strip_tag(made[s.index]))) for s in plan[1:]] == [s.frames for s in plan[1:]]
 

@@ -1,0 +1,125 @@
+"""HLS over HTTP: master and variant playlists, and segments made on demand through the cache.
+
+URLs below the master playlist carry the source file's version (from its size and mtime), so
+they are immutable: a changed file gets new URLs, and an old URL is a clean 404. A segment is
+made when first asked for (segment 40 first costs one ffmpeg run, not 41), by its own short
+ffmpeg run (media.segmenter); while a listener plays on, the next segment is made ahead of
+the playhead when an ffmpeg slot is free, so playback never waits for an ffmpeg start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+from aiohttp import web
+
+from media import FfmpegPool, MediaCache
+from media.hls_plan import Variant, master_playlist, media_playlist, segments, variants_for
+from media.segmenter import make_aac_segment
+from streamer.edge import Routes
+from streamer.errors import ApiError
+from streamer.keys import CATALOG, OPEN_FILES, SETTINGS
+from streamer.originals import CORS_HEADERS
+
+log = logging.getLogger(__name__)
+
+CACHE = web.AppKey("media_cache", MediaCache)
+FFMPEG_POOL = web.AppKey("ffmpeg_pool", FfmpegPool)
+PREFETCH = web.AppKey("hls_prefetch", set[asyncio.Task])
+
+PLAYLIST = "application/vnd.apple.mpegurl"
+SHORT_LIVED = {"Cache-Control": "public, max-age=10", **CORS_HEADERS}
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", **CORS_HEADERS}
+
+
+async def _source(request: web.Request) -> tuple[dict, str, list[Variant]]:
+    """The track, the current version of its file, and its variants."""
+    track_id = request.match_info["id"]
+    source = await request.app[CATALOG].track_source(track_id)
+    files = request.app[OPEN_FILES]
+    entry = files.cached(track_id) or await files.open(track_id)
+    source["abspath"] = entry.path
+    version = hashlib.blake2b(entry.etag.encode(), digest_size=6).hexdigest()
+    settings = request.app[SETTINGS]
+    # The copy variant (no re-encoding for mp3 and AAC sources) is not made yet: AAC only.
+    variants = [v for v in variants_for(source["codec"], source["sample_rate"], source["bitrate"],
+                                        settings.hls_bitrates) if not v.copy]
+    return source, version, variants
+
+
+def _variant(request: web.Request, version: str, variants: list[Variant]) -> Variant:
+    if request.match_info["version"] != version:
+        raise ApiError(404, "not_found", "this track's file has changed; reload its master playlist")
+    for v in variants:
+        if v.name == request.match_info["variant"]:
+            return v
+    raise ApiError(404, "not_found", f"no variant {request.match_info['variant']!r}")
+
+
+async def master(request: web.Request) -> web.Response:
+    _, version, variants = await _source(request)
+    text = master_playlist(variants, f"{version}/{{name}}/index.m3u8")
+    return web.Response(text=text, content_type=PLAYLIST, headers=SHORT_LIVED)
+
+
+async def variant_playlist(request: web.Request) -> web.Response:
+    source, version, variants = await _source(request)
+    variant = _variant(request, version, variants)
+    plan = segments(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
+    return web.Response(text=media_playlist(plan, "{index}.aac"), content_type=PLAYLIST,
+                        headers=SHORT_LIVED)
+
+
+async def segment(request: web.Request) -> web.Response:
+    source, version, variants = await _source(request)
+    variant = _variant(request, version, variants)
+    plan = segments(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
+    raw = request.match_info["index"]
+    index = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else -1
+    if not 0 <= index < len(plan):
+        raise ApiError(404, "not_found", f"no segment {raw!r}: this variant has {len(plan)}")
+    body = await _segment_bytes(request.app, request.match_info["id"], version, source, variant, plan, index)
+    if index + 1 < len(plan):
+        _make_ahead(request.app, request.match_info["id"], version, source, variant, plan, index + 1)
+    etag = f'"{version}-{variant.name}-{index}"'
+    return web.Response(body=body, content_type="audio/aac", headers={"ETag": etag, **IMMUTABLE})
+
+
+async def _segment_bytes(app: web.Application, track_id: str, version: str, source: dict,
+                         variant: Variant, plan: list, index: int) -> bytes:
+    key = f"hls/{track_id}/{version}/{variant.name}/{index}"
+    pool = app[FFMPEG_POOL]
+    return await app[CACHE].get_or_make(
+        key, lambda: make_aac_segment(pool, source["abspath"], variant, plan[index]))
+
+
+def _make_ahead(app: web.Application, *args) -> None:
+    """Make the next segment in the background, but only with an ffmpeg slot to spare."""
+    pool = app[FFMPEG_POOL]
+    if pool.queued or pool.running >= pool.slots:
+        return
+    task = asyncio.create_task(_segment_bytes(app, *args))
+    app[PREFETCH].add(task)
+    task.add_done_callback(app[PREFETCH].discard)
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("making a segment ahead failed: %s", task.exception())
+
+
+def add_routes(app: web.Application, routes: Routes) -> None:
+    app[PREFETCH] = set()
+    routes.get("/hls/{id}/master.m3u8", master, "hls_master")
+    routes.get("/hls/{id}/{version}/{variant}/index.m3u8", variant_playlist, "hls_variant")
+    routes.get("/hls/{id}/{version}/{variant}/{index}.aac", segment, "hls_segment")
+
+
+async def stop_making_ahead(app: web.Application) -> None:
+    tasks = list(app[PREFETCH])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,173 @@
+"""HLS through a real server: playlists, playback with ffmpeg, on-demand segments, single
+flight, versioned URLs, clear errors and no leftover ffmpeg processes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import subprocess
+
+import pytest
+
+from streamer.hls import CACHE, FFMPEG_POOL
+from tests.conftest import first_track, library_path
+
+
+async def text(client, url, status=200):
+    resp = await client.get(url)
+    assert resp.status == status, await resp.text()
+    return resp, await resp.text()
+
+
+async def variant_urls(client, track):
+    resp, master = await text(client, f"/hls/{track['id']}/master.m3u8")
+    assert resp.headers["Content-Type"].startswith("application/vnd.apple.mpegurl")
+    return master, [line for line in master.splitlines() if line and not line.startswith("#")]
+
+
+async def test_playlists(demo_server):
+    track = await first_track(demo_server, sort="title")
+    assert track["hls_url"].endswith(f"/hls/{track['id']}/master.m3u8")
+    master, uris = await variant_urls(demo_server, track)
+    assert master.count("#EXT-X-STREAM-INF:") == 3 and 'CODECS="mp4a.40.2"' in master
+    assert [u.split("/")[1] for u in uris] == ["aac64", "aac128", "aac256"]
+    resp, playlist = await text(demo_server, f"/hls/{track['id']}/{uris[1]}")
+    lines = playlist.splitlines()
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in lines and lines[-1] == "#EXT-X-ENDLIST"
+    target = int(next(line for line in lines if line.startswith("#EXT-X-TARGETDURATION:")).split(":")[1])
+    extinf = [float(line[8:].rstrip(",")) for line in lines if line.startswith("#EXTINF:")]
+    assert all(math.floor(d + 0.5) <= target for d in extinf)
+    assert abs(sum(extinf) - track["duration"]) < 0.001
+    assert "max-age" in resp.headers["Cache-Control"]
+
+
+async def test_ffmpeg_plays_master_playlist_for_every_codec(demo_server, ffmpeg):
+    resp = await demo_server.get("/api/v1/tracks?limit=100")
+    host, port = demo_server.server.host, demo_server.server.port
+    for track in (await resp.json())["items"]:
+        proc = await asyncio.create_subprocess_exec(
+            ffmpeg, "-v", "error", "-i", f"http://{host}:{port}/hls/{track['id']}/master.m3u8",
+            "-map", "0:a:0", "-f", "s16le", "-ac", "2", "-ar", "44100", "pipe:1",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, track["codec"]
+        decoded = len(out) / (2 * 2 * 44100)
+        # Within 50 ms of the original (one AAC priming frame is 23 ms of it).
+        assert abs(decoded - track["duration"]) < 0.05, (track["codec"], decoded, track["duration"])
+
+
+async def test_late_segment_first_and_immutable(demo_server):
+    track = await first_track(demo_server, sort="title")
+    _, uris = await variant_urls(demo_server, track)
+    base = f"/hls/{track['id']}/{uris[1].rsplit('/', 1)[0]}"
+    _, playlist = await text(demo_server, f"/hls/{track['id']}/{uris[1]}")
+    last = [line for line in playlist.splitlines() if line.endswith(".aac")][-1]
+    pool = demo_server.server.app[FFMPEG_POOL]
+    runs = pool.runs
+    resp = await demo_server.get(f"{base}/{last}")
+    assert resp.status == 200 and resp.headers["Content-Type"] == "audio/aac"
+    assert "immutable" in resp.headers["Cache-Control"] and resp.headers["ETag"]
+    body = await resp.read()
+    assert body.startswith(b"ID3") and pool.runs == runs + 1  # one ffmpeg run, not one per segment before it
+    again = await demo_server.get(f"{base}/{last}")
+    assert await again.read() == body and pool.runs == runs + 1  # from the cache
+
+
+async def test_concurrent_requests_share_one_ffmpeg(demo_server):
+    track = await first_track(demo_server, sort="-title")
+    _, uris = await variant_urls(demo_server, track)
+    url = f"/hls/{track['id']}/{uris[0].rsplit('/', 1)[0]}/1.aac"
+    pool = demo_server.server.app[FFMPEG_POOL]
+    runs = pool.runs
+    responses = await asyncio.gather(*(demo_server.get(url) for _ in range(12)))
+    bodies = {await r.read() for r in responses}
+    assert all(r.status == 200 for r in responses) and len(bodies) == 1
+    assert pool.runs - runs <= 2  # the segment once, and perhaps the next one made ahead
+
+
+async def test_bad_segment_urls(demo_server):
+    track = await first_track(demo_server)
+    _, uris = await variant_urls(demo_server, track)
+    version = uris[0].split("/")[0]
+    for url, code in [(f"/hls/{track['id']}/{version}/aac128/999.aac", "not_found"),
+                      (f"/hls/{track['id']}/{version}/aac128/-1.aac", "not_found"),
+                      (f"/hls/{track['id']}/{version}/aac999/0.aac", "not_found"),
+                      (f"/hls/{track['id']}/0000/aac128/0.aac", "not_found"),
+                      ("/hls/nope/master.m3u8", "not_found")]:
+        resp = await demo_server.get(url)
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == code, url
+
+
+async def test_changed_file_gets_new_urls_and_a_broken_one_a_clear_error(demo_server):
+    track = await first_track(demo_server, sort="title")
+    _, before = await variant_urls(demo_server, track)
+    path = await library_path(demo_server, track)
+    path.write_bytes(b"\xff\xfb" + os.urandom(50_000))  # not audio any more
+    _, after = await variant_urls(demo_server, track)
+    assert after[0].split("/")[0] != before[0].split("/")[0]
+    old = await demo_server.get(f"/hls/{track['id']}/{before[0].rsplit('/', 1)[0]}/0.aac")
+    assert old.status == 404
+    new = await demo_server.get(f"/hls/{track['id']}/{after[0].rsplit('/', 1)[0]}/0.aac")
+    assert new.status == 502 and (await new.json())["error"]["code"] == "transcode_failed"
+
+
+def _ffmpeg_children() -> int:
+    me, count = str(os.getpid()), 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        count += b"ffmpeg" in f.read()
+                except OSError:
+                    pass
+    return count
+
+
+async def test_abandoned_requests_leave_no_ffmpeg(demo_server):
+    resp = await demo_server.get("/api/v1/tracks?limit=100")
+    tracks = (await resp.json())["items"]
+    host, port = demo_server.server.host, demo_server.server.port
+    writers = []
+    for track in tracks:
+        _, uris = await variant_urls(demo_server, track)
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET /hls/{track['id']}/{uris[2].rsplit('/', 1)[0]}/2.aac HTTP/1.1\r\n"
+                     "Host: x\r\n\r\n".encode())
+        writers.append(writer)
+    await asyncio.sleep(0.05)
+    for writer in writers:
+        writer.transport.abort()  # every listener gone before its segment is ready
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        pool = demo_server.server.app[FFMPEG_POOL]
+        if pool.running == 0 and pool.queued == 0 and _ffmpeg_children() == 0:
+            break
+    assert _ffmpeg_children() == 0
+    assert demo_server.server.app[CACHE] is not None
+
+
+@pytest.mark.parametrize("segment_seconds", [4])
+async def test_segment_length_is_configurable(aiohttp_client, demo_library, tmp_path, segment_seconds):
+    import shutil
+
+    from streamer import create_app
+    from tests.conftest import settings_for, wait_for_scan
+
+    library = tmp_path / "music"
+    shutil.copytree(demo_library, library)
+    app = create_app(settings_for(library, tmp_path / "data", hls_segment_seconds=segment_seconds,
+                                  hls_bitrates=(96,)))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    track = await first_track(client)
+    _, uris = await variant_urls(client, track)
+    assert [u.split("/")[1] for u in uris] == ["aac96"]
+    _, playlist = await text(client, f"/hls/{track['id']}/{uris[0]}")
+    assert f"#EXT-X-TARGETDURATION:{segment_seconds}" in playlist
