@@ -37,3 +37,34 @@ def timestamp_tag(seconds: float) -> bytes:
 
 def _syncsafe(n: int) -> bytes:
     return bytes(((n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F))
+
+
+# MPEG audio Layer III bit rates (kbit/s) by index, for MPEG-1 and for MPEG-2/2.5.
+_MP3_BITRATES = {
+    1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_frames(data: bytes) -> list[memoryview]:
+    """Split a stream of MPEG audio Layer III frames (no tags) into its frames."""
+    view = memoryview(data)
+    frames = []
+    i = 0
+    while i + 4 <= len(data):
+        b1, b2 = data[i + 1], data[i + 2]
+        version = (b1 >> 3) & 0x03  # 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+        if data[i] != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or (b1 >> 1) & 0x03 != 1:
+            raise ValueError(f"not an MPEG Layer III frame header at byte {i}")
+        bitrate = _MP3_BITRATES[1 if version == 3 else 2][b2 >> 4] if b2 >> 4 != 15 else 0
+        rate_index = (b2 >> 2) & 0x03
+        if not bitrate or rate_index == 3:
+            raise ValueError(f"free-format or reserved MPEG header at byte {i}")
+        rate = _MP3_RATES[version][rate_index]
+        length = (144000 if version == 3 else 72000) * bitrate // rate + ((b2 >> 1) & 1)
+        if i + length > len(data):
+            break  # a cut last frame is left out
+        frames.append(view[i:i + length])
+        i += length
+    return frames

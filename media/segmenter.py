@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from media.errors import MediaError
-from media.ffmpeg import FfmpegPool
+from media.ffmpeg import FfmpegFailed, FfmpegPool
 from media.hls_plan import Segment, Variant
-from media.packed_audio import adts_frames, timestamp_tag
+from media.packed_audio import adts_frames, mp3_frames, timestamp_tag
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +23,8 @@ PREROLL_FRAMES = 8  # about 0.19 s: enough for the encoder state to match a cont
 PRIMING_FRAMES = 1  # ffmpeg's AAC encoder starts with one frame of encoder delay
 
 
-class SegmentError(MediaError):
-    """ffmpeg could not make a segment; the message has ffmpeg's last words."""
+class SegmentError(FfmpegFailed):
+    """A segment could not be made from what ffmpeg gave (answered like an ffmpeg failure)."""
 
 
 async def make_aac_segment(ffmpeg: FfmpegPool, source: Path, variant: Variant, segment: Segment) -> bytes:
@@ -46,3 +45,22 @@ async def make_aac_segment(ffmpeg: FfmpegPool, source: Path, variant: Variant, s
     # Timestamps count the first segment's priming frame, so frames line up across segments.
     first_pts = 0.0 if segment.index == 0 else segment.start + PRIMING_FRAMES * variant.frame_seconds
     return timestamp_tag(first_pts) + b"".join(kept)
+
+
+async def elementary_stream(ffmpeg: FfmpegPool, source: Path, codec: str) -> bytes:
+    """The source's audio frames as they are, without container or tags: ADTS for AAC, bare
+    frames for MP3 (no Xing header, which would decode as a frame of silence)."""
+    if codec == "mp3":
+        out = ["-c:a", "copy", "-f", "mp3", "-write_xing", "0", "-id3v2_version", "0"]
+    else:
+        out = ["-c:a", "copy", "-f", "adts"]
+    return await ffmpeg.run(["-i", str(source), "-map", "0:a:0", "-map_metadata", "-1", *out, "pipe:1"])
+
+
+def copy_segment(stream: bytes, variant: Variant, segment: Segment) -> bytes:
+    """A segment of a copy variant: the source's own frames, cut on frame boundaries."""
+    frames = mp3_frames(stream) if variant.codec == "mp3" else adts_frames(stream)
+    kept = frames[segment.first_frame:segment.first_frame + segment.frames]
+    if not kept:
+        raise SegmentError(f"the source has {len(frames)} frames; segment {segment.index} starts past them")
+    return timestamp_tag(segment.start) + b"".join(kept)

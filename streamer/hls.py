@@ -17,7 +17,7 @@ from aiohttp import web
 
 from media import FfmpegPool, MediaCache
 from media.hls_plan import Variant, master_playlist, media_playlist, segments, variants_for
-from media.segmenter import make_aac_segment
+from media.segmenter import copy_segment, elementary_stream, make_aac_segment
 from streamer.edge import Routes
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, OPEN_FILES, SETTINGS
@@ -42,10 +42,8 @@ async def _source(request: web.Request) -> tuple[dict, str, list[Variant]]:
     entry = files.cached(track_id) or await files.open(track_id)
     source["abspath"] = entry.path
     version = hashlib.blake2b(entry.etag.encode(), digest_size=6).hexdigest()
-    settings = request.app[SETTINGS]
-    # The copy variant (no re-encoding for mp3 and AAC sources) is not made yet: AAC only.
-    variants = [v for v in variants_for(source["codec"], source["sample_rate"], source["bitrate"],
-                                        settings.hls_bitrates) if not v.copy]
+    variants = variants_for(source["codec"], source["sample_rate"], source["bitrate"],
+                            request.app[SETTINGS].hls_bitrates)
     return source, version, variants
 
 
@@ -68,31 +66,44 @@ async def variant_playlist(request: web.Request) -> web.Response:
     source, version, variants = await _source(request)
     variant = _variant(request, version, variants)
     plan = segments(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
-    return web.Response(text=media_playlist(plan, "{index}.aac"), content_type=PLAYLIST,
-                        headers=SHORT_LIVED)
+    return web.Response(text=media_playlist(plan, "{index}." + _extension(variant)),
+                        content_type=PLAYLIST, headers=SHORT_LIVED)
+
+
+def _extension(variant: Variant) -> str:
+    return "mp3" if variant.codec == "mp3" else "aac"
 
 
 async def segment(request: web.Request) -> web.Response:
     source, version, variants = await _source(request)
     variant = _variant(request, version, variants)
     plan = segments(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
-    raw = request.match_info["index"]
+    raw, _, extension = request.match_info["segment"].partition(".")
     index = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else -1
-    if not 0 <= index < len(plan):
+    if not 0 <= index < len(plan) or extension != _extension(variant):
         raise ApiError(404, "not_found", f"no segment {raw!r}: this variant has {len(plan)}")
     body = await _segment_bytes(request.app, request.match_info["id"], version, source, variant, plan, index)
     if index + 1 < len(plan):
         _make_ahead(request.app, request.match_info["id"], version, source, variant, plan, index + 1)
     etag = f'"{version}-{variant.name}-{index}"'
-    return web.Response(body=body, content_type="audio/aac", headers={"ETag": etag, **IMMUTABLE})
+    content_type = "audio/mpeg" if variant.codec == "mp3" else "audio/aac"
+    return web.Response(body=body, content_type=content_type, headers={"ETag": etag, **IMMUTABLE})
 
 
 async def _segment_bytes(app: web.Application, track_id: str, version: str, source: dict,
                          variant: Variant, plan: list, index: int) -> bytes:
     key = f"hls/{track_id}/{version}/{variant.name}/{index}"
-    pool = app[FFMPEG_POOL]
-    return await app[CACHE].get_or_make(
-        key, lambda: make_aac_segment(pool, source["abspath"], variant, plan[index]))
+    pool, cache = app[FFMPEG_POOL], app[CACHE]
+
+    async def copied() -> bytes:
+        # The source's frames, extracted once per file version, then cut per segment.
+        stream = await cache.get_or_make(f"frames/{track_id}/{version}", lambda: elementary_stream(
+            pool, source["abspath"], variant.codec))
+        return await asyncio.to_thread(copy_segment, stream, variant, plan[index])
+
+    if variant.copy:
+        return await cache.get_or_make(key, copied)
+    return await cache.get_or_make(key, lambda: make_aac_segment(pool, source["abspath"], variant, plan[index]))
 
 
 def _make_ahead(app: web.Application, *args) -> None:
@@ -115,7 +126,7 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     app[PREFETCH] = set()
     routes.get("/hls/{id}/master.m3u8", master, "hls_master")
     routes.get("/hls/{id}/{version}/{variant}/index.m3u8", variant_playlist, "hls_variant")
-    routes.get("/hls/{id}/{version}/{variant}/{index}.aac", segment, "hls_segment")
+    routes.get("/hls/{id}/{version}/{variant}/{segment}", segment, "hls_segment")
 
 
 async def stop_making_ahead(app: web.Application) -> None:

@@ -27,11 +27,12 @@ async def variant_urls(client, track):
 
 
 async def test_playlists(demo_server):
-    track = await first_track(demo_server, sort="title")
+    resp = await demo_server.get("/api/v1/tracks?limit=100")
+    track = next(t for t in (await resp.json())["items"] if t["codec"] == "flac")
     assert track["hls_url"].endswith(f"/hls/{track['id']}/master.m3u8")
     master, uris = await variant_urls(demo_server, track)
     assert master.count("#EXT-X-STREAM-INF:") == 3 and 'CODECS="mp4a.40.2"' in master
-    assert [u.split("/")[1] for u in uris] == ["aac64", "aac128", "aac256"]
+    assert [u.split("/")[1] for u in uris] == ["aac64", "aac128", "aac256"]  # FLAC: no copy variant
     resp, playlist = await text(demo_server, f"/hls/{track['id']}/{uris[1]}")
     lines = playlist.splitlines()
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in lines and lines[-1] == "#EXT-X-ENDLIST"
@@ -57,11 +58,16 @@ async def test_ffmpeg_plays_master_playlist_for_every_codec(demo_server, ffmpeg)
         assert abs(decoded - track["duration"]) < 0.05, (track["codec"], decoded, track["duration"])
 
 
+async def aac_variant(client, track, name="aac128"):
+    _, uris = await variant_urls(client, track)
+    return next(u for u in uris if u.split("/")[1] == name)
+
+
 async def test_late_segment_first_and_immutable(demo_server):
     track = await first_track(demo_server, sort="title")
-    _, uris = await variant_urls(demo_server, track)
-    base = f"/hls/{track['id']}/{uris[1].rsplit('/', 1)[0]}"
-    _, playlist = await text(demo_server, f"/hls/{track['id']}/{uris[1]}")
+    uri = await aac_variant(demo_server, track)
+    base = f"/hls/{track['id']}/{uri.rsplit('/', 1)[0]}"
+    _, playlist = await text(demo_server, f"/hls/{track['id']}/{uri}")
     last = [line for line in playlist.splitlines() if line.endswith(".aac")][-1]
     pool = demo_server.server.app[FFMPEG_POOL]
     runs = pool.runs
@@ -76,8 +82,8 @@ async def test_late_segment_first_and_immutable(demo_server):
 
 async def test_concurrent_requests_share_one_ffmpeg(demo_server):
     track = await first_track(demo_server, sort="-title")
-    _, uris = await variant_urls(demo_server, track)
-    url = f"/hls/{track['id']}/{uris[0].rsplit('/', 1)[0]}/1.aac"
+    uri = await aac_variant(demo_server, track, "aac64")
+    url = f"/hls/{track['id']}/{uri.rsplit('/', 1)[0]}/1.aac"
     pool = demo_server.server.app[FFMPEG_POOL]
     runs = pool.runs
     responses = await asyncio.gather(*(demo_server.get(url) for _ in range(12)))
@@ -101,14 +107,14 @@ async def test_bad_segment_urls(demo_server):
 
 async def test_changed_file_gets_new_urls_and_a_broken_one_a_clear_error(demo_server):
     track = await first_track(demo_server, sort="title")
-    _, before = await variant_urls(demo_server, track)
+    before = await aac_variant(demo_server, track)
     path = await library_path(demo_server, track)
     path.write_bytes(b"\xff\xfb" + os.urandom(50_000))  # not audio any more
-    _, after = await variant_urls(demo_server, track)
-    assert after[0].split("/")[0] != before[0].split("/")[0]
-    old = await demo_server.get(f"/hls/{track['id']}/{before[0].rsplit('/', 1)[0]}/0.aac")
+    after = await aac_variant(demo_server, track)
+    assert after.split("/")[0] != before.split("/")[0]
+    old = await demo_server.get(f"/hls/{track['id']}/{before.rsplit('/', 1)[0]}/0.aac")
     assert old.status == 404
-    new = await demo_server.get(f"/hls/{track['id']}/{after[0].rsplit('/', 1)[0]}/0.aac")
+    new = await demo_server.get(f"/hls/{track['id']}/{after.rsplit('/', 1)[0]}/0.aac")
     assert new.status == 502 and (await new.json())["error"]["code"] == "transcode_failed"
 
 
@@ -136,9 +142,9 @@ async def test_abandoned_requests_leave_no_ffmpeg(demo_server):
     host, port = demo_server.server.host, demo_server.server.port
     writers = []
     for track in tracks:
-        _, uris = await variant_urls(demo_server, track)
+        uri = await aac_variant(demo_server, track, "aac256")
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(f"GET /hls/{track['id']}/{uris[2].rsplit('/', 1)[0]}/2.aac HTTP/1.1\r\n"
+        writer.write(f"GET /hls/{track['id']}/{uri.rsplit('/', 1)[0]}/2.aac HTTP/1.1\r\n"
                      "Host: x\r\n\r\n".encode())
         writers.append(writer)
     await asyncio.sleep(0.05)
@@ -168,6 +174,36 @@ async def test_segment_length_is_configurable(aiohttp_client, demo_library, tmp_
     await wait_for_scan(app)
     track = await first_track(client)
     _, uris = await variant_urls(client, track)
-    assert [u.split("/")[1] for u in uris] == ["aac96"]
-    _, playlist = await text(client, f"/hls/{track['id']}/{uris[0]}")
+    assert [u.split("/")[1] for u in uris if "/original/" not in u] == ["aac96"]
+    _, playlist = await text(client, f"/hls/{track['id']}/{uris[-1]}")
     assert f"#EXT-X-TARGETDURATION:{segment_seconds}" in playlist
+
+
+async def test_copy_variant_serves_the_sources_own_frames(demo_server, ffmpeg):
+    """mp3 and AAC sources get a no-transcode variant first: their frames, cut, not re-encoded."""
+    from media.packed_audio import mp3_frames
+
+    resp = await demo_server.get("/api/v1/tracks?limit=100")
+    tracks = (await resp.json())["items"]
+    mp3 = next(t for t in tracks if t["codec"] == "mp3")
+    master, uris = await variant_urls(demo_server, mp3)
+    assert uris[0].split("/")[1] == "original" and 'CODECS="mp4a.40.34"' in master
+    _, playlist = await text(demo_server, f"/hls/{mp3['id']}/{uris[0]}")
+    names = [line for line in playlist.splitlines() if line.endswith(".mp3")]
+    base = f"/hls/{mp3['id']}/{uris[0].rsplit('/', 1)[0]}"
+    runs = demo_server.server.app[FFMPEG_POOL].runs
+    bodies = []
+    for name in reversed(names):
+        r = await demo_server.get(f"{base}/{name}")
+        assert r.status == 200 and r.headers["Content-Type"] == "audio/mpeg"
+        bodies.insert(0, await r.read())
+    assert demo_server.server.app[FFMPEG_POOL].runs - runs <= 1  # one extraction, no encoding
+    frames = [mp3_frames(b[b.index(b"\xff"):]) for b in bodies]
+    original = subprocess.run([ffmpeg, "-v", "error", "-i", str(await library_path(demo_server, mp3)),
+                               "-map", "0:a:0", "-c:a", "copy", "-f", "mp3", "-write_xing", "0",
+                               "-id3v2_version", "0",
+                               "pipe:1"], capture_output=True, check=True).stdout
+    assert b"".join(bytes(f) for fs in frames for f in fs) == original  # byte for byte, in order
+    aac = next(t for t in tracks if t["codec"] == "aac")
+    _, aac_uris = await variant_urls(demo_server, aac)
+    assert aac_uris[0].split("/")[1] == "original"
