@@ -41,6 +41,21 @@ class MediaCache:
     async def get(self, key: str) -> bytes | None:
         return await asyncio.to_thread(self._cache.get, key)
 
+    async def put(self, key: str, value: bytes) -> None:
+        await asyncio.to_thread(self._cache.set, key, value)
+        self.made_bytes += len(value)
+
+    async def open_file(self, key: str):
+        """The stored value as an open file of its own (so it can be sent with sendfile), or
+        None when it is missing or small enough to live inside the index database."""
+        handle = await asyncio.to_thread(self._cache.get, key, None, True)
+        if handle is None:
+            return None
+        if not hasattr(handle, "fileno"):
+            return None
+        self.hits += 1
+        return handle
+
     async def get_or_make(self, key: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
         flight = self._flights.get(key)  # being made now: join it, no disk look-up needed
         if flight is None:

@@ -57,6 +57,38 @@ class FfmpegPool:
             self._semaphore.release()
 
 
+    async def stream(self, arguments: list[str], chunk: int = 65536):
+        """Run ffmpeg and yield its stdout as it comes; it is killed if the consumer stops early."""
+        self.queued += 1
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), self.queue_seconds)
+        except TimeoutError:
+            raise Busy(f"all {self.slots} ffmpeg slots stayed busy for {self.queue_seconds} s") from None
+        finally:
+            self.queued -= 1
+        self.running += 1
+        self.runs += 1
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            self.binary, "-nostdin", "-v", "error", *arguments, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            while data := await process.stdout.read(chunk):
+                yield data
+            err = await process.stderr.read()
+            if await process.wait() != 0:
+                last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+                raise FfmpegFailed(f"ffmpeg failed: {last[0]}")
+        finally:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()  # reaped, whatever happened
+            self.seconds += time.monotonic() - started
+            self.running -= 1
+            self._semaphore.release()
+
+
 async def _run(command: list[str]) -> bytes:
     process = await asyncio.create_subprocess_exec(
         *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

@@ -19,7 +19,7 @@ from aiohttp import web
 from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from media.demo import make_demo_library
-from streamer import api, hls
+from streamer import api, hls, transcodes
 from streamer.edge import Routes
 from streamer.keys import CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
 from streamer.metrics import Metrics
@@ -119,6 +119,8 @@ async def _prepare_and_scan(app: web.Application) -> None:
 # --- small handlers ------------------------------------------------------------------------------
 
 async def stream(request: web.Request) -> web.StreamResponse:
+    if "format" in request.query:
+        return await transcodes.transcode(request)
     files = request.app[OPEN_FILES]
     track_id = request.match_info["id"]
     entry = files.cached(track_id) or await files.open(track_id)

@@ -1,0 +1,848 @@
+#!/usr/bin/env python3
+"""HLS benchmark: segments made on demand against plain ffmpeg, a cached segment against a range of
+an original, and 20 listeners starting cold tracks at once; every reference is measured in the
+same run.
+
+What it does (everything on 127.0.0.1; everything it starts is stopped at the end, also on Ctrl-C):
+
+0. makes --bases (4) different ~5-minute FLAC files (44.1 kHz stereo, a tone and a noise on each
+   channel, imageio-ffmpeg's ffmpeg; not timed) and hard-links them at distinct paths of a library,
+   one path per cold track the run needs (so every track id, and every cache key, is new); starts
+   our server (one process) over it and waits for the scan;
+1. cold start: for --cold (20) tracks never requested before, master -> aac128 variant playlist ->
+   segment 0; the segment request is timed (request to full body). Cold seek: the same with the
+   LAST segment of other cold tracks, and (info) with the segment at 150 s of yet other tracks.
+   Reference: `ffmpeg -ss 150 -i f.flac -t 6 -c:a aac -b:a 128k -f adts -` on the same FLAC,
+   interleaved with ours. Before each timed request the server is left to go idle (no ffmpeg
+   running: the segment made ahead of the previous request is finished), so every request
+   starts from an idle server. Targets: p50 < 300 ms, p95 < 600 ms (both series);
+2. warm segment: wrk (--connections 32) on an already cached segment, against wrk on a Range
+   request `bytes=0-(N-1)` of an original (`/stream/{id}`, N = the segment's size) on the same
+   server; alternating rounds, best round of each. Target: segment/range req/s >= 0.5;
+3. --listeners (20) listeners start a different cold track at the same moment (one aiohttp
+   session each): master -> variant -> segment 0, time to first segment (target: every one
+   within 3 s); then each plays --playback (30) s of audio in real time from the moment its first
+   segment arrived, asking for segment k when segment k-1 starts playing (--lookahead 1), and
+   must have segment k before the playhead reaches it (target: every listener, every segment);
+4. whole-track transcode (info): all segments of one cold track fetched one after the other as
+   fast as they come, against one plain ffmpeg transcoding the whole FLAC to AAC 128k (`-f adts`);
+   both as x-realtime, and the time ratio.
+
+Every segment body is checked (200, audio/aac, an ID3 timestamp tag followed by ADTS frames, as
+many frames as its #EXTINF says); any bad body, non-2xx answer or 5xx counted by /metrics fails.
+
+Run it with the project's Python, from the repo root:
+
+    python bench/hls_bench.py [--cold 20] [--listeners 20] [--playback 30] [--rounds 2]
+                              [--duration 4] [--connections 32] [--verbose] [--keep]
+
+About 2 minutes in all with the defaults. Needs `wrk` (Debian package `wrk`) for test 2; without
+it that test is skipped and reported as such. It installs nothing.
+
+Exit status: 0 when every target passes, 1 when a target fails, 2 when the benchmark could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urljoin
+
+from report import print_table  # bench/ is on sys.path when a benchmark runs as a script
+
+REPO = Path(__file__).resolve().parent.parent
+
+TARGET_COLD_P50 = 0.300
+TARGET_COLD_P95 = 0.600
+TARGET_WARM_RATIO = 0.5
+TARGET_FIRST_SEGMENT = 3.0
+
+SAMPLE_RATE = 44100
+AAC_FRAME = 1024
+REF_SEEK = 150.0  # where the reference cuts its 6 s segment
+REF_SECONDS = 6.0
+REQUEST_TIMEOUT = 20.0  # any one HTTP request of ours
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (missing tool, server that does not start, wrong answers...)."""
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+# --- processes --------------------------------------------------------------------------------
+
+class Proc:
+    """A child process in its own process group (its ffmpeg children too), stopped by its id."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, **kw) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(8)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        # An ffmpeg the server started would still be in the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: Proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"{proc.name} exited at start:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise BenchError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
+
+
+# --- making the library -----------------------------------------------------------------------
+
+def ffmpeg_exe() -> str:
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:
+        raise BenchError("imageio-ffmpeg is not importable: run this with the project's Python") from exc
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_bases(ffmpeg: str, folder: Path, count: int, seconds: float) -> list[Path]:
+    """`count` different FLAC files, made two at a time: left and right each a tone plus noise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for i in range(count):
+        path = folder / f"base{i}.flac"
+        f1, f2 = 220 + 97 * i, 330 + 131 * i
+        src = f"sample_rate={SAMPLE_RATE}:duration={seconds}"
+        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+               "-f", "lavfi", "-i", f"sine=frequency={f1}:{src}",
+               "-f", "lavfi", "-i", f"sine=frequency={f2}:{src}",
+               "-f", "lavfi", "-i", f"anoisesrc=color=pink:amplitude=0.25:seed={11 + i}:{src}",
+               "-f", "lavfi", "-i", f"anoisesrc=color=brown:amplitude=0.35:seed={71 + i}:{src}",
+               "-filter_complex", "[0][2]amix=inputs=2[l];[1][3]amix=inputs=2[r];[l][r]amerge=inputs=2[o]",
+               "-map", "[o]", "-ar", str(SAMPLE_RATE), "-sample_fmt", "s16", "-c:a", "flac", str(path)]
+        jobs.append((path, cmd))
+    out = []
+    for start in range(0, len(jobs), 2):
+        running = [(p, subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                   for p, c in jobs[start:start + 2]]
+        for path, proc in running:
+            try:
+                _, err = proc.communicate(timeout=120)
+            except BaseException:
+                for _, other in running:
+                    with contextlib.suppress(ProcessLookupError):
+                        other.kill()
+                    other.wait()
+                raise
+            if proc.returncode != 0 or not path.exists():
+                raise BenchError(f"ffmpeg failed for {path.name}: {err.decode(errors='replace')[-1500:]}")
+            out.append(path)
+    return out
+
+
+def link_library(library: Path, groups: dict[str, int], bases: list[Path]) -> dict[str, Path]:
+    """Hard links (copies if links fail) of the bases at distinct paths; no tags, so each
+    track's title is its file's name. Returns title -> base file."""
+    titles: dict[str, Path] = {}
+    n = 0
+    for group, count in groups.items():
+        (library / group).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            title = f"{group}-{i:02d}"
+            base = bases[n % len(bases)]
+            n += 1
+            path = library / group / f"{title}.flac"
+            try:
+                os.link(base, path)
+            except OSError:
+                shutil.copyfile(base, path)
+            titles[title] = base
+    return titles
+
+
+# --- HTTP (aiohttp client) --------------------------------------------------------------------
+
+class Answers:
+    """Counts of what the server answered, and what was wrong."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}
+        self.bad_bodies: list[str] = []
+        self.failures: list[str] = []
+
+    def count(self, status: int) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    @property
+    def non2xx(self) -> int:
+        return sum(n for s, n in self.statuses.items() if not 200 <= s < 300)
+
+
+async def get(session, url: str, answers: Answers, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    import aiohttp
+
+    try:
+        async with session.get(url, headers=headers or {},
+                               timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as resp:
+            body = await resp.read()
+            answers.count(resp.status)
+            if resp.status >= 300:
+                answers.failures.append(f"{resp.status} for {url}: {body[:200]!r}")
+            return resp.status, dict(resp.headers), body
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        answers.count(0)
+        answers.failures.append(f"{type(exc).__name__} for {url}: {exc}")
+        return 0, {}, b""
+
+
+def parse_playlist(text: str) -> list[tuple[float, str]]:
+    """(#EXTINF duration, URI) of each segment of a media playlist."""
+    out, duration = [], None
+    for raw in text.splitlines():
+        ln = raw.strip()
+        if ln.startswith("#EXTINF:"):
+            duration = float(ln[8:].split(",")[0])
+        elif ln and not ln.startswith("#"):
+            out.append((duration if duration is not None else float("nan"), ln))
+            duration = None
+    return out
+
+
+async def open_track(session, hls_url: str, variant: str, answers: Answers) -> tuple[str, list]:
+    """Master, then the variant's playlist: (the variant playlist's URL, its segments)."""
+    status, _, body = await get(session, hls_url, answers)
+    if status != 200:
+        raise BenchError(f"master playlist {hls_url}: status {status}: {body[:300]!r}")
+    uris = [ln.strip() for ln in body.decode().splitlines() if ln.strip() and not ln.startswith("#")]
+    wanted = [u for u in uris if f"/{variant}/" in f"/{u}"]
+    if not wanted:
+        raise BenchError(f"no {variant} variant in {hls_url}: {uris}")
+    variant_url = urljoin(hls_url, wanted[0])
+    status, _, body = await get(session, variant_url, answers)
+    if status != 200:
+        raise BenchError(f"variant playlist {variant_url}: status {status}: {body[:300]!r}")
+    plan = parse_playlist(body.decode())
+    if not plan:
+        raise BenchError(f"variant playlist {variant_url} lists no segment")
+    return variant_url, plan
+
+
+def check_segment(body: bytes, headers: dict, index: int, extinf: float, last: bool) -> str | None:
+    """None if the body is a packed-audio segment of the right length, else what is wrong."""
+    ctype = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    if not ctype.startswith("audio/aac"):
+        return f"content type {ctype!r}"
+    if len(body) < 10 or body[:3] != b"ID3":
+        return "no ID3 timestamp tag at the start"
+    size = (body[6] << 21) | (body[7] << 14) | (body[8] << 7) | body[9]
+    i, frames = 10 + size, 0
+    while i < len(body):
+        if i + 7 > len(body) or body[i] != 0xFF or body[i + 1] & 0xF6 != 0xF0:
+            return f"not an ADTS frame at byte {i}"
+        length = ((body[i + 3] & 0x03) << 11) | (body[i + 4] << 3) | (body[i + 5] >> 5)
+        if length < 7 or i + length > len(body):
+            return f"ADTS frame at byte {i} runs past the body"
+        i += length
+        frames += 1
+    expected = extinf * SAMPLE_RATE / AAC_FRAME
+    expected = math.ceil(expected - 1e-6) if last else round(expected)
+    expected += 1 if index == 0 else 0  # the first segment keeps the encoder's priming frame
+    if frames != expected:
+        return f"{frames} ADTS frames, expected {expected} (#EXTINF {extinf})"
+    return None
+
+
+async def fetch_segment(session, url: str, index: int, plan: list, answers: Answers, where: str) -> tuple[float, int]:
+    """Time (request to full body) and size of one segment; bad bodies are noted in answers."""
+    t0 = time.perf_counter()
+    status, headers, body = await get(session, url, answers)
+    elapsed = time.perf_counter() - t0
+    if status != 200:
+        return float("inf"), 0
+    problem = check_segment(body, headers, index, plan[index][0], index == len(plan) - 1)
+    if problem:
+        answers.bad_bodies.append(f"{where} segment {index}: {problem}")
+    return elapsed, len(body)
+
+
+async def metrics(session, base: str) -> dict[str, float]:
+    import aiohttp
+
+    out: dict[str, float] = {}
+    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+        async with session.get(f"{base}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            text = await resp.text()
+        for m in re.finditer(r"^(streamer_\w+)(\{[^}]*\})? (\S+)$", text, re.M):
+            name = m.group(1)
+            if m.group(2):
+                if re.search(r'status="5\d\d"', m.group(2)):
+                    out["5xx"] = out.get("5xx", 0) + float(m.group(3))
+                continue
+            out[name] = float(m.group(3))
+    return out
+
+
+async def wait_idle(session, base: str, timeout: float = 10.0) -> float:
+    """Wait until no ffmpeg runs or waits in our server (a segment made ahead, say)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        m = await metrics(session, base)
+        if m and m.get("streamer_ffmpeg_running", 1) == 0 and m.get("streamer_ffmpeg_queued", 1) == 0:
+            return time.monotonic() - t0
+        await asyncio.sleep(0.02)
+    raise BenchError(f"our server still runs ffmpeg after {timeout:.0f}s with nothing asked")
+
+
+def run_reference(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    elapsed = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise BenchError(f"reference ffmpeg failed: {' '.join(cmd)}\n{done.stderr.decode(errors='replace')[-1500:]}")
+    return elapsed
+
+
+def ref_segment_cmd(ffmpeg: str, flac: Path) -> list[str]:
+    return [ffmpeg, "-nostdin", "-v", "error", "-ss", f"{REF_SEEK:g}", "-i", str(flac), "-t", f"{REF_SECONDS:g}",
+            "-c:a", "aac", "-b:a", "128k", "-f", "adts", "-"]
+
+
+def ref_whole_cmd(ffmpeg: str, flac: Path) -> list[str]:
+    return [ffmpeg, "-nostdin", "-v", "error", "-i", str(flac), "-c:a", "aac", "-b:a", "128k", "-f", "adts", "-"]
+
+
+# --- 1. cold start and cold seek ----------------------------------------------------------------
+
+async def cold_test(base: str, tracks: dict, titles: dict[str, Path], n: int, variant: str,
+                    ffmpeg: str, answers: Answers, verbose: bool) -> dict:
+    import aiohttp
+
+    res: dict[str, list[float]] = {"ref": [], "first": [], "last": [], "mid": [], "first_total": [],
+                                   "last_total": [], "idle_wait": []}
+    seg_info: dict = {}
+    async with aiohttp.ClientSession() as session:
+        for i in range(n):
+            ref = run_reference(ref_segment_cmd(ffmpeg, titles[f"first-{i:02d}"]))
+            res["ref"].append(ref)
+            line = [f"  {i + 1:2d}: reference {ref * 1000:5.0f} ms"]
+            for group in ("first", "last", "mid"):
+                track = tracks[f"{group}-{i:02d}"]
+                res["idle_wait"].append(await wait_idle(session, base))
+                t0 = time.perf_counter()
+                variant_url, plan = await open_track(session, track["hls_url"], variant, answers)
+                index = {"first": 0, "last": len(plan) - 1,
+                         "mid": min(len(plan) - 1, int(REF_SEEK // plan[0][0]))}[group]
+                url = urljoin(variant_url, plan[index][1])
+                elapsed, size = await fetch_segment(session, url, index, plan, answers, f"{group}-{i:02d}")
+                total = time.perf_counter() - t0
+                res[group].append(elapsed)
+                if group in ("first", "last"):
+                    res[f"{group}_total"].append(total)
+                if i == 0:
+                    seg_info[group] = {"index": index, "count": len(plan), "extinf": plan[index][0],
+                                       "url": url, "size": size, "id": track["id"]}
+                line.append(f"{group} (seg {index}) {elapsed * 1000:5.0f} ms")
+            if verbose or i in (0, n - 1):
+                print(", ".join(line), flush=True)
+        await wait_idle(session, base)
+    res["seg_info"] = seg_info  # type: ignore[assignment]
+    return res
+
+
+# --- 2. warm segment against a range of an original ---------------------------------------------
+
+_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
+
+
+def parse_wrk(out: str) -> dict:
+    r = {"rps": float("nan"), "requests": 0, "errors": 0, "non2xx": 0, "p50": "", "p99": ""}
+    if m := re.search(r"Requests/sec:\s*([\d.]+)", out):
+        r["rps"] = float(m.group(1))
+    if m := re.search(r"(\d+) requests in", out):
+        r["requests"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        r["errors"] = sum(map(int, m.groups()))
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        r["non2xx"] = int(m.group(1))
+    if m := re.search(r"^\s*50%\s+(\S+)", out, re.M):
+        r["p50"] = m.group(1)
+    if m := re.search(r"^\s*99%\s+(\S+)", out, re.M):
+        r["p99"] = m.group(1)
+    return r
+
+
+def run_wrk(wrk: str, url: str, *, threads: int, connections: int, duration: int, script: Path | None,
+            label: str, verbose: bool) -> dict:
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    cmd.append(url)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from exc
+    if done.returncode != 0 or "Requests/sec" not in done.stdout:
+        raise BenchError(f"wrk failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
+    if verbose:
+        print(f"--- wrk {label}: {' '.join(cmd)}\n{done.stdout.rstrip()}\n", flush=True)
+    return parse_wrk(done.stdout)
+
+
+def wrk_line(label: str, r: dict) -> str:
+    return (f"  {label:<16} {r['rps']:>8.0f} req/s  p50 {r['p50']:>8}  p99 {r['p99']:>8}  "
+            f"socket errors {r['errors']}  non-2xx {r['non2xx']}")
+
+
+async def check_warm_urls(base: str, seg_url: str, stream_url: str, size: int, answers: Answers) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        status, headers, body = await get(session, seg_url, answers)
+        if status != 200 or len(body) != size:
+            raise BenchError(f"cached segment {seg_url}: status {status}, {len(body)} bytes, expected {size}")
+        status, headers, body = await get(session, stream_url, answers, {"Range": f"bytes=0-{size - 1}"})
+        content_range = {k.lower(): v for k, v in headers.items()}.get("content-range", "")
+        if status != 206 or len(body) != size or not content_range.startswith(f"bytes 0-{size - 1}/"):
+            raise BenchError(f"range of {stream_url}: status {status}, {len(body)} bytes, "
+                             f"Content-Range {content_range!r}; expected 206 with {size} bytes")
+
+
+async def server_counts(base: str) -> dict[str, float]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        return await metrics(session, base)
+
+
+# --- 3. listeners -----------------------------------------------------------------------------
+
+async def listener(no: int, track: dict, variant: str, start: asyncio.Event, playback: float,
+                   lookahead: int, answers: Answers) -> dict:
+    import aiohttp
+
+    out: dict = {"no": no, "first": float("inf"), "margins": [], "late": [], "segments": 0, "error": None}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
+        await start.wait()
+        t0 = time.perf_counter()
+        try:
+            variant_url, plan = await open_track(session, track["hls_url"], variant, answers)
+            out["playlists"] = time.perf_counter() - t0
+            elapsed, _ = await fetch_segment(session, urljoin(variant_url, plan[0][1]), 0, plan, answers,
+                                             f"listener {no}")
+            if elapsed == float("inf"):
+                out["error"] = "segment 0 failed"
+                return out
+            play_start = time.perf_counter()
+            out["first"] = play_start - t0
+            out["segments"] = 1
+            starts = [0.0]
+            for d, _ in plan:
+                starts.append(starts[-1] + d)
+            wanted = [k for k in range(1, len(plan)) if starts[k] < playback]
+            for k in wanted:
+                # Ask for segment k when the playhead reaches the start of segment k - lookahead.
+                ask_at = play_start + starts[max(0, k - lookahead)]
+                delay = ask_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elapsed, _ = await fetch_segment(session, urljoin(variant_url, plan[k][1]), k, plan, answers,
+                                                 f"listener {no}")
+                arrived = time.perf_counter()
+                margin = (play_start + starts[k]) - arrived  # > 0: before the playhead needs it
+                out["margins"].append(margin)
+                if elapsed == float("inf") or margin <= 0:
+                    out["late"].append(k)
+                if elapsed != float("inf"):
+                    out["segments"] += 1
+        except BenchError as exc:
+            out["error"] = str(exc)
+    return out
+
+
+async def listeners_test(tracks: list[dict], variant: str, playback: float, lookahead: int,
+                         answers: Answers) -> list[dict]:
+    start = asyncio.Event()
+    tasks = [asyncio.create_task(listener(i, t, variant, start, playback, lookahead, answers))
+             for i, t in enumerate(tracks)]
+    await asyncio.sleep(0.2)  # every listener waits on the event
+    start.set()
+    try:
+        return await asyncio.wait_for(asyncio.gather(*tasks), playback + 60)
+    except asyncio.TimeoutError as exc:
+        raise BenchError(f"the listeners did not finish within {playback + 60:.0f}s") from exc
+
+
+# --- 4. whole track ----------------------------------------------------------------------------
+
+async def whole_track(base: str, track: dict, variant: str, answers: Answers) -> dict:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        await wait_idle(session, base)
+        before = await metrics(session, base)
+        t0 = time.perf_counter()
+        variant_url, plan = await open_track(session, track["hls_url"], variant, answers)
+        size = 0
+        slowest = 0.0
+        for k, (_, uri) in enumerate(plan):
+            elapsed, n = await fetch_segment(session, urljoin(variant_url, uri), k, plan, answers, "whole")
+            slowest = max(slowest, elapsed)
+            size += n
+        elapsed = time.perf_counter() - t0
+        await wait_idle(session, base)
+        after = await metrics(session, base)
+    return {"seconds": elapsed, "segments": len(plan), "bytes": size, "slowest": slowest,
+            "audio": sum(d for d, _ in plan),
+            "runs": after.get("streamer_ffmpeg_runs", 0) - before.get("streamer_ffmpeg_runs", 0),
+            "ffmpeg_s": after.get("streamer_ffmpeg_seconds", 0) - before.get("streamer_ffmpeg_seconds", 0)}
+
+
+# --- output -----------------------------------------------------------------------------------
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    vals = sorted(values)
+    if not vals:
+        return float("nan")
+    pos = (len(vals) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+
+
+def ms(x: float) -> str:
+    return "fail" if x == float("inf") else f"{x * 1000:.0f} ms"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and b == b and a == a and b != float("inf") else float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def log_problems(proc: Proc) -> tuple[int, int, list[str]]:
+    """ERROR and WARNING lines of our server's log, and the first few of them."""
+    try:
+        lines = proc.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0, 0, []
+    errors = [ln for ln in lines if " ERROR " in ln or " CRITICAL " in ln]
+    warnings = [ln for ln in lines if " WARNING " in ln]
+    tracebacks = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", ln)]
+    return len(errors), len(warnings), (errors + warnings + tracebacks)[:8]
+
+
+def wait_scan(base: str, proc: Proc, expected: int, timeout: float = 90) -> list[dict]:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"our server exited:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"{base}/api/v1/library/scan", timeout=5) as resp:
+                state = json.loads(resp.read()).get("state")
+            if state == "done":
+                with urllib.request.urlopen(f"{base}/api/v1/tracks?limit=500", timeout=10) as resp:
+                    items = json.loads(resp.read()).get("items", [])
+                if len(items) != expected:
+                    raise BenchError(f"scan done with {len(items)} tracks, expected {expected}:\n{proc.log_tail()}")
+                return items
+            if state in ("failed", "stopped"):
+                raise BenchError(f"our scan ended in state {state!r}")
+        time.sleep(0.2)
+    raise BenchError(f"our scan not done within {timeout:.0f}s (last state {state!r})")
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cold", type=int, default=20, help="cold tracks per cold series (default 20)")
+    ap.add_argument("--listeners", type=int, default=20, help="listeners starting at once (default 20)")
+    ap.add_argument("--playback", type=float, default=30,
+                    help="seconds of audio each listener plays (default 30; 60 at most)")
+    ap.add_argument("--lookahead", type=int, default=1,
+                    help="listeners ask for segment k when segment k-LOOKAHEAD starts playing (default 1)")
+    ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run (default 4)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating wrk rounds; the best counts (default 2)")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    ap.add_argument("--seconds", type=float, default=300, help="length of the FLAC files (default 300)")
+    ap.add_argument("--bases", type=int, default=4, help="different FLAC contents (default 4)")
+    ap.add_argument("--variant", default="aac128", help="HLS variant (default aac128)")
+    ap.add_argument("--verbose", action="store_true", help="every cold request, every listener, wrk outputs")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (library, server log)")
+    args = ap.parse_args()
+    if not 1 <= args.playback <= 60:
+        ap.error("--playback must be from 1 to 60 seconds")
+    if args.cold < 1 or args.listeners < 1 or args.bases < 1 or args.seconds < REF_SEEK + REF_SECONDS:
+        ap.error(f"--cold, --listeners and --bases must be >= 1, --seconds >= {REF_SEEK + REF_SECONDS:g}")
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    tmp = Path(tempfile.mkdtemp(prefix="hls-bench-"))
+    procs: list[Proc] = []
+    t_start = time.monotonic()
+    answers = Answers()
+    try:
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError as exc:
+            raise BenchError("aiohttp is not importable: run this with the project's Python") from exc
+        ffmpeg = ffmpeg_exe()
+        wrk = shutil.which("wrk") or ("/usr/bin/wrk" if os.access("/usr/bin/wrk", os.X_OK) else None)
+        cores = os.cpu_count()
+        print(f"hls_bench: {cores} cores shared by our server (one process, its ffmpeg runs), the "
+              f"references and the clients; ffmpeg {ffmpeg}; wrk {wrk or 'not found (test 2 skipped)'}. "
+              f"Temp folder {tmp}", flush=True)
+
+        # 0. library and server -------------------------------------------------------------------
+        t0 = time.monotonic()
+        bases = make_bases(ffmpeg, tmp / "bases", args.bases, args.seconds)
+        groups = {"first": args.cold, "last": args.cold, "mid": args.cold, "listen": args.listeners, "whole": 1}
+        titles = link_library(tmp / "library", groups, bases)
+        print(f"library: {len(titles)} tracks, hard links of {len(bases)} different FLAC files "
+              f"({args.seconds:g} s, {SAMPLE_RATE} Hz stereo, {bases[0].stat().st_size / 1e6:.1f} MB each), "
+              f"made in {time.monotonic() - t0:.1f}s (not timed)", flush=True)
+
+        port = free_port()
+        ours = Proc("our server", [sys.executable, str(REPO / "run.py"), "serve", "--host", "127.0.0.1",
+                                   "--port", str(port), "--library", str(tmp / "library"),
+                                   "--data-dir", str(tmp / "data"), "--no-demo-library",
+                                   "--log-level", "warning"],
+                    tmp / "server.log", cwd=str(REPO))
+        procs.append(ours)
+        wait_port(port, ours, 30)
+        base = f"http://127.0.0.1:{port}"
+        items = wait_scan(base, ours, len(titles))
+        tracks = {t["title"]: t for t in items}
+        missing = set(titles) - set(tracks)
+        if missing:
+            raise BenchError(f"tracks missing from the catalog (by title): {sorted(missing)[:5]}")
+        sample = tracks["first-00"]
+        if sample["codec"] != "flac" or abs(sample["duration"] - args.seconds) > 1:
+            raise BenchError(f"unexpected track facts: codec {sample['codec']}, duration {sample['duration']}")
+        print(f"our server: {base} (pid {ours.pid}); scan done\n", flush=True)
+
+        rows = [("metric", "reference", "ours", "ours/ref", "target", "result")]
+        checks: list[bool] = []
+
+        # 1. cold start / cold seek ----------------------------------------------------------------
+        print(f"[1] cold segments: {args.cold} tracks each for segment 0, the last segment and the "
+              f"segment at {REF_SEEK:g} s, reference interleaved; the server idles before each request",
+              flush=True)
+        cold = asyncio.run(cold_test(base, tracks, titles, args.cold, args.variant, ffmpeg, answers, args.verbose))
+        info = cold["seg_info"]
+        ref50, ref95 = percentile(cold["ref"], 50), percentile(cold["ref"], 95)
+        for group, label in (("first", "segment 0"), ("last", f"last segment ({info['last']['index']}, "
+                                                              f"{info['last']['extinf']:.2f} s)"),
+                             ("mid", f"segment {info['mid']['index']} (at {REF_SEEK:g} s)")):
+            v = cold[group]
+            print(f"  {label:<32} p50 {ms(percentile(v, 50)):>7}  p95 {ms(percentile(v, 95)):>7}  "
+                  f"min {ms(min(v)):>7}  max {ms(max(v)):>7}", flush=True)
+        print(f"  {'reference (ffmpeg -ss 150 -t 6)':<32} p50 {ms(ref50):>7}  p95 {ms(ref95):>7}  "
+              f"min {ms(min(cold['ref'])):>7}  max {ms(max(cold['ref'])):>7}")
+        print(f"  master + variant + segment, p50: segment 0 {ms(percentile(cold['first_total'], 50))}, "
+              f"last segment {ms(percentile(cold['last_total'], 50))}; waited for the server to idle "
+              f"{ms(statistics.mean(cold['idle_wait']))} on average before each request\n", flush=True)
+        for group, label in (("first", "cold start, segment 0"), ("last", "cold seek, last segment")):
+            v = cold[group]
+            p50, p95 = percentile(v, 50), percentile(v, 95)
+            checks.append(p50 < TARGET_COLD_P50)
+            rows.append((f"{label} p50 (n={len(v)})", ms(ref50), ms(p50), f"{ratio(p50, ref50):.2f}",
+                         f"< {TARGET_COLD_P50 * 1000:.0f} ms", verdict(checks[-1])))
+            checks.append(p95 < TARGET_COLD_P95)
+            rows.append((f"{label} p95", ms(ref95), ms(p95), f"{ratio(p95, ref95):.2f}",
+                         f"< {TARGET_COLD_P95 * 1000:.0f} ms", verdict(checks[-1])))
+        mid50, mid95 = percentile(cold["mid"], 50), percentile(cold["mid"], 95)
+        rows.append((f"cold seek, segment at {REF_SEEK:g} s p50/p95", f"{ms(ref50)} / {ms(ref95)}",
+                     f"{ms(mid50)} / {ms(mid95)}", f"{ratio(mid50, ref50):.2f}", "info", ""))
+
+        # 2. warm segment vs range -----------------------------------------------------------------
+        if wrk:
+            seg = info["first"]
+            size = seg["size"]
+            stream_url = f"{base}/stream/{seg['id']}"
+            asyncio.run(check_warm_urls(base, seg["url"], stream_url, size, answers))
+            lua = tmp / "range.lua"
+            lua.write_text(f'wrk.method = "GET"\nwrk.headers["Range"] = "bytes=0-{size - 1}"\n')
+            print(f"[2] warm segment ({size} bytes, cached) against a Range of the same size of the "
+                  f"original FLAC: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+                  f"{args.rounds} alternating rounds", flush=True)
+            before = asyncio.run(server_counts(base))
+            runs: dict[str, list[dict]] = {"range": [], "segment": []}
+            for round_no in range(args.rounds):
+                for who, url, script in (("range", stream_url, lua), ("segment", seg["url"], None)):
+                    if not ours.alive():
+                        raise BenchError(f"our server died:\n{ours.log_tail()}")
+                    r = run_wrk(wrk, url, threads=args.threads, connections=args.connections,
+                                duration=args.duration, script=script, label=f"{who} {round_no + 1}",
+                                verbose=args.verbose)
+                    runs[who].append(r)
+                    print(wrk_line(f"{who} {round_no + 1}", r), flush=True)
+                    time.sleep(0.5)
+            after = asyncio.run(server_counts(base))
+            best = {who: max(rs, key=lambda r: r["rps"] if r["rps"] == r["rps"] else -1) for who, rs in runs.items()}
+            errs = {who: sum(r["errors"] + r["non2xx"] for r in rs) for who, rs in runs.items()}
+            warm_ratio = ratio(best["segment"]["rps"], best["range"]["rps"])
+            paired = statistics.median(ratio(s["rps"], r["rps"]) for r, s in zip(runs["range"], runs["segment"]))
+            seg_requests = sum(r["requests"] for r in runs["segment"])
+            ff_runs = after.get("streamer_ffmpeg_runs", 0) - before.get("streamer_ffmpeg_runs", 0)
+            hits = after.get("streamer_cache_hits", 0) - before.get("streamer_cache_hits", 0)
+            print(f"  during the segment runs: {ff_runs:.0f} ffmpeg runs, {hits:.0f} cache hits for "
+                  f"{seg_requests} segment requests\n", flush=True)
+            checks.append(warm_ratio >= TARGET_WARM_RATIO and errs["segment"] == 0)
+            rows.append((f"warm segment req/s (c={args.connections})", f"{best['range']['rps']:.0f} (range)",
+                         f"{best['segment']['rps']:.0f}", f"{warm_ratio:.2f}", f">= {TARGET_WARM_RATIO}",
+                         verdict(checks[-1])))
+            rows.append(("  median of paired rounds; errors+non-2xx", f"{errs['range']}", f"{errs['segment']}",
+                         f"{paired:.2f}", "info", ""))
+        else:
+            print("[2] skipped: no wrk binary (apt-get install -y wrk)\n", flush=True)
+            rows.append(("warm segment req/s", "", "", "", f">= {TARGET_WARM_RATIO}", "SKIP (no wrk)"))
+
+        # 3. listeners -----------------------------------------------------------------------------
+        print(f"[3] {args.listeners} listeners start {args.listeners} different cold tracks at once, then "
+              f"play {args.playback:g} s each in real time (segment k asked for when segment "
+              f"k-{args.lookahead} starts playing)", flush=True)
+
+        async def idle_then_listen() -> list[dict]:
+            import aiohttp
+
+            async with aiohttp.ClientSession() as s:
+                await wait_idle(s, base)
+            return await listeners_test([tracks[f"listen-{i:02d}"] for i in range(args.listeners)],
+                                        args.variant, args.playback, args.lookahead, answers)
+
+        results = asyncio.run(idle_then_listen())
+        firsts = [r["first"] for r in results]
+        ahead = [r for r in results if r["error"] is None and not r["late"] and r["first"] != float("inf")]
+        margins = [m for r in results for m in r["margins"]]
+        for r in sorted(results, key=lambda r: r["first"]):
+            if args.verbose or r["error"] or r["late"]:
+                print(f"  listener {r['no']:2d}: first segment {ms(r['first'])}, {r['segments']} segments, "
+                      f"min margin {min(r['margins'], default=float('nan')):.2f}s, late {r['late']}"
+                      f"{', error: ' + r['error'] if r['error'] else ''}", flush=True)
+        print(f"  time to first segment: min {ms(min(firsts))}, p50 {ms(percentile(firsts, 50))}, "
+              f"max {ms(max(firsts))}; {len(ahead)}/{len(results)} listeners always ahead of the playhead; "
+              f"margins (segment there before needed): min {min(margins, default=float('nan')):.2f}s, "
+              f"p50 {percentile(margins, 50):.2f}s\n", flush=True)
+        checks.append(max(firsts) <= TARGET_FIRST_SEGMENT)
+        rows.append((f"{args.listeners} listeners: first segment max (p50)", "",
+                     f"{ms(max(firsts))} ({ms(percentile(firsts, 50))})", "",
+                     f"<= {TARGET_FIRST_SEGMENT:g} s each", verdict(checks[-1])))
+        checks.append(len(ahead) == len(results))
+        rows.append((f"{args.listeners} listeners ahead of real time ({args.playback:g} s)", "",
+                     f"{len(ahead)}/{len(results)}, min margin {min(margins, default=float('nan')):.2f}s", "",
+                     "all", verdict(checks[-1])))
+
+        # 4. whole track -----------------------------------------------------------------------------
+        print(f"[4] whole track: all segments of one cold track in order, against one ffmpeg "
+              f"transcoding the whole FLAC", flush=True)
+        whole = asyncio.run(whole_track(base, tracks["whole-00"], args.variant, answers))
+        ref_whole = run_reference(ref_whole_cmd(ffmpeg, titles["whole-00"]))
+        ours_x = whole["audio"] / whole["seconds"]
+        ref_x = args.seconds / ref_whole
+        print(f"  ours: {whole['segments']} segments ({whole['bytes'] / 1e6:.2f} MB) in {whole['seconds']:.2f}s "
+              f"= {ours_x:.1f}x realtime (slowest segment {ms(whole['slowest'])}; {whole['runs']:.0f} ffmpeg "
+              f"runs, {whole['ffmpeg_s']:.1f}s of ffmpeg wall time summed)")
+        print(f"  reference: one ffmpeg run in {ref_whole:.2f}s = {ref_x:.1f}x realtime\n", flush=True)
+        rows.append(("whole-track transcode (x realtime)", f"{ref_x:.1f}x", f"{ours_x:.1f}x",
+                     f"{ratio(whole['seconds'], ref_whole):.2f} (time)", "info", ""))
+
+        # server health ----------------------------------------------------------------------------
+        if not ours.alive():
+            raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
+        final = asyncio.run(server_counts(base))
+        n_err, n_warn, sample_lines = log_problems(ours)
+        fivexx = int(final.get("5xx", 0))
+        print(f"our server: {final.get('streamer_ffmpeg_runs', 0):.0f} ffmpeg runs "
+              f"({final.get('streamer_ffmpeg_seconds', 0):.1f}s summed), cache hits "
+              f"{final.get('streamer_cache_hits', 0):.0f}, misses {final.get('streamer_cache_misses', 0):.0f}; "
+              f"{fivexx} answers 5xx by /metrics; log: {n_err} ERROR, {n_warn} WARNING lines")
+        for ln in sample_lines:
+            print(f"  log: {ln[:200]}")
+        client_non2xx = answers.non2xx
+        for f in answers.failures[:5]:
+            print(f"  client saw: {f[:200]}")
+        for b in answers.bad_bodies[:5]:
+            print(f"  bad segment: {b}")
+        checks.append(fivexx == 0 and client_non2xx == 0 and not answers.bad_bodies)
+        rows.append(("5xx (metrics) / non-2xx (clients) / bad segments", "", f"{fivexx} / {client_non2xx} / "
+                     f"{len(answers.bad_bodies)}", "", "0", verdict(checks[-1])))
+        rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
+
+        print(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources; reference = plain "
+              f"ffmpeg on the same file; {cores} cores shared; total {time.monotonic() - t_start:.0f}s)")
+        print_table(rows)
+        overall = all(checks)
+        print(f"OVERALL: {verdict(overall)}")
+        return 0 if overall else 1
+    except BenchError as exc:
+        print(f"hls_bench: error: {exc}", file=sys.stderr)
+        for f in answers.failures[:5]:
+            print(f"  client saw: {f[:300]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hls_bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
