@@ -368,6 +368,7 @@ async def cold_test(base: str, tracks: dict, titles: dict[str, Path], n: int, va
     seg_info: dict = {}
     async with aiohttp.ClientSession() as session:
         for i in range(n):
+            await wait_idle(session, base)  # the segment made ahead of the last request is done
             ref = run_reference(ref_segment_cmd(ffmpeg, titles[f"first-{i:02d}"]))
             res["ref"].append(ref)
             line = [f"  {i + 1:2d}: reference {ref * 1000:5.0f} ms"]
@@ -640,7 +641,8 @@ def main() -> int:
         ffmpeg = ffmpeg_exe()
         wrk = shutil.which("wrk") or ("/usr/bin/wrk" if os.access("/usr/bin/wrk", os.X_OK) else None)
         cores = os.cpu_count()
-        print(f"hls_bench: {cores} cores shared by our server (one process, its ffmpeg runs), the "
+        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+        print(f"hls_bench: load average {' '.join(load)} at start; {cores} cores shared by our server (one process, its ffmpeg runs), the "
               f"references and the clients; ffmpeg {ffmpeg}; wrk {wrk or 'not found (test 2 skipped)'}. "
               f"Temp folder {tmp}", flush=True)
 
@@ -693,7 +695,8 @@ def main() -> int:
         print(f"  master + variant + segment, p50: segment 0 {ms(percentile(cold['first_total'], 50))}, "
               f"last segment {ms(percentile(cold['last_total'], 50))}; waited for the server to idle "
               f"{ms(statistics.mean(cold['idle_wait']))} on average before each request\n", flush=True)
-        for group, label in (("first", "cold start, segment 0"), ("last", "cold seek, last segment")):
+        for group, label in (("first", "cold start, segment 0"),
+                             ("last", f"cold seek, last segment ({info['last']['extinf']:.2f} s)")):
             v = cold[group]
             p50, p95 = percentile(v, 50), percentile(v, 95)
             checks.append(p50 < TARGET_COLD_P50)
@@ -766,6 +769,7 @@ def main() -> int:
         firsts = [r["first"] for r in results]
         ahead = [r for r in results if r["error"] is None and not r["late"] and r["first"] != float("inf")]
         margins = [m for r in results for m in r["margins"]]
+        late = sum(len(r["late"]) for r in results)
         for r in sorted(results, key=lambda r: r["first"]):
             if args.verbose or r["error"] or r["late"]:
                 print(f"  listener {r['no']:2d}: first segment {ms(r['first'])}, {r['segments']} segments, "
@@ -781,7 +785,8 @@ def main() -> int:
                      f"<= {TARGET_FIRST_SEGMENT:g} s each", verdict(checks[-1])))
         checks.append(len(ahead) == len(results))
         rows.append((f"{args.listeners} listeners ahead of real time ({args.playback:g} s)", "",
-                     f"{len(ahead)}/{len(results)}, min margin {min(margins, default=float('nan')):.2f}s", "",
+                     f"{len(ahead)}/{len(results)}; {late}/{len(margins)} late; min margin "
+                     f"{min(margins, default=float('nan')):.2f}s", "",
                      "all", verdict(checks[-1])))
 
         # 4. whole track -----------------------------------------------------------------------------
@@ -820,6 +825,8 @@ def main() -> int:
                      f"{len(answers.bad_bodies)}", "", "0", verdict(checks[-1])))
         rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
 
+        load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+        print(f"load average at the end: {' '.join(load_end)} (at start: {' '.join(load)})")
         print(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources; reference = plain "
               f"ffmpeg on the same file; {cores} cores shared; total {time.monotonic() - t_start:.0f}s)")
         print_table(rows)
