@@ -54,6 +54,9 @@ async def transcode(request: web.Request) -> web.StreamResponse:
             return await serve_file(request, done, max_ranges=app[SETTINGS].max_ranges,
                                     metrics=app[METRICS])
 
+    headers = {"Content-Type": content_type, "Cache-Control": "no-cache", **CORS_HEADERS}
+    if request.method == "HEAD":  # what a GET would start sending; no ffmpeg for a look
+        return web.Response(headers=headers)
     arguments = [*(["-ss", f"{start:.3f}"] if start else []), "-i", entry.path, "-map", "0:a:0",
                  "-map_metadata", "-1", *encoder, "-b:a", f"{bitrate}k", "-f", container, "pipe:1"]
     chunks = app[FFMPEG_POOL].stream(arguments)
@@ -61,8 +64,7 @@ async def transcode(request: web.Request) -> web.StreamResponse:
         first = await anext(chunks)  # errors before any byte still get a clear JSON answer
     except StopAsyncIteration:
         raise FfmpegFailed("ffmpeg produced nothing") from None
-    response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache",
-                                           **CORS_HEADERS})
+    response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
     whole: list[bytes] | None = [first] if start == 0 else None
     try:

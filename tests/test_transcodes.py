@@ -79,3 +79,11 @@ async def test_leaving_mid_transcode_stops_ffmpeg(aiohttp_client, tmp_path, ffmp
         if app[FFMPEG_POOL].running == 0 and _ffmpeg_children() == 0:
             break
     assert app[FFMPEG_POOL].running == 0 and _ffmpeg_children() == 0
+
+
+async def test_head_of_a_transcode_starts_no_ffmpeg(demo_server):
+    track = await first_track(demo_server, sort="-title")
+    runs = demo_server.server.app[FFMPEG_POOL].runs
+    resp = await demo_server.head(f"/stream/{track['id']}?format=opus")
+    assert resp.status == 200 and resp.headers["Content-Type"] == "audio/ogg"
+    assert demo_server.server.app[FFMPEG_POOL].runs == runs
