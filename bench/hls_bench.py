@@ -13,9 +13,9 @@ What it does (everything on 127.0.0.1; everything it starts is stopped at the en
    segment 0; the segment request is timed (request to full body). Cold seek: the same with the
    LAST segment of other cold tracks, and (info) with the segment at 150 s of yet other tracks.
    Reference: `ffmpeg -ss 150 -i f.flac -t 6 -c:a aac -b:a 128k -f adts -` on the same FLAC,
-   interleaved with ours. Before each timed request the server is left to go idle (no ffmpeg
-   running: the segment made ahead of the previous request is finished), so every request
-   starts from an idle server. Targets: p50 < 300 ms, p95 < 600 ms (both series);
+   interleaved with ours. Before each timed request and each reference run the server is left
+   to go idle (no ffmpeg running: the segment made ahead of the previous request is finished),
+   so each starts on an idle server. Targets: p50 < 300 ms, p95 < 600 ms (both series);
 2. warm segment: wrk (--connections 32) on an already cached segment, against wrk on a Range
    request `bytes=0-(N-1)` of an original (`/stream/{id}`, N = the segment's size) on the same
    server; alternating rounds, best round of each. Target: segment/range req/s >= 0.5;
@@ -36,8 +36,8 @@ Run it with the project's Python, from the repo root:
     python bench/hls_bench.py [--cold 20] [--listeners 20] [--playback 30] [--rounds 2]
                               [--duration 4] [--connections 32] [--verbose] [--keep]
 
-About 2 minutes in all with the defaults. Needs `wrk` (Debian package `wrk`) for test 2; without
-it that test is skipped and reported as such. It installs nothing.
+About 2 minutes in all with the defaults. Needs the `wrk` binary (Debian package `wrk`) for
+test 2; it installs nothing.
 
 Exit status: 0 when every target passes, 1 when a target fails, 2 when the benchmark could not run.
 """
@@ -511,12 +511,17 @@ async def listeners_test(tracks: list[dict], variant: str, playback: float, look
     start = asyncio.Event()
     tasks = [asyncio.create_task(listener(i, t, variant, start, playback, lookahead, answers))
              for i, t in enumerate(tracks)]
-    await asyncio.sleep(0.2)  # every listener waits on the event
-    start.set()
     try:
-        return await asyncio.wait_for(asyncio.gather(*tasks), playback + 60)
-    except asyncio.TimeoutError as exc:
-        raise BenchError(f"the listeners did not finish within {playback + 60:.0f}s") from exc
+        await asyncio.sleep(0.2)  # every listener waits on the event
+        start.set()
+        _, pending = await asyncio.wait(tasks, timeout=playback + 60)
+        if pending:
+            raise BenchError(f"{len(pending)} listeners did not finish within {playback + 60:.0f}s")
+        return [t.result() for t in tasks]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --- 4. whole track ----------------------------------------------------------------------------
@@ -640,10 +645,13 @@ def main() -> int:
             raise BenchError("aiohttp is not importable: run this with the project's Python") from exc
         ffmpeg = ffmpeg_exe()
         wrk = shutil.which("wrk") or ("/usr/bin/wrk" if os.access("/usr/bin/wrk", os.X_OK) else None)
+        if not wrk:
+            raise BenchError("missing binary: wrk. Install the Debian package: apt-get install -y wrk   "
+                             "(this script installs nothing)")
         cores = os.cpu_count()
         load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
         print(f"hls_bench: load average {' '.join(load)} at start; {cores} cores shared by our server (one process, its ffmpeg runs), the "
-              f"references and the clients; ffmpeg {ffmpeg}; wrk {wrk or 'not found (test 2 skipped)'}. "
+              f"references and the clients; ffmpeg {ffmpeg}; wrk {wrk}. "
               f"Temp folder {tmp}", flush=True)
 
         # 0. library and server -------------------------------------------------------------------
@@ -710,47 +718,43 @@ def main() -> int:
                      f"{ms(mid50)} / {ms(mid95)}", f"{ratio(mid50, ref50):.2f}", "info", ""))
 
         # 2. warm segment vs range -----------------------------------------------------------------
-        if wrk:
-            seg = info["first"]
-            size = seg["size"]
-            stream_url = f"{base}/stream/{seg['id']}"
-            asyncio.run(check_warm_urls(base, seg["url"], stream_url, size, answers))
-            lua = tmp / "range.lua"
-            lua.write_text(f'wrk.method = "GET"\nwrk.headers["Range"] = "bytes=0-{size - 1}"\n')
-            print(f"[2] warm segment ({size} bytes, cached) against a Range of the same size of the "
-                  f"original FLAC: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-                  f"{args.rounds} alternating rounds", flush=True)
-            before = asyncio.run(server_counts(base))
-            runs: dict[str, list[dict]] = {"range": [], "segment": []}
-            for round_no in range(args.rounds):
-                for who, url, script in (("range", stream_url, lua), ("segment", seg["url"], None)):
-                    if not ours.alive():
-                        raise BenchError(f"our server died:\n{ours.log_tail()}")
-                    r = run_wrk(wrk, url, threads=args.threads, connections=args.connections,
-                                duration=args.duration, script=script, label=f"{who} {round_no + 1}",
-                                verbose=args.verbose)
-                    runs[who].append(r)
-                    print(wrk_line(f"{who} {round_no + 1}", r), flush=True)
-                    time.sleep(0.5)
-            after = asyncio.run(server_counts(base))
-            best = {who: max(rs, key=lambda r: r["rps"] if r["rps"] == r["rps"] else -1) for who, rs in runs.items()}
-            errs = {who: sum(r["errors"] + r["non2xx"] for r in rs) for who, rs in runs.items()}
-            warm_ratio = ratio(best["segment"]["rps"], best["range"]["rps"])
-            paired = statistics.median(ratio(s["rps"], r["rps"]) for r, s in zip(runs["range"], runs["segment"]))
-            seg_requests = sum(r["requests"] for r in runs["segment"])
-            ff_runs = after.get("streamer_ffmpeg_runs", 0) - before.get("streamer_ffmpeg_runs", 0)
-            hits = after.get("streamer_cache_hits", 0) - before.get("streamer_cache_hits", 0)
-            print(f"  during the segment runs: {ff_runs:.0f} ffmpeg runs, {hits:.0f} cache hits for "
-                  f"{seg_requests} segment requests\n", flush=True)
-            checks.append(warm_ratio >= TARGET_WARM_RATIO and errs["segment"] == 0)
-            rows.append((f"warm segment req/s (c={args.connections})", f"{best['range']['rps']:.0f} (range)",
-                         f"{best['segment']['rps']:.0f}", f"{warm_ratio:.2f}", f">= {TARGET_WARM_RATIO}",
-                         verdict(checks[-1])))
-            rows.append(("  median of paired rounds; errors+non-2xx", f"{errs['range']}", f"{errs['segment']}",
-                         f"{paired:.2f}", "info", ""))
-        else:
-            print("[2] skipped: no wrk binary (apt-get install -y wrk)\n", flush=True)
-            rows.append(("warm segment req/s", "", "", "", f">= {TARGET_WARM_RATIO}", "SKIP (no wrk)"))
+        seg = info["first"]
+        size = seg["size"]
+        stream_url = f"{base}/stream/{seg['id']}"
+        asyncio.run(check_warm_urls(base, seg["url"], stream_url, size, answers))
+        lua = tmp / "range.lua"
+        lua.write_text(f'wrk.method = "GET"\nwrk.headers["Range"] = "bytes=0-{size - 1}"\n')
+        print(f"[2] warm segment ({size} bytes, cached) against a Range of the same size of the "
+              f"original FLAC: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+              f"{args.rounds} alternating rounds", flush=True)
+        before = asyncio.run(server_counts(base))
+        runs: dict[str, list[dict]] = {"range": [], "segment": []}
+        for round_no in range(args.rounds):
+            for who, url, script in (("range", stream_url, lua), ("segment", seg["url"], None)):
+                if not ours.alive():
+                    raise BenchError(f"our server died:\n{ours.log_tail()}")
+                r = run_wrk(wrk, url, threads=args.threads, connections=args.connections,
+                            duration=args.duration, script=script, label=f"{who} {round_no + 1}",
+                            verbose=args.verbose)
+                runs[who].append(r)
+                print(wrk_line(f"{who} {round_no + 1}", r), flush=True)
+                time.sleep(0.5)
+        after = asyncio.run(server_counts(base))
+        best = {who: max(rs, key=lambda r: r["rps"] if r["rps"] == r["rps"] else -1) for who, rs in runs.items()}
+        errs = {who: sum(r["errors"] + r["non2xx"] for r in rs) for who, rs in runs.items()}
+        warm_ratio = ratio(best["segment"]["rps"], best["range"]["rps"])
+        paired = statistics.median(ratio(s["rps"], r["rps"]) for r, s in zip(runs["range"], runs["segment"]))
+        seg_requests = sum(r["requests"] for r in runs["segment"])
+        ff_runs = after.get("streamer_ffmpeg_runs", 0) - before.get("streamer_ffmpeg_runs", 0)
+        hits = after.get("streamer_cache_hits", 0) - before.get("streamer_cache_hits", 0)
+        print(f"  during the segment runs: {ff_runs:.0f} ffmpeg runs, {hits:.0f} cache hits for "
+              f"{seg_requests} segment requests\n", flush=True)
+        checks.append(warm_ratio >= TARGET_WARM_RATIO and errs["segment"] == 0)
+        rows.append((f"warm segment req/s (c={args.connections})", f"{best['range']['rps']:.0f} (range)",
+                     f"{best['segment']['rps']:.0f}", f"{warm_ratio:.2f}", f">= {TARGET_WARM_RATIO}",
+                     verdict(checks[-1])))
+        rows.append(("  median of paired rounds; errors+non-2xx", f"{errs['range']}", f"{errs['segment']}",
+                     f"{paired:.2f}", "info", ""))
 
         # 3. listeners -----------------------------------------------------------------------------
         print(f"[3] {args.listeners} listeners start {args.listeners} different cold tracks at once, then "
