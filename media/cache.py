@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -20,10 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class MediaCache:
-    def __init__(self, directory: Path, size_limit: int) -> None:
+    """`hot_limit` bytes of the most recently used values also stay in memory: a segment many
+    listeners are playing is answered without a thread hop or a disk read."""
+
+    def __init__(self, directory: Path, size_limit: int, hot_limit: int = 64 * 1024 * 1024) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._cache = diskcache.Cache(str(directory), size_limit=size_limit)
         self._flights: dict[str, _Flight] = {}
+        self._hot: OrderedDict[str, bytes] = OrderedDict()
+        self._hot_bytes = 0
+        self.hot_limit = hot_limit
         self.hits = 0
         self.misses = 0
         self.made_bytes = 0
@@ -56,12 +63,32 @@ class MediaCache:
         self.hits += 1
         return handle
 
+    def has(self, key: str) -> bool:
+        """Whether the key is stored or being made (a quick indexed look-up, on the caller's thread)."""
+        return key in self._hot or key in self._flights or key in self._cache
+
+    def _remember(self, key: str, value: bytes) -> None:
+        if len(value) > self.hot_limit // 8:
+            return
+        old = self._hot.pop(key, None)
+        self._hot_bytes += len(value) - (len(old) if old is not None else 0)
+        self._hot[key] = value
+        while self._hot_bytes > self.hot_limit:
+            _, dropped = self._hot.popitem(last=False)
+            self._hot_bytes -= len(dropped)
+
     async def get_or_make(self, key: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
+        hot = self._hot.get(key)
+        if hot is not None:
+            self._hot.move_to_end(key)
+            self.hits += 1
+            return hot
         flight = self._flights.get(key)  # being made now: join it, no disk look-up needed
         if flight is None:
             value = await self.get(key)
             if value is not None:
                 self.hits += 1
+                self._remember(key, value)
                 return value
             flight = self._flights.get(key)  # another request may have started it meanwhile
             if flight is None:
@@ -82,6 +109,7 @@ class MediaCache:
             value = await make()
             await asyncio.to_thread(self._cache.set, key, value)
             self.made_bytes += len(value)
+            self._remember(key, value)
             return value
         finally:
             self._flights.pop(key, None)

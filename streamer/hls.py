@@ -10,6 +10,7 @@ the playhead when an ffmpeg slot is free, so playback never waits for an ffmpeg 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 CACHE = web.AppKey("media_cache", MediaCache)
 FFMPEG_POOL = web.AppKey("ffmpeg_pool", FfmpegPool)
 PREFETCH = web.AppKey("hls_prefetch", set[asyncio.Task])
+SOURCES = web.AppKey("hls_sources", dict)
 
 PLAYLIST = "application/vnd.apple.mpegurl"
 SHORT_LIVED = {"Cache-Control": "public, max-age=10", **CORS_HEADERS}
@@ -37,7 +39,17 @@ IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", **CORS_HEAD
 async def _source(request: web.Request) -> tuple[dict, str, list[Variant]]:
     """The track, the current version of its file, and its variants."""
     track_id = request.match_info["id"]
-    source = await request.app[CATALOG].track_source(track_id)
+    catalog = request.app[CATALOG]
+    sources = request.app[SOURCES]
+    known = sources.get(track_id)
+    if known is not None and known[0] == catalog.generation:
+        source = known[1]
+    else:  # once per track and catalog change: segment requests then need no thread hop
+        source = await catalog.track_source(track_id)
+        sources[track_id] = (catalog.generation, source)
+        if len(sources) > 4096:
+            sources.pop(next(iter(sources)))
+    source = dict(source)
     files = request.app[OPEN_FILES]
     entry = files.cached(track_id) or await files.open(track_id)
     source["abspath"] = entry.path
@@ -65,7 +77,7 @@ async def master(request: web.Request) -> web.Response:
 async def variant_playlist(request: web.Request) -> web.Response:
     source, version, variants = await _source(request)
     variant = _variant(request, version, variants)
-    plan = segments(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
+    plan = _plan(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
     return web.Response(text=media_playlist(plan, "{index}." + _extension(variant)),
                         content_type=PLAYLIST, headers=SHORT_LIVED)
 
@@ -77,7 +89,7 @@ def _extension(variant: Variant) -> str:
 async def segment(request: web.Request) -> web.Response:
     source, version, variants = await _source(request)
     variant = _variant(request, version, variants)
-    plan = segments(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
+    plan = _plan(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
     raw, _, extension = request.match_info["segment"].partition(".")
     index = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else -1
     if not 0 <= index < len(plan) or extension != _extension(variant):
@@ -90,9 +102,17 @@ async def segment(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type=content_type, headers={"ETag": etag, **IMMUTABLE})
 
 
+def _segment_key(track_id: str, version: str, variant: Variant, index: int) -> str:
+    return f"hls/{track_id}/{version}/{variant.name}/{index}"
+
+
+# Plans depend only on (duration, variant, length): worked out once, shared by every request.
+_plan = functools.lru_cache(maxsize=4096)(segments)
+
+
 async def _segment_bytes(app: web.Application, track_id: str, version: str, source: dict,
                          variant: Variant, plan: list, index: int) -> bytes:
-    key = f"hls/{track_id}/{version}/{variant.name}/{index}"
+    key = _segment_key(track_id, version, variant, index)
     pool, cache = app[FFMPEG_POOL], app[CACHE]
 
     async def copied() -> bytes:
@@ -106,11 +126,15 @@ async def _segment_bytes(app: web.Application, track_id: str, version: str, sour
     return await cache.get_or_make(key, lambda: make_aac_segment(pool, source["abspath"], variant, plan[index]))
 
 
-def _make_ahead(app: web.Application, *args) -> None:
+def _make_ahead(app: web.Application, track_id: str, version: str, source: dict, variant: Variant,
+                plan: list, index: int) -> None:
     """Make the next segment in the background, but only with an ffmpeg slot to spare."""
     pool = app[FFMPEG_POOL]
     if pool.queued or pool.running >= pool.slots:
         return
+    if app[CACHE].has(_segment_key(track_id, version, variant, index)):
+        return
+    args = (track_id, version, source, variant, plan, index)
     task = asyncio.create_task(_segment_bytes(app, *args))
     app[PREFETCH].add(task)
     task.add_done_callback(app[PREFETCH].discard)
@@ -124,6 +148,7 @@ def _forget(task: asyncio.Task) -> None:
 
 def add_routes(app: web.Application, routes: Routes) -> None:
     app[PREFETCH] = set()
+    app[SOURCES] = {}
     routes.get("/hls/{id}/master.m3u8", master, "hls_master")
     routes.get("/hls/{id}/{version}/{variant}/index.m3u8", variant_playlist, "hls_variant")
     routes.get("/hls/{id}/{version}/{variant}/{segment}", segment, "hls_segment")
