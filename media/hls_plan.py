@@ -61,22 +61,28 @@ def variants_for(codec: str, sample_rate: int | None, bitrate: int | None,
     return out
 
 
-FIRST_SEGMENT_SECONDS = 2.0
+# The first segments are short and grow to the target: the first is what a listener waits
+# for when pressing play (ffmpeg makes 2 s of audio in about a third of the time of 6 s), and
+# each next one must be made while the previous one plays.
+RAMP_SECONDS = (2.0, 4.0)
+FIRST_SEGMENT_SECONDS = RAMP_SECONDS[0]
 
 
 def segments(duration: float, variant: Variant, target_seconds: float) -> list[Segment]:
-    """The segments of one variant: as close to `target_seconds` as whole frames allow, except
-    the first, which is short (about FIRST_SEGMENT_SECONDS): it is the one a listener waits for
-    when pressing play, and ffmpeg makes 2 s of audio in about a third of the time of 6 s."""
+    """The segments of one variant: after the short ramp, as close to `target_seconds` as whole
+    frames allow."""
     if duration <= 0:
         return []
     per_segment = max(1, round(target_seconds / variant.frame_seconds))
-    first_size = min(per_segment, max(1, round(FIRST_SEGMENT_SECONDS / variant.frame_seconds)))
     total_frames = math.ceil(duration / variant.frame_seconds - 1e-9)
-    starts = [0, *range(first_size, total_frames, per_segment)]
+    sizes = [min(per_segment, max(1, round(s / variant.frame_seconds))) for s in RAMP_SECONDS]
+    starts, frame = [], 0
+    while frame < total_frames:
+        starts.append(frame)
+        frame += sizes[len(starts) - 1] if len(starts) <= len(sizes) else per_segment
     out = []
     for index, first in enumerate(starts):
-        frames = min(starts[index + 1] if index + 1 < len(starts) else total_frames, total_frames) - first
+        frames = (starts[index + 1] if index + 1 < len(starts) else total_frames) - first
         start = first * variant.frame_seconds
         end = min((first + frames) * variant.frame_seconds, duration)
         out.append(Segment(index, first, frames, start, end - start))

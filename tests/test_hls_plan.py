@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from media.hls_plan import (
-    AAC_FRAME, FIRST_SEGMENT_SECONDS, MP3_FRAME, master_playlist, media_playlist, segments, target_duration, variants_for,
+    AAC_FRAME, FIRST_SEGMENT_SECONDS, MP3_FRAME, RAMP_SECONDS, master_playlist, media_playlist, segments, target_duration, variants_for,
 )
 
 
@@ -42,7 +42,8 @@ def test_segments_tile_the_track_on_frame_boundaries(duration, target, codec, ra
         # The first is short (fast start); the others but the last are the same whole number of
         # frames, close to the target.
         assert plan[0].duration <= FIRST_SEGMENT_SECONDS + variant.frame_seconds
-        sizes = {s.frames for s in plan[1:-1]}
+        assert len(plan) < 2 or plan[1].duration <= RAMP_SECONDS[1] + variant.frame_seconds
+        sizes = {s.frames for s in plan[2:-1]}
         assert len(sizes) <= 1
         if sizes:
             assert abs(sizes.pop() * variant.frame_seconds - target) <= variant.frame_seconds
@@ -54,9 +55,10 @@ def test_six_second_aac_segments_at_44100():
     variant = variants_for("flac", 44100, 900, [128])[0]
     plan = segments(150.0, variant, 6.0)
     assert plan[0].frames == 86  # 86 * 1024 / 44100 = 1.997 s: a quick first segment
-    assert plan[1].frames == 258  # 258 * 1024 / 44100 = 5.9907 s
-    assert math.isclose(plan[1].duration, 258 * 1024 / 44100)
-    assert len(plan) == 1 + math.ceil((150.0 - plan[0].duration) / plan[1].duration)
+    assert plan[1].frames == 172  # then 4 s
+    assert plan[2].frames == 258  # then 258 * 1024 / 44100 = 5.9907 s each
+    assert math.isclose(plan[2].duration, 258 * 1024 / 44100)
+    assert len(plan) == 2 + math.ceil((150.0 - plan[0].duration - plan[1].duration) / plan[2].duration)
     assert target_duration(plan) == 6
 
 
