@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from media.hls_plan import (
-    AAC_FRAME, FIRST_SEGMENT_SECONDS, MP3_FRAME, RAMP_SECONDS, master_playlist, media_playlist, segments, target_duration, variants_for,
+    AAC_FRAME, FIRST_SEGMENT_SECONDS, MP3_FRAME, RAMP_SECONDS, master_playlist, media_playlist,
+    segments, target_duration, variants_for,
 )
 
 
