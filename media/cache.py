@@ -51,6 +51,7 @@ class MediaCache:
     async def put(self, key: str, value: bytes) -> None:
         await asyncio.to_thread(self._cache.set, key, value)
         self.made_bytes += len(value)
+        self._remember(key, value)
 
     async def open_file(self, key: str):
         """The stored value as an open file of its own (so it can be sent with sendfile), or

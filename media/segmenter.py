@@ -29,22 +29,38 @@ class SegmentError(FfmpegFailed):
 
 async def make_aac_segment(ffmpeg: FfmpegPool, source: Path, variant: Variant, segment: Segment) -> bytes:
     """The bytes of one packed-audio segment: a timestamp tag, then the segment's ADTS frames."""
-    preroll = min(PREROLL_FRAMES, segment.first_frame)
-    start = (segment.first_frame - preroll) * variant.frame_seconds
+    return (await make_aac_segments(ffmpeg, source, variant, [segment]))[0]
+
+
+async def make_aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant,
+                            run: list[Segment]) -> list[bytes]:
+    """Consecutive segments from one ffmpeg run: within the run they join as one encoding does,
+    and the run's first segment joins its predecessor through the pre-roll. Several segments
+    per run spare ffmpeg's start-up and the pre-roll, which cost more than the encoding of 6 s."""
+    first = run[0]
+    preroll = min(PREROLL_FRAMES, first.first_frame)
+    start = (first.first_frame - preroll) * variant.frame_seconds
+    total = sum(s.frames for s in run)
     # One frame more than needed: the encoder pads the last one, and the padding is not ours.
-    seconds = (preroll + segment.frames + 1) * variant.frame_seconds
+    seconds = (preroll + total + 1) * variant.frame_seconds
     encoded = await ffmpeg.run(["-ss", f"{start:.6f}", "-i", str(source), "-t", f"{seconds:.6f}",
                                 "-vn", "-ac", "2", "-ar", str(variant.sample_rate), "-c:a", "aac",
                                 "-b:a", f"{variant.bitrate}k", "-f", "adts", "pipe:1"])
     frames = adts_frames(encoded)
-    keep_from = PRIMING_FRAMES + preroll if segment.index > 0 else 0
-    keep = segment.frames + (PRIMING_FRAMES if segment.index == 0 else 0)
-    kept = frames[keep_from:keep_from + keep]
-    if len(kept) < min(keep, len(frames) - keep_from) or not kept:
-        raise SegmentError(f"ffmpeg gave {len(frames)} frames for segment {segment.index} of {source}")
-    # Timestamps count the first segment's priming frame, so frames line up across segments.
-    first_pts = 0.0 if segment.index == 0 else segment.start + PRIMING_FRAMES * variant.frame_seconds
-    return timestamp_tag(first_pts) + b"".join(kept)
+    out = []
+    position = PRIMING_FRAMES + preroll  # the first frame that is the run's own audio
+    for segment in run:
+        if segment.index == 0:  # the track's start keeps the priming every AAC stream has
+            kept, position = frames[0:PRIMING_FRAMES + segment.frames], position + segment.frames
+        else:
+            kept, position = frames[position:position + segment.frames], position + segment.frames
+        if not kept or (len(kept) < segment.frames and segment is not run[-1]):
+            raise SegmentError(f"ffmpeg gave {len(frames)} frames for segments {first.index}-"
+                               f"{run[-1].index} of {source}")
+        # Timestamps count the first segment's priming frame, so frames line up across segments.
+        first_pts = 0.0 if segment.index == 0 else segment.start + PRIMING_FRAMES * variant.frame_seconds
+        out.append(timestamp_tag(first_pts) + b"".join(kept))
+    return out
 
 
 async def elementary_stream(ffmpeg: FfmpegPool, source: Path, codec: str) -> bytes:

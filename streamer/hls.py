@@ -18,7 +18,7 @@ from aiohttp import web
 
 from media import FfmpegPool, MediaCache
 from media.hls_plan import Variant, master_playlist, media_playlist, segments, variants_for
-from media.segmenter import copy_segment, elementary_stream, make_aac_segment
+from media.segmenter import copy_segment, elementary_stream, make_aac_segments
 from streamer.edge import Routes
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, OPEN_FILES, SETTINGS
@@ -106,6 +106,8 @@ def _segment_key(track_id: str, version: str, variant: Variant, index: int) -> s
     return f"hls/{track_id}/{version}/{variant.name}/{index}"
 
 
+RUN_LENGTH = 3  # segments made per ffmpeg run, after the first
+
 # Plans depend only on (duration, variant, length): worked out once, shared by every request.
 _plan = functools.lru_cache(maxsize=4096)(segments)
 
@@ -121,9 +123,20 @@ async def _segment_bytes(app: web.Application, track_id: str, version: str, sour
             pool, source["abspath"], variant.codec))
         return await asyncio.to_thread(copy_segment, stream, variant, plan[index])
 
-    if variant.copy:
-        return await cache.get_or_make(key, copied)
-    return await cache.get_or_make(key, lambda: make_aac_segment(pool, source["abspath"], variant, plan[index]))
+    async def encoded() -> bytes:
+        # Pressing play makes the short first segment alone, for the quickest start; any other
+        # is made with the next few not made yet, in one ffmpeg run (start-up and pre-roll cost
+        # more than encoding 6 s), and those are stored for the requests about to come.
+        run = [plan[index]]
+        while (index > 0 and len(run) < RUN_LENGTH and run[-1].index + 1 < len(plan)
+               and not cache.has(_segment_key(track_id, version, variant, run[-1].index + 1))):
+            run.append(plan[run[-1].index + 1])
+        made = await make_aac_segments(pool, source["abspath"], variant, run)
+        for segment, body in zip(run[1:], made[1:]):
+            await cache.put(_segment_key(track_id, version, variant, segment.index), body)
+        return made[0]
+
+    return await cache.get_or_make(key, copied if variant.copy else encoded)
 
 
 def _make_ahead(app: web.Application, track_id: str, version: str, source: dict, variant: Variant,

@@ -13,7 +13,7 @@ import pytest
 from media.hls_plan import segments, variants_for
 from media.packed_audio import adts_frames, timestamp_tag
 from media.ffmpeg import FfmpegPool
-from media.segmenter import make_aac_segment
+from media.segmenter import make_aac_segment, make_aac_segments
 
 RATE = 44100
 
@@ -60,14 +60,20 @@ def test_timestamp_tag_and_frames():
         adts_frames(b"not adts at all")
 
 
-async def test_segments_join_seamlessly_in_any_order(source, ffmpeg):
+@pytest.mark.parametrize("run_length", [1, 3])
+async def test_segments_join_seamlessly_in_any_order(source, ffmpeg, run_length):
+    """Made one by one, or several per ffmpeg run, the runs taken last first."""
     variant = variants_for("flac", RATE, 900, [128])[0]
     plan = segments(30.0, variant, 6.0)
     assert len(plan) >= 6  # a short ramp, then 6 s segments
     made: dict[int, bytes] = {}
     pool = FfmpegPool(ffmpeg, slots=2, queue_seconds=30)
-    for seg in reversed(plan):  # last first: nothing may depend on what came before
-        made[seg.index] = await make_aac_segment(pool, source, variant, seg)
+    runs = [plan[i:i + run_length] for i in range(0, len(plan), run_length)]
+    for run in reversed(runs):  # last first: nothing may depend on what came before
+        if run_length == 1:
+            made[run[0].index] = await make_aac_segment(pool, source, variant, run[0])
+        else:
+            made.update(zip((s.index for s in run), await make_aac_segments(pool, source, variant, run)))
     stream = b"".join(strip_tag(made[i]) for i in range(len(plan)))
     assert [len(adts_frames(strip_tag(made[s.index]))) for s in plan[1:]] == [s.frames for s in plan[1:]]
 
