@@ -37,8 +37,9 @@ class FfmpegPool:
         self.runs = 0
         self.seconds = 0.0  # ffmpeg wall time, summed
 
-    async def run(self, arguments: list[str]) -> bytes:
-        """Run ffmpeg with these arguments to completion; its stdout."""
+    @contextlib.asynccontextmanager
+    async def _slot(self):
+        """Hold one ffmpeg slot: wait in line for at most queue_seconds, then Busy."""
         self.queued += 1
         try:
             await asyncio.wait_for(self._semaphore.acquire(), self.queue_seconds)
@@ -50,43 +51,35 @@ class FfmpegPool:
         self.runs += 1
         started = time.monotonic()
         try:
-            return await _run([self.binary, "-nostdin", "-v", "error", *arguments])
+            yield
         finally:
             self.seconds += time.monotonic() - started
             self.running -= 1
             self._semaphore.release()
 
+    async def run(self, arguments: list[str]) -> bytes:
+        """Run ffmpeg with these arguments to completion; its stdout."""
+        async with self._slot():
+            return await _run([self.binary, "-nostdin", "-v", "error", *arguments])
 
     async def stream(self, arguments: list[str], chunk: int = 65536):
         """Run ffmpeg and yield its stdout as it comes; it is killed if the consumer stops early."""
-        self.queued += 1
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), self.queue_seconds)
-        except TimeoutError:
-            raise Busy(f"all {self.slots} ffmpeg slots stayed busy for {self.queue_seconds} s") from None
-        finally:
-            self.queued -= 1
-        self.running += 1
-        self.runs += 1
-        started = time.monotonic()
-        process = await asyncio.create_subprocess_exec(
-            self.binary, "-nostdin", "-v", "error", *arguments, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            while data := await process.stdout.read(chunk):
-                yield data
-            err = await process.stderr.read()
-            if await process.wait() != 0:
-                last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-                raise FfmpegFailed(f"ffmpeg failed: {last[0]}")
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()  # reaped, whatever happened
-            self.seconds += time.monotonic() - started
-            self.running -= 1
-            self._semaphore.release()
+        async with self._slot():
+            process = await asyncio.create_subprocess_exec(
+                self.binary, "-nostdin", "-v", "error", *arguments, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            try:
+                while data := await process.stdout.read(chunk):
+                    yield data
+                err = await process.stderr.read()
+                if await process.wait() != 0:
+                    last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+                    raise FfmpegFailed(f"ffmpeg failed: {last[0]}")
+            finally:
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await process.wait()  # reaped, whatever happened
 
 
 async def _run(command: list[str]) -> bytes:
