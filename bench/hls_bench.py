@@ -53,7 +53,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,7 +61,9 @@ import time
 from pathlib import Path
 from urllib.parse import urljoin
 
-from report import print_table  # bench/ is on sys.path when a benchmark runs as a script
+from common import (  # bench/ is on sys.path when a benchmark runs as a script
+    BenchError, Proc, raise_interrupt, ffmpeg_exe, free_port, verdict, wait_port, print_table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,77 +79,20 @@ REF_SECONDS = 6.0
 REQUEST_TIMEOUT = 20.0  # any one HTTP request of ours
 
 
-class BenchError(Exception):
-    """The benchmark cannot go on (missing tool, server that does not start, wrong answers...)."""
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 # --- processes --------------------------------------------------------------------------------
 
-class Proc:
-    """A child process in its own process group (its ffmpeg children too), stopped by its id."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, **kw) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True, **kw)
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(8)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        # An ffmpeg the server started would still be in the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self._log.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_port(port: int, proc: Proc, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BenchError(f"{proc.name} exited at start:\n{proc.log_tail()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise BenchError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
 
 
 # --- making the library -----------------------------------------------------------------------
 
-def ffmpeg_exe() -> str:
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:
-        raise BenchError("imageio-ffmpeg is not importable: run this with the project's Python") from exc
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def make_bases(ffmpeg: str, folder: Path, count: int, seconds: float) -> list[Path]:
@@ -235,7 +179,7 @@ async def get(session, url: str, answers: Answers, headers: dict | None = None) 
             if resp.status >= 300:
                 answers.failures.append(f"{resp.status} for {url}: {body[:200]!r}")
             return resp.status, dict(resp.headers), body
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         answers.count(0)
         answers.failures.append(f"{type(exc).__name__} for {url}: {exc}")
         return 0, {}, b""
@@ -569,8 +513,6 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and b == b and a == a and b != float("inf") else float("nan")
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def log_problems(proc: Proc) -> tuple[int, int, list[str]]:
@@ -632,7 +574,7 @@ def main() -> int:
         ap.error("--playback must be from 1 to 60 seconds")
     if args.cold < 1 or args.listeners < 1 or args.bases < 1 or args.seconds < REF_SEEK + REF_SECONDS:
         ap.error(f"--cold, --listeners and --bases must be >= 1, --seconds >= {REF_SEEK + REF_SECONDS:g}")
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
 
     tmp = Path(tempfile.mkdtemp(prefix="hls-bench-"))
     procs: list[Proc] = []
@@ -650,8 +592,8 @@ def main() -> int:
                              "(this script installs nothing)")
         cores = os.cpu_count()
         load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-        print(f"hls_bench: load average {' '.join(load)} at start; {cores} cores shared by our server (one process, its ffmpeg runs), the "
-              f"references and the clients; ffmpeg {ffmpeg}; wrk {wrk}. "
+        print(f"hls_bench: load average {' '.join(load)} at start; {cores} cores shared by our server "
+              f"(one process, its ffmpeg runs), the references and the clients; ffmpeg {ffmpeg}; wrk {wrk}. "
               f"Temp folder {tmp}", flush=True)
 
         # 0. library and server -------------------------------------------------------------------
@@ -794,8 +736,8 @@ def main() -> int:
                      "all", verdict(checks[-1])))
 
         # 4. whole track -----------------------------------------------------------------------------
-        print(f"[4] whole track: all segments of one cold track in order, against one ffmpeg "
-              f"transcoding the whole FLAC", flush=True)
+        print("[4] whole track: all segments of one cold track in order, against one ffmpeg "
+              "transcoding the whole FLAC", flush=True)
         whole = asyncio.run(whole_track(base, tracks["whole-00"], args.variant, answers))
         ref_whole = run_reference(ref_whole_cmd(ffmpeg, titles["whole-00"]))
         ours_x = whole["audio"] / whole["seconds"]

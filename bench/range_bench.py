@@ -39,7 +39,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from report import print_table  # bench/ is on sys.path when a benchmark runs as a script
+from common import (  # bench/ is on sys.path when a benchmark runs as a script
+    BenchError, Proc, raise_interrupt, free_port, verdict, wait_port, print_table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BLOCK = 65536
@@ -82,47 +83,10 @@ end
 """
 
 
-class BenchError(Exception):
-    """The benchmark cannot go on (missing tool, server that does not start, wrong bytes...)."""
 
 
 # --- processes --------------------------------------------------------------------------------
 
-class Proc:
-    """A child process in its own process group, stopped by its id at the end."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, **kw) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True, **kw)
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(8)
-            except subprocess.TimeoutExpired:
-                # Its own group only (start_new_session): nginx's worker goes with its master.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        # A worker left behind by a killed master would still be in the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self._log.close()
 
 
 def children(pid: int) -> list[int]:
@@ -155,21 +119,8 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_port(port: int, proc: Proc, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BenchError(f"{proc.name} exited at start:\n{proc.log_tail()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise BenchError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
 
 
 def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict, bytes]:
@@ -410,12 +361,8 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and b == b and a == a else float("nan")
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -445,7 +392,7 @@ def main() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
     # Stop cleanly (finally blocks run) on SIGTERM as on Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
 
     tmp = Path(tempfile.mkdtemp(prefix="range-bench-"))
     tmp.chmod(0o755)  # nginx's worker runs as nobody when started by root: it must read the library

@@ -32,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import print_table  # bench/ is on sys.path when a benchmark runs as a script
+from common import (  # bench/ is on sys.path when a benchmark runs as a script
+    BenchError, raise_interrupt, ffmpeg_exe, print_table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -52,22 +54,12 @@ FORMATS = {
 GENRES = ["Rock", "Jazz", "Ambient", "Folk", "Electronic", "Classical", "Pop", "Blues"]
 
 
-class BenchError(Exception):
-    pass
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 # --- making libraries ---------------------------------------------------------------------------
 
-def ffmpeg_exe() -> str:
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:
-        raise BenchError("imageio-ffmpeg is not importable: run this with the project's Python") from exc
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def make_bases(folder: Path, seconds: float) -> list[Path]:
@@ -219,7 +211,7 @@ def main() -> int:
     ap.add_argument("--skip-rescan", action="store_true", help="only the full-scan comparison")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
 
     tmp = Path(tempfile.mkdtemp(prefix="scan-bench-"))
     t_start = time.monotonic()
