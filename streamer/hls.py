@@ -2,9 +2,9 @@
 
 URLs below the master playlist carry the source file's version (from its size and mtime), so
 they are immutable: a changed file gets new URLs, and an old URL is a clean 404. A segment is
-made when first asked for (segment 40 first costs one ffmpeg run, not 41), by its own short
-ffmpeg run (media.segmenter); while a listener plays on, the next segment is made ahead of
-the playhead when an ffmpeg slot is free, so playback never waits for an ffmpeg start.
+made when first asked for (segment 40 first costs one ffmpeg run, not 41) by a short ffmpeg
+run (media.segmenter) that also makes the next two; while a listener plays on, the next
+segment is made ahead of the playhead when an ffmpeg slot is free.
 """
 
 from __future__ import annotations
