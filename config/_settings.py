@@ -65,7 +65,7 @@ FIELDS: tuple[Field, ...] = (
     Field("hls_segment_seconds", "int", 6, "length of HLS segments, in seconds", minimum=2, maximum=30),
     Field("hls_bitrates", "ints", (64, 128, 256), "AAC bitrates of the HLS variants, in kbit/s",
           minimum=16, maximum=512),
-    Field("ffmpeg_processes", "int", 0, "ffmpeg processes at once (0: one per core); more wait",
+    Field("ffmpeg_processes", "int", 0, "ffmpeg processes at once (0: 16 per core); more wait",
           minimum=0, maximum=64),
     Field("ffmpeg_queue_seconds", "int", 10, "how long work waits for an ffmpeg slot before the "
           "answer is 503 with Retry-After", minimum=1, maximum=600),

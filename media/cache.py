@@ -105,6 +105,26 @@ class MediaCache:
                     flight.task.cancel()
             raise
 
+    def expect(self, key: str) -> asyncio.Future | None:
+        """For a producer that makes several values in one go: mark `key` as being made, so
+        requests for it join and wait rather than start their own producer. The producer sets
+        the returned future's result (stored like any made value) or exception; if every
+        request that joined goes away, the future is cancelled. None when the key is already
+        stored or being made."""
+        if self.has(key):
+            return None
+        future = asyncio.get_running_loop().create_future()
+        self.misses += 1
+        task = asyncio.create_task(self._make(key, lambda: future))
+        task.add_done_callback(_retrieved)  # failures reach the requests that joined, if any
+        self._flights[key] = _Flight(task)
+        return future
+
+    def wanted(self, key: str) -> bool:
+        """Whether a request is waiting for the key to be made."""
+        flight = self._flights.get(key)
+        return flight is not None and flight.waiters > 0
+
     async def _make(self, key: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
         try:
             value = await make()
@@ -114,6 +134,11 @@ class MediaCache:
             return value
         finally:
             self._flights.pop(key, None)
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _Flight:

@@ -1,17 +1,25 @@
 """ffmpeg: where it is, and running it with a bound on how many run at once.
 
 Every ffmpeg the server starts goes through one FfmpegPool: at most `slots` run together, work
-beyond that waits in line for at most `queue_seconds` and is then refused (Busy, which HTTP
-answers with 503 and Retry-After), and a run whose caller goes away is killed and reaped.
+beyond that waits for at most `queue_seconds` and is then refused (Busy, which HTTP answers with
+503 and Retry-After), and a run whose caller goes away is killed and reaped.
+
+The line is ordered by deadline, not by arrival: a listener who presses play needs audio now,
+one who is playing on needs the next segment only when the current one ends. Earliest deadline
+first keeps every listener ahead of the playhead when many start at once, where first come first
+served lets the last starters' follow-up segments wait behind everyone's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import shutil
 import time
+from collections.abc import Callable
 
 from media.errors import MediaError
 
@@ -31,55 +39,91 @@ class FfmpegPool:
         self.binary = binary
         self.slots = slots
         self.queue_seconds = queue_seconds
-        self._semaphore = asyncio.Semaphore(slots)
         self.running = 0
         self.queued = 0
         self.runs = 0
         self.seconds = 0.0  # ffmpeg wall time, summed
+        self._line: list[tuple[float, int, asyncio.Future]] = []  # (deadline, arrival, waiter)
+        self._arrivals = itertools.count()
+        self._on_waiting: list[Callable[[], None]] = []
+
+    def first_deadline(self) -> float | None:
+        """The deadline of the most urgent work waiting for a slot, if any."""
+        while self._line and self._line[0][2].done():
+            heapq.heappop(self._line)  # gave up waiting
+        return self._line[0][0] if self._line else None
+
+    def when_waiting(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever work starts waiting for a slot (so paused work can give its up)."""
+        self._on_waiting.append(callback)
 
     @contextlib.asynccontextmanager
-    async def _slot(self):
-        """Hold one ffmpeg slot: wait in line for at most queue_seconds, then Busy."""
-        self.queued += 1
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), self.queue_seconds)
-        except TimeoutError:
-            raise Busy(f"all {self.slots} ffmpeg slots stayed busy for {self.queue_seconds} s") from None
-        finally:
-            self.queued -= 1
-        self.running += 1
+    async def _slot(self, deadline: float | None):
+        """Hold one ffmpeg slot: wait (earliest deadline first) for at most queue_seconds, then Busy."""
+        if self.running >= self.slots:  # a freed slot goes straight to a waiter, so none wait otherwise
+            await self._wait_in_line(time.monotonic() if deadline is None else deadline)
+        else:
+            self.running += 1
         self.runs += 1
         started = time.monotonic()
         try:
             yield
         finally:
             self.seconds += time.monotonic() - started
-            self.running -= 1
-            self._semaphore.release()
+            self._release()
 
-    async def run(self, arguments: list[str]) -> bytes:
-        """Run ffmpeg with these arguments to completion; its stdout."""
-        async with self._slot():
+    async def _wait_in_line(self, deadline: float) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._line, (deadline, next(self._arrivals), waiter))
+        self.queued += 1
+        for callback in self._on_waiting:
+            callback()
+        try:
+            await asyncio.wait_for(waiter, self.queue_seconds)
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot was handed over just as we gave up: pass it on
+            else:
+                waiter.cancel()  # left in the line, skipped when its turn comes
+            if isinstance(exc, TimeoutError):
+                raise Busy(f"all {self.slots} ffmpeg slots stayed busy for {self.queue_seconds} s") from None
+            raise
+        finally:
+            self.queued -= 1
+
+    def _release(self) -> None:
+        """Hand the slot to the waiter with the earliest deadline, or free it."""
+        while self._line:
+            _, _, waiter = heapq.heappop(self._line)
+            if not waiter.done():
+                waiter.set_result(None)  # running stays the same: the slot changes hands
+                return
+        self.running -= 1
+
+    async def run(self, arguments: list[str], deadline: float | None = None) -> bytes:
+        """Run ffmpeg with these arguments to completion; its stdout. `deadline` (time.monotonic())
+        is when the result is needed; None means now."""
+        async with self._slot(deadline):
             return await _run([self.binary, "-nostdin", "-v", "error", *arguments])
 
-    async def stream(self, arguments: list[str], chunk: int = 65536):
+    async def stream(self, arguments: list[str], chunk: int = 65536, deadline: float | None = None):
         """Run ffmpeg and yield its stdout as it comes; it is killed if the consumer stops early."""
-        async with self._slot():
+        async with self._slot(deadline):
             process = await asyncio.create_subprocess_exec(
                 self.binary, "-nostdin", "-v", "error", *arguments, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            read_all = False
             try:
                 while data := await process.stdout.read(chunk):
                     yield data
                 err = await process.stderr.read()
+                read_all = True
                 if await process.wait() != 0:
                     last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
                     raise FfmpegFailed(f"ffmpeg failed: {last[0]}")
             finally:
-                if process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        process.kill()
-                    await process.wait()  # reaped, whatever happened
+                if not read_all:  # the consumer stopped early: ffmpeg may run, or have exited unread
+                    await _kill(process)
 
 
 async def _run(command: list[str]) -> bytes:
@@ -89,15 +133,36 @@ async def _run(command: list[str]) -> bytes:
     try:
         out, err = await process.communicate()
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()  # no zombies, whatever happened
+        await _kill(process)
         raise
     if process.returncode != 0:
         last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
         log.warning("ffmpeg failed (%d): %s: %s", process.returncode, " ".join(command[4:]), last[0])
         raise FfmpegFailed(f"ffmpeg failed: {last[0]}")
     return out
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    """Kill and reap ffmpeg, even through repeated cancellation (a killed process exits at once):
+    no zombies. What it had written and nobody read is drained: asyncio's wait() also waits for
+    the pipes to close."""
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+
+    async def reap() -> None:
+        await asyncio.gather(*(pipe.read() for pipe in (process.stdout, process.stderr) if pipe))
+        await process.wait()
+
+    reaped = asyncio.ensure_future(reap())
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(reaped)
+            break
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def find_ffmpeg(configured: str = "") -> str:

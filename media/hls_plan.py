@@ -63,8 +63,10 @@ def variants_for(codec: str, sample_rate: int | None, bitrate: int | None,
 
 # The first segments are short and grow to the target: the first is what a listener waits
 # for when pressing play (ffmpeg makes 2 s of audio in about a third of the time of 6 s), and
-# each next one must be made while the previous one plays.
-RAMP_SECONDS = (2.0, 4.0)
+# each next one must be made while the ones before it play. Growing gently keeps that true
+# when many listeners start at once and each gets a small share of the CPU: a segment twice
+# as long as the audio before it would need twice real time.
+RAMP_SECONDS = (2.0, 2.0, 3.0, 4.0, 5.0)
 FIRST_SEGMENT_SECONDS = RAMP_SECONDS[0]
 
 

@@ -13,18 +13,29 @@ _PRIV_OWNER = b"com.apple.streaming.transportStreamTimestamp\x00"
 
 def adts_frames(data: bytes) -> list[memoryview]:
     """Split an ADTS stream into its frames. Raises ValueError on anything that is not ADTS."""
+    frames, used = split_adts(data)
+    if used < len(data):
+        raise ValueError(f"ADTS frame at byte {used} runs past the data")
+    return frames
+
+
+def split_adts(data: bytes) -> tuple[list[memoryview], int]:
+    """The whole ADTS frames at the start of `data`, and how many bytes they take: the rest is
+    the beginning of a frame still to come. Raises ValueError on anything that is not ADTS."""
     view = memoryview(data)
     frames = []
     i = 0
-    while i < len(data):
-        if i + 7 > len(data) or data[i] != 0xFF or data[i + 1] & 0xF6 != 0xF0:
+    while i + 7 <= len(data):
+        if data[i] != 0xFF or data[i + 1] & 0xF6 != 0xF0:
             raise ValueError(f"not an ADTS frame header at byte {i}")
         length = ((data[i + 3] & 0x03) << 11) | (data[i + 4] << 3) | (data[i + 5] >> 5)
-        if length < 7 or i + length > len(data):
-            raise ValueError(f"ADTS frame at byte {i} runs past the data")
+        if length < 7:
+            raise ValueError(f"not an ADTS frame header at byte {i}")
+        if i + length > len(data):
+            break
         frames.append(view[i:i + length])
         i += length
-    return frames
+    return frames, i
 
 
 def timestamp_tag(seconds: float) -> bytes:

@@ -10,12 +10,14 @@ as every AAC stream does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from media.ffmpeg import FfmpegFailed, FfmpegPool
 from media.hls_plan import Segment, Variant
-from media.packed_audio import adts_frames, mp3_frames, timestamp_tag
+from media.packed_audio import adts_frames, mp3_frames, split_adts, timestamp_tag
 
 log = logging.getLogger(__name__)
 
@@ -33,44 +35,77 @@ async def make_aac_segment(ffmpeg: FfmpegPool, source: Path, variant: Variant, s
 
 
 async def make_aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant,
-                            run: list[Segment]) -> list[bytes]:
-    """Consecutive segments from one ffmpeg run: within the run they join as one encoding does,
-    and the run's first segment joins its predecessor through the pre-roll. Several segments
-    per run spare ffmpeg's start-up and the pre-roll, which cost more than the encoding of 6 s."""
-    first = run[0]
+                            run: list[Segment], needed_by: float | None = None) -> list[bytes]:
+    """Consecutive segments from one ffmpeg run (see aac_segments), all at once."""
+    async with contextlib.aclosing(aac_segments(ffmpeg, source, variant, run, needed_by)) as made:
+        return [body async for body in made]
+
+
+async def aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant, following: Sequence[Segment],
+                       needed_by: float | None = None) -> AsyncIterator[bytes]:
+    """Consecutive segments from one ffmpeg run, each yielded as soon as ffmpeg has encoded it.
+
+    Within the run they join as one encoding does, and the run's first segment joins its
+    predecessor through the pre-roll. Several segments per run spare ffmpeg's start-up and the
+    pre-roll, which cost more than the encoding of 6 s. `needed_by` orders the run among others
+    waiting for ffmpeg (see FfmpegPool). The consumer sets the pace: ffmpeg waits (blocked on
+    its full pipe) while the consumer does not ask for more, and stopping early (closing the
+    generator) kills it."""
+    first = following[0]
     preroll = min(PREROLL_FRAMES, first.first_frame)
     start = (first.first_frame - preroll) * variant.frame_seconds
-    total = sum(s.frames for s in run)
+    total = sum(s.frames for s in following)
     # One frame more than needed: the encoder pads the last one, and the padding is not ours.
     seconds = (preroll + total + 1) * variant.frame_seconds
-    encoded = await ffmpeg.run(["-ss", f"{start:.6f}", "-i", str(source), "-t", f"{seconds:.6f}",
-                                "-vn", "-ac", "2", "-ar", str(variant.sample_rate), "-c:a", "aac",
-                                "-b:a", f"{variant.bitrate}k", "-f", "adts", "pipe:1"])
-    frames = adts_frames(encoded)
-    out = []
-    position = PRIMING_FRAMES + preroll  # the first frame that is the run's own audio
-    for segment in run:
-        if segment.index == 0:  # the track's start keeps the priming every AAC stream has
-            kept, position = frames[0:PRIMING_FRAMES + segment.frames], position + segment.frames
-        else:
-            kept, position = frames[position:position + segment.frames], position + segment.frames
-        if not kept or (len(kept) < segment.frames and segment is not run[-1]):
-            raise SegmentError(f"ffmpeg gave {len(frames)} frames for segments {first.index}-"
-                               f"{run[-1].index} of {source}")
-        # Timestamps count the first segment's priming frame, so frames line up across segments.
-        first_pts = 0.0 if segment.index == 0 else segment.start + PRIMING_FRAMES * variant.frame_seconds
-        out.append(timestamp_tag(first_pts) + b"".join(kept))
-    return out
+    arguments = ["-ss", f"{start:.6f}", "-i", str(source), "-t", f"{seconds:.6f}", "-vn", "-ac", "2",
+                 "-ar", str(variant.sample_rate), "-c:a", "aac", "-b:a", f"{variant.bitrate}k",
+                 "-f", "adts", "pipe:1"]
+
+    skip = 0 if first.index == 0 else PRIMING_FRAMES + preroll  # frames that are not the run's own
+    done = 0
+    kept: list[bytes] = []
+    buffer = b""
+    async with contextlib.aclosing(ffmpeg.stream(arguments, deadline=needed_by)) as chunks:
+        async for chunk in chunks:
+            data = buffer + chunk
+            try:
+                frames, used = split_adts(data)
+            except ValueError as exc:
+                raise SegmentError(f"ffmpeg's output for {source} is not ADTS: {exc}") from None
+            buffer = data[used:]
+            for frame in frames:
+                if skip:
+                    skip -= 1
+                    continue
+                kept.append(frame)
+                segment = following[done]
+                # The track's start keeps the priming frame every AAC stream has.
+                if len(kept) == segment.frames + (PRIMING_FRAMES if segment.index == 0 else 0):
+                    yield _packed(variant, segment, kept)
+                    done, kept = done + 1, []
+                    if done == len(following):
+                        return
+    segment = following[done]
+    if not kept or segment is not following[-1]:  # only the track's last segment may come up short
+        raise SegmentError(f"ffmpeg ended early, in segment {segment.index} of {source}")
+    yield _packed(variant, segment, kept)
 
 
-async def elementary_stream(ffmpeg: FfmpegPool, source: Path, codec: str) -> bytes:
+def _packed(variant: Variant, segment: Segment, frames: list[bytes]) -> bytes:
+    # Timestamps count the first segment's priming frame, so frames line up across segments.
+    first_pts = 0.0 if segment.index == 0 else segment.start + PRIMING_FRAMES * variant.frame_seconds
+    return timestamp_tag(first_pts) + b"".join(frames)
+
+
+async def elementary_stream(ffmpeg: FfmpegPool, source: Path, codec: str,
+                            needed_by: float | None = None) -> bytes:
     """The source's audio frames as they are, without container or tags: ADTS for AAC, bare
     frames for MP3 (no Xing header, which would decode as a frame of silence)."""
     if codec == "mp3":
         out = ["-c:a", "copy", "-f", "mp3", "-write_xing", "0", "-id3v2_version", "0"]
     else:
         out = ["-c:a", "copy", "-f", "adts"]
-    return await ffmpeg.run(["-i", str(source), "-map", "0:a:0", "-map_metadata", "-1", *out, "pipe:1"])
+    return await ffmpeg.run(["-i", str(source), "-map", "0:a:0", "-map_metadata", "-1", *out, "pipe:1"], needed_by)
 
 
 def copy_segment(stream: bytes, variant: Variant, segment: Segment) -> bytes:

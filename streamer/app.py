@@ -20,6 +20,7 @@ from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from media.demo import make_demo_library
 from streamer import api, hls, transcodes
+from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
 from streamer.keys import CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
 from streamer.metrics import Metrics
@@ -74,12 +75,16 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     cache = await asyncio.to_thread(MediaCache, settings.cache_dir, settings.cache_max_mb * 1024 * 1024)
     app[hls.CACHE] = cache
-    app[hls.FFMPEG_POOL] = FfmpegPool(app[FFMPEG], settings.ffmpeg_processes or os.cpu_count() or 1,
-                                      settings.ffmpeg_queue_seconds)
+    # Many more processes than cores: the kernel shares the CPU between listeners, and the
+    # runs that are ahead of their listener sit blocked on a full pipe, using none.
+    pool = FfmpegPool(app[FFMPEG], settings.ffmpeg_processes or 16 * (os.cpu_count() or 1),
+                      settings.ffmpeg_queue_seconds)
+    app[hls.FFMPEG_POOL] = pool
+    app[hls.RUNS] = SegmentRuns(pool, cache)
     try:
         yield
     finally:
-        await hls.stop_making_ahead(app)
+        await app[hls.RUNS].close()
         await asyncio.to_thread(cache.close)
 
 
@@ -162,6 +167,8 @@ async def metrics_page(request: web.Request) -> web.Response:
         "streamer_cache_bytes": ("Bytes the media cache holds on disk.", cache.volume),
         "streamer_ffmpeg_running": ("ffmpeg processes running now.", pool.running),
         "streamer_ffmpeg_queued": ("ffmpeg runs waiting for a slot.", pool.queued),
+        "streamer_ffmpeg_paused": ("ffmpeg runs paused ahead of their listener (no CPU).",
+                                   request.app[hls.RUNS].paused),
         "streamer_ffmpeg_runs": ("ffmpeg runs started.", pool.runs),
         "streamer_ffmpeg_seconds": ("Seconds spent in ffmpeg runs, summed.", pool.seconds),
     }

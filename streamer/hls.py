@@ -1,10 +1,11 @@
 """HLS over HTTP: master and variant playlists, and segments made on demand through the cache.
 
 URLs below the master playlist carry the source file's version (from its size and mtime), so
-they are immutable: a changed file gets new URLs, and an old URL is a clean 404. A segment is
-made when first asked for (segment 40 first costs one ffmpeg run, not 41) by a short ffmpeg
-run (media.segmenter) that also makes the next two; while a listener plays on, the next
-segment is made ahead of the playhead when an ffmpeg slot is free.
+they are immutable: a changed file gets new URLs, and an old URL is a clean 404. A segment of
+an AAC variant is made when first asked for (segment 40 first costs one ffmpeg run, not 41) by
+an ffmpeg run that goes on to the next ones while nobody else waits (streamer.segment_runs);
+while a listener plays on, the next segment is started before it is asked for when ffmpeg has
+a slot to spare. Segments of a copy variant are cut from the source's own frames.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import asyncio
 import functools
 import hashlib
 import logging
+from collections.abc import Awaitable
 
 from aiohttp import web
 
 from media import FfmpegPool, MediaCache
 from media.hls_plan import Variant, master_playlist, media_playlist, segments, variants_for
-from media.segmenter import copy_segment, elementary_stream, make_aac_segments
+from media.segmenter import copy_segment, elementary_stream
 from streamer.edge import Routes
+from streamer.segment_runs import SegmentRuns
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, OPEN_FILES, SETTINGS
 from streamer.originals import CORS_HEADERS
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CACHE = web.AppKey("media_cache", MediaCache)
 FFMPEG_POOL = web.AppKey("ffmpeg_pool", FfmpegPool)
-PREFETCH = web.AppKey("hls_prefetch", set[asyncio.Task])
+RUNS = web.AppKey("segment_runs", SegmentRuns)
 SOURCES = web.AppKey("hls_sources", dict)
 
 PLAYLIST = "application/vnd.apple.mpegurl"
@@ -94,7 +97,9 @@ async def segment(request: web.Request) -> web.Response:
     index = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else -1
     if not 0 <= index < len(plan) or extension != _extension(variant):
         raise ApiError(404, "not_found", f"no segment {raw!r}: this variant has {len(plan)}")
-    body = await _segment_bytes(request.app, request.match_info["id"], version, source, variant, plan, index)
+    needed_by = request.app[RUNS].needed_by(request.match_info["id"], variant, plan, index)
+    body = await _segment_bytes(request.app, request.match_info["id"], version, source, variant, plan, index,
+                                needed_by)
     if index + 1 < len(plan):
         _make_ahead(request.app, request.match_info["id"], version, source, variant, plan, index + 1)
     etag = f'"{version}-{variant.name}-{index}"'
@@ -106,69 +111,39 @@ def _segment_key(track_id: str, version: str, variant: Variant, index: int) -> s
     return f"hls/{track_id}/{version}/{variant.name}/{index}"
 
 
-RUN_LENGTH = 3  # segments made per ffmpeg run, after the first
-
 # Plans depend only on (duration, variant, length): worked out once, shared by every request.
 _plan = functools.lru_cache(maxsize=4096)(segments)
 
 
 async def _segment_bytes(app: web.Application, track_id: str, version: str, source: dict,
-                         variant: Variant, plan: list, index: int) -> bytes:
-    key = _segment_key(track_id, version, variant, index)
+                         variant: Variant, plan: list, index: int, needed_by: float) -> bytes:
     pool, cache = app[FFMPEG_POOL], app[CACHE]
 
     async def copied() -> bytes:
         # The source's frames, extracted once per file version, then cut per segment.
         stream = await cache.get_or_make(f"frames/{track_id}/{version}", lambda: elementary_stream(
-            pool, source["abspath"], variant.codec))
+            pool, source["abspath"], variant.codec, needed_by))
         return await asyncio.to_thread(copy_segment, stream, variant, plan[index])
 
-    async def encoded() -> bytes:
-        # Pressing play makes the short first segment alone, for the quickest start; any other
-        # is made with the next few not made yet, in one ffmpeg run (start-up and pre-roll cost
-        # more than encoding 6 s), and those are stored for the requests about to come.
-        run = [plan[index]]
-        while (index > 0 and len(run) < RUN_LENGTH and run[-1].index + 1 < len(plan)
-               and not cache.has(_segment_key(track_id, version, variant, run[-1].index + 1))):
-            run.append(plan[run[-1].index + 1])
-        made = await make_aac_segments(pool, source["abspath"], variant, run)
-        for segment, body in zip(run[1:], made[1:]):
-            await cache.put(_segment_key(track_id, version, variant, segment.index), body)
-        return made[0]
+    def encoded() -> Awaitable[bytes]:
+        return app[RUNS].make(track_id, functools.partial(_segment_key, track_id, version, variant),
+                              source["abspath"], variant, plan, index, needed_by)
 
-    return await cache.get_or_make(key, copied if variant.copy else encoded)
+    return await cache.get_or_make(_segment_key(track_id, version, variant, index),
+                                   copied if variant.copy else encoded)
 
 
 def _make_ahead(app: web.Application, track_id: str, version: str, source: dict, variant: Variant,
                 plan: list, index: int) -> None:
-    """Make the next segment in the background, but only with an ffmpeg slot to spare."""
-    pool = app[FFMPEG_POOL]
-    if pool.queued or pool.running >= pool.slots:
-        return
-    if app[CACHE].has(_segment_key(track_id, version, variant, index)):
-        return
-    args = (track_id, version, source, variant, plan, index)
-    task = asyncio.create_task(_segment_bytes(app, *args))
-    app[PREFETCH].add(task)
-    task.add_done_callback(app[PREFETCH].discard)
-    task.add_done_callback(_forget)
-
-
-def _forget(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("making a segment ahead failed: %s", task.exception())
+    """Start making the next segment before it is asked for, when ffmpeg has a slot to spare."""
+    if variant.copy or app[CACHE].has(_segment_key(track_id, version, variant, index)):
+        return  # a copy variant's segments are cut from frames already at hand
+    app[RUNS].make_ahead(track_id, functools.partial(_segment_key, track_id, version, variant),
+                         source["abspath"], variant, plan, index)
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:
-    app[PREFETCH] = set()
     app[SOURCES] = {}
     routes.get("/hls/{id}/master.m3u8", master, "hls_master")
     routes.get("/hls/{id}/{version}/{variant}/index.m3u8", variant_playlist, "hls_variant")
     routes.get("/hls/{id}/{version}/{variant}/{segment}", segment, "hls_segment")
-
-
-async def stop_making_ahead(app: web.Application) -> None:
-    tasks = list(app[PREFETCH])
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

@@ -40,11 +40,14 @@ def test_segments_tile_the_track_on_frame_boundaries(duration, target, codec, ra
             assert math.isclose(b.start, a.start + a.duration, abs_tol=1e-9)
         # Truthful: the durations add up to the track's duration.
         assert math.isclose(sum(s.duration for s in plan), duration, abs_tol=1e-6)
-        # The first is short (fast start); the others but the last are the same whole number of
-        # frames, close to the target.
+        # The first ones are short (fast start) and grow, never past the target; the others but
+        # the last are the same whole number of frames, close to the target.
         assert plan[0].duration <= FIRST_SEGMENT_SECONDS + variant.frame_seconds
-        assert len(plan) < 2 or plan[1].duration <= RAMP_SECONDS[1] + variant.frame_seconds
-        sizes = {s.frames for s in plan[2:-1]}
+        ramp = len(RAMP_SECONDS)
+        for segment, seconds in zip(plan[:-1], RAMP_SECONDS):
+            assert segment.duration <= min(seconds, target) + variant.frame_seconds
+        assert all(a.frames <= b.frames for a, b in zip(plan[:ramp], plan[1:-1]))
+        sizes = {s.frames for s in plan[ramp:-1]}
         assert len(sizes) <= 1
         if sizes:
             assert abs(sizes.pop() * variant.frame_seconds - target) <= variant.frame_seconds
@@ -55,11 +58,12 @@ def test_segments_tile_the_track_on_frame_boundaries(duration, target, codec, ra
 def test_six_second_aac_segments_at_44100():
     variant = variants_for("flac", 44100, 900, [128])[0]
     plan = segments(150.0, variant, 6.0)
-    assert plan[0].frames == 86  # 86 * 1024 / 44100 = 1.997 s: a quick first segment
-    assert plan[1].frames == 172  # then 4 s
-    assert plan[2].frames == 258  # then 258 * 1024 / 44100 = 5.9907 s each
-    assert math.isclose(plan[2].duration, 258 * 1024 / 44100)
-    assert len(plan) == 2 + math.ceil((150.0 - plan[0].duration - plan[1].duration) / plan[2].duration)
+    # 86 * 1024 / 44100 = 1.997 s: a quick first segment, then growing to 6 s
+    assert [s.frames for s in plan[:6]] == [86, 86, 129, 172, 215, 258]
+    assert {s.frames for s in plan[5:-1]} == {258}  # 258 * 1024 / 44100 = 5.9907 s each
+    assert math.isclose(plan[5].duration, 258 * 1024 / 44100)
+    ramp = sum(s.duration for s in plan[:5])
+    assert len(plan) == 5 + math.ceil((150.0 - ramp) / plan[5].duration)
     assert target_duration(plan) == 6
 
 

@@ -1,0 +1,93 @@
+"""The ffmpeg pool: a bound on processes, a line ordered by deadline, Busy after the queueing time,
+and a slot never lost to a caller who gives up. Real ffmpeg runs throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import pytest
+
+from media.ffmpeg import Busy, FfmpegPool
+from tests.conftest import first_track, settings_for, wait_for_scan
+from streamer import create_app
+
+
+def _silence(seconds: float) -> list[str]:
+    # arealtime paces the run, so it takes `seconds` of wall time however fast the machine is
+    return ["-f", "lavfi", "-i", f"anullsrc=r=8000:cl=mono:n=80,atrim=duration={seconds},arealtime",
+            "-f", "null", "-"]
+
+
+async def _holder(pool: FfmpegPool, seconds: float) -> asyncio.Task:
+    task = asyncio.create_task(pool.run(_silence(seconds)))
+    while pool.running < pool.slots:
+        await asyncio.sleep(0.005)
+    return task
+
+
+async def test_waiters_run_earliest_deadline_first(ffmpeg):
+    pool = FfmpegPool(ffmpeg, slots=1, queue_seconds=30)
+    holder = await _holder(pool, 0.4)
+    finished: list[str] = []
+
+    async def job(name: str, deadline: float) -> None:
+        await pool.run(_silence(0.02), deadline=deadline)
+        finished.append(name)
+
+    now = time.monotonic()
+    jobs = [asyncio.create_task(job("late", now + 9)), asyncio.create_task(job("now", now)),
+            asyncio.create_task(job("soon", now + 2))]
+    await asyncio.gather(holder, *jobs)
+    assert finished == ["now", "soon", "late"]
+    assert (pool.running, pool.queued, pool.runs) == (0, 0, 4)
+
+
+async def test_busy_after_queue_seconds_and_the_slot_is_kept(ffmpeg):
+    pool = FfmpegPool(ffmpeg, slots=1, queue_seconds=0.2)
+    holder = await _holder(pool, 1.0)
+    started = time.monotonic()
+    with pytest.raises(Busy):
+        await pool.run(_silence(0.02))
+    assert 0.15 < time.monotonic() - started < 0.9
+    assert (pool.running, pool.queued) == (1, 0)
+    await holder
+    assert pool.running == 0
+    await pool.run(_silence(0.01))  # the slot is free again, no wait
+    assert pool.running == 0
+
+
+async def test_a_waiter_that_gives_up_does_not_lose_the_slot(ffmpeg):
+    pool = FfmpegPool(ffmpeg, slots=1, queue_seconds=30)
+    holder = await _holder(pool, 0.3)
+    quitter = asyncio.create_task(pool.run(_silence(0.02)))
+    stayer = asyncio.create_task(pool.run(_silence(0.02), deadline=time.monotonic() + 5))
+    await asyncio.sleep(0.05)
+    assert pool.queued == 2
+    quitter.cancel()
+    await holder
+    await asyncio.wait_for(stayer, 5)  # would time out if the quitter had kept the slot
+    assert quitter.cancelled()
+    assert (pool.running, pool.queued) == (0, 0)
+
+
+async def test_saturated_server_answers_503_with_retry_after(aiohttp_client, demo_library, tmp_path):
+    library = tmp_path / "music"
+    shutil.copytree(demo_library, library)
+    app = create_app(settings_for(library, tmp_path / "data", ffmpeg_processes=1, ffmpeg_queue_seconds=1))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    track = await first_track(client, codec="flac")
+    from streamer.hls import FFMPEG_POOL
+
+    holder = await _holder(app[FFMPEG_POOL], 3.0)
+    try:
+        resp = await client.get(f"/stream/{track['id']}?format=mp3")
+        assert resp.status == 503
+        assert resp.headers["Retry-After"].isdigit()
+        assert (await resp.json())["error"]["code"] == "busy"
+    finally:
+        await holder
+    resp = await client.get(f"/stream/{track['id']}?format=mp3")
+    assert resp.status == 200 and len(await resp.read()) > 1000
