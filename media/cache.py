@@ -5,11 +5,16 @@ no write). On top of it, single flight: any number of concurrent requests for on
 one producer and all get its bytes. When every requester has gone, the producer is cancelled, so
 abandoned work (an ffmpeg nobody waits for) stops. Keys must name the source's identity (its size
 and mtime, say), so a changed file can never be answered from the cache.
+
+Made values go to their requests at once and are stored afterwards, by one writer thread: with
+many segments finishing together, SQLite writers from several threads would wait on each
+other's locks, and listeners on them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -28,6 +33,8 @@ class MediaCache:
         directory.mkdir(parents=True, exist_ok=True)
         self._cache = diskcache.Cache(str(directory), size_limit=size_limit)
         self._flights: dict[str, _Flight] = {}
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cache-write")
+        self._unwritten: dict[str, bytes] = {}  # made, handed out, not stored yet
         self._hot: OrderedDict[str, bytes] = OrderedDict()
         self._hot_bytes = 0
         self.hot_limit = hot_limit
@@ -36,8 +43,10 @@ class MediaCache:
         self.made_bytes = 0
 
     def close(self) -> None:
+        """Stop making; store what was made (blocking: call it from a thread)."""
         for flight in list(self._flights.values()):
             flight.task.cancel()
+        self._writer.shutdown(wait=True)
         self._cache.close()
 
     @property
@@ -46,12 +55,29 @@ class MediaCache:
         return self._cache.volume()
 
     async def get(self, key: str) -> bytes | None:
+        unwritten = self._unwritten.get(key)
+        if unwritten is not None:
+            return unwritten
         return await asyncio.to_thread(self._cache.get, key)
 
+    async def written(self) -> None:
+        """Wait until everything made so far is stored."""
+        await asyncio.get_running_loop().run_in_executor(self._writer, lambda: None)
+
     async def put(self, key: str, value: bytes) -> None:
-        await asyncio.to_thread(self._cache.set, key, value)
         self.made_bytes += len(value)
         self._remember(key, value)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._cache.set, key, value)
+
+    def _store_later(self, key: str, value: bytes) -> None:
+        self._unwritten[key] = value
+        stored = asyncio.get_running_loop().run_in_executor(self._writer, self._cache.set, key, value)
+
+        def done(future: asyncio.Future) -> None:
+            self._unwritten.pop(key, None)
+            if not future.cancelled() and future.exception() is not None:
+                log.warning("could not store %s in the cache: %s", key, future.exception())
+        stored.add_done_callback(done)
 
     async def open_file(self, key: str):
         """The stored value as an open file of its own (so it can be sent with sendfile), or
@@ -66,7 +92,7 @@ class MediaCache:
 
     def has(self, key: str) -> bool:
         """Whether the key is stored or being made (a quick indexed look-up, on the caller's thread)."""
-        return key in self._hot or key in self._flights or key in self._cache
+        return key in self._hot or key in self._flights or key in self._unwritten or key in self._cache
 
     def _remember(self, key: str, value: bytes) -> None:
         if len(value) > self.hot_limit // 8:
@@ -84,6 +110,10 @@ class MediaCache:
             self._hot.move_to_end(key)
             self.hits += 1
             return hot
+        unwritten = self._unwritten.get(key)
+        if unwritten is not None:
+            self.hits += 1
+            return unwritten
         flight = self._flights.get(key)  # being made now: join it, no disk look-up needed
         if flight is None:
             value = await self.get(key)
@@ -128,9 +158,9 @@ class MediaCache:
     async def _make(self, key: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
         try:
             value = await make()
-            await asyncio.to_thread(self._cache.set, key, value)
             self.made_bytes += len(value)
             self._remember(key, value)
+            self._store_later(key, value)
             return value
         finally:
             self._flights.pop(key, None)

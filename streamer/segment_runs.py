@@ -4,9 +4,9 @@ A segment nobody has made yet starts a run there: one ffmpeg that encodes from t
 forward and hands each segment over the moment it is encoded, storing it in the cache. The run
 keeps going while its listener keeps asking: it stays at most RUN_AHEAD segments past the last
 segment asked for (beyond that it stops reading ffmpeg's output, so the blocked ffmpeg costs no
-CPU), and stops when the track ends, when its listener has asked for nothing for IDLE_SECONDS,
-when it would make a segment that is already made, or, while paused, when others wait for an
-ffmpeg slot. Before it goes into a segment, the run enters it in the cache's single flight, so
+CPU), and stops when the track ends, when its listener has asked for nothing for IDLE_SECONDS
+or has seeked past it, when it would make a segment that is already made, or when others wait
+for an ffmpeg slot and need it sooner (or at all, while the run is paused). Before it goes into a segment, the run enters it in the cache's single flight, so
 a request for it joins the run instead of starting another ffmpeg; when every request for that
 segment has gone, the run is killed.
 
@@ -123,12 +123,14 @@ class SegmentRuns:
 
     async def _listener_keeps_up(self, listener: tuple[str, str], plan: list[Segment], index: int) -> bool:
         """Wait until segment `index` is within RUN_AHEAD of the listener's playhead: True, or
-        False when the run should stop instead: its listener went idle, or others wait for
-        ffmpeg and need it sooner than this listener needs segment `index` (or at all, while
-        this run is paused)."""
+        False when the run should stop instead: its listener went idle or seeked past it, or
+        others wait for ffmpeg and need it sooner than this listener needs segment `index` (or
+        at all, while this run is paused)."""
         idle_until = time.monotonic() + IDLE_SECONDS
         while True:
             playhead = self._playheads.get(listener, -1)
+            if index < playhead:
+                return False  # the listener went past it (a seek): a run started there serves it
             urgent = self.pool.first_deadline()
             if urgent is not None:
                 due = time.monotonic() + sum(s.duration for s in plan[max(playhead, 0):index])

@@ -10,8 +10,10 @@ import subprocess
 
 import pytest
 
-from streamer.hls import FFMPEG_POOL
-from tests.conftest import first_track, library_path
+from streamer import create_app
+from streamer.hls import CACHE, FFMPEG_POOL, RUNS
+from streamer.segment_runs import RUN_AHEAD
+from tests.conftest import encode, first_track, library_path, settings_for, wait_for_scan
 
 
 async def text(client, url, status=200):
@@ -206,3 +208,46 @@ async def test_copy_variant_serves_the_sources_own_frames(demo_server, ffmpeg):
     aac = next(t for t in tracks if t["codec"] == "aac")
     _, aac_uris = await variant_urls(demo_server, aac)
     assert aac_uris[0].split("/")[1] == "original"
+
+
+@pytest.fixture
+async def minute_server(aiohttp_client, ffmpeg, tmp_path):
+    """A server over one 60 s FLAC track: enough segments for a run to go forward."""
+    library = tmp_path / "music"
+    encode(ffmpeg, library / "Artist" / "Album" / "01 Minute.flac", 60.0)
+    app = create_app(settings_for(library, tmp_path / "data"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    return client
+
+
+async def test_a_listener_playing_on_costs_one_ffmpeg_run(minute_server):
+    track = await first_track(minute_server)
+    uri = await aac_variant(minute_server, track)
+    _, playlist = await text(minute_server, f"/hls/{track['id']}/{uri}")
+    segments = [line for line in playlist.splitlines() if line and not line.startswith("#")]
+    assert len(segments) >= 10
+    base = f"/hls/{track['id']}/{uri.rsplit('/', 1)[0]}"
+    pool = minute_server.server.app[FFMPEG_POOL]
+    for name in segments:  # in order, as a player does, each asked for once the one before came
+        resp = await minute_server.get(f"{base}/{name}")
+        assert resp.status == 200 and len(await resp.read()) > 100
+    assert pool.runs == 1
+
+
+async def test_a_far_seek_starts_a_run_there_and_the_old_one_stops(minute_server):
+    track = await first_track(minute_server)
+    uri = await aac_variant(minute_server, track)
+    base = f"/hls/{track['id']}/{uri.rsplit('/', 1)[0]}"
+    app = minute_server.server.app
+    resp = await minute_server.get(f"{base}/0.aac")
+    assert resp.status == 200
+    resp = await minute_server.get(f"{base}/9.aac")  # a seek: segments 1-8 are not wanted
+    assert resp.status == 200
+    for _ in range(50):  # the first run stops at the latest when it reaches segment 9
+        await asyncio.sleep(0.05)
+        if app[RUNS].paused == 0 and app[FFMPEG_POOL].running <= 1:
+            break
+    made = [i for i in range(1, 9) if app[CACHE].has(f"hls/{track['id']}/{base.split('/')[3]}/aac128/{i}")]
+    assert len(made) <= RUN_AHEAD  # what the first run made before the seek, and no more
+    assert app[FFMPEG_POOL].runs == 2
