@@ -273,14 +273,14 @@ async def metrics(session, base: str) -> dict[str, float]:
 
 
 async def wait_idle(session, base: str, timeout: float = 10.0) -> float:
-    """Wait until no ffmpeg works or waits in our server (segments made ahead, say). Runs paused
-    ahead of their listener count as idle (blocked on a full pipe, no CPU) once they have been
-    paused for a moment (ffmpeg fills its pipe after the pause begins)."""
+    """Wait until no ffmpeg works or waits in our server (segments made ahead, say). Processes
+    set aside ahead of their listener hold no slot and use no CPU (blocked on a full pipe) once
+    ffmpeg has filled its pipe, which the idle period here leaves time for."""
     t0 = time.monotonic()
     idle_since = None
     while time.monotonic() - t0 < timeout:
         m = await metrics(session, base)
-        working = m.get("streamer_ffmpeg_running", 1) - m.get("streamer_ffmpeg_paused", 0) if m else 1
+        working = m.get("streamer_ffmpeg_running", 1) if m else 1
         if working == 0 and m.get("streamer_ffmpeg_queued", 1) == 0:
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since >= 0.3:

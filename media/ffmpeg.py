@@ -45,17 +45,13 @@ class FfmpegPool:
         self.seconds = 0.0  # ffmpeg wall time, summed
         self._line: list[tuple[float, int, asyncio.Future]] = []  # (deadline, arrival, waiter)
         self._arrivals = itertools.count()
-        self._on_waiting: list[Callable[[], None]] = []
+        self.paused = 0  # processes set aside: blocked, using no CPU, holding no slot
 
     def first_deadline(self) -> float | None:
         """The deadline of the most urgent work waiting for a slot, if any."""
         while self._line and self._line[0][2].done():
             heapq.heappop(self._line)  # gave up waiting
         return self._line[0][0] if self._line else None
-
-    def when_waiting(self, callback: Callable[[], None]) -> None:
-        """Call `callback` whenever work starts waiting for a slot (so paused work can give its up)."""
-        self._on_waiting.append(callback)
 
     @contextlib.asynccontextmanager
     async def _slot(self, deadline: float | None):
@@ -72,12 +68,30 @@ class FfmpegPool:
             self.seconds += time.monotonic() - started
             self._release()
 
+    @contextlib.asynccontextmanager
+    async def set_aside(self, deadline: Callable[[], float]):
+        """For the holder of a slot whose ffmpeg will wait a while without using the CPU (blocked
+        on its full pipe): the slot serves others meanwhile, and is taken back on the way out,
+        waiting in line by `deadline()` as it is then."""
+        self.paused += 1
+        self._release()
+        try:
+            yield
+        finally:
+            self.paused -= 1
+            try:
+                if self.running >= self.slots:
+                    await self._wait_in_line(deadline())
+                else:
+                    self.running += 1
+            except BaseException:
+                self.running += 1  # held again, over the bound for a moment, so that it can be released
+                raise
+
     async def _wait_in_line(self, deadline: float) -> None:
         waiter = asyncio.get_running_loop().create_future()
         heapq.heappush(self._line, (deadline, next(self._arrivals), waiter))
         self.queued += 1
-        for callback in self._on_waiting:
-            callback()
         try:
             await asyncio.wait_for(waiter, self.queue_seconds)
         except BaseException as exc:

@@ -165,10 +165,10 @@ async def metrics_page(request: web.Request) -> web.Response:
         "streamer_cache_misses": ("Made media that had to be made.", cache.misses),
         "streamer_cache_made_bytes": ("Bytes of media made and stored.", cache.made_bytes),
         "streamer_cache_bytes": ("Bytes the media cache holds on disk.", cache.volume),
-        "streamer_ffmpeg_running": ("ffmpeg processes running now.", pool.running),
+        "streamer_ffmpeg_running": ("ffmpeg processes working now (holding a slot).", pool.running),
         "streamer_ffmpeg_queued": ("ffmpeg runs waiting for a slot.", pool.queued),
-        "streamer_ffmpeg_paused": ("ffmpeg runs paused ahead of their listener (no CPU).",
-                                   request.app[hls.RUNS].paused),
+        "streamer_ffmpeg_paused": ("ffmpeg processes set aside, ahead of their listener (no CPU, no slot).",
+                                   pool.paused),
         "streamer_ffmpeg_runs": ("ffmpeg runs started.", pool.runs),
         "streamer_ffmpeg_seconds": ("Seconds spent in ffmpeg runs, summed.", pool.seconds),
     }

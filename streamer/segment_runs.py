@@ -2,13 +2,15 @@
 
 A segment nobody has made yet starts a run there: one ffmpeg that encodes from that point
 forward and hands each segment over the moment it is encoded, storing it in the cache. The run
-keeps going while its listener keeps asking: it stays at most RUN_AHEAD segments past the last
-segment asked for (beyond that it stops reading ffmpeg's output, so the blocked ffmpeg costs no
-CPU), and stops when the track ends, when its listener has asked for nothing for IDLE_SECONDS
-or has seeked past it, when it would make a segment that is already made, or when others wait
-for an ffmpeg slot and need it sooner (or at all, while the run is paused). Before it goes into a segment, the run enters it in the cache's single flight, so
-a request for it joins the run instead of starting another ffmpeg; when every request for that
-segment has gone, the run is killed.
+keeps going while its listener keeps asking, at most RUN_AHEAD segments past the last one
+asked for; beyond that, or when others waiting for ffmpeg need a slot sooner than its listener
+needs its next segment, it is set aside: it stops reading ffmpeg's output, so the blocked ffmpeg
+uses no CPU, and gives its slot up until it may go on. It stops when the track ends, when its
+listener has asked for nothing for IDLE_SECONDS or has seeked past it, when it would make a
+segment that is already made, or when too many runs are set aside. Before it goes into a
+segment, the run enters it in the cache's single flight, so a request for it joins the run
+instead of starting another ffmpeg; when every request for that segment has gone, the run is
+killed.
 
 So one listener playing a track costs one ffmpeg start, and a listener who seeks far starts a
 new run there (the old one stops once it is no longer asked for). Runs wait in the ffmpeg line
@@ -41,18 +43,8 @@ class SegmentRuns:
         self.pool = pool
         self.cache = cache
         self._playheads: dict[tuple[str, str], int] = {}  # (track, variant) -> last segment asked for
-        self._wake: dict[tuple[str, str], asyncio.Event] = {}  # paused runs: playhead moved, or line grew
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}  # paused runs: set when the playhead moves
         self._tasks: set[asyncio.Task] = set()
-        pool.when_waiting(self._wake_all)
-
-    @property
-    def paused(self) -> int:
-        """Runs waiting for their listener to come closer: their ffmpeg is blocked, using no CPU."""
-        return len(self._wake)
-
-    def _wake_all(self) -> None:
-        for event in self._wake.values():
-            event.set()
 
     def needed_by(self, track_id: str, variant: Variant, plan: list[Segment], index: int) -> float:
         """When the listener asking for segment `index` needs it (time.monotonic()), and note
@@ -122,32 +114,42 @@ class SegmentRuns:
             raise
 
     async def _listener_keeps_up(self, listener: tuple[str, str], plan: list[Segment], index: int) -> bool:
-        """Wait until segment `index` is within RUN_AHEAD of the listener's playhead: True, or
-        False when the run should stop instead: its listener went idle or seeked past it, or
-        others wait for ffmpeg and need it sooner than this listener needs segment `index` (or
-        at all, while this run is paused)."""
+        """Whether to go on into segment `index`, waiting as long as needed: True, or False when
+        the run should stop instead (its listener went idle or seeked past it). A run more than
+        RUN_AHEAD segments past its listener waits until the listener comes closer, and one
+        whose slot others need sooner than its listener needs segment `index` waits for its
+        turn; either way its ffmpeg is set aside meanwhile (blocked, holding no slot)."""
         idle_until = time.monotonic() + IDLE_SECONDS
         while True:
             playhead = self._playheads.get(listener, -1)
             if index < playhead:
                 return False  # the listener went past it (a seek): a run started there serves it
+            ahead = index > playhead + RUN_AHEAD
             urgent = self.pool.first_deadline()
-            if urgent is not None:
-                due = time.monotonic() + sum(s.duration for s in plan[max(playhead, 0):index])
-                if urgent < due or index > playhead + RUN_AHEAD:
-                    return False
-            if index <= playhead + RUN_AHEAD:
+            if not ahead and (urgent is None or urgent >= self._due(listener, plan, index)):
                 return True
-            if time.monotonic() >= idle_until:
-                return False
-            wake = self._wake.setdefault(listener, asyncio.Event())
-            wake.clear()
-            try:
-                await asyncio.wait_for(wake.wait(), max(0.0, idle_until - time.monotonic()))
-            except TimeoutError:
-                return False
-            finally:
-                self._wake.pop(listener, None)
+            if time.monotonic() >= idle_until or self.pool.paused >= self.pool.slots:
+                return False  # idle, or too many set aside already: stop, a later request restarts it
+            async with self.pool.set_aside(lambda: self._due(listener, plan, index)):
+                if ahead and not await self._moved(listener, idle_until):
+                    return False
+
+    def _due(self, listener: tuple[str, str], plan: list[Segment], index: int) -> float:
+        """When the listener needs segment `index`: after the segments from its playhead on play."""
+        playhead = max(self._playheads.get(listener, 0), 0)
+        return time.monotonic() + sum(s.duration for s in plan[playhead:index])
+
+    async def _moved(self, listener: tuple[str, str], until: float) -> bool:
+        """Wait until the listener's playhead moves: True, or False at `until`."""
+        wake = self._wake.setdefault(listener, asyncio.Event())
+        wake.clear()
+        try:
+            await asyncio.wait_for(wake.wait(), max(0.0, until - time.monotonic()))
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._wake.pop(listener, None)
 
     def _finished(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
