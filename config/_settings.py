@@ -69,6 +69,8 @@ FIELDS: tuple[Field, ...] = (
           minimum=0, maximum=64),
     Field("ffmpeg_queue_seconds", "int", 10, "how long work waits for an ffmpeg slot before the "
           "answer is 503 with Retry-After", minimum=1, maximum=600),
+    Field("anonymous_reads", "choice", "auto", "listening without a token: auto (only when bound to "
+          "a loopback address), on, off", choices=("auto", "on", "off")),
     Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
     Field("ffmpeg", "str", "", "path of an ffmpeg binary (default: the one from imageio-ffmpeg)"),
     Field("log_level", "choice", "info", "logging level", choices=LOG_LEVELS),
@@ -92,6 +94,7 @@ class Settings:
     hls_bitrates: tuple[int, ...] = (64, 128, 256)
     ffmpeg_processes: int = 0
     ffmpeg_queue_seconds: int = 10
+    anonymous_reads: str = "auto"
     public_url: str = ""
     ffmpeg: str = ""
     log_level: str = "info"

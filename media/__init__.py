@@ -9,6 +9,7 @@ from typing import Any
 
 _EXPORTS = {
     "Catalog": "media.catalog",
+    "InvalidData": "media.errors",
     "InvalidQuery": "media.errors",
     "MediaError": "media.errors",
     "NotFound": "media.errors",

@@ -18,13 +18,13 @@ from typing import Any
 
 import sqlite_utils
 
-from media import ids
+from media import ids, listeners
 from media.database import Database
 from media.errors import InvalidQuery, NotFound
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -94,7 +94,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
                             create_triggers=False, tokenize="unicode61 remove_diacritics 2")
 
 
-MIGRATIONS = {1: _migrate_1}
+MIGRATIONS = {1: _migrate_1, 2: listeners.migrate}
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -15,3 +15,11 @@ class UnreadableFile(MediaError):
 
 class InvalidQuery(MediaError):
     """A catalog query with a value outside what the catalog accepts (the message names it)."""
+
+
+class InvalidData(MediaError):
+    """A write whose data the catalog cannot take (a field names what is wrong)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import secrets
+import time
 import unicodedata
 
 
@@ -27,3 +29,11 @@ def album_id(album_artist: str, title: str) -> str:
 @functools.lru_cache(maxsize=65536)
 def artist_id(name: str) -> str:
     return _digest("artist", name.casefold())
+
+
+def new_id() -> str:
+    """A new globally unique id for something a write creates: a UUIDv7 (RFC 9562) as 32 hex
+    digits, time-ordered, so rows made anywhere sort by when they were made."""
+    millis = time.time_ns() // 1_000_000
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62 | secrets.randbits(62)
+    return f"{value:032x}"

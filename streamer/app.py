@@ -19,10 +19,11 @@ from aiohttp import web
 from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from media.demo import make_demo_library
-from streamer import api, hls, transcodes
+from streamer import api, hls, listener_api, transcodes
+from streamer.auth import Auth, is_loopback, load_secret
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
-from streamer.keys import CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
+from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
 from streamer.metrics import Metrics
 from streamer.originals import OpenFiles, serve_file
 
@@ -41,15 +42,20 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_transcoding_ctx)
     app.cleanup_ctx.append(_library_ctx)
 
-    routes = Routes(app, metrics)
-    routes.get("/", index, "index")
-    routes.get("/healthz", healthz, "healthz")
-    routes.get("/readyz", readyz, "readyz")
-    routes.get("/metrics", metrics_page, "metrics")
+    anonymous = settings.anonymous_reads == "on" or (settings.anonymous_reads == "auto"
+                                                     and is_loopback(settings.host))
+    auth = Auth(load_secret(settings.data_dir), anonymous_reads=anonymous)
+    app[AUTH] = auth
+    routes = Routes(app, metrics, auth)
+    routes.get("/", index, "index", access="open")
+    routes.get("/healthz", healthz, "healthz", access="open")
+    routes.get("/readyz", readyz, "readyz", access="open")
+    routes.get("/metrics", metrics_page, "metrics", access="open")
     routes.get("/stream/{id}", stream, "stream")
     routes.get("/api/v1/library/scan", scan_status, "scan_status")
-    routes.post("/api/v1/library/scan", start_scan, "scan")
+    routes.post("/api/v1/library/scan", start_scan, "scan", access="admin")
     api.add_routes(app, routes)
+    listener_api.add_routes(app, routes)
     hls.add_routes(app, routes)
     routes.finish()
     return app
@@ -61,6 +67,7 @@ async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     catalog = await asyncio.to_thread(Catalog, settings.catalog_path)
     app[CATALOG] = catalog
+    app[AUTH].catalog = catalog
     app[OPEN_FILES] = OpenFiles(catalog, settings.library)
     app[SCANNER] = Scanner(settings.library, catalog, workers=settings.scan_workers)
     try:

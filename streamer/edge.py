@@ -1,4 +1,4 @@
-"""The edge of every route: one renderer for errors, CORS, request counting.
+"""The edge of every route: access checks, one renderer for errors, CORS, request counting.
 
 This is what a middleware would do, done without one: aiohttp runs each middleware through
 two extra layers per request (the middleware and its own `_fix_request_current_app`), which
@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from streamer.auth import ACCESS_LEVELS, Auth
 from streamer.errors import error_response, from_exception
 from streamer.metrics import Metrics
 
@@ -25,20 +26,25 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Routes:
     """Adds routes with their edge; `finish()` adds the catch-all after the last one."""
 
-    def __init__(self, app: web.Application, metrics: Metrics) -> None:
+    def __init__(self, app: web.Application, metrics: Metrics, auth: Auth) -> None:
         self.router = app.router
         self.metrics = metrics
+        self.auth = auth
         self._fallback: web.AbstractResource | None = None
 
-    def get(self, path: str, handler: Handler, name: str) -> None:
-        self.router.add_get(path, edge(handler, name, self.metrics), name=name)
+    def add(self, method: str, path: str, handler: Handler, name: str, access: str = "read") -> None:
+        """`access`: open, read, user or admin (see streamer.auth)."""
+        self.router.add_route(method, path, edge(handler, name, self.metrics, self.auth, access), name=name)
 
-    def post(self, path: str, handler: Handler, name: str) -> None:
-        self.router.add_post(path, edge(handler, name, self.metrics), name=name)
+    def get(self, path: str, handler: Handler, name: str, access: str = "read") -> None:
+        self.router.add_get(path, edge(handler, name, self.metrics, self.auth, access), name=name)
+
+    def post(self, path: str, handler: Handler, name: str, access: str = "user") -> None:
+        self.add("POST", path, handler, name, access)
 
     def finish(self) -> None:
-        route = self.router.add_route("*", "/{tail:.*}", edge(self._unmatched, "unmatched", self.metrics),
-                                      name="unmatched")
+        route = self.router.add_route("*", "/{tail:.*}", edge(self._unmatched, "unmatched", self.metrics,
+                                                              self.auth, "open"), name="unmatched")
         self._fallback = route.resource
 
     async def _unmatched(self, request: web.Request) -> web.StreamResponse:
@@ -54,10 +60,14 @@ class Routes:
         raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
 
 
-def edge(handler: Handler, name: str, metrics: Metrics) -> Handler:
+def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str) -> Handler:
+    if access not in ACCESS_LEVELS:
+        raise ValueError(f"unknown access level {access!r}")
+
     @functools.wraps(handler)
     async def at_the_edge(request: web.Request) -> web.StreamResponse:
         try:
+            await auth.check(request, access)
             response = await handler(request)
         except ConnectionError:
             # The client left before its answer was sent; 499 is how proxies count that.

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from media import Busy, FfmpegFailed, InvalidQuery, MediaError, NotFound
+from media import Busy, FfmpegFailed, InvalidData, InvalidQuery, MediaError, NotFound
 
 # Status -> code for errors that aiohttp itself raises (routing, body size, ...).
 _CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -44,6 +44,8 @@ def from_exception(exc: BaseException) -> web.Response | None:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     if isinstance(exc, NotFound):
         return error_response(404, "not_found", str(exc))
+    if isinstance(exc, InvalidData):
+        return error_response(422, "invalid_field", str(exc))
     if isinstance(exc, InvalidQuery):
         return error_response(400, "invalid_parameter", str(exc))
     if isinstance(exc, Busy):

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from config import Settings
 from media import Catalog, Scanner
+from streamer.auth import Auth
 from streamer.metrics import Metrics
 from streamer.originals import OpenFiles
 
@@ -15,3 +16,4 @@ SCANNER = web.AppKey("scanner", Scanner)
 OPEN_FILES = web.AppKey("open_files", OpenFiles)
 METRICS = web.AppKey("metrics", Metrics)
 FFMPEG = web.AppKey("ffmpeg", str)
+AUTH = web.AppKey("auth", Auth)

@@ -84,3 +84,11 @@ async def library_path(client, track: dict) -> Path:
     app = client.server.app
     relpath, _ = await app[CATALOG].track_file(track["id"])
     return app[SETTINGS].library / relpath
+
+
+async def make_user(app, name: str, role: str = "listener") -> dict[str, str]:
+    """A user made through the catalog, as `run.py user add` does; returns its auth header."""
+    from media import listeners
+
+    _, token = await app[CATALOG].db.write(listeners.add_user, name, role)
+    return {"Authorization": f"Bearer {token}"}

@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from tests.conftest import make_user
+
 TRACK_KEYS = {"id", "title", "artist", "album", "album_artist", "track_number", "disc_number", "year",
               "genre", "duration", "codec", "bitrate", "sample_rate", "channels", "size",
               "stream_url", "hls_url"}
@@ -146,7 +148,13 @@ async def test_health_ready_metrics(demo_server):
 
 
 async def test_rescan_endpoint(demo_server):
+    app = demo_server.server.app
     resp = await demo_server.post("/api/v1/library/scan")
+    assert resp.status == 401  # anonymous reads, but writes need a token
+    listener = await make_user(app, "lee")
+    resp = await demo_server.post("/api/v1/library/scan", headers=listener)
+    assert resp.status == 403  # and a rescan needs an admin
+    resp = await demo_server.post("/api/v1/library/scan", headers=await make_user(app, "ada", "admin"))
     assert resp.status == 202
     for _ in range(200):
         status = await get_json(demo_server, "/api/v1/library/scan")

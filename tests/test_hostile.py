@@ -27,7 +27,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from streamer import create_app
 from streamer.keys import CATALOG, SCANNER
-from tests.conftest import first_track, library_path, settings_for, wait_for_scan
+from tests.conftest import first_track, library_path, make_user, settings_for, wait_for_scan
 
 # One server for the whole module (a server per test would cost most of the time budget). It runs
 # as `run.py` runs it (an AppRunner with aiohttp's defaults; aiohttp's TestServer would instead
@@ -157,6 +157,12 @@ class LiveClient:
 
     def options(self, url: str, **kwargs):
         return self.session.options(url, **kwargs)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def admin(server):
+    """The Authorization header of an admin of the hostile server (a rescan needs one)."""
+    return await make_user(server.server.app, "hostile-admin", "admin")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -849,7 +855,7 @@ async def test_file_shrinking_mid_body_does_not_hang(server):
     await still_serving(server)
 
 
-async def test_scan_hammered_runs_one_scan(server):
+async def test_scan_hammered_runs_one_scan(server, admin):
     """20 POSTs arriving together: all 202 JSON, and one scan, not 20 queued one after another."""
     app = server.server.app
     scanner = app[SCANNER]
@@ -868,7 +874,7 @@ async def test_scan_hammered_runs_one_scan(server):
         for _ in range(20):
             conns.append(await asyncio.open_connection(server.server.host, server.server.port))
         for _, writer in conns:  # all in one go: they reach the server in the same loop iteration
-            writer.write(request_bytes("POST", "/api/v1/library/scan", {"Content-Length": "0"}))
+            writer.write(request_bytes("POST", "/api/v1/library/scan", {"Content-Length": "0", **admin}))
         for reader, _ in conns:
             resp = await read_response(reader)
             assert resp.status == 202
@@ -887,10 +893,10 @@ async def test_scan_hammered_runs_one_scan(server):
             writer.close()
 
 
-async def test_scan_posts_in_sequence_are_202_json(server):
+async def test_scan_posts_in_sequence_are_202_json(server, admin):
     """The harmless half of the above: sequential POSTs always answer 202 with the progress."""
     for _ in range(5):
-        resp = await server.post("/api/v1/library/scan")
+        resp = await server.post("/api/v1/library/scan", headers=admin)
         assert resp.status == 202
         body = await resp.json()
         assert {"state", "running", "files"} <= set(body)

@@ -1,0 +1,297 @@
+"""Listeners and their data: accounts, playlists, favorites and plays, and the change log.
+
+Every write is one operation, applied in one SQLite transaction together with its change-log row
+and, when the client sent an Idempotency-Key, the answer it got: the same key is applied once
+and answers the same again. What writes create (playlists, plays) gets an id made where the
+write is accepted (`ids.new_id`), not a rowid, so a node can hand it out before the master has
+seen the write. The change log (`changes`) is what replicas follow: a sequence number, the
+operation and the full resulting state of what changed, so applying a row twice is harmless.
+
+Tokens are `USERID.SECRET`; only SHA-256 of the secret is stored (the secret is 256 random bits,
+so a slow hash adds nothing), and it is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from typing import Any
+
+import sqlite_utils
+
+from media.errors import InvalidData, NotFound
+from media.ids import new_id
+
+ROLES = ("admin", "listener")
+FAVORITE_KINDS = {"tracks": "tracks", "albums": "albums", "artists": "artists"}
+MAX_PLAYLIST_TRACKS = 10_000
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Schema 2: accounts, listener data, idempotency answers and the change log."""
+    db["users"].create({"id": str, "name": str, "role": str, "token_hash": str, "created_at": str},
+                       pk="id", not_null={"name", "role"})
+    db["users"].create_index(["name"], unique=True)
+    db["playlists"].create({"id": str, "user_id": str, "name": str, "track_ids": str,
+                            "created_at": str, "updated_at": str}, pk="id")
+    db["playlists"].create_index(["user_id", "updated_at"])
+    db["favorites"].create({"user_id": str, "kind": str, "item_id": str, "created_at": str},
+                           pk=("user_id", "kind", "item_id"))
+    db["plays"].create({"id": str, "user_id": str, "track_id": str, "played_at": str, "seconds": float},
+                       pk="id")
+    db["plays"].create_index(["user_id", "played_at"])
+    db["plays"].create_index(["user_id", "track_id"])
+    db["idempotency"].create({"user_id": str, "key": str, "fingerprint": str, "status": int,
+                              "body": str, "created_at": str}, pk=("user_id", "key"))
+    db.execute("CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
+               "user_id TEXT, op TEXT NOT NULL, data TEXT NOT NULL)")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def add_user(db: sqlite_utils.Database, name: str, role: str) -> tuple[dict[str, Any], str]:
+    """A new user and its token (shown once: only its hash is kept)."""
+    if role not in ROLES:
+        raise InvalidData("role", f"must be one of {', '.join(ROLES)}")
+    if not name or len(name) > 64 or not name.isprintable() or name != name.strip():
+        raise InvalidData("name", "1 to 64 printable characters, no leading or trailing spaces")
+    if db.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
+        raise InvalidData("name", f"a user named {name!r} exists")
+    user = {"id": new_id(), "name": name, "role": role, "created_at": now()}
+    secret = secrets.token_urlsafe(32)
+    db["users"].insert({**user, "token_hash": _hash(secret)})
+    append_change(db, None, "user.put", user)
+    return user, f"{user['id']}.{secret}"
+
+
+def new_token(db: sqlite_utils.Database, name: str) -> str:
+    """Replace the user's token: the old one stops working at once."""
+    user = user_by_name(db, name)
+    secret = secrets.token_urlsafe(32)
+    db["users"].update(user["id"], {"token_hash": _hash(secret)})
+    append_change(db, None, "user.put", user)
+    return f"{user['id']}.{secret}"
+
+
+def remove_user(db: sqlite_utils.Database, name: str) -> None:
+    user = user_by_name(db, name)
+    for table in ("playlists", "favorites", "plays", "idempotency"):
+        db.execute(f"DELETE FROM {table} WHERE user_id = ?", [user["id"]])
+    db["users"].delete(user["id"])
+    append_change(db, None, "user.delete", {"id": user["id"]})
+
+
+def user_by_name(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
+    row = db.execute("SELECT id, name, role, created_at FROM users WHERE name = ?", [name]).fetchone()
+    if row is None:
+        raise NotFound(f"no user named {name!r}")
+    return dict(zip(("id", "name", "role", "created_at"), row))
+
+
+def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return [dict(zip(("id", "name", "role", "created_at"), row))
+            for row in db.execute("SELECT id, name, role, created_at FROM users ORDER BY name")]
+
+
+def user_for_token(db: sqlite_utils.Database, token: str) -> dict[str, Any] | None:
+    """The user a token belongs to, or None."""
+    user_id, _, secret = token.partition(".")
+    row = db.execute("SELECT id, name, role, token_hash FROM users WHERE id = ?", [user_id]).fetchone()
+    # Compared in constant time; an unknown user is compared too, so timing tells nothing.
+    stored = row[3] if row else "0" * 64
+    if not hmac.compare_digest(stored, _hash(secret)) or row is None:
+        return None
+    return {"id": row[0], "name": row[1], "role": row[2]}
+
+
+def user_by_id(db: sqlite_utils.Database, user_id: str) -> dict[str, Any] | None:
+    row = db.execute("SELECT id, name, role FROM users WHERE id = ?", [user_id]).fetchone()
+    return {"id": row[0], "name": row[1], "role": row[2]} if row else None
+
+
+# --- the change log ---------------------------------------------------------------------------
+
+def append_change(db: sqlite_utils.Database, user_id: str | None, op: str, data: dict[str, Any]) -> int:
+    cursor = db.execute("INSERT INTO changes (at, user_id, op, data) VALUES (?, ?, ?, ?)",
+                        [now(), user_id, op, json.dumps(data, separators=(",", ":"))])
+    return cursor.lastrowid
+
+
+def changes_since(db: sqlite_utils.Database, since: int, limit: int = 1000) -> list[dict[str, Any]]:
+    return [{"seq": seq, "at": at, "user_id": user, "op": op, "data": json.loads(data)}
+            for seq, at, user, op, data in db.execute(
+                "SELECT seq, at, user_id, op, data FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                [since, limit])]
+
+
+def last_sequence(db: sqlite_utils.Database) -> int:
+    return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+
+
+# --- writes, with idempotency -----------------------------------------------------------------
+
+def apply(db: sqlite_utils.Database, user: dict[str, Any], op: str, payload: dict[str, Any],
+          key: str | None, made: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """Apply one write for `user`: (HTTP status, answer). `made` holds what the accepting node
+    made for it (new ids), which a repeat of the request does not share. With an idempotency
+    key, a repeat of the same request answers what the first got; the key reused for another
+    request is refused."""
+    fingerprint = hashlib.sha256(json.dumps([op, payload], sort_keys=True).encode()).hexdigest()
+    if key is not None:
+        row = db.execute("SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?",
+                         [user["id"], key]).fetchone()
+        if row is not None:
+            if row[0] != fingerprint:
+                raise InvalidData("Idempotency-Key", "this key was used for a different request")
+            return row[1], json.loads(row[2])
+    status, answer = OPERATIONS[op](db, user, {**payload, **(made or {})})
+    if key is not None:
+        db["idempotency"].insert({"user_id": user["id"], "key": key, "fingerprint": fingerprint,
+                                  "status": status, "body": json.dumps(answer), "created_at": now()})
+    return status, answer
+
+
+def _check_tracks(db: sqlite_utils.Database, track_ids: list[str], field: str) -> None:
+    wanted = set(track_ids)
+    found: set[str] = set()
+    ordered = list(wanted)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(r[0] for r in db.execute(f"SELECT id FROM tracks WHERE id IN ({marks})", chunk))
+    missing = wanted - found
+    if missing:
+        raise InvalidData(field, f"no track {sorted(missing)[0]!r} in the catalog")
+
+
+def _playlist_out(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in ("id", "name", "created_at", "updated_at")}
+    out["track_ids"] = json.loads(row["track_ids"])
+    out["track_count"] = len(out["track_ids"])
+    return out
+
+
+def _own_playlist(db: sqlite_utils.Database, user: dict[str, Any], playlist_id: str) -> dict[str, Any]:
+    rows = list(db.query("SELECT * FROM playlists WHERE id = ? AND user_id = ?", [playlist_id, user["id"]]))
+    if not rows:
+        raise NotFound(f"no playlist {playlist_id!r}")
+    return rows[0]
+
+
+def _create_playlist(db, user, p):
+    _check_tracks(db, p["track_ids"], "track_ids")
+    stamp = now()
+    row = {"id": p["id"], "user_id": user["id"], "name": p["name"], "track_ids": json.dumps(p["track_ids"]),
+           "created_at": stamp, "updated_at": stamp}
+    if db.execute("SELECT 1 FROM playlists WHERE id = ?", [p["id"]]).fetchone():
+        raise InvalidData("id", "a playlist with this id exists")
+    db["playlists"].insert(row)
+    out = _playlist_out(row)
+    append_change(db, user["id"], "playlist.put", {**out, "user_id": user["id"]})
+    return 201, out
+
+
+def _update_playlist(db, user, p):
+    row = _own_playlist(db, user, p["id"])
+    track_ids = json.loads(row["track_ids"])
+    if "track_ids" in p:
+        track_ids = p["track_ids"]
+    track_ids = track_ids + p.get("append", [])
+    for position in sorted(set(p.get("remove_positions", [])), reverse=True):
+        if position >= len(track_ids):
+            raise InvalidData("remove_positions", f"no position {position}: the playlist has {len(track_ids)}")
+        del track_ids[position]
+    if len(track_ids) > MAX_PLAYLIST_TRACKS:
+        raise InvalidData("track_ids", f"at most {MAX_PLAYLIST_TRACKS} tracks")
+    _check_tracks(db, track_ids, "track_ids")
+    row.update(name=p.get("name", row["name"]), track_ids=json.dumps(track_ids), updated_at=now())
+    db["playlists"].update(row["id"], {k: row[k] for k in ("name", "track_ids", "updated_at")})
+    out = _playlist_out(row)
+    append_change(db, user["id"], "playlist.put", {**out, "user_id": user["id"]})
+    return 200, out
+
+
+def _delete_playlist(db, user, p):
+    row = _own_playlist(db, user, p["id"])
+    db["playlists"].delete(row["id"])
+    append_change(db, user["id"], "playlist.delete", {"id": row["id"]})
+    return 204, None
+
+
+def _set_favorite(db, user, p):
+    table = FAVORITE_KINDS[p["kind"]]
+    if p["on"]:
+        if not db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [p["item_id"]]).fetchone():
+            raise NotFound(f"no {p['kind'][:-1]} {p['item_id']!r}")
+        db.execute("INSERT OR IGNORE INTO favorites (user_id, kind, item_id, created_at) VALUES (?, ?, ?, ?)",
+                   [user["id"], p["kind"], p["item_id"], now()])
+    else:
+        db.execute("DELETE FROM favorites WHERE user_id = ? AND kind = ? AND item_id = ?",
+                   [user["id"], p["kind"], p["item_id"]])
+    append_change(db, user["id"], "favorite.put" if p["on"] else "favorite.delete",
+                  {"user_id": user["id"], "kind": p["kind"], "item_id": p["item_id"]})
+    return 204, None
+
+
+def _add_plays(db, user, p):
+    plays = p["plays"]
+    _check_tracks(db, [play["track_id"] for play in plays], "track_id")
+    rows = [{"id": play_id, "user_id": user["id"], "track_id": play["track_id"],
+             "played_at": play["played_at"], "seconds": play["seconds"]} for play, play_id in zip(plays, p["ids"])]
+    db.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) VALUES (?, ?, ?, ?, ?)",
+                   [tuple(r.values()) for r in rows])
+    append_change(db, user["id"], "plays.add", {"plays": rows})
+    return 201, {"ids": [r["id"] for r in rows]}
+
+
+OPERATIONS = {
+    "playlist.create": _create_playlist,
+    "playlist.update": _update_playlist,
+    "playlist.delete": _delete_playlist,
+    "favorite.set": _set_favorite,
+    "plays.add": _add_plays,
+}
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+def get_playlist(db: sqlite_utils.Database, user_id: str, playlist_id: str) -> dict[str, Any]:
+    return _playlist_out(_own_playlist(db, {"id": user_id}, playlist_id))
+
+
+def list_playlists(db: sqlite_utils.Database, user_id: str, limit: int, offset: int) -> tuple[list, int]:
+    total = db.execute("SELECT COUNT(*) FROM playlists WHERE user_id = ?", [user_id]).fetchone()[0]
+    rows = db.query("SELECT * FROM playlists WHERE user_id = ? ORDER BY updated_at DESC, id LIMIT ? OFFSET ?",
+                    [user_id, limit, offset])
+    return [_playlist_out(r) for r in rows], total
+
+
+def list_favorites(db: sqlite_utils.Database, user_id: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {kind: [] for kind in FAVORITE_KINDS}
+    for kind, item in db.execute("SELECT kind, item_id FROM favorites WHERE user_id = ? ORDER BY created_at, item_id",
+                                 [user_id]):
+        out[kind].append(item)
+    return out
+
+
+def play_counts(db: sqlite_utils.Database, user_id: str, limit: int) -> list[dict[str, Any]]:
+    return [{"track_id": t, "plays": n, "last_played_at": last} for t, n, last in db.execute(
+        "SELECT track_id, COUNT(*), MAX(played_at) FROM plays WHERE user_id = ? GROUP BY track_id "
+        "ORDER BY COUNT(*) DESC, MAX(played_at) DESC LIMIT ?", [user_id, limit])]
+
+
+def recent_plays(db: sqlite_utils.Database, user_id: str, limit: int) -> list[dict[str, Any]]:
+    return [{"id": i, "track_id": t, "played_at": at, "seconds": s} for i, t, at, s in db.execute(
+        "SELECT id, track_id, played_at, seconds FROM plays WHERE user_id = ? ORDER BY played_at DESC, id DESC "
+        "LIMIT ?", [user_id, limit])]

@@ -1,0 +1,246 @@
+"""Listener data over HTTP: playlists, favorites, plays, and who am I. Every write needs a token,
+accepts an Idempotency-Key header, and is applied by media.listeners in one transaction with its
+change-log row. Bodies are JSON, checked here field by field: 400 for what is not JSON at all,
+422 naming the field for a wrong value."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from media import listeners
+from media.ids import new_id
+from streamer.api import base_url, int_param, page_params
+from streamer.auth import USER, Auth
+from streamer.edge import Routes
+from streamer.errors import ApiError
+from streamer.keys import AUTH, CATALOG
+
+MAX_PLAYS_PER_REQUEST = 1000
+MAX_NAME = 200
+_ID = re.compile(r"[0-9a-f]{16,32}")
+
+
+def _user(request: web.Request) -> dict[str, Any]:
+    user = request.get(USER)
+    if user is None:
+        raise ApiError(401, "unauthorized", "this needs a token: Authorization: Bearer TOKEN",
+                       {"WWW-Authenticate": 'Bearer realm="streamer"'})
+    return user
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_field", f"{field}: {message}")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _invalid("body", "expected a JSON object")
+    return body
+
+
+def _key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
+        raise ApiError(400, "invalid_header", "Idempotency-Key: 1 to 200 printable ASCII characters")
+    return key
+
+
+def _name(value: Any, field: str = "name") -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+        raise _invalid(field, f"expected a non-empty string of at most {MAX_NAME} characters")
+    return value.strip()
+
+
+def _track_ids(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > listeners.MAX_PLAYLIST_TRACKS:
+        raise _invalid(field, f"expected a list of at most {listeners.MAX_PLAYLIST_TRACKS} track ids")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not _ID.fullmatch(item):
+            raise _invalid(f"{field}[{i}]", "expected a track id")
+    return value
+
+
+def _positions(value: Any, field: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 10**6
+                                              for i in value):
+        raise _invalid(field, "expected a list of positions (whole numbers from 0)")
+    return value
+
+
+async def _write(request: web.Request, op: str, payload: dict[str, Any],
+                 made: dict[str, Any] | None = None) -> web.Response:
+    user = _user(request)
+    status, answer = await request.app[CATALOG].db.write(listeners.apply, user, op, payload, _key(request), made)
+    if status == 204:
+        return web.Response(status=204)
+    return web.json_response(answer, status=status)
+
+
+# --- playlists --------------------------------------------------------------------------------
+
+async def create_playlist(request: web.Request) -> web.Response:
+    body = await _body(request)
+    payload = {"name": _name(body.get("name")), "track_ids": _track_ids(body.get("track_ids", []), "track_ids")}
+    return await _write(request, "playlist.create", payload, {"id": new_id()})
+
+
+async def update_playlist(request: web.Request) -> web.Response:
+    body = await _body(request)
+    payload: dict[str, Any] = {"id": request.match_info["id"]}
+    unknown = set(body) - {"name", "track_ids", "append", "remove_positions"}
+    if unknown:
+        raise _invalid(sorted(unknown)[0], "not a playlist field (name, track_ids, append, remove_positions)")
+    if "name" in body:
+        payload["name"] = _name(body["name"])
+    for field in ("track_ids", "append"):
+        if field in body:
+            payload[field] = _track_ids(body[field], field)
+    if "remove_positions" in body:
+        payload["remove_positions"] = _positions(body["remove_positions"], "remove_positions")
+    return await _write(request, "playlist.update", payload)
+
+
+async def delete_playlist(request: web.Request) -> web.Response:
+    return await _write(request, "playlist.delete", {"id": request.match_info["id"]})
+
+
+async def get_playlist(request: web.Request) -> web.Response:
+    user = _user(request)
+    playlist = await request.app[CATALOG].db.read(listeners.get_playlist, user["id"], request.match_info["id"])
+    # A URL to paste into any player: signed for its owner, no header needed.
+    path = f"/api/v1/playlists/{playlist['id']}/playlist.m3u8"
+    playlist["m3u8_url"] = f"{base_url(request)}{path}?{request.app[AUTH].sign(path, user['id'])}"
+    return web.json_response(playlist)
+
+
+async def list_playlists(request: web.Request) -> web.Response:
+    user = _user(request)
+    page = page_params(request)
+    items, total = await request.app[CATALOG].db.read(listeners.list_playlists, user["id"], page["limit"],
+                                                      page["offset"])
+    return web.json_response({"items": items, "total": total, "limit": page["limit"], "offset": page["offset"]})
+
+
+async def playlist_m3u8(request: web.Request) -> web.Response:
+    """The playlist as extended M3U whose every URL is signed for its owner: it plays in VLC."""
+    user = _user(request)
+    catalog = request.app[CATALOG]
+    playlist = await catalog.db.read(listeners.get_playlist, user["id"], request.match_info["id"])
+    auth: Auth = request.app[AUTH]
+    base = base_url(request)
+    lines = ["#EXTM3U", f"#PLAYLIST:{playlist['name']}"]
+    for track_id in playlist["track_ids"]:
+        try:
+            track = await catalog.track(track_id)
+        except Exception:  # removed from the library since: left out of the export
+            continue
+        path = f"/stream/{track_id}"
+        lines.append(f"#EXTINF:{round(track['duration'])},{track['artist']} - {track['title']}")
+        lines.append(f"{base}{path}?{auth.sign(path, user['id'])}")
+    return web.Response(text="\n".join(lines) + "\n", content_type="audio/x-mpegurl",
+                        headers={"Cache-Control": "private, no-store"})
+
+
+# --- favorites --------------------------------------------------------------------------------
+
+def _kind(request: web.Request) -> str:
+    kind = request.match_info["kind"]
+    if kind not in listeners.FAVORITE_KINDS:
+        raise ApiError(404, "not_found", f"no favorites of kind {kind!r} (tracks, albums, artists)")
+    return kind
+
+
+async def put_favorite(request: web.Request) -> web.Response:
+    return await _write(request, "favorite.set", {"kind": _kind(request), "item_id": request.match_info["id"],
+                                                  "on": True})
+
+
+async def delete_favorite(request: web.Request) -> web.Response:
+    return await _write(request, "favorite.set", {"kind": _kind(request), "item_id": request.match_info["id"],
+                                                  "on": False})
+
+
+async def list_favorites(request: web.Request) -> web.Response:
+    user = _user(request)
+    return web.json_response(await request.app[CATALOG].db.read(listeners.list_favorites, user["id"]))
+
+
+# --- plays ------------------------------------------------------------------------------------
+
+def _play(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _invalid(field, "expected an object with track_id, played_at and seconds")
+    track_id = value.get("track_id")
+    if not isinstance(track_id, str) or not _ID.fullmatch(track_id):
+        raise _invalid(f"{field}.track_id", "expected a track id")
+    played_at = value.get("played_at")
+    try:
+        stamp = datetime.fromisoformat(played_at.replace("Z", "+00:00")) if isinstance(played_at, str) else None
+    except ValueError:
+        stamp = None
+    if stamp is None or stamp.tzinfo is None or not 2000 <= stamp.year <= 2200:
+        raise _invalid(f"{field}.played_at", "expected an ISO 8601 time with its zone, e.g. 2026-11-27T10:00:00Z")
+    seconds = value.get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 86400:
+        raise _invalid(f"{field}.seconds", "expected how long was played, 0 to 86400 seconds")
+    played_at = stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"track_id": track_id, "played_at": played_at, "seconds": float(seconds)}
+
+
+async def add_plays(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if "plays" in body:
+        items = body["plays"]
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_PLAYS_PER_REQUEST:
+            raise _invalid("plays", f"expected a list of 1 to {MAX_PLAYS_PER_REQUEST} plays")
+        plays = [_play(item, f"plays[{i}]") for i, item in enumerate(items)]
+    else:
+        plays = [_play(body, "body")]
+    return await _write(request, "plays.add", {"plays": plays}, {"ids": [new_id() for _ in plays]})
+
+
+async def recent_plays(request: web.Request) -> web.Response:
+    user = _user(request)
+    limit = int_param(request, "limit", 50, 1, 500)
+    items = await request.app[CATALOG].db.read(listeners.recent_plays, user["id"], limit)
+    return web.json_response({"items": items})
+
+
+async def play_counts(request: web.Request) -> web.Response:
+    user = _user(request)
+    limit = int_param(request, "limit", 50, 1, 500)
+    items = await request.app[CATALOG].db.read(listeners.play_counts, user["id"], limit)
+    return web.json_response({"items": items})
+
+
+async def me(request: web.Request) -> web.Response:
+    return web.json_response(_user(request))
+
+
+def add_routes(app: web.Application, routes: Routes) -> None:
+    routes.get("/api/v1/me", me, "me", access="user")
+    routes.get("/api/v1/playlists", list_playlists, "playlists", access="user")
+    routes.post("/api/v1/playlists", create_playlist, "playlist_create")
+    routes.get("/api/v1/playlists/{id}", get_playlist, "playlist", access="user")
+    routes.add("PATCH", "/api/v1/playlists/{id}", update_playlist, "playlist_update", access="user")
+    routes.add("DELETE", "/api/v1/playlists/{id}", delete_playlist, "playlist_delete", access="user")
+    # "read": a signed URL opens it too (the handler still needs a user).
+    routes.get("/api/v1/playlists/{id}/playlist.m3u8", playlist_m3u8, "playlist_m3u8", access="read")
+    routes.get("/api/v1/favorites", list_favorites, "favorites", access="user")
+    routes.add("PUT", "/api/v1/favorites/{kind}/{id}", put_favorite, "favorite_put", access="user")
+    routes.add("DELETE", "/api/v1/favorites/{kind}/{id}", delete_favorite, "favorite_delete", access="user")
+    routes.post("/api/v1/plays", add_plays, "plays")
+    routes.get("/api/v1/plays/recent", recent_plays, "plays_recent", access="user")
+    routes.get("/api/v1/plays/counts", play_counts, "play_counts", access="user")
