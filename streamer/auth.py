@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 ACCESS_LEVELS = ("open", "read", "user", "admin")
 FAILURES_ALLOWED = 10
 FAILURE_WINDOW = 60.0
-TOKEN_CACHE_SECONDS = 30.0
+TOKEN_CACHE_SECONDS = 5.0  # a revoked token stops working within this
 SIGNED_URL_SECONDS = 7 * 24 * 3600  # a pasted playlist keeps playing for a week
 USER = web.RequestKey("user", dict)  # who is asking, when they said so
 

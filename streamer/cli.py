@@ -1,4 +1,5 @@
-"""Command line: `serve` (default), `scan`, `config`. A thin shell: parse, load settings, run.
+"""Command line: `serve` (default), `scan`, `config`, `user`, `backup`. A thin shell: parse, load
+settings, run.
 
 Every setting of config.FIELDS is a flag of every command, so the CLI can never lag the settings.
 Startup errors become one clear line on stderr and exit code 2 (bad configuration) or 1.
@@ -20,7 +21,7 @@ import config
 from config import FIELDS, ConfigError, Settings
 from media import Catalog, MediaError, Scanner, ScanProgress
 
-COMMANDS = ("serve", "scan", "config")
+COMMANDS = ("serve", "scan", "config", "user", "backup")
 log = logging.getLogger("streamer")
 
 
@@ -29,9 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     helps = {"serve": "serve the library over HTTP (the default command)",
              "scan": "scan the library into the catalog, with a progress bar, and exit",
-             "config": "print the effective configuration and exit"}
+             "config": "print the effective configuration and exit",
+             "user": "manage users: user add NAME [--admin] | user list | user token NAME | user remove NAME",
+             "backup": "copy the catalog consistently (also while the server runs) to PATH and verify the copy"}
     for name in COMMANDS:
         cmd = sub.add_parser(name, help=helps[name], description=helps[name])
+        if name == "user":
+            cmd.add_argument("action", choices=("add", "list", "token", "remove"))
+            cmd.add_argument("name", nargs="?", help="the user's name")
+            cmd.add_argument("--admin", action="store_true", help="with add: the user may administer the node")
+        elif name == "backup":
+            cmd.add_argument("path", type=Path, help="file to write the copy of the catalog to")
         cmd.add_argument("--config", type=Path, metavar="FILE",
                          help="TOML settings file (also STREAMER_CONFIG); env STREAMER_* and flags override it")
         for field in FIELDS:
@@ -56,14 +65,63 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         for line in exc.lines:
             print(f"error: {line}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
+    quiet = args.command in ("user", "backup", "config")  # their output is the answer, not a log
+    logging.basicConfig(level="WARNING" if quiet else settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "config":
         print(config.describe(settings))
         return 0
     if args.command == "scan":
         return asyncio.run(scan(settings))
+    if args.command == "user":
+        return manage_user(settings, args.action, args.name, args.admin)
+    if args.command == "backup":
+        return backup(settings, args.path)
     return serve(settings)
+
+
+def manage_user(settings: Settings, action: str, name: str | None, admin: bool) -> int:
+    from media import listeners
+
+    if action != "list" and not name:
+        print(f"error: user {action} needs a NAME", file=sys.stderr)
+        return 2
+    catalog = Catalog(settings.catalog_path)
+    try:
+        if action == "add":
+            user, token = catalog.db.write_sync(listeners.add_user, name, "admin" if admin else "listener")
+            print(f"user {user['name']} ({user['role']}) added. Its token, shown only now:\n{token}")
+        elif action == "token":
+            token = catalog.db.write_sync(listeners.new_token, name)
+            print(f"new token for {name} (the old one no longer works):\n{token}")
+        elif action == "remove":
+            catalog.db.write_sync(listeners.remove_user, name)
+            print(f"user {name} removed, with their playlists, favorites and plays")
+        else:
+            for user in catalog.db.read_sync(listeners.list_users):
+                print(f"{user['name']}\t{user['role']}\tsince {user['created_at']}")
+    except MediaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        catalog.close()
+    return 0
+
+
+def backup(settings: Settings, path: Path) -> int:
+    from media.backup import backup_catalog
+
+    if not settings.catalog_path.exists():
+        print(f"error: no catalog at {settings.catalog_path}", file=sys.stderr)
+        return 1
+    try:
+        facts = backup_catalog(settings.catalog_path, path)
+    except (OSError, MediaError) as exc:
+        print(f"error: backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"catalog copied to {path} and verified: {facts['tracks']} tracks, {facts['users']} users, "
+          f"change sequence {facts['sequence']}, {facts['bytes'] / 1e6:.1f} MB")
+    return 0
 
 
 def serve(settings: Settings) -> int:

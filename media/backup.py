@@ -1,0 +1,44 @@
+"""A consistent copy of the catalog while the server runs: SQLite's online backup, in one step,
+so the copy is the database as of one moment, whatever is being written meanwhile. The copy is
+written next to its destination and renamed into place only once it has been verified."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from media.errors import MediaError
+
+
+def backup_catalog(source: Path, destination: Path) -> dict[str, Any]:
+    destination = destination.resolve()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".partial")
+    partial.unlink(missing_ok=True)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    dst = sqlite3.connect(str(partial))
+    try:
+        src.backup(dst, pages=-1)  # all pages in one step: one consistent snapshot
+        dst.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
+    finally:
+        dst.close()
+        src.close()
+    facts = verify(partial)
+    partial.replace(destination)
+    facts["bytes"] = destination.stat().st_size
+    return facts
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """Integrity check of a catalog file, and what it holds."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            raise MediaError(f"the copy failed its integrity check: {result}")
+        return {"tracks": conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0],
+                "users": conn.execute("SELECT COUNT(*) FROM users").fetchone()[0],
+                "sequence": conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]}
+    finally:
+        conn.close()
