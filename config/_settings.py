@@ -71,6 +71,8 @@ FIELDS: tuple[Field, ...] = (
           "answer is 503 with Retry-After", minimum=1, maximum=600),
     Field("anonymous_reads", "choice", "auto", "listening without a token: auto (only when bound to "
           "a loopback address), on, off", choices=("auto", "on", "off")),
+    Field("cors_origins", "str", "*", "web origins allowed to call the listener API: * or a comma-separated "
+          "list (media and the catalog are open to every origin)"),
     Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
     Field("ffmpeg", "str", "", "path of an ffmpeg binary (default: the one from imageio-ffmpeg)"),
     Field("log_level", "choice", "info", "logging level", choices=LOG_LEVELS),
@@ -95,6 +97,7 @@ class Settings:
     ffmpeg_processes: int = 0
     ffmpeg_queue_seconds: int = 10
     anonymous_reads: str = "auto"
+    cors_origins: str = "*"
     public_url: str = ""
     ffmpeg: str = ""
     log_level: str = "info"

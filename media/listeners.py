@@ -249,8 +249,8 @@ def _add_plays(db, user, p):
     _check_tracks(db, [play["track_id"] for play in plays], "track_id")
     rows = [{"id": play_id, "user_id": user["id"], "track_id": play["track_id"],
              "played_at": play["played_at"], "seconds": play["seconds"]} for play, play_id in zip(plays, p["ids"])]
-    db.conn.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) VALUES (?, ?, ?, ?, ?)",
-                   [tuple(r.values()) for r in rows])
+    db.conn.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) "
+                        "VALUES (?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
     append_change(db, user["id"], "plays.add", {"plays": rows})
     return 201, {"ids": [r["id"] for r in rows]}
 

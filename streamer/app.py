@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> web.Application:
                                                      and is_loopback(settings.host))
     auth = Auth(load_secret(settings.data_dir), anonymous_reads=anonymous)
     app[AUTH] = auth
-    routes = Routes(app, metrics, auth)
+    routes = Routes(app, metrics, auth, settings.cors_origins)
     routes.get("/", index, "index", access="open")
     routes.get("/healthz", healthz, "healthz", access="open")
     routes.get("/readyz", readyz, "readyz", access="open")
@@ -198,6 +198,9 @@ async def start_scan(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     page = resources.files("streamer").joinpath("static/index.html").read_text(encoding="utf-8")
-    return web.Response(text=page, content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-cache"})
+    return web.Response(text=page, content_type="text/html", charset="utf-8", headers={
+        "Cache-Control": "no-cache", "X-Frame-Options": "DENY",
+        "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                   "script-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                                   "media-src 'self' blob:; frame-ancestors 'none'"})
 

@@ -26,25 +26,26 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Routes:
     """Adds routes with their edge; `finish()` adds the catch-all after the last one."""
 
-    def __init__(self, app: web.Application, metrics: Metrics, auth: Auth) -> None:
+    def __init__(self, app: web.Application, metrics: Metrics, auth: Auth, cors_origins: str = "*") -> None:
         self.router = app.router
         self.metrics = metrics
         self.auth = auth
+        self.cors = CorsPolicy(cors_origins)
         self._fallback: web.AbstractResource | None = None
 
     def add(self, method: str, path: str, handler: Handler, name: str, access: str = "read") -> None:
         """`access`: open, read, user or admin (see streamer.auth)."""
-        self.router.add_route(method, path, edge(handler, name, self.metrics, self.auth, access), name=name)
+        self.router.add_route(method, path, edge(handler, name, self.metrics, self.auth, access, self.cors), name=name)
 
     def get(self, path: str, handler: Handler, name: str, access: str = "read") -> None:
-        self.router.add_get(path, edge(handler, name, self.metrics, self.auth, access), name=name)
+        self.router.add_get(path, edge(handler, name, self.metrics, self.auth, access, self.cors), name=name)
 
     def post(self, path: str, handler: Handler, name: str, access: str = "user") -> None:
         self.add("POST", path, handler, name, access)
 
     def finish(self) -> None:
         route = self.router.add_route("*", "/{tail:.*}", edge(self._unmatched, "unmatched", self.metrics,
-                                                              self.auth, "open"), name="unmatched")
+                                                              self.auth, "open", self.cors), name="unmatched")
         self._fallback = route.resource
 
     async def _unmatched(self, request: web.Request) -> web.StreamResponse:
@@ -56,13 +57,31 @@ class Routes:
         if not allowed:
             raise web.HTTPNotFound()
         if request.method == "OPTIONS":
-            return preflight(request)
+            return preflight(request, self.cors)
         raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
 
 
-def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str) -> Handler:
+class CorsPolicy:
+    """Which web origins may call the listener API (`cors_origins`: "*" or a comma-separated list)."""
+
+    def __init__(self, origins: str) -> None:
+        self.any = origins.strip() == "*"
+        self.allowed = {o.strip().rstrip("/") for o in origins.split(",") if o.strip()}
+
+    def allow_origin(self, request: web.Request) -> str | None:
+        if self.any:
+            return "*"
+        origin = request.headers.get("Origin", "")
+        return origin if origin in self.allowed else None
+
+
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str, cors: CorsPolicy) -> Handler:
     if access not in ACCESS_LEVELS:
         raise ValueError(f"unknown access level {access!r}")
+    personal = access in ("user", "admin")  # listener data: the configured origins only
 
     @functools.wraps(handler)
     async def at_the_edge(request: web.Request) -> web.StreamResponse:
@@ -79,7 +98,16 @@ def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str)
                 response = error_response(500, "internal", "internal error (the server log has details)")
         metrics.count_request(name, request.method, response.status)
         if not response.prepared:
-            response.headers.setdefault("Access-Control-Allow-Origin", "*")
+            if personal:
+                origin = cors.allow_origin(request)
+                if origin is not None:
+                    response.headers["Access-Control-Allow-Origin"] = origin
+                if not cors.any:
+                    response.headers["Vary"] = "Origin"
+            elif request.method != "OPTIONS":  # a preflight answer has its own
+                response.headers.setdefault("Access-Control-Allow-Origin", "*")
+            for header, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(header, value)
             if response.content_length and request.method != "HEAD":
                 metrics.bytes_sent += response.content_length
         return response
@@ -87,10 +115,15 @@ def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str)
     return at_the_edge
 
 
-def preflight(request: web.Request) -> web.Response:
-    """CORS preflight: web players on other origins may GET/HEAD with Range and conditionals."""
+def preflight(request: web.Request, cors: CorsPolicy) -> web.Response:
+    """CORS preflight: web players on other origins may GET/HEAD with Range and conditionals; the
+    listener API (/api/v1/ with writes) only from the configured origins."""
+    origin = "*" if not request.path.startswith("/api/") else cors.allow_origin(request)
+    if origin is None:
+        return web.Response(status=204, headers={"Vary": "Origin"})
     return web.Response(status=204, headers={
-        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Origin": origin,
+        "Vary": "Origin",
         "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
         "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
         "Access-Control-Max-Age": "86400",

@@ -30,9 +30,12 @@ from streamer.ranges import WHOLE, ByteRange, Outcome, plan_range_header
 log = logging.getLogger(__name__)
 
 # Browsers on another origin may read these (CORS-safelisted headers don't include them).
+# Media and the catalog are for players on any origin: no cookies are used, so "*" exposes no
+# credentials. Listener data follows the `cors_origins` setting (streamer.edge).
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "Accept-Ranges, Content-Length, Content-Range, ETag, Last-Modified",
+    "X-Content-Type-Options": "nosniff",
 }
 
 

@@ -341,3 +341,27 @@ async def test_anonymous_reads_are_off_when_bound_beyond_loopback(aiohttp_client
                                   anonymous_reads="on"))
     client = await aiohttp_client(app)
     assert (await client.get("/api/v1/tracks")).status == 200
+
+
+async def test_cors_policy_and_security_headers(aiohttp_client, demo_library, tmp_path):
+    app = create_app(settings_for(demo_library, tmp_path / "data", scan_on_start=False,
+                                  cors_origins="https://music.example.org"))
+    client = await aiohttp_client(app)
+    ann = await make_user(app, "ann")
+    good, bad = {"Origin": "https://music.example.org"}, {"Origin": "https://evil.example"}
+    resp = await client.get("/api/v1/favorites", headers={**ann, **good})
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://music.example.org"
+    assert resp.headers["Vary"] == "Origin" and resp.headers["X-Content-Type-Options"] == "nosniff"
+    resp = await client.get("/api/v1/favorites", headers={**ann, **bad})
+    assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    resp = await client.options("/api/v1/playlists", headers={**bad, **preflight})
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    resp = await client.options("/api/v1/playlists", headers={**good, **preflight})
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://music.example.org"
+    # Media and the catalog stay open to players on every origin.
+    resp = await client.get("/api/v1/tracks", headers=bad)
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    page = await client.get("/")
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Referrer-Policy"] == "no-referrer"
