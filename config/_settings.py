@@ -69,6 +69,7 @@ FIELDS: tuple[Field, ...] = (
           minimum=0, maximum=64),
     Field("ffmpeg_queue_seconds", "int", 10, "how long work waits for an ffmpeg slot before the "
           "answer is 503 with Retry-After", minimum=1, maximum=600),
+    Field("upload_max_mb", "int", 200, "largest track an admin may upload, in MiB", minimum=1, maximum=4096),
     Field("anonymous_reads", "choice", "auto", "listening without a token: auto (only when bound to "
           "a loopback address), on, off", choices=("auto", "on", "off")),
     Field("cors_origins", "str", "*", "web origins allowed to call the listener API: * or a comma-separated "
@@ -96,6 +97,7 @@ class Settings:
     hls_bitrates: tuple[int, ...] = (64, 128, 256)
     ffmpeg_processes: int = 0
     ffmpeg_queue_seconds: int = 10
+    upload_max_mb: int = 200
     anonymous_reads: str = "auto"
     cors_origins: str = "*"
     public_url: str = ""

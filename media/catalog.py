@@ -345,8 +345,12 @@ def save_scanned(db: sqlite_utils.Database, tracks: list[dict[str, Any]], remove
     now = _now()
     db.conn.executemany(_UPSERT, [[t[f] for f in SCANNED_FIELDS] + list(effective(t)) + [now, now]
                                   for t in tracks])
+    if tracks:  # in the change log like every write: what a replica needs to do the same
+        listeners.append_change(db, None, "tracks.put", {"tracks": [{f: t[f] for f in SCANNED_FIELDS}
+                                                                    for t in tracks]})
     if removed:
         db.conn.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])
+        listeners.append_change(db, None, "tracks.delete", {"paths": removed})
 
 
 def save_folder_images(db: sqlite_utils.Database, images: dict[str, str]) -> None:
@@ -468,9 +472,33 @@ class Catalog:
         def finish(db: sqlite_utils.Database) -> None:
             save_folder_images(db, folder_images)
             regroup(db)
+            listeners.append_change(db, None, "catalog.regroup", {"folder_images": folder_images})
 
         await self.db.write(finish)
         self.generation += 1
+
+    async def add_track(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A track added outside a scan (an upload): saved, grouped, in the change log."""
+        def add(db: sqlite_utils.Database) -> None:
+            save_scanned(db, [record], [])
+            regroup(db)
+
+        await self.db.write(add)
+        self.generation += 1
+        return await self.track(record["id"])
+
+    async def edit_track(self, track_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a track's catalog metadata (its tags as the catalog knows them, not the file)."""
+        def edit(db: sqlite_utils.Database) -> None:
+            rows = list(db.query(f"SELECT {', '.join(SCANNED_FIELDS)} FROM tracks WHERE id = ?", [track_id]))
+            if not rows:
+                raise NotFound(f"no track {track_id!r}")
+            save_scanned(db, [{**rows[0], **changes}], [])
+            regroup(db)
+
+        await self.db.write(edit)
+        self.generation += 1
+        return await self.track(track_id)
 
     def bump(self) -> None:
         self.generation += 1

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from media import listeners
 from media.backup import backup_catalog
 from streamer import create_app
-from streamer.keys import AUTH, CATALOG
+from streamer.keys import AUTH, CATALOG, SETTINGS
 from tests.conftest import make_user, settings_for, wait_for_scan
 
 RUN = str(Path(__file__).resolve().parent.parent / "run.py")
@@ -365,3 +365,78 @@ async def test_cors_policy_and_security_headers(aiohttp_client, demo_library, tm
     page = await client.get("/")
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["Referrer-Policy"] == "no-referrer"
+
+
+async def _upload(client, headers, path: Path, name: str | None = None):
+    import aiohttp
+
+    form = aiohttp.FormData()
+    form.add_field("file", path.read_bytes(), filename=name or path.name, content_type="application/octet-stream")
+    return await client.post("/api/v1/tracks", data=form, headers=headers)
+
+
+async def test_upload_a_track(node, ffmpeg, tmp_path):
+    from tests.conftest import encode
+
+    song = encode(ffmpeg, tmp_path / "in" / "whatever.mp3", 3.0,
+                  metadata={"artist": "Upload/Band", "album": "New Album", "title": "Fresh", "track": "4"})
+    assert (await _upload(node, node.ann, song)).status == 403  # admins only
+    resp = await _upload(node, node.ada, song)
+    assert resp.status == 201, await resp.text()
+    track = await resp.json()
+    assert track["title"] == "Fresh" and track["artist"] == "Upload/Band" and track["codec"] == "mp3"
+    kept = node.server.app[SETTINGS].library / "Upload Band" / "New Album" / "04 Fresh.mp3"
+    assert kept.read_bytes() == song.read_bytes()
+    resp = await node.get(f"/stream/{track['id']}")  # in the catalog and playable right away
+    assert resp.status == 200 and await resp.read() == song.read_bytes()
+    again = await _upload(node, node.ada, song)
+    assert again.status == 409
+    assert not [p for p in kept.parent.parent.parent.iterdir() if p.name.startswith(".upload")]
+
+
+async def test_upload_refuses_what_is_not_audio_or_too_big(aiohttp_client, demo_library, tmp_path):
+    library = tmp_path / "music"
+    shutil.copytree(demo_library, library)
+    app = create_app(settings_for(library, tmp_path / "data", scan_on_start=False, upload_max_mb=1))
+    client = await aiohttp_client(app)
+    ada = await make_user(app, "ada", "admin")
+    fake = tmp_path / "fake.mp3"
+    fake.write_bytes(b"this is not audio at all" * 100)
+    resp = await _upload(client, ada, fake)
+    assert resp.status == 422 and (await resp.json())["error"]["message"].startswith("file:")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert (await _upload(client, ada, text)).status == 422
+    big = tmp_path / "big.flac"
+    big.write_bytes(b"\0" * (2 * 1024 * 1024))
+    assert (await _upload(client, ada, big)).status == 413
+    leftovers = [p for p in library.rglob("*") if p.name.startswith(".upload")]
+    assert not leftovers
+    resp = await client.post("/api/v1/tracks", data=b"plain", headers={**ada, "Content-Type": "text/plain"})
+    assert resp.status in (400, 422)
+
+
+async def test_edit_track_metadata(node):
+    t = node.track_ids[0]
+    resp = await node.patch(f"/api/v1/tracks/{t}", json={"title": "Renamed", "genre": "Jazz"}, headers=node.ann)
+    assert resp.status == 403
+    resp = await node.patch(f"/api/v1/tracks/{t}", json={"title": "Renamed", "genre": "Jazz", "year": 1999},
+                            headers=node.ada)
+    assert resp.status == 200
+    track = await resp.json()
+    assert (track["title"], track["genre"], track["year"]) == ("Renamed", "Jazz", 1999)
+    found = await (await node.get("/api/v1/search?q=Renamed")).json()
+    assert any(x["id"] == t for x in found["tracks"])
+    for body, field in (({"title": ""}, "title"), ({"bpm": 3}, "bpm"), ({"year": "x"}, "year"), ([], "body")):
+        resp = await node.patch(f"/api/v1/tracks/{t}", json=body, headers=node.ada)
+        assert resp.status == 422 and (await resp.json())["error"]["message"].startswith(field)
+    assert (await node.patch("/api/v1/tracks/" + "0" * 16, json={"title": "x"}, headers=node.ada)).status == 404
+    ops = [c["op"] for c in await changes(node)]
+    assert ops[-1] == "catalog.regroup" or ops[-1] == "tracks.put"
+
+
+async def test_scans_are_in_the_change_log(node):
+    log = await changes(node)
+    scanned = {t["id"] for c in log if c["op"] == "tracks.put" for t in c["data"]["tracks"]}
+    assert set(node.track_ids) <= scanned
+    assert any(c["op"] == "catalog.regroup" for c in log)

@@ -1,0 +1,115 @@
+"""Admin writes to the library: upload a track, edit a track's catalog metadata.
+
+An upload streams to a hidden file in the library (the scanner skips hidden files), is checked
+with mutagen before anything is kept, and is then linked into place as Artist/Album/NN Title.ext
+(a link, so it never replaces a file already there) and put in the catalog at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from typing import Any
+
+from aiohttp import web
+
+from media import UnreadableFile, ids
+from media.formats import container_for
+from media.tags import read_track
+from streamer.edge import Routes
+from streamer.errors import ApiError
+from streamer.keys import CATALOG, SETTINGS
+
+CHUNK = 256 * 1024
+_UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]+')
+EDITABLE = {"title": str, "artist": str, "album": str, "album_artist": str, "genre": str,
+            "track_number": int, "disc_number": int, "year": int}
+# The catalog keeps tags as read; an edit changes those, and the shown values follow from them.
+_TAG_COLUMN = {"artist": "tag_artist", "album": "tag_album", "album_artist": "album_artist_tag"}
+
+
+def _part(text: str, fallback: str, limit: int = 120) -> str:
+    """A safe file or folder name: no separators or control characters, no leading dots."""
+    cleaned = _UNSAFE.sub(" ", text).strip().lstrip(".").strip()
+    return cleaned[:limit].strip() or fallback
+
+
+async def upload_track(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    limit = settings.upload_max_mb * 1024 * 1024
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        raise ApiError(413, "payload_too_large", f"uploads are limited to {settings.upload_max_mb} MB")
+    try:
+        reader = await request.multipart()
+    except (AssertionError, ValueError, KeyError):
+        raise ApiError(400, "invalid_body", "expected multipart/form-data with a 'file' field") from None
+    field = await reader.next()
+    while field is not None and getattr(field, "name", None) != "file":
+        field = await reader.next()
+    if field is None or not getattr(field, "filename", None):
+        raise ApiError(422, "invalid_field", "file: expected a file field named 'file'")
+    extension = os.path.splitext(field.filename)[1].lower()
+    if container_for("x" + extension) is None:
+        raise ApiError(422, "invalid_field", f"file: {extension or 'no extension'} is not an audio file type")
+    library = settings.library
+    temporary = library / f".upload-{ids.new_id()}{extension}"
+    try:
+        size = 0
+        with open(temporary, "xb") as out:
+            while chunk := await field.read_chunk(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "payload_too_large", f"uploads are limited to {settings.upload_max_mb} MB")
+                await asyncio.to_thread(out.write, chunk)
+        try:
+            facts = await asyncio.to_thread(read_track, temporary, size)
+        except UnreadableFile as exc:
+            raise ApiError(422, "invalid_field", f"file: not usable audio: {exc}") from None
+        artist = _part(facts["album_artist_tag"] or facts["tag_artist"], "Unknown Artist")
+        album = _part(facts["tag_album"], "Unknown Album")
+        number = f"{facts['track_number']:02d} " if facts["track_number"] else ""
+        name = _part(f"{number}{facts['title']}", "Untitled", 180) + extension
+        relative = f"{artist}/{album}/{name}"
+        destination = library / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(temporary, destination)  # atomic, and never replaces what is there
+        except FileExistsError:
+            raise ApiError(409, "conflict", f"{relative} is already in the library") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    stat = destination.stat()
+    record = {**facts, "id": ids.track_id(relative), "path": relative, "size": stat.st_size,
+              "mtime_ns": stat.st_mtime_ns, "container": container_for(relative)}
+    track = await request.app[CATALOG].add_track(record)
+    return web.json_response(track, status=201)
+
+
+async def edit_track(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict) or not body:
+        raise ApiError(422, "invalid_field", f"body: expected an object with some of {', '.join(EDITABLE)}")
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        kind = EDITABLE.get(key)
+        if kind is None:
+            raise ApiError(422, "invalid_field", f"{key}: not an editable field ({', '.join(EDITABLE)})")
+        if value is not None and (type(value) is not kind or (kind is str and len(value) > 500)
+                                  or (kind is int and not 0 <= value <= 9999)):
+            raise ApiError(422, "invalid_field", f"{key}: expected {'a string' if kind is str else 'a number'} or null")
+        if key == "title" and not (value or "").strip():
+            raise ApiError(422, "invalid_field", "title: must not be empty")
+        changes[_TAG_COLUMN.get(key, key)] = value.strip() if isinstance(value, str) else value
+    track = await request.app[CATALOG].edit_track(request.match_info["id"], changes)
+    return web.json_response(track)
+
+
+def add_routes(app: web.Application, routes: Routes) -> None:
+    routes.post("/api/v1/tracks", upload_track, "track_upload", access="admin")
+    routes.add("PATCH", "/api/v1/tracks/{id}", edit_track, "track_edit", access="admin")
