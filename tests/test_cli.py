@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -96,3 +97,50 @@ def test_scan_command_reports_progress_and_summary(tmp_path, demo_library):
 def test_config_command_masks_nothing_it_should_not(tmp_path):
     result = run("config", "--port", "9999", cwd=tmp_path)
     assert result.returncode == 0 and "port = 9999" in result.stdout
+
+
+def test_logs_carry_no_tokens_or_signatures(tmp_path, demo_library):
+    """At log level debug (access log on), a token and a signed URL leave no secret in the log."""
+    data = tmp_path / "data"
+    token = run("user", "add", "ann", "--data-dir", str(data), cwd=tmp_path).stdout.strip().splitlines()[-1]
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, RUN, "--port", str(port), "--library", str(demo_library),
+                                 "--data-dir", str(data), "--log-level", "debug"], cwd=tmp_path,
+                                stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if get_json(f"{base}/api/v1/library/scan")["state"] == "done":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        track = get_json(f"{base}/api/v1/tracks?limit=1")["items"][0]
+
+        def call(url, method="GET", body=None, auth=token):
+            request = urllib.request.Request(url, method=method, data=body, headers={
+                "Authorization": f"Bearer {auth}", "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        made = call(f"{base}/api/v1/playlists", "POST", json.dumps({"name": "x", "track_ids": [track["id"]]}).encode())
+        signed = call(f"{base}/api/v1/playlists/{made['id']}")["m3u8_url"]
+        with urllib.request.urlopen(signed, timeout=10) as resp:
+            assert resp.status == 200
+        assert call(f"{base}/api/v1/me", auth=token[:-4] + "AAAA") == 401  # a failed one is logged too
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "/api/v1/playlists" in text and "failed authentication" in text  # the log is on
+    secret = token.split(".")[1]
+    assert secret not in text and secret[:-4] not in text
+    assert "sig=" not in text and signed.split("sig=")[1] not in text

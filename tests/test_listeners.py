@@ -440,3 +440,10 @@ async def test_scans_are_in_the_change_log(node):
     scanned = {t["id"] for c in log if c["op"] == "tracks.put" for t in c["data"]["tracks"]}
     assert set(node.track_ids) <= scanned
     assert any(c["op"] == "catalog.regroup" for c in log)
+
+
+async def test_oversized_bodies_get_413(node):
+    body = b'{"plays": [' + b" " * (2 * 1024 * 1024) + b"]}"
+    resp = await node.post("/api/v1/plays", data=body, headers={**node.ann, "Content-Type": "application/json"})
+    assert resp.status == 413 and (await resp.json())["error"]["code"] == "payload_too_large"
+    assert (await node.get("/api/v1/plays/recent", headers=node.ann)).status == 200
