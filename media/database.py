@@ -3,11 +3,18 @@
 Readers never wait for the writer (WAL), and the writer is a single thread, so write transactions
 are serialised without locks in Python. `await db.read(fn, ...)` and `await db.write(fn, ...)` run
 `fn(conn, ...)` with a sqlite-utils Database in the right thread.
+
+Writes are group-committed: the writes waiting when the writer thread comes round run in one
+transaction, each inside its own savepoint, so each is still all or nothing (one that raises is
+rolled back alone and its caller gets the exception), and all are answered after the commit. Under
+load that is one thread hand-off and one commit for many writes instead of one each. A write
+function must therefore not commit: plain SQL, not sqlite-utils' row methods, which do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sqlite3
 import threading
@@ -42,6 +49,9 @@ class Database:
         self._all_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-write")
+        self._waiting: collections.deque = collections.deque()  # (fn, args, future, loop)
+        self._waiting_lock = threading.Lock()
+        self._writer_busy = False
 
     def _conn(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
@@ -65,7 +75,44 @@ class Database:
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, partial(self._run_write, fn, *args))
+        future = loop.create_future()
+        with self._waiting_lock:
+            self._waiting.append((fn, args, future, loop))
+            start = not self._writer_busy
+            self._writer_busy = True
+        if start:
+            self._writer.submit(self._write_waiting)
+        return await future
+
+    def _write_waiting(self) -> None:
+        """In the writer thread: apply every waiting write, a batch per transaction, until none wait."""
+        db = self._conn()
+        while True:
+            with self._waiting_lock:
+                if not self._waiting:
+                    self._writer_busy = False
+                    return
+                batch = list(self._waiting)
+                self._waiting.clear()
+            outcomes = []
+            try:
+                db.conn.execute("BEGIN IMMEDIATE")
+                for fn, args, _, _ in batch:
+                    db.conn.execute("SAVEPOINT one_write")
+                    try:
+                        outcomes.append((True, fn(db, *args)))
+                        db.conn.execute("RELEASE one_write")
+                    except BaseException as exc:  # this write alone is undone
+                        db.conn.execute("ROLLBACK TO one_write")
+                        db.conn.execute("RELEASE one_write")
+                        outcomes.append((False, exc))
+                db.conn.execute("COMMIT")
+            except BaseException as exc:  # the commit itself failed: every write of the batch did
+                if db.conn.in_transaction:
+                    db.conn.execute("ROLLBACK")
+                outcomes = [(False, exc)] * len(batch)
+            for (_, _, future, loop), outcome in zip(batch, outcomes):
+                loop.call_soon_threadsafe(_settle, future, outcome)
 
     def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """For start-up and command-line use, before or without an event loop."""
@@ -81,3 +128,13 @@ class Database:
             for db in self._all:
                 db.conn.close()
             self._all.clear()
+
+
+def _settle(future: asyncio.Future, outcome: tuple[bool, Any]) -> None:
+    if future.cancelled():
+        return  # the caller went away; the write stands
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

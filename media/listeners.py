@@ -7,6 +7,9 @@ write is accepted (`ids.new_id`), not a rowid, so a node can hand it out before 
 seen the write. The change log (`changes`) is what replicas follow: a sequence number, the
 operation and the full resulting state of what changed, so applying a row twice is harmless.
 
+Writes use plain SQL, not sqlite-utils' row methods: those commit on their own, which would
+break a write's all-or-nothing transaction (see media.database).
+
 Tokens are `USERID.SECRET`; only SHA-256 of the secret is stored (the secret is 256 random bits,
 so a slow hash adds nothing), and it is compared in constant time.
 """
@@ -70,7 +73,8 @@ def add_user(db: sqlite_utils.Database, name: str, role: str) -> tuple[dict[str,
         raise InvalidData("name", f"a user named {name!r} exists")
     user = {"id": new_id(), "name": name, "role": role, "created_at": now()}
     secret = secrets.token_urlsafe(32)
-    db["users"].insert({**user, "token_hash": _hash(secret)})
+    db.execute("INSERT INTO users (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+               [user["id"], name, role, _hash(secret), user["created_at"]])
     append_change(db, None, "user.put", user)
     return user, f"{user['id']}.{secret}"
 
@@ -79,7 +83,7 @@ def new_token(db: sqlite_utils.Database, name: str) -> str:
     """Replace the user's token: the old one stops working at once."""
     user = user_by_name(db, name)
     secret = secrets.token_urlsafe(32)
-    db["users"].update(user["id"], {"token_hash": _hash(secret)})
+    db.execute("UPDATE users SET token_hash = ? WHERE id = ?", [_hash(secret), user["id"]])
     append_change(db, None, "user.put", user)
     return f"{user['id']}.{secret}"
 
@@ -88,7 +92,7 @@ def remove_user(db: sqlite_utils.Database, name: str) -> None:
     user = user_by_name(db, name)
     for table in ("playlists", "favorites", "plays", "idempotency"):
         db.execute(f"DELETE FROM {table} WHERE user_id = ?", [user["id"]])
-    db["users"].delete(user["id"])
+    db.execute("DELETE FROM users WHERE id = ?", [user["id"]])
     append_change(db, None, "user.delete", {"id": user["id"]})
 
 
@@ -157,8 +161,8 @@ def apply(db: sqlite_utils.Database, user: dict[str, Any], op: str, payload: dic
             return row[1], json.loads(row[2])
     status, answer = OPERATIONS[op](db, user, {**payload, **(made or {})})
     if key is not None:
-        db["idempotency"].insert({"user_id": user["id"], "key": key, "fingerprint": fingerprint,
-                                  "status": status, "body": json.dumps(answer), "created_at": now()})
+        db.execute("INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", [user["id"], key, fingerprint, status, json.dumps(answer), now()])
     return status, answer
 
 
@@ -196,7 +200,8 @@ def _create_playlist(db, user, p):
            "created_at": stamp, "updated_at": stamp}
     if db.execute("SELECT 1 FROM playlists WHERE id = ?", [p["id"]]).fetchone():
         raise InvalidData("id", "a playlist with this id exists")
-    db["playlists"].insert(row)
+    db.execute("INSERT INTO playlists (id, user_id, name, track_ids, created_at, updated_at) "
+               "VALUES (:id, :user_id, :name, :track_ids, :created_at, :updated_at)", row)
     out = _playlist_out(row)
     append_change(db, user["id"], "playlist.put", {**out, "user_id": user["id"]})
     return 201, out
@@ -216,7 +221,8 @@ def _update_playlist(db, user, p):
         raise InvalidData("track_ids", f"at most {MAX_PLAYLIST_TRACKS} tracks")
     _check_tracks(db, track_ids, "track_ids")
     row.update(name=p.get("name", row["name"]), track_ids=json.dumps(track_ids), updated_at=now())
-    db["playlists"].update(row["id"], {k: row[k] for k in ("name", "track_ids", "updated_at")})
+    db.execute("UPDATE playlists SET name = ?, track_ids = ?, updated_at = ? WHERE id = ?",
+               [row["name"], row["track_ids"], row["updated_at"], row["id"]])
     out = _playlist_out(row)
     append_change(db, user["id"], "playlist.put", {**out, "user_id": user["id"]})
     return 200, out
@@ -224,7 +230,7 @@ def _update_playlist(db, user, p):
 
 def _delete_playlist(db, user, p):
     row = _own_playlist(db, user, p["id"])
-    db["playlists"].delete(row["id"])
+    db.execute("DELETE FROM playlists WHERE id = ?", [row["id"]])
     append_change(db, user["id"], "playlist.delete", {"id": row["id"]})
     return 204, None
 

@@ -1,0 +1,697 @@
+#!/usr/bin/env python3
+"""Listener-data benchmark: play events written into one node over HTTP, in batches of 100 and
+one per request, with catalog reads running alongside; the reference, a plain INSERT loop into a
+fresh SQLite file, is measured in the same run.
+
+What it does (everything on 127.0.0.1; everything it starts is stopped at the end, also on Ctrl-C):
+
+0. makes a small library, --tracks (20) one-second mp3 files with distinct tags (one ffmpeg run,
+   not timed) in LIB/Artist/Album/NN Title.mp3; adds a listener with `run.py user add` (its token
+   authorises the writes); starts our server (one process) over the library and waits for the scan;
+1. reads alone (reference for the reads): --readers (4) concurrent readers, in a child process of
+   their own (so that the writers' client work does not delay them), loop over
+   GET /api/v1/tracks?limit=50 and GET /api/v1/search?q=WORD (anonymous) for --read-alone (3) s;
+2. batched plays: --clients (32) concurrent clients (aiohttp tasks sharing one session, one
+   connection each) POST /api/v1/plays {"plays": [100 plays]} for --duration (5) s after a
+   --warmup (0.5) s that is not counted, with the readers of 1 running at the same time.
+   Targets: >= 5,000 plays/s accepted; reads' p99 < 50 ms for each endpoint;
+3. single plays: the same with one play per request ({"track_id", "played_at", "seconds"}).
+   Targets: >= 1,000 plays/s; reads' p99 < 50 ms for each endpoint.
+   Every write request of 2 and 3 carries its own Idempotency-Key, as a client that retries
+   would send (--no-keys to leave them out); every play has its own played_at and a random track.
+   The request latency (send to full answer, as the client sees it) is reported as p50/p99;
+4. reference: the same number of rows as each phase accepted (1,000 at least), inserted into a
+   fresh SQLite file (WAL, synchronous=NORMAL, the server's `plays` table and its two indexes,
+   nothing else: no change-log row, no idempotency row) with `db.execute("INSERT INTO plays ...")`
+   through sqlite-utils, (a) one row per transaction (`with db.atomic()` around each), (b) 100
+   rows per transaction; best of --ref-rounds (2) runs, each into a new file; rows/s and
+   ours/reference, i.e. what HTTP, JSON, validation, idempotency and the change log cost on top
+   of the bare insert. (sqlite-utils' `table.insert(row)` would be a weaker reference: it costs
+   3-5x more per row than `db.execute` here.) Only the INSERT loop is timed;
+5. checks: every write answered 2xx with as many new ids as plays sent, no id twice, the server
+   counts (GET /api/v1/plays/counts) exactly the plays it accepted, one request sent again with
+   its key gets the same ids and adds nothing, every read answered 200, no 5xx in /metrics.
+
+Run it with the project's Python, from the repo root:
+
+    python bench/plays_bench.py [--duration 5] [--warmup 0.5] [--clients 32] [--readers 4]
+                                [--read-alone 3] [--ref-rounds 2] [--tracks 20] [--no-keys]
+                                [--verbose] [--keep]
+
+About 25 s in all with the defaults. The clients, the readers and our server share the machine's
+cores (2 here): the client and server CPU time of each phase is printed.
+
+Exit status: 0 when every target passes, 1 when a target fails, 2 when the benchmark could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import (  # bench/ is on sys.path when a benchmark runs as a script
+    BenchError, Proc, ffmpeg_exe, free_port, print_table, raise_interrupt, verdict, wait_port,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+TARGET_BATCH_PLAYS = 5000.0  # plays/s, 100 per request
+TARGET_SINGLE_PLAYS = 1000.0  # plays/s, one per request
+TARGET_READ_P99 = 0.050
+BATCH = 100
+REQUEST_TIMEOUT = 30.0
+
+ARTISTS = ["Amber Lane", "Blue Harbor", "Cold River", "Dusty Road"]
+WORDS = ["morning", "river", "silver", "night", "garden", "echo", "winter", "shadow", "golden", "ocean",
+         "paper", "little", "fire", "dream", "stone", "summer", "velvet", "north", "city", "blue"]
+QUERIES = ["river", "night", "amber", "silver echo", "harbor", "summer", "gold", "dusty road"]
+PLAYED_FROM = 1_795_000_000  # 2026-11-18, the first played_at; each play one second later
+
+
+# --- the library and the server -----------------------------------------------------------------
+
+def make_library(ffmpeg: str, library: Path, count: int) -> list[dict]:
+    """`count` one-second mp3 files with distinct tags, made by one ffmpeg run per 50 files."""
+    made = []
+    for i in range(count):
+        artist = ARTISTS[i % len(ARTISTS)]
+        album = f"{WORDS[(i // len(ARTISTS)) % 7].title()} Days"
+        title = f"{WORDS[i % len(WORDS)].title()} {WORDS[(3 * i + 1) % len(WORDS)].title()} {i}"
+        number = i // len(ARTISTS) + 1
+        path = library / artist / album / f"{number:02d} {title}.mp3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made.append({"path": path, "artist": artist, "album": album, "title": title, "track": number})
+    for start in range(0, count, 50):
+        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+               "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=1"]
+        for m in made[start:start + 50]:
+            cmd += ["-map", "0:a", "-metadata", f"title={m['title']}", "-metadata", f"artist={m['artist']}",
+                    "-metadata", f"album={m['album']}", "-metadata", f"track={m['track']}",
+                    "-c:a", "libmp3lame", "-b:a", "64k", str(m["path"])]
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        if done.returncode != 0:
+            raise BenchError(f"ffmpeg failed making the library: {done.stderr.decode(errors='replace')[-1500:]}")
+    return made
+
+
+def add_user(data: Path, name: str) -> str:
+    done = subprocess.run([sys.executable, str(REPO / "run.py"), "user", "add", name, "--data-dir", str(data)],
+                          cwd=str(REPO), capture_output=True, text=True, timeout=60)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise BenchError(f"run.py user add failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return lines[-1].strip()
+
+
+def wait_scan(base: str, proc: Proc, expected: int, timeout: float = 90) -> list[dict]:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"our server exited:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"{base}/api/v1/library/scan", timeout=5) as resp:
+                state = json.loads(resp.read()).get("state")
+            if state == "done":
+                with urllib.request.urlopen(f"{base}/api/v1/tracks?limit=500", timeout=10) as resp:
+                    items = json.loads(resp.read()).get("items", [])
+                if len(items) != expected:
+                    raise BenchError(f"scan done with {len(items)} tracks, expected {expected}:\n{proc.log_tail()}")
+                return items
+            if state in ("failed", "stopped"):
+                raise BenchError(f"our scan ended in state {state!r}")
+        time.sleep(0.2)
+    raise BenchError(f"our scan not done within {timeout:.0f}s (last state {state!r})")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (nan if it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def log_problems(proc: Proc) -> tuple[int, int, list[str]]:
+    """ERROR and WARNING lines of our server's log, and the first few of them."""
+    try:
+        lines = proc.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0, 0, []
+    errors = [ln for ln in lines if " ERROR " in ln or " CRITICAL " in ln]
+    warnings = [ln for ln in lines if " WARNING " in ln]
+    tracebacks = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", ln)]
+    return len(errors), len(warnings), (errors + warnings + tracebacks)[:8]
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+async def server_5xx(base: str) -> int:
+    """Answers with a 5xx status counted by our /metrics (-1 if it cannot be read)."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{base}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return -1
+    return int(sum(float(m.group(1)) for m in re.finditer(r'^streamer_\w+\{[^}]*status="5\d\d"[^}]*\} (\S+)$',
+                                                          text, re.M)))
+
+
+class Writes:
+    """What one write phase sent and got."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []  # requests that completed inside the timed window
+        self.window_plays = 0
+        self.accepted = 0  # plays answered 2xx, warm-up and stragglers included
+        self.requests = 0
+        self.statuses: dict[int, int] = {}
+        self.failures: list[str] = []
+        self.ids: list[str] = []
+        self.last: tuple[bytes, str, list[str]] | None = None  # body, key, ids of one request
+        self.cpu_client = 0.0
+        self.cpu_server = 0.0
+        self.duration = 0.0
+
+    @property
+    def non2xx(self) -> int:
+        return sum(n for s, n in self.statuses.items() if not 200 <= s < 300)
+
+
+def play_maker(track_ids: list[str], seed: int):
+    rng = random.Random(seed)
+    counter = iter(range(10**9))
+
+    def play() -> dict:
+        at = PLAYED_FROM + next(counter)
+        return {"track_id": rng.choice(track_ids), "played_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+                "seconds": float(rng.randint(5, 300))}
+    return play
+
+
+async def post_plays(session, url: str, token: str, body: bytes, key: str | None,
+                     expected: int) -> tuple[int, list[str] | None, str | None]:
+    """(status, ids, what was wrong) of one POST /api/v1/plays."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    try:
+        async with session.post(url, data=body, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as resp:
+            raw = await resp.read()
+            if resp.status != 201:
+                return resp.status, None, f"{resp.status}: {raw[:300]!r}"
+            ids = json.loads(raw).get("ids")
+            if not isinstance(ids, list) or len(ids) != expected:
+                return resp.status, None, f"201 with {len(ids) if isinstance(ids, list) else ids!r} ids for {expected}"
+            return resp.status, ids, None
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        return 0, None, f"{type(exc).__name__}: {exc}"
+
+
+async def write_phase(base: str, token: str, track_ids: list[str], per_request: int, clients: int,
+                      t_go: float, warmup: float, duration: float, keys: bool, label: str, server_pid: int) -> Writes:
+    """--clients tasks posting plays from wall time t_go for warmup + duration seconds; what
+    completes after the warm-up and before the end is timed."""
+    import aiohttp
+
+    url = f"{base}/api/v1/plays"
+    out = Writes()
+    t_start, t_end = t_go + warmup, t_go + warmup + duration
+    run = secrets.token_hex(4)
+
+    async def client(no: int, session) -> None:
+        make = play_maker(track_ids, seed=no * 7919 + per_request)
+        n = 0
+        while time.time() < t_end:
+            plays = [make() for _ in range(per_request)]
+            body = json.dumps(plays[0] if per_request == 1 else {"plays": plays}).encode()
+            key = f"{label}-{run}-{no}-{n}" if keys else None
+            n += 1
+            t0 = time.perf_counter()
+            status, ids, problem = await post_plays(session, url, token, body, key, per_request)
+            latency = time.perf_counter() - t0
+            done = time.time()
+            out.requests += 1
+            out.statuses[status] = out.statuses.get(status, 0) + 1
+            if problem is not None:
+                out.failures.append(f"{label}: {problem}")
+                continue
+            out.accepted += len(ids)
+            out.ids.extend(ids)
+            out.last = (body, key, ids)
+            if t_start <= done <= t_end:
+                out.latencies.append(latency)
+                out.window_plays += len(ids)
+
+    connector = aiohttp.TCPConnector(limit=clients + 4, limit_per_host=clients + 4)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.sleep(max(0.0, t_go - time.time()))
+        tasks = [asyncio.create_task(client(i, session)) for i in range(clients)]
+        try:
+            await asyncio.sleep(max(0.0, t_start - time.time()))
+            cpu0, srv0 = time.process_time(), cpu_seconds(server_pid)
+            await asyncio.sleep(max(0.0, t_end - time.time()))
+            out.cpu_client, out.cpu_server = time.process_time() - cpu0, cpu_seconds(server_pid) - srv0
+            _, pending = await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 10)
+            if pending:
+                raise BenchError(f"{len(pending)} write clients did not finish")
+            for t in tasks:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    out.duration = duration
+    return out
+
+
+async def replay(base: str, token: str, last: tuple[bytes, str, list[str]]) -> tuple[bool, str]:
+    """Send one request again with its Idempotency-Key: the same ids must come back."""
+    import aiohttp
+
+    body, key, ids = last
+    async with aiohttp.ClientSession() as session:
+        status, again, problem = await post_plays(session, f"{base}/api/v1/plays", token, body, key, len(ids))
+    if problem is not None:
+        return False, problem
+    return again == ids, "same ids" if again == ids else f"other ids: {again[:2]}... for {ids[:2]}..."
+
+
+async def stored_plays(base: str, token: str) -> int:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{base}/api/v1/plays/counts?limit=500", headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=30)) as resp:
+        raw = await resp.read()
+        if resp.status != 200:
+            raise BenchError(f"GET /api/v1/plays/counts: {resp.status}: {raw[:300]!r}")
+    return sum(item["plays"] for item in json.loads(raw)["items"])
+
+
+# --- the readers (a child process) --------------------------------------------------------------
+
+async def read_loop(cfg: dict) -> dict:
+    """--readers tasks alternating GET /api/v1/tracks?limit=50 and /api/v1/search?q=... from
+    cfg["go"] to cfg["end"] (wall time); latencies of what completes in [start, end]."""
+    import aiohttp
+
+    base, t_start, t_end = cfg["base"], cfg["start"], cfg["end"]
+    res: dict = {"tracks": [], "search": [], "statuses": {}, "failures": [], "late": time.time() - cfg["start"]}
+
+    async def reader(no: int, session) -> None:
+        n = no
+        while time.time() < t_end:
+            kind = "tracks" if n % 2 == 0 else "search"
+            if kind == "tracks":
+                url = f"{base}/api/v1/tracks?limit=50"
+            else:
+                url = f"{base}/api/v1/search?q={QUERIES[(n // 2) % len(QUERIES)].replace(' ', '+')}"
+            n += 1
+            t0 = time.perf_counter()
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+                latency = time.perf_counter() - t0
+                body = json.loads(raw) if status == 200 else None
+                if status == 200 and kind == "tracks" and not body.get("items"):
+                    res["failures"].append(f"{url}: 200 with no items")
+                if status == 200 and kind == "search" and not (body.get("tracks") or body.get("artists")):
+                    res["failures"].append(f"{url}: 200 and nothing found")
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                status, latency = 0, float("inf")
+                res["failures"].append(f"{url}: {type(exc).__name__}: {exc}")
+            res["statuses"][str(status)] = res["statuses"].get(str(status), 0) + 1
+            if status != 200 and status != 0:
+                res["failures"].append(f"{url}: {status}: {raw[:200]!r}")
+            if t_start <= time.time() <= t_end:
+                res[kind].append(latency)
+
+    connector = aiohttp.TCPConnector(limit=cfg["readers"] + 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.sleep(max(0.0, cfg["go"] - time.time()))
+        await asyncio.gather(*(reader(i, session) for i in range(cfg["readers"])))
+    return res
+
+
+def reader_child(folder: str) -> int:
+    """The child process: says it is ready, waits for the schedule, reads, writes its results."""
+    import aiohttp  # noqa: F401  (imported before saying ready)
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    d = Path(folder)
+    (d / "ready").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while not (d / "go.json").exists():
+        if time.monotonic() > deadline:
+            return 2
+        time.sleep(0.005)
+    cfg = json.loads((d / "go.json").read_text())
+    res = asyncio.run(read_loop(cfg))
+    tmp = d / "result.tmp"
+    tmp.write_text(json.dumps(res))
+    tmp.rename(d / "result.json")
+    return 0
+
+
+class Readers:
+    """Starts the reader child, hands it its schedule, collects its results."""
+
+    def __init__(self, tmp: Path, label: str, procs: list[Proc]) -> None:
+        self.folder = tmp / f"readers-{label}"
+        self.folder.mkdir()
+        self.proc = Proc(f"readers ({label})", [sys.executable, str(Path(__file__).resolve()), "--reader-child",
+                                                str(self.folder)], tmp / f"readers-{label}.log", cwd=str(REPO))
+        procs.append(self.proc)
+        deadline = time.monotonic() + 30
+        while not (self.folder / "ready").exists():
+            if not self.proc.alive() or time.monotonic() > deadline:
+                raise BenchError(f"the reader process did not start:\n{self.proc.log_tail()}")
+            time.sleep(0.01)
+
+    def go(self, cfg: dict) -> None:
+        tmp = self.folder / "go.tmp"
+        tmp.write_text(json.dumps(cfg))
+        tmp.rename(self.folder / "go.json")
+
+    def result(self, timeout: float) -> dict:
+        try:
+            self.proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"the reader process did not finish:\n{self.proc.log_tail()}") from exc
+        path = self.folder / "result.json"
+        if not path.exists():
+            raise BenchError(f"the reader process left no result ({self.proc.popen.returncode}):\n"
+                             f"{self.proc.log_tail()}")
+        res = json.loads(path.read_text())
+        if res["late"] > 0:
+            raise BenchError(f"the readers started {res['late']:.2f}s after the timed window began")
+        return res
+
+
+# --- the reference -------------------------------------------------------------------------------
+
+def reference_insert(path: Path, rows: list[tuple], per_tx: int) -> float:
+    """rows/s of plain INSERTs into a fresh file with the server's plays table and indexes."""
+    import sqlite_utils
+
+    db = sqlite_utils.Database(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db["plays"].create({"id": str, "user_id": str, "track_id": str, "played_at": str, "seconds": float}, pk="id")
+    db["plays"].create_index(["user_id", "played_at"])
+    db["plays"].create_index(["user_id", "track_id"])
+    sql = "INSERT INTO plays (id, user_id, track_id, played_at, seconds) VALUES (?, ?, ?, ?, ?)"
+    t0 = time.perf_counter()
+    for start in range(0, len(rows), per_tx):
+        with db.atomic():
+            for row in rows[start:start + per_tx]:
+                db.execute(sql, row)
+    elapsed = time.perf_counter() - t0
+    stored = db.execute("SELECT COUNT(*) FROM plays").fetchone()[0]
+    db.close()
+    if stored != len(rows):
+        raise BenchError(f"reference stored {stored} rows of {len(rows)}")
+    return len(rows) / elapsed
+
+
+def reference_rows(n: int, track_ids: list[str], user_id: str) -> list[tuple]:
+    """n rows like the server's: time-ordered 32-hex ids (UUIDv7-like), random tracks."""
+    make = play_maker(track_ids, seed=n)
+    rows = []
+    millis = time.time_ns() // 1_000_000
+    for i in range(n):
+        p = make()
+        rows.append((f"{millis + i // 10:012x}7{secrets.token_hex(10)[:19]}", user_id, p["track_id"],
+                     p["played_at"], p["seconds"]))
+    return rows
+
+
+# --- output -----------------------------------------------------------------------------------
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    vals = sorted(values)
+    if not vals:
+        return float("nan")
+    pos = (len(vals) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+
+
+def ms(x: float) -> str:
+    if x == float("inf"):
+        return "fail"
+    return f"{x * 1000:.0f} ms" if x >= 0.0095 or x != x else f"{x * 1000:.1f} ms"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and b == b and a == a and b != float("inf") else float("nan")
+
+
+def read_lines(label: str, res: dict) -> None:
+    for kind in ("tracks", "search"):
+        v = res[kind]
+        print(f"  reads {kind:<7} {len(v):5d} in the window, p50 {ms(percentile(v, 50)):>8}  "
+              f"p99 {ms(percentile(v, 99)):>8}  max {ms(max(v, default=float('nan'))):>8}  ({label})", flush=True)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--reader-child":
+        try:
+            return reader_child(sys.argv[2])
+        except KeyboardInterrupt:
+            return 130
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=5, help="timed seconds of each write phase (default 5)")
+    ap.add_argument("--warmup", type=float, default=0.5, help="untimed seconds before each write phase (default 0.5)")
+    ap.add_argument("--clients", type=int, default=32, help="concurrent write clients (default 32)")
+    ap.add_argument("--readers", type=int, default=4, help="concurrent catalog readers (default 4)")
+    ap.add_argument("--read-alone", type=float, default=3, help="seconds of reads with no writes (default 3)")
+    ap.add_argument("--ref-rounds", type=int, default=2, help="reference runs per mode, best kept (default 2)")
+    ap.add_argument("--tracks", type=int, default=20, help="tracks in the library (default 20, 500 at most)")
+    ap.add_argument("--no-keys", action="store_true", help="send no Idempotency-Key header")
+    ap.add_argument("--verbose", action="store_true", help="print every failure seen")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (library, data, server log)")
+    args = ap.parse_args()
+    if not 0 < args.duration <= 120 or not 0 <= args.warmup <= 30 or not 0 < args.read_alone <= 120:
+        ap.error("--duration and --read-alone must be from 0 to 120 s, --warmup from 0 to 30 s")
+    if (not 1 <= args.clients <= 1000 or not 1 <= args.readers <= 100 or not 1 <= args.tracks <= 500
+            or not 1 <= args.ref_rounds <= 10):
+        ap.error("--clients 1 to 1000, --readers 1 to 100, --tracks 1 to 500, --ref-rounds 1 to 10")
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    keys = not args.no_keys
+
+    tmp = Path(tempfile.mkdtemp(prefix="plays-bench-"))
+    procs: list[Proc] = []
+    t_begin = time.monotonic()
+    try:
+        try:
+            import aiohttp  # noqa: F401
+            import sqlite_utils  # noqa: F401
+        except ImportError as exc:
+            raise BenchError(f"{exc.name} is not importable: run this with the project's Python") from exc
+        ffmpeg = ffmpeg_exe()
+        cores = os.cpu_count()
+        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+        print(f"plays_bench: load average {' '.join(load)} at start; {cores} cores shared by our server "
+              f"(one process), the write clients (this process) and the readers (a child process). "
+              f"Temp folder {tmp}", flush=True)
+
+        # 0. library, user, server ---------------------------------------------------------------
+        t0 = time.monotonic()
+        made = make_library(ffmpeg, tmp / "library", args.tracks)
+        token = add_user(tmp / "data", "bench")
+        user_id = token.split(".")[0]
+        port = free_port()
+        ours = Proc("our server", [sys.executable, str(REPO / "run.py"), "serve", "--host", "127.0.0.1",
+                                   "--port", str(port), "--library", str(tmp / "library"),
+                                   "--data-dir", str(tmp / "data"), "--no-demo-library",
+                                   "--log-level", "warning"],
+                    tmp / "server.log", cwd=str(REPO))
+        procs.append(ours)
+        wait_port(port, ours, 30)
+        base = f"http://127.0.0.1:{port}"
+        items = wait_scan(base, ours, len(made))
+        track_ids = [t["id"] for t in items]
+        print(f"library: {len(made)} one-second mp3 files, {len(ARTISTS)} artists; user 'bench' added; "
+              f"our server {base} (pid {ours.pid}), scan done; {time.monotonic() - t0:.1f}s (not timed)\n",
+              flush=True)
+
+        rows = [("metric", "reference", "ours", "ours/ref", "target", "result")]
+        checks: list[bool] = []
+        reads: dict[str, dict] = {}
+        writes: dict[str, Writes] = {}
+
+        # 1. reads alone --------------------------------------------------------------------------
+        print(f"[1] reads alone: {args.readers} readers, GET /api/v1/tracks?limit=50 and /api/v1/search?q=... "
+              f"in turn, {args.read_alone:g} s", flush=True)
+        r = Readers(tmp, "alone", procs)
+        go = time.time() + 0.1
+        r.go({"base": base, "readers": args.readers, "go": go, "start": go + 0.3,
+              "end": go + 0.3 + args.read_alone})
+        reads["alone"] = r.result(args.read_alone + REQUEST_TIMEOUT + 10)
+        read_lines("no writes", reads["alone"])
+        print(flush=True)
+
+        # 2. and 3. writes with reads alongside ---------------------------------------------------
+        for no, phase, per_request in ((2, "batch", BATCH), (3, "single", 1)):
+            what = f"{per_request} plays per request" if per_request > 1 else "one play per request"
+            print(f"[{no}] {phase}: {args.clients} clients POST /api/v1/plays, {what}, "
+                  f"{'a new Idempotency-Key on every request' if keys else 'no Idempotency-Key'}; "
+                  f"{args.readers} readers alongside; {args.warmup:g} s warm-up + {args.duration:g} s timed",
+                  flush=True)
+            if not ours.alive():
+                raise BenchError(f"our server died:\n{ours.log_tail()}")
+            r = Readers(tmp, phase, procs)
+            go = time.time() + 0.1
+            r.go({"base": base, "readers": args.readers, "go": go,
+                  "start": go + args.warmup, "end": go + args.warmup + args.duration})
+            w = asyncio.run(write_phase(base, token, track_ids, per_request, args.clients, go, args.warmup,
+                                        args.duration, keys, phase, ours.pid))
+            writes[phase] = w
+            reads[phase] = r.result(REQUEST_TIMEOUT + 10)
+            rate = w.window_plays / w.duration
+            print(f"  writes: {rate:,.0f} plays/s ({len(w.latencies) / w.duration:,.0f} requests/s), "
+                  f"latency p50 {ms(percentile(w.latencies, 50))}, p99 {ms(percentile(w.latencies, 99))}, "
+                  f"max {ms(max(w.latencies, default=float('nan')))}; {w.requests} requests in all, "
+                  f"{w.accepted} plays accepted, {w.non2xx} not 2xx", flush=True)
+            print(f"  CPU in the timed window: server {w.cpu_server / w.duration:.0%} of a core "
+                  f"({1000 * w.cpu_server / max(1, w.window_plays):.2f} ms per play), write clients "
+                  f"{w.cpu_client / w.duration:.0%}", flush=True)
+            read_lines(f"during {phase} writes", reads[phase])
+            for f in (w.failures if args.verbose else w.failures[:3]):
+                print(f"  write failure: {f[:300]}")
+            print(flush=True)
+
+        # 4. reference ----------------------------------------------------------------------------
+        refs: dict[str, float] = {}
+        print("[4] reference: plain INSERTs through sqlite-utils (db.execute) into a fresh SQLite file "
+              "(WAL, synchronous=NORMAL; plays table and its 2 indexes only), as many rows as we accepted",
+              flush=True)
+        for phase, per_tx in (("single", 1), ("batch", BATCH)):
+            n = max(1000, writes[phase].accepted)
+            ref_rows = reference_rows(n, track_ids, user_id)
+            runs = []
+            for round_no in range(args.ref_rounds):
+                path = tmp / f"reference-{phase}-{round_no}.db"
+                runs.append(reference_insert(path, ref_rows, per_tx))
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            refs[phase] = max(runs)
+            print(f"  {per_tx:3d} {'rows' if per_tx > 1 else 'row '} per transaction, {n} rows: "
+                  f"{' / '.join(f'{x:,.0f}' for x in runs)} rows/s (best kept)", flush=True)
+        print(flush=True)
+
+        # 5. checks -------------------------------------------------------------------------------
+        sent = sum(w.accepted for w in writes.values())
+        all_ids = [i for w in writes.values() for i in w.ids]
+        twice = len(all_ids) - len(set(all_ids))
+        stored_before = asyncio.run(stored_plays(base, token))
+        replay_ok, replay_note = (False, "no request to replay")
+        last = writes["single"].last or writes["batch"].last
+        if keys and last is not None:
+            replay_ok, replay_note = asyncio.run(replay(base, token, last))
+        stored = asyncio.run(stored_plays(base, token))
+        fivexx = asyncio.run(server_5xx(base))
+        if not ours.alive():
+            raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
+        n_err, n_warn, sample = log_problems(ours)
+        write_non2xx = sum(w.non2xx for w in writes.values())
+        read_bad = sum(n for res in reads.values() for s, n in res["statuses"].items() if s != "200")
+        read_failures = [f for res in reads.values() for f in res["failures"]]
+        print(f"checks: {sent} plays accepted, {stored_before} stored by the server"
+              f"{f' ({stored} after the replay)' if keys else ''}; {twice} ids given twice; replay of one request "
+              f"with its key: {replay_note if keys else 'not done (--no-keys)'}; writes not 2xx: {write_non2xx}; "
+              f"reads not 200: {read_bad}; 5xx in /metrics: {fivexx}; server log: {n_err} ERROR, {n_warn} WARNING",
+              flush=True)
+        for ln in sample:
+            print(f"  log: {ln[:200]}")
+        for f in read_failures[:5]:
+            print(f"  read failure: {f[:300]}")
+
+        # summary rows ----------------------------------------------------------------------------
+        for phase, per_request, target in (("batch", BATCH, TARGET_BATCH_PLAYS),
+                                           ("single", 1, TARGET_SINGLE_PLAYS)):
+            w = writes[phase]
+            rate = w.window_plays / w.duration
+            label = f"{per_request} plays/request" if per_request > 1 else "1 play/request"
+            checks.append(rate >= target)
+            rows.append((f"{phase}: plays/s ({label}, c={args.clients})",
+                         f"{refs[phase]:,.0f} ({per_request} row{'s' if per_request > 1 else ''}/tx)",
+                         f"{rate:,.0f}", f"{ratio(rate, refs[phase]):.2f}", f">= {target:,.0f}", verdict(checks[-1])))
+            rows.append((f"  {phase}: request latency p50 / p99", "",
+                         f"{ms(percentile(w.latencies, 50))} / {ms(percentile(w.latencies, 99))}", "", "info", ""))
+            for kind in ("tracks", "search"):
+                v, alone = reads[phase][kind], reads["alone"][kind]
+                p99, ref99 = percentile(v, 99), percentile(alone, 99)
+                checks.append(p99 < TARGET_READ_P99)
+                name = "tracks?limit=50" if kind == "tracks" else "search?q="
+                rows.append((f"  {phase}: reads {name} p50 / p99 (n={len(v)})",
+                             f"{ms(percentile(alone, 50))} / {ms(ref99)} (alone)",
+                             f"{ms(percentile(v, 50))} / {ms(p99)}", f"{ratio(p99, ref99):.2f}",
+                             f"p99 < {TARGET_READ_P99 * 1000:.0f} ms", verdict(checks[-1])))
+        checks.append(stored_before == sent and stored == sent and twice == 0 and (replay_ok or not keys))
+        rows.append(("plays stored = accepted; ids twice; replay with key", "",
+                     f"{stored_before} = {sent}; {twice}; {'same ids' if replay_ok else 'not same' if keys else '-'}",
+                     "", "equal; 0; same", verdict(checks[-1])))
+        checks.append(write_non2xx == 0 and read_bad == 0 and not read_failures and fivexx == 0)
+        rows.append(("writes non-2xx / reads non-200 / 5xx (metrics)", "",
+                     f"{write_non2xx} / {read_bad} / {fivexx}", "", "0", verdict(checks[-1])))
+        rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
+
+        load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+        print(f"load average at the end: {' '.join(load_end)} (at start: {' '.join(load)})")
+        print(f"\nSUMMARY (one server process, {len(track_ids)} tracks; {args.clients} write clients, "
+              f"{args.readers} readers; {'Idempotency-Key on every write' if keys else 'no Idempotency-Key'}; "
+              f"reference = sqlite-utils INSERT loop, plays table only; {cores} cores shared; "
+              f"total {time.monotonic() - t_begin:.0f}s)")
+        print_table(rows)
+        overall = all(checks)
+        print(f"OVERALL: {verdict(overall)}")
+        return 0 if overall else 1
+    except BenchError as exc:
+        print(f"plays_bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("plays_bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
