@@ -14,7 +14,7 @@ from aiohttp import web
 from media import image_type, read_embedded_art
 from streamer.edge import Routes
 from streamer.errors import ApiError, bad_param
-from streamer.keys import CATALOG, SETTINGS
+from streamer.keys import AUTH, CATALOG, SETTINGS
 from streamer.originals import CORS_HEADERS
 from streamer.preconditions import etag_matches
 
@@ -142,7 +142,7 @@ async def search(request: web.Request) -> web.Response:
     return web.json_response({"q": q, **found})
 
 
-def _m3u_text(value: Any) -> str:
+def m3u_text(value: Any) -> str:
     """A line of M3U must stay one line whatever the tags say."""
     return " ".join(str(value).split())
 
@@ -151,12 +151,14 @@ async def album_playlist(request: web.Request) -> web.Response:
     """Extended M3U with absolute URLs: VLC, mpv or a phone app plays it as it is."""
     album = await request.app[CATALOG].album(request.match_info["id"])
     base = base_url(request)
-    lines = ["#EXTM3U", f"#PLAYLIST:{_m3u_text(album['artist'])} - {_m3u_text(album['title'])}"]
+    auth = request.app[AUTH]
+    lines = ["#EXTM3U", f"#PLAYLIST:{m3u_text(album['artist'])} - {m3u_text(album['title'])}"]
     for t in album["tracks"]:
-        lines.append(f"#EXTINF:{round(t['duration'])},{_m3u_text(t['artist'])} - {_m3u_text(t['title'])}")
-        lines.append(f"{base}/stream/{t['id']}")
+        lines.append(f"#EXTINF:{round(t['duration'])},{m3u_text(t['artist'])} - {m3u_text(t['title'])}")
+        path = f"/stream/{t['id']}"
+        lines.append(f"{base}{path}{auth.signed_suffix(request, path)}")
     return web.Response(text="\n".join(lines) + "\n", content_type="audio/x-mpegurl",
-                        charset="utf-8", headers={"Cache-Control": "no-cache", **CORS_HEADERS})
+                        charset="utf-8", headers={"Cache-Control": "private, no-cache", **CORS_HEADERS})
 
 
 class CoverCache:

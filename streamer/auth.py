@@ -104,6 +104,12 @@ class Auth:
             raise ApiError(403, "forbidden", "the URL was signed for a user who no longer exists")
         return user
 
+    def signed_suffix(self, request: web.Request, scope: str) -> str:
+        """For URLs handed out in a playlist: `?...` signing `scope` for the user asking, so a
+        player without headers can follow them; "" for an anonymous request (plain URLs play)."""
+        user = request.get(USER)
+        return "" if user is None else "?" + self.sign(scope, user["id"])
+
     def forget_tokens(self) -> None:
         """After accounts change: tokens are looked up again."""
         self._tokens.clear()

@@ -24,7 +24,7 @@ from media.segmenter import copy_segment, elementary_stream
 from streamer.edge import Routes
 from streamer.segment_runs import SegmentRuns
 from streamer.errors import ApiError
-from streamer.keys import CATALOG, OPEN_FILES, SETTINGS
+from streamer.keys import AUTH, CATALOG, OPEN_FILES, SETTINGS
 from streamer.originals import CORS_HEADERS
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ SOURCES = web.AppKey("hls_sources", dict)
 
 PLAYLIST = "application/vnd.apple.mpegurl"
 SHORT_LIVED = {"Cache-Control": "public, max-age=10", **CORS_HEADERS}
+PRIVATE = {"Cache-Control": "private, max-age=10", **CORS_HEADERS}  # URIs signed for one user
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", **CORS_HEADERS}
 
 
@@ -73,16 +74,24 @@ def _variant(request: web.Request, version: str, variants: list[Variant]) -> Var
 
 async def master(request: web.Request) -> web.Response:
     _, version, variants = await _source(request)
-    text = master_playlist(variants, f"{version}/{{name}}/index.m3u8")
-    return web.Response(text=text, content_type=PLAYLIST, headers=SHORT_LIVED)
+    signed = _signed_suffix(request)
+    text = master_playlist(variants, f"{version}/{{name}}/index.m3u8{signed}")
+    return web.Response(text=text, content_type=PLAYLIST, headers=PRIVATE if signed else SHORT_LIVED)
 
 
 async def variant_playlist(request: web.Request) -> web.Response:
     source, version, variants = await _source(request)
     variant = _variant(request, version, variants)
     plan = _plan(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
-    return web.Response(text=media_playlist(plan, "{index}." + _extension(variant)),
-                        content_type=PLAYLIST, headers=SHORT_LIVED)
+    signed = _signed_suffix(request)
+    return web.Response(text=media_playlist(plan, "{index}." + _extension(variant) + signed),
+                        content_type=PLAYLIST, headers=PRIVATE if signed else SHORT_LIVED)
+
+
+def _signed_suffix(request: web.Request) -> str:
+    """A player that got here with a token or a signature follows the playlist's URIs without
+    headers: they carry a signature for everything under /hls/{id}/."""
+    return request.app[AUTH].signed_suffix(request, f"/hls/{request.match_info['id']}/")
 
 
 def _extension(variant: Variant) -> str:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from media import listeners
 from media.ids import new_id
-from streamer.api import base_url, int_param, page_params
+from streamer.api import base_url, int_param, m3u_text, page_params
 from streamer.auth import USER, Auth
 from streamer.edge import Routes
 from streamer.errors import ApiError
@@ -140,14 +140,14 @@ async def playlist_m3u8(request: web.Request) -> web.Response:
     playlist = await catalog.db.read(listeners.get_playlist, user["id"], request.match_info["id"])
     auth: Auth = request.app[AUTH]
     base = base_url(request)
-    lines = ["#EXTM3U", f"#PLAYLIST:{playlist['name']}"]
+    lines = ["#EXTM3U", f"#PLAYLIST:{m3u_text(playlist['name'])}"]
     for track_id in playlist["track_ids"]:
         try:
             track = await catalog.track(track_id)
         except Exception:  # removed from the library since: left out of the export
             continue
         path = f"/stream/{track_id}"
-        lines.append(f"#EXTINF:{round(track['duration'])},{track['artist']} - {track['title']}")
+        lines.append(f"#EXTINF:{round(track['duration'])},{m3u_text(track['artist'])} - {m3u_text(track['title'])}")
         lines.append(f"{base}{path}?{auth.sign(path, user['id'])}")
     return web.Response(text="\n".join(lines) + "\n", content_type="audio/x-mpegurl",
                         headers={"Cache-Control": "private, no-store"})

@@ -447,3 +447,30 @@ async def test_oversized_bodies_get_413(node):
     resp = await node.post("/api/v1/plays", data=body, headers={**node.ann, "Content-Type": "application/json"})
     assert resp.status == 413 and (await resp.json())["error"]["code"] == "payload_too_large"
     assert (await node.get("/api/v1/plays/recent", headers=node.ann)).status == 200
+
+
+async def test_hls_and_album_playlists_are_signed_when_anonymous_reads_are_off(aiohttp_client, demo_library,
+                                                                                tmp_path, ffmpeg):
+    app = create_app(settings_for(demo_library, tmp_path / "data", host="0.0.0.0"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    ann = await make_user(app, "ann")
+    track = (await (await client.get("/api/v1/tracks?limit=1", headers=ann)).json())["items"][0]
+    assert (await client.get(f"/hls/{track['id']}/master.m3u8")).status == 401
+    master = await client.get(f"/hls/{track['id']}/master.m3u8", headers=ann)
+    assert master.headers["Cache-Control"].startswith("private")
+    uris = [line for line in (await master.text()).splitlines() if line and not line.startswith("#")]
+    assert all("sig=" in u for u in uris)
+    # ffmpeg, with no header at all, plays the track from the signed variant playlist on.
+    variant = str(client.make_url(f"/hls/{track['id']}/{uris[0]}"))
+    player = await asyncio.create_subprocess_exec(ffmpeg, "-v", "error", "-i", variant, "-f", "null", "-",
+                                                  stderr=subprocess.PIPE)
+    _, err = await asyncio.wait_for(player.communicate(), 60)
+    assert player.returncode == 0, err
+    album = await client.get(f"/api/v1/albums/{track['album_id']}/playlist.m3u8", headers=ann)
+    entries = [line for line in (await album.text()).splitlines() if line and not line.startswith("#")]
+    assert entries and all("sig=" in e for e in entries)
+    assert (await client.session.get(entries[0])).status == 200
+    # A signature for one track's HLS does not open another track.
+    other = re.sub(r"/hls/[0-9a-f]+/", "/hls/" + "0" * 16 + "/", variant)
+    assert (await client.session.get(other)).status == 403
