@@ -13,18 +13,28 @@ from media.errors import MediaError
 
 def backup_catalog(source: Path, destination: Path) -> dict[str, Any]:
     destination = destination.resolve()
+    source = source.resolve()
+    if destination == source or (destination.parent == source.parent and destination.name.startswith(source.name)):
+        raise MediaError(f"{destination} is the catalog itself (or its journal); choose another path")
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
     partial.unlink(missing_ok=True)
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
-    dst = sqlite3.connect(str(partial))
     try:
-        src.backup(dst, pages=-1)  # all pages in one step: one consistent snapshot
-        dst.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
-    finally:
-        dst.close()
-        src.close()
-    facts = verify(partial)
+        src = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True, timeout=30)
+        dst = sqlite3.connect(str(partial))
+        try:
+            src.backup(dst, pages=-1)  # all pages in one step: one consistent snapshot
+            dst.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
+        finally:
+            dst.close()
+            src.close()
+        facts = verify(partial)
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise MediaError(f"SQLite: {exc}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(destination)
     facts["bytes"] = destination.stat().st_size
     return facts
@@ -32,7 +42,7 @@ def backup_catalog(source: Path, destination: Path) -> dict[str, Any]:
 
 def verify(path: Path) -> dict[str, Any]:
     """Integrity check of a catalog file, and what it holds."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         result = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":

@@ -482,6 +482,7 @@ class Catalog:
         def add(db: sqlite_utils.Database) -> None:
             save_scanned(db, [record], [])
             regroup(db)
+            listeners.append_change(db, None, "catalog.regroup", {"folder_images": None})  # None: unchanged
 
         await self.db.write(add)
         self.generation += 1
@@ -495,6 +496,7 @@ class Catalog:
                 raise NotFound(f"no track {track_id!r}")
             save_scanned(db, [{**rows[0], **changes}], [])
             regroup(db)
+            listeners.append_change(db, None, "catalog.regroup", {"folder_images": None})
 
         await self.db.write(edit)
         self.generation += 1

@@ -75,7 +75,7 @@ def add_user(db: sqlite_utils.Database, name: str, role: str) -> tuple[dict[str,
     secret = secrets.token_urlsafe(32)
     db.execute("INSERT INTO users (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                [user["id"], name, role, _hash(secret), user["created_at"]])
-    append_change(db, None, "user.put", user)
+    append_change(db, None, "user.put", {**user, "token_hash": _hash(secret)})
     return user, f"{user['id']}.{secret}"
 
 
@@ -84,7 +84,7 @@ def new_token(db: sqlite_utils.Database, name: str) -> str:
     user = user_by_name(db, name)
     secret = secrets.token_urlsafe(32)
     db.execute("UPDATE users SET token_hash = ? WHERE id = ?", [_hash(secret), user["id"]])
-    append_change(db, None, "user.put", user)
+    append_change(db, None, "user.put", {**user, "token_hash": _hash(secret)})
     return f"{user['id']}.{secret}"
 
 
@@ -116,12 +116,12 @@ def user_for_token(db: sqlite_utils.Database, token: str) -> dict[str, Any] | No
     stored = row[3] if row else "0" * 64
     if not hmac.compare_digest(stored, _hash(secret)) or row is None:
         return None
-    return {"id": row[0], "name": row[1], "role": row[2]}
+    return {"id": row[0], "name": row[1], "role": row[2], "stamp": row[3][:16]}
 
 
 def user_by_id(db: sqlite_utils.Database, user_id: str) -> dict[str, Any] | None:
-    row = db.execute("SELECT id, name, role FROM users WHERE id = ?", [user_id]).fetchone()
-    return {"id": row[0], "name": row[1], "role": row[2]} if row else None
+    row = db.execute("SELECT id, name, role, token_hash FROM users WHERE id = ?", [user_id]).fetchone()
+    return {"id": row[0], "name": row[1], "role": row[2], "stamp": row[3][:16]} if row else None
 
 
 # --- the change log ---------------------------------------------------------------------------
@@ -159,10 +159,15 @@ def apply(db: sqlite_utils.Database, user: dict[str, Any], op: str, payload: dic
             if row[0] != fingerprint:
                 raise InvalidData("Idempotency-Key", "this key was used for a different request")
             return row[1], json.loads(row[2])
-    status, answer = OPERATIONS[op](db, user, {**payload, **(made or {})})
+    status, answer, change, data = OPERATIONS[op](db, user, {**payload, **(made or {})})
     if key is not None:
+        record = {"user_id": user["id"], "key": key, "fingerprint": fingerprint, "status": status,
+                  "body": json.dumps(answer), "created_at": now()}
         db.execute("INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_at) "
-                   "VALUES (?, ?, ?, ?, ?, ?)", [user["id"], key, fingerprint, status, json.dumps(answer), now()])
+                   "VALUES (:user_id, :key, :fingerprint, :status, :body, :created_at)", record)
+        # Replicas learn the applied key with the write: a promoted node applies it once too.
+        data = {**data, "idempotency": record}
+    append_change(db, user["id"], change, data)
     return status, answer
 
 
@@ -203,8 +208,7 @@ def _create_playlist(db, user, p):
     db.execute("INSERT INTO playlists (id, user_id, name, track_ids, created_at, updated_at) "
                "VALUES (:id, :user_id, :name, :track_ids, :created_at, :updated_at)", row)
     out = _playlist_out(row)
-    append_change(db, user["id"], "playlist.put", {**out, "user_id": user["id"]})
-    return 201, out
+    return 201, out, "playlist.put", {**out, "user_id": user["id"]}
 
 
 def _update_playlist(db, user, p):
@@ -212,6 +216,7 @@ def _update_playlist(db, user, p):
     track_ids = json.loads(row["track_ids"])
     if "track_ids" in p:
         track_ids = p["track_ids"]
+    before = set(track_ids)
     track_ids = track_ids + p.get("append", [])
     for position in sorted(set(p.get("remove_positions", [])), reverse=True):
         if position >= len(track_ids):
@@ -219,35 +224,34 @@ def _update_playlist(db, user, p):
         del track_ids[position]
     if len(track_ids) > MAX_PLAYLIST_TRACKS:
         raise InvalidData("track_ids", f"at most {MAX_PLAYLIST_TRACKS} tracks")
-    _check_tracks(db, track_ids, "track_ids")
+    _check_tracks(db, list(set(track_ids) - before), "track_ids")  # what it had may have left the library
     row.update(name=p.get("name", row["name"]), track_ids=json.dumps(track_ids), updated_at=now())
     db.execute("UPDATE playlists SET name = ?, track_ids = ?, updated_at = ? WHERE id = ?",
                [row["name"], row["track_ids"], row["updated_at"], row["id"]])
     out = _playlist_out(row)
-    append_change(db, user["id"], "playlist.put", {**out, "user_id": user["id"]})
-    return 200, out
+    return 200, out, "playlist.put", {**out, "user_id": user["id"]}
 
 
 def _delete_playlist(db, user, p):
     row = _own_playlist(db, user, p["id"])
     db.execute("DELETE FROM playlists WHERE id = ?", [row["id"]])
-    append_change(db, user["id"], "playlist.delete", {"id": row["id"]})
-    return 204, None
+    return 204, None, "playlist.delete", {"id": row["id"]}
 
 
 def _set_favorite(db, user, p):
     table = FAVORITE_KINDS[p["kind"]]
+    data = {"user_id": user["id"], "kind": p["kind"], "item_id": p["item_id"]}
     if p["on"]:
         if not db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [p["item_id"]]).fetchone():
             raise NotFound(f"no {p['kind'][:-1]} {p['item_id']!r}")
         db.execute("INSERT OR IGNORE INTO favorites (user_id, kind, item_id, created_at) VALUES (?, ?, ?, ?)",
                    [user["id"], p["kind"], p["item_id"], now()])
-    else:
-        db.execute("DELETE FROM favorites WHERE user_id = ? AND kind = ? AND item_id = ?",
-                   [user["id"], p["kind"], p["item_id"]])
-    append_change(db, user["id"], "favorite.put" if p["on"] else "favorite.delete",
-                  {"user_id": user["id"], "kind": p["kind"], "item_id": p["item_id"]})
-    return 204, None
+        data["created_at"] = db.execute("SELECT created_at FROM favorites WHERE user_id = ? AND kind = ? "
+                                        "AND item_id = ?", [user["id"], p["kind"], p["item_id"]]).fetchone()[0]
+        return 204, None, "favorite.put", data
+    db.execute("DELETE FROM favorites WHERE user_id = ? AND kind = ? AND item_id = ?",
+               [user["id"], p["kind"], p["item_id"]])
+    return 204, None, "favorite.delete", data
 
 
 def _add_plays(db, user, p):
@@ -257,8 +261,7 @@ def _add_plays(db, user, p):
              "played_at": play["played_at"], "seconds": play["seconds"]} for play, play_id in zip(plays, p["ids"])]
     db.conn.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) "
                         "VALUES (?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
-    append_change(db, user["id"], "plays.add", {"plays": rows})
-    return 201, {"ids": [r["id"] for r in rows]}
+    return 201, {"ids": [r["id"] for r in rows]}, "plays.add", {"plays": rows}
 
 
 OPERATIONS = {

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from media import UnreadableFile, ids
 from media.formats import container_for
@@ -21,6 +22,7 @@ from media.tags import read_track
 from streamer.edge import Routes
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, SETTINGS
+from streamer.listener_api import is_plain_text, json_body
 
 CHUNK = 256 * 1024
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]+')
@@ -31,9 +33,11 @@ _TAG_COLUMN = {"artist": "tag_artist", "album": "tag_album", "album_artist": "al
 
 
 def _part(text: str, fallback: str, limit: int = 120) -> str:
-    """A safe file or folder name: no separators or control characters, no leading dots."""
+    """A safe file or folder name: no separators or control characters, no leading dots, and at
+    most `limit` bytes of UTF-8 (file systems count bytes: 255 at most)."""
     cleaned = _UNSAFE.sub(" ", text).strip().lstrip(".").strip()
-    return cleaned[:limit].strip() or fallback
+    cleaned = cleaned.encode("utf-8")[:limit].decode("utf-8", "ignore").strip()
+    return cleaned or fallback
 
 
 async def upload_track(request: web.Request) -> web.Response:
@@ -43,11 +47,11 @@ async def upload_track(request: web.Request) -> web.Response:
         raise ApiError(413, "payload_too_large", f"uploads are limited to {settings.upload_max_mb} MB")
     try:
         reader = await request.multipart()
-    except (AssertionError, ValueError, KeyError):
-        raise ApiError(400, "invalid_body", "expected multipart/form-data with a 'file' field") from None
-    field = await reader.next()
-    while field is not None and getattr(field, "name", None) != "file":
         field = await reader.next()
+        while field is not None and getattr(field, "name", None) != "file":
+            field = await reader.next()
+    except (AssertionError, ValueError, KeyError, HttpProcessingError):
+        raise ApiError(400, "invalid_body", "expected multipart/form-data with a 'file' field") from None
     if field is None or not getattr(field, "filename", None):
         raise ApiError(422, "invalid_field", "file: expected a file field named 'file'")
     extension = os.path.splitext(field.filename)[1].lower()
@@ -58,26 +62,37 @@ async def upload_track(request: web.Request) -> web.Response:
     try:
         size = 0
         with open(temporary, "xb") as out:
-            while chunk := await field.read_chunk(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, "payload_too_large", f"uploads are limited to {settings.upload_max_mb} MB")
-                await asyncio.to_thread(out.write, chunk)
+            try:
+                while chunk := await field.read_chunk(CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise ApiError(413, "payload_too_large",
+                                       f"uploads are limited to {settings.upload_max_mb} MB")
+                    await asyncio.to_thread(out.write, chunk)
+            except (ValueError, HttpProcessingError):
+                raise ApiError(400, "invalid_body", "the multipart body is malformed") from None
         try:
             facts = await asyncio.to_thread(read_track, temporary, size)
         except UnreadableFile as exc:
-            raise ApiError(422, "invalid_field", f"file: not usable audio: {exc}") from None
+            reason = str(exc).replace(str(temporary), "the file")  # no internal paths in answers
+            raise ApiError(422, "invalid_field", f"file: not usable audio: {reason}") from None
         artist = _part(facts["album_artist_tag"] or facts["tag_artist"], "Unknown Artist")
         album = _part(facts["tag_album"], "Unknown Album")
         number = f"{facts['track_number']:02d} " if facts["track_number"] else ""
         name = _part(f"{number}{facts['title']}", "Untitled", 180) + extension
         relative = f"{artist}/{album}/{name}"
         destination = library / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        made = [d for d in (library / artist, destination.parent) if not d.exists()]
         try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
             os.link(temporary, destination)  # atomic, and never replaces what is there
         except FileExistsError:
             raise ApiError(409, "conflict", f"{relative} is already in the library") from None
+        except OSError as exc:
+            for folder in reversed(made):  # leave no empty folders behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise ApiError(422, "invalid_field", f"file: cannot be stored as {relative}: {exc.strerror}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
@@ -89,11 +104,8 @@ async def upload_track(request: web.Request) -> web.Response:
 
 
 async def edit_track(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
-    if not isinstance(body, dict) or not body:
+    body = await json_body(request)
+    if not body:
         raise ApiError(422, "invalid_field", f"body: expected an object with some of {', '.join(EDITABLE)}")
     changes: dict[str, Any] = {}
     for key, value in body.items():
@@ -105,6 +117,8 @@ async def edit_track(request: web.Request) -> web.Response:
             raise ApiError(422, "invalid_field", f"{key}: expected {'a string' if kind is str else 'a number'} or null")
         if key == "title" and not (value or "").strip():
             raise ApiError(422, "invalid_field", "title: must not be empty")
+        if isinstance(value, str) and not is_plain_text(value):
+            raise ApiError(422, "invalid_field", f"{key}: control and format characters are not allowed")
         changes[_TAG_COLUMN.get(key, key)] = value.strip() if isinstance(value, str) else value
     track = await request.app[CATALOG].edit_track(request.match_info["id"], changes)
     return web.json_response(track)

@@ -93,34 +93,36 @@ class Auth:
         expires, signature = query.get("exp", ""), query.get("sig", "")
         if access != "read":
             raise ApiError(403, "forbidden", "a signed URL only grants reads; writes need a token")
+        user = await self.catalog.db.read(listeners.user_by_id, user_id) if len(user_id) == 32 else None
+        # The signature covers the user's current token (its stamp): a new token voids old URLs.
+        stamp = user["stamp"] if user else ""
         if not scope or not request.path.startswith(scope) or not expires.isdigit() or not hmac.compare_digest(
-                signature.encode(), self._signature(scope, user_id, expires).encode()):
+                signature.encode(), self._signature(scope, user_id, expires, stamp).encode()) or user is None:
             self._failed(request)
-            raise ApiError(403, "forbidden", "the URL's signature does not match")
+            raise ApiError(403, "forbidden", "the URL's signature does not match (or its user's token changed)")
         if int(expires) < time.time():
             raise ApiError(403, "forbidden", "the signed URL has expired; ask for the playlist again")
-        user = await self.catalog.db.read(listeners.user_by_id, user_id)
-        if user is None:
-            raise ApiError(403, "forbidden", "the URL was signed for a user who no longer exists")
         return user
 
     def signed_suffix(self, request: web.Request, scope: str) -> str:
         """For URLs handed out in a playlist: `?...` signing `scope` for the user asking, so a
         player without headers can follow them; "" for an anonymous request (plain URLs play)."""
         user = request.get(USER)
-        return "" if user is None else "?" + self.sign(scope, user["id"])
+        return "" if user is None else "?" + self.sign(scope, user)
 
     def forget_tokens(self) -> None:
         """After accounts change: tokens are looked up again."""
         self._tokens.clear()
 
-    def sign(self, scope: str, user_id: str, seconds: int = SIGNED_URL_SECONDS) -> str:
+    def sign(self, scope: str, user: dict[str, Any], seconds: int = SIGNED_URL_SECONDS) -> str:
         """The query string that lets a player without headers read under `scope` as this user."""
         expires = str(int(time.time()) + seconds)
-        return f"s={quote(scope, safe='/')}&u={user_id}&exp={expires}&sig={self._signature(scope, user_id, expires)}"
+        signature = self._signature(scope, user["id"], expires, user["stamp"])
+        return f"s={quote(scope, safe='/')}&u={user['id']}&exp={expires}&sig={signature}"
 
-    def _signature(self, scope: str, user_id: str, expires: str) -> str:
-        mac = hmac.new(self.secret, f"{scope}\n{user_id}\n{expires}".encode(), hashlib.sha256).digest()
+    def _signature(self, scope: str, user_id: str, expires: str, stamp: str) -> str:
+        message = f"{scope}\n{user_id}\n{expires}\n{stamp}".encode()
+        mac = hmac.new(self.secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac[:18]).decode()
 
     def _refuse_if_throttled(self, request: web.Request) -> None:
@@ -139,8 +141,8 @@ class Auth:
         if now - started > FAILURE_WINDOW:
             started, count = now, 0
         self._failures[address] = (started, count + 1)
-        if len(self._failures) > 100_000:
-            self._failures.clear()
+        while len(self._failures) > 100_000:  # the oldest go first, not everyone's count at once
+            self._failures.pop(next(iter(self._failures)))
         log.warning("failed authentication from %s for %s %s", address, request.method, request.path)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 import config
 from config import FIELDS, ConfigError, Settings
@@ -129,6 +130,7 @@ def serve(settings: Settings) -> int:
     from streamer.app import create_app
 
     _raise_open_file_limit()
+    logging.getLogger("aiohttp.server").addFilter(_withhold_request_details)
     try:
         app = create_app(settings)
     except MediaError as exc:
@@ -153,6 +155,16 @@ def serve(settings: Settings) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _withhold_request_details(record: logging.LogRecord) -> bool:
+    """aiohttp logs a request it cannot parse with the offending header line, which may be an
+    Authorization header: keep the fact, drop the text."""
+    if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+        record.msg, record.args = "a request could not be parsed: %s (details withheld)", (
+            type(record.exc_info[1]).__name__,)
+        record.exc_info = record.exc_text = None
+    return True
 
 
 class AccessLog(AbstractAccessLogger):

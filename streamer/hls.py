@@ -21,6 +21,7 @@ from aiohttp import web
 from media import FfmpegPool, MediaCache
 from media.hls_plan import Variant, master_playlist, media_playlist, segments, variants_for
 from media.segmenter import copy_segment, elementary_stream
+from streamer.auth import USER
 from streamer.edge import Routes
 from streamer.segment_runs import SegmentRuns
 from streamer.errors import ApiError
@@ -38,6 +39,7 @@ PLAYLIST = "application/vnd.apple.mpegurl"
 SHORT_LIVED = {"Cache-Control": "public, max-age=10", **CORS_HEADERS}
 PRIVATE = {"Cache-Control": "private, max-age=10", **CORS_HEADERS}  # URIs signed for one user
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", **CORS_HEADERS}
+PRIVATE_IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable", **CORS_HEADERS}
 
 
 async def _source(request: web.Request) -> tuple[dict, str, list[Variant]]:
@@ -113,7 +115,9 @@ async def segment(request: web.Request) -> web.Response:
         _make_ahead(request.app, request.match_info["id"], version, source, variant, plan, index + 1)
     etag = f'"{version}-{variant.name}-{index}"'
     content_type = "audio/mpeg" if variant.codec == "mp3" else "audio/aac"
-    return web.Response(body=body, content_type=content_type, headers={"ETag": etag, **IMMUTABLE})
+    # Asked for with credentials: no shared cache may keep it for others.
+    cache = PRIVATE_IMMUTABLE if request.get(USER) is not None else IMMUTABLE
+    return web.Response(body=body, content_type=content_type, headers={"ETag": etag, **cache})
 
 
 def _segment_key(track_id: str, version: str, variant: Variant, index: int) -> str:

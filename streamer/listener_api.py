@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+import unicodedata
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -37,15 +38,26 @@ def _invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "invalid_field", f"{field}: {message}")
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, whatever charset the request claims (JSON is UTF-8): 400 for
+    what is not JSON (too deeply nested included), 422 for anything but an object or for text
+    that is not Unicode (lone surrogates from \\ud800 escapes)."""
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid("body", "holds text that is not valid Unicode") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise _invalid("body", "expected a JSON object")
     return body
+
+
+def is_plain_text(value: str) -> bool:
+    """No control or format characters (NUL, newlines, bidi overrides) in names."""
+    return not any(unicodedata.category(c) in ("Cc", "Cf") for c in value)
 
 
 def _key(request: web.Request) -> str | None:
@@ -60,6 +72,8 @@ def _key(request: web.Request) -> str | None:
 def _name(value: Any, field: str = "name") -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
         raise _invalid(field, f"expected a non-empty string of at most {MAX_NAME} characters")
+    if not is_plain_text(value):
+        raise _invalid(field, "control and format characters are not allowed")
     return value.strip()
 
 
@@ -91,13 +105,15 @@ async def _write(request: web.Request, op: str, payload: dict[str, Any],
 # --- playlists --------------------------------------------------------------------------------
 
 async def create_playlist(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request)
     payload = {"name": _name(body.get("name")), "track_ids": _track_ids(body.get("track_ids", []), "track_ids")}
     return await _write(request, "playlist.create", payload, {"id": new_id()})
 
 
 async def update_playlist(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request)
+    if not body:
+        raise _invalid("body", "nothing to change (name, track_ids, append, remove_positions)")
     payload: dict[str, Any] = {"id": request.match_info["id"]}
     unknown = set(body) - {"name", "track_ids", "append", "remove_positions"}
     if unknown:
@@ -121,7 +137,7 @@ async def get_playlist(request: web.Request) -> web.Response:
     playlist = await request.app[CATALOG].db.read(listeners.get_playlist, user["id"], request.match_info["id"])
     # A URL to paste into any player: signed for its owner, no header needed.
     path = f"/api/v1/playlists/{playlist['id']}/playlist.m3u8"
-    playlist["m3u8_url"] = f"{base_url(request)}{path}?{request.app[AUTH].sign(path, user['id'])}"
+    playlist["m3u8_url"] = f"{base_url(request)}{path}?{request.app[AUTH].sign(path, user)}"
     return web.json_response(playlist)
 
 
@@ -148,7 +164,7 @@ async def playlist_m3u8(request: web.Request) -> web.Response:
             continue
         path = f"/stream/{track_id}"
         lines.append(f"#EXTINF:{round(track['duration'])},{m3u_text(track['artist'])} - {m3u_text(track['title'])}")
-        lines.append(f"{base}{path}?{auth.sign(path, user['id'])}")
+        lines.append(f"{base}{path}?{auth.sign(path, user)}")
     return web.Response(text="\n".join(lines) + "\n", content_type="audio/x-mpegurl",
                         headers={"Cache-Control": "private, no-store"})
 
@@ -190,17 +206,20 @@ def _play(value: Any, field: str) -> dict[str, Any]:
         stamp = datetime.fromisoformat(played_at.replace("Z", "+00:00")) if isinstance(played_at, str) else None
     except ValueError:
         stamp = None
-    if stamp is None or stamp.tzinfo is None or not 2000 <= stamp.year <= 2200:
+    if stamp is None or stamp.tzinfo is None:
         raise _invalid(f"{field}.played_at", "expected an ISO 8601 time with its zone, e.g. 2026-11-27T10:00:00Z")
+    stamp = stamp.astimezone(UTC)
+    if not datetime(2000, 1, 1, tzinfo=UTC) <= stamp <= datetime.now(UTC) + timedelta(days=1):
+        raise _invalid(f"{field}.played_at", "must be from 2000 to now (a day of clock skew allowed)")
     seconds = value.get("seconds")
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 86400:
         raise _invalid(f"{field}.seconds", "expected how long was played, 0 to 86400 seconds")
-    played_at = stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    played_at = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"track_id": track_id, "played_at": played_at, "seconds": float(seconds)}
 
 
 async def add_plays(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request)
     if "plays" in body:
         items = body["plays"]
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_PLAYS_PER_REQUEST:
@@ -226,7 +245,8 @@ async def play_counts(request: web.Request) -> web.Response:
 
 
 async def me(request: web.Request) -> web.Response:
-    return web.json_response(_user(request))
+    user = _user(request)
+    return web.json_response({k: user[k] for k in ("id", "name", "role")})
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:

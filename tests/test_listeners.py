@@ -163,15 +163,20 @@ async def test_signed_playlist_plays_without_headers(node, ffmpeg):
     elsewhere = url.replace(f"/playlists/{made['id']}/", "/playlists/" + "1" * 32 + "/")
     assert (await node.session.get(elsewhere)).status == 403
     auth = node.server.app[AUTH]
-    ann = await (await node.get("/api/v1/me", headers=node.ann)).json()
+    me = await (await node.get("/api/v1/me", headers=node.ann)).json()
+    ann = await node.server.app[CATALOG].db.read(listeners.user_by_id, me["id"])
     path = f"/api/v1/playlists/{made['id']}/playlist.m3u8"
-    expired = f"{str(node.make_url(path))}?{auth.sign(path, ann['id'], seconds=-10)}"
+    expired = f"{str(node.make_url(path))}?{auth.sign(path, ann, seconds=-10)}"
     resp = await node.session.get(expired)
     assert resp.status == 403 and "expired" in (await resp.json())["error"]["message"]
     # Signed URLs only read.
-    resp = await node.session.post(str(node.make_url("/api/v1/playlists")) + "?" + auth.sign("/", ann["id"]),
+    resp = await node.session.post(str(node.make_url("/api/v1/playlists")) + "?" + auth.sign("/", ann),
                                    json={"name": "x"})
     assert resp.status == 403
+    # A new token voids the URLs signed before it.
+    assert (await node.session.get(url)).status == 200
+    await node.server.app[CATALOG].db.write(listeners.new_token, "ann")
+    assert (await node.session.get(url)).status == 403
 
 
 async def test_favorites_and_plays(node):
@@ -474,3 +479,61 @@ async def test_hls_and_album_playlists_are_signed_when_anonymous_reads_are_off(a
     # A signature for one track's HLS does not open another track.
     other = re.sub(r"/hls/[0-9a-f]+/", "/hls/" + "0" * 16 + "/", variant)
     assert (await client.session.get(other)).status == 403
+
+
+@pytest.mark.parametrize("method, path, body, headers, status", [
+    ("POST", "/api/v1/playlists", b"[" * 100_000 + b"]" * 100_000, {}, 400),  # deeper than any parser goes
+    ("POST", "/api/v1/playlists", b'{"name": "\\ud800"}', {}, 422),  # a lone surrogate
+    ("POST", "/api/v1/playlists", b'{"name": "x\\u0000y"}', {}, 422),
+    ("POST", "/api/v1/playlists", b'{"name": "\\u202eevil"}', {}, 422),
+    ("POST", "/api/v1/playlists", b'{"name": "ok"}', {"Content-Type": "application/json; charset=bogus"}, 201),
+    ("POST", "/api/v1/playlists", b"\xff\xfe{}", {}, 400),
+    ("PATCH", "/api/v1/tracks/TRACK", b'{"title": "\\ud800"}', {}, 422),
+    ("PATCH", "/api/v1/tracks/TRACK", b'{"title": "x"}', {"Content-Type": "application/json; charset=bogus"}, 200),
+    ("POST", "/api/v1/plays", b'{"track_id": "TRACK", "played_at": "2199-01-01T00:00:00Z", "seconds": 1}', {}, 422),
+    ("POST", "/api/v1/plays", b'{"track_id": "TRACK", "played_at": "2026-11-26T23:00-05:00", "seconds": 1}', {}, 201),
+    ("POST", "/api/v1/tracks", b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\x00.mp3\"\r\n"
+     b"\r\nxx\r\n--b--\r\n", {"Content-Type": "multipart/form-data; boundary=b"}, (400, 422)),
+    ("POST", "/api/v1/tracks", b"--b\r\ngarbage", {"Content-Type": "multipart/form-data; boundary=b"}, (400, 422)),
+])
+async def test_hostile_bodies_get_clear_errors(node, method, path, body, headers, status):
+    path = path.replace("TRACK", node.track_ids[0])
+    body = body.replace(b"TRACK", node.track_ids[0].encode())
+    resp = await node.request(method, path, data=body,
+                              headers={**node.ada, "Content-Type": "application/json", **headers})
+    assert resp.status in (status if isinstance(status, tuple) else (status,)), await resp.text()
+    if resp.status >= 400:
+        assert (await resp.json())["error"]["code"]
+
+
+async def test_empty_patch_and_removed_tracks_in_playlists(node, tmp_path):
+    t = node.track_ids
+    pid = (await (await node.post("/api/v1/playlists", json={"name": "P", "track_ids": [t[0], t[1]]},
+                                  headers=node.ann)).json())["id"]
+    resp = await node.patch(f"/api/v1/playlists/{pid}", json={}, headers=node.ann)
+    assert resp.status == 422
+    # A track that left the library does not block edits of a playlist that has it.
+    await node.server.app[CATALOG].db.write(lambda d: d.execute("DELETE FROM tracks WHERE id = ?", [t[1]]))
+    resp = await node.patch(f"/api/v1/playlists/{pid}", json={"name": "Q", "append": [t[2]]}, headers=node.ann)
+    assert resp.status == 200 and (await resp.json())["track_ids"] == [t[0], t[1], t[2]]
+    resp = await node.patch(f"/api/v1/playlists/{pid}", json={"append": ["e" * 16]}, headers=node.ann)
+    assert resp.status == 422  # what is added must be in the catalog
+
+
+async def test_upload_with_overlong_tags_is_stored_under_a_safe_name(node, ffmpeg, tmp_path):
+    from tests.conftest import encode
+
+    song = encode(ffmpeg, tmp_path / "in" / "long.mp3", 1.0,
+                  metadata={"artist": "音" * 120, "album": "A", "title": "題" * 100, "track": "1"})
+    resp = await _upload(node, node.ada, song)
+    assert resp.status == 201, await resp.text()
+    library = node.server.app[SETTINGS].library
+    stored = [p for p in library.rglob("*.mp3") if "音" in str(p)]
+    assert len(stored) == 1 and all(len(part.encode()) <= 255 for part in stored[0].parts)
+
+
+async def test_idempotency_keys_are_in_the_change_log(node):
+    await node.put(f"/api/v1/favorites/tracks/{node.track_ids[0]}", headers={**node.ann, "Idempotency-Key": "f1"})
+    row = (await changes(node))[-1]
+    assert row["op"] == "favorite.put" and row["data"]["idempotency"]["key"] == "f1"
+    assert row["data"]["created_at"]
