@@ -477,30 +477,33 @@ class Catalog:
         await self.db.write(finish)
         self.generation += 1
 
-    async def add_track(self, record: dict[str, Any]) -> dict[str, Any]:
-        """A track added outside a scan (an upload): saved, grouped, in the change log."""
-        def add(db: sqlite_utils.Database) -> None:
+    async def add_track(self, record: dict[str, Any], user: dict[str, Any], key: str | None,
+                        payload: dict[str, Any]) -> tuple[int, Any]:
+        """A track added outside a scan (an upload) by `user`: saved, grouped, in the change log,
+        once per idempotency key (`payload` is what identifies the request)."""
+        def add(db: sqlite_utils.Database, _user: dict[str, Any], _payload: dict[str, Any]):
             save_scanned(db, [record], [])
             regroup(db)
-            listeners.append_change(db, None, "catalog.regroup", {"folder_images": None})  # None: unchanged
+            return 201, get_track(db, record["id"]), "catalog.regroup", {"folder_images": None}  # None: unchanged
 
-        await self.db.write(add)
+        answer = await self.db.write(listeners.apply, user, "track.upload", payload, key, None, add)
         self.generation += 1
-        return await self.track(record["id"])
+        return answer
 
-    async def edit_track(self, track_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async def edit_track(self, track_id: str, changes: dict[str, Any], user: dict[str, Any],
+                         key: str | None) -> tuple[int, Any]:
         """Change a track's catalog metadata (its tags as the catalog knows them, not the file)."""
-        def edit(db: sqlite_utils.Database) -> None:
+        def edit(db: sqlite_utils.Database, _user: dict[str, Any], _payload: dict[str, Any]):
             rows = list(db.query(f"SELECT {', '.join(SCANNED_FIELDS)} FROM tracks WHERE id = ?", [track_id]))
             if not rows:
                 raise NotFound(f"no track {track_id!r}")
             save_scanned(db, [{**rows[0], **changes}], [])
             regroup(db)
-            listeners.append_change(db, None, "catalog.regroup", {"folder_images": None})
+            return 200, get_track(db, track_id), "catalog.regroup", {"folder_images": None}
 
-        await self.db.write(edit)
+        answer = await self.db.write(listeners.apply, user, "track.edit", {"id": track_id, **changes}, key, None, edit)
         self.generation += 1
-        return await self.track(track_id)
+        return answer
 
     def bump(self) -> None:
         self.generation += 1

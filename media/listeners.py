@@ -21,6 +21,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlite_utils
@@ -145,21 +146,36 @@ def last_sequence(db: sqlite_utils.Database) -> int:
 
 # --- writes, with idempotency -----------------------------------------------------------------
 
+# An operation: (db, user, payload) -> (HTTP status, answer, change-log op, change-log data).
+Operation = Callable[[sqlite_utils.Database, dict[str, Any], dict[str, Any]], tuple[int, Any, str, dict[str, Any]]]
+
+
+def fingerprint_of(op: str, payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([op, payload], sort_keys=True).encode()).hexdigest()
+
+
+def remembered(db: sqlite_utils.Database, user_id: str, key: str, fingerprint: str) -> tuple[int, Any] | None:
+    """The answer a key already got, or None; a key used for another request is refused."""
+    row = db.execute("SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?",
+                     [user_id, key]).fetchone()
+    if row is None:
+        return None
+    if row[0] != fingerprint:
+        raise InvalidData("Idempotency-Key", "this key was used for a different request")
+    return row[1], json.loads(row[2])
+
 def apply(db: sqlite_utils.Database, user: dict[str, Any], op: str, payload: dict[str, Any],
-          key: str | None, made: dict[str, Any] | None = None) -> tuple[int, Any]:
+          key: str | None, made: dict[str, Any] | None = None, run: Operation | None = None) -> tuple[int, Any]:
     """Apply one write for `user`: (HTTP status, answer). `made` holds what the accepting node
     made for it (new ids), which a repeat of the request does not share. With an idempotency
     key, a repeat of the same request answers what the first got; the key reused for another
-    request is refused."""
-    fingerprint = hashlib.sha256(json.dumps([op, payload], sort_keys=True).encode()).hexdigest()
+    request is refused. `run` does the write when it is not one of OPERATIONS (catalog edits)."""
+    fingerprint = fingerprint_of(op, payload)
     if key is not None:
-        row = db.execute("SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?",
-                         [user["id"], key]).fetchone()
-        if row is not None:
-            if row[0] != fingerprint:
-                raise InvalidData("Idempotency-Key", "this key was used for a different request")
-            return row[1], json.loads(row[2])
-    status, answer, change, data = OPERATIONS[op](db, user, {**payload, **(made or {})})
+        earlier = remembered(db, user["id"], key, fingerprint)
+        if earlier is not None:
+            return earlier
+    status, answer, change, data = (run or OPERATIONS[op])(db, user, {**payload, **(made or {})})
     if key is not None:
         record = {"user_id": user["id"], "key": key, "fingerprint": fingerprint, "status": status,
                   "body": json.dumps(answer), "created_at": now()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
 from typing import Any
@@ -16,13 +17,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from media import UnreadableFile, ids
+from media import UnreadableFile, ids, listeners
 from media.formats import container_for
 from media.tags import read_track
+from streamer.auth import USER
 from streamer.edge import Routes
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, SETTINGS
-from streamer.listener_api import is_plain_text, json_body
+from streamer.listener_api import idempotency_key, is_plain_text, json_body
 
 CHUNK = 256 * 1024
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]+')
@@ -59,11 +61,14 @@ async def upload_track(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_field", f"file: {extension or 'no extension'} is not an audio file type")
     library = settings.library
     temporary = library / f".upload-{ids.new_id()}{extension}"
+    user, key = request[USER], idempotency_key(request)
+    digest = hashlib.sha256()
     try:
         size = 0
         with open(temporary, "xb") as out:
             try:
                 while chunk := await field.read_chunk(CHUNK):
+                    digest.update(chunk)
                     size += len(chunk)
                     if size > limit:
                         raise ApiError(413, "payload_too_large",
@@ -71,6 +76,13 @@ async def upload_track(request: web.Request) -> web.Response:
                     await asyncio.to_thread(out.write, chunk)
             except (ValueError, HttpProcessingError):
                 raise ApiError(400, "invalid_body", "the multipart body is malformed") from None
+        # The same upload sent again with its key gets the first answer, and stores nothing.
+        payload = {"sha256": digest.hexdigest(), "filename": field.filename}
+        if key is not None:
+            earlier = await request.app[CATALOG].db.read(listeners.remembered, user["id"], key,
+                                                         listeners.fingerprint_of("track.upload", payload))
+            if earlier is not None:
+                return web.json_response(earlier[1], status=earlier[0])
         try:
             facts = await asyncio.to_thread(read_track, temporary, size)
         except UnreadableFile as exc:
@@ -99,8 +111,8 @@ async def upload_track(request: web.Request) -> web.Response:
     stat = destination.stat()
     record = {**facts, "id": ids.track_id(relative), "path": relative, "size": stat.st_size,
               "mtime_ns": stat.st_mtime_ns, "container": container_for(relative)}
-    track = await request.app[CATALOG].add_track(record)
-    return web.json_response(track, status=201)
+    status, track = await request.app[CATALOG].add_track(record, user, key, payload)
+    return web.json_response(track, status=status)
 
 
 async def edit_track(request: web.Request) -> web.Response:
@@ -120,8 +132,9 @@ async def edit_track(request: web.Request) -> web.Response:
         if isinstance(value, str) and not is_plain_text(value):
             raise ApiError(422, "invalid_field", f"{key}: control and format characters are not allowed")
         changes[_TAG_COLUMN.get(key, key)] = value.strip() if isinstance(value, str) else value
-    track = await request.app[CATALOG].edit_track(request.match_info["id"], changes)
-    return web.json_response(track)
+    status, track = await request.app[CATALOG].edit_track(request.match_info["id"], changes, request[USER],
+                                                          idempotency_key(request))
+    return web.json_response(track, status=status)
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:

@@ -60,7 +60,7 @@ def is_plain_text(value: str) -> bool:
     return not any(unicodedata.category(c) in ("Cc", "Cf") for c in value)
 
 
-def _key(request: web.Request) -> str | None:
+def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -96,7 +96,8 @@ def _positions(value: Any, field: str) -> list[int]:
 async def _write(request: web.Request, op: str, payload: dict[str, Any],
                  made: dict[str, Any] | None = None) -> web.Response:
     user = _user(request)
-    status, answer = await request.app[CATALOG].db.write(listeners.apply, user, op, payload, _key(request), made)
+    key = idempotency_key(request)
+    status, answer = await request.app[CATALOG].db.write(listeners.apply, user, op, payload, key, made)
     if status == 204:
         return web.Response(status=204)
     return web.json_response(answer, status=status)

@@ -537,3 +537,20 @@ async def test_idempotency_keys_are_in_the_change_log(node):
     row = (await changes(node))[-1]
     assert row["op"] == "favorite.put" and row["data"]["idempotency"]["key"] == "f1"
     assert row["data"]["created_at"]
+
+
+async def test_admin_writes_take_idempotency_keys(node, ffmpeg, tmp_path):
+    from tests.conftest import encode
+
+    song = encode(ffmpeg, tmp_path / "in" / "k.mp3", 1.0, metadata={"artist": "K", "album": "K", "title": "Key"})
+    first = await _upload(node, {**node.ada, "Idempotency-Key": "u1"}, song)
+    again = await _upload(node, {**node.ada, "Idempotency-Key": "u1"}, song)
+    assert first.status == again.status == 201 and await first.json() == await again.json()
+    other = encode(ffmpeg, tmp_path / "in" / "k2.mp3", 1.0, metadata={"artist": "K", "album": "K", "title": "Two"})
+    assert (await _upload(node, {**node.ada, "Idempotency-Key": "u1"}, other)).status == 422
+    t = node.track_ids[0]
+    headers = {**node.ada, "Idempotency-Key": "e1"}
+    one = await node.patch(f"/api/v1/tracks/{t}", json={"genre": "Dub"}, headers=headers)
+    two = await node.patch(f"/api/v1/tracks/{t}", json={"genre": "Dub"}, headers=headers)
+    assert one.status == two.status == 200
+    assert (await node.patch(f"/api/v1/tracks/{t}", json={"genre": "Ska"}, headers=headers)).status == 422
