@@ -74,6 +74,8 @@ FIELDS: tuple[Field, ...] = (
           "a loopback address), on, off", choices=("auto", "on", "off")),
     Field("cors_origins", "str", "*", "web origins allowed to call the listener API: * or a comma-separated "
           "list (media and the catalog are open to every origin)"),
+    Field("cluster_secret", "str", "", "shared secret every node-to-node request carries (at least 16 "
+          "characters; needed by master and region)", secret=True),
     Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
     Field("ffmpeg", "str", "", "path of an ffmpeg binary (default: the one from imageio-ffmpeg)"),
     Field("log_level", "choice", "info", "logging level", choices=LOG_LEVELS),
@@ -100,6 +102,7 @@ class Settings:
     upload_max_mb: int = 200
     anonymous_reads: str = "auto"
     cors_origins: str = "*"
+    cluster_secret: str = ""
     public_url: str = ""
     ffmpeg: str = ""
     log_level: str = "info"
@@ -181,8 +184,10 @@ def load(
     settings = Settings(**values, library_is_default="library" not in given)
     if check_paths and "library" in given and not settings.library.is_dir():
         errors.append(f"library: folder {settings.library} does not exist")
-    if settings.role != "standalone":
-        errors.append(f"role: {settings.role!r} is not available yet in this version (use standalone)")
+    if settings.role == "region":
+        errors.append("role: 'region' is not available yet in this version (use standalone or master)")
+    if settings.role == "master" and len(settings.cluster_secret) < 16:
+        errors.append("cluster_secret: a master needs a cluster secret of at least 16 characters")
     if errors:
         raise ConfigError(errors)
     return settings

@@ -52,6 +52,7 @@ class Database:
         self._waiting: collections.deque = collections.deque()  # (fn, args, future, loop)
         self._waiting_lock = threading.Lock()
         self._writer_busy = False
+        self._commit_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
 
     def _conn(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
@@ -107,12 +108,31 @@ class Database:
                         db.conn.execute("RELEASE one_write")
                         outcomes.append((False, exc))
                 db.conn.execute("COMMIT")
+                self._committed()
             except BaseException as exc:  # the commit itself failed: every write of the batch did
                 if db.conn.in_transaction:
                     db.conn.execute("ROLLBACK")
                 outcomes = [(False, exc)] * len(batch)
             for (_, _, future, loop), outcome in zip(batch, outcomes):
                 loop.call_soon_threadsafe(_settle, future, outcome)
+
+    async def next_commit(self, timeout: float) -> bool:
+        """Wait until a write commits (True), or `timeout` seconds pass (False)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._waiting_lock:
+            self._commit_waiters.append((loop, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def _committed(self) -> None:
+        with self._waiting_lock:
+            waiters, self._commit_waiters = self._commit_waiters, []
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_wake, future)
 
     def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """For start-up and command-line use, before or without an event loop."""
@@ -138,3 +158,8 @@ def _settle(future: asyncio.Future, outcome: tuple[bool, Any]) -> None:
         future.set_result(value)
     else:
         future.set_exception(value)
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

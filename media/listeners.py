@@ -144,6 +144,11 @@ def last_sequence(db: sqlite_utils.Database) -> int:
     return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
 
 
+def first_sequence(db: sqlite_utils.Database) -> int:
+    """The oldest change still kept (0 when none is): a follower behind it needs a snapshot."""
+    return db.execute("SELECT COALESCE(MIN(seq), 0) FROM changes").fetchone()[0]
+
+
 # --- writes, with idempotency -----------------------------------------------------------------
 
 # An operation: (db, user, payload) -> (HTTP status, answer, change-log op, change-log data).

@@ -19,7 +19,7 @@ from aiohttp import web
 from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from media.demo import make_demo_library
-from streamer import admin_api, api, hls, listener_api, transcodes
+from streamer import admin_api, api, cluster, hls, listener_api, transcodes
 from streamer.auth import Auth, is_loopback, load_secret
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
@@ -57,6 +57,8 @@ def create_app(settings: Settings) -> web.Application:
     api.add_routes(app, routes)
     listener_api.add_routes(app, routes)
     admin_api.add_routes(app, routes)
+    if settings.role == "master":
+        cluster.add_routes(app, routes)
     hls.add_routes(app, routes)
     routes.finish()
     return app

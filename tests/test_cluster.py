@@ -1,0 +1,98 @@
+"""The master's cluster endpoints through a real server: the secret, the long-poll change feed,
+snapshots that open as a consistent catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import shutil
+import sqlite3
+import time
+
+import pytest
+
+from config import ConfigError, load
+from media import listeners
+from streamer import create_app
+from streamer.keys import CATALOG
+from tests.conftest import make_user, settings_for, wait_for_scan
+
+SECRET = "a-cluster-secret-of-some-length"
+
+
+@pytest.fixture
+async def master(aiohttp_client, demo_library, tmp_path):
+    library = tmp_path / "music"
+    shutil.copytree(demo_library, library)
+    app = create_app(settings_for(library, tmp_path / "data", role="master", cluster_secret=SECRET))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    client.ann = await make_user(app, "ann")
+    return client
+
+
+def test_roles_and_secrets_in_config(tmp_path):
+    with pytest.raises(ConfigError, match="cluster_secret"):
+        load(None, {"STREAMER_ROLE": "master"}, {}, check_paths=False)
+    with pytest.raises(ConfigError, match="region"):
+        load(None, {"STREAMER_ROLE": "region", "STREAMER_CLUSTER_SECRET": SECRET}, {}, check_paths=False)
+    assert load(None, {"STREAMER_ROLE": "master", "STREAMER_CLUSTER_SECRET": SECRET}, {},
+                check_paths=False).role == "master"
+
+
+async def test_a_wrong_secret_is_refused(master, caplog):
+    for headers in ({}, {"X-Cluster-Secret": "wrong"}, {"X-Cluster-Secret": SECRET + "x"}):
+        resp = await master.get("/cluster/v1/changes", headers=headers)
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "forbidden"
+    assert "cluster request from" in caplog.text and "refused" in caplog.text
+
+
+async def test_change_feed_answers_at_once_or_when_a_write_lands(master):
+    secret = {"X-Cluster-Secret": SECRET}
+    first = await (await master.get("/cluster/v1/changes?since=0", headers=secret)).json()
+    assert first["changes"] and first["last"] == first["changes"][-1]["seq"]  # the scan and the user
+    last = first["last"]
+    started = time.monotonic()
+    idle = await (await master.get(f"/cluster/v1/changes?since={last}&wait=1", headers=secret)).json()
+    assert idle == {"changes": [], "last": last} and 0.9 < time.monotonic() - started < 3
+
+    async def write_soon():
+        await asyncio.sleep(0.3)
+        await master.post("/api/v1/playlists", json={"name": "Fresh"}, headers=master.ann)
+
+    writer = asyncio.create_task(write_soon())
+    started = time.monotonic()
+    resp = await master.get(f"/cluster/v1/changes?since={last}&wait=20", headers=secret)
+    waited = time.monotonic() - started
+    await writer
+    body = await resp.json()
+    assert [c["op"] for c in body["changes"]] == ["playlist.put"] and body["changes"][0]["data"]["name"] == "Fresh"
+    assert 0.2 < waited < 3  # woken by the commit, not by the timeout
+    assert (await master.get("/cluster/v1/changes?since=x", headers=secret)).status == 400
+
+
+async def test_a_follower_behind_the_kept_log_must_resync(master):
+    secret = {"X-Cluster-Secret": SECRET}
+    db = master.server.app[CATALOG].db
+    await master.post("/api/v1/playlists", json={"name": "A"}, headers=master.ann)
+    await db.write(lambda d: d.execute("DELETE FROM changes WHERE seq < (SELECT MAX(seq) FROM changes)"))
+    resp = await master.get("/cluster/v1/changes?since=0", headers=secret)
+    assert resp.status == 410 and (await resp.json())["error"]["code"] == "resync_needed"
+
+
+async def test_snapshot_is_a_consistent_catalog_with_its_sequence(master, tmp_path):
+    resp = await master.get("/cluster/v1/snapshot", headers={"X-Cluster-Secret": SECRET}, auto_decompress=False)
+    assert resp.status == 200 and resp.headers["Content-Encoding"] == "gzip"
+    sequence = int(resp.headers["X-Snapshot-Sequence"])
+    copy = tmp_path / "snapshot.db"
+    copy.write_bytes(gzip.decompress(await resp.read()))
+    conn = sqlite3.connect(copy)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0] == 9
+    assert conn.execute("SELECT MAX(seq) FROM changes").fetchone()[0] == sequence
+    conn.close()
+    assert sequence == await master.server.app[CATALOG].db.read(listeners.last_sequence)
+
+
+async def test_standalone_serves_no_cluster_endpoints(demo_server):
+    assert (await demo_server.get("/cluster/v1/changes", headers={"X-Cluster-Secret": SECRET})).status == 404
