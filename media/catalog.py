@@ -337,20 +337,23 @@ def effective(t: dict[str, Any], folder_has_many_artists: bool = False) -> tuple
             ids.artist_id(album_artist), folder)
 
 
-def save_scanned(db: sqlite_utils.Database, tracks: list[dict[str, Any]], removed: list[str]) -> None:
+def save_scanned(db: sqlite_utils.Database, tracks: list[dict[str, Any]], removed: list[str], *,
+                 at: str | None = None, log: bool = True) -> None:
     """Upsert scanned tracks (keeping their added_at) and drop tracks whose files are gone.
 
     Effective values are set right away from each track's own tags, so the catalog reads well
-    while a scan is still running; regroup() later corrects untagged compilations."""
-    now = _now()
+    while a scan is still running; regroup() later corrects untagged compilations. A replica
+    applying the master's change passes its time (`at`) and `log=False` (it copies the row)."""
+    now = at or _now()
     db.conn.executemany(_UPSERT, [[t[f] for f in SCANNED_FIELDS] + list(effective(t)) + [now, now]
                                   for t in tracks])
-    if tracks:  # in the change log like every write: what a replica needs to do the same
+    if tracks and log:  # in the change log like every write: what a replica needs to do the same
         listeners.append_change(db, None, "tracks.put", {"tracks": [{f: t[f] for f in SCANNED_FIELDS}
-                                                                    for t in tracks]})
+                                                                    for t in tracks]}, at=now)
     if removed:
         db.conn.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])
-        listeners.append_change(db, None, "tracks.delete", {"paths": removed})
+        if log:
+            listeners.append_change(db, None, "tracks.delete", {"paths": removed})
 
 
 def save_folder_images(db: sqlite_utils.Database, images: dict[str, str]) -> None:

@@ -127,9 +127,10 @@ def user_by_id(db: sqlite_utils.Database, user_id: str) -> dict[str, Any] | None
 
 # --- the change log ---------------------------------------------------------------------------
 
-def append_change(db: sqlite_utils.Database, user_id: str | None, op: str, data: dict[str, Any]) -> int:
+def append_change(db: sqlite_utils.Database, user_id: str | None, op: str, data: dict[str, Any],
+                  at: str | None = None) -> int:
     cursor = db.execute("INSERT INTO changes (at, user_id, op, data) VALUES (?, ?, ?, ?)",
-                        [now(), user_id, op, json.dumps(data, separators=(",", ":"))])
+                        [at or now(), user_id, op, json.dumps(data, separators=(",", ":"))])
     return cursor.lastrowid
 
 

@@ -1,0 +1,82 @@
+"""Applying the master's change log to a replica of its catalog.
+
+Each change row is applied as what it says happened (the full resulting state, so applying one
+twice is harmless), and then copied into the replica's own change log with the master's sequence
+number: a replica promoted to master serves the same feed on. The replica's position is the last
+sequence in its change log. An operation this program does not know stops the replica rather
+than let it drift from the master.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlite_utils
+
+from media import catalog
+from media.errors import MediaError
+
+
+class UnknownChange(MediaError):
+    """A change-log operation this program cannot apply (the master runs a newer version)."""
+
+
+def position(db: sqlite_utils.Database) -> int:
+    """The sequence of the last change this replica holds."""
+    return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+
+
+def apply_changes(db: sqlite_utils.Database, changes: list[dict[str, Any]]) -> int:
+    """Apply the rows (in order; those already held are skipped); returns the new position."""
+    held = position(db)
+    for change in changes:
+        if change["seq"] <= held:
+            continue
+        _apply(db, change["op"], change["data"], change["at"])
+        db.execute("INSERT INTO changes (seq, at, user_id, op, data) VALUES (?, ?, ?, ?, ?)",
+                   [change["seq"], change["at"], change["user_id"], change["op"],
+                    json.dumps(change["data"], separators=(",", ":"))])
+        held = change["seq"]
+    return held
+
+
+def _apply(db: sqlite_utils.Database, op: str, data: dict[str, Any], at: str) -> None:
+    if op == "tracks.put":
+        catalog.save_scanned(db, data["tracks"], [], at=at, log=False)
+    elif op == "tracks.delete":
+        catalog.save_scanned(db, [], data["paths"], log=False)
+    elif op == "catalog.regroup":
+        if data.get("folder_images") is not None:
+            catalog.save_folder_images(db, data["folder_images"])
+        catalog.regroup(db)
+    elif op == "user.put":
+        db.execute("INSERT INTO users (id, name, role, token_hash, created_at) VALUES "
+                   "(:id, :name, :role, :token_hash, :created_at) ON CONFLICT(id) DO UPDATE SET "
+                   "name = excluded.name, role = excluded.role, token_hash = excluded.token_hash", data)
+    elif op == "user.delete":
+        for table in ("playlists", "favorites", "plays", "idempotency"):
+            db.execute(f"DELETE FROM {table} WHERE user_id = ?", [data["id"]])
+        db.execute("DELETE FROM users WHERE id = ?", [data["id"]])
+    elif op == "playlist.put":
+        db.execute("INSERT OR REPLACE INTO playlists (id, user_id, name, track_ids, created_at, updated_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", [data["id"], data["user_id"], data["name"],
+                                                 json.dumps(data["track_ids"]), data["created_at"],
+                                                 data["updated_at"]])
+    elif op == "playlist.delete":
+        db.execute("DELETE FROM playlists WHERE id = ?", [data["id"]])
+    elif op == "favorite.put":
+        db.execute("INSERT OR REPLACE INTO favorites (user_id, kind, item_id, created_at) VALUES (?, ?, ?, ?)",
+                   [data["user_id"], data["kind"], data["item_id"], data["created_at"]])
+    elif op == "favorite.delete":
+        db.execute("DELETE FROM favorites WHERE user_id = ? AND kind = ? AND item_id = ?",
+                   [data["user_id"], data["kind"], data["item_id"]])
+    elif op == "plays.add":
+        db.conn.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) "
+                            "VALUES (:id, :user_id, :track_id, :played_at, :seconds)", data["plays"])
+    else:
+        raise UnknownChange(f"change-log operation {op!r} is unknown to this version")
+    record = data.get("idempotency")
+    if record is not None:  # the key the master applied: a promoted replica applies it once too
+        db.execute("INSERT OR REPLACE INTO idempotency (user_id, key, fingerprint, status, body, created_at) "
+                   "VALUES (:user_id, :key, :fingerprint, :status, :body, :created_at)", record)
