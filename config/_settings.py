@@ -76,6 +76,7 @@ FIELDS: tuple[Field, ...] = (
           "list (media and the catalog are open to every origin)"),
     Field("cluster_secret", "str", "", "shared secret every node-to-node request carries (at least 16 "
           "characters; needed by master and region)", secret=True),
+    Field("master_url", "str", "", "a region's master, e.g. http://127.0.0.1:8080"),
     Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
     Field("ffmpeg", "str", "", "path of an ffmpeg binary (default: the one from imageio-ffmpeg)"),
     Field("log_level", "choice", "info", "logging level", choices=LOG_LEVELS),
@@ -103,6 +104,7 @@ class Settings:
     anonymous_reads: str = "auto"
     cors_origins: str = "*"
     cluster_secret: str = ""
+    master_url: str = ""
     public_url: str = ""
     ffmpeg: str = ""
     log_level: str = "info"
@@ -184,10 +186,10 @@ def load(
     settings = Settings(**values, library_is_default="library" not in given)
     if check_paths and "library" in given and not settings.library.is_dir():
         errors.append(f"library: folder {settings.library} does not exist")
-    if settings.role == "region":
-        errors.append("role: 'region' is not available yet in this version (use standalone or master)")
-    if settings.role == "master" and len(settings.cluster_secret) < 16:
-        errors.append("cluster_secret: a master needs a cluster secret of at least 16 characters")
+    if settings.role in ("master", "region") and len(settings.cluster_secret) < 16:
+        errors.append(f"cluster_secret: a {settings.role} needs a cluster secret of at least 16 characters")
+    if settings.role == "region" and not settings.master_url.startswith(("http://", "https://")):
+        errors.append("master_url: a region needs its master's URL, e.g. http://127.0.0.1:8080")
     if errors:
         raise ConfigError(errors)
     return settings

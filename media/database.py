@@ -116,6 +116,14 @@ class Database:
             for (_, _, future, loop), outcome in zip(batch, outcomes):
                 loop.call_soon_threadsafe(_settle, future, outcome)
 
+    async def write_alone(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, ...)` on the writer thread outside any transaction (after the writes
+        waiting before it): for what manages its own, like restoring a snapshot."""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._writer, partial(self._run_read, fn, *args))
+        self._committed()
+        return result
+
     async def next_commit(self, timeout: float) -> bool:
         """Wait until a write commits (True), or `timeout` seconds pass (False)."""
         loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from media.demo import make_demo_library
 from streamer import admin_api, api, cluster, hls, listener_api, transcodes
 from streamer.auth import Auth, is_loopback, load_secret
+from streamer.region import Follower
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
 from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
@@ -29,6 +30,7 @@ from streamer.originals import OpenFiles, serve_file
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
+FOLLOWER = web.AppKey("follower", Follower)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -40,13 +42,15 @@ def create_app(settings: Settings) -> web.Application:
     app[FFMPEG] = find_ffmpeg(settings.ffmpeg)
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_transcoding_ctx)
-    app.cleanup_ctx.append(_library_ctx)
+    app.cleanup_ctx.append(_region_ctx if settings.role == "region" else _library_ctx)
 
     anonymous = settings.anonymous_reads == "on" or (settings.anonymous_reads == "auto"
                                                      and is_loopback(settings.host))
     auth = Auth(load_secret(settings.data_dir), anonymous_reads=anonymous)
     app[AUTH] = auth
     routes = Routes(app, metrics, auth, settings.cors_origins)
+    if settings.role == "region":
+        routes.read_only = settings.master_url
     routes.get("/", index, "index", access="open")
     routes.get("/healthz", healthz, "healthz", access="open")
     routes.get("/readyz", readyz, "readyz", access="open")
@@ -98,6 +102,18 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(cache.close)
 
 
+async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A region never scans: it follows the master (streamer.region)."""
+    follower = app[FOLLOWER] = Follower(app)
+    task = asyncio.create_task(follower.run(), name="follow-master")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
     """Fill the library (demo) and scan it in the background: the server answers meanwhile."""
     task = asyncio.create_task(_prepare_and_scan(app), name="prepare-library")
@@ -145,16 +161,24 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     progress = request.app[SCANNER].progress
-    return web.json_response({
-        "status": "ok", "role": request.app[SETTINGS].role, "version": VERSION,
-        "scan": {"state": progress.state, "files": progress.files, "read": progress.read,
-                 "to_read": progress.to_read},
-    })
+    body = {"status": "ok", "role": request.app[SETTINGS].role, "version": VERSION,
+            "scan": {"state": progress.state, "files": progress.files, "read": progress.read,
+                     "to_read": progress.to_read}}
+    if request.app[SETTINGS].role == "region":
+        follower = request.app[FOLLOWER]
+        body["master"] = {"url": request.app[SETTINGS].master_url, "reachable": follower.master_reachable,
+                          "sequence": follower.position}
+    return web.json_response(body)
 
 
 async def readyz(request: web.Request) -> web.Response:
-    # A standalone node serves from its own catalog as soon as it is open, even mid-scan.
-    return web.json_response({"status": "ready", "role": request.app[SETTINGS].role})
+    # A standalone node serves from its own catalog as soon as it is open, even mid-scan; a
+    # region once it holds a replica (its first snapshot, or what it had before a restart).
+    role = request.app[SETTINGS].role
+    if role == "region" and not request.app[FOLLOWER].ready.is_set():
+        return web.json_response({"status": "starting", "role": role,
+                                  "reason": "waiting for the first snapshot from the master"}, status=503)
+    return web.json_response({"status": "ready", "role": role})
 
 
 async def metrics_page(request: web.Request) -> web.Response:

@@ -34,6 +34,7 @@ from streamer.keys import CATALOG, SETTINGS
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 60
+CLOSING = web.AppKey("cluster_closing", asyncio.Event)
 SECRET_HEADER = "X-Cluster-Secret"
 
 
@@ -59,9 +60,9 @@ async def changes(request: web.Request) -> web.Response:
             raise ApiError(410, "resync_needed", f"changes before {oldest} are no longer kept; take a snapshot")
         rows = await db.read(listeners.changes_since, since, limit)
         left = deadline - asyncio.get_running_loop().time()
-        if rows or left <= 0:
+        if rows or left <= 0 or request.app[CLOSING].is_set():
             break
-        await db.next_commit(left)
+        await _commit_or_closing(request.app, left)
     last = rows[-1]["seq"] if rows else max(since, await db.read(listeners.last_sequence))
     return web.json_response({"changes": rows, "last": last})
 
@@ -86,12 +87,28 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         return response
 
 
+async def _commit_or_closing(app: web.Application, timeout: float) -> None:
+    """Wait for the next commit, but not past the server's shutdown: a long poll must not hold it."""
+    waits = [asyncio.ensure_future(app[CATALOG].db.next_commit(timeout)), asyncio.ensure_future(app[CLOSING].wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 def _gzip(source: Path, destination: Path) -> None:
     with open(source, "rb") as raw, gzip.open(destination, "wb", compresslevel=3) as packed:
         shutil.copyfileobj(raw, packed, 1 << 20)
 
 
+async def _closing(app: web.Application) -> None:
+    app[CLOSING].set()
+
+
 def add_routes(app: web.Application, routes: Routes) -> None:
+    app[CLOSING] = asyncio.Event()
+    app.on_shutdown.append(_closing)
     # "open" at the edge: the cluster secret, not a user, authenticates these.
     routes.get("/cluster/v1/changes", changes, "cluster_changes", access="open")
     routes.get("/cluster/v1/snapshot", snapshot, "cluster_snapshot", access="open")

@@ -147,3 +147,95 @@ async def test_replaying_the_change_log_rebuilds_the_catalog(master, tmp_path, f
         assert await replica.db.read(_dump) == await db.read(_dump)
     finally:
         replica.close()
+
+
+def _start(tmp_path, name, *args):
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_cli import RUN, free_port
+
+    port = free_port()
+    log = open(tmp_path / f"{name}.log", "w")
+    proc = subprocess.Popen([sys.executable, RUN, "--port", str(port), "--data-dir", str(tmp_path / name), *args],
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    return proc, f"http://127.0.0.1:{port}", tmp_path / f"{name}.log"
+
+
+async def _wait_ready(session, url, proc, log, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            async with session.get(f"{url}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} not ready: {log.read_text()[-3000:]}")
+
+
+async def test_a_region_process_follows_its_master_process(tmp_path, demo_library):
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    from tests.test_cli import RUN
+
+    music = tmp_path / "master-music"
+    shutil.copytree(demo_library, music)
+    token = subprocess.run([sys.executable, RUN, "user", "add", "ann", "--data-dir", str(tmp_path / "master")],
+                           capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1]
+    (tmp_path / "region-music").mkdir()
+    master, master_url, master_log = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
+                                            "--library", str(music))
+    region = wrong = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, master_url, master, master_log)
+            while (await (await session.get(f"{master_url}/api/v1/library/scan")).json())["state"] != "done":
+                await asyncio.sleep(0.1)
+            region, region_url, region_log = _start(tmp_path, "region", "--role", "region", "--cluster-secret",
+                                                    SECRET, "--master-url", master_url,
+                                                    "--library", str(tmp_path / "region-music"))
+            await _wait_ready(session, region_url, region, region_log)
+            at_master = await (await session.get(f"{master_url}/api/v1/tracks?limit=100")).json()
+            at_region = await (await session.get(f"{region_url}/api/v1/tracks?limit=100")).json()
+            assert at_region["total"] == at_master["total"] == 9
+            assert [t["id"] for t in at_region["items"]] == [t["id"] for t in at_master["items"]]
+
+            auth = {"Authorization": f"Bearer {token}"}
+            written = time.monotonic()
+            resp = await session.post(f"{master_url}/api/v1/playlists", json={"name": "Seen everywhere"},
+                                      headers=auth)
+            assert resp.status == 201
+            while True:  # the region's long poll is woken by the master's commit
+                listing = await (await session.get(f"{region_url}/api/v1/playlists", headers=auth)).json()
+                if listing["total"] == 1:
+                    break
+                assert time.monotonic() - written < 5, "the write did not reach the region"
+                await asyncio.sleep(0.02)
+            assert listing["items"][0]["name"] == "Seen everywhere"
+            resp = await session.post(f"{region_url}/api/v1/playlists", json={"name": "x"}, headers=auth)
+            assert resp.status == 503 and master_url in (await resp.json())["error"]["message"]
+            health = await (await session.get(f"{region_url}/healthz")).json()
+            assert health["master"]["reachable"] is True
+
+            # A region with the wrong secret is refused, and says so in its log and the master's.
+            wrong, wrong_url, wrong_log = _start(tmp_path, "wrong", "--role", "region", "--cluster-secret",
+                                                 "not-the-right-secret", "--master-url", master_url,
+                                                 "--library", str(tmp_path / "region-music"))
+            deadline = time.monotonic() + 20
+            while "cluster secret" not in wrong_log.read_text():
+                assert time.monotonic() < deadline, wrong_log.read_text()
+                await asyncio.sleep(0.1)
+            assert (await session.get(f"{wrong_url}/readyz")).status == 503
+            assert "refused" in master_log.read_text()
+    finally:
+        for proc in (master, region, wrong):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
