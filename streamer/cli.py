@@ -23,7 +23,7 @@ import config
 from config import FIELDS, ConfigError, Settings
 from media import Catalog, MediaError, Scanner, ScanProgress
 
-COMMANDS = ("serve", "scan", "config", "user", "backup")
+COMMANDS = ("serve", "scan", "config", "user", "backup", "cluster")
 log = logging.getLogger("streamer")
 
 
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
              "scan": "scan the library into the catalog, with a progress bar, and exit",
              "config": "print the effective configuration and exit",
              "user": "manage users: user add NAME [--admin] | user list | user token NAME | user remove NAME",
-             "backup": "copy the catalog consistently (also while the server runs) to PATH and verify the copy"}
+             "backup": "copy the catalog consistently (also while the server runs) to PATH and verify the copy",
+             "cluster": "start a master and two regions on localhost (ports --port, +1, +2), Ctrl-C stops them"}
     for name in COMMANDS:
         cmd = sub.add_parser(name, help=helps[name], description=helps[name])
         if name == "user":
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--admin", action="store_true", help="with add: the user may administer the node")
         elif name == "backup":
             cmd.add_argument("path", type=Path, help="file to write the copy of the catalog to")
+        elif name == "cluster":
+            cmd.add_argument("--folder", type=Path, default=Path("cluster"),
+                             help="where the nodes' libraries and data go (default ./cluster)")
         cmd.add_argument("--config", type=Path, metavar="FILE",
                          help="TOML settings file (also STREAMER_CONFIG); env STREAMER_* and flags override it")
         for field in FIELDS:
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         for line in exc.lines:
             print(f"error: {line}", file=sys.stderr)
         return 2
-    quiet = args.command in ("user", "backup", "config")  # their output is the answer, not a log
+    quiet = args.command in ("user", "backup", "config", "cluster")  # their output is the answer, not a log
     logging.basicConfig(level="WARNING" if quiet else settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "config":
@@ -79,6 +83,11 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         return manage_user(settings, args.action, args.name, args.admin)
     if args.command == "backup":
         return backup(settings, args.path)
+    if args.command == "cluster":
+        from media import find_ffmpeg
+        from streamer.local_cluster import run_cluster
+
+        return run_cluster(args.folder.resolve(), settings.port, find_ffmpeg(settings.ffmpeg))
     return serve(settings)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import shutil
 import sqlite3
 import time
@@ -239,3 +240,52 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def test_cluster_command_starts_three_nodes_and_stops_them(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.test_cli import RUN, free_port
+
+    port = free_port()
+    while any(_busy(port + i) for i in range(3)):
+        port = free_port()
+    proc = subprocess.Popen([sys.executable, RUN, "cluster", "--port", str(port), "--folder", str(tmp_path / "c")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        ready = set()
+        while len(ready) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None, "cluster did not come up"
+            for i in range(3):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port + i}/readyz", timeout=2) as resp:
+                        if resp.status == 200:
+                            ready.add(i)
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        for i in (1, 2):  # each region holds the master's catalog
+            while True:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port + i}/api/v1/tracks", timeout=5) as resp:
+                    if json.loads(resp.read())["total"] == 9:
+                        break
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "[master  ]" in out and "[region-a]" in out and "[region-b]" in out and "cluster: stopped" in out
+    for i in range(3):
+        assert not _busy(port + i), "a node is still listening"
+
+
+def _busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

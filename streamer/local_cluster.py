@@ -1,0 +1,89 @@
+"""`python run.py cluster`: a master and two regions on localhost, as separate processes.
+
+Each node is `run.py serve` with its file from config/ (master.toml, region-a.toml,
+region-b.toml); `--folder` says where their libraries and data go and `--port` where the master
+listens (the regions take the next two ports). The master's library is filled with the demo
+library when it is empty; the regions' media folders start empty. Every line a node prints is
+shown with its name in front, and Ctrl-C (or SIGTERM) stops all three.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+RUN = Path(__file__).resolve().parent.parent / "run.py"
+NODES = ("master", "region-a", "region-b")
+
+
+def run_cluster(folder: Path, port: int, ffmpeg: str) -> int:
+    from media.demo import make_demo_library
+
+    music = folder / "music"
+    music.mkdir(parents=True, exist_ok=True)
+    if not any(music.iterdir()):
+        print(f"cluster: making the demo library in {music}", flush=True)
+        make_demo_library(music, ffmpeg)
+    processes: list[tuple[str, subprocess.Popen]] = []
+    for offset, name in enumerate(NODES):
+        library = music if name == "master" else folder / name / "music"
+        library.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(RUN), "serve", "--config", str(CONFIG / f"{name}.toml"),
+                   "--port", str(port + offset), "--library", str(library), "--data-dir", str(folder / name)]
+        if name != "master":
+            command += ["--master-url", f"http://127.0.0.1:{port}"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        processes.append((name, process))
+        threading.Thread(target=_relay, args=(name, process), daemon=True).start()
+        if name == "master":
+            _wait_for_port(port, process)  # regions then find it at once
+    print(f"cluster: master http://127.0.0.1:{port}/, regions http://127.0.0.1:{port + 1}/ and "
+          f"http://127.0.0.1:{port + 2}/ (Ctrl-C stops all three)", flush=True)
+
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # Ctrl-C also reaches the nodes (same process group)
+    while not stopping.wait(0.5):
+        for name, process in processes:
+            if process.poll() is not None:
+                print(f"cluster: {name} exited ({process.returncode}); stopping the others", flush=True)
+                stopping.set()
+    for _, process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for _, process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    print("cluster: stopped", flush=True)
+    return 0
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+
+
+def _relay(name: str, process: subprocess.Popen) -> None:
+    width = max(len(n) for n in NODES)
+    for line in process.stdout:
+        sys.stdout.write(f"[{name:<{width}}] {line}")
+        sys.stdout.flush()
