@@ -105,25 +105,29 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
     """A region never scans: it follows the master (streamer.region)."""
     follower = app[FOLLOWER] = Follower(app)
-    task = asyncio.create_task(follower.run(), name="follow-master")
-    try:
+    async with _in_background(follower.run(), "follow-master"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
     """Fill the library (demo) and scan it in the background: the server answers meanwhile."""
-    task = asyncio.create_task(_prepare_and_scan(app), name="prepare-library")
+    try:
+        async with _in_background(_prepare_and_scan(app), "prepare-library"):
+            yield
+    finally:
+        await app[SCANNER].close()
+
+
+@contextlib.asynccontextmanager
+async def _in_background(work, name: str) -> AsyncIterator[None]:
+    """Run `work` as a task while the server runs; cancelled and awaited when it stops."""
+    task = asyncio.create_task(work, name=name)
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        await app[SCANNER].close()
 
 
 async def _prepare_and_scan(app: web.Application) -> None:
