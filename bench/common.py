@@ -1,14 +1,26 @@
-"""What the benchmarks share: their error, child processes, ports, ffmpeg, the summary table."""
+"""What the benchmarks share: their error, child processes, ports, ffmpeg, our server's scan and log,
+percentiles, the summary table and the run of a benchmark's main (exit codes, temp folder, clean-up)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
 
 class BenchError(Exception):
     """The benchmark cannot go on (missing tool, server that does not start, wrong bytes...)."""
@@ -72,12 +84,74 @@ def wait_port(port: int, proc: Proc, timeout: float) -> None:
     raise BenchError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
 
 
+def start_server(library: Path, data: Path, log_path: Path, procs: list[Proc]) -> tuple[Proc, str]:
+    """Our server (run.py serve, no demo library, log level warning) on a free local port, put in
+    `procs`; returned with its base URL once it listens."""
+    port = free_port()
+    ours = Proc("our server", [sys.executable, str(REPO / "run.py"), "serve", "--host", "127.0.0.1",
+                               "--port", str(port), "--library", str(library),
+                               "--data-dir", str(data), "--no-demo-library",
+                               "--log-level", "warning"],
+                log_path, cwd=str(REPO))
+    procs.append(ours)
+    wait_port(port, ours, 30)
+    return ours, f"http://127.0.0.1:{port}"
+
+
+def wait_scan(base: str, proc: Proc, expected: int | None = None, timeout: float = 90) -> list[dict]:
+    """Wait for our server's library scan to end; its tracks (up to 500), `expected` of them or,
+    with no `expected`, at least one."""
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"our server exited:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"{base}/api/v1/library/scan", timeout=5) as resp:
+                body = resp.read()
+            state = json.loads(body).get("state")
+            if state == "done":
+                with urllib.request.urlopen(f"{base}/api/v1/tracks?limit=500", timeout=10) as resp:
+                    items = json.loads(resp.read()).get("items", [])
+                if expected is None and not items:
+                    raise BenchError(f"scan done but no track in the catalog:\n{proc.log_tail()}")
+                if expected is not None and len(items) != expected:
+                    raise BenchError(f"scan done with {len(items)} tracks, expected {expected}:\n{proc.log_tail()}")
+                return items
+            if state in ("failed", "stopped"):
+                raise BenchError(f"our scan ended in state {state!r}: {body[:500]!r}")
+        time.sleep(0.2)
+    raise BenchError(f"our scan not done within {timeout:.0f}s (last state {state!r})")
+
+
+def log_problems(proc: Proc) -> tuple[int, int, list[str]]:
+    """ERROR and WARNING lines of our server's log, and the first few of them."""
+    try:
+        lines = proc.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0, 0, []
+    errors = [ln for ln in lines if " ERROR " in ln or " CRITICAL " in ln]
+    warnings = [ln for ln in lines if " WARNING " in ln]
+    tracebacks = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", ln)]
+    return len(errors), len(warnings), (errors + warnings + tracebacks)[:8]
+
+
 def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
     except ImportError as exc:
         raise BenchError("imageio-ffmpeg is not importable: run this with the project's Python") from exc
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    vals = sorted(values)
+    if not vals:
+        return float("nan")
+    pos = (len(vals) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
 
 
 def verdict(ok: bool) -> str:
@@ -91,3 +165,32 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths))
+
+
+def run_bench(name: str, keep: bool, body: Callable[[Path, list[Proc]], int],
+              on_error: Callable[[], None] | None = None) -> int:
+    """A benchmark's main once its options are read: `body(tmp, procs)` in a new temp folder
+    `<name>-...`, SIGTERM taken as Ctrl-C. Its return (0 every target passes, 1 one fails), or 2 on
+    BenchError (the message, then `on_error()`, on stderr), 130 when interrupted. Then the processes
+    the body put in `procs` are stopped, last first, and the folder removed unless `keep`."""
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name.replace('_', '-')}-"))
+    procs: list[Proc] = []
+    try:
+        return body(tmp, procs)
+    except BenchError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        if on_error is not None:
+            on_error()
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -47,25 +47,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urljoin
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, raise_interrupt, ffmpeg_exe, free_port, verdict, wait_port, print_table,
+    BenchError, Proc, ffmpeg_exe, log_problems, percentile, print_table, run_bench, start_server, verdict,
+    wait_scan,
 )
-
-REPO = Path(__file__).resolve().parent.parent
 
 TARGET_COLD_P50 = 0.300
 TARGET_COLD_P95 = 0.600
@@ -79,16 +75,7 @@ REF_SECONDS = 6.0
 REQUEST_TIMEOUT = 20.0  # any one HTTP request of ours
 
 
-
-
-
-
 # --- processes --------------------------------------------------------------------------------
-
-
-
-
-
 
 
 # --- making the library -----------------------------------------------------------------------
@@ -503,16 +490,6 @@ async def whole_track(base: str, track: dict, variant: str, answers: Answers) ->
 
 # --- output -----------------------------------------------------------------------------------
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    vals = sorted(values)
-    if not vals:
-        return float("nan")
-    pos = (len(vals) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
-
-
 def ms(x: float) -> str:
     return "fail" if x == float("inf") else f"{x * 1000:.0f} ms"
 
@@ -521,44 +498,203 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and b == b and a == a and b != float("inf") else float("nan")
 
 
-
-
-def log_problems(proc: Proc) -> tuple[int, int, list[str]]:
-    """ERROR and WARNING lines of our server's log, and the first few of them."""
-    try:
-        lines = proc.log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return 0, 0, []
-    errors = [ln for ln in lines if " ERROR " in ln or " CRITICAL " in ln]
-    warnings = [ln for ln in lines if " WARNING " in ln]
-    tracebacks = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", ln)]
-    return len(errors), len(warnings), (errors + warnings + tracebacks)[:8]
-
-
-def wait_scan(base: str, proc: Proc, expected: int, timeout: float = 90) -> list[dict]:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BenchError(f"our server exited:\n{proc.log_tail()}")
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(f"{base}/api/v1/library/scan", timeout=5) as resp:
-                state = json.loads(resp.read()).get("state")
-            if state == "done":
-                with urllib.request.urlopen(f"{base}/api/v1/tracks?limit=500", timeout=10) as resp:
-                    items = json.loads(resp.read()).get("items", [])
-                if len(items) != expected:
-                    raise BenchError(f"scan done with {len(items)} tracks, expected {expected}:\n{proc.log_tail()}")
-                return items
-            if state in ("failed", "stopped"):
-                raise BenchError(f"our scan ended in state {state!r}")
-        time.sleep(0.2)
-    raise BenchError(f"our scan not done within {timeout:.0f}s (last state {state!r})")
-
-
 # --- main -------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers) -> int:
+    """The benchmark proper, in the temp folder `tmp`, each process it starts put in `procs`:
+    0 when every target passes, 1 when one fails (BenchError when it cannot run)."""
+    t_start = time.monotonic()
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError as exc:
+        raise BenchError("aiohttp is not importable: run this with the project's Python") from exc
+    ffmpeg = ffmpeg_exe()
+    wrk = shutil.which("wrk") or ("/usr/bin/wrk" if os.access("/usr/bin/wrk", os.X_OK) else None)
+    if not wrk:
+        raise BenchError("missing binary: wrk. Install the Debian package: apt-get install -y wrk   "
+                         "(this script installs nothing)")
+    cores = os.cpu_count()
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"hls_bench: load average {' '.join(load)} at start; {cores} cores shared by our server "
+          f"(one process, its ffmpeg runs), the references and the clients; ffmpeg {ffmpeg}; wrk {wrk}. "
+          f"Temp folder {tmp}", flush=True)
+
+    # 0. library and server -------------------------------------------------------------------
+    t0 = time.monotonic()
+    bases = make_bases(ffmpeg, tmp / "bases", args.bases, args.seconds)
+    groups = {"first": args.cold, "last": args.cold, "mid": args.cold, "listen": args.listeners, "whole": 1}
+    titles = link_library(tmp / "library", groups, bases)
+    print(f"library: {len(titles)} tracks, hard links of {len(bases)} different FLAC files "
+          f"({args.seconds:g} s, {SAMPLE_RATE} Hz stereo, {bases[0].stat().st_size / 1e6:.1f} MB each), "
+          f"made in {time.monotonic() - t0:.1f}s (not timed)", flush=True)
+
+    ours, base = start_server(tmp / "library", tmp / "data", tmp / "server.log", procs)
+    items = wait_scan(base, ours, len(titles))
+    tracks = {t["title"]: t for t in items}
+    missing = set(titles) - set(tracks)
+    if missing:
+        raise BenchError(f"tracks missing from the catalog (by title): {sorted(missing)[:5]}")
+    sample = tracks["first-00"]
+    if sample["codec"] != "flac" or abs(sample["duration"] - args.seconds) > 1:
+        raise BenchError(f"unexpected track facts: codec {sample['codec']}, duration {sample['duration']}")
+    print(f"our server: {base} (pid {ours.pid}); scan done\n", flush=True)
+
+    rows = [("metric", "reference", "ours", "ours/ref", "target", "result")]
+    checks: list[bool] = []
+
+    # 1. cold start / cold seek ----------------------------------------------------------------
+    print(f"[1] cold segments: {args.cold} tracks each for segment 0, the last segment and the "
+          f"segment at {REF_SEEK:g} s, reference interleaved; the server idles before each request",
+          flush=True)
+    cold = asyncio.run(cold_test(base, tracks, titles, args.cold, args.variant, ffmpeg, answers, args.verbose))
+    info = cold["seg_info"]
+    ref50, ref95 = percentile(cold["ref"], 50), percentile(cold["ref"], 95)
+    for group, label in (("first", "segment 0"), ("last", f"last segment ({info['last']['index']}, "
+                                                          f"{info['last']['extinf']:.2f} s)"),
+                         ("mid", f"segment {info['mid']['index']} (at {REF_SEEK:g} s)")):
+        v = cold[group]
+        print(f"  {label:<32} p50 {ms(percentile(v, 50)):>7}  p95 {ms(percentile(v, 95)):>7}  "
+              f"min {ms(min(v)):>7}  max {ms(max(v)):>7}", flush=True)
+    print(f"  {'reference (ffmpeg -ss 150 -t 6)':<32} p50 {ms(ref50):>7}  p95 {ms(ref95):>7}  "
+          f"min {ms(min(cold['ref'])):>7}  max {ms(max(cold['ref'])):>7}")
+    print(f"  master + variant + segment, p50: segment 0 {ms(percentile(cold['first_total'], 50))}, "
+          f"last segment {ms(percentile(cold['last_total'], 50))}; waited for the server to idle "
+          f"{ms(statistics.mean(cold['idle_wait']))} on average before each request\n", flush=True)
+    for group, label in (("first", "cold start, segment 0"),
+                         ("last", f"cold seek, last segment ({info['last']['extinf']:.2f} s)")):
+        v = cold[group]
+        p50, p95 = percentile(v, 50), percentile(v, 95)
+        checks.append(p50 < TARGET_COLD_P50)
+        rows.append((f"{label} p50 (n={len(v)})", ms(ref50), ms(p50), f"{ratio(p50, ref50):.2f}",
+                     f"< {TARGET_COLD_P50 * 1000:.0f} ms", verdict(checks[-1])))
+        checks.append(p95 < TARGET_COLD_P95)
+        rows.append((f"{label} p95", ms(ref95), ms(p95), f"{ratio(p95, ref95):.2f}",
+                     f"< {TARGET_COLD_P95 * 1000:.0f} ms", verdict(checks[-1])))
+    mid50, mid95 = percentile(cold["mid"], 50), percentile(cold["mid"], 95)
+    rows.append((f"cold seek, segment at {REF_SEEK:g} s p50/p95", f"{ms(ref50)} / {ms(ref95)}",
+                 f"{ms(mid50)} / {ms(mid95)}", f"{ratio(mid50, ref50):.2f}", "info", ""))
+
+    # 2. warm segment vs range -----------------------------------------------------------------
+    seg = info["first"]
+    size = seg["size"]
+    stream_url = f"{base}/stream/{seg['id']}"
+    asyncio.run(check_warm_urls(base, seg["url"], stream_url, size, answers))
+    lua = tmp / "range.lua"
+    lua.write_text(f'wrk.method = "GET"\nwrk.headers["Range"] = "bytes=0-{size - 1}"\n')
+    print(f"[2] warm segment ({size} bytes, cached) against a Range of the same size of the "
+          f"original FLAC: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+          f"{args.rounds} alternating rounds", flush=True)
+    before = asyncio.run(server_counts(base))
+    runs: dict[str, list[dict]] = {"range": [], "segment": []}
+    for round_no in range(args.rounds):
+        for who, url, script in (("range", stream_url, lua), ("segment", seg["url"], None)):
+            if not ours.alive():
+                raise BenchError(f"our server died:\n{ours.log_tail()}")
+            r = run_wrk(wrk, url, threads=args.threads, connections=args.connections,
+                        duration=args.duration, script=script, label=f"{who} {round_no + 1}",
+                        verbose=args.verbose)
+            runs[who].append(r)
+            print(wrk_line(f"{who} {round_no + 1}", r), flush=True)
+            time.sleep(0.5)
+    after = asyncio.run(server_counts(base))
+    best = {who: max(rs, key=lambda r: r["rps"] if r["rps"] == r["rps"] else -1) for who, rs in runs.items()}
+    errs = {who: sum(r["errors"] + r["non2xx"] for r in rs) for who, rs in runs.items()}
+    warm_ratio = ratio(best["segment"]["rps"], best["range"]["rps"])
+    paired = statistics.median(ratio(s["rps"], r["rps"]) for r, s in zip(runs["range"], runs["segment"]))
+    seg_requests = sum(r["requests"] for r in runs["segment"])
+    ff_runs = after.get("streamer_ffmpeg_runs", 0) - before.get("streamer_ffmpeg_runs", 0)
+    hits = after.get("streamer_cache_hits", 0) - before.get("streamer_cache_hits", 0)
+    print(f"  during the segment runs: {ff_runs:.0f} ffmpeg runs, {hits:.0f} cache hits for "
+          f"{seg_requests} segment requests\n", flush=True)
+    checks.append(warm_ratio >= TARGET_WARM_RATIO and errs["segment"] == 0)
+    rows.append((f"warm segment req/s (c={args.connections})", f"{best['range']['rps']:.0f} (range)",
+                 f"{best['segment']['rps']:.0f}", f"{warm_ratio:.2f}", f">= {TARGET_WARM_RATIO}",
+                 verdict(checks[-1])))
+    rows.append(("  median of paired rounds; errors+non-2xx", f"{errs['range']}", f"{errs['segment']}",
+                 f"{paired:.2f}", "info", ""))
+
+    # 3. listeners -----------------------------------------------------------------------------
+    print(f"[3] {args.listeners} listeners start {args.listeners} different cold tracks at once, then "
+          f"play {args.playback:g} s each in real time (segment k asked for when segment "
+          f"k-{args.lookahead} starts playing)", flush=True)
+
+    async def idle_then_listen() -> list[dict]:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            await wait_idle(s, base)
+        return await listeners_test([tracks[f"listen-{i:02d}"] for i in range(args.listeners)],
+                                    args.variant, args.playback, args.lookahead, answers)
+
+    results = asyncio.run(idle_then_listen())
+    firsts = [r["first"] for r in results]
+    ahead = [r for r in results if r["error"] is None and not r["late"] and r["first"] != float("inf")]
+    margins = [m for r in results for m in r["margins"]]
+    late = sum(len(r["late"]) for r in results)
+    for r in sorted(results, key=lambda r: r["first"]):
+        if args.verbose or r["error"] or r["late"]:
+            print(f"  listener {r['no']:2d}: first segment {ms(r['first'])}, {r['segments']} segments, "
+                  f"min margin {min(r['margins'], default=float('nan')):.2f}s, late {r['late']}"
+                  f"{', error: ' + r['error'] if r['error'] else ''}", flush=True)
+    print(f"  time to first segment: min {ms(min(firsts))}, p50 {ms(percentile(firsts, 50))}, "
+          f"max {ms(max(firsts))}; {len(ahead)}/{len(results)} listeners always ahead of the playhead; "
+          f"margins (segment there before needed): min {min(margins, default=float('nan')):.2f}s, "
+          f"p50 {percentile(margins, 50):.2f}s\n", flush=True)
+    checks.append(max(firsts) <= TARGET_FIRST_SEGMENT)
+    rows.append((f"{args.listeners} listeners: first segment max (p50)", "",
+                 f"{ms(max(firsts))} ({ms(percentile(firsts, 50))})", "",
+                 f"<= {TARGET_FIRST_SEGMENT:g} s each", verdict(checks[-1])))
+    checks.append(len(ahead) == len(results))
+    rows.append((f"{args.listeners} listeners ahead of real time ({args.playback:g} s)", "",
+                 f"{len(ahead)}/{len(results)}; {late}/{len(margins)} late; min margin "
+                 f"{min(margins, default=float('nan')):.2f}s", "",
+                 "all", verdict(checks[-1])))
+
+    # 4. whole track -----------------------------------------------------------------------------
+    print("[4] whole track: all segments of one cold track in order, against one ffmpeg "
+          "transcoding the whole FLAC", flush=True)
+    whole = asyncio.run(whole_track(base, tracks["whole-00"], args.variant, answers))
+    ref_whole = run_reference(ref_whole_cmd(ffmpeg, titles["whole-00"]))
+    ours_x = whole["audio"] / whole["seconds"]
+    ref_x = args.seconds / ref_whole
+    print(f"  ours: {whole['segments']} segments ({whole['bytes'] / 1e6:.2f} MB) in {whole['seconds']:.2f}s "
+          f"= {ours_x:.1f}x realtime (slowest segment {ms(whole['slowest'])}; {whole['runs']:.0f} ffmpeg "
+          f"runs, {whole['ffmpeg_s']:.1f}s of ffmpeg wall time summed)")
+    print(f"  reference: one ffmpeg run in {ref_whole:.2f}s = {ref_x:.1f}x realtime\n", flush=True)
+    rows.append(("whole-track transcode (x realtime)", f"{ref_x:.1f}x", f"{ours_x:.1f}x",
+                 f"{ratio(whole['seconds'], ref_whole):.2f} (time)", "info", ""))
+
+    # server health ----------------------------------------------------------------------------
+    if not ours.alive():
+        raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
+    final = asyncio.run(server_counts(base))
+    n_err, n_warn, sample_lines = log_problems(ours)
+    fivexx = int(final.get("5xx", 0))
+    print(f"our server: {final.get('streamer_ffmpeg_runs', 0):.0f} ffmpeg runs "
+          f"({final.get('streamer_ffmpeg_seconds', 0):.1f}s summed), cache hits "
+          f"{final.get('streamer_cache_hits', 0):.0f}, misses {final.get('streamer_cache_misses', 0):.0f}; "
+          f"{fivexx} answers 5xx by /metrics; log: {n_err} ERROR, {n_warn} WARNING lines")
+    for ln in sample_lines:
+        print(f"  log: {ln[:200]}")
+    client_non2xx = answers.non2xx
+    for f in answers.failures[:5]:
+        print(f"  client saw: {f[:200]}")
+    for b in answers.bad_bodies[:5]:
+        print(f"  bad segment: {b}")
+    checks.append(fivexx == 0 and client_non2xx == 0 and not answers.bad_bodies)
+    rows.append(("5xx (metrics) / non-2xx (clients) / bad segments", "", f"{fivexx} / {client_non2xx} / "
+                 f"{len(answers.bad_bodies)}", "", "0", verdict(checks[-1])))
+    rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
+
+    load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"load average at the end: {' '.join(load_end)} (at start: {' '.join(load)})")
+    print(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources; reference = plain "
+          f"ffmpeg on the same file; {cores} cores shared; total {time.monotonic() - t_start:.0f}s)")
+    print_table(rows)
+    overall = all(checks)
+    print(f"OVERALL: {verdict(overall)}")
+    return 0 if overall else 1
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -582,227 +718,14 @@ def main() -> int:
         ap.error("--playback must be from 1 to 60 seconds")
     if args.cold < 1 or args.listeners < 1 or args.bases < 1 or args.seconds < REF_SEEK + REF_SECONDS:
         ap.error(f"--cold, --listeners and --bases must be >= 1, --seconds >= {REF_SEEK + REF_SECONDS:g}")
-    signal.signal(signal.SIGTERM, raise_interrupt)
-
-    tmp = Path(tempfile.mkdtemp(prefix="hls-bench-"))
-    procs: list[Proc] = []
-    t_start = time.monotonic()
     answers = Answers()
-    try:
-        try:
-            import aiohttp  # noqa: F401
-        except ImportError as exc:
-            raise BenchError("aiohttp is not importable: run this with the project's Python") from exc
-        ffmpeg = ffmpeg_exe()
-        wrk = shutil.which("wrk") or ("/usr/bin/wrk" if os.access("/usr/bin/wrk", os.X_OK) else None)
-        if not wrk:
-            raise BenchError("missing binary: wrk. Install the Debian package: apt-get install -y wrk   "
-                             "(this script installs nothing)")
-        cores = os.cpu_count()
-        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-        print(f"hls_bench: load average {' '.join(load)} at start; {cores} cores shared by our server "
-              f"(one process, its ffmpeg runs), the references and the clients; ffmpeg {ffmpeg}; wrk {wrk}. "
-              f"Temp folder {tmp}", flush=True)
 
-        # 0. library and server -------------------------------------------------------------------
-        t0 = time.monotonic()
-        bases = make_bases(ffmpeg, tmp / "bases", args.bases, args.seconds)
-        groups = {"first": args.cold, "last": args.cold, "mid": args.cold, "listen": args.listeners, "whole": 1}
-        titles = link_library(tmp / "library", groups, bases)
-        print(f"library: {len(titles)} tracks, hard links of {len(bases)} different FLAC files "
-              f"({args.seconds:g} s, {SAMPLE_RATE} Hz stereo, {bases[0].stat().st_size / 1e6:.1f} MB each), "
-              f"made in {time.monotonic() - t0:.1f}s (not timed)", flush=True)
-
-        port = free_port()
-        ours = Proc("our server", [sys.executable, str(REPO / "run.py"), "serve", "--host", "127.0.0.1",
-                                   "--port", str(port), "--library", str(tmp / "library"),
-                                   "--data-dir", str(tmp / "data"), "--no-demo-library",
-                                   "--log-level", "warning"],
-                    tmp / "server.log", cwd=str(REPO))
-        procs.append(ours)
-        wait_port(port, ours, 30)
-        base = f"http://127.0.0.1:{port}"
-        items = wait_scan(base, ours, len(titles))
-        tracks = {t["title"]: t for t in items}
-        missing = set(titles) - set(tracks)
-        if missing:
-            raise BenchError(f"tracks missing from the catalog (by title): {sorted(missing)[:5]}")
-        sample = tracks["first-00"]
-        if sample["codec"] != "flac" or abs(sample["duration"] - args.seconds) > 1:
-            raise BenchError(f"unexpected track facts: codec {sample['codec']}, duration {sample['duration']}")
-        print(f"our server: {base} (pid {ours.pid}); scan done\n", flush=True)
-
-        rows = [("metric", "reference", "ours", "ours/ref", "target", "result")]
-        checks: list[bool] = []
-
-        # 1. cold start / cold seek ----------------------------------------------------------------
-        print(f"[1] cold segments: {args.cold} tracks each for segment 0, the last segment and the "
-              f"segment at {REF_SEEK:g} s, reference interleaved; the server idles before each request",
-              flush=True)
-        cold = asyncio.run(cold_test(base, tracks, titles, args.cold, args.variant, ffmpeg, answers, args.verbose))
-        info = cold["seg_info"]
-        ref50, ref95 = percentile(cold["ref"], 50), percentile(cold["ref"], 95)
-        for group, label in (("first", "segment 0"), ("last", f"last segment ({info['last']['index']}, "
-                                                              f"{info['last']['extinf']:.2f} s)"),
-                             ("mid", f"segment {info['mid']['index']} (at {REF_SEEK:g} s)")):
-            v = cold[group]
-            print(f"  {label:<32} p50 {ms(percentile(v, 50)):>7}  p95 {ms(percentile(v, 95)):>7}  "
-                  f"min {ms(min(v)):>7}  max {ms(max(v)):>7}", flush=True)
-        print(f"  {'reference (ffmpeg -ss 150 -t 6)':<32} p50 {ms(ref50):>7}  p95 {ms(ref95):>7}  "
-              f"min {ms(min(cold['ref'])):>7}  max {ms(max(cold['ref'])):>7}")
-        print(f"  master + variant + segment, p50: segment 0 {ms(percentile(cold['first_total'], 50))}, "
-              f"last segment {ms(percentile(cold['last_total'], 50))}; waited for the server to idle "
-              f"{ms(statistics.mean(cold['idle_wait']))} on average before each request\n", flush=True)
-        for group, label in (("first", "cold start, segment 0"),
-                             ("last", f"cold seek, last segment ({info['last']['extinf']:.2f} s)")):
-            v = cold[group]
-            p50, p95 = percentile(v, 50), percentile(v, 95)
-            checks.append(p50 < TARGET_COLD_P50)
-            rows.append((f"{label} p50 (n={len(v)})", ms(ref50), ms(p50), f"{ratio(p50, ref50):.2f}",
-                         f"< {TARGET_COLD_P50 * 1000:.0f} ms", verdict(checks[-1])))
-            checks.append(p95 < TARGET_COLD_P95)
-            rows.append((f"{label} p95", ms(ref95), ms(p95), f"{ratio(p95, ref95):.2f}",
-                         f"< {TARGET_COLD_P95 * 1000:.0f} ms", verdict(checks[-1])))
-        mid50, mid95 = percentile(cold["mid"], 50), percentile(cold["mid"], 95)
-        rows.append((f"cold seek, segment at {REF_SEEK:g} s p50/p95", f"{ms(ref50)} / {ms(ref95)}",
-                     f"{ms(mid50)} / {ms(mid95)}", f"{ratio(mid50, ref50):.2f}", "info", ""))
-
-        # 2. warm segment vs range -----------------------------------------------------------------
-        seg = info["first"]
-        size = seg["size"]
-        stream_url = f"{base}/stream/{seg['id']}"
-        asyncio.run(check_warm_urls(base, seg["url"], stream_url, size, answers))
-        lua = tmp / "range.lua"
-        lua.write_text(f'wrk.method = "GET"\nwrk.headers["Range"] = "bytes=0-{size - 1}"\n')
-        print(f"[2] warm segment ({size} bytes, cached) against a Range of the same size of the "
-              f"original FLAC: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-              f"{args.rounds} alternating rounds", flush=True)
-        before = asyncio.run(server_counts(base))
-        runs: dict[str, list[dict]] = {"range": [], "segment": []}
-        for round_no in range(args.rounds):
-            for who, url, script in (("range", stream_url, lua), ("segment", seg["url"], None)):
-                if not ours.alive():
-                    raise BenchError(f"our server died:\n{ours.log_tail()}")
-                r = run_wrk(wrk, url, threads=args.threads, connections=args.connections,
-                            duration=args.duration, script=script, label=f"{who} {round_no + 1}",
-                            verbose=args.verbose)
-                runs[who].append(r)
-                print(wrk_line(f"{who} {round_no + 1}", r), flush=True)
-                time.sleep(0.5)
-        after = asyncio.run(server_counts(base))
-        best = {who: max(rs, key=lambda r: r["rps"] if r["rps"] == r["rps"] else -1) for who, rs in runs.items()}
-        errs = {who: sum(r["errors"] + r["non2xx"] for r in rs) for who, rs in runs.items()}
-        warm_ratio = ratio(best["segment"]["rps"], best["range"]["rps"])
-        paired = statistics.median(ratio(s["rps"], r["rps"]) for r, s in zip(runs["range"], runs["segment"]))
-        seg_requests = sum(r["requests"] for r in runs["segment"])
-        ff_runs = after.get("streamer_ffmpeg_runs", 0) - before.get("streamer_ffmpeg_runs", 0)
-        hits = after.get("streamer_cache_hits", 0) - before.get("streamer_cache_hits", 0)
-        print(f"  during the segment runs: {ff_runs:.0f} ffmpeg runs, {hits:.0f} cache hits for "
-              f"{seg_requests} segment requests\n", flush=True)
-        checks.append(warm_ratio >= TARGET_WARM_RATIO and errs["segment"] == 0)
-        rows.append((f"warm segment req/s (c={args.connections})", f"{best['range']['rps']:.0f} (range)",
-                     f"{best['segment']['rps']:.0f}", f"{warm_ratio:.2f}", f">= {TARGET_WARM_RATIO}",
-                     verdict(checks[-1])))
-        rows.append(("  median of paired rounds; errors+non-2xx", f"{errs['range']}", f"{errs['segment']}",
-                     f"{paired:.2f}", "info", ""))
-
-        # 3. listeners -----------------------------------------------------------------------------
-        print(f"[3] {args.listeners} listeners start {args.listeners} different cold tracks at once, then "
-              f"play {args.playback:g} s each in real time (segment k asked for when segment "
-              f"k-{args.lookahead} starts playing)", flush=True)
-
-        async def idle_then_listen() -> list[dict]:
-            import aiohttp
-
-            async with aiohttp.ClientSession() as s:
-                await wait_idle(s, base)
-            return await listeners_test([tracks[f"listen-{i:02d}"] for i in range(args.listeners)],
-                                        args.variant, args.playback, args.lookahead, answers)
-
-        results = asyncio.run(idle_then_listen())
-        firsts = [r["first"] for r in results]
-        ahead = [r for r in results if r["error"] is None and not r["late"] and r["first"] != float("inf")]
-        margins = [m for r in results for m in r["margins"]]
-        late = sum(len(r["late"]) for r in results)
-        for r in sorted(results, key=lambda r: r["first"]):
-            if args.verbose or r["error"] or r["late"]:
-                print(f"  listener {r['no']:2d}: first segment {ms(r['first'])}, {r['segments']} segments, "
-                      f"min margin {min(r['margins'], default=float('nan')):.2f}s, late {r['late']}"
-                      f"{', error: ' + r['error'] if r['error'] else ''}", flush=True)
-        print(f"  time to first segment: min {ms(min(firsts))}, p50 {ms(percentile(firsts, 50))}, "
-              f"max {ms(max(firsts))}; {len(ahead)}/{len(results)} listeners always ahead of the playhead; "
-              f"margins (segment there before needed): min {min(margins, default=float('nan')):.2f}s, "
-              f"p50 {percentile(margins, 50):.2f}s\n", flush=True)
-        checks.append(max(firsts) <= TARGET_FIRST_SEGMENT)
-        rows.append((f"{args.listeners} listeners: first segment max (p50)", "",
-                     f"{ms(max(firsts))} ({ms(percentile(firsts, 50))})", "",
-                     f"<= {TARGET_FIRST_SEGMENT:g} s each", verdict(checks[-1])))
-        checks.append(len(ahead) == len(results))
-        rows.append((f"{args.listeners} listeners ahead of real time ({args.playback:g} s)", "",
-                     f"{len(ahead)}/{len(results)}; {late}/{len(margins)} late; min margin "
-                     f"{min(margins, default=float('nan')):.2f}s", "",
-                     "all", verdict(checks[-1])))
-
-        # 4. whole track -----------------------------------------------------------------------------
-        print("[4] whole track: all segments of one cold track in order, against one ffmpeg "
-              "transcoding the whole FLAC", flush=True)
-        whole = asyncio.run(whole_track(base, tracks["whole-00"], args.variant, answers))
-        ref_whole = run_reference(ref_whole_cmd(ffmpeg, titles["whole-00"]))
-        ours_x = whole["audio"] / whole["seconds"]
-        ref_x = args.seconds / ref_whole
-        print(f"  ours: {whole['segments']} segments ({whole['bytes'] / 1e6:.2f} MB) in {whole['seconds']:.2f}s "
-              f"= {ours_x:.1f}x realtime (slowest segment {ms(whole['slowest'])}; {whole['runs']:.0f} ffmpeg "
-              f"runs, {whole['ffmpeg_s']:.1f}s of ffmpeg wall time summed)")
-        print(f"  reference: one ffmpeg run in {ref_whole:.2f}s = {ref_x:.1f}x realtime\n", flush=True)
-        rows.append(("whole-track transcode (x realtime)", f"{ref_x:.1f}x", f"{ours_x:.1f}x",
-                     f"{ratio(whole['seconds'], ref_whole):.2f} (time)", "info", ""))
-
-        # server health ----------------------------------------------------------------------------
-        if not ours.alive():
-            raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
-        final = asyncio.run(server_counts(base))
-        n_err, n_warn, sample_lines = log_problems(ours)
-        fivexx = int(final.get("5xx", 0))
-        print(f"our server: {final.get('streamer_ffmpeg_runs', 0):.0f} ffmpeg runs "
-              f"({final.get('streamer_ffmpeg_seconds', 0):.1f}s summed), cache hits "
-              f"{final.get('streamer_cache_hits', 0):.0f}, misses {final.get('streamer_cache_misses', 0):.0f}; "
-              f"{fivexx} answers 5xx by /metrics; log: {n_err} ERROR, {n_warn} WARNING lines")
-        for ln in sample_lines:
-            print(f"  log: {ln[:200]}")
-        client_non2xx = answers.non2xx
-        for f in answers.failures[:5]:
-            print(f"  client saw: {f[:200]}")
-        for b in answers.bad_bodies[:5]:
-            print(f"  bad segment: {b}")
-        checks.append(fivexx == 0 and client_non2xx == 0 and not answers.bad_bodies)
-        rows.append(("5xx (metrics) / non-2xx (clients) / bad segments", "", f"{fivexx} / {client_non2xx} / "
-                     f"{len(answers.bad_bodies)}", "", "0", verdict(checks[-1])))
-        rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
-
-        load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-        print(f"load average at the end: {' '.join(load_end)} (at start: {' '.join(load)})")
-        print(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources; reference = plain "
-              f"ffmpeg on the same file; {cores} cores shared; total {time.monotonic() - t_start:.0f}s)")
-        print_table(rows)
-        overall = all(checks)
-        print(f"OVERALL: {verdict(overall)}")
-        return 0 if overall else 1
-    except BenchError as exc:
-        print(f"hls_bench: error: {exc}", file=sys.stderr)
+    def client_failures() -> None:
         for f in answers.failures[:5]:
             print(f"  client saw: {f[:300]}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hls_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for p in reversed(procs):
-            with contextlib.suppress(Exception):
-                p.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return run_bench("hls_bench", args.keep, lambda tmp, procs: run(args, tmp, procs, answers),
+                     on_error=client_failures)
 
 
 if __name__ == "__main__":

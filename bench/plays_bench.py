@@ -48,26 +48,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import math
 import os
 import random
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, ffmpeg_exe, free_port, print_table, raise_interrupt, verdict, wait_port,
+    REPO, BenchError, Proc, ffmpeg_exe, log_problems, percentile, print_table, raise_interrupt, run_bench,
+    start_server, verdict, wait_scan,
 )
-
-REPO = Path(__file__).resolve().parent.parent
 
 TARGET_BATCH_PLAYS = 5000.0  # plays/s, 100 per request
 TARGET_SINGLE_PLAYS = 1000.0  # plays/s, one per request
@@ -117,29 +112,6 @@ def add_user(data: Path, name: str) -> str:
     return lines[-1].strip()
 
 
-def wait_scan(base: str, proc: Proc, expected: int, timeout: float = 90) -> list[dict]:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BenchError(f"our server exited:\n{proc.log_tail()}")
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(f"{base}/api/v1/library/scan", timeout=5) as resp:
-                state = json.loads(resp.read()).get("state")
-            if state == "done":
-                with urllib.request.urlopen(f"{base}/api/v1/tracks?limit=500", timeout=10) as resp:
-                    items = json.loads(resp.read()).get("items", [])
-                if len(items) != expected:
-                    raise BenchError(f"scan done with {len(items)} tracks, expected {expected}:\n{proc.log_tail()}")
-                return items
-            if state in ("failed", "stopped"):
-                raise BenchError(f"our scan ended in state {state!r}")
-        time.sleep(0.2)
-    raise BenchError(f"our scan not done within {timeout:.0f}s (last state {state!r})")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far (nan if it cannot be read)."""
     try:
@@ -147,18 +119,6 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return float("nan")
-
-
-def log_problems(proc: Proc) -> tuple[int, int, list[str]]:
-    """ERROR and WARNING lines of our server's log, and the first few of them."""
-    try:
-        lines = proc.log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return 0, 0, []
-    errors = [ln for ln in lines if " ERROR " in ln or " CRITICAL " in ln]
-    warnings = [ln for ln in lines if " WARNING " in ln]
-    tracebacks = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", ln)]
-    return len(errors), len(warnings), (errors + warnings + tracebacks)[:8]
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -453,16 +413,6 @@ def reference_rows(n: int, track_ids: list[str], user_id: str) -> list[tuple]:
 
 # --- output -----------------------------------------------------------------------------------
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    vals = sorted(values)
-    if not vals:
-        return float("nan")
-    pos = (len(vals) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
-
-
 def ms(x: float) -> str:
     if x == float("inf"):
         return "fail"
@@ -481,6 +431,169 @@ def read_lines(label: str, res: dict) -> None:
 
 
 # --- main -------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
+    """The benchmark proper, in the temp folder `tmp`, each process it starts put in `procs`:
+    0 when every target passes, 1 when one fails (BenchError when it cannot run)."""
+    keys = not args.no_keys
+    t_begin = time.monotonic()
+    try:
+        import aiohttp  # noqa: F401
+        import sqlite_utils  # noqa: F401
+    except ImportError as exc:
+        raise BenchError(f"{exc.name} is not importable: run this with the project's Python") from exc
+    ffmpeg = ffmpeg_exe()
+    cores = os.cpu_count()
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"plays_bench: load average {' '.join(load)} at start; {cores} cores shared by our server "
+          f"(one process), the write clients (this process) and the readers (a child process). "
+          f"Temp folder {tmp}", flush=True)
+
+    # 0. library, user, server ---------------------------------------------------------------
+    t0 = time.monotonic()
+    made = make_library(ffmpeg, tmp / "library", args.tracks)
+    token = add_user(tmp / "data", "bench")
+    user_id = token.split(".")[0]
+    ours, base = start_server(tmp / "library", tmp / "data", tmp / "server.log", procs)
+    items = wait_scan(base, ours, len(made))
+    track_ids = [t["id"] for t in items]
+    print(f"library: {len(made)} one-second mp3 files, {len(ARTISTS)} artists; user 'bench' added; "
+          f"our server {base} (pid {ours.pid}), scan done; {time.monotonic() - t0:.1f}s (not timed)\n",
+          flush=True)
+
+    rows = [("metric", "reference", "ours", "ours/ref", "target", "result")]
+    checks: list[bool] = []
+    reads: dict[str, dict] = {}
+    writes: dict[str, Writes] = {}
+
+    # 1. reads alone --------------------------------------------------------------------------
+    print(f"[1] reads alone: {args.readers} readers, GET /api/v1/tracks?limit=50 and /api/v1/search?q=... "
+          f"in turn, {args.read_alone:g} s", flush=True)
+    r = Readers(tmp, "alone", procs)
+    go = time.time() + 0.1
+    r.go({"base": base, "readers": args.readers, "go": go, "start": go + 0.3,
+          "end": go + 0.3 + args.read_alone})
+    reads["alone"] = r.result(args.read_alone + REQUEST_TIMEOUT + 10)
+    read_lines("no writes", reads["alone"])
+    print(flush=True)
+
+    # 2. and 3. writes with reads alongside ---------------------------------------------------
+    for no, phase, per_request in ((2, "batch", BATCH), (3, "single", 1)):
+        what = f"{per_request} plays per request" if per_request > 1 else "one play per request"
+        print(f"[{no}] {phase}: {args.clients} clients POST /api/v1/plays, {what}, "
+              f"{'a new Idempotency-Key on every request' if keys else 'no Idempotency-Key'}; "
+              f"{args.readers} readers alongside; {args.warmup:g} s warm-up + {args.duration:g} s timed",
+              flush=True)
+        if not ours.alive():
+            raise BenchError(f"our server died:\n{ours.log_tail()}")
+        r = Readers(tmp, phase, procs)
+        go = time.time() + 0.1
+        r.go({"base": base, "readers": args.readers, "go": go,
+              "start": go + args.warmup, "end": go + args.warmup + args.duration})
+        w = asyncio.run(write_phase(base, token, track_ids, per_request, args.clients, go, args.warmup,
+                                    args.duration, keys, phase, ours.pid))
+        writes[phase] = w
+        reads[phase] = r.result(REQUEST_TIMEOUT + 10)
+        rate = w.window_plays / w.duration
+        print(f"  writes: {rate:,.0f} plays/s ({len(w.latencies) / w.duration:,.0f} requests/s), "
+              f"latency p50 {ms(percentile(w.latencies, 50))}, p99 {ms(percentile(w.latencies, 99))}, "
+              f"max {ms(max(w.latencies, default=float('nan')))}; {w.requests} requests in all, "
+              f"{w.accepted} plays accepted, {w.non2xx} not 2xx", flush=True)
+        print(f"  CPU in the timed window: server {w.cpu_server / w.duration:.0%} of a core "
+              f"({1000 * w.cpu_server / max(1, w.window_plays):.2f} ms per play), write clients "
+              f"{w.cpu_client / w.duration:.0%}", flush=True)
+        read_lines(f"during {phase} writes", reads[phase])
+        for f in (w.failures if args.verbose else w.failures[:3]):
+            print(f"  write failure: {f[:300]}")
+        print(flush=True)
+
+    # 4. reference ----------------------------------------------------------------------------
+    refs: dict[str, float] = {}
+    print("[4] reference: plain INSERTs through sqlite-utils (db.execute) into a fresh SQLite file "
+          "(WAL, synchronous=NORMAL; plays table and its 2 indexes only), as many rows as we accepted",
+          flush=True)
+    for phase, per_tx in (("single", 1), ("batch", BATCH)):
+        n = max(1000, writes[phase].accepted)
+        ref_rows = reference_rows(n, track_ids, user_id)
+        runs = []
+        for round_no in range(args.ref_rounds):
+            path = tmp / f"reference-{phase}-{round_no}.db"
+            runs.append(reference_insert(path, ref_rows, per_tx))
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        refs[phase] = max(runs)
+        print(f"  {per_tx:3d} {'rows' if per_tx > 1 else 'row '} per transaction, {n} rows: "
+              f"{' / '.join(f'{x:,.0f}' for x in runs)} rows/s (best kept)", flush=True)
+    print(flush=True)
+
+    # 5. checks -------------------------------------------------------------------------------
+    sent = sum(w.accepted for w in writes.values())
+    all_ids = [i for w in writes.values() for i in w.ids]
+    twice = len(all_ids) - len(set(all_ids))
+    stored_before = asyncio.run(stored_plays(base, token))
+    replay_ok, replay_note = (False, "no request to replay")
+    last = writes["single"].last or writes["batch"].last
+    if keys and last is not None:
+        replay_ok, replay_note = asyncio.run(replay(base, token, last))
+    stored = asyncio.run(stored_plays(base, token))
+    fivexx = asyncio.run(server_5xx(base))
+    if not ours.alive():
+        raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
+    n_err, n_warn, sample = log_problems(ours)
+    write_non2xx = sum(w.non2xx for w in writes.values())
+    read_bad = sum(n for res in reads.values() for s, n in res["statuses"].items() if s != "200")
+    read_failures = [f for res in reads.values() for f in res["failures"]]
+    print(f"checks: {sent} plays accepted, {stored_before} stored by the server"
+          f"{f' ({stored} after the replay)' if keys else ''}; {twice} ids given twice; replay of one request "
+          f"with its key: {replay_note if keys else 'not done (--no-keys)'}; writes not 2xx: {write_non2xx}; "
+          f"reads not 200: {read_bad}; 5xx in /metrics: {fivexx}; server log: {n_err} ERROR, {n_warn} WARNING",
+          flush=True)
+    for ln in sample:
+        print(f"  log: {ln[:200]}")
+    for f in read_failures[:5]:
+        print(f"  read failure: {f[:300]}")
+
+    # summary rows ----------------------------------------------------------------------------
+    for phase, per_request, target in (("batch", BATCH, TARGET_BATCH_PLAYS),
+                                       ("single", 1, TARGET_SINGLE_PLAYS)):
+        w = writes[phase]
+        rate = w.window_plays / w.duration
+        label = f"{per_request} plays/request" if per_request > 1 else "1 play/request"
+        checks.append(rate >= target)
+        rows.append((f"{phase}: plays/s ({label}, c={args.clients})",
+                     f"{refs[phase]:,.0f} ({per_request} row{'s' if per_request > 1 else ''}/tx)",
+                     f"{rate:,.0f}", f"{ratio(rate, refs[phase]):.2f}", f">= {target:,.0f}", verdict(checks[-1])))
+        rows.append((f"  {phase}: request latency p50 / p99", "",
+                     f"{ms(percentile(w.latencies, 50))} / {ms(percentile(w.latencies, 99))}", "", "info", ""))
+        for kind in ("tracks", "search"):
+            v, alone = reads[phase][kind], reads["alone"][kind]
+            p99, ref99 = percentile(v, 99), percentile(alone, 99)
+            checks.append(p99 < TARGET_READ_P99)
+            name = "tracks?limit=50" if kind == "tracks" else "search?q="
+            rows.append((f"  {phase}: reads {name} p50 / p99 (n={len(v)})",
+                         f"{ms(percentile(alone, 50))} / {ms(ref99)} (alone)",
+                         f"{ms(percentile(v, 50))} / {ms(p99)}", f"{ratio(p99, ref99):.2f}",
+                         f"p99 < {TARGET_READ_P99 * 1000:.0f} ms", verdict(checks[-1])))
+    checks.append(stored_before == sent and stored == sent and twice == 0 and (replay_ok or not keys))
+    rows.append(("plays stored = accepted; ids twice; replay with key", "",
+                 f"{stored_before} = {sent}; {twice}; {'same ids' if replay_ok else 'not same' if keys else '-'}",
+                 "", "equal; 0; same", verdict(checks[-1])))
+    checks.append(write_non2xx == 0 and read_bad == 0 and not read_failures and fivexx == 0)
+    rows.append(("writes non-2xx / reads non-200 / 5xx (metrics)", "",
+                 f"{write_non2xx} / {read_bad} / {fivexx}", "", "0", verdict(checks[-1])))
+    rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
+
+    load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"load average at the end: {' '.join(load_end)} (at start: {' '.join(load)})")
+    print(f"\nSUMMARY (one server process, {len(track_ids)} tracks; {args.clients} write clients, "
+          f"{args.readers} readers; {'Idempotency-Key on every write' if keys else 'no Idempotency-Key'}; "
+          f"reference = sqlite-utils INSERT loop, plays table only; {cores} cores shared; "
+          f"total {time.monotonic() - t_begin:.0f}s)")
+    print_table(rows)
+    overall = all(checks)
+    print(f"OVERALL: {verdict(overall)}")
+    return 0 if overall else 1
+
 
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--reader-child":
@@ -506,191 +619,7 @@ def main() -> int:
     if (not 1 <= args.clients <= 1000 or not 1 <= args.readers <= 100 or not 1 <= args.tracks <= 500
             or not 1 <= args.ref_rounds <= 10):
         ap.error("--clients 1 to 1000, --readers 1 to 100, --tracks 1 to 500, --ref-rounds 1 to 10")
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    keys = not args.no_keys
-
-    tmp = Path(tempfile.mkdtemp(prefix="plays-bench-"))
-    procs: list[Proc] = []
-    t_begin = time.monotonic()
-    try:
-        try:
-            import aiohttp  # noqa: F401
-            import sqlite_utils  # noqa: F401
-        except ImportError as exc:
-            raise BenchError(f"{exc.name} is not importable: run this with the project's Python") from exc
-        ffmpeg = ffmpeg_exe()
-        cores = os.cpu_count()
-        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-        print(f"plays_bench: load average {' '.join(load)} at start; {cores} cores shared by our server "
-              f"(one process), the write clients (this process) and the readers (a child process). "
-              f"Temp folder {tmp}", flush=True)
-
-        # 0. library, user, server ---------------------------------------------------------------
-        t0 = time.monotonic()
-        made = make_library(ffmpeg, tmp / "library", args.tracks)
-        token = add_user(tmp / "data", "bench")
-        user_id = token.split(".")[0]
-        port = free_port()
-        ours = Proc("our server", [sys.executable, str(REPO / "run.py"), "serve", "--host", "127.0.0.1",
-                                   "--port", str(port), "--library", str(tmp / "library"),
-                                   "--data-dir", str(tmp / "data"), "--no-demo-library",
-                                   "--log-level", "warning"],
-                    tmp / "server.log", cwd=str(REPO))
-        procs.append(ours)
-        wait_port(port, ours, 30)
-        base = f"http://127.0.0.1:{port}"
-        items = wait_scan(base, ours, len(made))
-        track_ids = [t["id"] for t in items]
-        print(f"library: {len(made)} one-second mp3 files, {len(ARTISTS)} artists; user 'bench' added; "
-              f"our server {base} (pid {ours.pid}), scan done; {time.monotonic() - t0:.1f}s (not timed)\n",
-              flush=True)
-
-        rows = [("metric", "reference", "ours", "ours/ref", "target", "result")]
-        checks: list[bool] = []
-        reads: dict[str, dict] = {}
-        writes: dict[str, Writes] = {}
-
-        # 1. reads alone --------------------------------------------------------------------------
-        print(f"[1] reads alone: {args.readers} readers, GET /api/v1/tracks?limit=50 and /api/v1/search?q=... "
-              f"in turn, {args.read_alone:g} s", flush=True)
-        r = Readers(tmp, "alone", procs)
-        go = time.time() + 0.1
-        r.go({"base": base, "readers": args.readers, "go": go, "start": go + 0.3,
-              "end": go + 0.3 + args.read_alone})
-        reads["alone"] = r.result(args.read_alone + REQUEST_TIMEOUT + 10)
-        read_lines("no writes", reads["alone"])
-        print(flush=True)
-
-        # 2. and 3. writes with reads alongside ---------------------------------------------------
-        for no, phase, per_request in ((2, "batch", BATCH), (3, "single", 1)):
-            what = f"{per_request} plays per request" if per_request > 1 else "one play per request"
-            print(f"[{no}] {phase}: {args.clients} clients POST /api/v1/plays, {what}, "
-                  f"{'a new Idempotency-Key on every request' if keys else 'no Idempotency-Key'}; "
-                  f"{args.readers} readers alongside; {args.warmup:g} s warm-up + {args.duration:g} s timed",
-                  flush=True)
-            if not ours.alive():
-                raise BenchError(f"our server died:\n{ours.log_tail()}")
-            r = Readers(tmp, phase, procs)
-            go = time.time() + 0.1
-            r.go({"base": base, "readers": args.readers, "go": go,
-                  "start": go + args.warmup, "end": go + args.warmup + args.duration})
-            w = asyncio.run(write_phase(base, token, track_ids, per_request, args.clients, go, args.warmup,
-                                        args.duration, keys, phase, ours.pid))
-            writes[phase] = w
-            reads[phase] = r.result(REQUEST_TIMEOUT + 10)
-            rate = w.window_plays / w.duration
-            print(f"  writes: {rate:,.0f} plays/s ({len(w.latencies) / w.duration:,.0f} requests/s), "
-                  f"latency p50 {ms(percentile(w.latencies, 50))}, p99 {ms(percentile(w.latencies, 99))}, "
-                  f"max {ms(max(w.latencies, default=float('nan')))}; {w.requests} requests in all, "
-                  f"{w.accepted} plays accepted, {w.non2xx} not 2xx", flush=True)
-            print(f"  CPU in the timed window: server {w.cpu_server / w.duration:.0%} of a core "
-                  f"({1000 * w.cpu_server / max(1, w.window_plays):.2f} ms per play), write clients "
-                  f"{w.cpu_client / w.duration:.0%}", flush=True)
-            read_lines(f"during {phase} writes", reads[phase])
-            for f in (w.failures if args.verbose else w.failures[:3]):
-                print(f"  write failure: {f[:300]}")
-            print(flush=True)
-
-        # 4. reference ----------------------------------------------------------------------------
-        refs: dict[str, float] = {}
-        print("[4] reference: plain INSERTs through sqlite-utils (db.execute) into a fresh SQLite file "
-              "(WAL, synchronous=NORMAL; plays table and its 2 indexes only), as many rows as we accepted",
-              flush=True)
-        for phase, per_tx in (("single", 1), ("batch", BATCH)):
-            n = max(1000, writes[phase].accepted)
-            ref_rows = reference_rows(n, track_ids, user_id)
-            runs = []
-            for round_no in range(args.ref_rounds):
-                path = tmp / f"reference-{phase}-{round_no}.db"
-                runs.append(reference_insert(path, ref_rows, per_tx))
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{path}{suffix}").unlink(missing_ok=True)
-            refs[phase] = max(runs)
-            print(f"  {per_tx:3d} {'rows' if per_tx > 1 else 'row '} per transaction, {n} rows: "
-                  f"{' / '.join(f'{x:,.0f}' for x in runs)} rows/s (best kept)", flush=True)
-        print(flush=True)
-
-        # 5. checks -------------------------------------------------------------------------------
-        sent = sum(w.accepted for w in writes.values())
-        all_ids = [i for w in writes.values() for i in w.ids]
-        twice = len(all_ids) - len(set(all_ids))
-        stored_before = asyncio.run(stored_plays(base, token))
-        replay_ok, replay_note = (False, "no request to replay")
-        last = writes["single"].last or writes["batch"].last
-        if keys and last is not None:
-            replay_ok, replay_note = asyncio.run(replay(base, token, last))
-        stored = asyncio.run(stored_plays(base, token))
-        fivexx = asyncio.run(server_5xx(base))
-        if not ours.alive():
-            raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
-        n_err, n_warn, sample = log_problems(ours)
-        write_non2xx = sum(w.non2xx for w in writes.values())
-        read_bad = sum(n for res in reads.values() for s, n in res["statuses"].items() if s != "200")
-        read_failures = [f for res in reads.values() for f in res["failures"]]
-        print(f"checks: {sent} plays accepted, {stored_before} stored by the server"
-              f"{f' ({stored} after the replay)' if keys else ''}; {twice} ids given twice; replay of one request "
-              f"with its key: {replay_note if keys else 'not done (--no-keys)'}; writes not 2xx: {write_non2xx}; "
-              f"reads not 200: {read_bad}; 5xx in /metrics: {fivexx}; server log: {n_err} ERROR, {n_warn} WARNING",
-              flush=True)
-        for ln in sample:
-            print(f"  log: {ln[:200]}")
-        for f in read_failures[:5]:
-            print(f"  read failure: {f[:300]}")
-
-        # summary rows ----------------------------------------------------------------------------
-        for phase, per_request, target in (("batch", BATCH, TARGET_BATCH_PLAYS),
-                                           ("single", 1, TARGET_SINGLE_PLAYS)):
-            w = writes[phase]
-            rate = w.window_plays / w.duration
-            label = f"{per_request} plays/request" if per_request > 1 else "1 play/request"
-            checks.append(rate >= target)
-            rows.append((f"{phase}: plays/s ({label}, c={args.clients})",
-                         f"{refs[phase]:,.0f} ({per_request} row{'s' if per_request > 1 else ''}/tx)",
-                         f"{rate:,.0f}", f"{ratio(rate, refs[phase]):.2f}", f">= {target:,.0f}", verdict(checks[-1])))
-            rows.append((f"  {phase}: request latency p50 / p99", "",
-                         f"{ms(percentile(w.latencies, 50))} / {ms(percentile(w.latencies, 99))}", "", "info", ""))
-            for kind in ("tracks", "search"):
-                v, alone = reads[phase][kind], reads["alone"][kind]
-                p99, ref99 = percentile(v, 99), percentile(alone, 99)
-                checks.append(p99 < TARGET_READ_P99)
-                name = "tracks?limit=50" if kind == "tracks" else "search?q="
-                rows.append((f"  {phase}: reads {name} p50 / p99 (n={len(v)})",
-                             f"{ms(percentile(alone, 50))} / {ms(ref99)} (alone)",
-                             f"{ms(percentile(v, 50))} / {ms(p99)}", f"{ratio(p99, ref99):.2f}",
-                             f"p99 < {TARGET_READ_P99 * 1000:.0f} ms", verdict(checks[-1])))
-        checks.append(stored_before == sent and stored == sent and twice == 0 and (replay_ok or not keys))
-        rows.append(("plays stored = accepted; ids twice; replay with key", "",
-                     f"{stored_before} = {sent}; {twice}; {'same ids' if replay_ok else 'not same' if keys else '-'}",
-                     "", "equal; 0; same", verdict(checks[-1])))
-        checks.append(write_non2xx == 0 and read_bad == 0 and not read_failures and fivexx == 0)
-        rows.append(("writes non-2xx / reads non-200 / 5xx (metrics)", "",
-                     f"{write_non2xx} / {read_bad} / {fivexx}", "", "0", verdict(checks[-1])))
-        rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
-
-        load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-        print(f"load average at the end: {' '.join(load_end)} (at start: {' '.join(load)})")
-        print(f"\nSUMMARY (one server process, {len(track_ids)} tracks; {args.clients} write clients, "
-              f"{args.readers} readers; {'Idempotency-Key on every write' if keys else 'no Idempotency-Key'}; "
-              f"reference = sqlite-utils INSERT loop, plays table only; {cores} cores shared; "
-              f"total {time.monotonic() - t_begin:.0f}s)")
-        print_table(rows)
-        overall = all(checks)
-        print(f"OVERALL: {verdict(overall)}")
-        return 0 if overall else 1
-    except BenchError as exc:
-        print(f"plays_bench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("plays_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for p in reversed(procs):
-            with contextlib.suppress(Exception):
-                p.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return run_bench("plays_bench", args.keep, lambda tmp, procs: run(args, tmp, procs))
 
 
 if __name__ == "__main__":

@@ -33,26 +33,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, raise_interrupt, free_port, verdict, wait_port, print_table,
+    BenchError, Proc, free_port, print_table, run_bench, start_server, verdict, wait_port,
+    wait_scan,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 BLOCK = 65536
 ALIGN = 4096
 
@@ -81,8 +78,6 @@ function request()
   return wrk.format("GET", nil, {{["Range"] = "bytes=" .. s .. "-" .. (s + block - 1)}})
 end
 """
-
-
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -207,27 +202,6 @@ http {{
 }}
 """)
     return conf
-
-
-def wait_scan(base: str, proc: Proc, timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BenchError(f"our server exited:\n{proc.log_tail()}")
-        with contextlib.suppress(OSError, ValueError):
-            status, _, body = http_get(f"{base}/api/v1/library/scan", timeout=5)
-            state = json.loads(body).get("state") if status == 200 else None
-            if state == "done":
-                status, _, body = http_get(f"{base}/api/v1/tracks?limit=500", timeout=5)
-                items = json.loads(body).get("items", [])
-                if not items:
-                    raise BenchError(f"scan done but no track in the catalog:\n{proc.log_tail()}")
-                return items[0]["id"]
-            if state in ("failed", "stopped"):
-                raise BenchError(f"our scan ended in state {state!r}: {body[:500]!r}")
-        time.sleep(0.2)
-    raise BenchError(f"our scan not done within {timeout:.0f}s (last state {state!r})")
 
 
 def verify(name: str, url: str, data: bytes) -> None:
@@ -361,11 +335,146 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and b == b and a == a else float("nan")
 
 
-
-
-
-
 # --- main -------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
+    """The benchmark proper, in the temp folder `tmp`, each process it starts put in `procs`:
+    0 when every target passes, 1 when one fails (BenchError when it cannot run)."""
+    tmp.chmod(0o755)  # nginx's worker runs as nobody when started by root: it must read the library
+    t_start = time.monotonic()
+    nginx, wrk = check_tools()
+    cores = os.cpu_count()
+    print(f"range_bench: nginx {nginx}, wrk {wrk}, {cores} cores. Note: wrk ({args.threads} threads), "
+          f"nginx (1 worker) and our server (1 process) share these {cores} cores; nginx and ours "
+          f"are loaded in turn, never at the same time.", flush=True)
+
+    library = tmp / "library"
+    library.mkdir()
+    track = library / "track.mp3"
+    make_mp3(track, args.mp3_seconds)
+    data = track.read_bytes()
+    size = len(data)
+    if size < BLOCK * 2:
+        raise BenchError(f"the test file is too small ({size} bytes)")
+    print(f"test file: {track.name}, {size} bytes ({size / 1e6:.2f} MB, {args.mp3_seconds} s mp3 at 256 kbps)")
+
+    lua = tmp / "ranges.lua"
+    lua.write_text(RANGE_LUA.format(size=size, block=BLOCK, align=ALIGN))
+
+    # nginx
+    nginx_port = free_port()
+    conf = nginx_conf(tmp, library, nginx_port, nginx)
+    ngx = Proc("nginx", [nginx, "-p", str(tmp / "nginx"), "-c", str(conf), "-e",
+                         str(tmp / "nginx" / "logs" / "error.log")], tmp / "nginx.out")
+    procs.append(ngx)
+    wait_port(nginx_port, ngx, 15)
+    time.sleep(0.2)
+    ngx_workers = children(ngx.pid)
+    ngx_pids = [ngx.pid, *ngx_workers]
+    nginx_url = f"http://127.0.0.1:{nginx_port}/{track.name}"
+
+    # ours
+    ours, base = start_server(library, tmp / "data", tmp / "ours.out", procs)
+    track_id = wait_scan(base, ours)[0]["id"]
+    our_url = f"{base}/stream/{track_id}"
+    print(f"nginx: {nginx_url}  (master {ngx.pid}, worker {','.join(map(str, ngx_workers))})")
+    print(f"ours:  {our_url}  (pid {ours.pid})")
+
+    verify("nginx", nginx_url, data)
+    verify("ours", our_url, data)
+    print("correctness: a 64 KiB range from each is a 206 equal to the file's bytes; "
+          "whole-file GETs equal the file: OK\n", flush=True)
+
+    kw = dict(threads=args.threads, duration=args.duration, timeout=args.timeout, verbose=args.verbose)
+    results: dict[tuple[str, str], dict] = {}
+    paired: dict[str, float] = {}
+    plan = [
+        ("range", f"random 64 KiB ranges, {args.connections} connections", args.connections, lua),
+        ("whole", f"whole-file GETs ({human_bytes(size)}), {args.connections} connections", args.connections, None),
+        ("held", f"{args.held} connections held, random 64 KiB ranges", args.held, lua),
+    ]
+    wanted = {t.strip() for t in args.only.split(",") if t.strip()}
+    if not wanted or wanted - {"range", "whole", "held"}:
+        raise BenchError(f"--only takes range, whole and/or held, not {args.only!r}")
+    plan = [step for step in plan if step[0] in wanted]
+    for key, title, conns, script in plan:
+        print(f"[{key}] {title}: {args.rounds} rounds of {args.duration}s, nginx and ours alternating; "
+              f"wrk -t{args.threads} --timeout {args.timeout}", flush=True)
+        runs: dict[str, list[dict]] = {"nginx": [], "ours": []}
+        for round_no in range(args.rounds):
+            for who, url, pids in (("nginx", nginx_url, ngx_pids), ("ours", our_url, [ours.pid])):
+                for p in procs:
+                    if not p.alive():
+                        raise BenchError(f"{p.name} died:\n{p.log_tail()}")
+                r = run_wrk(wrk, url, connections=conns, script=script, server_pids=pids,
+                            label=f"{key} {who} round {round_no + 1}", **kw)
+                runs[who].append(r)
+                print(line(f"{who} {round_no + 1}", r), flush=True)
+                time.sleep(1)  # let the other server's connections close
+        for who, rs in runs.items():
+            results[(key, who)] = best(rs)
+        # Rounds run in pairs (nginx, then ours a few seconds later): the median of the
+        # paired ratios is steadier on a shared machine than the ratio of the best rounds.
+        field = "bps" if key == "whole" else "rps"
+        paired[key] = statistics.median(ratio(o[field], n[field])
+                                        for n, o in zip(runs["nginx"], runs["ours"]))
+        print(flush=True)
+
+    if not ours.alive():
+        raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
+    rss_ours = proc_status(ours.pid, "VmHWM")
+    rss_ngx_worker = max((proc_status(p, "VmHWM") or 0) for p in ngx_workers) if ngx_workers else None
+    rss_ngx_master = proc_status(ngx.pid, "VmHWM")
+    our_5xx, log_errors = server_errors(base, ours)
+    print(f"peak RSS (VmHWM): ours {human_bytes(rss_ours or float('nan'))}; nginx worker "
+          f"{human_bytes(rss_ngx_worker or float('nan'))}, master {human_bytes(rss_ngx_master or float('nan'))}\n")
+
+    rows = [("metric", "nginx", "ours", "ours/nginx", "target", "result")]
+    checks = []
+    if ("range", "ours") in results:
+        n, o = results[("range", "nginx")], results[("range", "ours")]
+        rr = ratio(o["rps"], n["rps"])
+        checks.append(rr >= TARGET_RANGE_RATIO and o["errors"] == 0 and o["non2xx"] == 0)
+        rows += [
+            (f"range 64KiB req/s (c={args.connections})", f"{n['rps']:.0f}", f"{o['rps']:.0f}",
+             f"{rr:.3f}", f">= {TARGET_RANGE_RATIO}", verdict(checks[-1])),
+            ("  median of paired rounds", "", "", f"{paired['range']:.3f}", "info", ""),
+            ("server CPU per range request", f"{n['cpu_per_req_us']:.0f} us",
+             f"{o['cpu_per_req_us']:.0f} us", f"{ratio(o['cpu_per_req_us'], n['cpu_per_req_us']):.1f}",
+             "info", ""),
+        ]
+    if ("whole", "ours") in results:
+        n, o = results[("whole", "nginx")], results[("whole", "ours")]
+        wr = ratio(o["bps"], n["bps"])
+        checks.append(wr >= TARGET_WHOLE_RATIO and o["errors"] == 0 and o["non2xx"] == 0)
+        rows.append((f"whole-file bytes/s (c={args.connections})", f"{human_bytes(n['bps'])}/s",
+                     f"{human_bytes(o['bps'])}/s", f"{wr:.3f}", f">= {TARGET_WHOLE_RATIO}",
+                     verdict(checks[-1])))
+        rows.append(("  median of paired rounds", "", "", f"{paired['whole']:.3f}", "info", ""))
+    if ("held", "ours") in results:
+        n, o = results[("held", "nginx")], results[("held", "ours")]
+        checks += [o["errors"] == 0 and o["requests"] > 0, o["non2xx"] == 0]
+        rows += [
+            (f"{args.held} conns: socket errors", str(n["errors"]), str(o["errors"]), "", "0 (ours)",
+             verdict(checks[-2])),
+            (f"{args.held} conns: non-2xx", str(n["non2xx"]), str(o["non2xx"]), "", "0 (ours)",
+             verdict(checks[-1])),
+            (f"{args.held} conns: req/s, p99", f"{n['rps']:.0f}, {n['p99']}", f"{o['rps']:.0f}, {o['p99']}",
+             f"{ratio(o['rps'], n['rps']):.3f}", "info", ""),
+        ]
+    rows += [
+        ("our 5xx answers / ERROR log lines", "", f"{our_5xx} / {log_errors}", "", "info", ""),
+        ("peak RSS (VmHWM)", f"{human_bytes(rss_ngx_worker or float('nan'))} (worker)",
+         human_bytes(rss_ours or float("nan")), "", "info", ""),
+    ]
+    print(f"SUMMARY (file {size} bytes; wrk -t{args.threads} -d{args.duration}s, best of {args.rounds} "
+          f"alternating rounds; wrk, nginx and ours "
+          f"share {cores} cores; total {time.monotonic() - t_start:.0f}s)")
+    print_table(rows)
+    overall = all(checks)
+    print(f"OVERALL: {verdict(overall)}")
+    return 0 if overall else 1
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -391,168 +500,7 @@ def main() -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
-    # Stop cleanly (finally blocks run) on SIGTERM as on Ctrl-C.
-    signal.signal(signal.SIGTERM, raise_interrupt)
-
-    tmp = Path(tempfile.mkdtemp(prefix="range-bench-"))
-    tmp.chmod(0o755)  # nginx's worker runs as nobody when started by root: it must read the library
-    procs: list[Proc] = []
-    t_start = time.monotonic()
-    try:
-        nginx, wrk = check_tools()
-        cores = os.cpu_count()
-        print(f"range_bench: nginx {nginx}, wrk {wrk}, {cores} cores. Note: wrk ({args.threads} threads), "
-              f"nginx (1 worker) and our server (1 process) share these {cores} cores; nginx and ours "
-              f"are loaded in turn, never at the same time.", flush=True)
-
-        library = tmp / "library"
-        library.mkdir()
-        track = library / "track.mp3"
-        make_mp3(track, args.mp3_seconds)
-        data = track.read_bytes()
-        size = len(data)
-        if size < BLOCK * 2:
-            raise BenchError(f"the test file is too small ({size} bytes)")
-        print(f"test file: {track.name}, {size} bytes ({size / 1e6:.2f} MB, {args.mp3_seconds} s mp3 at 256 kbps)")
-
-        lua = tmp / "ranges.lua"
-        lua.write_text(RANGE_LUA.format(size=size, block=BLOCK, align=ALIGN))
-
-        # nginx
-        nginx_port = free_port()
-        conf = nginx_conf(tmp, library, nginx_port, nginx)
-        ngx = Proc("nginx", [nginx, "-p", str(tmp / "nginx"), "-c", str(conf), "-e",
-                             str(tmp / "nginx" / "logs" / "error.log")], tmp / "nginx.out")
-        procs.append(ngx)
-        wait_port(nginx_port, ngx, 15)
-        time.sleep(0.2)
-        ngx_workers = children(ngx.pid)
-        ngx_pids = [ngx.pid, *ngx_workers]
-        nginx_url = f"http://127.0.0.1:{nginx_port}/{track.name}"
-
-        # ours
-        our_port = free_port()
-        ours = Proc("our server", [sys.executable, str(REPO / "run.py"), "serve", "--host", "127.0.0.1",
-                                   "--port", str(our_port), "--library", str(library),
-                                   "--data-dir", str(tmp / "data"), "--no-demo-library",
-                                   "--log-level", "warning"],
-                    tmp / "ours.out", cwd=str(REPO))
-        procs.append(ours)
-        wait_port(our_port, ours, 30)
-        base = f"http://127.0.0.1:{our_port}"
-        track_id = wait_scan(base, ours)
-        our_url = f"{base}/stream/{track_id}"
-        print(f"nginx: {nginx_url}  (master {ngx.pid}, worker {','.join(map(str, ngx_workers))})")
-        print(f"ours:  {our_url}  (pid {ours.pid})")
-
-        verify("nginx", nginx_url, data)
-        verify("ours", our_url, data)
-        print("correctness: a 64 KiB range from each is a 206 equal to the file's bytes; "
-              "whole-file GETs equal the file: OK\n", flush=True)
-
-        kw = dict(threads=args.threads, duration=args.duration, timeout=args.timeout, verbose=args.verbose)
-        results: dict[tuple[str, str], dict] = {}
-        paired: dict[str, float] = {}
-        plan = [
-            ("range", f"random 64 KiB ranges, {args.connections} connections", args.connections, lua),
-            ("whole", f"whole-file GETs ({human_bytes(size)}), {args.connections} connections", args.connections, None),
-            ("held", f"{args.held} connections held, random 64 KiB ranges", args.held, lua),
-        ]
-        wanted = {t.strip() for t in args.only.split(",") if t.strip()}
-        if not wanted or wanted - {"range", "whole", "held"}:
-            raise BenchError(f"--only takes range, whole and/or held, not {args.only!r}")
-        plan = [step for step in plan if step[0] in wanted]
-        for key, title, conns, script in plan:
-            print(f"[{key}] {title}: {args.rounds} rounds of {args.duration}s, nginx and ours alternating; "
-                  f"wrk -t{args.threads} --timeout {args.timeout}", flush=True)
-            runs: dict[str, list[dict]] = {"nginx": [], "ours": []}
-            for round_no in range(args.rounds):
-                for who, url, pids in (("nginx", nginx_url, ngx_pids), ("ours", our_url, [ours.pid])):
-                    for p in procs:
-                        if not p.alive():
-                            raise BenchError(f"{p.name} died:\n{p.log_tail()}")
-                    r = run_wrk(wrk, url, connections=conns, script=script, server_pids=pids,
-                                label=f"{key} {who} round {round_no + 1}", **kw)
-                    runs[who].append(r)
-                    print(line(f"{who} {round_no + 1}", r), flush=True)
-                    time.sleep(1)  # let the other server's connections close
-            for who, rs in runs.items():
-                results[(key, who)] = best(rs)
-            # Rounds run in pairs (nginx, then ours a few seconds later): the median of the
-            # paired ratios is steadier on a shared machine than the ratio of the best rounds.
-            field = "bps" if key == "whole" else "rps"
-            paired[key] = statistics.median(ratio(o[field], n[field])
-                                            for n, o in zip(runs["nginx"], runs["ours"]))
-            print(flush=True)
-
-        if not ours.alive():
-            raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
-        rss_ours = proc_status(ours.pid, "VmHWM")
-        rss_ngx_worker = max((proc_status(p, "VmHWM") or 0) for p in ngx_workers) if ngx_workers else None
-        rss_ngx_master = proc_status(ngx.pid, "VmHWM")
-        our_5xx, log_errors = server_errors(base, ours)
-        print(f"peak RSS (VmHWM): ours {human_bytes(rss_ours or float('nan'))}; nginx worker "
-              f"{human_bytes(rss_ngx_worker or float('nan'))}, master {human_bytes(rss_ngx_master or float('nan'))}\n")
-
-        rows = [("metric", "nginx", "ours", "ours/nginx", "target", "result")]
-        checks = []
-        if ("range", "ours") in results:
-            n, o = results[("range", "nginx")], results[("range", "ours")]
-            rr = ratio(o["rps"], n["rps"])
-            checks.append(rr >= TARGET_RANGE_RATIO and o["errors"] == 0 and o["non2xx"] == 0)
-            rows += [
-                (f"range 64KiB req/s (c={args.connections})", f"{n['rps']:.0f}", f"{o['rps']:.0f}",
-                 f"{rr:.3f}", f">= {TARGET_RANGE_RATIO}", verdict(checks[-1])),
-                ("  median of paired rounds", "", "", f"{paired['range']:.3f}", "info", ""),
-                ("server CPU per range request", f"{n['cpu_per_req_us']:.0f} us",
-                 f"{o['cpu_per_req_us']:.0f} us", f"{ratio(o['cpu_per_req_us'], n['cpu_per_req_us']):.1f}",
-                 "info", ""),
-            ]
-        if ("whole", "ours") in results:
-            n, o = results[("whole", "nginx")], results[("whole", "ours")]
-            wr = ratio(o["bps"], n["bps"])
-            checks.append(wr >= TARGET_WHOLE_RATIO and o["errors"] == 0 and o["non2xx"] == 0)
-            rows.append((f"whole-file bytes/s (c={args.connections})", f"{human_bytes(n['bps'])}/s",
-                         f"{human_bytes(o['bps'])}/s", f"{wr:.3f}", f">= {TARGET_WHOLE_RATIO}",
-                         verdict(checks[-1])))
-            rows.append(("  median of paired rounds", "", "", f"{paired['whole']:.3f}", "info", ""))
-        if ("held", "ours") in results:
-            n, o = results[("held", "nginx")], results[("held", "ours")]
-            checks += [o["errors"] == 0 and o["requests"] > 0, o["non2xx"] == 0]
-            rows += [
-                (f"{args.held} conns: socket errors", str(n["errors"]), str(o["errors"]), "", "0 (ours)",
-                 verdict(checks[-2])),
-                (f"{args.held} conns: non-2xx", str(n["non2xx"]), str(o["non2xx"]), "", "0 (ours)",
-                 verdict(checks[-1])),
-                (f"{args.held} conns: req/s, p99", f"{n['rps']:.0f}, {n['p99']}", f"{o['rps']:.0f}, {o['p99']}",
-                 f"{ratio(o['rps'], n['rps']):.3f}", "info", ""),
-            ]
-        rows += [
-            ("our 5xx answers / ERROR log lines", "", f"{our_5xx} / {log_errors}", "", "info", ""),
-            ("peak RSS (VmHWM)", f"{human_bytes(rss_ngx_worker or float('nan'))} (worker)",
-             human_bytes(rss_ours or float("nan")), "", "info", ""),
-        ]
-        print(f"SUMMARY (file {size} bytes; wrk -t{args.threads} -d{args.duration}s, best of {args.rounds} "
-              f"alternating rounds; wrk, nginx and ours "
-              f"share {cores} cores; total {time.monotonic() - t_start:.0f}s)")
-        print_table(rows)
-        overall = all(checks)
-        print(f"OVERALL: {verdict(overall)}")
-        return 0 if overall else 1
-    except BenchError as exc:
-        print(f"range_bench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("range_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for p in reversed(procs):
-            with contextlib.suppress(Exception):
-                p.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return run_bench("range_bench", args.keep, lambda tmp, procs: run(args, tmp, procs))
 
 
 if __name__ == "__main__":

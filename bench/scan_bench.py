@@ -24,16 +24,14 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, raise_interrupt, ffmpeg_exe, print_table,
+    BenchError, ffmpeg_exe, print_table, run_bench,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,10 +50,6 @@ FORMATS = {
     "m4a": ["-c:a", "aac", "-b:a", "128k"],
 }
 GENRES = ["Rock", "Jazz", "Ambient", "Folk", "Electronic", "Classical", "Pop", "Blues"]
-
-
-
-
 
 
 # --- making libraries ---------------------------------------------------------------------------
@@ -202,6 +196,93 @@ def timed(fn, *args) -> tuple[float, object]:
 
 # --- main -------------------------------------------------------------------------------------
 
+def run(args: argparse.Namespace, tmp: Path) -> int:
+    """The benchmark proper, in the temp folder `tmp`: 0 when every target passes, 1 when one fails
+    (BenchError when it cannot run)."""
+    t_start = time.monotonic()
+    rows = []
+    checks = []
+    cores = os.cpu_count()
+    print(f"scan_bench: {cores} cores (Scanner(workers=0) uses one worker process per core; "
+          f"the reference is one process). Temp folder {tmp}", flush=True)
+
+    # 1. full scan ---------------------------------------------------------------------------
+    t0 = time.monotonic()
+    bases = make_bases(tmp / "bases", args.seconds)
+    library = tmp / "library"
+    files = make_tagged_library(library, args.files, bases)
+    size = sum(p.stat().st_size for p in files)
+    print(f"[full scan] library: {len(files)} files ({size / 1e6:.1f} MB; "
+          f"{', '.join(sorted({p.suffix for p in files}))}), made in {time.monotonic() - t0:.1f}s "
+          f"(not timed)", flush=True)
+
+    reference_read(files)  # warm the page cache and mutagen's imports, untimed
+    ref_times, our_times = [], []
+    for i in range(args.repeat):
+        elapsed, _ = timed(reference_read, files)
+        ref_times.append(elapsed)
+        print(f"  reference run {i + 1}: mutagen.File loop  {elapsed:7.3f}s  "
+              f"{len(files) / elapsed:8.0f} files/s", flush=True)
+        db = tmp / f"catalog-{i}.db"
+        elapsed, progress = our_scan(library, db, expect_added=len(files))
+        our_times.append(elapsed)
+        print(f"  ours run {i + 1}:      Scanner.scan()     {elapsed:7.3f}s  "
+              f"{len(files) / elapsed:8.0f} files/s  (state {progress.state}, added {progress.added}; "
+              f"{phases(progress)})",
+              flush=True)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    ref_fps = len(files) / min(ref_times)
+    our_fps = len(files) / min(our_times)
+    scan_ratio = our_fps / ref_fps
+    checks.append(scan_ratio >= TARGET_SCAN_RATIO)
+    rows.append((f"full scan, {len(files)} files (files/s)", f"{ref_fps:.0f}", f"{our_fps:.0f}",
+                 f"{scan_ratio:.2f}", f">= {TARGET_SCAN_RATIO}",
+                 "PASS" if checks[-1] else "FAIL"))
+    # Each reference run is paired with the scan right after it: the median of those ratios
+    # is steadier on a shared machine than the ratio of the best runs.
+    paired = statistics.median(r / o for r, o in zip(ref_times, our_times))
+    rows.append(("  median of paired runs", "", "", f"{paired:.2f}", "info", ""))
+    shutil.rmtree(library, ignore_errors=True)
+
+    # 2. no-change rescan --------------------------------------------------------------------
+    if not args.skip_rescan:
+        t0 = time.monotonic()
+        tiny = make_bases(tmp / "tiny", 0.2)
+        big = tmp / "big"
+        n = make_linked_library(big, args.rescan_files, tiny)
+        db = tmp / "big.db"
+        first, progress = our_scan(big, db, expect_added=n)
+        print(f"\n[rescan] library: {n} hard links of {len(tiny)} tiny files, made in "
+              f"{time.monotonic() - t0 - first:.1f}s; first scan (not timed) {first:.1f}s "
+              f"({n / first:.0f} files/s; {phases(progress)})", flush=True)
+        walk_times, rescan_times = [], []
+        walk_stat(big)  # warm, untimed
+        for i in range(args.repeat):
+            elapsed, count = timed(walk_stat, big)
+            walk_times.append(elapsed)
+            print(f"  reference run {i + 1}: os.walk + os.stat  {elapsed:7.3f}s  ({count} files)", flush=True)
+            elapsed, progress = our_scan(big, db, expect_added=0, expect_unchanged=n)
+            rescan_times.append(elapsed)
+            print(f"  ours run {i + 1}:      no-change rescan    {elapsed:7.3f}s  "
+                  f"(unchanged {progress.unchanged}, to read {progress.to_read}; {phases(progress)})", flush=True)
+        walk_best, rescan_best = min(walk_times), min(rescan_times)
+        checks.append(rescan_best < TARGET_RESCAN_SECONDS)
+        rows.append((f"no-change rescan, {n} files (s)", f"{walk_best:.3f}", f"{rescan_best:.3f}",
+                     f"{rescan_best / walk_best:.2f}", f"< {TARGET_RESCAN_SECONDS:g} s",
+                     "PASS" if checks[-1] else "FAIL"))
+
+    header = ("metric", "reference", "ours", "ours/ref", "target", "result")
+    rows.insert(0, header)
+    print(f"\nSUMMARY (best of {args.repeat}; reference = 1-process mutagen loop / bare os.walk+stat; "
+          f"{cores} cores; total {time.monotonic() - t_start:.0f}s)")
+    print_table(rows)
+    print("  (full scan: ours/ref is the files/s ratio; rescan: ours/ref is the time ratio)")
+    overall = all(checks)
+    print(f"OVERALL: {'PASS' if overall else 'FAIL'}")
+    return 0 if overall else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=2400, help="files of the full-scan library (>= 2000)")
@@ -211,103 +292,7 @@ def main() -> int:
     ap.add_argument("--skip-rescan", action="store_true", help="only the full-scan comparison")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, raise_interrupt)
-
-    tmp = Path(tempfile.mkdtemp(prefix="scan-bench-"))
-    t_start = time.monotonic()
-    rows = []
-    checks = []
-    try:
-        cores = os.cpu_count()
-        print(f"scan_bench: {cores} cores (Scanner(workers=0) uses one worker process per core; "
-              f"the reference is one process). Temp folder {tmp}", flush=True)
-
-        # 1. full scan ---------------------------------------------------------------------------
-        t0 = time.monotonic()
-        bases = make_bases(tmp / "bases", args.seconds)
-        library = tmp / "library"
-        files = make_tagged_library(library, args.files, bases)
-        size = sum(p.stat().st_size for p in files)
-        print(f"[full scan] library: {len(files)} files ({size / 1e6:.1f} MB; "
-              f"{', '.join(sorted({p.suffix for p in files}))}), made in {time.monotonic() - t0:.1f}s "
-              f"(not timed)", flush=True)
-
-        reference_read(files)  # warm the page cache and mutagen's imports, untimed
-        ref_times, our_times = [], []
-        for i in range(args.repeat):
-            elapsed, _ = timed(reference_read, files)
-            ref_times.append(elapsed)
-            print(f"  reference run {i + 1}: mutagen.File loop  {elapsed:7.3f}s  "
-                  f"{len(files) / elapsed:8.0f} files/s", flush=True)
-            db = tmp / f"catalog-{i}.db"
-            elapsed, progress = our_scan(library, db, expect_added=len(files))
-            our_times.append(elapsed)
-            print(f"  ours run {i + 1}:      Scanner.scan()     {elapsed:7.3f}s  "
-                  f"{len(files) / elapsed:8.0f} files/s  (state {progress.state}, added {progress.added}; "
-                  f"{phases(progress)})",
-                  flush=True)
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{db}{suffix}").unlink(missing_ok=True)
-        ref_fps = len(files) / min(ref_times)
-        our_fps = len(files) / min(our_times)
-        scan_ratio = our_fps / ref_fps
-        checks.append(scan_ratio >= TARGET_SCAN_RATIO)
-        rows.append((f"full scan, {len(files)} files (files/s)", f"{ref_fps:.0f}", f"{our_fps:.0f}",
-                     f"{scan_ratio:.2f}", f">= {TARGET_SCAN_RATIO}",
-                     "PASS" if checks[-1] else "FAIL"))
-        # Each reference run is paired with the scan right after it: the median of those ratios
-        # is steadier on a shared machine than the ratio of the best runs.
-        paired = statistics.median(r / o for r, o in zip(ref_times, our_times))
-        rows.append(("  median of paired runs", "", "", f"{paired:.2f}", "info", ""))
-        shutil.rmtree(library, ignore_errors=True)
-
-        # 2. no-change rescan --------------------------------------------------------------------
-        if not args.skip_rescan:
-            t0 = time.monotonic()
-            tiny = make_bases(tmp / "tiny", 0.2)
-            big = tmp / "big"
-            n = make_linked_library(big, args.rescan_files, tiny)
-            db = tmp / "big.db"
-            first, progress = our_scan(big, db, expect_added=n)
-            print(f"\n[rescan] library: {n} hard links of {len(tiny)} tiny files, made in "
-                  f"{time.monotonic() - t0 - first:.1f}s; first scan (not timed) {first:.1f}s "
-                  f"({n / first:.0f} files/s; {phases(progress)})", flush=True)
-            walk_times, rescan_times = [], []
-            walk_stat(big)  # warm, untimed
-            for i in range(args.repeat):
-                elapsed, count = timed(walk_stat, big)
-                walk_times.append(elapsed)
-                print(f"  reference run {i + 1}: os.walk + os.stat  {elapsed:7.3f}s  ({count} files)", flush=True)
-                elapsed, progress = our_scan(big, db, expect_added=0, expect_unchanged=n)
-                rescan_times.append(elapsed)
-                print(f"  ours run {i + 1}:      no-change rescan    {elapsed:7.3f}s  "
-                      f"(unchanged {progress.unchanged}, to read {progress.to_read}; {phases(progress)})", flush=True)
-            walk_best, rescan_best = min(walk_times), min(rescan_times)
-            checks.append(rescan_best < TARGET_RESCAN_SECONDS)
-            rows.append((f"no-change rescan, {n} files (s)", f"{walk_best:.3f}", f"{rescan_best:.3f}",
-                         f"{rescan_best / walk_best:.2f}", f"< {TARGET_RESCAN_SECONDS:g} s",
-                         "PASS" if checks[-1] else "FAIL"))
-
-        header = ("metric", "reference", "ours", "ours/ref", "target", "result")
-        rows.insert(0, header)
-        print(f"\nSUMMARY (best of {args.repeat}; reference = 1-process mutagen loop / bare os.walk+stat; "
-              f"{cores} cores; total {time.monotonic() - t_start:.0f}s)")
-        print_table(rows)
-        print("  (full scan: ours/ref is the files/s ratio; rescan: ours/ref is the time ratio)")
-        overall = all(checks)
-        print(f"OVERALL: {'PASS' if overall else 'FAIL'}")
-        return 0 if overall else 1
-    except BenchError as exc:
-        print(f"scan_bench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("scan_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return run_bench("scan_bench", args.keep, lambda tmp, _procs: run(args, tmp))
 
 
 if __name__ == "__main__":
