@@ -24,6 +24,7 @@ from streamer.keys import AUTH, CATALOG
 MAX_PLAYS_PER_REQUEST = 1000
 MAX_NAME = 200
 _ID = re.compile(r"[0-9a-f]{16,32}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _user(request: web.Request) -> dict[str, Any]:
@@ -45,7 +46,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         body = json.loads(raw)
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if _SURROGATE_ESCAPE.search(raw):  # only \\uD800-\\uDFFF escapes can make text that is not Unicode
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise _invalid("body", "holds text that is not valid Unicode") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
