@@ -21,7 +21,7 @@ from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from media.demo import make_demo_library
 from streamer import admin_api, api, cluster, hls, listener_api, transcodes
 from streamer.auth import Auth, is_loopback, load_secret
-from streamer.region import Follower
+from streamer.region import FOLLOWER, Follower, forwarded_to_master
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
 from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
@@ -30,7 +30,6 @@ from streamer.originals import OpenFiles, serve_file
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
-FOLLOWER = web.AppKey("follower", Follower)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -49,8 +48,10 @@ def create_app(settings: Settings) -> web.Application:
     auth = Auth(load_secret(settings.data_dir), anonymous_reads=anonymous)
     app[AUTH] = auth
     routes = Routes(app, metrics, auth, settings.cors_origins)
-    if settings.role == "region":
-        routes.read_only = settings.master_url
+    if settings.role == "master":
+        routes.write_wrapper = cluster.with_sequence
+    elif settings.role == "region":
+        routes.write_wrapper = forwarded_to_master
     routes.get("/", index, "index", access="open")
     routes.get("/healthz", healthz, "healthz", access="open")
     routes.get("/readyz", readyz, "readyz", access="open")
@@ -105,8 +106,11 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
     """A region never scans: it follows the master (streamer.region)."""
     follower = app[FOLLOWER] = Follower(app)
-    async with _in_background(follower.run(), "follow-master"):
-        yield
+    try:
+        async with _in_background(follower.run(), "follow-master"):
+            yield
+    finally:
+        await follower.close()
 
 
 async def _library_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_WAIT = 60
 CLOSING = web.AppKey("cluster_closing", asyncio.Event)
 SECRET_HEADER = "X-Cluster-Secret"
+SEQUENCE_HEADER = "X-Change-Sequence"
 
 
 def _check_secret(request: web.Request) -> None:
@@ -100,6 +101,18 @@ async def _commit_or_closing(app: web.Application, timeout: float) -> None:
 def _gzip(source: Path, destination: Path) -> None:
     with open(source, "rb") as raw, gzip.open(destination, "wb", compresslevel=3) as packed:
         shutil.copyfileobj(raw, packed, 1 << 20)
+
+
+def with_sequence(handler):
+    """A master's write answers carry `X-Change-Sequence`: the change log's position once the write
+    is in it, so a region that forwarded it can wait until its replica holds it (read your writes)."""
+    async def write(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        if 200 <= response.status < 300:
+            sequence = await request.app[CATALOG].db.read(listeners.last_sequence)
+            response.headers[SEQUENCE_HEADER] = str(sequence)
+        return response
+    return write
 
 
 async def _closing(app: web.Application) -> None:

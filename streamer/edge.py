@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from streamer.auth import ACCESS_LEVELS, Auth
-from streamer.errors import ApiError, error_response, from_exception
+from streamer.errors import error_response, from_exception
 from streamer.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,15 @@ class Routes:
         self.metrics = metrics
         self.auth = auth
         self.cors = CorsPolicy(cors_origins)
-        self.read_only = ""  # a region's master URL: writes are not taken here (yet)
+        # What every write route goes through on this node's role: on a master, a handler that
+        # adds the change sequence to the answer; on a region, one that forwards to the master.
+        self.write_wrapper: Callable[[Handler], Handler] | None = None
         self._fallback: web.AbstractResource | None = None
 
     def add(self, method: str, path: str, handler: Handler, name: str, access: str = "read") -> None:
         """`access`: open, read, user or admin (see streamer.auth)."""
-        if self.read_only and access in ("user", "admin"):
-            handler = _refuse_writes(self.read_only)
+        if access in ("user", "admin") and self.write_wrapper is not None:
+            handler = self.write_wrapper(handler)
         self.router.add_route(method, path, edge(handler, name, self.metrics, self.auth, access, self.cors), name=name)
 
     def get(self, path: str, handler: Handler, name: str, access: str = "read") -> None:
@@ -79,13 +81,6 @@ class CorsPolicy:
 
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
-
-
-def _refuse_writes(master_url: str) -> Handler:
-    async def refuse(request: web.Request) -> web.StreamResponse:
-        raise ApiError(503, "read_only_replica",
-                       f"this region does not take writes yet; send them to the master at {master_url}")
-    return refuse
 
 
 def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str, cors: CorsPolicy) -> Handler:

@@ -7,12 +7,16 @@ long-polls `/cluster/v1/changes` from its position and applies each batch in one
 resumes where it stopped. A 410 from the master (the log it needs is no longer kept) means a
 new snapshot. While the master is unreachable the region keeps serving what it has and retries.
 
-Writes are not forwarded yet: a region answers them 503, naming the master.
+Writes are forwarded to the master with the user's credentials and an idempotency key; once the
+master has taken one, the region waits (at most FORWARD_WAIT) until its replica holds it, so the
+client reads its own write at once. While the master is unreachable, writes get 503 (the durable
+outbox comes next).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import sqlite3
@@ -24,12 +28,15 @@ import aiohttp
 from aiohttp import web
 
 from media import replica
-from streamer.cluster import SECRET_HEADER
+from media.ids import new_id
+from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
+from streamer.errors import ApiError
 from streamer.keys import CATALOG, SETTINGS
 
 log = logging.getLogger(__name__)
 
 POLL_WAIT = 25  # seconds the master may hold a change-feed request
+FORWARD_WAIT = 2.0  # seconds a forwarded write waits for the replica to hold it
 RETRY_SECONDS = (0.5, 1, 2, 5)  # back-off while the master is unreachable
 
 
@@ -41,6 +48,35 @@ class Follower:
         self.applied_at = 0.0  # when the last batch was applied (time.time())
         self.master_reachable = False
         self.snapshots = 0
+        self._advanced = asyncio.Event()  # set (and replaced) whenever the position moves
+        self._forwarding: aiohttp.ClientSession | None = None
+
+    def _moved_to(self, position: int) -> None:
+        self.position = position
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+
+    async def caught_up(self, sequence: int, timeout: float) -> bool:
+        """Wait until the replica holds `sequence` (True), or `timeout` seconds (False)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.position < sequence:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), left)
+        return True
+
+    def forwarding(self) -> aiohttp.ClientSession:
+        """The session writes are forwarded to the master with (made when first needed)."""
+        if self._forwarding is None:
+            self._forwarding = aiohttp.ClientSession(base_url=self.app[SETTINGS].master_url.rstrip("/"),
+                                                     timeout=aiohttp.ClientTimeout(total=60, sock_connect=5))
+        return self._forwarding
+
+    async def close(self) -> None:
+        if self._forwarding is not None:
+            await self._forwarding.close()
 
     async def run(self) -> None:
         settings = self.app[SETTINGS]
@@ -85,7 +121,7 @@ class Follower:
                 await asyncio.to_thread(_gunzip, packed, copy)
                 catalog = self.app[CATALOG]
                 await catalog.db.write_alone(_restore, copy)
-        self.position = sequence
+        self._moved_to(sequence)
         self.snapshots += 1
         self.master_reachable = True
         self.applied_at = time.time()
@@ -104,9 +140,37 @@ class Follower:
                 body = await resp.json()
             self.master_reachable = True
             if body["changes"]:
-                self.position = await catalog.db.write(replica.apply_changes, body["changes"])
+                position = await catalog.db.write(replica.apply_changes, body["changes"])
                 catalog.bump()
+                self._moved_to(position)
             self.applied_at = time.time()
+
+
+FOLLOWER = web.AppKey("follower", Follower)
+_FORWARDED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
+
+
+def forwarded_to_master(handler):
+    """On a region, a write route sends the request to the master instead of `handler`."""
+    async def forward(request: web.Request) -> web.StreamResponse:
+        follower = request.app[FOLLOWER]
+        headers = {name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers}
+        # A key of the region's own when the client sent none: a retried forward applies once.
+        headers.setdefault("Idempotency-Key", f"region-{new_id()}")
+        body = await request.read()
+        try:
+            async with follower.forwarding().request(request.method, request.path_qs, data=body,
+                                                     headers=headers) as resp:
+                answer, status = await resp.read(), resp.status
+                content_type, sequence = resp.headers.get("Content-Type"), resp.headers.get(SEQUENCE_HEADER)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            raise ApiError(503, "master_unreachable", "the master cannot be reached to take this write; "
+                           "try again shortly", {"Retry-After": "5"}) from None
+        if sequence is not None and 200 <= status < 300:
+            await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client then reads its own write here
+        headers = {"Content-Type": content_type} if content_type else None
+        return web.Response(status=status, body=answer, headers=headers)
+    return forward
 
 
 class _Resync(Exception):

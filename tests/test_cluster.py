@@ -220,8 +220,19 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
                 assert time.monotonic() - written < 5, "the write did not reach the region"
                 await asyncio.sleep(0.02)
             assert listing["items"][0]["name"] == "Seen everywhere"
-            resp = await session.post(f"{region_url}/api/v1/playlists", json={"name": "x"}, headers=auth)
-            assert resp.status == 503 and master_url in (await resp.json())["error"]["message"]
+            # A write at the region goes to the master, and the region reads it back at once.
+            keyed = {**auth, "Idempotency-Key": "via-region"}
+            resp = await session.post(f"{region_url}/api/v1/playlists", json={"name": "Via region"}, headers=keyed)
+            assert resp.status == 201, await resp.text()
+            made = await resp.json()
+            listing = await (await session.get(f"{region_url}/api/v1/playlists", headers=auth)).json()
+            assert made["id"] in [p["id"] for p in listing["items"]]
+            again = await session.post(f"{region_url}/api/v1/playlists", json={"name": "Via region"}, headers=keyed)
+            assert again.status == 201 and (await again.json())["id"] == made["id"]  # applied once
+            at_master = await (await session.get(f"{master_url}/api/v1/playlists", headers=auth)).json()
+            assert at_master["total"] == 2
+            bad = await session.post(f"{region_url}/api/v1/plays", json={"track_id": "zz"}, headers=auth)
+            assert bad.status == 422 and "track_id" in (await bad.json())["error"]["message"]  # the master's answer
             health = await (await session.get(f"{region_url}/healthz")).json()
             assert health["master"]["reachable"] is True
 
@@ -235,6 +246,16 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
                 await asyncio.sleep(0.1)
             assert (await session.get(f"{wrong_url}/readyz")).status == 503
             assert "refused" in master_log.read_text()
+
+            # The master goes away: the region keeps serving reads; writes get a clear 503.
+            master.kill()
+            master.wait(timeout=30)
+            at_region = await (await session.get(f"{region_url}/api/v1/tracks?limit=100")).json()
+            assert at_region["total"] == 9
+            assert (await session.get(f"{region_url}/api/v1/playlists", headers=auth)).status == 200
+            resp = await session.post(f"{region_url}/api/v1/playlists", json={"name": "x"}, headers=auth)
+            assert resp.status == 503 and (await resp.json())["error"]["code"] == "master_unreachable"
+            assert "Retry-After" in resp.headers
     finally:
         for proc in (master, region, wrong):
             if proc is not None:
