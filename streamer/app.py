@@ -21,7 +21,8 @@ from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from media.demo import make_demo_library
 from streamer import admin_api, api, cluster, hls, listener_api, transcodes
 from streamer.auth import Auth, is_loopback, load_secret
-from streamer.region import FOLLOWER, Follower, forwarded_to_master
+from media.outbox import Outbox
+from streamer.region import FOLLOWER, OUTBOX, Follower, drain_outbox, forwarded_to_master
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
 from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
@@ -106,11 +107,14 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
     """A region never scans: it follows the master (streamer.region)."""
     follower = app[FOLLOWER] = Follower(app)
+    outbox = app[OUTBOX] = await asyncio.to_thread(Outbox, app[SETTINGS].data_dir / "outbox.db")
     try:
-        async with _in_background(follower.run(), "follow-master"):
+        async with _in_background(follower.run(), "follow-master"), \
+                _in_background(drain_outbox(app), "drain-outbox"):
             yield
     finally:
         await follower.close()
+        await asyncio.to_thread(outbox.close)
 
 
 async def _library_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ change-log row. Bodies are JSON, checked here field by field: 400 for what is no
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import unicodedata
@@ -19,11 +20,12 @@ from streamer.api import base_url, int_param, m3u_text, page_params
 from streamer.auth import USER, Auth
 from streamer.edge import Routes
 from streamer.errors import ApiError
-from streamer.keys import AUTH, CATALOG
+from streamer.keys import AUTH, CATALOG, SETTINGS
 
 MAX_PLAYS_PER_REQUEST = 1000
 MAX_NAME = 200
 _ID = re.compile(r"[0-9a-f]{16,32}")
+_NEW_ID = re.compile(r"[0-9a-f]{32}")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -60,6 +62,27 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 def is_plain_text(value: str) -> bool:
     """No control or format characters (NUL, newlines, bidi overrides) in names."""
     return not any(unicodedata.category(c) in ("Cc", "Cf") for c in value)
+
+
+ASSIGNED_IDS_HEADER = "X-Assigned-Ids"
+
+
+def cluster_secret_matches(request: web.Request) -> bool:
+    secret = request.app[SETTINGS].cluster_secret
+    given = request.headers.get("X-Cluster-Secret", "")
+    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def assigned_ids(request: web.Request, count: int) -> list[str]:
+    """Ids for what a write creates: made here, or, for a write a region accepted (it carries the
+    cluster secret), the ones the region already handed to its client, which the master keeps."""
+    given = request.headers.get(ASSIGNED_IDS_HEADER)
+    if given is not None and cluster_secret_matches(request):
+        ids = given.split(",")
+        if len(ids) == count and all(_NEW_ID.fullmatch(i) for i in ids):
+            return ids
+        raise ApiError(400, "invalid_header", f"{ASSIGNED_IDS_HEADER}: expected {count} ids")
+    return [new_id() for _ in range(count)]
 
 
 def idempotency_key(request: web.Request) -> str | None:
@@ -110,7 +133,7 @@ async def _write(request: web.Request, op: str, payload: dict[str, Any],
 async def create_playlist(request: web.Request) -> web.Response:
     body = await json_body(request)
     payload = {"name": _name(body.get("name")), "track_ids": _track_ids(body.get("track_ids", []), "track_ids")}
-    return await _write(request, "playlist.create", payload, {"id": new_id()})
+    return await _write(request, "playlist.create", payload, {"id": assigned_ids(request, 1)[0]})
 
 
 async def update_playlist(request: web.Request) -> web.Response:
@@ -230,7 +253,7 @@ async def add_plays(request: web.Request) -> web.Response:
         plays = [_play(item, f"plays[{i}]") for i, item in enumerate(items)]
     else:
         plays = [_play(body, "body")]
-    return await _write(request, "plays.add", {"plays": plays}, {"ids": [new_id() for _ in plays]})
+    return await _write(request, "plays.add", {"plays": plays}, {"ids": assigned_ids(request, len(plays))})
 
 
 async def recent_plays(request: web.Request) -> web.Response:

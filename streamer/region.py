@@ -9,8 +9,10 @@ new snapshot. While the master is unreachable the region keeps serving what it h
 
 Writes are forwarded to the master with the user's credentials and an idempotency key; once the
 master has taken one, the region waits (at most FORWARD_WAIT) until its replica holds it, so the
-client reads its own write at once. While the master is unreachable, writes get 503 (the durable
-outbox comes next).
+client reads its own write at once. While the master is unreachable, writes go into a durable
+outbox (media.outbox) and get 202 with their key and the ids the region made for what they
+create, which the master keeps; the outbox is sent in order once the master is back, and a
+write sent twice (a crash between sending and removing it) is applied once, by its key.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import logging
 import sqlite3
 import tempfile
@@ -29,9 +32,11 @@ from aiohttp import web
 
 from media import replica
 from media.ids import new_id
+from media.outbox import Outbox
 from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, SETTINGS
+from streamer.listener_api import ASSIGNED_IDS_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ class Follower:
         self.master_reachable = False
         self.snapshots = 0
         self._advanced = asyncio.Event()  # set (and replaced) whenever the position moves
+        self.outbox_added = asyncio.Event()
+        self.drained = 0
         self._forwarding: aiohttp.ClientSession | None = None
 
     def _moved_to(self, position: int) -> None:
@@ -147,30 +154,87 @@ class Follower:
 
 
 FOLLOWER = web.AppKey("follower", Follower)
+OUTBOX = web.AppKey("outbox", Outbox)
 _FORWARDED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
 
 
 def forwarded_to_master(handler):
-    """On a region, a write route sends the request to the master instead of `handler`."""
+    """On a region, a write route sends the request to the master instead of `handler`; while the
+    master cannot be reached (or writes queued before this one still wait), the write goes into
+    the outbox and the client gets 202 with its idempotency key and the ids of what it creates."""
     async def forward(request: web.Request) -> web.StreamResponse:
-        follower = request.app[FOLLOWER]
+        follower, outbox = request.app[FOLLOWER], request.app[OUTBOX]
         headers = {name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers}
-        # A key of the region's own when the client sent none: a retried forward applies once.
+        # A key of the region's own when the client sent none: a write sent twice applies once.
         headers.setdefault("Idempotency-Key", f"region-{new_id()}")
         body = await request.read()
-        try:
-            async with follower.forwarding().request(request.method, request.path_qs, data=body,
-                                                     headers=headers) as resp:
-                answer, status = await resp.read(), resp.status
-                content_type, sequence = resp.headers.get("Content-Type"), resp.headers.get(SEQUENCE_HEADER)
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            raise ApiError(503, "master_unreachable", "the master cannot be reached to take this write; "
-                           "try again shortly", {"Retry-After": "5"}) from None
-        if sequence is not None and 200 <= status < 300:
-            await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client then reads its own write here
-        headers = {"Content-Type": content_type} if content_type else None
-        return web.Response(status=status, body=answer, headers=headers)
+        ids = _ids_for(request, body)
+        secret = request.app[SETTINGS].cluster_secret  # added when sent, never stored in the outbox
+        if ids:
+            headers[ASSIGNED_IDS_HEADER] = ",".join(ids)
+        if not await asyncio.to_thread(outbox.depth):  # in order: nothing may overtake a queued write
+            try:
+                status, answer, content_type, sequence = await _send(follower.forwarding(), secret, request.method,
+                                                                     request.path_qs, headers, body)
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                follower.master_reachable = False
+            else:
+                if sequence is not None and 200 <= status < 300:
+                    await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client reads its write here
+                return web.Response(status=status, body=answer,
+                                    headers={"Content-Type": content_type} if content_type else None)
+        await asyncio.to_thread(outbox.add, request.method, request.path_qs, headers, body, time.time())
+        follower.outbox_added.set()
+        queued: dict = {"queued": True, "idempotency_key": headers["Idempotency-Key"]}
+        if ids:
+            queued["ids" if len(ids) > 1 or "plays" in request.path else "id"] = ids if len(ids) > 1 else ids[0]
+        return web.json_response(queued, status=202)
     return forward
+
+
+def _ids_for(request: web.Request, body: bytes) -> list[str]:
+    """The ids a region hands out for what a write creates (the master keeps them)."""
+    if request.method != "POST" or request.path not in ("/api/v1/playlists", "/api/v1/plays"):
+        return []
+    if request.path == "/api/v1/playlists":
+        return [new_id()]
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    plays = parsed.get("plays") if isinstance(parsed, dict) else None
+    return [new_id() for _ in range(len(plays) if isinstance(plays, list) and plays else 1)]
+
+
+async def _send(session: aiohttp.ClientSession, secret: str, method: str, path: str, headers: dict, body: bytes):
+    async with session.request(method, path, data=body, headers={**headers, SECRET_HEADER: secret}) as resp:
+        return resp.status, await resp.read(), resp.headers.get("Content-Type"), resp.headers.get(SEQUENCE_HEADER)
+
+
+async def drain_outbox(app: web.Application) -> None:
+    """Send the outbox's writes to the master in order, each until the master has answered it."""
+    follower, outbox = app[FOLLOWER], app[OUTBOX]
+    failures = 0
+    while True:
+        entry = await asyncio.to_thread(outbox.first)
+        if entry is None:
+            follower.outbox_added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(follower.outbox_added.wait(), 5)
+            continue
+        try:
+            status, answer, _, _ = await _send(follower.forwarding(), app[SETTINGS].cluster_secret,
+                                               entry["method"], entry["path"], entry["headers"], entry["body"])
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
+            failures += 1
+            continue
+        failures = 0
+        if status >= 400:  # the master refused it: retrying would not change that
+            log.warning("region: the master refused a queued write (%s %s): %d %s", entry["method"],
+                        entry["path"].split("?")[0], status, answer[:200].decode("utf-8", "replace"))
+        await asyncio.to_thread(outbox.remove, entry["id"])
+        follower.drained += 1
 
 
 class _Resync(Exception):

@@ -150,15 +150,15 @@ async def test_replaying_the_change_log_rebuilds_the_catalog(master, tmp_path, f
         replica.close()
 
 
-def _start(tmp_path, name, *args):
+def _start(tmp_path, name, *args, port=None):
     import os
     import subprocess
     import sys
 
     from tests.test_cli import RUN, free_port
 
-    port = free_port()
-    log = open(tmp_path / f"{name}.log", "w")
+    port = port or free_port()
+    log = open(tmp_path / f"{name}.log", "a")
     proc = subprocess.Popen([sys.executable, RUN, "--port", str(port), "--data-dir", str(tmp_path / name), *args],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     return proc, f"http://127.0.0.1:{port}", tmp_path / f"{name}.log"
@@ -247,15 +247,51 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             assert (await session.get(f"{wrong_url}/readyz")).status == 503
             assert "refused" in master_log.read_text()
 
-            # The master goes away: the region keeps serving reads; writes get a clear 503.
+            # The master goes away: the region keeps serving reads, and takes writes into its outbox.
             master.kill()
             master.wait(timeout=30)
             at_region = await (await session.get(f"{region_url}/api/v1/tracks?limit=100")).json()
             assert at_region["total"] == 9
             assert (await session.get(f"{region_url}/api/v1/playlists", headers=auth)).status == 200
-            resp = await session.post(f"{region_url}/api/v1/playlists", json={"name": "x"}, headers=auth)
-            assert resp.status == 503 and (await resp.json())["error"]["code"] == "master_unreachable"
-            assert "Retry-After" in resp.headers
+            queued = []
+            for i in range(5):
+                resp = await session.post(f"{region_url}/api/v1/playlists", json={"name": f"Queued {i}"},
+                                          headers={**auth, "Idempotency-Key": f"q{i}"})
+                assert resp.status == 202, await resp.text()
+                body = await resp.json()
+                assert body["queued"] and body["idempotency_key"] == f"q{i}"
+                queued.append(body["id"])
+            # The region itself restarts while the master is still down: the outbox survives.
+            region.kill()
+            region.wait(timeout=30)
+            region_port = int(region_url.rsplit(":", 1)[1])
+            region, region_url, region_log = _start(tmp_path, "region", "--role", "region", "--cluster-secret",
+                                                    SECRET, "--master-url", master_url,
+                                                    "--library", str(tmp_path / "region-music"), port=region_port)
+            await _wait_ready(session, region_url, region, region_log)
+            master_port = int(master_url.rsplit(":", 1)[1])
+            master, master_url, master_log = _start(tmp_path, "master", "--role", "master", "--cluster-secret",
+                                                    SECRET, "--library", str(music), port=master_port)
+            await _wait_ready(session, master_url, master, master_log)
+            deadline = time.monotonic() + 30
+            while True:  # drained in order, each applied once, with the ids the region handed out
+                names = {p["id"]: p["name"] for p in (await (await session.get(
+                    f"{master_url}/api/v1/playlists?limit=100", headers=auth)).json())["items"]}
+                if all(i in names for i in queued):
+                    break
+                assert time.monotonic() < deadline, (names, region_log.read_text()[-2000:])
+                await asyncio.sleep(0.1)
+            assert [names[i] for i in queued] == [f"Queued {i}" for i in range(5)] and len(names) == 7
+            log = await (await session.get(f"{master_url}/cluster/v1/changes?since=0&limit=10000",
+                                           headers={"X-Cluster-Secret": SECRET})).json()
+            made = [c["data"]["name"] for c in log["changes"] if c["op"] == "playlist.put"]
+            assert made[-5:] == [f"Queued {i}" for i in range(5)]  # in the order they were written
+            while True:  # and back at the region through the feed
+                at_region = await (await session.get(f"{region_url}/api/v1/playlists?limit=100", headers=auth)).json()
+                if at_region["total"] == 7:
+                    break
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
     finally:
         for proc in (master, region, wrong):
             if proc is not None:
