@@ -218,6 +218,21 @@ async def metrics_page(request: web.Request) -> web.Response:
         "streamer_ffmpeg_runs": ("ffmpeg runs started.", pool.runs),
         "streamer_ffmpeg_seconds": ("Seconds spent in ffmpeg runs, summed.", pool.seconds),
     }
+    if request.app[SETTINGS].role == "region":
+        follower, outbox = request.app[FOLLOWER], request.app[OUTBOX]
+        gauges.update({
+            "streamer_region_sequence": ("Last change of the master this replica holds.", follower.position),
+            "streamer_region_lag_sequences": ("Changes the master had that this replica did not, at the last "
+                                              "poll.", max(0, follower.master_last - follower.position)),
+            "streamer_region_lag_seconds": ("Seconds since the replica was last known current (0 when it "
+                                            "is).", follower.lag_seconds()),
+            "streamer_region_master_reachable": ("1 when the master answered the last request.",
+                                                 int(follower.master_reachable)),
+            "streamer_region_snapshots": ("Snapshots taken from the master.", follower.snapshots),
+            "streamer_region_outbox_depth": ("Writes waiting in the outbox for the master.",
+                                             await asyncio.to_thread(outbox.depth)),
+            "streamer_region_outbox_sent": ("Writes sent from the outbox to the master.", follower.drained),
+        })
     return web.Response(text=request.app[METRICS].render(gauges),
                         content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

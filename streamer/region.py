@@ -56,12 +56,20 @@ class Follower:
         self._advanced = asyncio.Event()  # set (and replaced) whenever the position moves
         self.outbox_added = asyncio.Event()
         self.drained = 0
+        self.master_last = 0  # the master's last sequence, as of the last poll
         self._forwarding: aiohttp.ClientSession | None = None
 
     def _moved_to(self, position: int) -> None:
         self.position = position
         self._advanced.set()
         self._advanced = asyncio.Event()
+
+    def lag_seconds(self) -> float:
+        """0 while the replica is known current (its long poll is open and answered), else the time
+        since the last answer from the master."""
+        if self.master_reachable and self.position >= self.master_last:
+            return 0.0
+        return round(time.time() - self.applied_at, 3) if self.applied_at else 0.0
 
     async def caught_up(self, sequence: int, timeout: float) -> bool:
         """Wait until the replica holds `sequence` (True), or `timeout` seconds (False)."""
@@ -146,6 +154,7 @@ class Follower:
                 _raise_for(resp)
                 body = await resp.json()
             self.master_reachable = True
+            self.master_last = body["last"]
             if body["changes"]:
                 position = await catalog.db.write(replica.apply_changes, body["changes"])
                 catalog.bump()

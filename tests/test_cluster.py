@@ -235,6 +235,9 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             assert bad.status == 422 and "track_id" in (await bad.json())["error"]["message"]  # the master's answer
             health = await (await session.get(f"{region_url}/healthz")).json()
             assert health["master"]["reachable"] is True
+            metrics = await (await session.get(f"{region_url}/metrics")).text()
+            assert "streamer_region_master_reachable 1" in metrics and "streamer_region_outbox_depth 0" in metrics
+            assert "streamer_region_lag_sequences 0" in metrics
 
             # A region with the wrong secret is refused, and says so in its log and the master's.
             wrong, wrong_url, wrong_log = _start(tmp_path, "wrong", "--role", "region", "--cluster-secret",
@@ -261,6 +264,8 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
                 body = await resp.json()
                 assert body["queued"] and body["idempotency_key"] == f"q{i}"
                 queued.append(body["id"])
+            metrics = await (await session.get(f"{region_url}/metrics")).text()
+            assert "streamer_region_outbox_depth 5" in metrics and "streamer_region_master_reachable 0" in metrics
             # The region itself restarts while the master is still down: the outbox survives.
             region.kill()
             region.wait(timeout=30)
