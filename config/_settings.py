@@ -76,6 +76,9 @@ FIELDS: tuple[Field, ...] = (
           "list (media and the catalog are open to every origin)"),
     Field("cluster_secret", "str", "", "shared secret every node-to-node request carries (at least 16 "
           "characters; needed by master and region)", secret=True),
+    Field("changes_keep_hours", "int", 168, "change-log rows older than this are compacted away (a region "
+          "further behind takes a new snapshot)", minimum=1, maximum=100_000),
+    Field("changes_keep_rows", "int", 1_000_000, "most change-log rows kept", minimum=100, maximum=10**9),
     Field("master_url", "str", "", "a region's master, e.g. http://127.0.0.1:8080"),
     Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
     Field("ffmpeg", "str", "", "path of an ffmpeg binary (default: the one from imageio-ffmpeg)"),
@@ -104,6 +107,8 @@ class Settings:
     anonymous_reads: str = "auto"
     cors_origins: str = "*"
     cluster_secret: str = ""
+    changes_keep_hours: int = 168
+    changes_keep_rows: int = 1_000_000
     master_url: str = ""
     public_url: str = ""
     ffmpeg: str = ""

@@ -145,6 +145,14 @@ def last_sequence(db: sqlite_utils.Database) -> int:
     return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
 
 
+def compact_changes(db: sqlite_utils.Database, older_than: str, keep_rows: int) -> int:
+    """Drop change rows older than `older_than` (ISO time) or beyond the newest `keep_rows`; the
+    newest row always stays, so sequence numbers never restart. A follower behind what is left
+    is told to take a snapshot. Returns how many rows went."""
+    return db.execute("DELETE FROM changes WHERE seq < (SELECT MAX(seq) FROM changes) AND "
+                      "(at < ? OR seq <= (SELECT MAX(seq) FROM changes) - ?)", [older_than, keep_rows]).rowcount
+
+
 def first_sequence(db: sqlite_utils.Database) -> int:
     """The oldest change still kept (0 when none is): a follower behind it needs a snapshot."""
     return db.execute("SELECT COALESCE(MIN(seq), 0) FROM changes").fetchone()[0]

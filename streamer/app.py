@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 
 from aiohttp import web
 
 from config import Settings
-from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
+from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg, listeners
 from media.demo import make_demo_library
 from streamer import admin_api, api, cluster, hls, listener_api, transcodes
 from streamer.auth import Auth, is_loopback, load_secret
@@ -118,12 +119,24 @@ async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Fill the library (demo) and scan it in the background: the server answers meanwhile."""
+    """Fill the library (demo) and scan it in the background: the server answers meanwhile. The
+    change log is compacted in the background too (a region keeps its master's rows as they are)."""
     try:
-        async with _in_background(_prepare_and_scan(app), "prepare-library"):
+        async with _in_background(_prepare_and_scan(app), "prepare-library"), \
+                _in_background(_compact_changes(app), "compact-changes"):
             yield
     finally:
         await app[SCANNER].close()
+
+
+async def _compact_changes(app: web.Application, every: float = 600) -> None:
+    settings = app[SETTINGS]
+    while True:
+        older_than = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - settings.changes_keep_hours * 3600))
+        dropped = await app[CATALOG].db.write(listeners.compact_changes, older_than, settings.changes_keep_rows)
+        if dropped:
+            log.info("change log: %d old rows compacted away", dropped)
+        await asyncio.sleep(every)
 
 
 @contextlib.asynccontextmanager

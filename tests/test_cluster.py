@@ -72,13 +72,23 @@ async def test_change_feed_answers_at_once_or_when_a_write_lands(master):
     assert (await master.get("/cluster/v1/changes?since=x", headers=secret)).status == 400
 
 
-async def test_a_follower_behind_the_kept_log_must_resync(master):
+async def test_compaction_and_a_follower_behind_the_kept_log(master):
     secret = {"X-Cluster-Secret": SECRET}
     db = master.server.app[CATALOG].db
-    await master.post("/api/v1/playlists", json={"name": "A"}, headers=master.ann)
-    await db.write(lambda d: d.execute("DELETE FROM changes WHERE seq < (SELECT MAX(seq) FROM changes)"))
+    for name in "ABCDE":
+        await master.post("/api/v1/playlists", json={"name": name}, headers=master.ann)
+    last = await db.read(listeners.last_sequence)
+    assert await db.write(listeners.compact_changes, "2000-01-01T00:00:00Z", 2) > 0  # by count
+    assert await db.read(listeners.first_sequence) == last - 1
+    assert await db.read(listeners.last_sequence) == last  # sequence numbers go on from there
     resp = await master.get("/cluster/v1/changes?since=0", headers=secret)
     assert resp.status == 410 and (await resp.json())["error"]["code"] == "resync_needed"
+    body = await (await master.get(f"/cluster/v1/changes?since={last - 2}", headers=secret)).json()
+    assert [c["seq"] for c in body["changes"]] == [last - 1, last]
+    assert await db.write(listeners.compact_changes, "2999-01-01T00:00:00Z", 10**6) == 1  # by age
+    assert await db.read(listeners.first_sequence) == last  # the newest row always stays
+    await master.post("/api/v1/playlists", json={"name": "F"}, headers=master.ann)
+    assert await db.read(listeners.last_sequence) == last + 1
 
 
 async def test_snapshot_is_a_consistent_catalog_with_its_sequence(master, tmp_path):
