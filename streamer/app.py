@@ -23,7 +23,7 @@ from media.demo import make_demo_library
 from streamer import admin_api, api, cluster, hls, listener_api, transcodes
 from streamer.auth import Auth, is_loopback, load_secret
 from media.outbox import Outbox
-from streamer.region import FOLLOWER, OUTBOX, Follower, drain_outbox, forwarded_to_master
+from streamer.region import FOLLOWER, OUTBOX, Follower, drain_outbox, forwarded_to_master, puller
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
 from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
@@ -108,6 +108,7 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
     """A region never scans: it follows the master (streamer.region)."""
     follower = app[FOLLOWER] = Follower(app)
+    app[OPEN_FILES].pull = puller(app)
     outbox = app[OUTBOX] = await asyncio.to_thread(Outbox, app[SETTINGS].data_dir / "outbox.db")
     try:
         async with _in_background(follower.run(), "follow-master"), \
@@ -245,6 +246,7 @@ async def metrics_page(request: web.Request) -> web.Response:
             "streamer_region_outbox_depth": ("Writes waiting in the outbox for the master.",
                                              await asyncio.to_thread(outbox.depth)),
             "streamer_region_outbox_sent": ("Writes sent from the outbox to the master.", follower.drained),
+            "streamer_region_pulled_bytes": ("Bytes of media pulled from the master.", follower.pulled_bytes),
         })
     return web.Response(text=request.app[METRICS].render(gauges),
                         content_type="text/plain", charset="utf-8",

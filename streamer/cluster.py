@@ -10,6 +10,7 @@ node's role is master.
   older than the oldest row kept gets 410 `resync_needed`: it must take a snapshot.
 - `GET /cluster/v1/snapshot`: the catalog as one consistent SQLite file (online backup), gzip
   compressed, with the sequence it is consistent at in `X-Snapshot-Sequence`.
+- `GET /cluster/v1/media/{id}`: a track's original bytes, with Range, for regions that lack it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from media.backup import backup_catalog
 from streamer.api import int_param
 from streamer.edge import Routes
 from streamer.errors import ApiError
-from streamer.keys import CATALOG, SETTINGS
+from streamer.keys import CATALOG, METRICS, OPEN_FILES, SETTINGS
+from streamer.originals import serve_file
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,16 @@ def _gzip(source: Path, destination: Path) -> None:
         shutil.copyfileobj(raw, packed, 1 << 20)
 
 
+async def media(request: web.Request) -> web.StreamResponse:
+    """Original bytes for a region that lacks the file (origin pull), with full Range support."""
+    _check_secret(request)
+    files = request.app[OPEN_FILES]
+    track_id = request.match_info["id"]
+    entry = files.cached(track_id) or await files.open(track_id)
+    return await serve_file(request, entry, max_ranges=request.app[SETTINGS].max_ranges,
+                            metrics=request.app[METRICS])
+
+
 def with_sequence(handler):
     """A master's write answers carry `X-Change-Sequence`: the change log's position once the write
     is in it, so a region that forwarded it can wait until its replica holds it (read your writes)."""
@@ -125,3 +137,4 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     # "open" at the edge: the cluster secret, not a user, authenticates these.
     routes.get("/cluster/v1/changes", changes, "cluster_changes", access="open")
     routes.get("/cluster/v1/snapshot", snapshot, "cluster_snapshot", access="open")
+    routes.get("/cluster/v1/media/{id}", media, "cluster_media", access="open")

@@ -75,6 +75,9 @@ class OpenFiles:
         self.library = library
         self.capacity = capacity
         self._files: OrderedDict[str, OpenFile] = OrderedDict()
+        # On a region: (track id, catalog facts) -> path of the file pulled from the master, used
+        # when the library has no file of the right size at the track's path.
+        self.pull = None
 
     def cached(self, track_id: str) -> OpenFile | None:
         """The open file if it is still exactly what was opened; costs one stat, no executor."""
@@ -98,6 +101,10 @@ class OpenFiles:
         relpath, container = await self.catalog.track_file(track_id)
         generation = self.catalog.generation
         path = str(self.library / relpath)
+        if self.pull is not None:
+            track = await self.catalog.track(track_id)
+            if not await asyncio.to_thread(_has_size, path, track["size"]):
+                path = await self.pull(track_id, track)
         try:
             file, st = await asyncio.to_thread(_open, path)
         except FileNotFoundError:
@@ -117,6 +124,13 @@ class OpenFiles:
 
     def clear(self) -> None:
         self._files.clear()
+
+
+def _has_size(path: str, size: int) -> bool:
+    try:
+        return os.stat(path).st_size == size
+    except OSError:
+        return False
 
 
 def _open(path: str) -> tuple[Any, os.stat_result]:

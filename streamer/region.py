@@ -9,7 +9,9 @@ new snapshot. While the master is unreachable the region keeps serving what it h
 
 Writes are forwarded to the master with the user's credentials and an idempotency key; once the
 master has taken one, the region waits (at most FORWARD_WAIT) until its replica holds it, so the
-client reads its own write at once. While the master is unreachable, writes go into a durable
+client reads its own write at once. A track whose file the region's own library lacks (none of
+the catalog's size at its path) is pulled from the master once, kept in the bounded media cache,
+and served from there like any original. While the master is unreachable, writes go into a durable
 outbox (media.outbox) and get 202 with their key and the ids the region made for what they
 create, which the master keeps; the outbox is sent in order once the master is back, and a
 write sent twice (a crash between sending and removing it) is applied once, by its key.
@@ -36,6 +38,7 @@ from media.outbox import Outbox
 from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, SETTINGS
+from streamer.hls import CACHE
 from streamer.listener_api import ASSIGNED_IDS_HEADER
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class Follower:
         self.outbox_added = asyncio.Event()
         self.drained = 0
         self.master_last = 0  # the master's last sequence, as of the last poll
+        self.pulled_bytes = 0
         self._forwarding: aiohttp.ClientSession | None = None
 
     def _moved_to(self, position: int) -> None:
@@ -244,6 +248,39 @@ async def drain_outbox(app: web.Application) -> None:
                         entry["path"].split("?")[0], status, answer[:200].decode("utf-8", "replace"))
         await asyncio.to_thread(outbox.remove, entry["id"])
         follower.drained += 1
+
+
+def puller(app: web.Application):
+    """What OpenFiles calls on a region for a track whose file it lacks: the file pulled from the
+    master once (single flight), kept in the region's bounded media cache, and its path there."""
+    async def pull(track_id: str, track: dict) -> str:
+        cache, follower = app[CACHE], app[FOLLOWER]
+        key = f"pulled/{track_id}/{track['size']}"
+
+        async def download() -> bytes:
+            async with follower.forwarding().get(f"/cluster/v1/media/{track_id}",
+                                                 headers={SECRET_HEADER: app[SETTINGS].cluster_secret}) as resp:
+                _raise_for(resp)
+                body = await resp.read()
+            if len(body) != track["size"]:
+                raise ApiError(502, "bad_gateway", f"the master sent {len(body)} bytes of track {track_id}, "
+                               f"not {track['size']}")
+            follower.pulled_bytes += len(body)
+            log.info("region: pulled track %s (%d bytes) from the master", track_id, len(body))
+            return body
+
+        try:
+            await cache.get_or_make(key, download)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            raise ApiError(503, "master_unreachable", "this region lacks the file and cannot reach the master",
+                           {"Retry-After": "5"}) from None
+        await cache.written()
+        handle = await cache.open_file(key)
+        if handle is None:
+            raise ApiError(503, "unavailable", "the pulled file is not in the cache; try again", {"Retry-After": "1"})
+        handle.close()
+        return handle.name
+    return pull
 
 
 class _Resync(Exception):

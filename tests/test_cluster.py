@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import shutil
 import sqlite3
 import time
@@ -217,6 +218,19 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             at_region = await (await session.get(f"{region_url}/api/v1/tracks?limit=100")).json()
             assert at_region["total"] == at_master["total"] == 9
             assert [t["id"] for t in at_region["items"]] == [t["id"] for t in at_master["items"]]
+
+            # A track only the master has: pulled once, byte-identical, whole and in ranges.
+            track = at_master["items"][0]["id"]
+            original = await (await session.get(f"{master_url}/stream/{track}")).read()
+            pulled = await session.get(f"{region_url}/stream/{track}")
+            assert pulled.status == 200 and await pulled.read() == original
+            part = await session.get(f"{region_url}/stream/{track}", headers={"Range": "bytes=100-999"})
+            assert part.status == 206 and await part.read() == original[100:1000]
+            metrics = await (await session.get(f"{region_url}/metrics")).text()
+            pulled_bytes = float(re.search(r"^streamer_region_pulled_bytes (\S+)$", metrics, re.M).group(1))
+            assert pulled_bytes == len(original)  # once: the range came from the region's cache
+            tail = await session.get(f"{region_url}/stream/{track}", headers={"Range": "bytes=-10"})
+            assert tail.status == 206 and await tail.read() == original[-10:]
 
             auth = {"Authorization": f"Bearer {token}"}
             written = time.monotonic()
