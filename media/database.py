@@ -124,17 +124,14 @@ class Database:
         self._committed()
         return result
 
-    async def next_commit(self, timeout: float) -> bool:
-        """Wait until a write commits (True), or `timeout` seconds pass (False)."""
+    def commit_signal(self) -> asyncio.Future:
+        """A future the next commit sets. Take it before looking at the data: a commit landing
+        between the look and the wait then still wakes the waiter."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._waiting_lock:
             self._commit_waiters.append((loop, future))
-        try:
-            await asyncio.wait_for(future, timeout)
-            return True
-        except TimeoutError:
-            return False
+        return future
 
     def _committed(self) -> None:
         with self._waiting_lock:

@@ -58,14 +58,18 @@ async def changes(request: web.Request) -> web.Response:
     db = request.app[CATALOG].db
     deadline = asyncio.get_running_loop().time() + wait
     while True:
-        oldest = await db.read(listeners.first_sequence)
-        if oldest and since < oldest - 1:
-            raise ApiError(410, "resync_needed", f"changes before {oldest} are no longer kept; take a snapshot")
-        rows = await db.read(listeners.changes_since, since, limit)
-        left = deadline - asyncio.get_running_loop().time()
-        if rows or left <= 0 or request.app[CLOSING].is_set():
-            break
-        await _commit_or_closing(request.app, left)
+        committed = db.commit_signal()  # before the read: a commit right after it still wakes us
+        try:
+            oldest = await db.read(listeners.first_sequence)
+            if oldest and since < oldest - 1:
+                raise ApiError(410, "resync_needed", f"changes before {oldest} are no longer kept; take a snapshot")
+            rows = await db.read(listeners.changes_since, since, limit)
+            left = deadline - asyncio.get_running_loop().time()
+            if rows or left <= 0 or request.app[CLOSING].is_set():
+                break
+            await _commit_or_closing(request.app, committed, left)
+        finally:
+            committed.cancel()
     last = rows[-1]["seq"] if rows else max(since, await db.read(listeners.last_sequence))
     return web.json_response({"changes": rows, "last": last})
 
@@ -90,14 +94,14 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def _commit_or_closing(app: web.Application, timeout: float) -> None:
-    """Wait for the next commit, but not past the server's shutdown: a long poll must not hold it."""
-    waits = [asyncio.ensure_future(app[CATALOG].db.next_commit(timeout)), asyncio.ensure_future(app[CLOSING].wait())]
+async def _commit_or_closing(app: web.Application, committed: asyncio.Future, timeout: float) -> None:
+    """Wait for the commit, but not past `timeout` or the server's shutdown (a long poll must not
+    hold it)."""
+    closing = asyncio.ensure_future(app[CLOSING].wait())
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([committed, closing], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for wait in waits:
-            wait.cancel()
+        closing.cancel()
 
 
 def _gzip(source: Path, destination: Path) -> None:

@@ -35,3 +35,19 @@ async def test_concurrent_writes_are_each_all_or_nothing(tmp_path):
         assert await db.write(lambda d: d.execute("INSERT INTO t VALUES (7, 'x')").rowcount) == 1
     finally:
         db.close()
+
+
+async def test_a_commit_signal_taken_before_a_commit_is_set_by_it(tmp_path):
+    """The change feed takes the signal, then reads, then waits: a commit in between must wake it."""
+    db = Database(tmp_path / "t.db")
+    try:
+        db.write_sync(lambda d: d.execute("CREATE TABLE t (n INTEGER)"))
+        signal = db.commit_signal()
+        assert not signal.done()
+        await db.write(lambda d: d.execute("INSERT INTO t VALUES (1)"))  # lands before anyone waits
+        await asyncio.wait_for(signal, 2)  # already set: no lost wake-up
+        later = db.commit_signal()
+        await asyncio.sleep(0.05)
+        assert not later.done()  # only a commit sets it
+    finally:
+        db.close()
