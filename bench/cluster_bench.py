@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import sqlite3
@@ -59,8 +58,8 @@ import urllib.request
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    REPO, BenchError, Proc, ffmpeg_exe, free_port, log_problems, percentile, print_table, run_bench, verdict,
-    wait_port, wait_scan,
+    REPO, BenchError, Proc, ffmpeg_exe, free_port, log_problems, overall, parse_wrk, percentile, print_table,
+    ratio, run_bench, verdict, wait_port, wait_scan,
 )
 from plays_bench import add_user, make_library, ms, play_maker, stored_plays
 
@@ -247,16 +246,16 @@ def master_play_count(master: Node, token: str) -> int:
 def wrk_rps(url: str, seconds: float, connections: int) -> tuple[float, str]:
     done = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
                           capture_output=True, text=True, timeout=seconds + 30)
-    out = done.stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if done.returncode != 0 or m is None:
-        raise BenchError(f"wrk failed ({done.returncode}): {out[-800:]} {done.stderr[-400:]}")
+    if done.returncode != 0 or "Requests/sec" not in done.stdout:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stdout[-800:]} {done.stderr[-400:]}")
+    r = parse_wrk(done.stdout)
     problems = []
-    for pat in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: .*"):
-        mm = re.search(pat, out)
-        if mm:
-            problems.append(mm.group(0))
-    return float(m.group(1)), "; ".join(problems)
+    if r["non2xx"]:
+        problems.append(f"Non-2xx or 3xx responses: {r['non2xx']}")
+    if r["errors"]:
+        problems.append(f"Socket errors: connect {r['connect']}, read {r['read']}, write {r['write']}, "
+                        f"timeout {r['timeout']}")
+    return r["rps"], "; ".join(problems)
 
 
 # --- 4. bootstrap ---------------------------------------------------------------------------
@@ -298,10 +297,6 @@ def make_catalog(data: Path, empty_lib: Path, count: int) -> float:
 
 
 # --- the run ----------------------------------------------------------------------------------
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
 
 def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     t_begin = time.monotonic()
@@ -482,9 +477,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     print(f"\nSUMMARY (master + 2 regions, separate processes on 127.0.0.1; {args.tracks} tracks; "
           f"{cores} cores shared; total {time.monotonic() - t_begin:.0f}s)")
     print_table(rows)
-    overall = all(checks)
-    print(f"OVERALL: {verdict(overall)}")
-    return 0 if overall else 1
+    return overall(checks)
 
 
 def main() -> int:

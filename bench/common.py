@@ -194,3 +194,50 @@ def run_bench(name: str, keep: bool, body: Callable[[Path, list[Proc]], int],
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- wrk, ratios, the verdict ------------------------------------------------------------------
+
+_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 ** 4}
+
+
+def _size(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)\s*([KMGT]?B?)", text.strip())
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict:
+    r: dict = {"rps": float("nan"), "bps": float("nan"), "requests": 0, "connect": 0, "read": 0,
+               "write": 0, "timeout": 0, "non2xx": 0, "p50": "", "p99": "", "max": ""}
+    if m := re.search(r"Requests/sec:\s*([\d.]+)", out):
+        r["rps"] = float(m.group(1))
+    if m := re.search(r"Transfer/sec:\s*([\d.]+\s*[KMGT]?B)", out):
+        r["bps"] = _size(m.group(1))
+    if m := re.search(r"(\d+) requests in", out):
+        r["requests"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        r["connect"], r["read"], r["write"], r["timeout"] = map(int, m.groups())
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        r["non2xx"] = int(m.group(1))
+    if m := re.search(r"^\s*50%\s+(\S+)", out, re.M):
+        r["p50"] = m.group(1)
+    if m := re.search(r"^\s*99%\s+(\S+)", out, re.M):
+        r["p99"] = m.group(1)
+    if m := re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out):
+        r["max"] = m.group(1)
+    r["errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
+    return r
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, or nan when either side is missing (nan, zero or infinite reference)."""
+    return a / b if b and b == b and a == a and b != float("inf") else float("nan")
+
+
+def overall(checks: list[bool]) -> int:
+    """Print the overall verdict; the exit status: 0 when every target passed, else 1."""
+    passed = all(checks)
+    print(f"OVERALL: {verdict(passed)}")
+    return 0 if passed else 1

@@ -59,8 +59,8 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, ffmpeg_exe, log_problems, percentile, print_table, run_bench, start_server, verdict,
-    wait_scan,
+    BenchError, Proc, ffmpeg_exe, log_problems, overall, parse_wrk, percentile, print_table, ratio, run_bench,
+    start_server, verdict, wait_scan,
 )
 
 TARGET_COLD_P50 = 0.300
@@ -340,23 +340,6 @@ async def cold_test(base: str, tracks: dict, titles: dict[str, Path], n: int, va
 _UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
 
 
-def parse_wrk(out: str) -> dict:
-    r = {"rps": float("nan"), "requests": 0, "errors": 0, "non2xx": 0, "p50": "", "p99": ""}
-    if m := re.search(r"Requests/sec:\s*([\d.]+)", out):
-        r["rps"] = float(m.group(1))
-    if m := re.search(r"(\d+) requests in", out):
-        r["requests"] = int(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        r["errors"] = sum(map(int, m.groups()))
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        r["non2xx"] = int(m.group(1))
-    if m := re.search(r"^\s*50%\s+(\S+)", out, re.M):
-        r["p50"] = m.group(1)
-    if m := re.search(r"^\s*99%\s+(\S+)", out, re.M):
-        r["p99"] = m.group(1)
-    return r
-
-
 def run_wrk(wrk: str, url: str, *, threads: int, connections: int, duration: int, script: Path | None,
             label: str, verbose: bool) -> dict:
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "--latency"]
@@ -492,10 +475,6 @@ async def whole_track(base: str, track: dict, variant: str, answers: Answers) ->
 
 def ms(x: float) -> str:
     return "fail" if x == float("inf") else f"{x * 1000:.0f} ms"
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b and b == b and a == a and b != float("inf") else float("nan")
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -691,9 +670,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers
     print(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources; reference = plain "
           f"ffmpeg on the same file; {cores} cores shared; total {time.monotonic() - t_start:.0f}s)")
     print_table(rows)
-    overall = all(checks)
-    print(f"OVERALL: {verdict(overall)}")
-    return 0 if overall else 1
+    return overall(checks)
 
 
 def main() -> int:

@@ -60,8 +60,8 @@ import time
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    REPO, BenchError, Proc, ffmpeg_exe, log_problems, percentile, print_table, raise_interrupt, run_bench,
-    start_server, verdict, wait_scan,
+    REPO, BenchError, Proc, ffmpeg_exe, log_problems, overall, percentile, print_table, raise_interrupt, ratio,
+    run_bench, start_server, verdict, wait_scan,
 )
 
 TARGET_BATCH_PLAYS = 5000.0  # plays/s, 100 per request
@@ -419,10 +419,6 @@ def ms(x: float) -> str:
     return f"{x * 1000:.0f} ms" if x >= 0.0095 or x != x else f"{x * 1000:.1f} ms"
 
 
-def ratio(a: float, b: float) -> float:
-    return a / b if b and b == b and a == a and b != float("inf") else float("nan")
-
-
 def read_lines(label: str, res: dict) -> None:
     for kind in ("tracks", "search"):
         v = res[kind]
@@ -590,9 +586,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
           f"reference = sqlite-utils INSERT loop, plays table only; {cores} cores shared; "
           f"total {time.monotonic() - t_begin:.0f}s)")
     print_table(rows)
-    overall = all(checks)
-    print(f"OVERALL: {verdict(overall)}")
-    return 0 if overall else 1
+    return overall(checks)
 
 
 def main() -> int:

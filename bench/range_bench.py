@@ -46,8 +46,8 @@ import urllib.request
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, free_port, print_table, run_bench, start_server, verdict, wait_port,
-    wait_scan,
+    BenchError, Proc, free_port, overall, parse_wrk, print_table, ratio, run_bench, start_server, verdict,
+    wait_port, wait_scan,
 )
 
 BLOCK = 65536
@@ -222,39 +222,6 @@ def verify(name: str, url: str, data: bytes) -> None:
 
 # --- wrk --------------------------------------------------------------------------------------
 
-_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 ** 4}
-
-
-def _size(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)\s*([KMGT]?B?)", text.strip())
-    if not m:
-        return float("nan")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def parse_wrk(out: str) -> dict:
-    r: dict = {"rps": float("nan"), "bps": float("nan"), "requests": 0, "connect": 0, "read": 0,
-               "write": 0, "timeout": 0, "non2xx": 0, "p50": "", "p99": "", "max": ""}
-    if m := re.search(r"Requests/sec:\s*([\d.]+)", out):
-        r["rps"] = float(m.group(1))
-    if m := re.search(r"Transfer/sec:\s*([\d.]+\s*[KMGT]?B)", out):
-        r["bps"] = _size(m.group(1))
-    if m := re.search(r"(\d+) requests in", out):
-        r["requests"] = int(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        r["connect"], r["read"], r["write"], r["timeout"] = map(int, m.groups())
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        r["non2xx"] = int(m.group(1))
-    if m := re.search(r"^\s*50%\s+(\S+)", out, re.M):
-        r["p50"] = m.group(1)
-    if m := re.search(r"^\s*99%\s+(\S+)", out, re.M):
-        r["p99"] = m.group(1)
-    if m := re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out):
-        r["max"] = m.group(1)
-    r["errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
-    return r
-
-
 def run_wrk(wrk: str, url: str, *, threads: int, connections: int, duration: int, timeout: str,
             script: Path | None, server_pids: list[int], label: str, verbose: bool) -> dict:
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", timeout, "--latency"]
@@ -329,10 +296,6 @@ def best(runs: list[dict]) -> dict:
     for k in ("connect", "read", "write", "timeout", "non2xx", "errors"):
         top[k] = sum(r[k] for r in runs)
     return top
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b and b == b and a == a else float("nan")
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -471,9 +434,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
           f"alternating rounds; wrk, nginx and ours "
           f"share {cores} cores; total {time.monotonic() - t_start:.0f}s)")
     print_table(rows)
-    overall = all(checks)
-    print(f"OVERALL: {verdict(overall)}")
-    return 0 if overall else 1
+    return overall(checks)
 
 
 def main() -> int:

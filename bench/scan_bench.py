@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, ffmpeg_exe, print_table, run_bench,
+    BenchError, ffmpeg_exe, overall, print_table, run_bench,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -278,9 +278,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
           f"{cores} cores; total {time.monotonic() - t_start:.0f}s)")
     print_table(rows)
     print("  (full scan: ours/ref is the files/s ratio; rescan: ours/ref is the time ratio)")
-    overall = all(checks)
-    print(f"OVERALL: {'PASS' if overall else 'FAIL'}")
-    return 0 if overall else 1
+    return overall(checks)
 
 
 def main() -> int:

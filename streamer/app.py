@@ -231,6 +231,7 @@ async def metrics_page(request: web.Request) -> web.Response:
                                    pool.paused),
         "streamer_ffmpeg_runs": ("ffmpeg runs started.", pool.runs),
         "streamer_ffmpeg_seconds": ("Seconds spent in ffmpeg runs, summed.", pool.seconds),
+        "streamer_auth_failures": ("Failed authentications (bad tokens or signatures).", request.app[AUTH].failed),
     }
     if request.app[SETTINGS].role == "region":
         follower, outbox = request.app[FOLLOWER], request.app[OUTBOX]

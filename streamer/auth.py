@@ -110,10 +110,6 @@ class Auth:
         user = request.get(USER)
         return "" if user is None else "?" + self.sign(scope, user)
 
-    def forget_tokens(self) -> None:
-        """After accounts change: tokens are looked up again."""
-        self._tokens.clear()
-
     def sign(self, scope: str, user: dict[str, Any], seconds: int = SIGNED_URL_SECONDS) -> str:
         """The query string that lets a player without headers read under `scope` as this user."""
         expires = str(int(time.time()) + seconds)
