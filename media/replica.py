@@ -16,6 +16,7 @@ import sqlite_utils
 
 from media import catalog
 from media.errors import MediaError
+from media.ids import new_id
 
 
 class UnknownChange(MediaError):
@@ -27,8 +28,46 @@ def position(db: sqlite_utils.Database) -> int:
     return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
 
 
-def apply_changes(db: sqlite_utils.Database, changes: list[dict[str, Any]]) -> int:
-    """Apply the rows (in order; those already held are skipped); returns the new position."""
+def lineage(db: sqlite_utils.Database) -> list[list]:
+    """This catalog's history: [[id, from sequence], ...], the current one last ([] if none yet)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'lineage'").fetchone()
+    return json.loads(row[0]) if row else []
+
+
+def _set_lineage(db: sqlite_utils.Database, history: list[list]) -> None:
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('lineage', ?)", [json.dumps(history)])
+
+
+def start_lineage(db: sqlite_utils.Database) -> list[list]:
+    """A master's lineage, made when it first serves as one."""
+    history = lineage(db)
+    if not history:
+        history = [[new_id(), 0]]
+        _set_lineage(db, history)
+    return history
+
+
+def branch(db: sqlite_utils.Database) -> list[list]:
+    """A replica promoted to master: its history goes on under a new id from its position."""
+    history = [*lineage(db), [new_id(), position(db)]]
+    _set_lineage(db, history)
+    return history
+
+
+def continues(history: list[list], follower_lineage: str, since: int) -> bool:
+    """Whether a follower at `since` on `follower_lineage` holds a prefix of `history`."""
+    for i, (lineage_id, _) in enumerate(history):
+        if lineage_id == follower_lineage:
+            return i == len(history) - 1 or since <= history[i + 1][1]
+    return False
+
+
+def apply_changes(db: sqlite_utils.Database, changes: list[dict[str, Any]],
+                  history: list[list] | None = None) -> int:
+    """Apply the rows (in order; those already held are skipped), and take the master's lineage
+    (`history`) in the same transaction; returns the new position."""
+    if history and history != lineage(db):
+        _set_lineage(db, history)
     held = position(db)
     for change in changes:
         if change["seq"] <= held:

@@ -11,22 +11,22 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from importlib import resources
 
 from aiohttp import web
 
 from config import Settings
-from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg, listeners
+from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg, replica
 from media.demo import make_demo_library
-from streamer import admin_api, api, cluster, hls, listener_api, transcodes
+from streamer import admin_api, api, cluster, hls, listener_api, promotion, transcodes
 from streamer.auth import Auth, is_loopback, load_secret
 from media.outbox import Outbox
-from streamer.region import FOLLOWER, OUTBOX, Follower, drain_outbox, forwarded_to_master, puller
+from streamer.node_role import NodeRole
+from streamer.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master, puller
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
-from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, SCANNER, SETTINGS
+from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, ROLE, SCANNER, SETTINGS
 from streamer.metrics import Metrics
 from streamer.originals import OpenFiles, serve_file
 
@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[FFMPEG] = find_ffmpeg(settings.ffmpeg)
+    app[ROLE] = NodeRole(settings.role, settings.master_url, settings.data_dir)
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_transcoding_ctx)
     app.cleanup_ctx.append(_region_ctx if settings.role == "region" else _library_ctx)
@@ -64,8 +65,10 @@ def create_app(settings: Settings) -> web.Application:
     api.add_routes(app, routes)
     listener_api.add_routes(app, routes)
     admin_api.add_routes(app, routes)
-    if settings.role == "master":
-        cluster.add_routes(app, routes)
+    if settings.role in ("master", "region"):
+        cluster.add_routes(app, routes)  # a region serves them once promoted
+    if settings.role == "region":
+        promotion.add_routes(app, routes)
     hls.add_routes(app, routes)
     routes.finish()
     return app
@@ -106,16 +109,19 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
-    """A region never scans: it follows the master (streamer.region)."""
+    """A region never scans: it follows the master (streamer.region), until it is promoted
+    (streamer.promotion)."""
     follower = app[FOLLOWER] = Follower(app)
     app[OPEN_FILES].pull = puller(app)
     outbox = app[OUTBOX] = await asyncio.to_thread(Outbox, app[SETTINGS].data_dir / "outbox.db")
+    if app[ROLE].is_master:
+        follower.keep(asyncio.create_task(promotion.resume_promotion(app), name="resume-promotion"))
+    else:
+        follower.start()
     try:
-        async with _in_background(follower.run(), "follow-master"), \
-                _in_background(drain_outbox(app), "drain-outbox"):
-            yield
+        yield
     finally:
-        await follower.close()
+        await follower.stop()
         await asyncio.to_thread(outbox.close)
 
 
@@ -123,21 +129,13 @@ async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
     """Fill the library (demo) and scan it in the background: the server answers meanwhile. The
     change log is compacted in the background too (a region keeps its master's rows as they are)."""
     try:
+        if app[ROLE].is_master:
+            await app[CATALOG].db.write(replica.start_lineage)
         async with _in_background(_prepare_and_scan(app), "prepare-library"), \
-                _in_background(_compact_changes(app), "compact-changes"):
+                _in_background(cluster.compact_log(app), "compact-changes"):
             yield
     finally:
         await app[SCANNER].close()
-
-
-async def _compact_changes(app: web.Application, every: float = 600) -> None:
-    settings = app[SETTINGS]
-    while True:
-        older_than = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - settings.changes_keep_hours * 3600))
-        dropped = await app[CATALOG].db.write(listeners.compact_changes, older_than, settings.changes_keep_rows)
-        if dropped:
-            log.info("change log: %d old rows compacted away", dropped)
-        await asyncio.sleep(every)
 
 
 @contextlib.asynccontextmanager
@@ -187,12 +185,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     progress = request.app[SCANNER].progress
-    body = {"status": "ok", "role": request.app[SETTINGS].role, "version": VERSION,
+    role = request.app[ROLE]
+    body = {"status": "ok", "role": role.name, "version": VERSION,
             "scan": {"state": progress.state, "files": progress.files, "read": progress.read,
                      "to_read": progress.to_read}}
-    if request.app[SETTINGS].role == "region":
+    if role.promoted_at:
+        body["promoted_at"] = role.promoted_at
+    if role.name == "region":
         follower = request.app[FOLLOWER]
-        body["master"] = {"url": request.app[SETTINGS].master_url, "reachable": follower.master_reachable,
+        body["master"] = {"url": role.master_url, "reachable": follower.master_reachable,
                           "sequence": follower.position}
     return web.json_response(body)
 
@@ -200,7 +201,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     # A standalone node serves from its own catalog as soon as it is open, even mid-scan; a
     # region once it holds a replica (its first snapshot, or what it had before a restart).
-    role = request.app[SETTINGS].role
+    role = request.app[ROLE].name
     if role == "region" and not request.app[FOLLOWER].ready.is_set():
         return web.json_response({"status": "starting", "role": role,
                                   "reason": "waiting for the first snapshot from the master"}, status=503)
@@ -233,7 +234,7 @@ async def metrics_page(request: web.Request) -> web.Response:
         "streamer_ffmpeg_seconds": ("Seconds spent in ffmpeg runs, summed.", pool.seconds),
         "streamer_auth_failures": ("Failed authentications (bad tokens or signatures).", request.app[AUTH].failed),
     }
-    if request.app[SETTINGS].role == "region":
+    if request.app[ROLE].name == "region":
         follower, outbox = request.app[FOLLOWER], request.app[OUTBOX]
         gauges.update({
             "streamer_region_sequence": ("Last change of the master this replica holds.", follower.position),

@@ -1,13 +1,15 @@
 """The master's side of a cluster: the change feed and catalog snapshots, for regions.
 
 Every request carries the cluster secret (`X-Cluster-Secret`, compared in constant time); a
-wrong or missing one is refused with 403 and a log line naming the address. Served when the
-node's role is master.
+wrong or missing one is refused with 403 and a log line naming the address. Served by a master
+(and by a region once it is promoted; until then it answers 409 `not_master`).
 
-- `GET /cluster/v1/changes?since=SEQ&wait=S&limit=N`: the change-log rows after SEQ, in order,
-  answered at once when there are some, else when the next write commits or after S seconds
-  (long poll, at most MAX_WAIT). `{"changes": [...], "last": SEQ}`. A follower whose SEQ is
-  older than the oldest row kept gets 410 `resync_needed`: it must take a snapshot.
+- `GET /cluster/v1/changes?since=SEQ&lineage=ID&wait=S&limit=N`: the change-log rows after SEQ,
+  in order, answered at once when there are some, else when the next write commits or after S
+  seconds (long poll, at most MAX_WAIT). `{"changes": [...], "last": SEQ, "lineage": [...]}`.
+  A follower must take a snapshot (410 `resync_needed`) when its SEQ is older than the oldest
+  row kept, or when its log is not a prefix of this one (see media.replica: it holds writes
+  this master never had, as after a promotion).
 - `GET /cluster/v1/snapshot`: the catalog as one consistent SQLite file (online backup), gzip
   compressed, with the sequence it is consistent at in `X-Snapshot-Sequence`.
 - `GET /cluster/v1/media/{id}`: a track's original bytes, with Range, for regions that lack it.
@@ -21,16 +23,17 @@ import hmac
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from aiohttp import web
 
-from media import listeners
+from media import listeners, replica
 from media.backup import backup_catalog
 from streamer.api import int_param
 from streamer.edge import Routes
 from streamer.errors import ApiError
-from streamer.keys import CATALOG, METRICS, OPEN_FILES, SETTINGS
+from streamer.keys import CATALOG, METRICS, OPEN_FILES, ROLE, SETTINGS
 from streamer.originals import serve_file
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ SECRET_HEADER = "X-Cluster-Secret"
 SEQUENCE_HEADER = "X-Change-Sequence"
 
 
-def _check_secret(request: web.Request) -> None:
+def check_secret(request: web.Request) -> None:
     expected = request.app[SETTINGS].cluster_secret.encode()
     given = request.headers.get(SECRET_HEADER, "").encode()
     if not hmac.compare_digest(given, expected):
@@ -50,12 +53,25 @@ def _check_secret(request: web.Request) -> None:
         raise ApiError(403, "forbidden", "this node refuses the cluster secret sent (check cluster_secret)")
 
 
+def _check_master(request: web.Request) -> None:
+    check_secret(request)
+    role = request.app[ROLE]
+    if not role.is_master:
+        raise ApiError(409, "not_master", f"this node is a region, not a master (its master is {role.master_url})")
+
+
 async def changes(request: web.Request) -> web.Response:
-    _check_secret(request)
+    _check_master(request)
     since = int_param(request, "since", 0, 0, 2**62)
+    follower_lineage = request.query.get("lineage", "")
     wait = int_param(request, "wait", 0, 0, MAX_WAIT)
     limit = int_param(request, "limit", 1000, 1, 10_000)
     db = request.app[CATALOG].db
+    history = await db.read(replica.lineage)
+    if since and (since > await db.read(listeners.last_sequence)
+                  or follower_lineage and not replica.continues(history, follower_lineage, since)):
+        raise ApiError(410, "resync_needed", f"the follower's log (at {since}) holds changes this master never "
+                       "had (a master was replaced); take a snapshot")
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         committed = db.commit_signal()  # before the read: a commit right after it still wakes us
@@ -71,11 +87,11 @@ async def changes(request: web.Request) -> web.Response:
         finally:
             committed.cancel()
     last = rows[-1]["seq"] if rows else max(since, await db.read(listeners.last_sequence))
-    return web.json_response({"changes": rows, "last": last})
+    return web.json_response({"changes": rows, "last": last, "lineage": history})
 
 
 async def snapshot(request: web.Request) -> web.StreamResponse:
-    _check_secret(request)
+    _check_master(request)
     catalog = request.app[CATALOG]
     with tempfile.TemporaryDirectory(prefix="snapshot-") as folder:
         copy = Path(folder) / "catalog.db"
@@ -111,12 +127,24 @@ def _gzip(source: Path, destination: Path) -> None:
 
 async def media(request: web.Request) -> web.StreamResponse:
     """Original bytes for a region that lacks the file (origin pull), with full Range support."""
-    _check_secret(request)
+    _check_master(request)
     files = request.app[OPEN_FILES]
     track_id = request.match_info["id"]
     entry = files.cached(track_id) or await files.open(track_id)
     return await serve_file(request, entry, max_ranges=request.app[SETTINGS].max_ranges,
                             metrics=request.app[METRICS])
+
+
+async def compact_log(app: web.Application, every: float = 600) -> None:
+    """Drop change-log rows beyond the kept age and count, every `every` seconds, for as long as
+    the node runs (a follower further behind takes a snapshot)."""
+    settings = app[SETTINGS]
+    while True:
+        older_than = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - settings.changes_keep_hours * 3600))
+        dropped = await app[CATALOG].db.write(listeners.compact_changes, older_than, settings.changes_keep_rows)
+        if dropped:
+            log.info("change log: %d old rows compacted away", dropped)
+        await asyncio.sleep(every)
 
 
 def with_sequence(handler):

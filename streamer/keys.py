@@ -8,6 +8,7 @@ from config import Settings
 from media import Catalog, Scanner
 from streamer.auth import Auth
 from streamer.metrics import Metrics
+from streamer.node_role import NodeRole
 from streamer.originals import OpenFiles
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,3 +18,4 @@ OPEN_FILES = web.AppKey("open_files", OpenFiles)
 METRICS = web.AppKey("metrics", Metrics)
 FFMPEG = web.AppKey("ffmpeg", str)
 AUTH = web.AppKey("auth", Auth)
+ROLE = web.AppKey("role", NodeRole)

@@ -103,7 +103,7 @@ class OpenFiles:
         path = str(self.library / relpath)
         if self.pull is not None:
             track = await self.catalog.track(track_id)
-            if not await asyncio.to_thread(_has_size, path, track["size"]):
+            if not await asyncio.to_thread(has_size, path, track["size"]):
                 path = await self.pull(track_id, track)
         try:
             file, st = await asyncio.to_thread(_open, path)
@@ -126,7 +126,7 @@ class OpenFiles:
         self._files.clear()
 
 
-def _has_size(path: str, size: int) -> bool:
+def has_size(path: str, size: int) -> bool:
     try:
         return os.stat(path).st_size == size
     except OSError:

@@ -32,12 +32,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from media import replica
+from media import NotFound, replica
 from media.ids import new_id
 from media.outbox import Outbox
+from streamer import cluster
 from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError
-from streamer.keys import CATALOG, SETTINGS
+from streamer.keys import CATALOG, ROLE, SETTINGS
 from streamer.hls import CACHE
 from streamer.listener_api import ASSIGNED_IDS_HEADER
 
@@ -61,7 +62,30 @@ class Follower:
         self.drained = 0
         self.master_last = 0  # the master's last sequence, as of the last poll
         self.pulled_bytes = 0
+        self.lineage: list[list] = []  # the master's history this replica holds (media.replica)
         self._forwarding: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.enqueuing = 0  # writes on their way into the outbox
+
+    def start(self) -> None:
+        """Follow the master and send it the outbox, in the background."""
+        self._tasks = [asyncio.create_task(self.run(), name="follow-master"),
+                       asyncio.create_task(drain_outbox(self.app, self.forwarding), name="drain-outbox")]
+
+    def keep(self, task: asyncio.Task) -> None:
+        """Another background task of this node, stopped with the others."""
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        """Stop following and sending (the outbox keeps what it holds); then forget the master."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.master_reachable = False
+        if self._forwarding is not None:
+            await self._forwarding.close()
+            self._forwarding = None
 
     def _moved_to(self, position: int) -> None:
         self.position = position
@@ -89,23 +113,20 @@ class Follower:
     def forwarding(self) -> aiohttp.ClientSession:
         """The session writes are forwarded to the master with (made when first needed)."""
         if self._forwarding is None:
-            self._forwarding = aiohttp.ClientSession(base_url=self.app[SETTINGS].master_url.rstrip("/"),
+            self._forwarding = aiohttp.ClientSession(base_url=self.app[ROLE].master_url.rstrip("/"),
                                                      timeout=aiohttp.ClientTimeout(total=60, sock_connect=5))
         return self._forwarding
 
-    async def close(self) -> None:
-        if self._forwarding is not None:
-            await self._forwarding.close()
-
     async def run(self) -> None:
         settings = self.app[SETTINGS]
-        base = settings.master_url.rstrip("/")
+        base = self.app[ROLE].master_url.rstrip("/")
         headers = {SECRET_HEADER: settings.cluster_secret}
         timeout = aiohttp.ClientTimeout(total=POLL_WAIT + 30, sock_connect=5)
         failures = 0
         async with aiohttp.ClientSession(base_url=base, headers=headers, timeout=timeout) as session:
             db = self.app[CATALOG].db
             self.position = await db.read(replica.position)
+            self.lineage = await db.read(replica.lineage)
             if self.position:
                 self.ready.set()  # a restarted region serves what it has and resumes
             while True:
@@ -115,7 +136,8 @@ class Follower:
                     await self._follow(session)
                     failures = 0
                 except _Resync:
-                    log.warning("region: the master no longer keeps changes after %d; taking a new snapshot",
+                    log.warning("region: the master cannot continue this replica's log from %d (compacted "
+                                "away, or a history the master does not share); taking a new snapshot",
                                 self.position)
                     self.position = 0
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -140,6 +162,7 @@ class Follower:
                 await asyncio.to_thread(_gunzip, packed, copy)
                 catalog = self.app[CATALOG]
                 await catalog.db.write_alone(_restore, copy)
+        self.lineage = await catalog.db.read(replica.lineage)
         self._moved_to(sequence)
         self.snapshots += 1
         self.master_reachable = True
@@ -151,16 +174,20 @@ class Follower:
     async def _follow(self, session: aiohttp.ClientSession) -> None:
         catalog = self.app[CATALOG]
         while True:
-            async with session.get("/cluster/v1/changes",
-                                   params={"since": self.position, "wait": POLL_WAIT}) as resp:
+            params = {"since": self.position, "wait": POLL_WAIT}
+            if self.lineage:
+                params["lineage"] = self.lineage[-1][0]
+            async with session.get("/cluster/v1/changes", params=params) as resp:
                 if resp.status == 410:
                     raise _Resync
                 _raise_for(resp)
                 body = await resp.json()
             self.master_reachable = True
             self.master_last = body["last"]
-            if body["changes"]:
-                position = await catalog.db.write(replica.apply_changes, body["changes"])
+            history = body.get("lineage") or []
+            if body["changes"] or history != self.lineage:
+                position = await catalog.db.write(replica.apply_changes, body["changes"], history)
+                self.lineage = history
                 catalog.bump()
                 self._moved_to(position)
             self.applied_at = time.time()
@@ -174,8 +201,16 @@ _FORWARDED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
 def forwarded_to_master(handler):
     """On a region, a write route sends the request to the master instead of `handler`; while the
     master cannot be reached (or writes queued before this one still wait), the write goes into
-    the outbox and the client gets 202 with its idempotency key and the ids of what it creates."""
+    the outbox and the client gets 202 with its idempotency key and the ids of what it creates.
+    Once the region is promoted, `handler` takes the write itself, as on any master; while the
+    promotion applies the outbox, the outbox's own writes (sent with the cluster secret) are
+    taken and new ones queue behind them."""
+    local = cluster.with_sequence(handler)
+
     async def forward(request: web.Request) -> web.StreamResponse:
+        role = request.app[ROLE]
+        if role.is_master and (not role.promoting or _from_the_outbox(request)):
+            return await local(request)
         follower, outbox = request.app[FOLLOWER], request.app[OUTBOX]
         headers = {name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers}
         # A key of the region's own when the client sent none: a write sent twice applies once.
@@ -185,7 +220,7 @@ def forwarded_to_master(handler):
         secret = request.app[SETTINGS].cluster_secret  # added when sent, never stored in the outbox
         if ids:
             headers[ASSIGNED_IDS_HEADER] = ",".join(ids)
-        if not await asyncio.to_thread(outbox.depth):  # in order: nothing may overtake a queued write
+        if not role.is_master and not await asyncio.to_thread(outbox.depth):  # nothing may overtake a queued write
             try:
                 status, answer, content_type, sequence = await _send(follower.forwarding(), secret, request.method,
                                                                      request.path_qs, headers, body)
@@ -196,13 +231,25 @@ def forwarded_to_master(handler):
                     await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client reads its write here
                 return web.Response(status=status, body=answer,
                                     headers={"Content-Type": content_type} if content_type else None)
-        await asyncio.to_thread(outbox.add, request.method, request.path_qs, headers, body, time.time())
+        follower.enqueuing += 1
+        try:
+            await asyncio.to_thread(outbox.add, request.method, request.path_qs, headers, body, time.time())
+        finally:
+            follower.enqueuing -= 1
         follower.outbox_added.set()
         queued: dict = {"queued": True, "idempotency_key": headers["Idempotency-Key"]}
         if ids:
             queued["ids" if len(ids) > 1 or "plays" in request.path else "id"] = ids if len(ids) > 1 else ids[0]
         return web.json_response(queued, status=202)
     return forward
+
+
+def _from_the_outbox(request: web.Request) -> bool:
+    try:
+        cluster.check_secret(request)
+    except ApiError:
+        return False
+    return True
 
 
 def _ids_for(request: web.Request, body: bytes) -> list[str]:
@@ -224,19 +271,26 @@ async def _send(session: aiohttp.ClientSession, secret: str, method: str, path: 
         return resp.status, await resp.read(), resp.headers.get("Content-Type"), resp.headers.get(SEQUENCE_HEADER)
 
 
-async def drain_outbox(app: web.Application) -> None:
-    """Send the outbox's writes to the master in order, each until the master has answered it."""
+async def drain_outbox(app: web.Application, master, until_empty: bool = False) -> int:
+    """Send the outbox's writes to the master (`master()`: a session with its address) in order,
+    each until the master has answered it; with `until_empty`, return (the count sent) once the
+    outbox is empty and nothing is on its way in."""
     follower, outbox = app[FOLLOWER], app[OUTBOX]
-    failures = 0
+    failures = sent = 0
     while True:
         entry = await asyncio.to_thread(outbox.first)
         if entry is None:
+            if until_empty:
+                if not follower.enqueuing:
+                    return sent
+                await asyncio.sleep(0.01)
+                continue
             follower.outbox_added.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(follower.outbox_added.wait(), 5)
             continue
         try:
-            status, answer, _, _ = await _send(follower.forwarding(), app[SETTINGS].cluster_secret,
+            status, answer, _, _ = await _send(master(), app[SETTINGS].cluster_secret,
                                                entry["method"], entry["path"], entry["headers"], entry["body"])
         except (aiohttp.ClientError, TimeoutError, OSError):
             await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
@@ -248,6 +302,7 @@ async def drain_outbox(app: web.Application) -> None:
                         entry["path"].split("?")[0], status, answer[:200].decode("utf-8", "replace"))
         await asyncio.to_thread(outbox.remove, entry["id"])
         follower.drained += 1
+        sent += 1
 
 
 def puller(app: web.Application):
@@ -255,9 +310,12 @@ def puller(app: web.Application):
     master once (single flight), kept in the region's bounded media cache, and its path there."""
     async def pull(track_id: str, track: dict) -> str:
         cache, follower = app[CACHE], app[FOLLOWER]
-        key = f"pulled/{track_id}/{track['size']}"
+        key = pulled_key(track_id, track["size"])
 
         async def download() -> bytes:
+            if app[ROLE].is_master:  # promoted: there is no master to pull from any more
+                raise NotFound(f"the file of track {track_id!r} is not on this node (it was never pulled before "
+                               "the node became the master; copy it into the library)")
             async with follower.forwarding().get(f"/cluster/v1/media/{track_id}",
                                                  headers={SECRET_HEADER: app[SETTINGS].cluster_secret}) as resp:
                 _raise_for(resp)
@@ -281,6 +339,11 @@ def puller(app: web.Application):
         handle.close()
         return handle.name
     return pull
+
+
+def pulled_key(track_id: str, size: int) -> str:
+    """The cache key of a track's file pulled from the master."""
+    return f"pulled/{track_id}/{size}"
 
 
 class _Resync(Exception):

@@ -56,7 +56,8 @@ async def test_change_feed_answers_at_once_or_when_a_write_lands(master):
     last = first["last"]
     started = time.monotonic()
     idle = await (await master.get(f"/cluster/v1/changes?since={last}&wait=1", headers=secret)).json()
-    assert idle == {"changes": [], "last": last} and 0.9 < time.monotonic() - started < 3
+    assert idle["changes"] == [] and idle["last"] == last and 0.9 < time.monotonic() - started < 3
+    assert idle["lineage"] == first["lineage"] and len(first["lineage"]) == 1  # one history, from 0
 
     async def write_soon():
         await asyncio.sleep(0.3)
@@ -71,6 +72,22 @@ async def test_change_feed_answers_at_once_or_when_a_write_lands(master):
     assert [c["op"] for c in body["changes"]] == ["playlist.put"] and body["changes"][0]["data"]["name"] == "Fresh"
     assert 0.2 < waited < 3  # woken by the commit, not by the timeout
     assert (await master.get("/cluster/v1/changes?since=x", headers=secret)).status == 400
+    # A follower whose log is not a prefix of this one takes a snapshot: ahead, or on another history.
+    lineage = first["lineage"][-1][0]
+    for query in (f"since={last + 5}", f"since={last}&lineage=someone-else", f"since={last + 5}&lineage={lineage}"):
+        resp = await master.get(f"/cluster/v1/changes?{query}", headers=secret)
+        assert resp.status == 410 and (await resp.json())["error"]["code"] == "resync_needed", query
+    assert (await master.get(f"/cluster/v1/changes?since={last}&lineage={lineage}", headers=secret)).status == 200
+
+
+def test_a_follower_continues_only_a_prefix_of_the_masters_history():
+    from media.replica import continues
+
+    history = [["old", 0], ["promoted", 40], ["again", 90]]
+    assert continues(history, "again", 95) and continues(history, "again", 10)
+    assert continues(history, "promoted", 90) and not continues(history, "promoted", 91)
+    assert continues(history, "old", 40) and not continues(history, "old", 41)  # held writes the new master never had
+    assert not continues(history, "unknown", 1) and not continues([], "old", 1)
 
 
 async def test_compaction_and_a_follower_behind_the_kept_log(master):

@@ -1,0 +1,57 @@
+"""What this node is now: the role from its settings, until an operator changes it at runtime.
+
+A region can be promoted to master (`run.py promote`) or pointed at another master (`run.py
+follow URL`). Either change is kept in `node.json` in the data folder, beside (not in) the
+catalog, which a snapshot replaces, so a restart keeps it even while the config file still says
+otherwise; the node says so in its log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class NodeRole:
+    def __init__(self, configured: str, master_url: str, data_dir: Path) -> None:
+        self.name = configured  # standalone, master or region
+        self.master_url = master_url  # a region's master
+        self.promoted_at: str | None = None
+        self.promoting = False  # a region on its way to master: its outbox is being applied
+        self._file = data_dir / "node.json"
+        if configured == "region" and self._file.exists():
+            saved = json.loads(self._file.read_text(encoding="utf-8"))
+            if saved.get("role") == "master":
+                self.name, self.promoted_at = "master", saved.get("promoted_at")
+                log.warning("this node was promoted to master at %s: it serves as the master, whatever its "
+                            "config says (set role = \"master\" there; remove %s to make it a region again)",
+                            self.promoted_at, self._file)
+            elif saved.get("master_url") and saved["master_url"] != master_url:
+                self.master_url = saved["master_url"]
+                log.warning("this region follows %s, as it was told to at runtime (its config says %s; "
+                            "remove %s to go back to the config)", self.master_url, master_url, self._file)
+
+    @property
+    def is_master(self) -> bool:
+        return self.name == "master"
+
+    def promoted(self) -> None:
+        self.name = "master"
+        self.promoted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._save({"role": "master", "promoted_at": self.promoted_at})
+
+    def follow(self, master_url: str) -> None:
+        self.master_url = master_url
+        self._save({"role": "region", "master_url": master_url})
+
+    def _save(self, state: dict) -> None:
+        partial = self._file.with_suffix(".partial")
+        partial.write_text(json.dumps(state), encoding="utf-8")
+        with open(partial, "rb") as written:
+            os.fsync(written.fileno())
+        partial.replace(self._file)
