@@ -1,5 +1,5 @@
-"""Command line: `serve` (default), `scan`, `config`, `user`, `backup`. A thin shell: parse, load
-settings, run.
+"""Command line: `serve` (default), `scan`, `config`, `user`, `backup`, `cluster`, `promote`,
+`follow`. A thin shell: parse, load settings, run.
 
 Every setting of config.FIELDS is a flag of every command, so the CLI can never lag the settings.
 Startup errors become one clear line on stderr and exit code 2 (bad configuration) or 1.
@@ -23,7 +23,7 @@ import config
 from config import FIELDS, ConfigError, Settings
 from media import Catalog, MediaError, Scanner, ScanProgress
 
-COMMANDS = ("serve", "scan", "config", "user", "backup", "cluster")
+COMMANDS = ("serve", "scan", "config", "user", "backup", "cluster", "promote", "follow")
 log = logging.getLogger("streamer")
 
 
@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
              "config": "print the effective configuration and exit",
              "user": "manage users: user add NAME [--admin] | user list | user token NAME | user remove NAME",
              "backup": "copy the catalog consistently (also while the server runs) to PATH and verify the copy",
-             "cluster": "start a master and two regions on localhost (ports --port, +1, +2), Ctrl-C stops them"}
+             "cluster": "start a master and two regions on localhost (ports --port, +1, +2), Ctrl-C stops them",
+             "promote": "make the running region of this config the master (it applies its outbox first)",
+             "follow": "point the running region of this config at another master: follow URL"}
     for name in COMMANDS:
         cmd = sub.add_parser(name, help=helps[name], description=helps[name])
         if name == "user":
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--admin", action="store_true", help="with add: the user may administer the node")
         elif name == "backup":
             cmd.add_argument("path", type=Path, help="file to write the copy of the catalog to")
+        elif name == "follow":
+            cmd.add_argument("url", help="the new master's URL, such as http://127.0.0.1:8081")
         elif name == "cluster":
             cmd.add_argument("--folder", type=Path, default=Path("cluster"),
                              help="where the nodes' libraries and data go (default ./cluster)")
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         for line in exc.lines:
             print(f"error: {line}", file=sys.stderr)
         return 2
-    quiet = args.command in ("user", "backup", "config", "cluster")  # their output is the answer, not a log
+    # Their output is the answer, not a log.
+    quiet = args.command in ("user", "backup", "config", "cluster", "promote", "follow")
     logging.basicConfig(level="WARNING" if quiet else settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "config":
@@ -88,7 +93,42 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         from streamer.local_cluster import run_cluster
 
         return run_cluster(args.folder.resolve(), settings.port, find_ffmpeg(settings.ffmpeg))
+    if args.command in ("promote", "follow"):
+        return change_role(settings, args.command, getattr(args, "url", None))
     return serve(settings)
+
+
+def change_role(settings: Settings, command: str, master_url: str | None) -> int:
+    """Ask the running node of these settings to change its role (streamer.promotion)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from streamer.promotion import node_url
+
+    url = f"{node_url(settings.host, settings.port)}/cluster/v1/{command}"
+    body = json.dumps({"master_url": master_url} if command == "follow" else {}).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "X-Cluster-Secret": settings.cluster_secret})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        print(f"error: {url} answered {exc.code}: {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot reach the node at {url}: {exc}", file=sys.stderr)
+        return 1
+    if command == "promote":
+        print(f"{url}: now the master, from sequence {answer['sequence']} (lineage {answer['lineage']}); "
+              f"{answer['outbox_applied']} queued writes applied in {answer['seconds']} s. "
+              f"{answer['tracks_without_media']} tracks have no file on this node.\n"
+              f"Point the other regions at it: run.py follow {node_url(settings.host, settings.port)} "
+              f"--config THEIR_CONFIG, and set role = \"master\" in this node's config.")
+    else:
+        print(f"{url}: now following {answer['master_url']} from sequence {answer['sequence']}. "
+              f"Set master_url in this node's config too.")
+    return 0
 
 
 def manage_user(settings: Settings, action: str, name: str | None, admin: bool) -> int:

@@ -93,7 +93,7 @@ async def resume_promotion(app: web.Application) -> None:
         role.promoting = True
         settings = app[SETTINGS]
         try:
-            applied = await apply_outbox(app, _url(settings.host, settings.port))
+            applied = await apply_outbox(app, node_url(settings.host, settings.port))
             log.warning("promotion finished: %d queued writes applied", applied)
         finally:
             role.promoting = False
@@ -130,10 +130,10 @@ async def _tracks_without_media(app: web.Application) -> int:
 def _own_url(request: web.Request) -> str:
     """This server's address as the request reached it (the socket's own end)."""
     host, port = request.transport.get_extra_info("sockname")[:2]
-    return _url(host, port)
+    return node_url(host, port)
 
 
-def _url(host: str, port: int) -> str:
+def node_url(host: str, port: int) -> str:
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 

@@ -1,0 +1,159 @@
+"""Promotion of a region to master, with real processes on 127.0.0.1: the outbox applied once and
+in order with writes arriving during the promotion, the other region re-pointed at the new master,
+and the old master brought back as a region: it holds a write the new master never had, so it
+takes a snapshot rather than follow on from a log that is not the master's."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sys
+import time
+
+import aiohttp
+
+from tests.test_cli import RUN, free_port
+from tests.test_cluster import SECRET, _start, _wait_ready
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(sys.executable, RUN, *args, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode, out.decode()
+
+
+async def _until(check, seconds: float = 30, what: str = ""):
+    deadline = time.monotonic() + seconds
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def _names(session, url, auth) -> dict[str, str]:
+    async with session.get(f"{url}/api/v1/playlists?limit=100", headers=auth) as resp:
+        assert resp.status == 200, await resp.text()
+        return {p["id"]: p["name"] for p in (await resp.json())["items"]}
+
+
+async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_path, demo_library):
+    music = tmp_path / "master-music"
+    shutil.copytree(demo_library, music)
+    code, out = await _cli("user", "add", "ann", "--data-dir", str(tmp_path / "master"))
+    assert code == 0, out
+    auth = {"Authorization": f"Bearer {out.strip().splitlines()[-1]}"}
+    port_m, port_a, port_b = free_port(), free_port(), free_port()
+    master_url = f"http://127.0.0.1:{port_m}"
+
+    def region(name, port, master):
+        (tmp_path / f"{name}-music").mkdir(exist_ok=True)
+        return ("--role", "region", "--cluster-secret", SECRET, "--master-url", master,
+                "--library", str(tmp_path / f"{name}-music"), "--port", str(port), "--data-dir", str(tmp_path / name))
+
+    procs = {}
+    try:
+        procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
+                                 "--library", str(music), port=port_m)
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, master_url, *procs["master"][::2])
+            await _until(lambda: _scanned(session, master_url), what="the master's scan")
+            procs["a"] = _start(tmp_path, "a", *region("a", port_a, master_url)[:-4], port=port_a)
+            procs["b"] = _start(tmp_path, "b", *region("b", port_b, master_url)[:-4], port=port_b)
+            a_url, b_url = procs["a"][1], procs["b"][1]
+            for name in ("a", "b"):
+                await _wait_ready(session, procs[name][1], procs[name][0], procs[name][2])
+            tracks = (await (await session.get(f"{a_url}/api/v1/tracks?limit=100")).json())["items"]
+            pulled, never_pulled = tracks[0]["id"], tracks[1]["id"]
+            original = await (await session.get(f"{master_url}/stream/{pulled}")).read()
+            assert await (await session.get(f"{a_url}/stream/{pulled}")).read() == original  # A pulls it
+            resp = await session.post(f"{a_url}/api/v1/playlists", json={"name": "before"}, headers=auth)
+            assert resp.status == 201
+            await _until(lambda: _has(session, b_url, auth, "before"), what="B to see A's write")
+
+            # A stops hearing from the master (pointed nowhere: a partition); the master takes a
+            # write A never gets, then dies.
+            code, out = await _cli("follow", f"http://127.0.0.1:{free_port()}", *region("a", port_a, master_url))
+            assert code == 0, out
+            resp = await session.post(f"{master_url}/api/v1/playlists", json={"name": "lost"}, headers=auth)
+            assert resp.status == 201
+            await _until(lambda: _has(session, b_url, auth, "lost"), what="B to see the master's last write")
+            procs["master"][0].kill()
+            procs["master"][0].wait(timeout=30)
+
+            queued = {}
+            for i in range(5):  # into A's outbox: nobody to forward to
+                resp = await session.post(f"{a_url}/api/v1/playlists", json={"name": f"queued {i}"},
+                                          headers={**auth, "Idempotency-Key": f"q{i}"})
+                assert resp.status == 202, await resp.text()
+                queued[(await resp.json())["id"]] = f"queued {i}"
+            resp = await session.post(f"{b_url}/api/v1/playlists", json={"name": "from B"}, headers=auth)
+            assert resp.status == 202
+            from_b = (await resp.json())["id"]
+
+            async def write_during(i):
+                resp = await session.post(f"{a_url}/api/v1/playlists", json={"name": f"during {i}"},
+                                          headers={**auth, "Idempotency-Key": f"d{i}"})
+                assert resp.status in (201, 202), await resp.text()
+                return (await resp.json())["id"], f"during {i}"
+
+            promoting = asyncio.ensure_future(_cli("promote", *region("a", port_a, master_url)))
+            during = dict(await asyncio.gather(*(write_during(i) for i in range(10))))
+            code, out = await promoting
+            assert code == 0 and "now the master" in out, out
+            assert int(re.search(r"(\d+) queued writes applied", out).group(1)) >= len(queued)
+
+            health = await (await session.get(f"{a_url}/healthz")).json()
+            assert health["role"] == "master" and health["promoted_at"]
+            names = await _until(lambda: _names_holding(session, a_url, auth, [*queued, *during]),
+                                 what="every queued write at the new master")
+            assert "before" in names.values() and "lost" not in names.values()
+            assert [names[i] for i in queued] == list(queued.values())
+            assert len(names) == 1 + len(queued) + len(during)  # each applied once
+            resp = await session.post(f"{a_url}/api/v1/playlists", json={"name": "after"}, headers=auth)
+            assert resp.status == 201  # takes writes itself now
+            changes = await (await session.get(f"{a_url}/cluster/v1/changes?since=0&limit=10000",
+                                               headers={"X-Cluster-Secret": SECRET})).json()
+            made = [c["data"]["name"] for c in changes["changes"] if c["op"] == "playlist.put"]
+            assert made[:6] == ["before", *queued.values()]  # the outbox in order, before anything new
+            assert len(changes["lineage"]) == 2
+            assert await (await session.get(f"{a_url}/stream/{pulled}")).read() == original
+            missing = await session.get(f"{a_url}/stream/{never_pulled}")
+            assert missing.status == 404 and "never pulled" in (await missing.json())["error"]["message"]
+
+            # B, pointed at A, follows on (its log is a prefix of A's... except the lost write it
+            # saw, so it takes a snapshot) and sends A its own outbox.
+            code, out = await _cli("follow", a_url, *region("b", port_b, master_url))
+            assert code == 0, out
+            at_b = await _until(lambda: _names_holding(session, b_url, auth, [*names, from_b]), what="B on A")
+            assert "lost" not in at_b.values() and at_b[from_b] == "from B"
+            assert await (await session.get(f"{b_url}/stream/{pulled}")).read() == original  # pulled from A
+
+            # The old master comes back as a region of A: it holds "lost", which A never had.
+            procs["master"] = _start(tmp_path, "master", *region("master", port_m, a_url)[:-4], port=port_m)
+            await _wait_ready(session, master_url, procs["master"][0], procs["master"][2])
+            old = await _until(lambda: _names_holding(session, master_url, auth, [*names, from_b]),
+                               what="the old master to follow A")
+            assert "lost" not in old.values()
+            assert "taking a new snapshot" in procs["master"][2].read_text()
+    finally:
+        for proc, _, _ in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+async def _scanned(session, url) -> bool:
+    return (await (await session.get(f"{url}/api/v1/library/scan")).json())["state"] == "done"
+
+
+async def _has(session, url, auth, name) -> bool:
+    return name in (await _names(session, url, auth)).values()
+
+
+async def _names_holding(session, url, auth, ids) -> dict[str, str] | None:
+    names = await _names(session, url, auth)
+    return names if all(i in names for i in ids) else None
