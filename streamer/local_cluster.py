@@ -4,7 +4,8 @@ Each node is `run.py serve` with its file from config/ (master.toml, region-a.to
 region-b.toml); `--folder` says where their libraries and data go and `--port` where the master
 listens (the regions take the next two ports). The master's library is filled with the demo
 library when it is empty; the regions' media folders start empty. Every line a node prints is
-shown with its name in front, and Ctrl-C (or SIGTERM) stops all three.
+shown with its name in front, and Ctrl-C (or SIGTERM) stops all three. A node that exits (a
+master killed to try a promotion, say) leaves the others running.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def run_cluster(folder: Path, port: int, ffmpeg: str) -> int:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         processes.append((name, process))
+        print(f"cluster: {name} is pid {process.pid}", flush=True)
         threading.Thread(target=_relay, args=(name, process), daemon=True).start()
         if name == "master":
             _wait_for_port(port, process)  # regions then find it at once
@@ -56,11 +58,12 @@ def run_cluster(folder: Path, port: int, ffmpeg: str) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # Ctrl-C also reaches the nodes (same process group)
-    while not stopping.wait(0.5):
+    exited: set[str] = set()
+    while not stopping.wait(0.5) and len(exited) < len(processes):
         for name, process in processes:
-            if process.poll() is not None:
-                print(f"cluster: {name} exited ({process.returncode}); stopping the others", flush=True)
-                stopping.set()
+            if process.poll() is not None and name not in exited:
+                exited.add(name)
+                print(f"cluster: {name} exited ({process.returncode}); the others keep running", flush=True)
     for _, process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -17,6 +18,7 @@ from config import ConfigError, load
 from media import listeners
 from streamer import create_app
 from streamer.keys import CATALOG
+from streamer.local_cluster import CONFIG
 from tests.conftest import make_user, settings_for, wait_for_scan
 
 SECRET = "a-cluster-secret-of-some-length"
@@ -345,10 +347,14 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
                 proc.wait(timeout=30)
 
 
-def test_cluster_command_starts_three_nodes_and_stops_them(tmp_path):
+def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(tmp_path):
+    """The README's walk-through: the cluster comes up, the master is killed, region A is
+    promoted and region B pointed at it; a write at A is read at B; Ctrl-C stops what is left."""
     import signal
     import subprocess
     import sys
+    import threading
+    import urllib.error
     import urllib.request
 
     from tests.test_cli import RUN, free_port
@@ -358,29 +364,62 @@ def test_cluster_command_starts_three_nodes_and_stops_them(tmp_path):
         port = free_port()
     proc = subprocess.Popen([sys.executable, RUN, "cluster", "--port", str(port), "--folder", str(tmp_path / "c")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+
+    def get(i: int, path: str, token: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port + i}{path}",
+                                                               headers=headers), timeout=5) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return {"status": exc.code, "total": None}
+
+    def until(check, what: str) -> None:
+        while not check():
+            assert time.monotonic() < deadline and proc.poll() is None, f"{what}: {''.join(lines)[-3000:]}"
+            time.sleep(0.2)
+
+    def ready(i: int) -> bool:
+        try:
+            return get(i, "/readyz")["status"] == "ready"
+        except OSError:
+            return False
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, RUN, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    region_a, region_b = ([
+        "--config", str(CONFIG / f"region-{x}.toml"), "--port", str(port + i),
+        "--library", str(tmp_path / "c" / f"region-{x}" / "music"), "--data-dir", str(tmp_path / "c" / f"region-{x}")]
+        for i, x in ((1, "a"), (2, "b")))
     try:
         deadline = time.monotonic() + 90
-        ready = set()
-        while len(ready) < 3:
-            assert time.monotonic() < deadline and proc.poll() is None, "cluster did not come up"
-            for i in range(3):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port + i}/readyz", timeout=2) as resp:
-                        if resp.status == 200:
-                            ready.add(i)
-                except OSError:
-                    pass
-            time.sleep(0.2)
+        until(lambda: all(ready(i) for i in range(3)), "cluster did not come up")
         for i in (1, 2):  # each region holds the master's catalog
-            while True:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port + i}/api/v1/tracks", timeout=5) as resp:
-                    if json.loads(resp.read())["total"] == 9:
-                        break
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+            until(lambda i=i: get(i, "/api/v1/tracks")["total"] == 9, "a region lacks the catalog")
+        master_pid = int(re.search(r"cluster: master is pid (\d+)", "".join(lines)).group(1))
+        os.kill(master_pid, signal.SIGKILL)
+        until(lambda: "cluster: master exited" in "".join(lines), "the master's exit went unnoticed")
+        assert "now the master" in cli("promote", *region_a)
+        assert "now following" in cli("follow", f"http://127.0.0.1:{port + 1}", *region_b)
+        assert get(1, "/healthz")["role"] == "master"
+        token = cli("user", "add", "ann", "--data-dir", str(tmp_path / "c" / "region-a")).strip().splitlines()[-1]
+        request = urllib.request.Request(f"http://127.0.0.1:{port + 1}/api/v1/playlists", method="POST",
+                                         data=b'{"name": "at the new master"}', headers={
+                                             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+        until(lambda: get(2, "/api/v1/playlists", token)["total"] == 1, "region B does not follow region A")
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    out = "".join(lines)
     assert proc.returncode == 0
     assert "[master  ]" in out and "[region-a]" in out and "[region-b]" in out and "cluster: stopped" in out
     for i in range(3):
