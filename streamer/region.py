@@ -215,7 +215,7 @@ def forwarded_to_master(handler):
         headers = {name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers}
         # A key of the region's own when the client sent none: a write sent twice applies once.
         headers.setdefault("Idempotency-Key", f"region-{new_id()}")
-        body = await request.read()
+        body = await _body(request)
         ids = _ids_for(request, body)
         secret = request.app[SETTINGS].cluster_secret  # added when sent, never stored in the outbox
         if ids:
@@ -242,6 +242,22 @@ def forwarded_to_master(handler):
             queued["ids" if len(ids) > 1 or "plays" in request.path else "id"] = ids if len(ids) > 1 else ids[0]
         return web.json_response(queued, status=202)
     return forward
+
+
+async def _body(request: web.Request) -> bytes:
+    """The body to forward: an upload up to upload_max_mb; any other write up to aiohttp's 1 MiB."""
+    if request.method != "POST" or request.path != "/api/v1/tracks":
+        return await request.read()
+    megabytes = request.app[SETTINGS].upload_max_mb
+    limit = megabytes * 1024 * 1024 + 64 * 1024  # the file, and the multipart framing around it
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"uploads are limited to {megabytes} MB")
+    body = bytearray()
+    while chunk := await request.content.read(1 << 20):
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "payload_too_large", f"uploads are limited to {megabytes} MB")
+    return bytes(body)
 
 
 def _from_the_outbox(request: web.Request) -> bool:

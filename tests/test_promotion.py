@@ -40,10 +40,14 @@ async def _names(session, url, auth) -> dict[str, str]:
         return {p["id"]: p["name"] for p in (await resp.json())["items"]}
 
 
-async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_path, demo_library):
+async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_path, demo_library, ffmpeg):
     music = tmp_path / "master-music"
     shutil.copytree(demo_library, music)
-    code, out = await _cli("user", "add", "ann", "--data-dir", str(tmp_path / "master"))
+    big = tmp_path / "big.flac"  # noise: about 2 MB of FLAC, over the 1 MiB of an API body
+    made = await asyncio.create_subprocess_exec(ffmpeg, "-v", "error", "-f", "lavfi", "-i", "anoisesrc=d=12:a=0.5",
+                                                "-ac", "2", "-ar", "44100", str(big))
+    assert await made.wait() == 0 and big.stat().st_size > 1.5e6
+    code, out = await _cli("user", "add", "ann", "--admin", "--data-dir", str(tmp_path / "master"))
     assert code == 0, out
     auth = {"Authorization": f"Bearer {out.strip().splitlines()[-1]}"}
     port_m, port_a, port_b = free_port(), free_port(), free_port()
@@ -73,6 +77,12 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
             resp = await session.post(f"{a_url}/api/v1/playlists", json={"name": "before"}, headers=auth)
             assert resp.status == 201
             await _until(lambda: _has(session, b_url, auth, "before"), what="B to see A's write")
+            form = aiohttp.FormData()  # an upload through a region, to the master's library
+            form.add_field("file", big.read_bytes(), filename="Big.flac", content_type="audio/flac")
+            resp = await session.post(f"{a_url}/api/v1/tracks", data=form, headers=auth)
+            assert resp.status == 201, await resp.text()
+            uploaded = (await resp.json())["id"]
+            assert await (await session.get(f"{a_url}/stream/{uploaded}")).read() == big.read_bytes()
 
             # A stops hearing from the master (pointed nowhere: a partition); the master takes a
             # write A never gets, then dies.
