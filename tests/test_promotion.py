@@ -35,7 +35,7 @@ async def _until(check, seconds: float = 30, what: str = ""):
 
 
 async def _names(session, url, auth) -> dict[str, str]:
-    async with session.get(f"{url}/api/v1/playlists?limit=100", headers=auth) as resp:
+    async with session.get(f"{url}/api/v1/playlists?limit=200", headers=auth) as resp:
         assert resp.status == 200, await resp.text()
         return {p["id"]: p["name"] for p in (await resp.json())["items"]}
 
@@ -167,3 +167,57 @@ async def _has(session, url, auth, name) -> bool:
 async def _names_holding(session, url, auth, ids) -> dict[str, str] | None:
     names = await _names(session, url, auth)
     return names if all(i in names for i in ids) else None
+
+
+async def test_a_region_behind_the_compacted_log_takes_a_new_snapshot(tmp_path, demo_library):
+    code, out = await _cli("user", "add", "ann", "--data-dir", str(tmp_path / "master"))
+    assert code == 0, out
+    auth = {"Authorization": f"Bearer {out.strip().splitlines()[-1]}"}
+    (tmp_path / "region-music").mkdir()
+    port_m, port_r = free_port(), free_port()
+    master_args = ("--role", "master", "--cluster-secret", SECRET, "--library", str(demo_library),
+                   "--changes-keep-rows", "100")
+    region_args = ("--role", "region", "--cluster-secret", SECRET, "--master-url", f"http://127.0.0.1:{port_m}",
+                   "--library", str(tmp_path / "region-music"))
+    master = region = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            master, master_url, master_log = _start(tmp_path, "master", *master_args, port=port_m)
+            await _wait_ready(session, master_url, master, master_log)
+            region, region_url, region_log = _start(tmp_path, "region", *region_args, port=port_r)
+            await _wait_ready(session, region_url, region, region_log)
+            region.terminate()
+            region.wait(timeout=30)
+            async def write(i):  # while the region is away
+                resp = await session.post(f"{master_url}/api/v1/playlists", json={"name": f"p{i:03d}"}, headers=auth)
+                assert resp.status == 201
+
+            for start in range(0, 120, 20):
+                await asyncio.gather(*(write(i) for i in range(start, start + 20)))
+            master.terminate()  # compacts its log as it starts again: the last 100 rows are kept
+            master.wait(timeout=30)
+            master, master_url, master_log = _start(tmp_path, "master", *master_args, port=port_m)
+            await _wait_ready(session, master_url, master, master_log)
+            await _until(lambda: _compacted(session, master_url), what="the master's compaction")
+            region, region_url, region_log = _start(tmp_path, "region", *region_args, port=port_r)
+            await _wait_ready(session, region_url, region, region_log)
+            names = await _until(lambda: _names_holding_count(session, region_url, auth, 120), what="the snapshot")
+            assert sorted(names.values()) == [f"p{i:03d}" for i in range(120)]
+            assert "taking a new snapshot" in region_log.read_text()
+            metrics = await (await session.get(f"{region_url}/metrics")).text()
+            assert "streamer_region_snapshots 1" in metrics and "streamer_region_lag_sequences 0" in metrics
+    finally:
+        for proc in (master, region):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+async def _compacted(session, url) -> bool:
+    resp = await session.get(f"{url}/cluster/v1/changes?since=0", headers={"X-Cluster-Secret": SECRET})
+    return resp.status == 410
+
+
+async def _names_holding_count(session, url, auth, count) -> dict[str, str] | None:
+    names = await _names(session, url, auth)
+    return names if len(names) == count else None
