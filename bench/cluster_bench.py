@@ -21,18 +21,27 @@ What it does (everything on 127.0.0.1; everything it starts is stopped at the en
 3. streaming a locally present file: wrk (`-t2 -c32`) GET /stream/{id} of one whole small mp3 at
    region B and at the master, alternating --rounds (2) rounds of --wrk-seconds (4) s, best kept.
    Target: region/master req/s >= 0.9. (Without wrk, this test is skipped and says so.);
-4. bootstrap from a big catalog: the other nodes are stopped; a fresh data folder gets the schema
+4. promotion: --writers (8) clients POST playlists at the master as fast as it answers; after
+   --kill-after (1.5) s the master is killed with SIGKILL mid-stream. Region A is promoted
+   (POST /cluster/v1/promote, timed), then every write the master acknowledged (201) is looked
+   up at A: the ones missing are what the promotion lost (what A had not yet pulled), reported
+   as a count and as the time span they were written in, against the replication lag of [1].
+   Then a first write at A is timed, region B is pointed at A (POST /cluster/v1/follow) and timed
+   until it reads that write. Target: the loss window under the lag p99 target (500 ms), no
+   acknowledged write lost outside it;
+5. bootstrap from a big catalog: the other nodes are stopped; a fresh data folder gets the schema
    from `run.py scan` over an empty folder, then --catalog (100,000) generated track rows (no
    media) inserted with sqlite3; a master starts on it with --no-scan-on-start (reference: its
    start to /readyz 200), then a fresh region: its start to /readyz 200 and to
    GET /api/v1/tracks total == --catalog. Target: under 5 s;
-5. checks: every write answered 2xx, the plays the master counts equal those accepted, no
+6. checks: every write answered 2xx, the plays the master counts equal those accepted, no
    traceback or ERROR line in any server's log.
 
 Run it with the project's Python, from the repo root:
 
     python bench/cluster_bench.py [--writes 500] [--clients 24] [--duration 5] [--catalog 100000]
-                                  [--rounds 2] [--wrk-seconds 4] [--tracks 20] [--keep]
+                                  [--rounds 2] [--wrk-seconds 4] [--tracks 20] [--writers 8]
+                                  [--kill-after 1.5] [--keep]
 
 About 1.5 minutes in all with the defaults; every node, wrk and the clients share the machine's
 cores.
@@ -260,6 +269,71 @@ def wrk_rps(url: str, seconds: float, connections: int) -> tuple[float, str]:
 
 # --- 4. bootstrap ---------------------------------------------------------------------------
 
+# --- 4. promotion -------------------------------------------------------------------------------
+
+async def promotion_run(master: Node, region_a: Node, region_b: Node, token: str, secret: str, writers: int,
+                        kill_after: float) -> dict:
+    import aiohttp
+
+    auth = {"Authorization": f"Bearer {token}"}
+    acked: list[tuple[float, str]] = []  # (when the 201 arrived, playlist id)
+    started = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async def writer(no: int) -> None:
+            i = 0
+            while True:
+                i += 1
+                try:
+                    async with session.post(f"{master.base}/api/v1/playlists", json={"name": f"w{no}-{i}"},
+                                            headers=auth) as resp:
+                        if resp.status == 201:
+                            acked.append((time.monotonic(), (await resp.json())["id"]))
+                except (aiohttp.ClientError, OSError):
+                    return  # the master is gone: this write was never acknowledged
+
+        tasks = [asyncio.create_task(writer(n)) for n in range(writers)]
+        await asyncio.sleep(kill_after)
+        master.proc.popen.kill()
+        killed = time.monotonic()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        t0 = time.monotonic()
+        async with session.post(f"{region_a.base}/cluster/v1/promote", headers={"X-Cluster-Secret": secret}) as resp:
+            answer = await resp.json()
+            if resp.status != 200:
+                raise BenchError(f"promotion answered {resp.status}: {answer}")
+        promote = time.monotonic() - t0
+        present = await asyncio.gather(*(_exists(session, f"{region_a.base}/api/v1/playlists/{pid}", auth)
+                                         for _, pid in acked))
+        lost = [(at, pid) for (at, pid), there in zip(acked, present) if not there]
+        window = (killed - min(at for at, _ in lost)) if lost else 0.0
+        t0 = time.monotonic()
+        async with session.post(f"{region_a.base}/api/v1/playlists", json={"name": "after promotion"},
+                                headers=auth) as resp:
+            first_status = resp.status
+            first_id = (await resp.json()).get("id")
+        first_write = time.monotonic() - t0
+        t0 = time.monotonic()
+        async with session.post(f"{region_b.base}/cluster/v1/follow", json={"master_url": region_a.base},
+                                headers={"X-Cluster-Secret": secret}) as resp:
+            if resp.status != 200:
+                raise BenchError(f"follow answered {resp.status}: {await resp.text()}")
+        while not await _exists(session, f"{region_b.base}/api/v1/playlists/{first_id}", auth):
+            if time.monotonic() - t0 > 60:
+                raise BenchError("region B did not follow the new master within 60 s")
+            await asyncio.sleep(0.005)
+        follow = time.monotonic() - t0
+    return {"acked": len(acked), "rate": len(acked) / max(killed - started, 1e-9), "promote": promote,
+            "answer": {k: answer[k] for k in ("sequence", "outbox_applied", "tracks_without_media")},
+            "lost": lost, "window": window, "first_write": first_write, "first_write_status": first_status,
+            "follow": follow}
+
+
+async def _exists(session, url: str, auth: dict) -> bool:
+    async with session.get(url, headers=auth) as resp:
+        return resp.status == 200
+
+
 def make_catalog(data: Path, empty_lib: Path, count: int) -> float:
     """Schema by `run.py scan` over an empty folder, then `count` generated rows; seconds taken."""
     t0 = time.monotonic()
@@ -421,17 +495,36 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
                      "SKIP"))
     print(flush=True)
 
-    # stop the small cluster, collect its log problems ---------------------------------------
-    problems: list[tuple[str, int, int, list[str]]] = []
     for node in nodes:
         if not node.proc.alive():
             raise BenchError(f"{node.proc.name} died during the run:\n{node.proc.log_tail()}")
+
+    # 4. promotion ----------------------------------------------------------------------------
+    print(f"[4] promotion: {args.writers} clients write at the master, which is killed (SIGKILL) after "
+          f"{args.kill_after:g} s; region A is promoted, region B pointed at it", flush=True)
+    res = asyncio.run(promotion_run(master, region_a, region_b, token, secret, args.writers, args.kill_after))
+    print(f"  {res['acked']} writes acknowledged by the master ({res['rate']:,.0f}/s); promotion answered in "
+          f"{ms(res['promote'])}: {res['answer']}", flush=True)
+    print(f"  lost: {len(res['lost'])} acknowledged writes are not at the new master, written in the last "
+          f"{ms(res['window'])} before the kill (replication lag p99 in [1]: {ms(p99)})", flush=True)
+    print(f"  first write at the new master {ms(res['first_write'])} after the promotion; region B following "
+          f"it and reading that write {ms(res['follow'])} after being pointed at it", flush=True)
+    checks.append(res["window"] < TARGET_LAG_P99 and res["first_write_status"] == 201)
+    rows.append((f"promotion: acked writes lost (of {res['acked']})", f"{ms(p99)} (lag p99 of [1])",
+                 f"{len(res['lost'])} in the last {ms(res['window'])}", "", f"window < {TARGET_LAG_P99 * 1000:.0f} ms",
+                 verdict(checks[-1])))
+    rows.append(("  promote call / first write at A / B follows A", "",
+                 f"{ms(res['promote'])} / {ms(res['first_write'])} / {ms(res['follow'])}", "", "info", ""))
+    print(flush=True)
+
+    # stop the small cluster, collect its log problems ---------------------------------------
+    problems: list[tuple[str, int, int, list[str]]] = []
     for node in reversed(nodes):
         node.proc.stop()
         problems.append((node.proc.name, *log_problems(node.proc)))
 
-    # 4. bootstrap ----------------------------------------------------------------------------
-    print(f"[4] bootstrap: {args.catalog:,} generated track rows; master on them (--no-scan-on-start), "
+    # 5. bootstrap ----------------------------------------------------------------------------
+    print(f"[5] bootstrap: {args.catalog:,} generated track rows; master on them (--no-scan-on-start), "
           f"then a fresh region", flush=True)
     d_big, d_c = tmp / "big-master-data", tmp / "region-c-data"
     made = make_catalog(d_big, empty, args.catalog)
@@ -460,7 +553,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
         problems.append((p.name, *log_problems(p)))
     print(flush=True)
 
-    # 5. logs ---------------------------------------------------------------------------------
+    # 6. logs ---------------------------------------------------------------------------------
     total_err = 0
     for name, n_err, n_warn, sample in problems:
         text = next(p for p in procs if p.name == name).log_path.read_text(errors="replace")
@@ -489,6 +582,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="wrk rounds per node, best kept (default 2)")
     ap.add_argument("--wrk-seconds", type=float, default=4, help="seconds of each wrk round (default 4)")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    ap.add_argument("--writers", type=int, default=8, help="clients writing at the master in [4] (default 8)")
+    ap.add_argument("--kill-after", type=float, default=1.5,
+                    help="seconds of writing before the master is killed in [4] (default 1.5)")
     ap.add_argument("--tracks", type=int, default=20, help="tracks in the media library (default 20)")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (data, logs)")
     args = ap.parse_args()
