@@ -13,6 +13,9 @@ wrong or missing one is refused with 403 and a log line naming the address. Serv
 - `GET /cluster/v1/snapshot`: the catalog as one consistent SQLite file (online backup), gzip
   compressed, with the sequence it is consistent at in `X-Snapshot-Sequence`.
 - `GET /cluster/v1/media/{id}`: a track's original bytes, with Range, for regions that lack it.
+- `POST /cluster/v1/plays` `{"entries": [{"user_id", "key", "plays", "ids"}, ...]}`: plays that
+  clients posted at a region, batched (streamer.play_batches); each entry is applied as its own
+  write, as POST /api/v1/plays would. `{"results": [{"status", "body"}, ...], "sequence": SEQ}`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hmac
+import json
 import logging
 import shutil
 import tempfile
@@ -32,7 +36,8 @@ from media import listeners, replica
 from media.backup import backup_catalog
 from streamer.api import int_param
 from streamer.edge import Routes
-from streamer.errors import ApiError
+from streamer.errors import ApiError, error_response, from_exception
+from streamer.listener_api import are_new_ids, json_body, plays_of
 from streamer.keys import CATALOG, METRICS, OPEN_FILES, ROLE, SETTINGS
 from streamer.originals import serve_file
 
@@ -135,6 +140,41 @@ async def media(request: web.Request) -> web.StreamResponse:
                             metrics=request.app[METRICS])
 
 
+async def plays(request: web.Request) -> web.Response:
+    _check_master(request)
+    entries = (await json_body(request)).get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ApiError(422, "invalid_field", "entries: expected a list of objects")
+    db = request.app[CATALOG].db
+    users = {}
+    for user_id in {e.get("user_id") for e in entries if isinstance(e.get("user_id"), str)}:
+        users[user_id] = await db.read(listeners.user_by_id, user_id)
+
+    async def apply(entry: dict) -> dict:
+        """One client request's plays, in its own savepoint of the group commit."""
+        try:
+            user = users.get(entry.get("user_id"))
+            if user is None:
+                raise ApiError(401, "unauthorized", "the user of these plays no longer exists")
+            found = plays_of({"plays": entry.get("plays")})
+            ids, key = entry.get("ids"), entry.get("key")
+            if not are_new_ids(ids, len(found)):
+                raise ApiError(422, "invalid_field", "ids: expected one id per play")
+            if key is not None and not isinstance(key, str):
+                raise ApiError(422, "invalid_field", "key: expected a string")
+            status, answer = await db.write(listeners.apply, user, "plays.add", {"plays": found}, key, {"ids": ids})
+            return {"status": status, "body": answer}
+        except Exception as exc:
+            response = from_exception(exc)
+            if response is None:
+                log.exception("unexpected error applying plays from a region")
+                response = error_response(500, "internal", "internal error (the server log has details)")
+            return {"status": response.status, "body": json.loads(response.body)}
+
+    results = await asyncio.gather(*(apply(entry) for entry in entries))
+    return web.json_response({"results": results, "sequence": await db.read(listeners.last_sequence)})
+
+
 async def compact_log(app: web.Application, every: float = 600) -> None:
     """Drop change-log rows beyond the kept age and count, every `every` seconds, for as long as
     the node runs (a follower further behind takes a snapshot)."""
@@ -170,3 +210,4 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     routes.get("/cluster/v1/changes", changes, "cluster_changes", access="open")
     routes.get("/cluster/v1/snapshot", snapshot, "cluster_snapshot", access="open")
     routes.get("/cluster/v1/media/{id}", media, "cluster_media", access="open")
+    routes.add("POST", "/cluster/v1/plays", plays, "cluster_plays", access="open")

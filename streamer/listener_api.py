@@ -73,13 +73,19 @@ def cluster_secret_matches(request: web.Request) -> bool:
     return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
 
 
+def are_new_ids(ids: Any, count: int) -> bool:
+    """Whether `ids` are `count` ids as new_id makes them (sent along by a region)."""
+    return isinstance(ids, list) and len(ids) == count and all(isinstance(i, str) and _NEW_ID.fullmatch(i)
+                                                               for i in ids)
+
+
 def assigned_ids(request: web.Request, count: int) -> list[str]:
     """Ids for what a write creates: made here, or, for a write a region accepted (it carries the
     cluster secret), the ones the region already handed to its client, which the master keeps."""
     given = request.headers.get(ASSIGNED_IDS_HEADER)
     if given is not None and cluster_secret_matches(request):
         ids = given.split(",")
-        if len(ids) == count and all(_NEW_ID.fullmatch(i) for i in ids):
+        if are_new_ids(ids, count):
             return ids
         raise ApiError(400, "invalid_header", f"{ASSIGNED_IDS_HEADER}: expected {count} ids")
     return [new_id() for _ in range(count)]
@@ -244,15 +250,20 @@ def _play(value: Any, field: str) -> dict[str, Any]:
     return {"track_id": track_id, "played_at": played_at, "seconds": float(seconds)}
 
 
-async def add_plays(request: web.Request) -> web.Response:
-    body = await json_body(request)
+def plays_of(body: Any) -> list[dict[str, Any]]:
+    """The plays a POST /api/v1/plays body holds, checked: one play, or {"plays": [...]}."""
+    if not isinstance(body, dict):
+        raise _invalid("body", "expected a JSON object")
     if "plays" in body:
         items = body["plays"]
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_PLAYS_PER_REQUEST:
             raise _invalid("plays", f"expected a list of 1 to {MAX_PLAYS_PER_REQUEST} plays")
-        plays = [_play(item, f"plays[{i}]") for i, item in enumerate(items)]
-    else:
-        plays = [_play(body, "body")]
+        return [_play(item, f"plays[{i}]") for i, item in enumerate(items)]
+    return [_play(body, "body")]
+
+
+async def add_plays(request: web.Request) -> web.Response:
+    plays = plays_of(await json_body(request))
     return await _write(request, "plays.add", {"plays": plays}, {"ids": assigned_ids(request, len(plays))})
 
 

@@ -40,7 +40,9 @@ from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, ROLE, SETTINGS
 from streamer.hls import CACHE
-from streamer.listener_api import ASSIGNED_IDS_HEADER
+from streamer.auth import USER
+from streamer.listener_api import ASSIGNED_IDS_HEADER, plays_of
+from streamer.play_batches import MasterUnreachable, PlayBatches
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class Follower:
         self._forwarding: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
         self.enqueuing = 0  # writes on their way into the outbox
+        self.plays = PlayBatches(self.forwarding, app[SETTINGS].cluster_secret)
 
     def start(self) -> None:
         """Follow the master and send it the outbox, in the background."""
@@ -83,6 +86,7 @@ class Follower:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self.master_reachable = False
+        await self.plays.close()
         if self._forwarding is not None:
             await self._forwarding.close()
             self._forwarding = None
@@ -222,9 +226,11 @@ def forwarded_to_master(handler):
             headers[ASSIGNED_IDS_HEADER] = ",".join(ids)
         if not role.is_master and not await asyncio.to_thread(outbox.depth):  # nothing may overtake a queued write
             try:
+                if request.method == "POST" and request.path == "/api/v1/plays":
+                    return await _batched_plays(request, follower, headers["Idempotency-Key"], body, ids)
                 status, answer, content_type, sequence = await _send(follower.forwarding(), secret, request.method,
                                                                      request.path_qs, headers, body)
-            except (aiohttp.ClientError, TimeoutError, OSError):
+            except (aiohttp.ClientError, TimeoutError, OSError, MasterUnreachable):
                 follower.master_reachable = False
             else:
                 if sequence is not None and 200 <= status < 300:
@@ -242,6 +248,17 @@ def forwarded_to_master(handler):
             queued["ids" if len(ids) > 1 or "plays" in request.path else "id"] = ids if len(ids) > 1 else ids[0]
         return web.json_response(queued, status=202)
     return forward
+
+
+async def _batched_plays(request: web.Request, follower: Follower, key: str, body: bytes,
+                         ids: list[str]) -> web.Response:
+    """Plays go to the master in batches (streamer.play_batches); checked here first, as the master would."""
+    plays = plays_of(json.loads(body))
+    status, answer, sequence = await follower.plays.send({"user_id": request[USER]["id"], "key": key,
+                                                         "plays": plays, "ids": ids})
+    if 200 <= status < 300:
+        await follower.caught_up(sequence, FORWARD_WAIT)
+    return web.json_response(answer, status=status)
 
 
 async def _body(request: web.Request) -> bytes:

@@ -275,7 +275,26 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             at_master = await (await session.get(f"{master_url}/api/v1/playlists", headers=auth)).json()
             assert at_master["total"] == 2
             bad = await session.post(f"{region_url}/api/v1/plays", json={"track_id": "zz"}, headers=auth)
-            assert bad.status == 422 and "track_id" in (await bad.json())["error"]["message"]  # the master's answer
+            assert bad.status == 422 and "track_id" in (await bad.json())["error"]["message"]
+            # Plays posted at the region go to the master in batches, each request its own write.
+            play = {"track_id": track, "played_at": "2026-11-27T10:00:00Z", "seconds": 30}
+
+            async def post_play(i):
+                resp = await session.post(f"{region_url}/api/v1/plays", json=play if i else {"track_id": "0" * 16,
+                                          "played_at": "2026-11-27T10:00:00Z", "seconds": 1},
+                                          headers={**auth, "Idempotency-Key": f"play-{i}"})
+                return resp.status, await resp.json()
+
+            answers = await asyncio.gather(*(post_play(i) for i in range(60)))
+            assert answers[0][0] == 422 and "no track" in answers[0][1]["error"]["message"]  # the master's check
+            assert all(status == 201 for status, _ in answers[1:]), answers
+            assert await post_play(7) == answers[7]  # its key: applied once
+            counts = await (await session.get(f"{region_url}/api/v1/plays/counts", headers=auth)).json()
+            assert counts["items"][0]["plays"] == 59  # read at the region, right after
+            metrics = await (await session.get(f"{master_url}/metrics")).text()
+            sent = re.findall(r'route="cluster_plays",method="POST",status="200"} (\d+)', metrics)
+            batches = sum(int(n) for n in sent)
+            assert 0 < batches < 60, metrics
             health = await (await session.get(f"{region_url}/healthz")).json()
             assert health["master"]["reachable"] is True
             metrics = await (await session.get(f"{region_url}/metrics")).text()
