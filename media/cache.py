@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,12 @@ class MediaCache:
         self.made_bytes += len(value)
         self._remember(key, value)
         await asyncio.get_running_loop().run_in_executor(self._writer, self._cache.set, key, value)
+
+    async def keep_file(self, key: str, value: bytes) -> None:
+        """Store `value` as a file of its own whatever its size (open_file finds it), for bytes to
+        be sent with sendfile."""
+        await asyncio.get_running_loop().run_in_executor(self._writer, lambda: self._cache.set(
+            key, io.BytesIO(value), read=True))
 
     def _store_later(self, key: str, value: bytes) -> None:
         self._unwritten[key] = value

@@ -23,7 +23,8 @@ from streamer import admin_api, api, cluster, hls, listener_api, promotion, tran
 from streamer.auth import Auth, is_loopback, load_secret
 from media.outbox import Outbox
 from streamer.node_role import NodeRole
-from streamer.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master, puller
+from streamer.pulls import PULLS, Pulls, serve_arriving
+from streamer.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
 from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, ROLE, SCANNER, SETTINGS
@@ -112,7 +113,8 @@ async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
     """A region never scans: it follows the master (streamer.region), until it is promoted
     (streamer.promotion)."""
     follower = app[FOLLOWER] = Follower(app)
-    app[OPEN_FILES].pull = puller(app)
+    pulls = app[PULLS] = Pulls(app, follower.forwarding)
+    app[OPEN_FILES].pull = pulls.path
     outbox = app[OUTBOX] = await asyncio.to_thread(Outbox, app[SETTINGS].data_dir / "outbox.db")
     if app[ROLE].is_master:
         follower.keep(asyncio.create_task(promotion.resume_promotion(app), name="resume-promotion"))
@@ -122,6 +124,7 @@ async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await follower.stop()
+        await pulls.close()
         await asyncio.to_thread(outbox.close)
 
 
@@ -178,7 +181,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return await transcodes.transcode(request)
     files = request.app[OPEN_FILES]
     track_id = request.match_info["id"]
-    entry = files.cached(track_id) or await files.open(track_id)
+    entry = files.cached(track_id)
+    if entry is None and PULLS in request.app:  # a region: the file may be on its way from the master
+        arriving = await serve_arriving(request, request.app[PULLS], track_id)
+        if arriving is not None:
+            return arriving
+    entry = entry or await files.open(track_id)
     return await serve_file(request, entry, max_ranges=request.app[SETTINGS].max_ranges,
                             metrics=request.app[METRICS])
 
@@ -248,7 +256,8 @@ async def metrics_page(request: web.Request) -> web.Response:
             "streamer_region_outbox_depth": ("Writes waiting in the outbox for the master.",
                                              await asyncio.to_thread(outbox.depth)),
             "streamer_region_outbox_sent": ("Writes sent from the outbox to the master.", follower.drained),
-            "streamer_region_pulled_bytes": ("Bytes of media pulled from the master.", follower.pulled_bytes),
+            "streamer_region_pulled_bytes": ("Bytes of media pulled from the master.",
+                                             request.app[PULLS].pulled_bytes),
         })
     return web.Response(text=request.app[METRICS].render(gauges),
                         content_type="text/plain", charset="utf-8",

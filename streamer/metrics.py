@@ -42,5 +42,12 @@ class Metrics:
         ):
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
         for name, (help_text, value) in gauges.items():
-            out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
         return "\n".join(out) + "\n"
+
+
+def _number(value: float) -> str:
+    """Exact: byte counts in the millions must not come out as 3.81886e+06."""
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(int(value))
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)

@@ -37,7 +37,8 @@ from streamer.hls import CACHE
 from streamer.keys import CATALOG, ROLE, SETTINGS
 from streamer.listener_api import json_body
 from streamer.originals import has_size
-from streamer.region import FOLLOWER, OUTBOX, drain_outbox, pulled_key
+from streamer.pulls import pulled_key
+from streamer.region import FOLLOWER, OUTBOX, drain_outbox
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ long-polls `/cluster/v1/changes` from its position and applies each batch in one
 resumes where it stopped. A 410 from the master (the log it needs is no longer kept) means a
 new snapshot. While the master is unreachable the region keeps serving what it has and retries.
 
-Writes are forwarded to the master with the user's credentials and an idempotency key; once the
-master has taken one, the region waits (at most FORWARD_WAIT) until its replica holds it, so the
-client reads its own write at once. A track whose file the region's own library lacks (none of
-the catalog's size at its path) is pulled from the master once, kept in the bounded media cache,
-and served from there like any original. While the master is unreachable, writes go into a durable
-outbox (media.outbox) and get 202 with their key and the ids the region made for what they
-create, which the master keeps; the outbox is sent in order once the master is back, and a
-write sent twice (a crash between sending and removing it) is applied once, by its key.
+Writes are forwarded to the master with the user's credentials and an idempotency key (plays in
+batches: streamer.play_batches); once the master has taken one, the region waits (at most
+FORWARD_WAIT) until its replica holds it, so the client reads its own write at once. While the
+master is unreachable, writes go into a durable outbox (media.outbox) and get 202 with their key
+and the ids the region made for what they create, which the master keeps; the outbox is sent in
+order once the master is back, and a write sent twice (a crash between sending and removing it)
+is applied once, by its key. A track whose file the region's own library lacks is pulled from
+the master (streamer.pulls).
 """
 
 from __future__ import annotations
@@ -32,14 +32,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from media import NotFound, replica
+from media import replica
 from media.ids import new_id
 from media.outbox import Outbox
 from streamer import cluster
 from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, ROLE, SETTINGS
-from streamer.hls import CACHE
 from streamer.auth import USER
 from streamer.listener_api import ASSIGNED_IDS_HEADER, plays_of
 from streamer.play_batches import MasterUnreachable, PlayBatches
@@ -63,7 +62,6 @@ class Follower:
         self.outbox_added = asyncio.Event()
         self.drained = 0
         self.master_last = 0  # the master's last sequence, as of the last poll
-        self.pulled_bytes = 0
         self.lineage: list[list] = []  # the master's history this replica holds (media.replica)
         self._forwarding: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
@@ -336,47 +334,6 @@ async def drain_outbox(app: web.Application, master, until_empty: bool = False) 
         await asyncio.to_thread(outbox.remove, entry["id"])
         follower.drained += 1
         sent += 1
-
-
-def puller(app: web.Application):
-    """What OpenFiles calls on a region for a track whose file it lacks: the file pulled from the
-    master once (single flight), kept in the region's bounded media cache, and its path there."""
-    async def pull(track_id: str, track: dict) -> str:
-        cache, follower = app[CACHE], app[FOLLOWER]
-        key = pulled_key(track_id, track["size"])
-
-        async def download() -> bytes:
-            if app[ROLE].is_master:  # promoted: there is no master to pull from any more
-                raise NotFound(f"the file of track {track_id!r} is not on this node (it was never pulled before "
-                               "the node became the master; copy it into the library)")
-            async with follower.forwarding().get(f"/cluster/v1/media/{track_id}",
-                                                 headers={SECRET_HEADER: app[SETTINGS].cluster_secret}) as resp:
-                _raise_for(resp)
-                body = await resp.read()
-            if len(body) != track["size"]:
-                raise ApiError(502, "bad_gateway", f"the master sent {len(body)} bytes of track {track_id}, "
-                               f"not {track['size']}")
-            follower.pulled_bytes += len(body)
-            log.info("region: pulled track %s (%d bytes) from the master", track_id, len(body))
-            return body
-
-        try:
-            await cache.get_or_make(key, download)
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            raise ApiError(503, "master_unreachable", "this region lacks the file and cannot reach the master",
-                           {"Retry-After": "5"}) from None
-        await cache.written()
-        handle = await cache.open_file(key)
-        if handle is None:
-            raise ApiError(503, "unavailable", "the pulled file is not in the cache; try again", {"Retry-After": "1"})
-        handle.close()
-        return handle.name
-    return pull
-
-
-def pulled_key(track_id: str, size: int) -> str:
-    """The cache key of a track's file pulled from the master."""
-    return f"pulled/{track_id}/{size}"
 
 
 class _Resync(Exception):

@@ -1,0 +1,113 @@
+"""Origin pull with real processes: a region lacking a file streams it to its first listener while
+it arrives from the master (here through a proxy that slows media down, as a far master would),
+pulls it once for every listener, and serves the stored file afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import time
+
+import aiohttp
+from aiohttp import web
+
+from tests.test_cli import free_port
+from tests.test_cluster import SECRET, _start, _wait_ready
+
+CHUNK, PAUSE = 64 * 1024, 0.05  # the proxy's pace for media: about 1.3 MB/s
+
+
+async def _slow_proxy(master_url: str) -> tuple[web.AppRunner, str]:
+    """Every request passed to the master as it is; media bodies at CHUNK per PAUSE."""
+    session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with session.request(request.method, master_url + request.path_qs, headers=headers,
+                                   data=await request.read()) as upstream:
+            response = web.StreamResponse(status=upstream.status, headers={
+                k: v for k, v in upstream.headers.items() if k.lower() not in ("transfer-encoding", "connection")})
+            await response.prepare(request)
+            slow = request.path.startswith("/cluster/v1/media/")
+            while chunk := await upstream.content.read(CHUNK if slow else 1 << 20):
+                await response.write(chunk)
+                if slow:
+                    await asyncio.sleep(PAUSE)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    app.on_cleanup.append(lambda _: session.close())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp_path, demo_library, ffmpeg):
+    music = tmp_path / "master-music"
+    shutil.copytree(demo_library, music)
+    big = music / "Big" / "Noise.flac"
+    big.parent.mkdir()
+    made = await asyncio.create_subprocess_exec(ffmpeg, "-v", "error", "-f", "lavfi", "-i", "anoisesrc=d=30:a=0.5",
+                                                "-ac", "2", "-ar", "44100", "-metadata", "title=Noise", str(big))
+    assert await made.wait() == 0
+    original = big.read_bytes()
+    size = len(original)
+    assert size > 3e6  # several seconds at the proxy's pace
+    (tmp_path / "region-music").mkdir()
+    master = region = runner = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            master, master_url, master_log = _start(tmp_path, "master", "--role", "master", "--cluster-secret",
+                                                    SECRET, "--library", str(music))
+            await _wait_ready(session, master_url, master, master_log)
+            while (await (await session.get(f"{master_url}/api/v1/library/scan")).json())["state"] != "done":
+                await asyncio.sleep(0.1)
+            runner, proxy_url = await _slow_proxy(master_url)
+            region, region_url, region_log = _start(tmp_path, "region", "--role", "region", "--cluster-secret",
+                                                    SECRET, "--master-url", proxy_url,
+                                                    "--library", str(tmp_path / "region-music"))
+            await _wait_ready(session, region_url, region, region_log)
+            found = await (await session.get(f"{region_url}/api/v1/tracks?q=Noise")).json()
+            track = found["items"][0]["id"]
+
+            async def listen(headers=None):
+                started = time.monotonic()
+                async with session.get(f"{region_url}/stream/{track}", headers=headers or {}) as resp:
+                    first = await resp.content.readany()
+                    first_at = time.monotonic() - started
+                    body = first + await resp.read()
+                    return resp.status, dict(resp.headers), body, first_at, time.monotonic() - started
+
+            whole, part = await asyncio.gather(listen(), listen({"Range": "bytes=2000000-2000999"}))
+            status, headers, body, first_at, total = whole
+            assert status == 200 and body == original and int(headers["Content-Length"]) == size
+            assert total > 2 and first_at < total / 3, (first_at, total)  # playing long before the end
+            status, headers, body, _, _ = part
+            assert status == 206 and body == original[2000000:2001000]
+            assert headers["Content-Range"] == f"bytes 2000000-2000999/{size}"
+            metrics = await (await session.get(f"{region_url}/metrics")).text()
+            assert float(re.search(r"^streamer_region_pulled_bytes (\S+)$", metrics, re.M).group(1)) == size
+
+            # Once stored (a moment after the last byte came): served from the cache, with validators
+            # and every Range form.
+            deadline = time.monotonic() + 10
+            while "ETag" not in (again := await session.get(f"{region_url}/stream/{track}")).headers:
+                assert await again.read() == original and time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert again.status == 200 and await again.read() == original
+            multi = await session.get(f"{region_url}/stream/{track}", headers={"Range": "bytes=0-9,-10"})
+            assert multi.status == 206 and multi.content_type == "multipart/byteranges"
+            bad = await session.get(f"{region_url}/stream/{track}", headers={"Range": f"bytes={size}-"})
+            assert bad.status == 416 and bad.headers["Content-Range"] == f"bytes */{size}"
+    finally:
+        for proc in (master, region):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        if runner is not None:
+            await runner.cleanup()
