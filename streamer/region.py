@@ -283,6 +283,16 @@ def _from_the_outbox(request: web.Request) -> bool:
     return True
 
 
+def _worth_retrying(status: int, answer: bytes, failures: int) -> bool:
+    """A refusal of the moment (busy, unreachable behind a proxy, not the master yet), not of the
+    write itself; an internal error is retried a few times, then given up (it may be the write's)."""
+    if status in (408, 429, 502, 503, 504):
+        return True
+    if status == 500:
+        return failures < 5
+    return status == 409 and b'"not_master"' in answer
+
+
 def _ids_for(request: web.Request, body: bytes) -> list[str]:
     """The ids a region hands out for what a write creates (the master keeps them)."""
     if request.method != "POST" or request.path not in ("/api/v1/playlists", "/api/v1/plays"):
@@ -324,6 +334,11 @@ async def drain_outbox(app: web.Application, master, until_empty: bool = False) 
             status, answer, _, _ = await _send(master(), app[SETTINGS].cluster_secret,
                                                entry["method"], entry["path"], entry["headers"], entry["body"])
         except (aiohttp.ClientError, TimeoutError, OSError):
+            await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
+            failures += 1
+            continue
+        if _worth_retrying(status, answer, failures):
+            log.warning("region: the master could not take a queued write now (%d); retrying", status)
             await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
             failures += 1
             continue

@@ -92,6 +92,16 @@ def test_a_follower_continues_only_a_prefix_of_the_masters_history():
     assert not continues(history, "unknown", 1) and not continues([], "old", 1)
 
 
+def test_the_outbox_retries_refusals_of_the_moment_and_drops_refusals_of_the_write():
+    from streamer.region import _worth_retrying
+
+    not_master = b'{"error": {"code": "not_master", "message": "this node is a region"}}'
+    assert all(_worth_retrying(status, b"{}", 50) for status in (408, 429, 502, 503, 504))
+    assert _worth_retrying(409, not_master, 50)  # pointed at a region not promoted yet
+    assert _worth_retrying(500, b"{}", 0) and not _worth_retrying(500, b"{}", 5)
+    assert not any(_worth_retrying(status, b"{}", 0) for status in (400, 401, 403, 404, 409, 413, 422))
+
+
 async def test_compaction_and_a_follower_behind_the_kept_log(master):
     secret = {"X-Cluster-Secret": SECRET}
     db = master.server.app[CATALOG].db
