@@ -24,7 +24,7 @@ from media.errors import InvalidQuery, NotFound
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -40,7 +40,7 @@ ARTIST_FIELDS = ("id", "name", "album_count", "track_count")
 # Scanner-provided columns of a track (tags as read plus file facts).
 SCANNED_FIELDS = ("id", "path", "size", "mtime_ns", "title", "tag_artist", "tag_album",
                   "album_artist_tag", "compilation", "track_number", "disc_number", "year", "genre",
-                  "duration", "codec", "container", "bitrate", "sample_rate", "channels", "has_art")
+                  "duration", "codec", "container", "bitrate", "sample_rate", "channels", "has_art", "fingerprint")
 
 _TRACK_SORTS = {
     "default": "album_artist COLLATE NOCASE, album COLLATE NOCASE, disc_number, track_number, title",
@@ -94,7 +94,12 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
                             create_triggers=False, tokenize="unicode61 remove_diacritics 2")
 
 
-MIGRATIONS = {1: _migrate_1, 2: listeners.migrate}
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """Content fingerprints (media.fingerprint): the next scan reads the files that lack one."""
+    db.execute("ALTER TABLE tracks ADD COLUMN fingerprint TEXT")
+
+
+MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3}
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -274,8 +279,8 @@ def track_file(db: sqlite_utils.Database, track_id: str) -> tuple[str, str]:
 
 def track_source(db: sqlite_utils.Database, track_id: str) -> dict[str, Any]:
     """What transcoding needs of a track: its file, that file's identity, and its stream facts."""
-    rows = _rows(db, "SELECT path, container, size, mtime_ns, duration, codec, sample_rate, bitrate "
-                     "FROM tracks WHERE id = ?", [track_id])
+    rows = _rows(db, "SELECT path, container, size, mtime_ns, fingerprint, duration, codec, sample_rate, "
+                     "bitrate FROM tracks WHERE id = ?", [track_id])
     if not rows:
         raise NotFound(f"no track {track_id!r}")
     return rows[0]
@@ -301,8 +306,10 @@ def counts(db: sqlite_utils.Database) -> dict[str, int]:
 
 
 def file_index(db: sqlite_utils.Database) -> dict[str, tuple[int, int]]:
-    """path -> (size, mtime_ns): what the scanner compares the folder with."""
-    return {p: (s, m) for p, s, m in db.execute("SELECT path, size, mtime_ns FROM tracks")}
+    """path -> (size, mtime_ns): what the scanner compares the folder with. A track without a
+    content fingerprint (scanned before they existed) shows no mtime, so it is read again."""
+    return {p: (s, m if f is not None else -1)
+            for p, s, m, f in db.execute("SELECT path, size, mtime_ns, fingerprint FROM tracks")}
 
 
 def _like(text: str) -> str:
@@ -345,10 +352,11 @@ def save_scanned(db: sqlite_utils.Database, tracks: list[dict[str, Any]], remove
     while a scan is still running; regroup() later corrects untagged compilations. A replica
     applying the master's change passes its time (`at`) and `log=False` (it copies the row)."""
     now = at or _now()
-    db.conn.executemany(_UPSERT, [[t[f] for f in SCANNED_FIELDS] + list(effective(t)) + [now, now]
+    # .get: a master of an earlier version sends no fingerprint
+    db.conn.executemany(_UPSERT, [[t.get(f) for f in SCANNED_FIELDS] + list(effective(t)) + [now, now]
                                   for t in tracks])
     if tracks and log:  # in the change log like every write: what a replica needs to do the same
-        listeners.append_change(db, None, "tracks.put", {"tracks": [{f: t[f] for f in SCANNED_FIELDS}
+        listeners.append_change(db, None, "tracks.put", {"tracks": [{f: t.get(f) for f in SCANNED_FIELDS}
                                                                     for t in tracks]}, at=now)
     if removed:
         db.conn.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])

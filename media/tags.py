@@ -21,6 +21,7 @@ from mutagen.wave import WAVE
 
 from media import ids
 from media.errors import UnreadableFile
+from media.fingerprint import content_fingerprint
 from media.formats import container_for, image_type
 
 # Our field -> ID3 frame, MP4 atom, Vorbis comment key.
@@ -46,13 +47,18 @@ def read_files(root: str, items: list[tuple[str, int, int]]) -> list[tuple[str, 
     records, as (path, record, None), or (path, None, reason) for a file that is not usable."""
     out: list[tuple[str, dict[str, Any] | None, str | None]] = []
     for relpath, size, mtime_ns in items:
+        path = os.path.join(root, relpath)
         try:
-            record = read_track(os.path.join(root, relpath), size)
+            record = read_track(path, size)
+            fingerprint = content_fingerprint(path, size)
         except UnreadableFile as exc:
             out.append((relpath, None, str(exc)))
             continue
+        except OSError as exc:
+            out.append((relpath, None, f"cannot be read: {exc.strerror or exc}"))
+            continue
         record.update(id=ids.track_id(relpath), path=relpath, size=size, mtime_ns=mtime_ns,
-                      container=container_for(relpath))
+                      container=container_for(relpath), fingerprint=fingerprint)
         out.append((relpath, record, None))
     return out
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from media import UnreadableFile, ids, listeners
+from media.fingerprint import content_fingerprint
 from media.formats import container_for
 from media.tags import read_track
 from streamer.auth import USER
@@ -110,7 +111,8 @@ async def upload_track(request: web.Request) -> web.Response:
             temporary.unlink()
     stat = destination.stat()
     record = {**facts, "id": ids.track_id(relative), "path": relative, "size": stat.st_size,
-              "mtime_ns": stat.st_mtime_ns, "container": container_for(relative)}
+              "mtime_ns": stat.st_mtime_ns, "container": container_for(relative),
+              "fingerprint": await asyncio.to_thread(content_fingerprint, str(destination), stat.st_size)}
     status, track = await request.app[CATALOG].add_track(record, user, key, payload)
     return web.json_response(track, status=status)
 

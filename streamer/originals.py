@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from media import CONTENT_TYPES, Catalog, NotFound
+from media.fingerprint import content_fingerprint
 from streamer.errors import ApiError, error_response
 from streamer.metrics import Metrics
 from streamer.preconditions import Precondition, evaluate, if_range_holds
@@ -76,7 +77,7 @@ class OpenFiles:
         self.capacity = capacity
         self._files: OrderedDict[str, OpenFile] = OrderedDict()
         # On a region: (track id, catalog facts) -> path of the file pulled from the master, used
-        # when the library has no file of the right size at the track's path.
+        # when the library has no file at the track's path that holds what the catalog says.
         self.pull = None
 
     def cached(self, track_id: str) -> OpenFile | None:
@@ -102,8 +103,8 @@ class OpenFiles:
         generation = self.catalog.generation
         path = str(self.library / relpath)
         if self.pull is not None:
-            track = await self.catalog.track(track_id)
-            if not await asyncio.to_thread(has_size, path, track["size"]):
+            track = await self.catalog.track_source(track_id)
+            if not await asyncio.to_thread(holds, path, track):
                 path = await self.pull(track_id, track)
         try:
             file, st = await asyncio.to_thread(_open, path)
@@ -126,9 +127,12 @@ class OpenFiles:
         self._files.clear()
 
 
-def has_size(path: str, size: int) -> bool:
+def holds(path: str, track: dict) -> bool:
+    """Whether the file at `path` is the catalog's: its size, and its content fingerprint when the
+    catalog has one."""
     try:
-        return os.stat(path).st_size == size
+        return os.stat(path).st_size == track["size"] and (
+            track.get("fingerprint") is None or content_fingerprint(path, track["size"]) == track["fingerprint"])
     except OSError:
         return False
 

@@ -36,7 +36,7 @@ from streamer.errors import ApiError
 from streamer.hls import CACHE
 from streamer.keys import CATALOG, ROLE, SETTINGS
 from streamer.listener_api import json_body
-from streamer.originals import has_size
+from streamer.originals import holds
 from streamer.pulls import pulled_key
 from streamer.region import FOLLOWER, OUTBOX, drain_outbox
 
@@ -119,12 +119,14 @@ async def follow(request: web.Request) -> web.Response:
 
 async def _tracks_without_media(app: web.Application) -> int:
     """Tracks whose file is neither in this node's library (at its path, of its size) nor pulled."""
-    tracks = await app[CATALOG].db.read(lambda db: db.execute("SELECT id, path, size FROM tracks").fetchall())
+    tracks = await app[CATALOG].db.read(lambda db: db.execute("SELECT id, path, size, fingerprint FROM tracks")
+                                        .fetchall())
     library, cache = app[SETTINGS].library, app[CACHE]
 
     def missing() -> int:
-        return sum(1 for track_id, path, size in tracks
-                   if not has_size(str(library / path), size) and not cache.has(pulled_key(track_id, size)))
+        return sum(1 for track_id, path, size, fingerprint in tracks
+                   if not cache.has(pulled_key(track_id, size))
+                   and not holds(str(library / path), {"size": size, "fingerprint": fingerprint}))
     return await asyncio.to_thread(missing)
 
 

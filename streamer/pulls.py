@@ -1,6 +1,7 @@
 """Media a region lacks, pulled from the master: once, streamed to listeners while it arrives.
 
-A track whose file the region's own library lacks (none of the catalog's size at its path) is
+A track whose file the region's own library lacks (none at its path with the catalog's size and
+content fingerprint) is
 downloaded from the master once (`GET /cluster/v1/media/{id}`, single flight per file), kept in
 the region's bounded media cache, and served from there like any original. While it is on its
 way, a listener asking for the whole file or one range of it is sent the bytes as they arrive,
@@ -22,7 +23,7 @@ from streamer.cluster import SECRET_HEADER
 from streamer.errors import ApiError, error_response
 from streamer.hls import CACHE
 from streamer.keys import CATALOG, METRICS, ROLE, SETTINGS
-from streamer.originals import CONTENT_TYPES, has_size
+from streamer.originals import CONTENT_TYPES, holds
 from streamer.ranges import Outcome, plan_range_header
 
 log = logging.getLogger(__name__)
@@ -91,13 +92,13 @@ class Pulls:
     async def arriving(self, track_id: str) -> tuple[Download, str] | None:
         """The download (started if need be) and content type of a track this region has no file
         of, or None when the file is here (in its library or pulled already)."""
-        track = await self.app[CATALOG].track(track_id)
-        relpath, container = await self.app[CATALOG].track_file(track_id)
+        track = await self.app[CATALOG].track_source(track_id)
         key = pulled_key(track_id, track["size"])
         if key not in self._downloads and (self.app[CACHE].has(key) or await asyncio.to_thread(
-                has_size, str(self.app[SETTINGS].library / relpath), track["size"])):
+                holds, str(self.app[SETTINGS].library / track["path"]), track)):
             return None
-        return self._download(track_id, track["size"], key), CONTENT_TYPES.get(container, "application/octet-stream")
+        return self._download(track_id, track["size"], key), CONTENT_TYPES.get(track["container"],
+                                                                                "application/octet-stream")
 
     def _download(self, track_id: str, size: int, key: str) -> Download:
         download = self._downloads.get(key)

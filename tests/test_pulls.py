@@ -58,7 +58,13 @@ async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp
     original = big.read_bytes()
     size = len(original)
     assert size > 3e6  # several seconds at the proxy's pace
-    (tmp_path / "region-music").mkdir()
+    # The region's own copy of the library: one file differs from the master's, at the same size.
+    shutil.copytree(demo_library, tmp_path / "region-music")
+    altered = sorted((tmp_path / "region-music").rglob("*.flac"))[0]
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    altered_path = altered.relative_to(tmp_path / "region-music").as_posix()
     master = region = runner = None
     try:
         async with aiohttp.ClientSession() as session:
@@ -92,6 +98,16 @@ async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp
             assert headers["Content-Range"] == f"bytes 2000000-2000999/{size}"
             metrics = await (await session.get(f"{region_url}/metrics")).text()
             assert float(re.search(r"^streamer_region_pulled_bytes (\S+)$", metrics, re.M).group(1)) == size
+
+            # Same path, same size, other content: the region pulls the master's file; the files
+            # that match are served from its own library (nothing more is pulled for them).
+            tracks = (await (await session.get(f"{master_url}/api/v1/tracks?limit=100")).json())["items"]
+            for t in tracks:
+                body = await (await session.get(f"{region_url}/stream/{t['id']}")).read()
+                assert body == await (await session.get(f"{master_url}/stream/{t['id']}")).read(), t["title"]
+            metrics = await (await session.get(f"{region_url}/metrics")).text()
+            pulled = float(re.search(r"^streamer_region_pulled_bytes (\S+)$", metrics, re.M).group(1))
+            assert pulled == size + altered.stat().st_size, altered_path
 
             # Once stored (a moment after the last byte came): served from the cache, with validators
             # and every Range form.

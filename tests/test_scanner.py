@@ -115,6 +115,39 @@ async def test_rescan_is_incremental_and_ids_are_stable(small_library, tmp_path,
         other.close()
 
 
+async def test_tracks_carry_a_content_fingerprint_and_those_without_one_are_read_again(small_library, tmp_path,
+                                                                                       catalog):
+    from media.fingerprint import content_fingerprint
+
+    library = copy_library(small_library, tmp_path)
+    await scan(library, catalog)
+    rows = catalog.db.read_sync(lambda db: db.execute("SELECT path, size, fingerprint FROM tracks").fetchall())
+    assert rows and all(f == content_fingerprint(str(library / p), s) for p, s, f in rows)
+    # A catalog from before fingerprints (schema 2): its tracks are read once more, and get one.
+    catalog.db.write_sync(lambda db: db.execute("UPDATE tracks SET fingerprint = NULL WHERE path = ?", [rows[0][0]]))
+    again = await scan(library, catalog)
+    assert again.to_read == 3 + 1 and again.updated == 1
+    assert catalog.db.read_sync(lambda db: db.execute("SELECT COUNT(*) FROM tracks WHERE fingerprint IS NULL")
+                                .fetchone()[0]) == 0
+
+
+def test_a_fingerprint_sees_a_change_that_keeps_the_size(tmp_path):
+    from media.fingerprint import content_fingerprint
+
+    path = tmp_path / "a.bin"
+    data = bytearray(range(256)) * 400
+    path.write_bytes(bytes(data))
+    before = content_fingerprint(str(path), len(data))
+    for where in (0, len(data) // 2, len(data) - 1):  # the start (tags), the middle, the end
+        changed = bytearray(data)
+        changed[where] ^= 1
+        path.write_bytes(bytes(changed))
+        assert content_fingerprint(str(path), len(data)) != before
+    tiny = tmp_path / "tiny.bin"
+    tiny.write_bytes(b"abc")
+    assert content_fingerprint(str(tiny), 3) != content_fingerprint(str(path), len(data))
+
+
 async def test_rescan_sees_changes_additions_and_deletions(small_library, tmp_path, catalog, ffmpeg):
     library = copy_library(small_library, tmp_path)
     await scan(library, catalog)
