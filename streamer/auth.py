@@ -80,7 +80,8 @@ class Auth:
             user = await self.catalog.db.read(listeners.user_for_token, token)
             if len(self._tokens) > 10_000:
                 self._tokens.clear()
-            self._tokens[token] = (now + TOKEN_CACHE_SECONDS, user)
+            if user is not None:  # a miss is not kept: a user just made (or replicated) works at once
+                self._tokens[token] = (now + TOKEN_CACHE_SECONDS, user)
         if user is None:
             self._failed(request)
             raise ApiError(401, "unauthorized", "unknown or revoked token",

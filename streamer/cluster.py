@@ -44,6 +44,7 @@ from streamer.originals import serve_file
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 60
+OUTSIDE_COMMITS = 1.0  # seconds between looks at the log for writes made by other processes
 CLOSING = web.AppKey("cluster_closing", asyncio.Event)
 SECRET_HEADER = "X-Cluster-Secret"
 SEQUENCE_HEADER = "X-Change-Sequence"
@@ -88,7 +89,9 @@ async def changes(request: web.Request) -> web.Response:
             left = deadline - asyncio.get_running_loop().time()
             if rows or left <= 0 or request.app[CLOSING].is_set():
                 break
-            await _commit_or_closing(request.app, committed, left)
+            # Woken by this process's commits at once; those of another (run.py user add) are
+            # seen at the next look, within OUTSIDE_COMMITS.
+            await _commit_or_closing(request.app, committed, min(left, OUTSIDE_COMMITS))
         finally:
             committed.cancel()
     last = rows[-1]["seq"] if rows else max(since, await db.read(listeners.last_sequence))

@@ -322,22 +322,34 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             assert (await session.get(f"{wrong_url}/readyz")).status == 503
             assert "refused" in master_log.read_text()
 
-            # The master goes away: the region keeps serving reads, and takes writes into its outbox.
+            # The master is killed while the region takes 100 writes: those after the kill go into
+            # its outbox (202); it keeps serving reads.
+            written: list[tuple[str, str, int]] = []  # (name, id, status) in the client's order
+
+            async def write_hundred():
+                for i in range(100):
+                    resp = await session.post(f"{region_url}/api/v1/playlists", json={"name": f"W{i:03d}"},
+                                              headers={**auth, "Idempotency-Key": f"w{i}"})
+                    assert resp.status in (201, 202), await resp.text()
+                    body = await resp.json()
+                    if resp.status == 202:
+                        assert body["queued"] and body["idempotency_key"] == f"w{i}"
+                    written.append((f"W{i:03d}", body["id"], resp.status))
+
+            writer = asyncio.create_task(write_hundred())
+            while len(written) < 30:
+                await asyncio.sleep(0.002)
             master.kill()
             master.wait(timeout=30)
+            await writer
+            queued = sum(1 for _, _, status in written if status == 202)
+            assert 0 < queued < 100
             at_region = await (await session.get(f"{region_url}/api/v1/tracks?limit=100")).json()
             assert at_region["total"] == 9
             assert (await session.get(f"{region_url}/api/v1/playlists", headers=auth)).status == 200
-            queued = []
-            for i in range(5):
-                resp = await session.post(f"{region_url}/api/v1/playlists", json={"name": f"Queued {i}"},
-                                          headers={**auth, "Idempotency-Key": f"q{i}"})
-                assert resp.status == 202, await resp.text()
-                body = await resp.json()
-                assert body["queued"] and body["idempotency_key"] == f"q{i}"
-                queued.append(body["id"])
             metrics = await (await session.get(f"{region_url}/metrics")).text()
-            assert "streamer_region_outbox_depth 5" in metrics and "streamer_region_master_reachable 0" in metrics
+            assert f"streamer_region_outbox_depth {queued}" in metrics
+            assert "streamer_region_master_reachable 0" in metrics
             # The region itself restarts while the master is still down: the outbox survives.
             region.kill()
             region.wait(timeout=30)
@@ -351,21 +363,22 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
                                                     SECRET, "--library", str(music), port=master_port)
             await _wait_ready(session, master_url, master, master_log)
             deadline = time.monotonic() + 30
+            ids = [i for _, i, _ in written]
             while True:  # drained in order, each applied once, with the ids the region handed out
                 names = {p["id"]: p["name"] for p in (await (await session.get(
-                    f"{master_url}/api/v1/playlists?limit=100", headers=auth)).json())["items"]}
-                if all(i in names for i in queued):
+                    f"{master_url}/api/v1/playlists?limit=200", headers=auth)).json())["items"]}
+                if all(i in names for i in ids):
                     break
                 assert time.monotonic() < deadline, (names, region_log.read_text()[-2000:])
                 await asyncio.sleep(0.1)
-            assert [names[i] for i in queued] == [f"Queued {i}" for i in range(5)] and len(names) == 7
+            assert [names[i] for i in ids] == [name for name, _, _ in written] and len(names) == 102
             log = await (await session.get(f"{master_url}/cluster/v1/changes?since=0&limit=10000",
                                            headers={"X-Cluster-Secret": SECRET})).json()
             made = [c["data"]["name"] for c in log["changes"] if c["op"] == "playlist.put"]
-            assert made[-5:] == [f"Queued {i}" for i in range(5)]  # in the order they were written
+            assert made[-100:] == [name for name, _, _ in written]  # once each, in the order written
             while True:  # and back at the region through the feed
-                at_region = await (await session.get(f"{region_url}/api/v1/playlists?limit=100", headers=auth)).json()
-                if at_region["total"] == 7:
+                at_region = await (await session.get(f"{region_url}/api/v1/playlists?limit=200", headers=auth)).json()
+                if at_region["total"] == 102:
                     break
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.1)
@@ -406,10 +419,10 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
         except urllib.error.HTTPError as exc:
             return {"status": exc.code, "total": None}
 
-    def until(check, what: str) -> None:
+    def until(check, what: str, pause: float = 0.2) -> None:
         while not check():
             assert time.monotonic() < deadline and proc.poll() is None, f"{what}: {''.join(lines)[-3000:]}"
-            time.sleep(0.2)
+            time.sleep(pause)
 
     def ready(i: int) -> bool:
         try:
@@ -431,19 +444,31 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
         until(lambda: all(ready(i) for i in range(3)), "cluster did not come up")
         for i in (1, 2):  # each region holds the master's catalog
             until(lambda i=i: get(i, "/api/v1/tracks")["total"] == 9, "a region lacks the catalog")
+        # The README's first walk: a user made at the master's data folder (by another process)
+        # reaches the regions within a second or so; a write at region A is read at region B.
+        ann = cli("user", "add", "ann", "--data-dir", str(tmp_path / "c" / "master")).strip().splitlines()[-1]
+        for i in (1, 2):  # slowly: each try before the user arrives is a failed authentication (10 a minute)
+            until(lambda i=i: get(i, "/api/v1/me", ann).get("name") == "ann", "the user did not arrive", pause=0.5)
+        request = urllib.request.Request(f"http://127.0.0.1:{port + 1}/api/v1/playlists", method="POST",
+                                         data=b'{"name": "at region A"}', headers={
+                                             "Authorization": f"Bearer {ann}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+        until(lambda: get(2, "/api/v1/playlists", ann)["total"] == 1, "region B does not see region A's write")
         master_pid = int(re.search(r"cluster: master is pid (\d+)", "".join(lines)).group(1))
         os.kill(master_pid, signal.SIGKILL)
         until(lambda: "cluster: master exited" in "".join(lines), "the master's exit went unnoticed")
         assert "now the master" in cli("promote", *region_a)
         assert "now following" in cli("follow", f"http://127.0.0.1:{port + 1}", *region_b)
         assert get(1, "/healthz")["role"] == "master"
-        token = cli("user", "add", "ann", "--data-dir", str(tmp_path / "c" / "region-a")).strip().splitlines()[-1]
+        token = cli("user", "add", "bob", "--data-dir", str(tmp_path / "c" / "region-a")).strip().splitlines()[-1]
         request = urllib.request.Request(f"http://127.0.0.1:{port + 1}/api/v1/playlists", method="POST",
                                          data=b'{"name": "at the new master"}', headers={
                                              "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 201
         until(lambda: get(2, "/api/v1/playlists", token)["total"] == 1, "region B does not follow region A")
+        assert get(2, "/api/v1/playlists", ann)["total"] == 1  # what was there before the promotion stays
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
