@@ -51,6 +51,8 @@ async def promote(request: web.Request) -> web.Response:
                        "only a region can be promoted")
     started = time.monotonic()
     follower = app[FOLLOWER]
+    if not follower.ready.is_set():
+        raise ApiError(409, "not_ready", "this region holds no replica yet (no snapshot from its master)")
     role.promoting = True
     try:
         await follower.stop()

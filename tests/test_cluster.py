@@ -92,6 +92,36 @@ def test_a_follower_continues_only_a_prefix_of_the_masters_history():
     assert not continues(history, "unknown", 1) and not continues([], "old", 1)
 
 
+async def test_batched_plays_from_a_region_are_checked_entry_by_entry(master):
+    from media.ids import new_id
+
+    secret = {"X-Cluster-Secret": SECRET}
+    ann = (await (await master.get("/api/v1/me", headers=master.ann)).json())["id"]
+    track = (await (await master.get("/api/v1/tracks?limit=1")).json())["items"][0]["id"]
+    play = {"track_id": track, "played_at": "2026-11-27T10:00:00Z", "seconds": 12.5}
+    assert (await master.post("/cluster/v1/plays", json={"entries": []})).status == 403  # no secret
+    for body in (b"[", b'{"entries": 3}', b'{"entries": [1]}'):
+        resp = await master.post("/cluster/v1/plays", data=body, headers=secret)
+        assert resp.status in (400, 422), body
+    entries = [
+        {"user_id": ann, "key": "k1", "plays": [play, play], "ids": [new_id(), new_id()]},
+        {"user_id": "0" * 32, "key": None, "plays": [play], "ids": [new_id()]},  # no such user
+        {"user_id": ann, "key": None, "plays": [{**play, "track_id": "f" * 16}], "ids": [new_id()]},  # no such track
+        {"user_id": ann, "key": None, "plays": [play], "ids": ["not-an-id"]},
+        {"user_id": ann, "key": 5, "plays": [play], "ids": [new_id()]},
+        {"user_id": ann, "plays": "many"},
+    ]
+    resp = await master.post("/cluster/v1/plays", json={"entries": entries}, headers=secret)
+    assert resp.status == 200
+    body = await resp.json()
+    assert [r["status"] for r in body["results"]] == [201, 401, 422, 422, 422, 422]
+    assert body["results"][0]["body"]["ids"] == entries[0]["ids"]  # the ids the region handed out
+    again = await (await master.post("/cluster/v1/plays", json={"entries": entries[:1]}, headers=secret)).json()
+    assert again["results"][0] == body["results"][0]  # the key: applied once
+    counts = await (await master.get("/api/v1/plays/counts", headers=master.ann)).json()
+    assert counts["items"] == [{"track_id": track, "plays": 2, "last_played_at": "2026-11-27T10:00:00Z"}]
+
+
 def test_the_outbox_retries_refusals_of_the_moment_and_drops_refusals_of_the_write():
     from streamer.region import _worth_retrying
 

@@ -6,6 +6,7 @@ takes a snapshot rather than follow on from a log that is not the master's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import sys
@@ -221,3 +222,27 @@ async def _compacted(session, url) -> bool:
 async def _names_holding_count(session, url, auth, count) -> dict[str, str] | None:
     names = await _names(session, url, auth)
     return names if len(names) == count else None
+
+
+async def test_promote_and_follow_refuse_what_they_cannot_do(aiohttp_client, tmp_path):
+    from streamer import create_app
+    from tests.conftest import settings_for
+
+    (tmp_path / "music").mkdir()
+    app = create_app(settings_for(tmp_path / "music", tmp_path / "data", role="region", cluster_secret=SECRET,
+                                  master_url=f"http://127.0.0.1:{free_port()}"))
+    region = await aiohttp_client(app)
+    secret = {"X-Cluster-Secret": SECRET}
+    assert (await region.post("/cluster/v1/promote")).status == 403  # no secret
+    resp = await region.post("/cluster/v1/promote", headers=secret)
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "not_ready"  # nothing to promote yet
+    for body, status in ((b"{", 400), (b"[]", 422), (b'{"master_url": "ftp://x"}', 422), (b'{}', 422)):
+        resp = await region.post("/cluster/v1/follow", data=body, headers=secret)
+        assert resp.status == status, body
+    resp = await region.post("/cluster/v1/follow", json={"master_url": "http://127.0.0.1:9"}, headers=secret)
+    assert resp.status == 200 and (await resp.json())["master_url"] == "http://127.0.0.1:9"
+    health = await (await region.get("/healthz")).json()
+    assert health["role"] == "region" and health["master"]["url"] == "http://127.0.0.1:9"
+    assert json.loads((tmp_path / "data" / "node.json").read_text())["master_url"] == "http://127.0.0.1:9"
+    resp = await region.get("/cluster/v1/changes?since=0", headers=secret)
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "not_master"
