@@ -9,6 +9,7 @@ than let it drift from the master.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -60,6 +61,17 @@ def continues(history: list[list], follower_lineage: str, since: int) -> bool:
         if lineage_id == follower_lineage:
             return i == len(history) - 1 or since <= history[i + 1][1]
     return False
+
+
+def row_digest(db: sqlite_utils.Database, seq: int) -> str | None:
+    """A digest of change-log row `seq` as it says what happened (None if not kept), compared by
+    master and follower: the same sequence number holding another change means the follower's
+    log is not the master's (a master restored from a backup, say), whatever the lineage says."""
+    row = db.execute("SELECT at, user_id, op, data FROM changes WHERE seq = ?", [seq]).fetchone()
+    if row is None:
+        return None
+    canonical = json.dumps([row[0], row[1], row[2], json.loads(row[3])], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()[:20]
 
 
 def apply_changes(db: sqlite_utils.Database, changes: list[dict[str, Any]],

@@ -27,6 +27,7 @@ from streamer.pulls import PULLS, Pulls, serve_arriving
 from streamer.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
+from streamer.errors import ApiError
 from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, ROLE, SCANNER, SETTINGS
 from streamer.metrics import Metrics
 from streamer.originals import OpenFiles, serve_file
@@ -113,10 +114,11 @@ async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
     """A region never scans: it follows the master (streamer.region), until it is promoted
     (streamer.promotion)."""
     follower = app[FOLLOWER] = Follower(app)
-    pulls = app[PULLS] = Pulls(app, follower.forwarding)
+    pulls = app[PULLS] = Pulls(app)
     app[OPEN_FILES].pull = pulls.path
     outbox = app[OUTBOX] = await asyncio.to_thread(Outbox, app[SETTINGS].data_dir / "outbox.db")
-    if app[ROLE].is_master:
+    if app[ROLE].is_master:  # promoted before: writes queue until its outbox is applied
+        app[ROLE].promoting = True
         follower.keep(asyncio.create_task(promotion.resume_promotion(app), name="resume-promotion"))
     else:
         follower.start()
@@ -164,7 +166,7 @@ async def _prepare_and_scan(app: web.Application) -> None:
                 await asyncio.to_thread(make_demo_library, library, app[FFMPEG])
             except Exception:
                 log.exception("the demo library could not be made")
-    if settings.scan_on_start:
+    if settings.scan_on_start and app[ROLE].may_scan:
         progress = await app[SCANNER].start()
         if progress.state == "done":
             albums, _ = await app[CATALOG].albums(limit=1, offset=0)
@@ -270,6 +272,9 @@ async def scan_status(request: web.Request) -> web.Response:
 
 async def start_scan(request: web.Request) -> web.Response:
     """Start a rescan in the background (202); if one is running, report it instead (202 too)."""
+    if not request.app[ROLE].may_scan:
+        raise ApiError(409, "promoted_node", "this node was promoted from a region: its library may lack files its "
+                       "catalog lists, and a scan would remove them. Copy them, then remove data/node.json")
     scanner = request.app[SCANNER]
     scanner.start()
     await asyncio.sleep(0)  # let a new scan begin, so the answer shows it running

@@ -104,7 +104,7 @@ def change_role(settings: Settings, command: str, master_url: str | None) -> int
     import urllib.error
     import urllib.request
 
-    from streamer.promotion import node_url
+    from streamer.region import node_url
 
     url = f"{node_url(settings.host, settings.port)}/cluster/v1/{command}"
     body = json.dumps({"master_url": master_url} if command == "follow" else {}).encode()

@@ -4,7 +4,7 @@ Every request carries the cluster secret (`X-Cluster-Secret`, compared in consta
 wrong or missing one is refused with 403 and a log line naming the address. Served by a master
 (and by a region once it is promoted; until then it answers 409 `not_master`).
 
-- `GET /cluster/v1/changes?since=SEQ&lineage=ID&wait=S&limit=N`: the change-log rows after SEQ,
+- `GET /cluster/v1/changes?since=SEQ&lineage=ID&digest=D&wait=S&limit=N`: the change-log rows after SEQ,
   in order, answered at once when there are some, else when the next write commits or after S
   seconds (long poll, at most MAX_WAIT). `{"changes": [...], "last": SEQ, "lineage": [...]}`.
   A follower must take a snapshot (410 `resync_needed`) when its SEQ is older than the oldest
@@ -74,8 +74,10 @@ async def changes(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 1000, 1, 10_000)
     db = request.app[CATALOG].db
     history = await db.read(replica.lineage)
+    digest = request.query.get("digest")
     if since and (since > await db.read(listeners.last_sequence)
-                  or follower_lineage and not replica.continues(history, follower_lineage, since)):
+                  or follower_lineage and not replica.continues(history, follower_lineage, since)
+                  or digest and await db.read(replica.row_digest, since) not in (None, digest)):
         raise ApiError(410, "resync_needed", f"the follower's log (at {since}) holds changes this master never "
                        "had (a master was replaced); take a snapshot")
     deadline = asyncio.get_running_loop().time() + wait
@@ -156,7 +158,8 @@ async def plays(request: web.Request) -> web.Response:
     async def apply(entry: dict) -> dict:
         """One client request's plays, in its own savepoint of the group commit."""
         try:
-            user = users.get(entry.get("user_id"))
+            user_id = entry.get("user_id")
+            user = users.get(user_id) if isinstance(user_id, str) else None
             if user is None:
                 raise ApiError(401, "unauthorized", "the user of these plays no longer exists")
             found = plays_of({"plays": entry.get("plays")})

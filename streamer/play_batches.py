@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-MAX_ENTRIES = 256  # client requests per batch
+MAX_PLAYS = 5000  # plays per batch: about 0.6 MB of JSON, under the master's 1 MiB body limit
 
 
 class MasterUnreachable(Exception):
@@ -48,7 +48,7 @@ class PlayBatches:
         batch: list[tuple[dict[str, Any], asyncio.Future]] = []
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_ENTRIES], self._waiting[MAX_ENTRIES:]
+                batch, self._waiting = _first_batch(self._waiting)
                 try:
                     results, sequence = await self._post([entry for entry, _ in batch])
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
@@ -85,3 +85,13 @@ class PlayBatches:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
+
+
+def _first_batch(waiting: list) -> tuple[list, list]:
+    """The waiting requests that go in the next batch (at least one), and the rest."""
+    plays = 0
+    for i, (entry, _) in enumerate(waiting):
+        plays += len(entry["plays"])
+        if plays > MAX_PLAYS and i > 0:
+            return waiting[:i], waiting[i:]
+    return waiting, []

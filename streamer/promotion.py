@@ -28,6 +28,7 @@ import time
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from media import replica
 from streamer import cluster
@@ -38,49 +39,57 @@ from streamer.keys import CATALOG, ROLE, SETTINGS
 from streamer.listener_api import json_body
 from streamer.originals import holds
 from streamer.pulls import pulled_key
-from streamer.region import FOLLOWER, OUTBOX, drain_outbox
+from streamer.region import FOLLOWER, drain_outbox, node_url, own_url
 
 log = logging.getLogger(__name__)
 
 
 async def promote(request: web.Request) -> web.Response:
     cluster.check_secret(request)
-    app, role = request.app, request.app[ROLE]
-    if role.name != "region" or role.promoting:
-        raise ApiError(409, "not_a_region", f"this node is {'being promoted' if role.promoting else role.name}; "
-                       "only a region can be promoted")
-    started = time.monotonic()
-    follower = app[FOLLOWER]
-    if not follower.ready.is_set():
-        raise ApiError(409, "not_ready", "this region holds no replica yet (no snapshot from its master)")
-    role.promoting = True
-    try:
-        await follower.stop()
-        history = await app[CATALOG].db.write(replica.branch)
-        await asyncio.to_thread(role.promoted)
+    # Shielded: an operator's client that gives up does not leave a promotion half done.
+    return web.json_response(await asyncio.shield(_promote(request.app, own_url(request))))
+
+
+async def _promote(app: web.Application, itself: str) -> dict:
+    role = app[ROLE]
+    async with role.changing:  # one change of role at a time
+        if role.name != "region":
+            raise ApiError(409, "not_a_region", f"this node is a {role.name}; only a region can be promoted")
+        follower = app[FOLLOWER]
+        if not follower.ready.is_set():
+            raise ApiError(409, "not_ready", "this region holds no replica yet (no snapshot from its master)")
+        started = time.monotonic()
+        role.promoting = True  # from here, what clients write goes to the outbox, behind what is there
+        try:
+            await follower.stop()
+            history = await app[CATALOG].db.write(replica.branch)
+            await asyncio.to_thread(role.promoted)
+        except BaseException:
+            role.promoting = False
+            follower.start()  # not promoted after all: go on as the region it still is
+            raise
         log.warning("promoted to master at sequence %d (new lineage %s); applying the outbox",
                     history[-1][1], history[-1][0])
-        applied = await apply_outbox(app, _own_url(request))
-    except BaseException:
-        if not role.is_master:
-            follower.start()  # not promoted after all: go on as the region it still is
-        raise
-    finally:
-        role.promoting = False
-    become_master(app)
+        applied = await apply_outbox(app, itself)
+        become_master(app)
     missing = await _tracks_without_media(app)
     seconds = time.monotonic() - started
     log.warning("promotion done in %.2fs: %d queued writes applied; %d tracks have no file on this node",
                 seconds, applied, missing)
-    return web.json_response({"role": "master", "sequence": history[-1][1], "lineage": history[-1][0],
-                              "outbox_applied": applied, "tracks_without_media": missing,
-                              "seconds": round(seconds, 3)})
+    return {"role": "master", "sequence": history[-1][1], "lineage": history[-1][0], "outbox_applied": applied,
+            "tracks_without_media": missing, "seconds": round(seconds, 3)}
 
 
-async def apply_outbox(app: web.Application, own_url: str) -> int:
-    """Send the outbox's writes to this node itself, in order, until it is empty."""
-    async with aiohttp.ClientSession(base_url=own_url, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        return await drain_outbox(app, lambda: session, until_empty=True)
+async def apply_outbox(app: web.Application, itself: str) -> int:
+    """Send the outbox's writes to this node itself (at URL `itself`), in order, until it is empty and no write is
+    on its way in; then it takes writes itself (`promoting` ends with no await in between)."""
+    role = app[ROLE]
+
+    def done() -> None:
+        role.promoting = False
+
+    async with aiohttp.ClientSession(base_url=itself, timeout=aiohttp.ClientTimeout(total=600)) as session:
+        return await drain_outbox(app, lambda: session, until_empty=done)
 
 
 def become_master(app: web.Application) -> None:
@@ -89,34 +98,46 @@ def become_master(app: web.Application) -> None:
 
 
 async def resume_promotion(app: web.Application) -> None:
-    """At the start of a node promoted before: apply what its outbox still holds (a promotion cut
-    short by a crash) once its server listens, then serve as master."""
-    role = app[ROLE]
-    if await asyncio.to_thread(app[OUTBOX].depth):
-        role.promoting = True
-        settings = app[SETTINGS]
-        try:
-            applied = await apply_outbox(app, node_url(settings.host, settings.port))
-            log.warning("promotion finished: %d queued writes applied", applied)
-        finally:
-            role.promoting = False
+    """At the start of a node promoted before (`promoting` is set already, so writes queue): apply
+    what its outbox still holds (a promotion cut short by a crash) once its server listens."""
+    settings = app[SETTINGS]
+    applied = await apply_outbox(app, node_url(settings.host, settings.port))
+    if applied:
+        log.warning("promotion finished: %d queued writes applied", applied)
     become_master(app)
 
 
 async def follow(request: web.Request) -> web.Response:
     cluster.check_secret(request)
     app, role = request.app, request.app[ROLE]
-    if role.name != "region" or role.promoting:
-        raise ApiError(409, "not_a_region", f"this node is {role.name}; only a region follows a master")
-    master_url = (await json_body(request)).get("master_url")
-    if not isinstance(master_url, str) or not master_url.startswith(("http://", "https://")):
-        raise ApiError(422, "invalid_field", "master_url: must be an http:// or https:// URL")
-    follower = app[FOLLOWER]
-    await follower.stop()
-    await asyncio.to_thread(role.follow, master_url.rstrip("/"))
-    follower.start()
+    master_url = _master_url((await json_body(request)).get("master_url"), app)
+    async with role.changing:
+        if role.name != "region":
+            raise ApiError(409, "not_a_region", f"this node is a {role.name}; only a region follows a master")
+        follower = app[FOLLOWER]
+        await follower.stop()
+        try:
+            await asyncio.to_thread(role.follow, master_url)
+        finally:
+            follower.start()
     log.warning("now following %s (from sequence %d)", role.master_url, follower.position)
     return web.json_response({"role": "region", "master_url": role.master_url, "sequence": follower.position})
+
+
+def _master_url(value, app: web.Application) -> str:
+    """A master's base URL: absolute http(s), a host, a valid port, no path; not this node."""
+    try:
+        url = URL(value) if isinstance(value, str) else None
+        valid = (url is not None and url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+                 and url.path in ("", "/") and not url.query_string and not url.fragment)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ApiError(422, "invalid_field", "master_url: expected http(s)://HOST:PORT, with no path")
+    settings = app[SETTINGS]
+    if url.port == settings.port and url.host in ("127.0.0.1", "localhost", "::1", settings.host):
+        raise ApiError(422, "invalid_field", "master_url: that is this node")
+    return f"{url.scheme}://{url.raw_authority}"
 
 
 async def _tracks_without_media(app: web.Application) -> int:
@@ -130,17 +151,6 @@ async def _tracks_without_media(app: web.Application) -> int:
                    if not cache.has(pulled_key(track_id, size))
                    and not holds(str(library / path), {"size": size, "fingerprint": fingerprint}))
     return await asyncio.to_thread(missing)
-
-
-def _own_url(request: web.Request) -> str:
-    """This server's address as the request reached it (the socket's own end)."""
-    host, port = request.transport.get_extra_info("sockname")[:2]
-    return node_url(host, port)
-
-
-def node_url(host: str, port: int) -> str:
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:

@@ -24,7 +24,7 @@ from streamer.errors import ApiError, error_response
 from streamer.hls import CACHE
 from streamer.keys import CATALOG, METRICS, ROLE, SETTINGS
 from streamer.originals import CONTENT_TYPES, holds
-from streamer.ranges import Outcome, plan_range_header
+from streamer.ranges import Outcome, parse_range, plan_range_header
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,10 @@ class Download:
 
 
 class Pulls:
-    def __init__(self, app: web.Application, session) -> None:
+    def __init__(self, app: web.Application) -> None:
         self.app = app
-        self._session = session  # () -> the session with the master's address
+        self._session: aiohttp.ClientSession | None = None
+        self._base = ""
         self._downloads: dict[str, Download] = {}
         self._tasks: set[asyncio.Task] = set()
         self.pulled_bytes = 0
@@ -112,9 +113,23 @@ class Pulls:
             task.add_done_callback(self._tasks.discard)
         return download
 
+    def _master(self) -> aiohttp.ClientSession:
+        """A session of its own with the master: no limit on a whole download's time (a big file
+        over a slow link), only on silence."""
+        base = self.app[ROLE].master_url.rstrip("/")
+        if self._session is None or self._base != base:  # first, or the region follows another master
+            if self._session is not None:
+                closing = asyncio.create_task(self._session.close())
+                self._tasks.add(closing)
+                closing.add_done_callback(self._tasks.discard)
+            self._base = base
+            self._session = aiohttp.ClientSession(base_url=base, timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=5, sock_read=30))
+        return self._session
+
     async def _fetch(self, track_id: str, key: str, download: Download) -> None:
         try:
-            async with self._session().get(f"/cluster/v1/media/{track_id}",
+            async with self._master().get(f"/cluster/v1/media/{track_id}",
                                            headers={SECRET_HEADER: self.app[SETTINGS].cluster_secret}) as resp:
                 if resp.status != 200:
                     raise ApiError(502, "bad_gateway", f"the master answered {resp.status} for track {track_id}")
@@ -145,6 +160,8 @@ class Pulls:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
 
 
 PULLS = web.AppKey("pulls", Pulls)
@@ -165,12 +182,14 @@ async def serve_arriving(request: web.Request, pulls: Pulls, track_id: str) -> w
         return None
     download, content_type = found
     size = download.size
-    plan = plan_range_header(request.headers.get("Range", ""), size, 1) if "Range" in request.headers else None
+    header = request.headers.get("Range")
+    specs = parse_range(header) if header is not None else None
+    if specs is not None and len(specs) > 1:
+        return None  # several ranges: answered from the stored file, as multipart/byteranges
+    plan = plan_range_header(header, size, 1) if specs else None
     if plan is not None and plan.outcome is Outcome.UNSATISFIABLE:
         return error_response(416, "range_not_satisfiable", f"no requested range lies within the file's {size} bytes",
                               {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
-    if plan is not None and plan.outcome is Outcome.PARTIAL and len(plan.ranges) > 1:
-        return None
     partial = plan is not None and plan.outcome is Outcome.PARTIAL
     start, end = (plan.ranges[0].start, plan.ranges[0].end + 1) if partial else (0, size)
     await download.until(min(start + 1, size))  # a failure before anything is sent is answered as an error

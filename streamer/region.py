@@ -65,7 +65,7 @@ class Follower:
         self.lineage: list[list] = []  # the master's history this replica holds (media.replica)
         self._forwarding: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
-        self.enqueuing = 0  # writes on their way into the outbox
+        self.in_flight = 0  # writes taken, not yet answered or in the outbox
         self.plays = PlayBatches(self.forwarding, app[SETTINGS].cluster_secret)
 
     def start(self) -> None:
@@ -113,7 +113,11 @@ class Follower:
         return True
 
     def forwarding(self) -> aiohttp.ClientSession:
-        """The session writes are forwarded to the master with (made when first needed)."""
+        """The session writes are forwarded to the master with (made when first needed); none
+        once the region is being promoted (what it takes then goes to its outbox)."""
+        role = self.app[ROLE]
+        if role.is_master or role.promoting:
+            raise aiohttp.ClientConnectionError("this node is being promoted: it forwards nothing")
         if self._forwarding is None:
             self._forwarding = aiohttp.ClientSession(base_url=self.app[ROLE].master_url.rstrip("/"),
                                                      timeout=aiohttp.ClientTimeout(total=60, sock_connect=5))
@@ -179,6 +183,9 @@ class Follower:
             params = {"since": self.position, "wait": POLL_WAIT}
             if self.lineage:
                 params["lineage"] = self.lineage[-1][0]
+            digest = await catalog.db.read(replica.row_digest, self.position)
+            if digest:
+                params["digest"] = digest
             async with session.get("/cluster/v1/changes", params=params) as resp:
                 if resp.status == 410:
                     raise _Resync
@@ -222,24 +229,33 @@ def forwarded_to_master(handler):
         secret = request.app[SETTINGS].cluster_secret  # added when sent, never stored in the outbox
         if ids:
             headers[ASSIGNED_IDS_HEADER] = ",".join(ids)
-        if not role.is_master and not await asyncio.to_thread(outbox.depth):  # nothing may overtake a queued write
-            try:
-                if request.method == "POST" and request.path == "/api/v1/plays":
-                    return await _batched_plays(request, follower, headers["Idempotency-Key"], body, ids)
-                status, answer, content_type, sequence = await _send(follower.forwarding(), secret, request.method,
-                                                                     request.path_qs, headers, body)
-            except (aiohttp.ClientError, TimeoutError, OSError, MasterUnreachable):
-                follower.master_reachable = False
-            else:
-                if sequence is not None and 200 <= status < 300:
-                    await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client reads its write here
+        # Taken once its body is in (a slow upload does not hold a promotion up); counted until
+        # answered or queued: a promotion waits for these before it ends.
+        follower.in_flight += 1
+        try:
+            if role.is_master and not role.promoting:  # promoted while the body came in
+                async with aiohttp.ClientSession(base_url=own_url(request)) as itself:
+                    status, answer, content_type, _ = await _send(itself, secret, request.method, request.path_qs,
+                                                                  headers, body)
                 return web.Response(status=status, body=answer,
                                     headers={"Content-Type": content_type} if content_type else None)
-        follower.enqueuing += 1
-        try:
+            # Nothing may overtake a queued write.
+            if not role.is_master and not role.promoting and not await asyncio.to_thread(outbox.depth):
+                try:
+                    if request.method == "POST" and request.path == "/api/v1/plays":
+                        return await _batched_plays(request, follower, headers["Idempotency-Key"], body, ids)
+                    status, answer, content_type, sequence = await _send(
+                        follower.forwarding(), secret, request.method, request.path_qs, headers, body)
+                except (aiohttp.ClientError, TimeoutError, OSError, MasterUnreachable):
+                    follower.master_reachable = False
+                else:
+                    if sequence is not None and 200 <= status < 300:
+                        await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client reads its write here
+                    return web.Response(status=status, body=answer,
+                                        headers={"Content-Type": content_type} if content_type else None)
             await asyncio.to_thread(outbox.add, request.method, request.path_qs, headers, body, time.time())
         finally:
-            follower.enqueuing -= 1
+            follower.in_flight -= 1
         follower.outbox_added.set()
         queued: dict = {"queued": True, "idempotency_key": headers["Idempotency-Key"]}
         if ids:
@@ -273,6 +289,18 @@ async def _body(request: web.Request) -> bytes:
         if len(body) > limit:
             raise ApiError(413, "payload_too_large", f"uploads are limited to {megabytes} MB")
     return bytes(body)
+
+
+def own_url(request: web.Request) -> str:
+    """This server's address as the request reached it (the socket's own end)."""
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    return node_url(host, port)
+
+
+def node_url(host: str, port: int) -> str:
+    """A URL this node reaches itself at, from the address it listens on."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _from_the_outbox(request: web.Request) -> bool:
@@ -312,17 +340,19 @@ async def _send(session: aiohttp.ClientSession, secret: str, method: str, path: 
         return resp.status, await resp.read(), resp.headers.get("Content-Type"), resp.headers.get(SEQUENCE_HEADER)
 
 
-async def drain_outbox(app: web.Application, master, until_empty: bool = False) -> int:
+async def drain_outbox(app: web.Application, master, until_empty=None) -> int:
     """Send the outbox's writes to the master (`master()`: a session with its address) in order,
-    each until the master has answered it; with `until_empty`, return (the count sent) once the
-    outbox is empty and nothing is on its way in."""
+    each until the master has answered it. With `until_empty` (a function), once the outbox is
+    empty and no write is on its way in, call it (with no await in between: nothing can slip
+    into the outbox after) and return the count sent."""
     follower, outbox = app[FOLLOWER], app[OUTBOX]
     failures = sent = 0
     while True:
         entry = await asyncio.to_thread(outbox.first)
         if entry is None:
-            if until_empty:
-                if not follower.enqueuing:
+            if until_empty is not None:
+                if not follower.in_flight:
+                    until_empty()
                     return sent
                 await asyncio.sleep(0.01)
                 continue

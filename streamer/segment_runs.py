@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,15 +34,19 @@ from media.segmenter import SegmentError, aac_segments
 
 log = logging.getLogger(__name__)
 
-RUN_AHEAD = 3  # segments a run makes past the last one its listener asked for
+RUN_AHEAD = 3  # segments a run makes past the last one its listener asked for, while the CPU is free
 IDLE_SECONDS = 30.0  # a run whose listener asks for nothing this long stops
 PLAYHEADS_KEPT = 4096
 
 
 class SegmentRuns:
-    def __init__(self, pool: FfmpegPool, cache: MediaCache) -> None:
+    def __init__(self, pool: FfmpegPool, cache: MediaCache, crowd: int | None = None) -> None:
         self.pool = pool
         self.cache = cache
+        # More runs working than this and the CPU is shared thin: runs make only the segment their
+        # listener asks for next, not ones further ahead (which would take CPU from the runs that
+        # are behind: the kernel cannot tell them apart).
+        self.crowd = crowd if crowd is not None else 2 * (os.cpu_count() or 1)
         self._playheads: dict[tuple[str, str], int] = {}  # (track, variant) -> last segment asked for
         self._wake: dict[tuple[str, str], asyncio.Event] = {}  # paused runs: set when the playhead moves
         self._tasks: set[asyncio.Task] = set()
@@ -124,7 +129,7 @@ class SegmentRuns:
             playhead = self._playheads.get(listener, -1)
             if index < playhead:
                 return False  # the listener went past it (a seek): a run started there serves it
-            ahead = index > playhead + RUN_AHEAD
+            ahead = index > playhead + (RUN_AHEAD if self.pool.running <= self.crowd else 1)
             urgent = self.pool.first_deadline()
             if not ahead and (urgent is None or urgent >= self._due(listener, plan, index)):
                 return True

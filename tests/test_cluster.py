@@ -80,6 +80,14 @@ async def test_change_feed_answers_at_once_or_when_a_write_lands(master):
         resp = await master.get(f"/cluster/v1/changes?{query}", headers=secret)
         assert resp.status == 410 and (await resp.json())["error"]["code"] == "resync_needed", query
     assert (await master.get(f"/cluster/v1/changes?since={last}&lineage={lineage}", headers=secret)).status == 200
+    # The same sequence number holding another change (a master restored from a backup): 410 too.
+    from media.replica import row_digest
+
+    digest = await master.server.app[CATALOG].db.read(row_digest, last)
+    query = f"since={last}&lineage={lineage}"
+    assert (await master.get(f"/cluster/v1/changes?{query}&digest={digest}", headers=secret)).status == 200
+    resp = await master.get(f"/cluster/v1/changes?{query}&digest=0123456789", headers=secret)
+    assert resp.status == 410
 
 
 def test_a_follower_continues_only_a_prefix_of_the_masters_history():
@@ -120,6 +128,16 @@ async def test_batched_plays_from_a_region_are_checked_entry_by_entry(master):
     assert again["results"][0] == body["results"][0]  # the key: applied once
     counts = await (await master.get("/api/v1/plays/counts", headers=master.ann)).json()
     assert counts["items"] == [{"track_id": track, "plays": 2, "last_played_at": "2026-11-27T10:00:00Z"}]
+
+
+def test_plays_batches_stay_under_the_masters_body_limit():
+    from streamer.play_batches import MAX_PLAYS, _first_batch
+
+    waiting = [({"plays": [{}] * 1000}, None) for _ in range(12)]
+    batch, rest = _first_batch(waiting)
+    assert len(batch) == MAX_PLAYS // 1000 and len(rest) == 12 - len(batch)
+    huge = [({"plays": [{}] * (MAX_PLAYS + 1)}, None), ({"plays": [{}]}, None)]
+    assert _first_batch(huge) == (huge[:1], huge[1:])  # one request always goes, whatever its size
 
 
 def test_the_outbox_retries_refusals_of_the_moment_and_drops_refusals_of_the_write():

@@ -132,6 +132,8 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
             assert made[:6] == ["before", *queued.values()]  # the outbox in order, before anything new
             assert len(changes["lineage"]) == 2
             assert await (await session.get(f"{a_url}/stream/{pulled}")).read() == original
+            scan = await session.post(f"{a_url}/api/v1/library/scan", headers=auth)  # its library lacks files
+            assert scan.status == 409 and (await scan.json())["error"]["code"] == "promoted_node"
             missing = await session.get(f"{a_url}/stream/{never_pulled}")
             assert missing.status == 404 and "never pulled" in (await missing.json())["error"]["message"]
 
@@ -226,6 +228,7 @@ async def _names_holding_count(session, url, auth, count) -> dict[str, str] | No
 
 async def test_promote_and_follow_refuse_what_they_cannot_do(aiohttp_client, tmp_path):
     from streamer import create_app
+    from streamer.keys import SETTINGS
     from tests.conftest import settings_for
 
     (tmp_path / "music").mkdir()
@@ -236,7 +239,10 @@ async def test_promote_and_follow_refuse_what_they_cannot_do(aiohttp_client, tmp
     assert (await region.post("/cluster/v1/promote")).status == 403  # no secret
     resp = await region.post("/cluster/v1/promote", headers=secret)
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "not_ready"  # nothing to promote yet
-    for body, status in ((b"{", 400), (b"[]", 422), (b'{"master_url": "ftp://x"}', 422), (b'{}', 422)):
+    own = f"http://127.0.0.1:{app[SETTINGS].port}"
+    for body, status in ((b"{", 400), (b"[]", 422), (b'{"master_url": "ftp://x"}', 422), (b'{}', 422),
+                         (b'{"master_url": "http://h:99999"}', 422), (b'{"master_url": "http://h:8080/prefix/"}', 422),
+                         (b'{"master_url": "http://"}', 422), (json.dumps({"master_url": own}).encode(), 422)):
         resp = await region.post("/cluster/v1/follow", data=body, headers=secret)
         assert resp.status == status, body
     resp = await region.post("/cluster/v1/follow", json={"master_url": "http://127.0.0.1:9"}, headers=secret)

@@ -89,7 +89,11 @@ async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp
                     body = first + await resp.read()
                     return resp.status, dict(resp.headers), body, first_at, time.monotonic() - started
 
-            whole, part = await asyncio.gather(listen(), listen({"Range": "bytes=2000000-2000999"}))
+            whole, part, parts = await asyncio.gather(listen(), listen({"Range": "bytes=2000000-2000999"}),
+                                                      listen({"Range": "bytes=0-9,-10"}))
+            status, headers, body, _, _ = parts  # several ranges: answered once the file is stored
+            assert status == 206 and headers["Content-Type"].startswith("multipart/byteranges")
+            assert original[:10] in body and original[-10:] in body
             status, headers, body, first_at, total = whole
             assert status == 200 and body == original and int(headers["Content-Length"]) == size
             assert total > 2 and first_at < total / 3, (first_at, total)  # playing long before the end
