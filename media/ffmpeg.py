@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import heapq
 import itertools
 import logging
@@ -127,7 +126,6 @@ class FfmpegPool:
             process = await asyncio.create_subprocess_exec(
                 self.binary, "-nostdin", "-v", "error", *arguments, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            _small_pipe(process)
             read_all = False
             try:
                 while data := await process.stdout.read(chunk):
@@ -140,17 +138,6 @@ class FfmpegPool:
             finally:
                 if not read_all:  # the consumer stopped early: ffmpeg may run, or have exited unread
                     await _kill(process)
-
-
-PIPE_BYTES = 16384  # about 1 s of 128 kbps audio
-
-
-def _small_pipe(process: asyncio.subprocess.Process) -> None:
-    """A streaming run's stdout holds PIPE_BYTES, not Linux's default 64 KiB: a run whose reader
-    pauses stops encoding after a second of audio rather than four (CPU others need meanwhile)."""
-    pipe = process._transport.get_pipe_transport(1).get_extra_info("pipe")  # noqa: SLF001 (no public way)
-    with contextlib.suppress(AttributeError, OSError):
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
 
 
 async def _run(command: list[str]) -> bytes:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,21 +33,18 @@ from media.segmenter import SegmentError, aac_segments
 
 log = logging.getLogger(__name__)
 
-RUN_AHEAD = 3  # segments a run makes past the last one its listener asked for, while the CPU is free
+RUN_AHEAD = 3  # segments a run makes past the last one its listener asked for
 IDLE_SECONDS = 30.0  # a run whose listener asks for nothing this long stops
 PLAYHEADS_KEPT = 4096
 
 
 class SegmentRuns:
-    def __init__(self, pool: FfmpegPool, cache: MediaCache, crowd: int | None = None) -> None:
+    def __init__(self, pool: FfmpegPool, cache: MediaCache) -> None:
         self.pool = pool
         self.cache = cache
-        # More runs working than this and the CPU is shared thin: runs make only the segment their
-        # listener asks for next, not ones further ahead (which would take CPU from the runs that
-        # are behind: the kernel cannot tell them apart).
-        self.crowd = crowd if crowd is not None else 2 * (os.cpu_count() or 1)
         self._playheads: dict[tuple[str, str], int] = {}  # (track, variant) -> last segment asked for
         self._wake: dict[tuple[str, str], asyncio.Event] = {}  # paused runs: set when the playhead moves
+        self._coming: dict[tuple[str, str], int] = {}  # the segment a live run goes into next
         self._tasks: set[asyncio.Task] = set()
 
     def needed_by(self, track_id: str, variant: Variant, plan: list[Segment], index: int) -> float:
@@ -77,8 +73,8 @@ class SegmentRuns:
     def make_ahead(self, track_id: str, key_of: Callable[[int], str], source: Path, variant: Variant,
                    plan: list[Segment], index: int) -> None:
         """Start a run at segment `index` before it is asked for, if ffmpeg has a slot to spare."""
-        if self.pool.running >= self.pool.slots:
-            return
+        if self.pool.running >= self.pool.slots or self._coming.get((track_id, variant.name)) == index:
+            return  # no slot to spare, or a run (set aside a moment) goes into it already
         first = self.cache.expect(key_of(index))
         if first is not None:
             self._start(track_id, key_of, source, variant, plan, index, None, first)
@@ -102,8 +98,15 @@ class SegmentRuns:
                     if not promised.done():
                         promised.set_result(body)
                     index += 1
-                    if index == len(plan) or not await self._listener_keeps_up(listener, plan, index):
+                    if index == len(plan):
                         return
+                    self._coming[listener] = index
+                    try:
+                        if not await self._listener_keeps_up(listener, plan, index):
+                            return
+                    finally:
+                        if self._coming.get(listener) == index:
+                            del self._coming[listener]
                     promised = self.cache.expect(key_of(index))
                     if promised is None:  # made already, or being made by another run
                         return
@@ -129,7 +132,7 @@ class SegmentRuns:
             playhead = self._playheads.get(listener, -1)
             if index < playhead:
                 return False  # the listener went past it (a seek): a run started there serves it
-            ahead = index > playhead + (RUN_AHEAD if self.pool.running <= self.crowd else 1)
+            ahead = index > playhead + RUN_AHEAD
             urgent = self.pool.first_deadline()
             if not ahead and (urgent is None or urgent >= self._due(listener, plan, index)):
                 return True
