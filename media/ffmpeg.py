@@ -17,7 +17,9 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 
@@ -46,6 +48,7 @@ class FfmpegPool:
         self._line: list[tuple[float, int, asyncio.Future]] = []  # (deadline, arrival, waiter)
         self._arrivals = itertools.count()
         self.paused = 0  # processes set aside: blocked, using no CPU, holding no slot
+        self.pauser = Pauser()
 
     def first_deadline(self) -> float | None:
         """The deadline of the most urgent work waiting for a slot, if any."""
@@ -120,12 +123,17 @@ class FfmpegPool:
         async with self._slot(deadline):
             return await _run([self.binary, "-nostdin", "-v", "error", *arguments])
 
-    async def stream(self, arguments: list[str], chunk: int = 65536, deadline: float | None = None):
-        """Run ffmpeg and yield its stdout as it comes; it is killed if the consumer stops early."""
+    async def stream(self, arguments: list[str], chunk: int = 65536, deadline: float | None = None,
+                     due: Callable[[], float] | None = None):
+        """Run ffmpeg and yield its stdout as it comes; it is killed if the consumer stops early.
+        `due()` (time.monotonic()), when given, says when the output being made now is needed:
+        while others need theirs much sooner, this process is paused (see Pauser)."""
         async with self._slot(deadline):
             process = await asyncio.create_subprocess_exec(
                 self.binary, "-nostdin", "-v", "error", *arguments, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            if due is not None:
+                self.pauser.add(process.pid, due)
             read_all = False
             try:
                 while data := await process.stdout.read(chunk):
@@ -136,8 +144,65 @@ class FfmpegPool:
                     last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
                     raise FfmpegFailed(f"ffmpeg failed: {last[0]}")
             finally:
+                if due is not None:
+                    self.pauser.remove(process.pid)
                 if not read_all:  # the consumer stopped early: ffmpeg may run, or have exited unread
                     await _kill(process)
+
+
+class Pauser:
+    """Earliest deadline first among running ffmpeg processes, which the kernel would otherwise
+    share the CPU between alike: while some process's output is needed within URGENT seconds,
+    those whose output is not needed for RELAXED seconds are stopped (SIGSTOP), and they go on
+    (SIGCONT) as soon as nothing is that urgent. Looked at every TICK seconds."""
+
+    URGENT, RELAXED, TICK = 1.0, 3.0, 0.1
+
+    def __init__(self) -> None:
+        self._due: dict[int, Callable[[], float]] = {}
+        self._stopped: set[int] = set()
+        self._task: asyncio.Task | None = None
+        self.stops = 0
+
+    def add(self, pid: int, due: Callable[[], float]) -> None:
+        self._due[pid] = due
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name="ffmpeg-pauser")
+
+    def remove(self, pid: int) -> None:
+        self._due.pop(pid, None)
+        if pid in self._stopped:
+            self._stopped.discard(pid)
+            self._signal(pid, signal.SIGCONT)
+
+    async def _watch(self) -> None:
+        try:
+            while self._due:
+                self._decide(time.monotonic())
+                await asyncio.sleep(self.TICK)
+        finally:
+            for pid in list(self._stopped):
+                self._signal(pid, signal.SIGCONT)
+            self._stopped.clear()
+            self._task = None
+
+    def _decide(self, now: float) -> None:
+        left = {pid: due() - now for pid, due in list(self._due.items())}
+        urgent = any(t < self.URGENT for t in left.values())
+        for pid, t in left.items():
+            if urgent and t > self.RELAXED:
+                if pid not in self._stopped:
+                    self._stopped.add(pid)
+                    self.stops += 1
+                    self._signal(pid, signal.SIGSTOP)
+            elif pid in self._stopped:
+                self._stopped.discard(pid)
+                self._signal(pid, signal.SIGCONT)
+
+    @staticmethod
+    def _signal(pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 async def _run(command: list[str]) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from media.ffmpeg import FfmpegFailed, FfmpegPool
@@ -42,7 +42,8 @@ async def make_aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant,
 
 
 async def aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant, following: Sequence[Segment],
-                       needed_by: float | None = None) -> AsyncIterator[bytes]:
+                       needed_by: float | None = None,
+                       due: Callable[[int], float] | None = None) -> AsyncIterator[bytes]:
     """Consecutive segments from one ffmpeg run, each yielded as soon as ffmpeg has encoded it.
 
     Within the run they join as one encoding does, and the run's first segment joins its
@@ -67,7 +68,8 @@ async def aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant, follo
     done = 0
     kept: list[bytes] = []
     buffer = b""
-    async with contextlib.aclosing(ffmpeg.stream(arguments, deadline=needed_by)) as chunks:
+    making = None if due is None else (lambda: due(following[min(done, len(following) - 1)].index))
+    async with contextlib.aclosing(ffmpeg.stream(arguments, deadline=needed_by, due=making)) as chunks:
         async for chunk in chunks:
             data = buffer + chunk
             try:

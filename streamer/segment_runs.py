@@ -43,6 +43,7 @@ class SegmentRuns:
         self.pool = pool
         self.cache = cache
         self._playheads: dict[tuple[str, str], int] = {}  # (track, variant) -> last segment asked for
+        self._asked_at: dict[tuple[str, str], float] = {}  # ... and when (time.monotonic())
         self._wake: dict[tuple[str, str], asyncio.Event] = {}  # paused runs: set when the playhead moves
         self._coming: dict[tuple[str, str], int] = {}  # the segment a live run goes into next
         self._tasks: set[asyncio.Task] = set()
@@ -54,7 +55,10 @@ class SegmentRuns:
         key = (track_id, variant.name)
         before = self._playheads.pop(key, None)
         self._playheads[key] = index
+        self._asked_at.pop(key, None)
+        self._asked_at[key] = time.monotonic()
         if len(self._playheads) > PLAYHEADS_KEPT:
+            self._asked_at.pop(next(iter(self._playheads)), None)
             self._playheads.pop(next(iter(self._playheads)))
         wake = self._wake.get(key)
         if wake is not None:
@@ -92,8 +96,8 @@ class SegmentRuns:
                    promised: asyncio.Future) -> None:
         """Make segments from `index` on; `promised` is the future of the one being made."""
         try:
-            async with contextlib.aclosing(aac_segments(self.pool, source, variant, plan[index:],
-                                                        needed_by)) as bodies:
+            async with contextlib.aclosing(aac_segments(self.pool, source, variant, plan[index:], needed_by,
+                                                        lambda i: self._deadline(listener, plan, i))) as bodies:
                 async for body in bodies:
                     if not promised.done():
                         promised.set_result(body)
@@ -146,6 +150,13 @@ class SegmentRuns:
         """When the listener needs segment `index`: after the segments from its playhead on play."""
         playhead = max(self._playheads.get(listener, 0), 0)
         return time.monotonic() + sum(s.duration for s in plan[playhead:index])
+
+    def _deadline(self, listener: tuple[str, str], plan: list[Segment], index: int) -> float:
+        """When the listener needs segment `index`, as a moment: it asked for segment p at T,
+        which it needs once segment p - 1 has played, and each one after when the one before has."""
+        playhead = self._playheads.get(listener, 0)
+        asked = self._asked_at.get(listener, time.monotonic())
+        return asked + sum(s.duration for s in plan[max(playhead - 1, 0):index])
 
     async def _moved(self, listener: tuple[str, str], until: float) -> bool:
         """Wait until the listener's playhead moves: True, or False at `until`."""

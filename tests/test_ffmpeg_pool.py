@@ -91,3 +91,51 @@ async def test_saturated_server_answers_503_with_retry_after(aiohttp_client, dem
         await holder
     resp = await client.get(f"/stream/{track['id']}?format=mp3")
     assert resp.status == 200 and len(await resp.read()) > 1000
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]  # R, S, T (stopped), ...
+
+
+async def test_processes_not_needed_soon_are_paused_while_others_are_urgent(ffmpeg):
+    """Earliest deadline first among running processes: ffmpeg runs whose output is needed in
+    more than Pauser.RELAXED seconds stop (SIGSTOP) while another's is needed within URGENT
+    seconds, and go on when nothing is urgent any more, or when their own deadline comes near."""
+    from media.ffmpeg import Pauser
+
+    pool = FfmpegPool(ffmpeg, slots=4, queue_seconds=5)
+    now = time.monotonic()
+    relaxed_until = [now + 30.0]
+    urgent_until = now + 0.5
+    arguments = ["-re", "-f", "lavfi", "-i", "sine=d=30", "-f", "s16le", "pipe:1"]  # runs 30 s at real time
+
+    async def drain(gen):
+        async for _ in gen:
+            pass
+
+    relaxed = pool.stream(arguments, due=lambda: relaxed_until[0])
+    urgent = pool.stream(arguments, due=lambda: urgent_until)
+    tasks = [asyncio.create_task(drain(relaxed)), asyncio.create_task(drain(urgent))]
+    try:
+        await asyncio.sleep(0.5)
+        pids = sorted(pool.pauser._due)  # noqa: SLF001 (the processes it watches)
+        assert len(pids) == 2
+        relaxed_pid = next(p for p in pids if pool.pauser._due[p]() > now + 10)  # noqa: SLF001
+        urgent_pid = next(p for p in pids if p != relaxed_pid)
+        assert _state(relaxed_pid) == "T" and _state(urgent_pid) != "T"
+        relaxed_until[0] = time.monotonic() + Pauser.RELAXED / 2  # its own deadline comes near
+        await asyncio.sleep(Pauser.TICK * 3)
+        assert _state(relaxed_pid) != "T"
+        relaxed_until[0] = time.monotonic() + 30
+        await asyncio.sleep(Pauser.TICK * 3)
+        assert _state(relaxed_pid) == "T"
+        tasks[1].cancel()  # the urgent run ends: the other goes on
+        await asyncio.gather(tasks[1], return_exceptions=True)
+        await asyncio.sleep(Pauser.TICK * 3)
+        assert _state(relaxed_pid) != "T"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert pool.pauser.stops >= 2
