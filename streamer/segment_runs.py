@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,7 @@ class SegmentRuns:
         self.pool = pool
         self.cache = cache
         self._playheads: dict[tuple[str, str], int] = {}  # (track, variant) -> last segment asked for
-        self._asked_at: dict[tuple[str, str], float] = {}  # ... and when (time.monotonic())
+        self._needed_at: dict[tuple[str, str], float] = {}  # ... and when it needs that one
         self._wake: dict[tuple[str, str], asyncio.Event] = {}  # paused runs: set when the playhead moves
         self._coming: dict[tuple[str, str], int] = {}  # the segment a live run goes into next
         self._tasks: set[asyncio.Task] = set()
@@ -55,16 +56,16 @@ class SegmentRuns:
         key = (track_id, variant.name)
         before = self._playheads.pop(key, None)
         self._playheads[key] = index
-        self._asked_at.pop(key, None)
-        self._asked_at[key] = time.monotonic()
         if len(self._playheads) > PLAYHEADS_KEPT:
-            self._asked_at.pop(next(iter(self._playheads)), None)
+            self._needed_at.pop(next(iter(self._playheads)), None)
             self._playheads.pop(next(iter(self._playheads)))
         wake = self._wake.get(key)
         if wake is not None:
             wake.set()
         now = time.monotonic()
-        return now + plan[index - 1].duration if index > 0 and before == index - 1 else now
+        needed = now + plan[index - 1].duration if index > 0 and before == index - 1 else now
+        self._needed_at[key] = needed
+        return needed
 
     async def make(self, track_id: str, key_of: Callable[[int], str], source: Path, variant: Variant,
                    plan: list[Segment], index: int, needed_by: float) -> bytes:
@@ -152,11 +153,14 @@ class SegmentRuns:
         return time.monotonic() + sum(s.duration for s in plan[playhead:index])
 
     def _deadline(self, listener: tuple[str, str], plan: list[Segment], index: int) -> float:
-        """When the listener needs segment `index`, as a moment: it asked for segment p at T,
-        which it needs once segment p - 1 has played, and each one after when the one before has."""
+        """When the listener needs segment `index`, as a moment (for the Pauser): the one it asked
+        for last when needed_by said, each one after when the one before has played. Never, for a
+        run set aside (it makes nothing meanwhile, so it must not count as urgent)."""
+        if self._coming.get(listener) == index:
+            return math.inf
         playhead = self._playheads.get(listener, 0)
-        asked = self._asked_at.get(listener, time.monotonic())
-        return asked + sum(s.duration for s in plan[max(playhead - 1, 0):index])
+        needed = self._needed_at.get(listener, time.monotonic())
+        return needed + sum(s.duration for s in plan[playhead:index])
 
     async def _moved(self, listener: tuple[str, str], until: float) -> bool:
         """Wait until the listener's playhead moves: True, or False at `until`."""
