@@ -478,6 +478,13 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
         except OSError:
             return False
 
+    def post_playlist(token: str, name: str) -> int:  # at region A
+        request = urllib.request.Request(f"http://127.0.0.1:{port + 1}/api/v1/playlists", method="POST",
+                                         data=json.dumps({"name": name}).encode(), headers={
+                                             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status
+
     def cli(*args: str) -> str:
         done = subprocess.run([sys.executable, RUN, *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -497,11 +504,7 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
         ann = cli("user", "add", "ann", "--data-dir", str(tmp_path / "c" / "master")).strip().splitlines()[-1]
         for i in (1, 2):  # slowly: each try before the user arrives is a failed authentication (10 a minute)
             until(lambda i=i: get(i, "/api/v1/me", ann).get("name") == "ann", "the user did not arrive", pause=0.5)
-        request = urllib.request.Request(f"http://127.0.0.1:{port + 1}/api/v1/playlists", method="POST",
-                                         data=b'{"name": "at region A"}', headers={
-                                             "Authorization": f"Bearer {ann}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            assert resp.status == 201
+        assert post_playlist(ann, "at region A") == 201
         until(lambda: get(2, "/api/v1/playlists", ann)["total"] == 1, "region B does not see region A's write")
         master_pid = int(re.search(r"cluster: master is pid (\d+)", "".join(lines)).group(1))
         os.kill(master_pid, signal.SIGKILL)
@@ -510,11 +513,7 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
         assert "now following" in cli("follow", f"http://127.0.0.1:{port + 1}", *region_b)
         assert get(1, "/healthz")["role"] == "master"
         token = cli("user", "add", "bob", "--data-dir", str(tmp_path / "c" / "region-a")).strip().splitlines()[-1]
-        request = urllib.request.Request(f"http://127.0.0.1:{port + 1}/api/v1/playlists", method="POST",
-                                         data=b'{"name": "at the new master"}', headers={
-                                             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            assert resp.status == 201
+        assert post_playlist(token, "at the new master") == 201
         until(lambda: get(2, "/api/v1/playlists", token)["total"] == 1, "region B does not follow region A")
         assert get(2, "/api/v1/playlists", ann)["total"] == 1  # what was there before the promotion stays
     finally:
