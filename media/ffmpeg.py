@@ -199,6 +199,13 @@ class Pauser:
                 self._stopped.discard(pid)
                 self._signal(pid, signal.SIGCONT)
 
+    async def close(self) -> None:
+        """Stop watching; every process stopped goes on (so it can end)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
     @staticmethod
     def _signal(pid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):

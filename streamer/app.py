@@ -107,6 +107,7 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[hls.RUNS].close()
+        await pool.pauser.close()
         await asyncio.to_thread(cache.close)
 
 
