@@ -54,13 +54,14 @@ class NodeRole:
         return self.promoted_at is None
 
     def promoted(self) -> None:
-        self.name = "master"
-        self.promoted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self._save({"role": "master", "promoted_at": self.promoted_at})
+        """Recorded first, then in effect: a failed write leaves the node the region it was."""
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._save({"role": "master", "promoted_at": at})
+        self.name, self.promoted_at = "master", at
 
     def follow(self, master_url: str) -> None:
-        self.master_url = master_url
         self._save({"role": "region", "master_url": master_url})
+        self.master_url = master_url
 
     def _save(self, state: dict) -> None:
         partial = self._file.with_suffix(f".{os.getpid()}.{time.monotonic_ns()}.partial")

@@ -81,8 +81,9 @@ async def _promote(app: web.Application, itself: str) -> dict:
 
 
 async def apply_outbox(app: web.Application, itself: str) -> int:
-    """Send the outbox's writes to this node itself (at URL `itself`), in order, until it is empty and no write is
-    on its way in; then it takes writes itself (`promoting` ends with no await in between)."""
+    """Send the outbox's writes to this node itself (at URL `itself`), in order, until it is empty
+    and no write is on its way in; then it takes writes itself (`promoting` ends with no await
+    in between)."""
     role = app[ROLE]
 
     def done() -> None:
