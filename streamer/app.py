@@ -243,6 +243,7 @@ async def metrics_page(request: web.Request) -> web.Response:
                                    pool.paused),
         "streamer_ffmpeg_runs": ("ffmpeg runs started.", pool.runs),
         "streamer_ffmpeg_seconds": ("Seconds spent in ffmpeg runs, summed.", pool.seconds),
+        "streamer_ffmpeg_pauses": ("ffmpeg processes stopped while others needed audio sooner.", pool.pauser.stops),
         "streamer_auth_failures": ("Failed authentications (bad tokens or signatures).", request.app[AUTH].failed),
     }
     if request.app[ROLE].name == "region":
@@ -259,6 +260,8 @@ async def metrics_page(request: web.Request) -> web.Response:
             "streamer_region_outbox_depth": ("Writes waiting in the outbox for the master.",
                                              await asyncio.to_thread(outbox.depth)),
             "streamer_region_outbox_sent": ("Writes sent from the outbox to the master.", follower.drained),
+            "streamer_region_play_batches": ("Requests that took clients' plays to the master.",
+                                             follower.plays.batches),
             "streamer_region_pulled_bytes": ("Bytes of media pulled from the master.",
                                              request.app[PULLS].pulled_bytes),
         })

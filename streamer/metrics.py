@@ -48,6 +48,6 @@ class Metrics:
 
 def _number(value: float) -> str:
     """Exact: byte counts in the millions must not come out as 3.81886e+06."""
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, int):  # bool too
         return str(int(value))
     return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)

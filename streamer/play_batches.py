@@ -31,8 +31,7 @@ class PlayBatches:
         self._secret = secret
         self._waiting: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
-        self.batches = 0
-        self.sent = 0
+        self.batches = 0  # requests to the master
 
     async def send(self, entry: dict[str, Any]) -> tuple[int, Any, int]:
         """Deliver one request's plays ({user_id, key, plays, ids}): the master's (status, answer,
@@ -56,7 +55,6 @@ class PlayBatches:
                         done.set_exception(MasterUnreachable(str(exc) or type(exc).__name__))
                     continue
                 self.batches += 1
-                self.sent += len(batch)
                 for (_, done), result in zip(batch, results, strict=True):
                     done.set_result((result["status"], result["body"], sequence))
                 batch = []

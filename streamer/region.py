@@ -40,7 +40,7 @@ from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, ROLE, SETTINGS
 from streamer.auth import USER
-from streamer.listener_api import ASSIGNED_IDS_HEADER, plays_of
+from streamer.listener_api import ASSIGNED_IDS_HEADER, cluster_secret_matches, plays_of
 from streamer.play_batches import MasterUnreachable, PlayBatches
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def forwarded_to_master(handler):
 
     async def forward(request: web.Request) -> web.StreamResponse:
         role = request.app[ROLE]
-        if role.is_master and (not role.promoting or _from_the_outbox(request)):
+        if role.is_master and (not role.promoting or cluster_secret_matches(request)):  # or the outbox's own
             return await local(request)
         follower, outbox = request.app[FOLLOWER], request.app[OUTBOX]
         headers = {name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers}
@@ -301,14 +301,6 @@ def node_url(host: str, port: int) -> str:
     """A URL this node reaches itself at, from the address it listens on."""
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _from_the_outbox(request: web.Request) -> bool:
-    try:
-        cluster.check_secret(request)
-    except ApiError:
-        return False
-    return True
 
 
 def _worth_retrying(status: int, answer: bytes, failures: int) -> bool:

@@ -353,6 +353,8 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             sent = re.findall(r'route="cluster_plays",method="POST",status="200"} (\d+)', metrics)
             batches = sum(int(n) for n in sent)
             assert 0 < batches < 60, metrics
+            region_metrics = await (await session.get(f"{region_url}/metrics")).text()
+            assert f"streamer_region_play_batches {batches}\n" in region_metrics
             health = await (await session.get(f"{region_url}/healthz")).json()
             assert health["master"]["reachable"] is True
             metrics = await (await session.get(f"{region_url}/metrics")).text()
