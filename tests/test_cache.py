@@ -93,6 +93,9 @@ async def test_the_size_limit_evicts_old_entries(tmp_path):
     try:
         for i in range(400):
             await cache.get_or_make(f"k{i}", _const(os.urandom(64 * 1024)))
+        # Values are stored (and old ones evicted) by the cache's writer thread after they are
+        # handed out: wait for that to finish, not for a time.
+        await cache.written()
         assert cache.volume <= 8 * 1024 * 1024 + 64 * 1024  # 25 MB went in; the bound held
         assert await cache.get("k399") is not None and await cache.get("k0") is None
     finally:
