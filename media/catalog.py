@@ -24,7 +24,7 @@ from media.errors import InvalidQuery, NotFound
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -99,7 +99,16 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE tracks ADD COLUMN fingerprint TEXT")
 
 
-MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3}
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Opus tracks decode at 48 kHz (they had no sample rate); Vorbis tracks show their average
+    bitrate, not the header's nominal one (media.tags). Both follow from stored columns, so
+    no file is read again, and every node (a region never scans) corrects its own copy alike."""
+    db.execute("UPDATE tracks SET sample_rate = 48000 WHERE codec = 'opus' AND sample_rate IS NULL")
+    db.execute("UPDATE tracks SET bitrate = CAST(ROUND(CAST(size * 8 / duration AS INTEGER) / 1000.0) AS INTEGER) "
+               "WHERE codec = 'vorbis' AND duration > 0")
+
+
+MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4}
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -434,7 +443,8 @@ class Catalog:
         self.db = Database(path)
         found = self.db.write_sync(migrate)
         log.info("catalog %s opened (schema %d -> %d)", path, found, SCHEMA_VERSION)
-        self.generation = 0
+        self._generation = 0
+        self._moved = asyncio.Event()  # set (and replaced) whenever the generation moves
 
     def close(self) -> None:
         self.db.close()
@@ -518,3 +528,19 @@ class Catalog:
 
     def bump(self) -> None:
         self.generation += 1
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self._generation = value
+        self._moved.set()
+        self._moved = asyncio.Event()
+
+    async def changed(self, since: int, timeout: float | None = None) -> None:
+        """Return once the generation is past `since`, or after `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            while self._generation == since:
+                await asyncio.wait_for(self._moved.wait(), timeout)

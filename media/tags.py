@@ -38,6 +38,14 @@ _VORBIS = {"title": "title", "artist": "artist", "album": "album", "album_artist
 _BY_EXTENSION = {".mp3": MP3, ".flac": FLAC, ".opus": OggOpus, ".m4a": MP4, ".m4b": MP4,
                  ".wav": WAVE, ".ogg": OggVorbis, ".oga": OggVorbis}
 
+# A Vorbis header's bitrate is the encoder's nominal target, not what the file holds (a q3
+# file of quiet music: 112 nominal, 58 real); the average over the file is the true figure,
+# and the one some Opus headers lack entirely.
+_AVERAGED_BITRATE = {"vorbis", "opus"}
+# Opus always decodes at 48 kHz; its header's "input sample rate" only records what the
+# encoder was fed, and mutagen reports no rate at all.
+_OPUS_RATE = 48000
+
 _LEADING_INT = re.compile(r"\s*(\d+)")
 _YEAR = re.compile(r"(\d{4})")
 
@@ -98,7 +106,7 @@ def read_track(path: str | Path, size: int | None = None) -> dict[str, Any]:
     raw = _tags(audio)
     codec = _codec(audio)
     bitrate = int(getattr(info, "bitrate", 0) or 0)
-    if not bitrate:  # Opus headers carry no bitrate: the average over the file is what players show
+    if not bitrate or codec in _AVERAGED_BITRATE:
         bitrate = int(size * 8 / duration)
     return {
         "title": raw.get("title") or stem,
@@ -113,7 +121,7 @@ def read_track(path: str | Path, size: int | None = None) -> dict[str, Any]:
         "duration": round(duration, 3),
         "codec": codec,
         "bitrate": round(bitrate / 1000),
-        "sample_rate": int(getattr(info, "sample_rate", 0) or 0) or None,
+        "sample_rate": _sample_rate(codec, info),
         "channels": int(getattr(info, "channels", 0) or 0) or None,
         "has_art": _has_art(audio),
     }
@@ -171,6 +179,12 @@ def _codec(audio: Any) -> str:
         codec = getattr(audio.info, "codec", "") or ""
         return "aac" if codec.startswith("mp4a") else codec or "unknown"
     return type(audio).__name__.lower()  # e.g. AAC (ADTS) -> "aac"
+
+
+def _sample_rate(codec: str, info: Any) -> int | None:
+    if codec == "opus":
+        return _OPUS_RATE
+    return int(getattr(info, "sample_rate", 0) or 0) or None
 
 
 def _has_art(audio: Any) -> bool:
