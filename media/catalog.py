@@ -8,6 +8,8 @@ the albums and artists tables and the search index, from the tracks in one pass.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
