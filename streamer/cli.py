@@ -28,7 +28,9 @@ log = logging.getLogger("streamer")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py", description="Self-hosted audio streaming node.")
+    # `run.py` or the console script `streamer` (pyproject's [project.scripts]): the same CLI.
+    prog = "streamer" if Path(sys.argv[0]).name == "streamer" else "run.py"
+    parser = argparse.ArgumentParser(prog=prog, description="Self-hosted audio streaming node.")
     sub = parser.add_subparsers(dest="command")
     helps = {"serve": "serve the library over HTTP (the default command)",
              "scan": "scan the library into the catalog, with a progress bar, and exit",

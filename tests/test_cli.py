@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 RUN = str(Path(__file__).resolve().parent.parent / "run.py")
 
 
@@ -148,3 +150,53 @@ def test_logs_carry_no_tokens_or_signatures(tmp_path, demo_library):
     secret = token.split(".")[1]
     assert secret not in text and secret[:-4] not in text
     assert "sig=" not in text and signed.split("sig=")[1] not in text
+
+
+def test_run_py_outside_the_venv_says_what_to_do_in_one_line(tmp_path):
+    """`python3 run.py` with an interpreter that lacks the dependencies (here: the venv's own
+    Python without its site-packages, -S) gets one line naming the fix, not a traceback."""
+    result = subprocess.run([sys.executable, "-S", RUN, "config"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert ".venv/bin/python run.py" in result.stderr and ". .venv/bin/activate" in result.stderr
+
+
+def _older_python() -> str | None:
+    """A Python before 3.11 that really runs (pyenv shims on PATH may not), if there is one."""
+    candidates = [shutil.which(f"python3.{minor}") for minor in range(10, 5, -1)]
+    candidates += sorted(map(str, Path.home().glob(".pyenv/versions/3.*/bin/python3")), reverse=True)
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info < (3, 11))"],
+                               capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+def test_run_py_on_an_old_python_names_the_version_needed(tmp_path):
+    old = _older_python()
+    if old is None:
+        pytest.skip("no Python older than 3.11 here to try run.py with")
+    result = subprocess.run([old, RUN], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "needs Python 3.11 or newer" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_console_script_is_the_same_cli(tmp_path):
+    """pyproject installs `streamer` (the venv's bin), the same CLI as run.py."""
+    import tomllib
+    from importlib.metadata import entry_points
+
+    from streamer import cli
+
+    project = tomllib.loads((Path(RUN).parent / "pyproject.toml").read_text())
+    assert project["project"]["scripts"] == {"streamer": "streamer.cli:main"}
+    installed = entry_points(group="console_scripts", name="streamer")
+    if not installed:
+        pytest.skip("this venv was installed before the console script: pip install -e . again")
+    assert next(iter(installed)).load() is cli.main
+    script = Path(sys.executable).parent / "streamer"
+    result = subprocess.run([str(script), "config", "--port", "9999"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "port = 9999" in result.stdout, result.stderr
