@@ -80,6 +80,17 @@ FIELDS: tuple[Field, ...] = (
           "further behind takes a new snapshot)", minimum=1, maximum=100_000),
     Field("changes_keep_rows", "int", 1_000_000, "most change-log rows kept", minimum=100, maximum=10**9),
     Field("master_url", "str", "", "a region's master, e.g. http://127.0.0.1:8080"),
+    Field("cluster_url", "str", "", "the URL other nodes of the cluster reach this node at "
+          "(default: http://HOST:PORT, with 127.0.0.1 for a wildcard host)"),
+    Field("sync_replicas", "int", 0, "a master answers a write only once this many followers hold it "
+          "(0: at once, replication is asynchronous)", minimum=0, maximum=16),
+    Field("sync_wait_ms", "int", 3000, "how long a write waits for sync_replicas followers", minimum=1,
+          maximum=600_000),
+    Field("sync_fallback", "choice", "refuse", "when sync_replicas followers do not hold a write in time: "
+          "refuse (503; the write is kept at the master, a retry with its Idempotency-Key answers it) "
+          "or proceed (answer it unreplicated)", choices=("refuse", "proceed")),
+    Field("mirror_media", "bool", True, "a region copies, in the background, every track its library lacks "
+          "into its media cache (bounded by cache_max_mb), so playback survives its master's loss"),
     Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
     Field("ffmpeg", "str", "", "path of an ffmpeg binary (default: the one from imageio-ffmpeg)"),
     Field("log_level", "choice", "info", "logging level", choices=LOG_LEVELS),
@@ -110,6 +121,11 @@ class Settings:
     changes_keep_hours: int = 168
     changes_keep_rows: int = 1_000_000
     master_url: str = ""
+    cluster_url: str = ""
+    sync_replicas: int = 0
+    sync_wait_ms: int = 3000
+    sync_fallback: str = "refuse"
+    mirror_media: bool = True
     public_url: str = ""
     ffmpeg: str = ""
     log_level: str = "info"

@@ -15,11 +15,21 @@ SAMPLE = 4096
 
 def content_fingerprint(path: str, size: int) -> str:
     """Raises OSError when the file cannot be read."""
-    digest = hashlib.sha1(str(size).encode(), usedforsecurity=False)
     fd = os.open(path, os.O_RDONLY)
     try:
-        for offset in sorted({0, max(0, size // 2 - SAMPLE // 2), max(0, size - SAMPLE)}):
-            digest.update(os.pread(fd, SAMPLE, offset))
+        return _digest(size, lambda offset: os.pread(fd, SAMPLE, offset))
     finally:
         os.close(fd)
+
+
+def bytes_fingerprint(data: bytes | bytearray | memoryview) -> str:
+    """The fingerprint of a file whose bytes are all in memory (one pulled from another node)."""
+    view = memoryview(data)
+    return _digest(len(view), lambda offset: view[offset:offset + SAMPLE])
+
+
+def _digest(size: int, sample) -> str:
+    digest = hashlib.sha1(str(size).encode(), usedforsecurity=False)
+    for offset in sorted({0, max(0, size // 2 - SAMPLE // 2), max(0, size - SAMPLE)}):
+        digest.update(sample(offset))
     return digest.hexdigest()[:24]

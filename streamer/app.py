@@ -23,12 +23,13 @@ from streamer import admin_api, api, cluster, hls, listener_api, promotion, tran
 from streamer.auth import Auth, is_loopback, load_secret
 from media.outbox import Outbox
 from streamer.node_role import NodeRole
+from streamer.members import Members
 from streamer.pulls import PULLS, Pulls, serve_arriving
-from streamer.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master
+from streamer.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master, node_url
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
 from streamer.errors import ApiError
-from streamer.keys import AUTH, CATALOG, FFMPEG, METRICS, OPEN_FILES, ROLE, SCANNER, SETTINGS
+from streamer.keys import AUTH, CATALOG, FFMPEG, MEMBERS, METRICS, OPEN_FILES, ROLE, SCANNER, SETTINGS
 from streamer.metrics import Metrics
 from streamer.originals import OpenFiles, serve_file
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[FFMPEG] = find_ffmpeg(settings.ffmpeg)
     app[ROLE] = NodeRole(settings.role, settings.master_url, settings.data_dir)
+    app[MEMBERS] = Members(settings.cluster_url.rstrip("/") or node_url(settings.host, settings.port),
+                           settings.data_dir)
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_transcoding_ctx)
     app.cleanup_ctx.append(_region_ctx if settings.role == "region" else _library_ctx)
@@ -123,12 +126,21 @@ async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
         follower.keep(asyncio.create_task(promotion.resume_promotion(app), name="resume-promotion"))
     else:
         follower.start()
+    if app[SETTINGS].mirror_media:
+        pulls.keep(_mirror(app), "mirror-media")
     try:
         yield
     finally:
         await follower.stop()
         await pulls.close()
         await asyncio.to_thread(outbox.close)
+
+
+async def _mirror(app: web.Application) -> None:
+    """Copy the files this node lacks once it holds a replica (streamer.pulls)."""
+    if not app[ROLE].is_master:
+        await app[FOLLOWER].ready.wait()
+    await app[PULLS].mirror()
 
 
 async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -206,6 +218,10 @@ async def healthz(request: web.Request) -> web.Response:
         follower = request.app[FOLLOWER]
         body["master"] = {"url": role.master_url, "reachable": follower.master_reachable,
                           "sequence": follower.position}
+    if PULLS in request.app:  # a region, or a promoted one: its media may be elsewhere
+        pulls = request.app[PULLS]
+        body["media"] = {"without_copy": pulls.missing, "pulled_bytes": pulls.pulled_bytes,
+                         "mirror": request.app[SETTINGS].mirror_media}
     return web.json_response(body)
 
 
@@ -262,9 +278,18 @@ async def metrics_page(request: web.Request) -> web.Response:
             "streamer_region_outbox_sent": ("Writes sent from the outbox to the master.", follower.drained),
             "streamer_region_play_batches": ("Requests that took clients' plays to the master.",
                                              follower.plays.batches),
-            "streamer_region_pulled_bytes": ("Bytes of media pulled from the master.",
-                                             request.app[PULLS].pulled_bytes),
         })
+    if PULLS in request.app:
+        pulls = request.app[PULLS]
+        gauges["streamer_pulled_bytes"] = ("Bytes of media pulled from other nodes.", pulls.pulled_bytes)
+        if pulls.missing is not None:
+            gauges["streamer_tracks_without_copy"] = ("Tracks with no copy on this node, at the mirror's last "
+                                                      "pass.", pulls.missing)
+    if request.app[ROLE].is_master and request.app[SETTINGS].role != "standalone":
+        members = request.app[MEMBERS]
+        gauges["streamer_cluster_followers_polling"] = (
+            "Followers with a change-feed poll open now.",
+            sum(1 for state in members.followers.values() if state.polling > 0))
     return web.Response(text=request.app[METRICS].render(gauges),
                         content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

@@ -12,10 +12,19 @@ wrong or missing one is refused with 403 and a log line naming the address. Serv
   this master never had, as after a promotion).
 - `GET /cluster/v1/snapshot`: the catalog as one consistent SQLite file (online backup), gzip
   compressed, with the sequence it is consistent at in `X-Snapshot-Sequence`.
-- `GET /cluster/v1/media/{id}`: a track's original bytes, with Range, for regions that lack it.
+- `GET /cluster/v1/media/{id}`: a track's original bytes, with Range, for a node that lacks them;
+  served by any node (master or region) from its own copy only (its library's file when size and
+  fingerprint are the catalog's, or one it pulled), else 404: a pull never starts another.
+- `GET /cluster/v1/nodes`: the cluster as this node knows it (streamer.members): a master lists
+  itself and its followers, with the sequence each holds and whether it is polling.
 - `POST /cluster/v1/plays` `{"entries": [{"user_id", "key", "plays", "ids"}, ...]}`: plays that
   clients posted at a region, batched (streamer.play_batches); each entry is applied as its own
   write, as POST /api/v1/plays would. `{"results": [{"status", "body"}, ...], "sequence": SEQ}`.
+
+With `sync_replicas = N`, a master answers a write only once N followers hold it: a follower's
+next poll (`since`) says what it holds, so this costs no extra round trip. When they do not
+within `sync_wait_ms`, the write (kept at the master) is answered 503 `not_replicated`, or
+answered anyway with `sync_fallback = "proceed"`.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from yarl import URL
 
 from media import listeners, replica
 from media.backup import backup_catalog
@@ -38,15 +48,16 @@ from streamer.api import int_param
 from streamer.edge import Routes
 from streamer.errors import ApiError, error_response, from_exception
 from streamer.listener_api import are_new_ids, json_body, plays_of
-from streamer.keys import CATALOG, METRICS, OPEN_FILES, ROLE, SETTINGS
+from streamer.keys import CATALOG, MEMBERS, METRICS, OPEN_FILES, ROLE, SETTINGS
+from streamer.members import NODE_HEADER, SECRET_HEADER
 from streamer.originals import serve_file
+from streamer.pulls import local_copy
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 60
 OUTSIDE_COMMITS = 1.0  # seconds between looks at the log for writes made by other processes
 CLOSING = web.AppKey("cluster_closing", asyncio.Event)
-SECRET_HEADER = "X-Cluster-Secret"
 SEQUENCE_HEADER = "X-Change-Sequence"
 
 
@@ -80,6 +91,33 @@ async def changes(request: web.Request) -> web.Response:
                   or digest and await db.read(replica.row_digest, since) not in (None, digest)):
         raise ApiError(410, "resync_needed", f"the follower's log (at {since}) holds changes this master never "
                        "had (a master was replaced); take a snapshot")
+    follower = _follower_url(request)
+    state = request.app[MEMBERS].poll_started(follower, since) if follower else None
+    try:
+        rows = await _changes_after(request, since, wait, limit)
+    finally:
+        if state is not None:
+            request.app[MEMBERS].poll_ended(state)
+    last = rows[-1]["seq"] if rows else max(since, await db.read(listeners.last_sequence))
+    return web.json_response({"changes": rows, "last": last, "lineage": history,
+                              "nodes": request.app[MEMBERS].listing(request.app[ROLE].name)})
+
+
+def _follower_url(request: web.Request) -> str | None:
+    """The URL a polling follower says it is reached at (http(s)://HOST:PORT), if it says one."""
+    value = request.headers.get(NODE_HEADER, "")
+    try:
+        url = URL(value) if 0 < len(value) < 300 else None
+    except ValueError:
+        return None
+    if url is None or url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/"):
+        return None
+    return f"{url.scheme}://{url.raw_authority}"
+
+
+async def _changes_after(request: web.Request, since: int, wait: int, limit: int) -> list[dict]:
+    """The rows after `since`, waiting up to `wait` seconds for one to be written."""
+    db = request.app[CATALOG].db
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         committed = db.commit_signal()  # before the read: a commit right after it still wakes us
@@ -96,8 +134,17 @@ async def changes(request: web.Request) -> web.Response:
             await _commit_or_closing(request.app, committed, min(left, OUTSIDE_COMMITS))
         finally:
             committed.cancel()
-    last = rows[-1]["seq"] if rows else max(since, await db.read(listeners.last_sequence))
-    return web.json_response({"changes": rows, "last": last, "lineage": history})
+    return rows
+
+
+async def nodes(request: web.Request) -> web.Response:
+    check_secret(request)
+    members, role = request.app[MEMBERS], request.app[ROLE]
+    if role.is_master:
+        return web.json_response({"nodes": members.listing(role.name)})
+    known = [{"url": members.itself, "role": role.name, "reachable": True, "master_url": role.master_url},
+             *({"url": url, **node} for url, node in sorted(members.peers.items()))]
+    return web.json_response({"nodes": known})
 
 
 async def snapshot(request: web.Request) -> web.StreamResponse:
@@ -136,11 +183,15 @@ def _gzip(source: Path, destination: Path) -> None:
 
 
 async def media(request: web.Request) -> web.StreamResponse:
-    """Original bytes for a region that lacks the file (origin pull), with full Range support."""
-    _check_master(request)
-    files = request.app[OPEN_FILES]
+    """Original bytes for a node that lacks the file (a pull), with full Range support: from this
+    node's own copy, never pulled on another's behalf (two nodes lacking it would ask each other)."""
+    check_secret(request)
     track_id = request.match_info["id"]
-    entry = files.cached(track_id) or await files.open(track_id)
+    track = await request.app[CATALOG].track_source(track_id)
+    path = await local_copy(request.app, track_id, track)
+    if path is None:
+        raise ApiError(404, "not_here", f"this node holds no copy of the file of track {track_id!r}")
+    entry = await request.app[OPEN_FILES].open_path(path, track["container"])
     return await serve_file(request, entry, max_ranges=request.app[SETTINGS].max_ranges,
                             metrics=request.app[METRICS])
 
@@ -178,7 +229,9 @@ async def plays(request: web.Request) -> web.Response:
             return {"status": response.status, "body": json.loads(response.body)}
 
     results = await asyncio.gather(*(apply(entry) for entry in entries))
-    return web.json_response({"results": results, "sequence": await db.read(listeners.last_sequence)})
+    sequence = await db.read(listeners.last_sequence)
+    await replicated(request.app, sequence)  # a refusal: the region retries the batch, each entry by its key
+    return web.json_response({"results": results, "sequence": sequence})
 
 
 async def compact_log(app: web.Application, every: float = 600) -> None:
@@ -200,9 +253,29 @@ def with_sequence(handler):
         response = await handler(request)
         if 200 <= response.status < 300:
             sequence = await request.app[CATALOG].db.read(listeners.last_sequence)
+            await replicated(request.app, sequence)
             response.headers[SEQUENCE_HEADER] = str(sequence)
         return response
     return write
+
+
+async def replicated(app: web.Application, sequence: int) -> None:
+    """With sync_replicas, wait until that many followers hold `sequence`; past sync_wait_ms,
+    refuse (the write stays: a retry with its key is answered from the stored answer) or go on."""
+    settings = app[SETTINGS]
+    if not settings.sync_replicas:
+        return
+    metrics = app[METRICS]
+    if await app[MEMBERS].replicated(sequence, settings.sync_replicas, settings.sync_wait_ms / 1000):
+        return
+    metrics.unreplicated_writes += 1
+    if settings.sync_fallback == "proceed":
+        log.warning("write %d answered before %d followers hold it (sync_fallback = proceed)", sequence,
+                    settings.sync_replicas)
+        return
+    raise ApiError(503, "not_replicated", f"the write is stored at the master but fewer than "
+                   f"{settings.sync_replicas} followers hold it yet (sync_replicas); retry with the same "
+                   "Idempotency-Key", {"Retry-After": "1"})
 
 
 async def _closing(app: web.Application) -> None:
@@ -216,4 +289,5 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     routes.get("/cluster/v1/changes", changes, "cluster_changes", access="open")
     routes.get("/cluster/v1/snapshot", snapshot, "cluster_snapshot", access="open")
     routes.get("/cluster/v1/media/{id}", media, "cluster_media", access="open")
+    routes.get("/cluster/v1/nodes", nodes, "cluster_nodes", access="open")
     routes.add("POST", "/cluster/v1/plays", plays, "cluster_plays", access="open")

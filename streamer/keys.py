@@ -7,6 +7,7 @@ from aiohttp import web
 from config import Settings
 from media import Catalog, Scanner
 from streamer.auth import Auth
+from streamer.members import Members
 from streamer.metrics import Metrics
 from streamer.node_role import NodeRole
 from streamer.originals import OpenFiles
@@ -19,3 +20,4 @@ METRICS = web.AppKey("metrics", Metrics)
 FFMPEG = web.AppKey("ffmpeg", str)
 AUTH = web.AppKey("auth", Auth)
 ROLE = web.AppKey("role", NodeRole)
+MEMBERS = web.AppKey("members", Members)

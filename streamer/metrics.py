@@ -23,6 +23,7 @@ class Metrics:
         self.bytes_sent = 0
         self.active_streams = 0
         self.client_aborts = 0
+        self.unreplicated_writes = 0  # writes sync_replicas followers did not hold in time
 
     def count_request(self, route: str, method: str, status: int) -> None:
         self.requests[(route, method, status)] += 1
@@ -39,6 +40,8 @@ class Metrics:
             ("streamer_active_streams", "gauge", "Media responses being sent now.", self.active_streams),
             ("streamer_client_aborts_total", "counter", "Responses cut short because the client left.",
              self.client_aborts),
+            ("streamer_unreplicated_writes_total", "counter", "Writes that fewer than sync_replicas followers "
+             "held within sync_wait_ms.", self.unreplicated_writes),
         ):
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
         for name, (help_text, value) in gauges.items():

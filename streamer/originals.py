@@ -123,6 +123,12 @@ class OpenFiles:
             self._files.popitem(last=False)
         return entry
 
+    async def open_path(self, path: str, container: str) -> OpenFile:
+        """A file found elsewhere than at its track's path (a pulled copy), not kept in the LRU."""
+        file, st = await asyncio.to_thread(_open, path)
+        return OpenFile(file, path, st, CONTENT_TYPES.get(container, "application/octet-stream"),
+                        self.catalog.generation)
+
     def clear(self) -> None:
         self._files.clear()
 

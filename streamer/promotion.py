@@ -12,8 +12,11 @@
 4. it takes writes, serves the cluster endpoints and compacts its change log, as a master does.
 
 What it can lose: the writes the old master had taken that its feed had not yet brought here
-(the feed keeps that to about one round trip), and the files of tracks it never pulled (the
-answer counts them; copy them into its library).
+(the feed keeps that to about one round trip; none with `sync_replicas` when the region promoted
+is the one that holds the most). Media is not lost while some surviving node holds each file:
+the promoted node pulls what it lacks from the other nodes it knows (streamer.pulls), and with
+`mirror_media` every region holds a copy of every file already. The answer counts the tracks
+this node has no copy of yet.
 
 `POST /cluster/v1/follow {"master_url": URL}` (`run.py follow URL`) points a region at another
 master, such as the promoted one. If its log holds changes the new master never had, the new
@@ -34,11 +37,9 @@ from media import replica
 from streamer import cluster
 from streamer.edge import Routes
 from streamer.errors import ApiError
-from streamer.hls import CACHE
 from streamer.keys import CATALOG, ROLE, SETTINGS
 from streamer.listener_api import json_body
-from streamer.originals import holds
-from streamer.pulls import pulled_key
+from streamer.pulls import tracks_without_media
 from streamer.region import FOLLOWER, drain_outbox, node_url, own_url
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,10 @@ async def _promote(app: web.Application, itself: str) -> dict:
                     history[-1][1], history[-1][0])
         applied = await apply_outbox(app, itself)
         become_master(app)
-    missing = await _tracks_without_media(app)
+    missing = len(await tracks_without_media(app))
     seconds = time.monotonic() - started
-    log.warning("promotion done in %.2fs: %d queued writes applied; %d tracks have no file on this node",
-                seconds, applied, missing)
+    log.warning("promotion done in %.2fs: %d queued writes applied; %d tracks have no copy on this node yet "
+                "(pulled from the other nodes when played, or by the mirror)", seconds, applied, missing)
     return {"role": "master", "sequence": history[-1][1], "lineage": history[-1][0], "outbox_applied": applied,
             "tracks_without_media": missing, "seconds": round(seconds, 3)}
 
@@ -139,19 +140,6 @@ def _master_url(value, app: web.Application) -> str:
     if url.port == settings.port and url.host in ("127.0.0.1", "localhost", "::1", settings.host):
         raise ApiError(422, "invalid_field", "master_url: that is this node")
     return f"{url.scheme}://{url.raw_authority}"
-
-
-async def _tracks_without_media(app: web.Application) -> int:
-    """Tracks whose file is neither in this node's library (at its path, of its size) nor pulled."""
-    tracks = await app[CATALOG].db.read(lambda db: db.execute("SELECT id, path, size, fingerprint FROM tracks")
-                                        .fetchall())
-    library, cache = app[SETTINGS].library, app[CACHE]
-
-    def missing() -> int:
-        return sum(1 for track_id, path, size, fingerprint in tracks
-                   if not cache.has(pulled_key(track_id, size))
-                   and not holds(str(library / path), {"size": size, "fingerprint": fingerprint}))
-    return await asyncio.to_thread(missing)
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:

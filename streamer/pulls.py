@@ -1,34 +1,44 @@
-"""Media a region lacks, pulled from the master: once, streamed to listeners while it arrives.
+"""Media a node lacks, pulled from a node that holds it: once, streamed to listeners while it arrives.
 
-A track whose file the region's own library lacks (none at its path with the catalog's size and
-content fingerprint) is
-downloaded from the master once (`GET /cluster/v1/media/{id}`, single flight per file), kept in
-the region's bounded media cache, and served from there like any original. While it is on its
-way, a listener asking for the whole file or one range of it is sent the bytes as they arrive,
-so a first play starts at once instead of after the whole download; requests that need the
-finished file (several ranges, conditional requests, HLS and transcodes, which hand ffmpeg a
-path) wait for it.
+A track whose file this node's own library lacks (none at its path with the catalog's size and
+content fingerprint) is downloaded once (`GET /cluster/v1/media/{id}`, single flight per file)
+from the first node that holds it: the master first, then the other nodes of the cluster
+(streamer.members), so a region promoted after its master died, or re-pointed at the promoted
+one, still finds every file some surviving node holds. A source that fails mid-file is followed
+by the next from where it stopped (a Range request). The file must match the catalog's size and
+fingerprint; it is kept in the node's bounded media cache and served from there like any
+original. While it is on its way, a listener asking for the whole file or one range of it is sent
+the bytes as they arrive, so a first play starts at once instead of after the whole download;
+requests that need the finished file (several ranges, conditional requests, HLS and transcodes,
+which hand ffmpeg a path) wait for it.
+
+With `mirror_media` (the default) a region also copies every file it lacks in the background, one
+at a time, while its cache has room: then losing the master loses no music.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import aiohttp
 from aiohttp import web
 
 from media import NotFound
-from streamer.cluster import SECRET_HEADER
+from media.fingerprint import bytes_fingerprint
 from streamer.errors import ApiError, error_response
 from streamer.hls import CACHE
-from streamer.keys import CATALOG, METRICS, ROLE, SETTINGS
+from streamer.keys import CATALOG, MEMBERS, METRICS, ROLE, SETTINGS
+from streamer.members import SECRET_HEADER
 from streamer.originals import CONTENT_TYPES, holds
 from streamer.ranges import Outcome, parse_range, plan_range_header
 
 log = logging.getLogger(__name__)
 
 CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range")
+MIRROR_SHARE = 0.8  # the mirror fills at most this share of the cache: segments need room too
+MIRROR_RETRY = 30.0  # seconds before the mirror tries again files no node could give it
 
 
 class Download:
@@ -66,24 +76,24 @@ class Download:
         if self.failure is not None:
             raise self.failure
         if len(self.data) < length:
-            raise ApiError(502, "bad_gateway", f"the master sent {len(self.data)} bytes, not {self.size}")
+            raise ApiError(502, "bad_gateway", f"the pull ended after {len(self.data)} bytes, not {self.size}")
 
 
 class Pulls:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self._session: aiohttp.ClientSession | None = None
-        self._base = ""
         self._downloads: dict[str, Download] = {}
         self._tasks: set[asyncio.Task] = set()
         self.pulled_bytes = 0
+        self.missing: int | None = None  # tracks with no copy on this node, as of the mirror's last pass
 
     async def path(self, track_id: str, track: dict) -> str:
         """OpenFiles' hook: the path of the file in the cache, pulled first if need be."""
         key = pulled_key(track_id, track["size"])
         cache = self.app[CACHE]
         if key in self._downloads or not cache.has(key):
-            await asyncio.shield(self._download(track_id, track["size"], key).kept)
+            await asyncio.shield(self._download(track_id, track, key).kept)
         handle = await cache.open_file(key)
         if handle is None:
             raise ApiError(503, "unavailable", "the pulled file is not in the cache; try again", {"Retry-After": "1"})
@@ -91,70 +101,112 @@ class Pulls:
         return handle.name
 
     async def arriving(self, track_id: str) -> tuple[Download, str] | None:
-        """The download (started if need be) and content type of a track this region has no file
+        """The download (started if need be) and content type of a track this node has no file
         of, or None when the file is here (in its library or pulled already)."""
         track = await self.app[CATALOG].track_source(track_id)
         key = pulled_key(track_id, track["size"])
         if key not in self._downloads and (self.app[CACHE].has(key) or await asyncio.to_thread(
                 holds, str(self.app[SETTINGS].library / track["path"]), track)):
             return None
-        return self._download(track_id, track["size"], key), CONTENT_TYPES.get(track["container"],
-                                                                                "application/octet-stream")
+        return self._download(track_id, track, key), CONTENT_TYPES.get(track["container"],
+                                                                       "application/octet-stream")
 
-    def _download(self, track_id: str, size: int, key: str) -> Download:
+    def _download(self, track_id: str, track: dict, key: str) -> Download:
         download = self._downloads.get(key)
         if download is None:
-            if self.app[ROLE].is_master:  # promoted: there is no master to pull from any more
-                raise NotFound(f"the file of track {track_id!r} is not on this node (it was never pulled before "
-                               "the node became the master; copy it into the library)")
-            download = self._downloads[key] = Download(size)
-            task = asyncio.create_task(self._fetch(track_id, key, download), name=f"pull-{track_id}")
+            download = self._downloads[key] = Download(track["size"])
+            task = asyncio.create_task(self._fetch(track_id, track, key, download), name=f"pull-{track_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return download
 
-    def _master(self) -> aiohttp.ClientSession:
-        """A session of its own with the master: no limit on a whole download's time (a big file
-        over a slow link), only on silence."""
-        base = self.app[ROLE].master_url.rstrip("/")
-        if self._session is None or self._base != base:  # first, or the region follows another master
-            if self._session is not None:
-                closing = asyncio.create_task(self._session.close())
-                self._tasks.add(closing)
-                closing.add_done_callback(self._tasks.discard)
-            self._base = base
-            self._session = aiohttp.ClientSession(base_url=base, timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=5, sock_read=30))
+    def _peers(self) -> aiohttp.ClientSession:
+        """One session for every source: no limit on a whole download's time (a big file over a
+        slow link), only on silence."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5,
+                                                                                sock_read=30))
         return self._session
 
-    async def _fetch(self, track_id: str, key: str, download: Download) -> None:
+    async def _fetch(self, track_id: str, track: dict, key: str, download: Download) -> None:
         try:
-            async with self._master().get(f"/cluster/v1/media/{track_id}",
-                                           headers={SECRET_HEADER: self.app[SETTINGS].cluster_secret}) as resp:
-                if resp.status != 200:
-                    raise ApiError(502, "bad_gateway", f"the master answered {resp.status} for track {track_id}")
-                async for chunk in resp.content.iter_any():
-                    if len(download.data) + len(chunk) > download.size:
-                        break
-                    download.add(chunk)
-            if len(download.data) != download.size:
-                raise ApiError(502, "bad_gateway", f"the master sent {len(download.data)} bytes of track {track_id}, "
-                               f"not {download.size}")
+            source = await self._from_first_holder(track_id, download)
+            if track.get("fingerprint") and bytes_fingerprint(download.data) != track["fingerprint"]:
+                raise ApiError(502, "bad_gateway", f"the file of track {track_id} from {source} is not the "
+                               "catalog's (its content fingerprint differs)")
             self.pulled_bytes += download.size
             await self.app[CACHE].keep_file(key, bytes(download.data))
-            log.info("region: pulled track %s (%d bytes) from the master", track_id, download.size)
+            log.info("pulled track %s (%d bytes) from %s", track_id, download.size, source)
             download.end()
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            download.end(ApiError(503, "master_unreachable", "this region lacks the file and cannot reach the master",
-                                  {"Retry-After": "5"}))
-        except ApiError as exc:
-            log.warning("region: pulling track %s failed: %s", track_id, exc.message)
+        except (ApiError, NotFound) as exc:
+            log.warning("pulling track %s failed: %s", track_id, getattr(exc, "message", exc))
             download.end(exc)
         except BaseException:
             download.end(ApiError(503, "unavailable", "the node is stopping", {"Retry-After": "5"}))
             raise
         finally:
             self._downloads.pop(key, None)
+
+    async def _from_first_holder(self, track_id: str, download: Download) -> str:
+        """Fill `download` from the first source that holds the file (each one after a failure
+        goes on from where the last stopped); the source's URL."""
+        role = self.app[ROLE]
+        sources = self.app[MEMBERS].sources(None if role.is_master else role.master_url)
+        unreachable, lacking = [], []
+        for url in sources:
+            try:
+                await self._pull_from(url, track_id, download)
+                return url
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                unreachable.append(url)
+            except _NotThere as exc:
+                lacking.append(f"{url} {exc}")
+        if not unreachable:
+            raise NotFound(f"no node of the cluster holds the file of track {track_id!r} "
+                           f"({'; '.join(lacking) or 'this node knows no other node'})")
+        raise ApiError(503, "unavailable", f"this node lacks the file of track {track_id!r} and cannot reach a "
+                       f"node that may hold it ({', '.join(unreachable)})", {"Retry-After": "5"})
+
+    async def _pull_from(self, url: str, track_id: str, download: Download) -> None:
+        have = len(download.data)
+        headers = {SECRET_HEADER: self.app[SETTINGS].cluster_secret}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        async with self._peers().get(f"{url}/cluster/v1/media/{track_id}", headers=headers) as resp:
+            if resp.status != (206 if have else 200):
+                raise _NotThere(f"answered {resp.status}")
+            async for chunk in resp.content.iter_any():
+                if len(download.data) + len(chunk) > download.size:
+                    raise _NotThere("sent more bytes than the catalog's size")
+                download.add(chunk)
+        if len(download.data) != download.size:
+            raise aiohttp.ClientPayloadError(f"{url} sent {len(download.data)} of {download.size} bytes")
+
+    async def mirror(self) -> None:
+        """Copy every file this node lacks, one at a time, whenever the catalog changes (and
+        again later for files no node could give), while the cache has room."""
+        catalog, settings = self.app[CATALOG], self.app[SETTINGS]
+        room = settings.cache_max_mb * 1024 * 1024 * MIRROR_SHARE
+        while True:
+            generation = catalog.generation
+            missing = await tracks_without_media(self.app)
+            self.missing, failed, full = len(missing), 0, False
+            for track_id, track in missing:
+                if await asyncio.to_thread(lambda: self.app[CACHE].volume) + track["size"] > room:
+                    full = True
+                    break
+                try:
+                    await self.path(track_id, track)
+                    self.missing -= 1
+                except (ApiError, NotFound):
+                    failed += 1
+            if full:
+                log.warning("mirror: the media cache is %d%% full; %d tracks have no copy on this node (raise "
+                            "cache_max_mb)", MIRROR_SHARE * 100, self.missing)
+            elif failed:
+                log.warning("mirror: %d tracks could not be copied from any node; trying again in %ds",
+                            failed, MIRROR_RETRY)
+            await catalog.changed(generation, MIRROR_RETRY if failed or full else None)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -163,13 +215,52 @@ class Pulls:
         if self._session is not None:
             await self._session.close()
 
+    def keep(self, work, name: str) -> None:
+        """Run `work` in the background until close."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class _NotThere(Exception):
+    """A source answered, without the file."""
+
 
 PULLS = web.AppKey("pulls", Pulls)
 
 
 def pulled_key(track_id: str, size: int) -> str:
-    """The cache key of a track's file pulled from the master."""
+    """The cache key of a track's file pulled from another node."""
     return f"pulled/{track_id}/{size}"
+
+
+async def local_copy(app: web.Application, track_id: str, track: dict) -> str | None:
+    """The path of this node's own copy of a track's file (its library's, when it is the
+    catalog's, or one pulled before), or None: what this node may serve to another."""
+    path = str(app[SETTINGS].library / track["path"])
+    if await asyncio.to_thread(holds, path, track):
+        return path
+    handle = await app[CACHE].open_file(pulled_key(track_id, track["size"]))
+    if handle is None:
+        return None
+    handle.close()
+    return handle.name
+
+
+async def tracks_without_media(app: web.Application) -> list[tuple[str, dict]]:
+    """Tracks whose file is neither in this node's library (its size and fingerprint) nor pulled."""
+    tracks = await app[CATALOG].db.read(lambda db: db.execute(
+        "SELECT id, path, size, fingerprint, container FROM tracks ORDER BY id").fetchall())
+    library, cache = app[SETTINGS].library, app[CACHE]
+
+    def missing() -> list[tuple[str, dict]]:
+        found = []
+        for track_id, path, size, fingerprint, container in tracks:
+            track = {"path": path, "size": size, "fingerprint": fingerprint, "container": container}
+            if not cache.has(pulled_key(track_id, size)) and not holds(str(library / path), track):
+                found.append((track_id, track))
+        return found
+    return await asyncio.to_thread(missing)
 
 
 async def serve_arriving(request: web.Request, pulls: Pulls, track_id: str) -> web.StreamResponse | None:

@@ -14,7 +14,9 @@ master is unreachable, writes go into a durable outbox (media.outbox) and get 20
 and the ids the region made for what they create, which the master keeps; the outbox is sent in
 order once the master is back, and a write sent twice (a crash between sending and removing it)
 is applied once, by its key. A track whose file the region's own library lacks is pulled from
-the master (streamer.pulls).
+the master, or another node that holds it (streamer.pulls). Each poll names the region
+(`X-Node-URL`) and says what its replica holds, and each answer lists the cluster's nodes, which
+the region keeps (streamer.members): the master knows its followers, and they know each other.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from media.outbox import Outbox
 from streamer import cluster
 from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError
-from streamer.keys import CATALOG, ROLE, SETTINGS
+from streamer.keys import CATALOG, MEMBERS, ROLE, SETTINGS
+from streamer.members import NODE_HEADER
 from streamer.auth import USER
 from streamer.listener_api import ASSIGNED_IDS_HEADER, cluster_secret_matches, plays_of
 from streamer.play_batches import MasterUnreachable, PlayBatches
@@ -126,7 +129,7 @@ class Follower:
     async def run(self) -> None:
         settings = self.app[SETTINGS]
         base = self.app[ROLE].master_url.rstrip("/")
-        headers = {SECRET_HEADER: settings.cluster_secret}
+        headers = {SECRET_HEADER: settings.cluster_secret, NODE_HEADER: self.app[MEMBERS].itself}
         timeout = aiohttp.ClientTimeout(total=POLL_WAIT + 30, sock_connect=5)
         failures = 0
         async with aiohttp.ClientSession(base_url=base, headers=headers, timeout=timeout) as session:
@@ -193,6 +196,7 @@ class Follower:
                 body = await resp.json()
             self.master_reachable = True
             self.master_last = body["last"]
+            self.app[MEMBERS].learn(body.get("nodes") or [])
             history = body.get("lineage") or []
             if body["changes"] or history != self.lineage:
                 position = await catalog.db.write(replica.apply_changes, body["changes"], history)

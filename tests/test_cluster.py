@@ -288,7 +288,7 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             while (await (await session.get(f"{master_url}/api/v1/library/scan")).json())["state"] != "done":
                 await asyncio.sleep(0.1)
             region, region_url, region_log = _start(tmp_path, "region", "--role", "region", "--cluster-secret",
-                                                    SECRET, "--master-url", master_url,
+                                                    SECRET, "--master-url", master_url, "--no-mirror-media",
                                                     "--library", str(tmp_path / "region-music"))
             await _wait_ready(session, region_url, region, region_log)
             at_master = await (await session.get(f"{master_url}/api/v1/tracks?limit=100")).json()
@@ -304,7 +304,7 @@ async def test_a_region_process_follows_its_master_process(tmp_path, demo_librar
             part = await session.get(f"{region_url}/stream/{track}", headers={"Range": "bytes=100-999"})
             assert part.status == 206 and await part.read() == original[100:1000]
             metrics = await (await session.get(f"{region_url}/metrics")).text()
-            pulled_bytes = float(re.search(r"^streamer_region_pulled_bytes (\S+)$", metrics, re.M).group(1))
+            pulled_bytes = float(re.search(r"^streamer_pulled_bytes (\S+)$", metrics, re.M).group(1))
             assert pulled_bytes == len(original)  # once: the range came from the region's cache
             tail = await session.get(f"{region_url}/stream/{track}", headers={"Range": "bytes=-10"})
             assert tail.status == 206 and await tail.read() == original[-10:]

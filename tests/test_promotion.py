@@ -56,7 +56,7 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
 
     def region(name, port, master):
         (tmp_path / f"{name}-music").mkdir(exist_ok=True)
-        return ("--role", "region", "--cluster-secret", SECRET, "--master-url", master,
+        return ("--role", "region", "--cluster-secret", SECRET, "--master-url", master, "--no-mirror-media",
                 "--library", str(tmp_path / f"{name}-music"), "--port", str(port), "--data-dir", str(tmp_path / name))
 
     procs = {}
@@ -134,8 +134,9 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
             assert await (await session.get(f"{a_url}/stream/{pulled}")).read() == original
             scan = await session.post(f"{a_url}/api/v1/library/scan", headers=auth)  # its library lacks files
             assert scan.status == 409 and (await scan.json())["error"]["code"] == "promoted_node"
+            # Nobody alive holds it (B pulled nothing, mirrors are off): A says whom it could not reach.
             missing = await session.get(f"{a_url}/stream/{never_pulled}")
-            assert missing.status == 404 and "never pulled" in (await missing.json())["error"]["message"]
+            assert missing.status == 503 and master_url in (await missing.json())["error"]["message"]
 
             # B, pointed at A, follows on (its log is a prefix of A's... except the lost write it
             # saw, so it takes a snapshot) and sends A its own outbox.

@@ -75,7 +75,7 @@ async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp
                 await asyncio.sleep(0.1)
             runner, proxy_url = await _slow_proxy(master_url)
             region, region_url, region_log = _start(tmp_path, "region", "--role", "region", "--cluster-secret",
-                                                    SECRET, "--master-url", proxy_url,
+                                                    SECRET, "--master-url", proxy_url, "--no-mirror-media",
                                                     "--library", str(tmp_path / "region-music"))
             await _wait_ready(session, region_url, region, region_log)
             found = await (await session.get(f"{region_url}/api/v1/tracks?q=Noise")).json()
@@ -101,7 +101,7 @@ async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp
             assert status == 206 and body == original[2000000:2001000]
             assert headers["Content-Range"] == f"bytes 2000000-2000999/{size}"
             metrics = await (await session.get(f"{region_url}/metrics")).text()
-            assert float(re.search(r"^streamer_region_pulled_bytes (\S+)$", metrics, re.M).group(1)) == size
+            assert float(re.search(r"^streamer_pulled_bytes (\S+)$", metrics, re.M).group(1)) == size
 
             # Same path, same size, other content: the region pulls the master's file; the files
             # that match are served from its own library (nothing more is pulled for them).
@@ -110,7 +110,7 @@ async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp
                 body = await (await session.get(f"{region_url}/stream/{t['id']}")).read()
                 assert body == await (await session.get(f"{master_url}/stream/{t['id']}")).read(), t["title"]
             metrics = await (await session.get(f"{region_url}/metrics")).text()
-            pulled = float(re.search(r"^streamer_region_pulled_bytes (\S+)$", metrics, re.M).group(1))
+            pulled = float(re.search(r"^streamer_pulled_bytes (\S+)$", metrics, re.M).group(1))
             assert pulled == size + altered.stat().st_size, altered_path
 
             # Once stored (a moment after the last byte came): served from the cache, with validators
