@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "cluster":
             cmd.add_argument("--folder", type=Path, default=Path("cluster"),
                              help="where the nodes' libraries and data go (default ./cluster)")
+            cmd.add_argument("--reset", action="store_true",
+                             help="start over: remove the nodes' data (catalogs, users, roles changed by "
+                                  "promote or follow, the regions' media); the demo library stays")
         cmd.add_argument("--config", type=Path, metavar="FILE",
                          help="TOML settings file (also STREAMER_CONFIG); env STREAMER_* and flags override it")
         for field in FIELDS:
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         from media import find_ffmpeg
         from streamer.local_cluster import run_cluster
 
-        return run_cluster(args.folder.resolve(), settings.port, find_ffmpeg(settings.ffmpeg))
+        return run_cluster(args.folder.resolve(), settings.port, find_ffmpeg(settings.ffmpeg), args.reset)
     if args.command in ("promote", "follow"):
         return change_role(settings, args.command, getattr(args, "url", None))
     return serve(settings)
@@ -122,15 +125,28 @@ def change_role(settings: Settings, command: str, master_url: str | None) -> int
         print(f"error: cannot reach the node at {url}: {exc}", file=sys.stderr)
         return 1
     if command == "promote":
-        print(f"{url}: now the master, from sequence {answer['sequence']} (lineage {answer['lineage']}); "
-              f"{answer['outbox_applied']} queued writes applied in {answer['seconds']} s. "
-              f"{answer['tracks_without_media']} tracks have no file on this node.\n"
-              f"Point the other regions at it: run.py follow {node_url(settings.host, settings.port)} "
-              f"--config THEIR_CONFIG, and set role = \"master\" in this node's config.")
+        print(promoted_text(settings, url, answer, node_url(settings.host, settings.port)))
     else:
         print(f"{url}: now following {answer['master_url']} from sequence {answer['sequence']}. "
               f"Set master_url in this node's config too.")
     return 0
+
+
+def promoted_text(settings: Settings, url: str, answer: dict, itself: str) -> str:
+    """What the operator must know and do after a promotion; the README's promotion section says
+    the same (streamer.node_role, streamer.promotion)."""
+    node_json = settings.data_dir / "node.json"
+    return (f"{url}: now the master, from sequence {answer['sequence']} (lineage {answer['lineage']}); "
+            f"{answer['outbox_applied']} queued writes applied in {answer['seconds']} s; "
+            f"{answer['tracks_without_media']} tracks have no copy on this node yet.\n"
+            f"It stays the master across restarts, whatever its config says (recorded in {node_json}), "
+            f"and does not scan its library meanwhile: a scan would remove the tracks whose files the "
+            f"library lacks, on every node.\n"
+            f"To make it a master for good: copy the old master's library into this node's library "
+            f"({settings.library} by this config), set role = \"master\" in this node's config and "
+            f"remove {node_json}; it scans again from its next start.\n"
+            f"Point the other regions at it: run.py follow {itself} --config THEIR_CONFIG "
+            f"(and set master_url = \"{itself}\" in their configs).")
 
 
 def manage_user(settings: Settings, action: str, name: str | None, admin: bool) -> int:

@@ -5,13 +5,16 @@ region-b.toml); `--folder` says where their libraries and data go and `--port` w
 listens (the regions take the next two ports). The master's library is filled with the demo
 library when it is empty; the regions' media folders start empty. Every line a node prints is
 shown with its name in front, and Ctrl-C (or SIGTERM) stops all three. A node that exits (a
-master killed to try a promotion, say) leaves the others running.
+master killed to try a promotion, say) leaves the others running. After a promotion it does not
+start again (two masters would run); `--reset` starts over.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,11 +26,22 @@ from pathlib import Path
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 RUN = Path(__file__).resolve().parent.parent / "run.py"
 NODES = ("master", "region-a", "region-b")
+NODE_FILE = "node.json"  # a role changed at runtime (streamer.node_role)
 
 
-def run_cluster(folder: Path, port: int, ffmpeg: str) -> int:
+def run_cluster(folder: Path, port: int, ffmpeg: str, reset: bool = False) -> int:
     from media.demo import make_demo_library
 
+    if reset:
+        _reset(folder)
+    changed = _changed_roles(folder)
+    if changed:
+        print(f"cluster: not starting: {'; '.join(changed)}. Started again as configured, a promoted "
+              f"region would be a second master beside the one on :{port}. Start over with "
+              f"run.py cluster --reset (it removes {', '.join(str(folder / n) for n in NODES)}: the nodes' "
+              f"catalogs, users and the regions' media; the demo library in {folder / 'music'} stays)",
+              file=sys.stderr, flush=True)
+        return 1
     music = folder / "music"
     music.mkdir(parents=True, exist_ok=True)
     if not any(music.iterdir()):
@@ -75,6 +89,34 @@ def run_cluster(folder: Path, port: int, ffmpeg: str) -> int:
             process.wait()
     print("cluster: stopped", flush=True)
     return 0
+
+
+def _changed_roles(folder: Path) -> list[str]:
+    """Nodes whose role was changed while they ran (run.py promote / follow), as
+    streamer.node_role keeps it in node.json in their data folders."""
+    found = []
+    for name in NODES:
+        path = folder / name / NODE_FILE
+        if not path.exists():
+            continue
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("role") == "master":
+            found.append(f"{name} was promoted to master ({path})")
+        else:
+            found.append(f"{name} was pointed at {saved.get('master_url', 'another master')} ({path})")
+    return found
+
+
+def _reset(folder: Path) -> None:
+    """Back to a fresh cluster: the nodes' data folders go (a region's media folder is inside
+    its own); the demo library stays, it takes a while to make."""
+    for name in NODES:
+        if (folder / name).exists():
+            shutil.rmtree(folder / name)
+            print(f"cluster: --reset removed {folder / name}", flush=True)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> None:

@@ -200,3 +200,113 @@ def test_console_script_is_the_same_cli(tmp_path):
     result = subprocess.run([str(script), "config", "--port", "9999"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "port = 9999" in result.stdout, result.stderr
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (a cluster takes --port, +1, +2)."""
+    while True:
+        port = free_port()
+        if all(_free(port + i) for i in range(count)):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_cluster_refuses_to_start_over_a_changed_role(tmp_path):
+    """After `promote` (or `follow`), starting the cluster again as configured would run two
+    masters: it refuses, names the node and says how to start over."""
+    from streamer.node_role import NodeRole
+
+    folder, port = tmp_path / "c", free_ports(3)
+    for name in ("region-a", "region-b"):
+        (folder / name).mkdir(parents=True)
+    NodeRole("region", f"http://127.0.0.1:{port}", folder / "region-a").promoted()  # as `promote` leaves it
+    NodeRole("region", f"http://127.0.0.1:{port}", folder / "region-b").follow(f"http://127.0.0.1:{port + 1}")
+    result = run("cluster", "--folder", str(folder), "--port", str(port), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert f"region-a was promoted to master ({folder / 'region-a' / 'node.json'})" in result.stderr
+    assert f"region-b was pointed at http://127.0.0.1:{port + 1}" in result.stderr
+    assert "run.py cluster --reset" in result.stderr
+    assert not (folder / "music").exists() and all(_free(port + i) for i in range(3))  # nothing started
+
+
+class Cluster:
+    """`run.py cluster` as a process: its output collected, its nodes asked over HTTP."""
+
+    def __init__(self, folder: Path, port: int, *args: str) -> None:
+        import threading
+
+        self.port, self.lines = port, []
+        self.proc = subprocess.Popen([sys.executable, RUN, "cluster", "--folder", str(folder), "--port", str(port),
+                                      *args], cwd=folder.parent, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+
+    def get(self, node: int, path: str) -> dict:
+        try:
+            return get_json(f"http://127.0.0.1:{self.port + node}{path}")
+        except urllib.error.HTTPError as exc:
+            return {"status": exc.code}
+
+    def wait_ready(self, seconds: float = 90) -> None:
+        deadline = time.monotonic() + seconds
+        for node in range(3):
+            while True:
+                try:
+                    if self.get(node, "/readyz").get("status") == "ready":
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline and self.proc.poll() is None, "".join(self.lines)[-3000:]
+                time.sleep(0.2)
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=60)
+        self.reader.join(timeout=10)
+        return "".join(self.lines)
+
+
+def test_promote_says_what_the_readme_says_and_reset_starts_over(tmp_path, demo_library):
+    """A real promotion through `run.py promote`: its answer lists the README's steps; the
+    cluster then refuses to start again, and `--reset` brings the configured roles back."""
+    folder, port = tmp_path / "c", free_ports(3)
+    shutil.copytree(demo_library, folder / "music")  # no demo library to make
+    region_a = ["--config", str(Path(RUN).parent / "config" / "region-a.toml"), "--port", str(port + 1),
+                "--library", str(folder / "region-a" / "music"), "--data-dir", str(folder / "region-a")]
+    cluster = Cluster(folder, port)
+    try:
+        cluster.wait_ready()
+        promoted = run("promote", *region_a, cwd=tmp_path, timeout=120)
+    finally:
+        cluster.stop()
+    assert promoted.returncode == 0, promoted.stderr
+    node_json = folder / "region-a" / "node.json"
+    readme = " ".join((Path(RUN).parent / "README.md").read_text().split())  # lines joined
+    for step in ("now the master", "tracks have no copy on this node yet", f"recorded in {node_json}",
+                 "does not scan its library", "copy the old master's library into this node's library",
+                 "set role = \"master\" in this node's config", f"remove {node_json}",
+                 f"run.py follow http://127.0.0.1:{port + 1} --config THEIR_CONFIG"):
+        assert step in promoted.stdout, promoted.stdout
+    for step in ("data/node.json", "does not scan its library", "have no copy on this node yet",
+                 "copy the old master's library into its library", "set `role = \"master\"` in its config",
+                 "run.py follow"):
+        assert step in readme, step
+
+    again = run("cluster", "--folder", str(folder), "--port", str(port), cwd=tmp_path)
+    assert again.returncode == 1 and "region-a was promoted to master" in again.stderr, again.stderr
+
+    cluster = Cluster(folder, port, "--reset")
+    try:
+        cluster.wait_ready()
+        roles = [cluster.get(node, "/healthz")["role"] for node in range(3)]
+    finally:
+        out = cluster.stop()
+    assert roles == ["master", "region", "region"], out
+    assert f"--reset removed {folder / 'region-a'}" in out and not node_json.exists()
+    assert cluster.proc.returncode == 0 and "Traceback" not in out
