@@ -92,9 +92,11 @@ async def changes(request: web.Request) -> web.Response:
         raise ApiError(410, "resync_needed", f"the follower's log (at {since}) holds changes this master never "
                        "had (a master was replaced); take a snapshot")
     follower = _follower_url(request)
-    state = request.app[MEMBERS].poll_started(follower, since) if follower else None
+    members = request.app[MEMBERS]
+    new = follower is not None and follower not in members.followers
+    state = members.poll_started(follower, since) if follower else None
     try:
-        rows = await _changes_after(request, since, wait, limit)
+        rows = await _changes_after(request, since, 0 if new else wait, limit)  # a newcomer learns the nodes now
     finally:
         if state is not None:
             request.app[MEMBERS].poll_ended(state)
@@ -118,6 +120,7 @@ def _follower_url(request: web.Request) -> str | None:
 async def _changes_after(request: web.Request, since: int, wait: int, limit: int) -> list[dict]:
     """The rows after `since`, waiting up to `wait` seconds for one to be written."""
     db = request.app[CATALOG].db
+    joined = request.app[MEMBERS].joined  # a new node: answered at once, so followers learn of it
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         committed = db.commit_signal()  # before the read: a commit right after it still wakes us
@@ -127,11 +130,11 @@ async def _changes_after(request: web.Request, since: int, wait: int, limit: int
                 raise ApiError(410, "resync_needed", f"changes before {oldest} are no longer kept; take a snapshot")
             rows = await db.read(listeners.changes_since, since, limit)
             left = deadline - asyncio.get_running_loop().time()
-            if rows or left <= 0 or request.app[CLOSING].is_set():
+            if rows or left <= 0 or request.app[CLOSING].is_set() or joined.is_set():
                 break
             # Woken by this process's commits at once; those of another (run.py user add) are
             # seen at the next look, within OUTSIDE_COMMITS.
-            await _commit_or_closing(request.app, committed, min(left, OUTSIDE_COMMITS))
+            await _commit_or_closing(request.app, committed, min(left, OUTSIDE_COMMITS), joined)
         finally:
             committed.cancel()
     return rows
@@ -167,14 +170,17 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def _commit_or_closing(app: web.Application, committed: asyncio.Future, timeout: float) -> None:
-    """Wait for the commit, but not past `timeout` or the server's shutdown (a long poll must not
-    hold it)."""
+async def _commit_or_closing(app: web.Application, committed: asyncio.Future, timeout: float,
+                             joined: asyncio.Event) -> None:
+    """Wait for the commit or a node joining, but not past `timeout` or the server's shutdown (a
+    long poll must not hold it)."""
     closing = asyncio.ensure_future(app[CLOSING].wait())
+    news = asyncio.ensure_future(joined.wait())
     try:
-        await asyncio.wait([committed, closing], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([committed, closing, news], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         closing.cancel()
+        news.cancel()
 
 
 def _gzip(source: Path, destination: Path) -> None:

@@ -40,6 +40,7 @@ class Members:
         self.peers: dict[str, dict] = {}  # as a follower: the nodes its master listed
         self._file = data_dir / "peers.json"
         self._acked = asyncio.Event()  # set (and replaced) whenever a follower acknowledges more
+        self.joined = asyncio.Event()  # set (and replaced) when a follower appears: polls answer with the news
         with contextlib.suppress(OSError, ValueError, TypeError):
             saved = json.loads(self._file.read_text(encoding="utf-8"))
             self.peers = {url: node for url, node in saved.items() if isinstance(node, dict)}
@@ -51,6 +52,8 @@ class Members:
         state = self.followers.setdefault(url, FollowerState())
         if state.last_seen == 0.0:
             log.info("cluster: %s follows this node (at sequence %d)", url, holds)
+            self.joined.set()
+            self.joined = asyncio.Event()
         state.acked, state.last_seen = holds, time.time()
         state.polling += 1
         self._acked.set()

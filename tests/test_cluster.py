@@ -469,6 +469,10 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
         except urllib.error.HTTPError as exc:
             return {"status": exc.code, "total": None}
 
+    def read(i: int, path: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + i}{path}", timeout=10) as resp:
+            return resp.read()
+
     def until(check, what: str, pause: float = 0.2) -> None:
         while not check():
             assert time.monotonic() < deadline and proc.poll() is None, f"{what}: {''.join(lines)[-3000:]}"
@@ -508,6 +512,10 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
             until(lambda i=i: get(i, "/api/v1/me", ann).get("name") == "ann", "the user did not arrive", pause=0.5)
         assert post_playlist(ann, "at region A") == 201
         until(lambda: get(2, "/api/v1/playlists", ann)["total"] == 1, "region B does not see region A's write")
+        # The regions' media folders are empty: each mirrors the master's files into its cache.
+        originals = {t["id"]: read(0, f"/stream/{t['id']}") for t in get(0, "/api/v1/tracks?limit=100")["items"]}
+        for i in (1, 2):
+            until(lambda i=i: get(i, "/healthz")["media"]["without_copy"] == 0, "a region's mirror")
         master_pid = int(re.search(r"cluster: master is pid (\d+)", "".join(lines)).group(1))
         os.kill(master_pid, signal.SIGKILL)
         until(lambda: "cluster: master exited" in "".join(lines), "the master's exit went unnoticed")
@@ -518,6 +526,9 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
         assert post_playlist(token, "at the new master") == 201
         until(lambda: get(2, "/api/v1/playlists", token)["total"] == 1, "region B does not follow region A")
         assert get(2, "/api/v1/playlists", ann)["total"] == 1  # what was there before the promotion stays
+        for i in (1, 2):  # the music keeps playing: every track from both surviving nodes
+            for track_id, original in originals.items():
+                assert read(i, f"/stream/{track_id}") == original, (i, track_id)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
