@@ -211,6 +211,10 @@ def load(
         errors.append(f"cluster_secret: a {settings.role} needs a cluster secret of at least 16 characters")
     if settings.role == "region" and not settings.master_url.startswith(("http://", "https://")):
         errors.append("master_url: a region needs its master's URL, e.g. http://127.0.0.1:8080")
+    if settings.cluster_url and not _is_node_url(settings.cluster_url):
+        errors.append(f"cluster_url: expected http(s)://HOST:PORT with no path, not {settings.cluster_url!r}")
+    if settings.sync_replicas and settings.role == "standalone":
+        errors.append("sync_replicas: a standalone node has no followers to wait for (role master or region)")
     if errors:
         raise ConfigError(errors)
     return settings
@@ -233,6 +237,12 @@ def describe(settings: Settings) -> str:
             shown = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines.append(f"{field.name} = {shown}  # {field.help}")
     return "\n".join(lines)
+
+
+def _is_node_url(value: str) -> bool:
+    scheme, _, rest = value.partition("://")
+    host, _, port = rest.rstrip("/").rpartition(":")
+    return scheme in ("http", "https") and bool(host) and "/" not in rest.rstrip("/") and port.isdigit()
 
 
 def _field_or_error(key: str, source: str, errors: list[str], shown=lambda f: f.name) -> Field | None:

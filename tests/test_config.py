@@ -88,3 +88,15 @@ def test_describe_prints_every_setting():
     text = config.describe(Settings())
     for field in config.FIELDS:
         assert f"{field.name} = " in text
+
+
+def test_cluster_url_and_sync_replicas_are_checked():
+    load = config.load
+    assert load(cli={"cluster_url": "http://10.0.0.2:8080"}, check_paths=False).cluster_url == "http://10.0.0.2:8080"
+    for bad in ("http://10.0.0.2", "ftp://h:1", "http://h:1/path"):
+        with pytest.raises(ConfigError, match="cluster_url"):
+            load(cli={"cluster_url": bad}, check_paths=False)
+    with pytest.raises(ConfigError, match="sync_replicas: a standalone node has no followers"):
+        load(cli={"sync_replicas": "1"}, check_paths=False)
+    settings = load(cli={"sync_replicas": "1", "role": "master", "cluster_secret": "x" * 16}, check_paths=False)
+    assert (settings.sync_replicas, settings.sync_wait_ms, settings.sync_fallback) == (1, 3000, "refuse")
