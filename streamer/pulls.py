@@ -198,8 +198,11 @@ class Pulls:
                 try:
                     await self.path(track_id, track)
                     self.missing -= 1
-                except (ApiError, NotFound):
+                except NotFound:  # no node holds it: the next may be there
                     failed += 1
+                except ApiError:  # no node that may hold it answers: wait, rather than ask for every file
+                    failed += 1
+                    break
             if full:
                 log.warning("mirror: the media cache is %d%% full; %d tracks have no copy on this node (raise "
                             "cache_max_mb)", MIRROR_SHARE * 100, self.missing)
