@@ -1,10 +1,12 @@
 """HLS planning, no I/O: which variants a track gets, where its segments start and end, and the
 text of its playlists (RFC 8216).
 
-Segments are cut on codec frame boundaries (1024 samples for AAC, 1152 for MP3), so every
-segment holds whole frames and the #EXTINF of each is exactly its frames' duration; only the last
-segment is shortened to end at the track's true duration. Nothing here runs ffmpeg: the segment
-maker asks the plan what to produce, and the HTTP layer asks it what to list.
+Segments are cut on codec frame boundaries (1024 samples for AAC, 1152 for MP3, 576 for MP3
+below 32 kHz), so every segment holds whole frames and the #EXTINF of each is exactly its
+frames' duration; only the last segment is shortened to end at the track's true duration, and
+none is shorter than MIN_SEGMENT_SECONDS (players cannot open a segment of one frame on its
+own). Timestamps are counted in frames and rounded once, to the 90 kHz clock. Nothing here runs
+ffmpeg: the segment maker asks the plan what to produce, and the HTTP layer asks it what to list.
 """
 
 from __future__ import annotations
@@ -13,9 +15,19 @@ import dataclasses
 import math
 from collections.abc import Iterable
 
+from media.packed_audio import PTS_CLOCK
+
 AAC_FRAME = 1024  # samples per AAC-LC frame
 MP3_FRAME = 1152  # samples per MPEG-1 Layer III frame
+MP3_LSF_FRAME = 576  # samples per MPEG-2/2.5 Layer III frame (16-24 kHz and 8-12 kHz)
 AAC_RATES = (44100, 48000)  # what AAC variants are encoded at
+MIN_SEGMENT_SECONDS = 1.0  # a shorter tail is evened out with the segment before it
+# The catalog keeps durations to the millisecond: a duration up to this much past a whole
+# number of frames is that number of frames, not one frame more that no source has.
+DURATION_ROUNDING = 0.0005
+# Bumped whenever the same track and settings would be cut differently: segment URLs (and
+# cache keys) carry it, so no player or cache mixes segments of two plans.
+PLAN_REVISION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +50,12 @@ class Variant:
     def frame_seconds(self) -> float:
         return self.frame_samples / self.sample_rate
 
+    def pts(self, frame: int) -> int:
+        """The 90 kHz timestamp of frame `frame`, from the frame count in integers and rounded
+        once: frames are at least 1,300 ticks apart, so no two can share a tick, and no error
+        adds up along the track."""
+        return (2 * frame * self.frame_samples * PTS_CLOCK + self.sample_rate) // (2 * self.sample_rate)
+
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
@@ -51,14 +69,27 @@ class Segment:
 def variants_for(codec: str, sample_rate: int | None, bitrate: int | None,
                  aac_bitrates: Iterable[int]) -> list[Variant]:
     """AAC variants at the configured bitrates, plus a copy variant when the source codec can be
-    remuxed as is (mp3 and AAC), listed first: it is the original quality at no encoding cost."""
+    remuxed as is (mp3 and AAC), listed first: it is the original quality at no encoding cost.
+
+    Next to the original, a transcode at or above the source's bitrate is more bytes for no
+    more music (and at the same bitrate, a rung a player cannot tell from the original), so
+    only the rungs below it are offered."""
     rate = sample_rate if sample_rate in AAC_RATES else 48000
+    rungs = sorted(set(aac_bitrates))
     out = []
     if codec in ("mp3", "aac") and sample_rate:
-        frame = MP3_FRAME if codec == "mp3" else AAC_FRAME
-        out.append(Variant("original", codec, bitrate or 128, sample_rate, frame, copy=True))
-    out += [Variant(f"aac{kbps}", "aac", kbps, rate, AAC_FRAME) for kbps in sorted(set(aac_bitrates))]
+        out.append(Variant("original", codec, bitrate or 128, sample_rate, _copy_frame(codec, sample_rate),
+                           copy=True))
+        if bitrate:  # unknown, nothing to compare with: the whole ladder
+            rungs = [kbps for kbps in rungs if kbps < bitrate]
+    out += [Variant(f"aac{kbps}", "aac", kbps, rate, AAC_FRAME) for kbps in rungs]
     return out
+
+
+def _copy_frame(codec: str, sample_rate: int) -> int:
+    if codec == "aac":
+        return AAC_FRAME
+    return MP3_FRAME if sample_rate >= 32000 else MP3_LSF_FRAME
 
 
 # The first segments are short and grow to the target: the first is what a listener waits
@@ -72,16 +103,17 @@ FIRST_SEGMENT_SECONDS = RAMP_SECONDS[0]
 
 def segments(duration: float, variant: Variant, target_seconds: float) -> list[Segment]:
     """The segments of one variant: after the short ramp, as close to `target_seconds` as whole
-    frames allow."""
+    frames allow, and the last one no shorter than MIN_SEGMENT_SECONDS (unless it is the only one)."""
     if duration <= 0:
         return []
     per_segment = max(1, round(target_seconds / variant.frame_seconds))
-    total_frames = math.ceil(duration / variant.frame_seconds - 1e-9)
+    total_frames = max(1, math.ceil((duration - DURATION_ROUNDING) / variant.frame_seconds - 1e-9))
     sizes = [min(per_segment, max(1, round(s / variant.frame_seconds))) for s in RAMP_SECONDS]
     starts, frame = [], 0
     while frame < total_frames:
         starts.append(frame)
         frame += sizes[len(starts) - 1] if len(starts) <= len(sizes) else per_segment
+    _even_out_tail(starts, total_frames, math.floor(MIN_SEGMENT_SECONDS / variant.frame_seconds))
     out = []
     for index, first in enumerate(starts):
         frames = (starts[index + 1] if index + 1 < len(starts) else total_frames) - first
@@ -89,6 +121,15 @@ def segments(duration: float, variant: Variant, target_seconds: float) -> list[S
         end = min((first + frames) * variant.frame_seconds, duration)
         out.append(Segment(index, first, frames, start, end - start))
     return out
+
+
+def _even_out_tail(starts: list[int], total_frames: int, min_frames: int) -> None:
+    """Move the last segment's start back so it holds at least `min_frames`, taking them from
+    the segment before, which never grows (so no #EXTINF passes the target). Every segment but
+    the last holds at least 2 s, twice `min_frames` (1 s, rounded down to whole frames), so the
+    one before keeps at least `min_frames` too."""
+    if len(starts) > 1 and total_frames - starts[-1] < min_frames:
+        starts[-1] = max(starts[-2] + min_frames, total_frames - min_frames)
 
 
 def target_duration(plan: list[Segment]) -> int:

@@ -38,9 +38,10 @@ def split_adts(data: bytes) -> tuple[list[memoryview], int]:
     return frames, i
 
 
-def timestamp_tag(seconds: float) -> bytes:
-    """An ID3v2.4 tag whose PRIV frame holds the 33-bit, 90 kHz timestamp of the first frame."""
-    pts = round(seconds * PTS_CLOCK) & ((1 << 33) - 1)
+def timestamp_tag(pts: int) -> bytes:
+    """An ID3v2.4 tag whose PRIV frame holds the 33-bit, 90 kHz timestamp of the first frame
+    (in ticks: see Variant.pts, which counts them from frames)."""
+    pts &= (1 << 33) - 1
     payload = _PRIV_OWNER + struct.pack(">Q", pts)
     frame = b"PRIV" + _syncsafe(len(payload)) + b"\x00\x00" + payload
     return b"ID3\x04\x00\x00" + _syncsafe(len(frame)) + frame

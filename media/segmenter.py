@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from media.ffmpeg import FfmpegFailed, FfmpegPool
+from media import mpegts
 from media.hls_plan import Segment, Variant
 from media.packed_audio import adts_frames, mp3_frames, split_adts, timestamp_tag
 
@@ -97,7 +98,7 @@ async def aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant, follo
 
 def _packed(variant: Variant, segment: Segment, frames: list[bytes]) -> bytes:
     # Timestamps count the first segment's priming frame, so frames line up across segments.
-    first_pts = 0.0 if segment.index == 0 else segment.start + PRIMING_FRAMES * variant.frame_seconds
+    first_pts = 0 if segment.index == 0 else variant.pts(segment.first_frame + PRIMING_FRAMES)
     return timestamp_tag(first_pts) + b"".join(frames)
 
 
@@ -112,10 +113,21 @@ async def elementary_stream(ffmpeg: FfmpegPool, source: Path, codec: str,
     return await ffmpeg.run(["-i", str(source), "-map", "0:a:0", "-map_metadata", "-1", *out, "pipe:1"], needed_by)
 
 
-def copy_segment(stream: bytes, variant: Variant, segment: Segment) -> bytes:
-    """A segment of a copy variant: the source's own frames, cut on frame boundaries."""
+def copy_segment(stream: bytes, variant: Variant, plan: Sequence[Segment], index: int) -> bytes:
+    """Segment `index` of a copy variant: the source's own frames, cut on frame boundaries.
+    AAC as packed audio; MP3 in an MPEG-TS (see media.mpegts for why)."""
+    segment = plan[index]
     frames = mp3_frames(stream) if variant.codec == "mp3" else adts_frames(stream)
     kept = frames[segment.first_frame:segment.first_frame + segment.frames]
     if not kept:
         raise SegmentError(f"the source has {len(frames)} frames; segment {segment.index} starts past them")
-    return timestamp_tag(segment.start) + b"".join(kept)
+    if variant.codec != "mp3":
+        return timestamp_tag(variant.pts(segment.first_frame)) + b"".join(kept)
+    sizes = [len(f) for f in frames]
+    before = sum(mpegts.audio_packets(sizes[s.first_frame:s.first_frame + s.frames]) for s in plan[:index])
+    pts = [variant.pts(segment.first_frame + i) for i in range(len(kept))]
+    return mpegts.segment(kept, pts, index, before, _mpeg_audio_stream_type(variant))
+
+
+def _mpeg_audio_stream_type(variant: Variant) -> int:
+    return 0x03 if variant.sample_rate >= 32000 else 0x04  # MPEG-1 audio, or MPEG-2's lower rates

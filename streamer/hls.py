@@ -5,7 +5,9 @@ they are immutable: a changed file gets new URLs, and an old URL is a clean 404.
 an AAC variant is made when first asked for (segment 40 first costs one ffmpeg run, not 41) by
 an ffmpeg run that goes on to the next ones while nobody else waits (streamer.segment_runs);
 while a listener plays on, the next segment is started before it is asked for when ffmpeg has
-a slot to spare. Segments of a copy variant are cut from the source's own frames.
+a slot to spare. Segments of a copy variant are cut from the source's own frames (MP3 ones in
+MPEG-TS, see media.mpegts). The version in URLs also carries the plan's revision, so segments
+cut by an older plan are never mixed with new ones, in our cache or anyone's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from media import FfmpegPool, MediaCache
-from media.hls_plan import Variant, master_playlist, media_playlist, segments, variants_for
+from media.hls_plan import PLAN_REVISION, Variant, master_playlist, media_playlist, segments, variants_for
 from media.segmenter import copy_segment, elementary_stream
 from streamer.auth import USER
 from streamer.edge import Routes
@@ -59,7 +61,7 @@ async def _source(request: web.Request) -> tuple[dict, str, list[Variant]]:
     files = request.app[OPEN_FILES]
     entry = files.cached(track_id) or await files.open(track_id)
     source["abspath"] = entry.path
-    version = hashlib.blake2b(entry.etag.encode(), digest_size=6).hexdigest()
+    version = hashlib.blake2b(f"{entry.etag}/{PLAN_REVISION}".encode(), digest_size=6).hexdigest()
     variants = variants_for(source["codec"], source["sample_rate"], source["bitrate"],
                             request.app[SETTINGS].hls_bitrates)
     return source, version, variants
@@ -97,7 +99,7 @@ def _signed_suffix(request: web.Request) -> str:
 
 
 def _extension(variant: Variant) -> str:
-    return "mp3" if variant.codec == "mp3" else "aac"
+    return "ts" if variant.codec == "mp3" else "aac"
 
 
 async def segment(request: web.Request) -> web.Response:
@@ -114,7 +116,7 @@ async def segment(request: web.Request) -> web.Response:
     if index + 1 < len(plan):
         _make_ahead(request.app, request.match_info["id"], version, source, variant, plan, index + 1)
     etag = f'"{version}-{variant.name}-{index}"'
-    content_type = "audio/mpeg" if variant.codec == "mp3" else "audio/aac"
+    content_type = "video/mp2t" if variant.codec == "mp3" else "audio/aac"
     # Asked for with credentials: no shared cache may keep it for others.
     cache = PRIVATE_IMMUTABLE if request.get(USER) is not None else IMMUTABLE
     return web.Response(body=body, content_type=content_type, headers={"ETag": etag, **cache})
@@ -136,7 +138,7 @@ async def _segment_bytes(app: web.Application, track_id: str, version: str, sour
         # The source's frames, extracted once per file version, then cut per segment.
         stream = await cache.get_or_make(f"frames/{track_id}/{version}", lambda: elementary_stream(
             pool, source["abspath"], variant.codec, needed_by))
-        return await asyncio.to_thread(copy_segment, stream, variant, plan[index])
+        return await asyncio.to_thread(copy_segment, stream, variant, plan, index)
 
     def encoded() -> Awaitable[bytes]:
         return app[RUNS].make(track_id, functools.partial(_segment_key, track_id, version, variant),

@@ -53,7 +53,7 @@ def source(tmp_path_factory, ffmpeg) -> Path:
 
 
 def test_timestamp_tag_and_frames():
-    tag = timestamp_tag(12.5)
+    tag = timestamp_tag(1_125_000)  # 12.5 s
     assert tag.startswith(b"ID3\x04") and b"com.apple.streaming.transportStreamTimestamp" in tag
     assert int.from_bytes(tag[-8:], "big") == 12.5 * 90_000
     with pytest.raises(ValueError):
