@@ -135,7 +135,7 @@ def change_role(settings: Settings, command: str, master_url: str | None) -> int
 def promoted_text(settings: Settings, url: str, answer: dict, itself: str) -> str:
     """What the operator must know and do after a promotion; the README's promotion section says
     the same (streamer.node_role, streamer.promotion)."""
-    node_json = settings.data_dir / "node.json"
+    node_json = settings.data_dir.resolve() / "node.json"
     return (f"{url}: now the master, from sequence {answer['sequence']} (lineage {answer['lineage']}); "
             f"{answer['outbox_applied']} queued writes applied in {answer['seconds']} s; "
             f"{answer['tracks_without_media']} tracks have no copy on this node yet.\n"
@@ -143,7 +143,7 @@ def promoted_text(settings: Settings, url: str, answer: dict, itself: str) -> st
             f"and does not scan its library meanwhile: a scan would remove the tracks whose files the "
             f"library lacks, on every node.\n"
             f"To make it a master for good: copy the old master's library into this node's library "
-            f"({settings.library} by this config), set role = \"master\" in this node's config and "
+            f"({settings.library.resolve()} by this config), set role = \"master\" in this node's config and "
             f"remove {node_json}; it scans again from its next start.\n"
             f"Point the other regions at it: run.py follow {itself} --config THEIR_CONFIG "
             f"(and set master_url = \"{itself}\" in their configs).")
