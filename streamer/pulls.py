@@ -19,8 +19,8 @@ at a time, while its cache has room: then losing the master loses no music.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 
 import aiohttp
 from aiohttp import web
@@ -88,12 +88,12 @@ class Pulls:
         self.pulled_bytes = 0
         self.missing: int | None = None  # tracks with no copy on this node, as of the mirror's last pass
 
-    async def path(self, track_id: str, track: dict) -> str:
+    async def path(self, track_id: str, track: dict, mirroring: bool = False) -> str:
         """OpenFiles' hook: the path of the file in the cache, pulled first if need be."""
         key = pulled_key(track_id, track["size"])
         cache = self.app[CACHE]
         if key in self._downloads or not cache.has(key):
-            await asyncio.shield(self._download(track_id, track, key).kept)
+            await asyncio.shield(self._download(track_id, track, key, mirroring).kept)
         handle = await cache.open_file(key)
         if handle is None:
             raise ApiError(503, "unavailable", "the pulled file is not in the cache; try again", {"Retry-After": "1"})
@@ -111,11 +111,11 @@ class Pulls:
         return self._download(track_id, track, key), CONTENT_TYPES.get(track["container"],
                                                                        "application/octet-stream")
 
-    def _download(self, track_id: str, track: dict, key: str) -> Download:
+    def _download(self, track_id: str, track: dict, key: str, mirroring: bool = False) -> Download:
         download = self._downloads.get(key)
         if download is None:
             download = self._downloads[key] = Download(track["size"])
-            task = asyncio.create_task(self._fetch(track_id, track, key, download), name=f"pull-{track_id}")
+            task = asyncio.create_task(self._fetch(track_id, track, key, download, mirroring), name=f"pull-{track_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return download
@@ -128,7 +128,7 @@ class Pulls:
                                                                                 sock_read=30))
         return self._session
 
-    async def _fetch(self, track_id: str, track: dict, key: str, download: Download) -> None:
+    async def _fetch(self, track_id: str, track: dict, key: str, download: Download, mirroring: bool) -> None:
         try:
             source = await self._from_first_holder(track_id, download)
             if track.get("fingerprint") and bytes_fingerprint(download.data) != track["fingerprint"]:
@@ -136,7 +136,9 @@ class Pulls:
                                "catalog's (its content fingerprint differs)")
             self.pulled_bytes += download.size
             await self.app[CACHE].keep_file(key, bytes(download.data))
-            log.info("pulled track %s (%d bytes) from %s", track_id, download.size, source)
+            # The mirror's copies are summed up per pass; a listener's pull is worth a line.
+            log.log(logging.DEBUG if mirroring else logging.INFO, "pulled track %s (%d bytes) from %s", track_id,
+                    download.size, source)
             download.end()
         except (ApiError, NotFound) as exc:
             log.warning("pulling track %s failed: %s", track_id, getattr(exc, "message", exc))
@@ -188,7 +190,7 @@ class Pulls:
         catalog, settings = self.app[CATALOG], self.app[SETTINGS]
         room = settings.cache_max_mb * 1024 * 1024 * MIRROR_SHARE
         while True:
-            generation = catalog.generation
+            generation, started, copied = catalog.generation, time.monotonic(), 0
             missing = await tracks_without_media(self.app)
             self.missing, failed, full = len(missing), 0, False
             for track_id, track in missing:
@@ -196,13 +198,17 @@ class Pulls:
                     full = True
                     break
                 try:
-                    await self.path(track_id, track)
+                    await self.path(track_id, track, mirroring=True)
                     self.missing -= 1
+                    copied += 1
                 except NotFound:  # no node holds it: the next may be there
                     failed += 1
                 except ApiError:  # no node that may hold it answers: wait, rather than ask for every file
                     failed += 1
                     break
+            if copied:
+                log.info("mirror: %d files copied in %.1fs; %d tracks without a copy on this node", copied,
+                         time.monotonic() - started, self.missing)
             if full:
                 log.warning("mirror: the media cache is %d%% full; %d tracks have no copy on this node (raise "
                             "cache_max_mb)", MIRROR_SHARE * 100, self.missing)
