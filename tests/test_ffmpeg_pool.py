@@ -22,9 +22,17 @@ def _silence(seconds: float) -> list[str]:
 
 async def _holder(pool: FfmpegPool, seconds: float) -> asyncio.Task:
     task = asyncio.create_task(pool.run(_silence(seconds)))
-    while pool.running < pool.slots:
-        await asyncio.sleep(0.005)
+    await _until(lambda: pool.running >= pool.slots, "the holder did not start")
     return task
+
+
+async def _until(check, what: str, seconds: float = 10.0) -> None:
+    """Poll a condition that has no event to await (a pool counter, a process state in /proc)
+    until it holds; the deadline only turns a hang into a failure, it is not the wait."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.005)
 
 
 async def test_waiters_run_earliest_deadline_first(ffmpeg):
@@ -63,8 +71,7 @@ async def test_a_waiter_that_gives_up_does_not_lose_the_slot(ffmpeg):
     holder = await _holder(pool, 0.3)
     quitter = asyncio.create_task(pool.run(_silence(0.02)))
     stayer = asyncio.create_task(pool.run(_silence(0.02), deadline=time.monotonic() + 5))
-    await asyncio.sleep(0.05)
-    assert pool.queued == 2
+    await _until(lambda: pool.queued == 2, "both waiters did not queue")  # a fixed sleep raced them
     quitter.cancel()
     await holder
     await asyncio.wait_for(stayer, 5)  # would time out if the quitter had kept the slot
@@ -118,22 +125,22 @@ async def test_processes_not_needed_soon_are_paused_while_others_are_urgent(ffmp
     urgent = pool.stream(arguments, due=lambda: urgent_until)
     tasks = [asyncio.create_task(drain(relaxed)), asyncio.create_task(drain(urgent))]
     try:
-        await asyncio.sleep(0.5)
+        # Each step waits for the state it expects (the pauser looks every TICK, and the kernel
+        # stops a process once it is next scheduled): fixed sleeps of a few ticks raced both.
+        await _until(lambda: len(pool.pauser._due) == 2, "two runs are not watched")  # noqa: SLF001
         pids = sorted(pool.pauser._due)  # noqa: SLF001 (the processes it watches)
-        assert len(pids) == 2
         relaxed_pid = next(p for p in pids if pool.pauser._due[p]() > now + 10)  # noqa: SLF001
         urgent_pid = next(p for p in pids if p != relaxed_pid)
-        assert _state(relaxed_pid) == "T" and _state(urgent_pid) != "T"
+        await _until(lambda: _state(relaxed_pid) == "T", "the relaxed run was not stopped")
+        assert _state(urgent_pid) != "T"
         relaxed_until[0] = time.monotonic() + Pauser.RELAXED / 2  # its own deadline comes near
-        await asyncio.sleep(Pauser.TICK * 3)
-        assert _state(relaxed_pid) != "T"
+        await _until(lambda: _state(relaxed_pid) != "T", "near its deadline, it did not go on")
         relaxed_until[0] = time.monotonic() + 30
-        await asyncio.sleep(Pauser.TICK * 3)
-        assert _state(relaxed_pid) == "T"
+        await _until(lambda: _state(relaxed_pid) == "T", "relaxed again, it was not stopped again")
+        assert _state(urgent_pid) != "T"
         tasks[1].cancel()  # the urgent run ends: the other goes on
         await asyncio.gather(tasks[1], return_exceptions=True)
-        await asyncio.sleep(Pauser.TICK * 3)
-        assert _state(relaxed_pid) != "T"
+        await _until(lambda: _state(relaxed_pid) != "T", "nothing urgent, it did not go on")
     finally:
         for task in tasks:
             task.cancel()

@@ -287,18 +287,23 @@ async def test_fuzzed_json_bodies_never_give_500(node):
 async def test_backup_while_writing_restores_a_consistent_catalog(node, tmp_path):
     app = node.server.app
     t = node.track_ids
-    stop = asyncio.Event()
+    stop, writing = asyncio.Event(), asyncio.Event()
 
     async def writer():
         n = 0
         while not stop.is_set():
-            await node.post("/api/v1/plays", json={"plays": [{"track_id": t[n % len(t)], "seconds": 1,
-                                                             "played_at": "2026-11-27T10:00:00Z"}] * 20},
-                            headers=node.ann)
+            resp = await node.post("/api/v1/plays", json={"plays": [{"track_id": t[n % len(t)], "seconds": 1,
+                                                                    "played_at": "2026-11-27T10:00:00Z"}] * 20},
+                                   headers=node.ann)
+            assert resp.status == 201, await resp.text()
             n += 1
+            if n == 3:
+                writing.set()
 
     task = asyncio.create_task(writer())
-    await asyncio.sleep(0.3)
+    # The backup starts once writes are landing (after a fixed sleep, a loaded machine could back
+    # up a plays table still empty and fail `plays > 0`); the writer keeps going while it copies.
+    await asyncio.wait_for(writing.wait(), 30)
     copy = tmp_path / "backup" / "catalog.db"
     facts = await asyncio.to_thread(backup_catalog, app[CATALOG].db.path, copy)
     stop.set()
