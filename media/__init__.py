@@ -24,6 +24,9 @@ _EXPORTS = {
     "Scanner": "media.scanner",
     "ScanProgress": "media.scanner",
     "read_embedded_art": "media.tags",
+    "OutsideLibrary": "media.library_paths",
+    "is_library_relpath": "media.library_paths",
+    "library_file": "media.library_paths",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import sqlite_utils
@@ -18,6 +19,9 @@ import sqlite_utils
 from media import catalog
 from media.errors import MediaError
 from media.ids import new_id
+from media.library_paths import is_library_relpath
+
+log = logging.getLogger(__name__)
 
 
 class UnknownChange(MediaError):
@@ -92,14 +96,25 @@ def apply_changes(db: sqlite_utils.Database, changes: list[dict[str, Any]],
     return held
 
 
+def _inside(relpath: object, what: str) -> bool:
+    """A replicated path is input: one that could lead outside the library is refused (and logged)."""
+    if is_library_relpath(relpath):
+        return True
+    log.warning("replica: refused a %s whose path %r is not a relative path inside the library", what,
+                str(relpath)[:200])
+    return False
+
+
 def _apply(db: sqlite_utils.Database, op: str, data: dict[str, Any], at: str) -> None:
     if op == "tracks.put":
-        catalog.save_scanned(db, data["tracks"], [], at=at, log=False)
+        catalog.save_scanned(db, [t for t in data["tracks"] if _inside(t.get("path"), "track")], [], at=at,
+                             log=False)
     elif op == "tracks.delete":
         catalog.save_scanned(db, [], data["paths"], log=False)
     elif op == "catalog.regroup":
         if data.get("folder_images") is not None:
-            catalog.save_folder_images(db, data["folder_images"])
+            catalog.save_folder_images(db, {folder: image for folder, image in data["folder_images"].items()
+                                            if _inside(image, "folder image")})
         catalog.regroup(db)
     elif op == "user.put":
         db.execute("INSERT INTO users (id, name, role, token_hash, created_at) VALUES "

@@ -12,12 +12,13 @@ import contextlib
 import hashlib
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from media import UnreadableFile, ids, listeners
+from media import OutsideLibrary, UnreadableFile, ids, library_file, listeners
 from media.fingerprint import content_fingerprint
 from media.formats import container_for
 from media.tags import read_track
@@ -38,8 +39,9 @@ _TAG_COLUMN = {"artist": "tag_artist", "album": "tag_album", "album_artist": "al
 def _part(text: str, fallback: str, limit: int = 120) -> str:
     """A safe file or folder name: no separators or control characters, no leading dots, and at
     most `limit` bytes of UTF-8 (file systems count bytes: 255 at most)."""
-    cleaned = _UNSAFE.sub(" ", text).strip().lstrip(".").strip()
-    cleaned = cleaned.encode("utf-8")[:limit].decode("utf-8", "ignore").strip()
+    # Dots and spaces go from both ends together: stripping them in turn made ". .." into "..".
+    cleaned = _UNSAFE.sub(" ", text).strip(" .")
+    cleaned = cleaned.encode("utf-8")[:limit].decode("utf-8", "ignore").strip(" .")
     return cleaned or fallback
 
 
@@ -94,7 +96,10 @@ async def upload_track(request: web.Request) -> web.Response:
         number = f"{facts['track_number']:02d} " if facts["track_number"] else ""
         name = _part(f"{number}{facts['title']}", "Untitled", 180) + extension
         relative = f"{artist}/{album}/{name}"
-        destination = library / relative
+        try:
+            destination = Path(library_file(library, relative))  # a last check that it stays inside
+        except OutsideLibrary:
+            raise ApiError(422, "invalid_field", f"file: its tags make no path inside the library ({relative!r})") from None
         made = [d for d in (library / artist, destination.parent) if not d.exists()]
         try:
             destination.parent.mkdir(parents=True, exist_ok=True)

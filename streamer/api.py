@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from media import image_type, read_embedded_art
+from media import OutsideLibrary, image_type, library_file, read_embedded_art
 from streamer.edge import Routes
 from streamer.errors import ApiError, bad_param
 from streamer.keys import AUTH, CATALOG, SETTINGS
@@ -206,7 +206,11 @@ async def album_cover(request: web.Request) -> web.Response:
 
 def _load_cover(library, where: tuple[str, str]) -> tuple[bytes, str] | None:
     kind, relpath = where
-    path = library / relpath
+    try:
+        path = library_file(library, relpath)
+    except OutsideLibrary:
+        log.warning("refused to open the cover %r: not inside the library", relpath[:200])
+        return None
     if kind == "embedded":
         return read_embedded_art(path)
     try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from media import CONTENT_TYPES, Catalog, NotFound
+from media import CONTENT_TYPES, Catalog, NotFound, OutsideLibrary, library_file
 from media.fingerprint import content_fingerprint
 from streamer.errors import ApiError, error_response
 from streamer.metrics import Metrics
@@ -101,7 +101,11 @@ class OpenFiles:
     async def open(self, track_id: str) -> OpenFile:
         relpath, container = await self.catalog.track_file(track_id)
         generation = self.catalog.generation
-        path = str(self.library / relpath)
+        try:
+            path = library_file(self.library, relpath)
+        except OutsideLibrary:
+            log.warning("track %s: refused to open %r, which is not inside the library", track_id, relpath)
+            raise
         if self.pull is not None:
             track = await self.catalog.track_source(track_id)
             if not await asyncio.to_thread(holds, path, track):
@@ -134,11 +138,11 @@ class OpenFiles:
 
 
 def holds(path: str, track: dict) -> bool:
-    """Whether the file at `path` is the catalog's: its size, and its content fingerprint when the
-    catalog has one."""
+    """Whether the file at `path` is the catalog's: its size and its content fingerprint (a track
+    without one is never taken on trust: it is pulled from a node that has it)."""
     try:
-        return os.stat(path).st_size == track["size"] and (
-            track.get("fingerprint") is None or content_fingerprint(path, track["size"]) == track["fingerprint"])
+        return bool(track.get("fingerprint")) and os.stat(path).st_size == track["size"] and (
+            content_fingerprint(path, track["size"]) == track["fingerprint"])
     except OSError:
         return False
 

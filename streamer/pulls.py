@@ -25,7 +25,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from media import NotFound
+from media import NotFound, OutsideLibrary, library_file
 from media.fingerprint import bytes_fingerprint
 from streamer.errors import ApiError, error_response
 from streamer.hls import CACHE
@@ -106,7 +106,7 @@ class Pulls:
         track = await self.app[CATALOG].track_source(track_id)
         key = pulled_key(track_id, track["size"])
         if key not in self._downloads and (self.app[CACHE].has(key) or await asyncio.to_thread(
-                holds, str(self.app[SETTINGS].library / track["path"]), track)):
+                holds_in_library, self.app[SETTINGS].library, track)):
             return None
         return self._download(track_id, track, key), CONTENT_TYPES.get(track["container"],
                                                                        "application/octet-stream")
@@ -246,14 +246,23 @@ def pulled_key(track_id: str, size: int) -> str:
 async def local_copy(app: web.Application, track_id: str, track: dict) -> str | None:
     """The path of this node's own copy of a track's file (its library's, when it is the
     catalog's, or one pulled before), or None: what this node may serve to another."""
-    path = str(app[SETTINGS].library / track["path"])
-    if await asyncio.to_thread(holds, path, track):
-        return path
+    library = app[SETTINGS].library
+    if await asyncio.to_thread(holds_in_library, library, track):
+        return library_file(library, track["path"])
     handle = await app[CACHE].open_file(pulled_key(track_id, track["size"]))
     if handle is None:
         return None
     handle.close()
     return handle.name
+
+
+def holds_in_library(library, track: dict) -> bool:
+    """Whether the library holds the catalog's file at the track's path (never one outside it)."""
+    try:
+        return holds(library_file(library, track["path"]), track)
+    except OutsideLibrary:
+        log.warning("refused the path %r of a track: not inside the library", track["path"][:200])
+        return False
 
 
 async def tracks_without_media(app: web.Application) -> list[tuple[str, dict]]:
@@ -266,7 +275,7 @@ async def tracks_without_media(app: web.Application) -> list[tuple[str, dict]]:
         found = []
         for track_id, path, size, fingerprint, container in tracks:
             track = {"path": path, "size": size, "fingerprint": fingerprint, "container": container}
-            if not cache.has(pulled_key(track_id, size)) and not holds(str(library / path), track):
+            if not cache.has(pulled_key(track_id, size)) and not holds_in_library(library, track):
                 found.append((track_id, track))
         return found
     return await asyncio.to_thread(missing)
