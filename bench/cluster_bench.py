@@ -14,8 +14,8 @@ S. with --sync-replicas N (N >= 1; the master of every cluster but this step's r
    it): what a write costs. A second cluster with N = 0 is started as the reference; at each
    master, one client's --latency-writes (200) sequential POST /api/v1/playlists (p50/p99), then
    --writers (8) clients for --duration (5) s (p50/p99, writes/s), then plays/s at the master and
-   through region A as in [2]; 2 rounds in ABBA order, latencies pooled, rates averaged; ratios
-   N/0. Every write must be answered 200/201 (a 503 not_replicated fails it). Info, no target;
+   through region A as in [2]; --sync-rounds (2) rounds in ABBA order, latencies pooled, the
+   median of each rate; ratios N/0. Every write must be answered 200/201 (a 503 not_replicated fails it). Info, no target;
 1. replication lag: --writes (500) POST /api/v1/playlists {"name": unique} at region A, one at a
    time; after each, GET /api/v1/playlists/{id} at region B every 2 ms until 200. The lag is timed
    from the moment the POST is sent (so it includes the forward to the master) and, as info, from
@@ -52,7 +52,7 @@ Run it with the project's Python, from the repo root:
     python bench/cluster_bench.py [--writes 500] [--clients 24] [--duration 5] [--catalog 100000]
                                   [--rounds 4] [--wrk-seconds 4] [--tracks 20] [--writers 8]
                                   [--kill-after 1.5] [--sync-replicas 0] [--promotion-runs 1]
-                                  [--latency-writes 200] [--keep]
+                                  [--latency-writes 200] [--sync-rounds 2] [--keep]
 
 About 2 minutes in all with the defaults (add ~1 min for [S], ~10 s per extra promotion run);
 every node, wrk and the clients share the machine's cores.
@@ -439,16 +439,16 @@ def measure_writes(b: Bench, c: Cluster, seed: int) -> dict:
 
 
 def merged(rounds: list[dict]) -> dict:
-    """The rounds of one N together: latencies pooled, rates averaged, statuses summed."""
+    """The rounds of one N together: latencies pooled, the median of each rate, statuses summed."""
     statuses: dict[int, int] = {}
     for r in rounds:
         for status, n in r["statuses"].items():
             statuses[status] = statuses.get(status, 0) + n
-    mean = lambda f: sum(f(r) for r in rounds) / len(rounds)  # noqa: E731
+    median = lambda f: percentile([f(r) for r in rounds], 50)  # noqa: E731
     return {"seq": [x for r in rounds for x in r["seq"]], "conc": [x for r in rounds for x in r["conc"]],
-            "conc_rate": mean(lambda r: r["conc_rate"]), "statuses": statuses,
-            "plays_master": mean(lambda r: r["plays_master"]["rate"]),
-            "plays_region": mean(lambda r: r["plays_region"]["rate"])}
+            "conc_rate": median(lambda r: r["conc_rate"]), "statuses": statuses,
+            "plays_master": median(lambda r: r["plays_master"]["rate"]),
+            "plays_region": median(lambda r: r["plays_region"]["rate"])}
 
 
 def section_sync(b: Bench, ours: Cluster) -> None:
@@ -460,11 +460,11 @@ def section_sync(b: Bench, ours: Cluster) -> None:
         return
     print(f"[S] sync_replicas cost: a second cluster with N = 0 (reference) against ours (N = {a.sync_replicas}); "
           f"{a.latency_writes} sequential writes, {a.writers} writers for {a.duration:g} s, plays ({a.clients} "
-          f"clients x {BATCH}) at the master and at region A; 2 rounds, ABBA", flush=True)
+          f"clients x {BATCH}) at the master and at region A; {a.sync_rounds} rounds, ABBA", flush=True)
     ref = start_cluster(b, 0)
     rounds: dict[int, list[dict]] = {0: [], a.sync_replicas: []}
-    for rnd, order in enumerate(((ref, ours), (ours, ref))):
-        for c in order:
+    for rnd in range(a.sync_rounds):
+        for c in (ref, ours) if rnd % 2 == 0 else (ours, ref):
             rounds[c.sync].append(measure_writes(b, c, 10 + 2 * rnd))
     stop_cluster(b, ref)
     sync_rows(b, merged(rounds[0]), merged(rounds[a.sync_replicas]))
@@ -852,13 +852,16 @@ def main() -> int:
                     help="promotions in [4], each after the first on a fresh cluster (default 1)")
     ap.add_argument("--latency-writes", type=int, default=200,
                     help="one client's sequential writes timed in [S] (default 200)")
+    ap.add_argument("--sync-rounds", type=int, default=2,
+                    help="rounds of [S] at each cluster, alternating which goes first (default 2)")
     ap.add_argument("--tracks", type=int, default=20, help="tracks in the media library (default 20)")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (data, logs)")
     args = ap.parse_args()
     if (not 1 <= args.writes <= 100_000 or not 1 <= args.clients <= 1000 or not 0 < args.duration <= 120
             or not 1 <= args.catalog <= 2_000_000 or not 1 <= args.rounds <= 10 or not 0 < args.wrk_seconds <= 60
             or not 1 <= args.tracks <= 500 or not 1 <= args.connections <= 10_000 or not 0 <= args.sync_replicas <= 2
-            or not 1 <= args.promotion_runs <= 50 or not 1 <= args.latency_writes <= 100_000):
+            or not 1 <= args.promotion_runs <= 50 or not 1 <= args.latency_writes <= 100_000
+            or not 1 <= args.sync_rounds <= 20):
         ap.error("an option is out of range")
     return run_bench("cluster_bench", args.keep, lambda tmp, procs: run(args, tmp, procs))
 
