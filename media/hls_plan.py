@@ -25,9 +25,9 @@ MIN_SEGMENT_SECONDS = 1.0  # a shorter tail is evened out with the segment befor
 # The catalog keeps durations to the millisecond: a duration up to this much past a whole
 # number of frames is that number of frames, not one frame more that no source has.
 DURATION_ROUNDING = 0.0005
-# Bumped whenever the same track and settings would be cut differently: segment URLs (and
+# Bumped whenever the same track and settings would be cut or encoded differently: segment URLs (and
 # cache keys) carry it, so no player or cache mixes segments of two plans.
-PLAN_REVISION = 2
+PLAN_REVISION = 3
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,11 @@ from media.packed_audio import adts_frames, mp3_frames, split_adts, timestamp_ta
 log = logging.getLogger(__name__)
 
 PREROLL_FRAMES = 8  # about 0.19 s: enough for the encoder state to match a continuous run
+# ffmpeg 9's input seek is not sample-exact in AAC-in-MP4 sources: the first frame it decodes
+# starts up to one source frame (1024 samples) after the seek point, with a true timestamp the
+# encoder then ignores, so a run's audio came early by up to 23 ms, differently per run. So a run
+# seeks this much earlier and trims to the sample by timestamp (atrim). Debian's 5.1 is exact.
+SEEK_MARGIN = 0.1
 PRIMING_FRAMES = 1  # ffmpeg's AAC encoder starts with one frame of encoder delay
 
 
@@ -61,7 +66,7 @@ async def aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant, follo
     seconds = (preroll + total + 1) * variant.frame_seconds
     # Written in 4 KiB blocks, not a write per frame (ffmpeg's default on a pipe): a twentieth
     # of the system calls and event-loop wake-ups, for a few ms more until a segment is complete.
-    arguments = ["-ss", f"{start:.6f}", "-i", str(source), "-t", f"{seconds:.6f}", "-vn", "-ac", "2",
+    arguments = [*_exact_start(source, start), "-t", f"{seconds:.6f}", "-vn", "-ac", "2",
                  "-ar", str(variant.sample_rate), "-c:a", "aac", "-b:a", f"{variant.bitrate}k",
                  "-f", "adts", "-flush_packets", "0", "-blocksize", "4096", "pipe:1"]
 
@@ -94,6 +99,16 @@ async def aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant, follo
     if not kept or segment is not following[-1]:  # only the track's last segment may come up short
         raise SegmentError(f"ffmpeg ended early, in segment {segment.index} of {source}")
     yield _packed(variant, segment, kept)
+
+
+def _exact_start(source: Path, start: float) -> list[str]:
+    """Input arguments that make the decoded audio begin exactly at `start` seconds (see
+    SEEK_MARGIN). From the beginning, no seek at all: ffmpeg 9 drops a first frame even there."""
+    if start <= 0:
+        return ["-i", str(source)]
+    seek = max(0.0, start - SEEK_MARGIN)
+    seek_arguments = ["-ss", f"{seek:.6f}"] if seek > 0 else []
+    return [*seek_arguments, "-i", str(source), "-af", f"atrim=start={start - seek:.6f},asetpts=PTS-STARTPTS"]
 
 
 def _packed(variant: Variant, segment: Segment, frames: list[bytes]) -> bytes:
