@@ -69,12 +69,16 @@ def _pes_packets(payload: int) -> int:
 
 
 def audio_packets(sizes: Sequence[int]) -> int:
-    """TS packets on the audio PID of one segment whose frames have these sizes."""
-    total, i = 0, 0
-    for count in pes_groups(sizes):
-        total += _pes_packets(sum(sizes[i:i + count]))
-        i += count
-    return total
+    """TS packets on the audio PID of one segment whose frames have these sizes (the grouping
+    of pes_groups, in one pass: it runs over every frame before a segment, per request)."""
+    total, count, size = 0, 0, 0
+    for frame in sizes:
+        if count and size + frame > PES_BYTES:
+            total += _pes_packets(size)
+            count, size = 0, 0
+        count += 1
+        size += frame
+    return total + (_pes_packets(size) if count else 0)
 
 
 def segment(frames: Sequence[bytes | memoryview], pts: Sequence[int], index: int, audio_cc: int,

@@ -59,24 +59,36 @@ _MP3_BITRATES = {
 _MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 
 
-def mp3_frames(data: bytes) -> list[memoryview]:
-    """Split a stream of MPEG audio Layer III frames (no tags) into its frames."""
+def mp3_frames(data: bytes, limit: int | None = None) -> list[memoryview]:
+    """Split a stream of MPEG audio Layer III frames (no tags) into its frames (the first
+    `limit` of them: a segment needs none after its own)."""
     view = memoryview(data)
-    frames = []
+    frames: list[memoryview] = []
+    lengths: dict[int, int] = {}  # header bytes -> frame length: a stream repeats a few headers
+    end = len(data)
+    limit = end if limit is None else limit
     i = 0
-    while i + 4 <= len(data):
-        b1, b2 = data[i + 1], data[i + 2]
-        version = (b1 >> 3) & 0x03  # 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
-        if data[i] != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or (b1 >> 1) & 0x03 != 1:
-            raise ValueError(f"not an MPEG Layer III frame header at byte {i}")
-        bitrate = _MP3_BITRATES[1 if version == 3 else 2][b2 >> 4] if b2 >> 4 != 15 else 0
-        rate_index = (b2 >> 2) & 0x03
-        if not bitrate or rate_index == 3:
-            raise ValueError(f"free-format or reserved MPEG header at byte {i}")
-        rate = _MP3_RATES[version][rate_index]
-        length = (144000 if version == 3 else 72000) * bitrate // rate + ((b2 >> 1) & 1)
-        if i + length > len(data):
+    while i + 4 <= end and len(frames) < limit:
+        header = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
+        length = lengths.get(header)
+        if length is None:
+            length = lengths[header] = _mp3_frame_length(header, i)
+        if i + length > end:
             break  # a cut last frame is left out
         frames.append(view[i:i + length])
         i += length
     return frames
+
+
+def _mp3_frame_length(header: int, at: int) -> int:
+    """The length of an MPEG audio Layer III frame from its first three header bytes."""
+    b0, b1, b2 = header >> 16, (header >> 8) & 0xFF, header & 0xFF
+    version = (b1 >> 3) & 0x03  # 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    if b0 != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or (b1 >> 1) & 0x03 != 1:
+        raise ValueError(f"not an MPEG Layer III frame header at byte {at}")
+    bitrate = _MP3_BITRATES[1 if version == 3 else 2][b2 >> 4] if b2 >> 4 != 15 else 0
+    rate_index = (b2 >> 2) & 0x03
+    if not bitrate or rate_index == 3:
+        raise ValueError(f"free-format or reserved MPEG header at byte {at}")
+    rate = _MP3_RATES[version][rate_index]
+    return (144000 if version == 3 else 72000) * bitrate // rate + ((b2 >> 1) & 1)

@@ -132,13 +132,14 @@ def copy_segment(stream: bytes, variant: Variant, plan: Sequence[Segment], index
     """Segment `index` of a copy variant: the source's own frames, cut on frame boundaries.
     AAC as packed audio; MP3 in an MPEG-TS (see media.mpegts for why)."""
     segment = plan[index]
-    frames = mp3_frames(stream) if variant.codec == "mp3" else adts_frames(stream)
-    kept = frames[segment.first_frame:segment.first_frame + segment.frames]
+    end = segment.first_frame + segment.frames
+    frames = mp3_frames(stream, end) if variant.codec == "mp3" else adts_frames(stream)
+    kept = frames[segment.first_frame:end]
     if not kept:
         raise SegmentError(f"the source has {len(frames)} frames; segment {segment.index} starts past them")
     if variant.codec != "mp3":
         return timestamp_tag(variant.pts(segment.first_frame)) + b"".join(kept)
-    sizes = [len(f) for f in frames]
+    sizes = list(map(len, frames))
     before = sum(mpegts.audio_packets(sizes[s.first_frame:s.first_frame + s.frames]) for s in plan[:index])
     pts = [variant.pts(segment.first_frame + i) for i in range(len(kept))]
     return mpegts.segment(kept, pts, index, before, _mpeg_audio_stream_type(variant))
