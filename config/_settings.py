@@ -31,7 +31,7 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "str" | "int" | "ints" | "bool" | "path" | "choice"
+    kind: str  # "str" | "int" | "ints" | "urls" | "bool" | "path" | "choice"
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -80,6 +80,10 @@ FIELDS: tuple[Field, ...] = (
           "further behind takes a new snapshot)", minimum=1, maximum=100_000),
     Field("changes_keep_rows", "int", 1_000_000, "most change-log rows kept", minimum=100, maximum=10**9),
     Field("master_url", "str", "", "a region's master, e.g. http://127.0.0.1:8080"),
+    Field("cluster_nodes", "urls", (), "the URLs of the cluster's members (http(s)://HOST:PORT): the only "
+          "nodes this one follows, pulls from and sends the cluster secret to, besides master_url"),
+    Field("cluster_ca_file", "path", None, "a CA certificate file (PEM) to verify the other nodes' https "
+          "certificates with (default: the system's)"),
     Field("cluster_url", "str", "", "the URL other nodes of the cluster reach this node at "
           "(default: http://HOST:PORT, with 127.0.0.1 for a wildcard host)"),
     Field("sync_replicas", "int", 0, "a master answers a write only once this many followers hold it "
@@ -121,6 +125,8 @@ class Settings:
     changes_keep_hours: int = 168
     changes_keep_rows: int = 1_000_000
     master_url: str = ""
+    cluster_nodes: tuple[str, ...] = ()
+    cluster_ca_file: Path | None = None
     cluster_url: str = ""
     sync_replicas: int = 0
     sync_wait_ms: int = 3000
@@ -211,6 +217,10 @@ def load(
         errors.append(f"cluster_secret: a {settings.role} needs a cluster secret of at least 16 characters")
     if settings.role == "region" and not settings.master_url.startswith(("http://", "https://")):
         errors.append("master_url: a region needs its master's URL, e.g. http://127.0.0.1:8080")
+    if settings.cluster_nodes and settings.master_url and settings.master_url.rstrip("/") not in settings.cluster_nodes:
+        errors.append(f"master_url: {settings.master_url} is not one of cluster_nodes ({', '.join(settings.cluster_nodes)})")
+    if settings.cluster_ca_file is not None and check_paths and not settings.cluster_ca_file.is_file():
+        errors.append(f"cluster_ca_file: no file {settings.cluster_ca_file}")
     if settings.cluster_url and not _is_node_url(settings.cluster_url):
         errors.append(f"cluster_url: expected http(s)://HOST:PORT with no path, not {settings.cluster_url!r}")
     if settings.sync_replicas and settings.role == "standalone":
@@ -218,6 +228,10 @@ def load(
     if errors:
         raise ConfigError(errors)
     return settings
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def describe(settings: Settings) -> str:
@@ -229,12 +243,15 @@ def describe(settings: Settings) -> str:
             shown = '"********"'
         elif isinstance(value, bool):
             shown = "true" if value else "false"
+        elif value is None:  # unset: TOML has no null, so the line is shown commented out
+            lines.append(f"# {field.name} =  # {field.help}")
+            continue
         elif isinstance(value, tuple):
-            shown = "[" + ", ".join(str(v) for v in value) + "]"
+            shown = "[" + ", ".join(_toml_string(v) if isinstance(v, str) else str(v) for v in value) + "]"
         elif isinstance(value, int):
             shown = str(value)
         else:
-            shown = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            shown = _toml_string(str(value))
         lines.append(f"{field.name} = {shown}  # {field.help}")
     return "\n".join(lines)
 
@@ -275,6 +292,11 @@ def _convert(field: Field, raw: Any, source: str, errors: list[str], *, from_tex
                 return None
             values.append(value)
         return tuple(values)
+    if kind == "urls":  # a TOML array, or "http://a:1,http://b:2" from the environment or a flag
+        items = raw if isinstance(raw, list) else [i for i in str(raw).split(",") if i.strip()] if from_text else None
+        if items is None or not all(isinstance(i, str) and _is_node_url(i.strip()) for i in items):
+            return bad("a list of http(s)://HOST:PORT URLs")
+        return tuple(i.strip().rstrip("/") for i in items)
     if kind == "bool":
         if isinstance(raw, bool):
             return raw

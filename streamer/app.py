@@ -44,9 +44,10 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[FFMPEG] = find_ffmpeg(settings.ffmpeg)
-    app[ROLE] = NodeRole(settings.role, settings.master_url, settings.data_dir)
+    trusted = (*settings.cluster_nodes, *([settings.master_url.rstrip("/")] if settings.master_url else []))
+    app[ROLE] = NodeRole(settings.role, settings.master_url, settings.data_dir, trusted)
     app[MEMBERS] = Members(settings.cluster_url.rstrip("/") or node_url(settings.host, settings.port),
-                           settings.data_dir)
+                           settings.data_dir, trusted)
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_transcoding_ctx)
     app.cleanup_ctx.append(_region_ctx if settings.role == "region" else _library_ctx)

@@ -52,7 +52,8 @@ def run_cluster(folder: Path, port: int, ffmpeg: str, reset: bool = False) -> in
         library = music if name == "master" else folder / name / "music"
         library.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, str(RUN), "serve", "--config", str(CONFIG / f"{name}.toml"),
-                   "--port", str(port + offset), "--library", str(library), "--data-dir", str(folder / name)]
+                   "--port", str(port + offset), "--library", str(library), "--data-dir", str(folder / name),
+                   "--cluster-nodes", ",".join(f"http://127.0.0.1:{port + i}" for i in range(len(NODES)))]
         if name != "master":
             command += ["--master-url", f"http://127.0.0.1:{port}"]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

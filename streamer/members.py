@@ -6,6 +6,10 @@ knows its followers, how far each has replicated (what `sync_replicas` waits on:
 trip) and which are polling now. It publishes that list with every change-feed answer and at
 `GET /cluster/v1/nodes`; followers keep it in `peers.json` beside the catalog, so a region still
 knows the other nodes after its master is gone (a pull then asks them, streamer.pulls).
+
+A node trusts only the nodes its configuration names (`cluster_nodes`, and its `master_url`): it
+lists whoever polls, but pulls from, follows and sends the cluster secret to those alone. Node
+to node traffic may be https, verified with `cluster_ca_file` (a private CA) or the system's.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +41,9 @@ class FollowerState:
 
 
 class Members:
-    def __init__(self, itself: str, data_dir: Path) -> None:
+    def __init__(self, itself: str, data_dir: Path, trusted: tuple[str, ...] = ()) -> None:
         self.itself = itself  # the URL other nodes reach this node at
+        self.trusted = frozenset(url.rstrip("/") for url in trusted)  # cluster_nodes and master_url
         self.followers: dict[str, FollowerState] = {}  # as a master: who polls this node
         self.peers: dict[str, dict] = {}  # as a follower: the nodes its master listed
         self._file = data_dir / "peers.json"
@@ -105,11 +113,13 @@ class Members:
             self._save()
 
     def sources(self, master_url: str | None) -> list[str]:
-        """Where a file this node lacks may be: its master first, then the other nodes it knows,
-        the reachable ones first."""
-        others = {url: node for url, node in self.peers.items() if url not in (self.itself, master_url)}
+        """Where a file this node lacks may be: its master first, then the other nodes it knows and
+        trusts, the reachable ones first."""
+        others = {url: node for url, node in self.peers.items()
+                  if url not in (self.itself, master_url) and url in self.trusted}
         for url, state in self.followers.items():
-            others.setdefault(url, {"reachable": state.polling > 0})
+            if url in self.trusted and url != self.itself:
+                others.setdefault(url, {"reachable": state.polling > 0})
         ordered = sorted(others, key=lambda url: not others[url].get("reachable"))
         return ([master_url] if master_url else []) + ordered
 
@@ -120,3 +130,9 @@ class Members:
             partial.replace(self._file)
         except OSError as exc:
             log.warning("cluster: could not keep the peer list in %s: %s", self._file, exc)
+
+
+def connector(ca_file: Path | None) -> aiohttp.TCPConnector:
+    """A connector for requests to other nodes: https verified against `ca_file` when set."""
+    verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+    return aiohttp.TCPConnector(ssl=verify)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class NodeRole:
-    def __init__(self, configured: str, master_url: str, data_dir: Path) -> None:
+    def __init__(self, configured: str, master_url: str, data_dir: Path, trusted: tuple[str, ...] = ()) -> None:
         self.name = configured  # standalone, master or region
         self.master_url = master_url  # a region's master
         self.promoted_at: str | None = None
@@ -40,6 +40,9 @@ class NodeRole:
                         "says, and does not scan its library, which may lack files the catalog lists (a scan "
                         "would remove them everywhere). Once the library holds them all, set role = \"master\" "
                         "in its config and remove %s", self.promoted_at, self._file)
+        elif configured == "region" and saved.get("master_url") and saved["master_url"] not in trusted:
+            log.error("%s says to follow %s, which is not among this node's cluster_nodes: following %s, as "
+                      "configured", self._file, saved["master_url"], master_url)
         elif configured == "region" and saved.get("master_url") and saved["master_url"] != master_url:
             self.master_url = saved["master_url"]
             log.warning("this region follows %s, as it was told to at runtime (its config says %s; "

@@ -37,7 +37,7 @@ from media import replica
 from streamer import cluster
 from streamer.edge import Routes
 from streamer.errors import ApiError
-from streamer.keys import CATALOG, ROLE, SETTINGS
+from streamer.keys import CATALOG, MEMBERS, ROLE, SETTINGS
 from streamer.listener_api import json_body
 from streamer.pulls import tracks_without_media
 from streamer.region import FOLLOWER, drain_outbox, node_url, own_url
@@ -139,7 +139,12 @@ def _master_url(value, app: web.Application) -> str:
     settings = app[SETTINGS]
     if url.port == settings.port and url.host in ("127.0.0.1", "localhost", "::1", settings.host):
         raise ApiError(422, "invalid_field", "master_url: that is this node")
-    return f"{url.scheme}://{url.raw_authority}"
+    found = f"{url.scheme}://{url.raw_authority}"
+    if found not in app[MEMBERS].trusted:  # it would be sent the cluster secret and users' tokens
+        log.warning("refused to follow %s: not one of this node's cluster_nodes", found)
+        raise ApiError(403, "untrusted_node", f"master_url: {found} is not one of this node's cluster_nodes "
+                       "(add it to cluster_nodes in its config, and restart it)")
+    return found
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:

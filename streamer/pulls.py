@@ -30,7 +30,7 @@ from media.fingerprint import bytes_fingerprint
 from streamer.errors import ApiError, error_response
 from streamer.hls import CACHE
 from streamer.keys import CATALOG, MEMBERS, METRICS, ROLE, SETTINGS
-from streamer.members import SECRET_HEADER
+from streamer.members import SECRET_HEADER, connector
 from streamer.originals import CONTENT_TYPES, holds
 from streamer.ranges import Outcome, parse_range, plan_range_header
 
@@ -124,7 +124,8 @@ class Pulls:
         """One session for every source: no limit on a whole download's time (a big file over a
         slow link), only on silence."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5,
+            self._session = aiohttp.ClientSession(connector=connector(self.app[SETTINGS].cluster_ca_file),
+                                                  timeout=aiohttp.ClientTimeout(total=None, sock_connect=5,
                                                                                 sock_read=30))
         return self._session
 

@@ -41,7 +41,7 @@ from streamer import cluster
 from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, MEMBERS, ROLE, SETTINGS
-from streamer.members import NODE_HEADER
+from streamer.members import NODE_HEADER, connector
 from streamer.auth import USER
 from streamer.listener_api import ASSIGNED_IDS_HEADER, cluster_secret_matches, plays_of
 from streamer.play_batches import MasterUnreachable, PlayBatches
@@ -123,6 +123,7 @@ class Follower:
             raise aiohttp.ClientConnectionError("this node is being promoted: it forwards nothing")
         if self._forwarding is None:
             self._forwarding = aiohttp.ClientSession(base_url=self.app[ROLE].master_url.rstrip("/"),
+                                                     connector=connector(self.app[SETTINGS].cluster_ca_file),
                                                      timeout=aiohttp.ClientTimeout(total=60, sock_connect=5))
         return self._forwarding
 
@@ -132,7 +133,8 @@ class Follower:
         headers = {SECRET_HEADER: settings.cluster_secret, NODE_HEADER: self.app[MEMBERS].itself}
         timeout = aiohttp.ClientTimeout(total=POLL_WAIT + 30, sock_connect=5)
         failures = 0
-        async with aiohttp.ClientSession(base_url=base, headers=headers, timeout=timeout) as session:
+        async with aiohttp.ClientSession(base_url=base, headers=headers, timeout=timeout,
+                                         connector=connector(settings.cluster_ca_file)) as session:
             db = self.app[CATALOG].db
             self.position = await db.read(replica.position)
             self.lineage = await db.read(replica.lineage)

@@ -10,6 +10,7 @@ import shutil
 import time
 
 import aiohttp
+from aiohttp import web
 
 from streamer.members import Members
 from tests.test_cli import free_port
@@ -19,9 +20,9 @@ from tests.test_promotion import _cli, _scanned, _until
 CLUSTER = {"X-Cluster-Secret": SECRET}
 
 
-def _region(tmp_path, name: str, port: int, master_url: str, *extra: str) -> tuple[str, ...]:
+def _region(tmp_path, name: str, port: int, master_url: str, *extra: str, nodes: str = "") -> tuple[str, ...]:
     (tmp_path / f"{name}-music").mkdir(exist_ok=True)
-    return ("--role", "region", "--cluster-secret", SECRET, "--master-url", master_url,
+    return ("--role", "region", "--cluster-secret", SECRET, "--master-url", master_url, "--cluster-nodes", nodes,
             "--library", str(tmp_path / f"{name}-music"), *extra, "--port", str(port))
 
 
@@ -54,6 +55,7 @@ async def test_a_promoted_region_pulls_what_it_lacks_from_the_other_region(tmp_p
     shutil.copytree(demo_library, music)
     port_m, port_a, port_b = free_port(), free_port(), free_port()
     master_url = f"http://127.0.0.1:{port_m}"
+    nodes = ",".join(f"http://127.0.0.1:{port}" for port in (port_m, port_a, port_b))
     procs = {}
     try:
         procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
@@ -62,9 +64,9 @@ async def test_a_promoted_region_pulls_what_it_lacks_from_the_other_region(tmp_p
             await _wait_ready(session, master_url, *procs["master"][::2])
             await _until(lambda: _scanned(session, master_url), what="the master's scan")
             # A copies nothing ahead; B mirrors the whole library.
-            procs["a"] = _start(tmp_path, "a", *_region(tmp_path, "a", port_a, master_url, "--no-mirror-media")[:-2],
+            procs["a"] = _start(tmp_path, "a", *_region(tmp_path, "a", port_a, master_url, "--no-mirror-media", nodes=nodes)[:-2],
                                 port=port_a)
-            procs["b"] = _start(tmp_path, "b", *_region(tmp_path, "b", port_b, master_url)[:-2], port=port_b)
+            procs["b"] = _start(tmp_path, "b", *_region(tmp_path, "b", port_b, master_url, nodes=nodes)[:-2], port=port_b)
             a_url, b_url = procs["a"][1], procs["b"][1]
             for name in ("a", "b"):
                 await _wait_ready(session, procs[name][1], procs[name][0], procs[name][2])
@@ -89,7 +91,7 @@ async def test_a_promoted_region_pulls_what_it_lacks_from_the_other_region(tmp_p
 
             procs["master"][0].kill()
             procs["master"][0].wait(timeout=30)
-            code, out = await _cli("promote", *_region(tmp_path, "a", port_a, master_url))
+            code, out = await _cli("promote", *_region(tmp_path, "a", port_a, master_url, nodes=nodes))
             assert code == 0 and "now the master" in out, out
             assert re.search(rf"{len(originals)} tracks have no copy on this node", out), out
 
@@ -99,7 +101,7 @@ async def test_a_promoted_region_pulls_what_it_lacks_from_the_other_region(tmp_p
             assert pulled == sum(len(b) for b in originals.values())
             assert f"from {b_url}" in procs["a"][2].read_text()
 
-            code, out = await _cli("follow", a_url, *_region(tmp_path, "b", port_b, master_url))
+            code, out = await _cli("follow", a_url, *_region(tmp_path, "b", port_b, master_url, nodes=nodes))
             assert code == 0, out
             await _plays_everything(session, b_url, originals)
     finally:
@@ -165,7 +167,9 @@ async def test_sync_replicas_answers_a_write_once_a_follower_holds_it(tmp_path, 
 
 
 async def test_followers_acknowledge_by_polling(tmp_path):
-    members = Members("http://127.0.0.1:1", tmp_path)
+    # Every node but http://a:1 is in cluster_nodes: a polls, but is never pulled from.
+    trusted = ("http://m:1", "http://down:1", "http://up:1", "http://b:1", "http://127.0.0.1:1")
+    members = Members("http://127.0.0.1:1", tmp_path, trusted)
     assert members.holding(1) == 0
     waiting = asyncio.ensure_future(members.replicated(5, 2, timeout=10))
     a = members.poll_started("http://a:1", 5)
@@ -183,6 +187,78 @@ async def test_followers_acknowledge_by_polling(tmp_path):
                    {"url": "http://down:1", "role": "region", "reachable": False},
                    {"url": "http://up:1", "role": "region", "reachable": True},
                    {"url": "http://127.0.0.1:1", "role": "region", "reachable": True}])
-    assert members.sources("http://m:1") == ["http://m:1", "http://up:1", "http://b:1", "http://down:1",
-                                             "http://a:1"]
+    assert members.sources("http://m:1") == ["http://m:1", "http://up:1", "http://b:1", "http://down:1"]
     assert Members("http://127.0.0.1:1", tmp_path).peers == members.peers  # kept on disk
+
+
+async def _tls_proxy(master_url: str, cert) -> tuple[web.AppRunner, int]:
+    """https on 127.0.0.1 in front of the master: TLS terminated here, as by nginx."""
+    import ssl
+
+    session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with session.request(request.method, master_url + request.path_qs, headers=headers,
+                                   data=await request.read()) as upstream:
+            response = web.StreamResponse(status=upstream.status, headers={
+                k: v for k, v in upstream.headers.items() if k.lower() not in ("transfer-encoding", "connection")})
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    app.on_cleanup.append(lambda _: session.close())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    return runner, port
+
+
+async def test_a_region_follows_and_pulls_from_a_master_behind_tls(tmp_path, demo_library):
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "cluster-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    port_m, port_a, port_b = free_port(), free_port(), free_port()
+    master_url = f"http://127.0.0.1:{port_m}"
+    procs, runner = {}, None
+    try:
+        procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
+                                 "--library", str(demo_library), port=port_m)
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, master_url, *procs["master"][::2])
+            await _until(lambda: _scanned(session, master_url), what="the master's scan")
+            runner, tls_port = await _tls_proxy(master_url, ca.issue_cert("localhost"))
+            https = f"https://localhost:{tls_port}"
+            procs["a"] = _start(tmp_path, "a", *_region(tmp_path, "a", port_a, https, "--no-mirror-media",
+                                                        "--cluster-ca-file", str(ca_file))[:-2], port=port_a)
+            await _wait_ready(session, procs["a"][1], procs["a"][0], procs["a"][2])
+            track = (await (await session.get(f"{master_url}/api/v1/tracks?limit=1")).json())["items"][0]["id"]
+            original = await (await session.get(f"{master_url}/stream/{track}")).read()
+            assert await (await session.get(f"{procs['a'][1]}/stream/{track}")).read() == original  # pulled
+
+            # Without the CA the master's certificate is not trusted: nothing is sent, nothing followed.
+            procs["b"] = _start(tmp_path, "b", *_region(tmp_path, "b", port_b, https)[:-2], port=port_b)
+            log = procs["b"][2]
+            await _until(lambda: _said(log, "unreachable"), what="B refusing the unknown certificate")
+            assert "CERTIFICATE_VERIFY_FAILED" in log.read_text() or "certificate verify failed" in log.read_text()
+            assert (await session.get(f"{procs['b'][1]}/readyz")).status == 503
+    finally:
+        for proc, _, _ in procs.values():  # first: their open long polls would hold the proxy's cleanup
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _said(log, words: str) -> bool:
+    return words in log.read_text()

@@ -51,12 +51,15 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
     code, out = await _cli("user", "add", "ann", "--admin", "--data-dir", str(tmp_path / "master"))
     assert code == 0, out
     auth = {"Authorization": f"Bearer {out.strip().splitlines()[-1]}"}
-    port_m, port_a, port_b = free_port(), free_port(), free_port()
+    port_m, port_a, port_b, nowhere = free_port(), free_port(), free_port(), free_port()
     master_url = f"http://127.0.0.1:{port_m}"
+    # "nowhere" is a member with nothing listening: following it cuts region A off (a partition).
+    nodes = ",".join(f"http://127.0.0.1:{port}" for port in (port_m, port_a, port_b, nowhere))
 
     def region(name, port, master):
         (tmp_path / f"{name}-music").mkdir(exist_ok=True)
         return ("--role", "region", "--cluster-secret", SECRET, "--master-url", master, "--no-mirror-media",
+                "--cluster-nodes", nodes,
                 "--library", str(tmp_path / f"{name}-music"), "--port", str(port), "--data-dir", str(tmp_path / name))
 
     procs = {}
@@ -87,7 +90,7 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
 
             # A stops hearing from the master (pointed nowhere: a partition); the master takes a
             # write A never gets, then dies.
-            code, out = await _cli("follow", f"http://127.0.0.1:{free_port()}", *region("a", port_a, master_url))
+            code, out = await _cli("follow", f"http://127.0.0.1:{nowhere}", *region("a", port_a, master_url))
             assert code == 0, out
             resp = await session.post(f"{master_url}/api/v1/playlists", json={"name": "lost"}, headers=auth)
             assert resp.status == 201
@@ -227,14 +230,26 @@ async def _names_holding_count(session, url, auth, count) -> dict[str, str] | No
     return names if len(names) == count else None
 
 
-async def test_promote_and_follow_refuse_what_they_cannot_do(aiohttp_client, tmp_path):
+async def test_promote_and_follow_refuse_what_they_cannot_do(aiohttp_client, aiohttp_server, tmp_path):
+    from aiohttp import web
+
     from streamer import create_app
     from streamer.keys import SETTINGS
     from tests.conftest import settings_for
 
+    heard = []  # what a node outside cluster_nodes is sent
+
+    async def listen(request):
+        heard.append(dict(request.headers))
+        return web.json_response({})
+
+    outsider = web.Application()
+    outsider.router.add_route("*", "/{tail:.*}", listen)
+    outsider_url = str((await aiohttp_server(outsider)).make_url("")).rstrip("/")
     (tmp_path / "music").mkdir()
+    master_url = f"http://127.0.0.1:{free_port()}"
     app = create_app(settings_for(tmp_path / "music", tmp_path / "data", role="region", cluster_secret=SECRET,
-                                  master_url=f"http://127.0.0.1:{free_port()}"))
+                                  master_url=master_url, cluster_nodes=(master_url, "http://127.0.0.1:9")))
     region = await aiohttp_client(app)
     secret = {"X-Cluster-Secret": SECRET}
     assert (await region.post("/cluster/v1/promote")).status == 403  # no secret
@@ -246,6 +261,9 @@ async def test_promote_and_follow_refuse_what_they_cannot_do(aiohttp_client, tmp
                          (b'{"master_url": "http://"}', 422), (json.dumps({"master_url": own}).encode(), 422)):
         resp = await region.post("/cluster/v1/follow", data=body, headers=secret)
         assert resp.status == status, body
+    resp = await region.post("/cluster/v1/follow", json={"master_url": outsider_url}, headers=secret)
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "untrusted_node"
+    assert (await (await region.get("/healthz")).json())["master"]["url"] == master_url
     resp = await region.post("/cluster/v1/follow", json={"master_url": "http://127.0.0.1:9"}, headers=secret)
     assert resp.status == 200 and (await resp.json())["master_url"] == "http://127.0.0.1:9"
     health = await (await region.get("/healthz")).json()
@@ -253,3 +271,4 @@ async def test_promote_and_follow_refuse_what_they_cannot_do(aiohttp_client, tmp
     assert json.loads((tmp_path / "data" / "node.json").read_text())["master_url"] == "http://127.0.0.1:9"
     resp = await region.get("/cluster/v1/changes?since=0", headers=secret)
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "not_master"
+    assert heard == []  # the outsider was never sent the secret, nor anything else
