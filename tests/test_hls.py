@@ -45,6 +45,26 @@ async def test_playlists(demo_server):
     assert "max-age" in resp.headers["Cache-Control"]
 
 
+async def test_master_playlists_offer_an_honest_ladder(demo_server):
+    """No two rungs a player cannot tell apart, and next to an original no transcode at or above
+    the source's bitrate (more bytes, no more music); lossless and Ogg sources keep them all."""
+    resp = await demo_server.get("/api/v1/tracks?limit=100")
+    tracks = (await resp.json())["items"]
+    assert {"mp3", "aac", "flac"} <= {t["codec"] for t in tracks}
+    for track in tracks:
+        master, uris = await variant_urls(demo_server, track)
+        rungs = [line for line in master.splitlines() if line.startswith("#EXT-X-STREAM-INF:")]
+        assert len(set(rungs)) == len(rungs), (track["codec"], rungs)
+        names = [u.split("/")[1] for u in uris]
+        transcodes = [int(n[3:]) for n in names if n.startswith("aac")]
+        if names[0] == "original":
+            assert all(kbps < track["bitrate"] for kbps in transcodes), (track["codec"], track["bitrate"], names)
+        else:
+            assert transcodes == [64, 128, 256], (track["codec"], names)
+    m4a = next(t for t in tracks if t["codec"] == "aac")  # 128 kbit/s: aac128 was the original again
+    assert [u.split("/")[1] for u in (await variant_urls(demo_server, m4a))[1]] == ["original", "aac64"]
+
+
 async def test_ffmpeg_plays_master_playlist_for_every_codec(demo_server, ffmpeg):
     resp = await demo_server.get("/api/v1/tracks?limit=100")
     host, port = demo_server.server.host, demo_server.server.port

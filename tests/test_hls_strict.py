@@ -129,6 +129,7 @@ async def test_every_variant_decodes_without_warnings_placed_by_timestamps(stric
             base = f"/hls/{track['id']}/{uri.rsplit('/', 1)[0]}"
             name = uri.split("/")[1]
             extinf, names = await playlist(http, f"/hls/{track['id']}/{uri}")
+            assert len(extinf) == 1 or min(extinf) > 0.9, (track["title"], name, extinf)  # no crumbs
             rate = _variant_rate(track, name)
             hls = await decode_hls(client, f"http://{host}:{port}/hls/{track['id']}/{uri}", rate)
             bodies = [await (await http.get(f"{base}/{n}")).read() for n in names]
@@ -157,6 +158,10 @@ async def _last_segment_opens_alone(client: str, body: bytes, name: str) -> None
     code, _, err = await run(client, "-nostdin", "-v", "warning", "-i", "pipe:0", "-f", "null", "-",
                              stdin=body)
     assert code == 0 and not err.strip(), (name, err)
+    ffprobe = Path(client).with_name("ffprobe")  # Debian's has one next to it; the wheel has none
+    if ffprobe.exists():
+        code, _, err = await run(str(ffprobe), "-v", "warning", "-i", "pipe:0", stdin=body)
+        assert code == 0 and not err.strip(), (name, err)
 
 
 async def _elementary(http, ffmpeg: str, track: dict) -> bytes:
