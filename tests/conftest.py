@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -41,6 +43,45 @@ def encode(ffmpeg: str, dest: Path, seconds: float = 2.0, *, codec_args: tuple[s
                     f"sine=frequency={freq}:duration={seconds}", "-ac", "2", *codec_args, *meta,
                     str(dest)], check=True)
     return dest
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of `count` consecutive ports free on 127.0.0.1 (a cluster takes --port, +1, +2),
+    chosen below the kernel's ephemeral port range.
+
+    Not next to a port from bind(("127.0.0.1", 0)): that port is in the ephemeral range, and so
+    are its neighbours, which the kernel hands out as the local port of any outgoing connection
+    (Linux gives connect() the even ports and bind(0) the odd ones, so --port + 1 is exactly
+    where they land). A node's bind then fails (address in use), and a client polling a node
+    that does not listen yet can be connected to itself (TCP simultaneous open: urllib reads
+    back its own request: "BadStatusLine: GET /readyz HTTP/1.1", seen in a full run of the
+    suite). Below the range only an explicit bind takes a port, and bind() is also the check:
+    it fails for a port any socket holds, listening or connected."""
+    low, high = _ephemeral_range()
+    # Below the range if there is room there, else above it.
+    first, last = (max(1024, low - 12000), low - count) if low > 4096 else (high + 1, 65536 - count)
+    pick = random.SystemRandom()  # not `random`: pytest-randomly reseeds it alike in every session
+    while True:
+        port = pick.randrange(first, last)
+        if all(_bindable(port + i) for i in range(count)):
+            return port
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; elsewhere the test still works, with the old odds
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def settings_for(library: Path, data_dir: Path, **overrides) -> Settings:

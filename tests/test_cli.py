@@ -203,11 +203,11 @@ def test_console_script_is_the_same_cli(tmp_path):
 
 
 def free_ports(count: int) -> int:
-    """The first of `count` consecutive free ports (a cluster takes --port, +1, +2)."""
-    while True:
-        port = free_port()
-        if all(_free(port + i) for i in range(count)):
-            return port
+    """The first of `count` consecutive free ports (a cluster takes --port, +1, +2), below the
+    ephemeral range: next to a free_port() they were taken by outgoing connections (see conftest)."""
+    from tests.conftest import free_ports as below_ephemeral
+
+    return below_ephemeral(count)
 
 
 def _free(port: int) -> bool:

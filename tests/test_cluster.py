@@ -449,11 +449,10 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
     import urllib.error
     import urllib.request
 
-    from tests.test_cli import RUN, free_port
+    from tests.conftest import free_ports
+    from tests.test_cli import RUN
 
-    port = free_port()
-    while any(_busy(port + i) for i in range(3)):
-        port = free_port()
+    port = free_ports(3)  # below the ephemeral range: port + 1 was where connect() lands (conftest)
     proc = subprocess.Popen([sys.executable, RUN, "cluster", "--port", str(port), "--folder", str(tmp_path / "c")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -533,6 +532,7 @@ def test_cluster_command_starts_three_nodes_survives_a_promotion_and_stops_them(
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         reader.join(timeout=10)
+        print("".join(lines)[-6000:])  # the nodes' output, shown when the test fails
     out = "".join(lines)
     assert proc.returncode == 0
     assert "[master  ]" in out and "[region-a]" in out and "[region-b]" in out and "cluster: stopped" in out
