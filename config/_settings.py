@@ -93,6 +93,8 @@ FIELDS: tuple[Field, ...] = (
     Field("sync_fallback", "choice", "refuse", "when sync_replicas followers do not hold a write in time: "
           "refuse (503; the write is kept at the master, a retry with its Idempotency-Key answers it) "
           "or proceed (answer it unreplicated)", choices=("refuse", "proceed")),
+    Field("pull_concurrency", "int", 4, "files pulled from other nodes at once (more wait their turn)",
+          minimum=1, maximum=64),
     Field("mirror_media", "bool", True, "a region copies, in the background, every track its library lacks "
           "into its media cache (bounded by cache_max_mb), so playback survives its master's loss"),
     Field("public_url", "str", "", "base URL used in playlists (default: taken from the request)"),
@@ -131,6 +133,7 @@ class Settings:
     sync_replicas: int = 0
     sync_wait_ms: int = 3000
     sync_fallback: str = "refuse"
+    pull_concurrency: int = 4
     mirror_media: bool = True
     public_url: str = ""
     ffmpeg: str = ""

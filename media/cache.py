@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import io
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -70,11 +69,13 @@ class MediaCache:
         self._remember(key, value)
         await asyncio.get_running_loop().run_in_executor(self._writer, self._cache.set, key, value)
 
-    async def keep_file(self, key: str, value: bytes) -> None:
-        """Store `value` as a file of its own whatever its size (open_file finds it), for bytes to
-        be sent with sendfile."""
-        await asyncio.get_running_loop().run_in_executor(self._writer, lambda: self._cache.set(
-            key, io.BytesIO(value), read=True))
+    async def keep_path(self, key: str, path: Path) -> None:
+        """Store the file at `path` (copied in blocks, never whole in memory) as a file of its own
+        whatever its size (open_file finds it), for bytes to be sent with sendfile."""
+        def store() -> None:
+            with open(path, "rb") as source:
+                self._cache.set(key, source, read=True)
+        await asyncio.get_running_loop().run_in_executor(self._writer, store)
 
     def _store_later(self, key: str, value: bytes) -> None:
         self._unwritten[key] = value

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from media import NotFound, OutsideLibrary, library_file
-from media.fingerprint import bytes_fingerprint
+from media.fingerprint import content_fingerprint
 from streamer.errors import ApiError, error_response
 from streamer.hls import CACHE
 from streamer.keys import CATALOG, MEMBERS, METRICS, ROLE, SETTINGS
@@ -37,28 +40,42 @@ from streamer.ranges import Outcome, parse_range, plan_range_header
 log = logging.getLogger(__name__)
 
 CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range")
+PULL_CHUNK = 256 * 1024
 MIRROR_SHARE = 0.8  # the mirror fills at most this share of the cache: segments need room too
 MIRROR_RETRY = 30.0  # seconds before the mirror tries again files no node could give it
 
 
 class Download:
-    """A file on its way from the master: its bytes so far, and a way to wait for more."""
+    """A file on its way from another node, written as it arrives into a file of its own in the
+    cache folder (a file of any size costs no memory), and a way to wait for more of it."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, path: Path) -> None:
         self.size = size
-        self.data = bytearray()
+        self.path = path
+        self.length = 0  # bytes written so far
         self.failure: BaseException | None = None
         self.finished = False
+        # Unbuffered: what `length` counts is in the file, where listeners' own handles read it.
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by end())
         self._grew = asyncio.Event()
         self.kept = asyncio.get_running_loop().create_future()  # done once stored in the cache
         self.kept.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, whoever waits
 
-    def add(self, chunk: bytes) -> None:
-        self.data += chunk
+    async def add(self, chunk: bytes) -> None:
+        await asyncio.to_thread(_write_all, self._file, chunk)
+        self.length += len(chunk)
         self._wake()
 
+    def reader(self):
+        """A handle of its own on the file for a listener: it stays readable after the download
+        ends and removes the file (call it before any await once the download is found)."""
+        return open(self.path, "rb", buffering=0)  # noqa: SIM115 (the listener closes it)
+
     def end(self, failure: BaseException | None = None) -> None:
+        """Done (stored, or failed): the file is removed; listeners reading it keep their handles."""
         self.failure, self.finished = failure, True
+        self._file.close()
+        self.path.unlink(missing_ok=True)
         self._wake()
         if failure is None:
             self.kept.set_result(None)
@@ -71,12 +88,18 @@ class Download:
 
     async def until(self, length: int) -> None:
         """Wait until the first `length` bytes are here; raises what made the download fail."""
-        while len(self.data) < length and not self.finished:
+        while self.length < length and not self.finished:
             await self._grew.wait()
         if self.failure is not None:
             raise self.failure
-        if len(self.data) < length:
-            raise ApiError(502, "bad_gateway", f"the pull ended after {len(self.data)} bytes, not {self.size}")
+        if self.length < length:
+            raise ApiError(502, "bad_gateway", f"the pull ended after {self.length} bytes, not {self.size}")
+
+
+def _write_all(file, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view):]
 
 
 class Pulls:
@@ -86,6 +109,9 @@ class Pulls:
         self._downloads: dict[str, Download] = {}
         self._tasks: set[asyncio.Task] = set()
         self.pulled_bytes = 0
+        self._slots = asyncio.Semaphore(app[SETTINGS].pull_concurrency)  # downloads at once; more wait
+        self._partial = app[SETTINGS].cache_dir / "pulls"  # files on their way in (kept by the cache after)
+        shutil.rmtree(self._partial, ignore_errors=True)  # left by a crash: nobody waits for them now
         self.missing: int | None = None  # tracks with no copy on this node, as of the mirror's last pass
 
     async def path(self, track_id: str, track: dict, mirroring: bool = False) -> str:
@@ -114,7 +140,8 @@ class Pulls:
     def _download(self, track_id: str, track: dict, key: str, mirroring: bool = False) -> Download:
         download = self._downloads.get(key)
         if download is None:
-            download = self._downloads[key] = Download(track["size"])
+            self._partial.mkdir(parents=True, exist_ok=True)
+            download = self._downloads[key] = Download(track["size"], self._partial / f"{track_id}.{track['size']}")
             task = asyncio.create_task(self._fetch(track_id, track, key, download, mirroring), name=f"pull-{track_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -131,12 +158,13 @@ class Pulls:
 
     async def _fetch(self, track_id: str, track: dict, key: str, download: Download, mirroring: bool) -> None:
         try:
-            source = await self._from_first_holder(track_id, download)
-            if track.get("fingerprint") and bytes_fingerprint(download.data) != track["fingerprint"]:
+            async with self._slots:
+                source = await self._from_first_holder(track_id, download)
+            made = await asyncio.to_thread(content_fingerprint, str(download.path), download.size)
+            if made != track.get("fingerprint"):
                 raise ApiError(502, "bad_gateway", f"the file of track {track_id} from {source} is not the "
                                "catalog's (its content fingerprint differs)")
-            self.pulled_bytes += download.size
-            await self.app[CACHE].keep_file(key, bytes(download.data))
+            await self.app[CACHE].keep_path(key, download.path)
             # The mirror's copies are summed up per pass; a listener's pull is worth a line.
             log.log(logging.DEBUG if mirroring else logging.INFO, "pulled track %s (%d bytes) from %s", track_id,
                     download.size, source)
@@ -171,19 +199,20 @@ class Pulls:
                        f"node that may hold it ({', '.join(unreachable)})", {"Retry-After": "5"})
 
     async def _pull_from(self, url: str, track_id: str, download: Download) -> None:
-        have = len(download.data)
+        have = download.length
         headers = {SECRET_HEADER: self.app[SETTINGS].cluster_secret}
         if have:
             headers["Range"] = f"bytes={have}-"
         async with self._peers().get(f"{url}/cluster/v1/media/{track_id}", headers=headers) as resp:
             if resp.status != (206 if have else 200):
                 raise _NotThere(f"answered {resp.status}")
-            async for chunk in resp.content.iter_any():
-                if len(download.data) + len(chunk) > download.size:
+            async for chunk in resp.content.iter_chunked(PULL_CHUNK):
+                if download.length + len(chunk) > download.size:
                     raise _NotThere("sent more bytes than the catalog's size")
-                download.add(chunk)
-        if len(download.data) != download.size:
-            raise aiohttp.ClientPayloadError(f"{url} sent {len(download.data)} of {download.size} bytes")
+                await download.add(chunk)
+                self.pulled_bytes += len(chunk)  # counted as it arrives: a listener may have it already
+        if download.length != download.size:
+            raise aiohttp.ClientPayloadError(f"{url} sent {download.length} of {download.size} bytes")
 
     async def mirror(self) -> None:
         """Copy every file this node lacks, one at a time, whenever the catalog changes (and
@@ -291,6 +320,11 @@ async def serve_arriving(request: web.Request, pulls: Pulls, track_id: str) -> w
     if found is None:
         return None
     download, content_type = found
+    with download.reader() as reader:
+        return await _send_arriving(request, download, reader, content_type)
+
+
+async def _send_arriving(request: web.Request, download: Download, reader, content_type: str) -> web.StreamResponse:
     size = download.size
     header = request.headers.get("Range")
     specs = parse_range(header) if header is not None else None
@@ -320,7 +354,8 @@ async def serve_arriving(request: web.Request, pulls: Pulls, track_id: str) -> w
         except ApiError:
             request.transport.close()  # the master failed mid-file: the client must see a cut body
             raise ConnectionResetError("the pull from the master failed") from None
-        chunk = bytes(download.data[position:end])
+        chunk = await asyncio.to_thread(os.pread, reader.fileno(), min(end, download.length, position + PULL_CHUNK)
+                                        - position, position)
         await response.write(chunk)
         metrics.bytes_sent += len(chunk)
         position += len(chunk)

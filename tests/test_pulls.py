@@ -131,3 +131,54 @@ async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp
                 proc.wait(timeout=30)
         if runner is not None:
             await runner.cleanup()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+async def test_a_200_mb_pull_goes_to_a_file_not_into_memory(tmp_path, ffmpeg):
+    """A pull is written to a file as it arrives and listeners read it there: the region's peak
+    memory barely moves while it pulls (and streams to a listener) a 200 MB file."""
+    import hashlib
+
+    music = tmp_path / "master-music"
+    (music / "Long").mkdir(parents=True)
+    big = music / "Long" / "Noise.wav"
+    made = await asyncio.create_subprocess_exec(ffmpeg, "-v", "error", "-f", "lavfi", "-i", "anoisesrc=d=1200",
+                                                "-ac", "2", "-ar", "44100", "-c:a", "pcm_s16le", str(big))
+    assert await made.wait() == 0 and big.stat().st_size > 200e6
+    master = region = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            master, master_url, master_log = _start(tmp_path, "master", "--role", "master", "--cluster-secret",
+                                                    SECRET, "--library", str(music))
+            await _wait_ready(session, master_url, master, master_log)
+            while (await (await session.get(f"{master_url}/api/v1/library/scan")).json())["state"] != "done":
+                await asyncio.sleep(0.1)
+            (tmp_path / "region-music").mkdir()
+            region, region_url, region_log = _start(tmp_path, "region", "--role", "region", "--cluster-secret",
+                                                    SECRET, "--master-url", master_url, "--no-mirror-media",
+                                                    "--library", str(tmp_path / "region-music"))
+            await _wait_ready(session, region_url, region, region_log)
+            track = (await (await session.get(f"{region_url}/api/v1/tracks")).json())["items"][0]["id"]
+            before = _peak_rss_mb(region.pid)
+            digest = hashlib.sha256()
+            async with session.get(f"{region_url}/stream/{track}") as resp:
+                assert resp.status == 200
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    digest.update(chunk)
+            grown = _peak_rss_mb(region.pid) - before
+            with open(big, "rb") as original:
+                assert digest.hexdigest() == hashlib.file_digest(original, "sha256").hexdigest()
+            assert grown < 20, f"the region's peak memory grew by {grown:.1f} MiB during the pull"
+    finally:
+        for proc in (master, region):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
