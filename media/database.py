@@ -9,12 +9,17 @@ transaction, each inside its own savepoint, so each is still all or nothing (one
 rolled back alone and its caller gets the exception), and all are answered after the commit. Under
 load that is one thread hand-off and one commit for many writes instead of one each. A write
 function must therefore not commit: plain SQL, not sqlite-utils' row methods, which do.
+
+Inside `with rehearsal():` a write runs as usual, answers what it would, and is then rolled back:
+a region checks a write it will queue for its master exactly as the master will apply it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import contextvars
 import logging
 import sqlite3
 import threading
@@ -28,6 +33,30 @@ import sqlite_utils
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_REHEARSING = contextvars.ContextVar("rehearsing", default=False)
+
+
+@contextlib.contextmanager
+def rehearsal():
+    """Writes made in this context (this task and what it awaits) are undone once they answered."""
+    token = _REHEARSING.set(True)
+    try:
+        yield
+    finally:
+        _REHEARSING.reset(token)
+
+
+class _Rehearsed(Exception):
+    """Raised after a rehearsed write, so its savepoint is rolled back; carries its result."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+
+def _rehearsed(fn: Callable[..., T]) -> Callable[..., T]:
+    def run(db: sqlite_utils.Database, *args: Any) -> T:
+        raise _Rehearsed(fn(db, *args))
+    return run
 
 
 def connect(path: Path) -> sqlite_utils.Database:
@@ -75,6 +104,14 @@ class Database:
         return await loop.run_in_executor(self._readers, partial(self._run_read, fn, *args))
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        if _REHEARSING.get():
+            try:
+                await self._queue_write(_rehearsed(fn), *args)
+            except _Rehearsed as done:
+                return done.result
+        return await self._queue_write(fn, *args)
+
+    async def _queue_write(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._waiting_lock:

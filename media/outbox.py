@@ -13,9 +13,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from media.errors import MediaError
+
+
+class OutboxFull(MediaError):
+    """The outbox holds its most: a write is refused rather than kept past the bound."""
+
 
 class Outbox:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = 2**62) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -24,12 +30,21 @@ class Outbox:
                            "method TEXT NOT NULL, path TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL, "
                            "queued_at REAL NOT NULL)")
         self._lock = threading.Lock()
+        self.max_bytes = max_bytes
+        self.bytes = self._conn.execute("SELECT COALESCE(SUM(length(body) + length(headers) + length(path)), 0) "
+                                        "FROM outbox").fetchone()[0]
 
     def add(self, method: str, path: str, headers: dict[str, str], body: bytes, queued_at: float) -> int:
+        """Raises OutboxFull when the entry would take the outbox past max_bytes."""
+        encoded = json.dumps(headers)
+        size = len(body) + len(encoded) + len(path)
         with self._lock:
-            return self._conn.execute("INSERT INTO outbox (method, path, headers, body, queued_at) "
-                                      "VALUES (?, ?, ?, ?, ?)",
-                                      [method, path, json.dumps(headers), body, queued_at]).lastrowid
+            if self.bytes + size > self.max_bytes:
+                raise OutboxFull(f"the outbox holds {self.bytes} bytes of writes for the master, its most")
+            entry = self._conn.execute("INSERT INTO outbox (method, path, headers, body, queued_at) "
+                                       "VALUES (?, ?, ?, ?, ?)", [method, path, encoded, body, queued_at]).lastrowid
+            self.bytes += size
+            return entry
 
     def first(self) -> dict[str, Any] | None:
         with self._lock:
@@ -42,7 +57,9 @@ class Outbox:
 
     def remove(self, entry_id: int) -> None:
         with self._lock:
-            self._conn.execute("DELETE FROM outbox WHERE id = ?", [entry_id])
+            row = self._conn.execute("DELETE FROM outbox WHERE id = ? RETURNING length(body) + length(headers) + "
+                                     "length(path)", [entry_id]).fetchone()
+            self.bytes -= row[0] if row else 0
 
     def depth(self) -> int:
         with self._lock:

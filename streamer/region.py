@@ -36,10 +36,11 @@ from aiohttp import web
 
 from media import replica
 from media.ids import new_id
-from media.outbox import Outbox
+from media.database import rehearsal
+from media.outbox import Outbox, OutboxFull
 from streamer import cluster
 from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
-from streamer.errors import ApiError
+from streamer.errors import ApiError, from_exception
 from streamer.keys import CATALOG, MEMBERS, ROLE, SETTINGS
 from streamer.members import NODE_HEADER, connector
 from streamer.auth import USER
@@ -69,6 +70,7 @@ class Follower:
         self._forwarding: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
         self.in_flight = 0  # writes taken, not yet answered or in the outbox
+        self.refused_full = 0  # writes refused with 507: the outbox held its most
         self.plays = PlayBatches(self.forwarding, app[SETTINGS].cluster_secret)
 
     def start(self) -> None:
@@ -259,7 +261,13 @@ def forwarded_to_master(handler):
                         await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client reads its write here
                     return web.Response(status=status, body=answer,
                                         headers={"Content-Type": content_type} if content_type else None)
-            await asyncio.to_thread(outbox.add, request.method, request.path_qs, headers, body, time.time())
+            await _rehearse(handler, request)
+            try:
+                await asyncio.to_thread(outbox.add, request.method, request.path_qs, headers, body, time.time())
+            except OutboxFull as exc:
+                follower.refused_full += 1
+                raise ApiError(507, "outbox_full", f"{exc}: this region cannot keep more writes until its master "
+                               "is back (outbox_max_mb)", {"Retry-After": "60"}) from None
         finally:
             follower.in_flight -= 1
         follower.outbox_added.set()
@@ -268,6 +276,31 @@ def forwarded_to_master(handler):
             queued["ids" if len(ids) > 1 or "plays" in request.path else "id"] = ids if len(ids) > 1 else ids[0]
         return web.json_response(queued, status=202)
     return forward
+
+
+# Writes whose handler has effects beyond the catalog (a file stored, a scan started) are queued
+# as they are; the master checks them.
+_NOT_REHEARSED = {("POST", "/api/v1/tracks"), ("POST", "/api/v1/library/scan")}
+_REFUSALS = (400, 413, 422)  # of the write itself: shape, fields, unknown track ids
+
+
+async def _rehearse(handler, request: web.Request) -> None:
+    """Before a write goes into the outbox, run it here as the master will (media.database's
+    rehearsal: nothing stays) so a write the master would refuse gets its error now, not a 202
+    and a loss later. Other refusals (a playlist not here yet, say: made by a write still queued)
+    are left to the master."""
+    if (request.method, request.path) in _NOT_REHEARSED:
+        return
+    try:
+        with rehearsal():
+            response = await handler(request)
+    except Exception as exc:
+        answer = from_exception(exc)
+        if answer is not None and answer.status in _REFUSALS:
+            raise
+        return
+    if response.status in _REFUSALS:
+        raise ApiError(response.status, "invalid_write", response.text or "the master would refuse this write")
 
 
 async def _batched_plays(request: web.Request, follower: Follower, key: str, body: bytes,
