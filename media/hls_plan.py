@@ -27,7 +27,7 @@ MIN_SEGMENT_SECONDS = 1.0  # a shorter tail is evened out with the segment befor
 DURATION_ROUNDING = 0.0005
 # Bumped whenever the same track and settings would be cut or encoded differently: segment URLs (and
 # cache keys) carry it, so no player or cache mixes segments of two plans.
-PLAN_REVISION = 3
+PLAN_REVISION = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +47,19 @@ class Variant:
         return "mp4a.40.34" if self.codec == "mp3" else "mp4a.40.2"
 
     @property
+    def container_overhead(self) -> float:
+        """Bytes on the wire per byte of audio: MP3 originals go in MPEG-TS (see media.mpegts),
+        3-5% more at 64-320 kbit/s; packed audio adds next to nothing."""
+        return 1.05 if self.copy and self.codec == "mp3" else 1.0
+
+    @property
     def frame_seconds(self) -> float:
         return self.frame_samples / self.sample_rate
 
     def pts(self, frame: int) -> int:
         """The 90 kHz timestamp of frame `frame`, from the frame count in integers and rounded
-        once: frames are at least 1,300 ticks apart, so no two can share a tick, and no error
-        adds up along the track."""
+        once: frames are hundreds of ticks apart (960 for AAC at 96 kHz), so no two can share a
+        tick, and no error adds up along the track."""
         return (2 * frame * self.frame_samples * PTS_CLOCK + self.sample_rate) // (2 * self.sample_rate)
 
 
@@ -142,8 +148,9 @@ def master_playlist(variants: list[Variant], variant_uri: str) -> str:
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
     for v in variants:
         # BANDWIDTH is the peak: packed audio's few bytes of framing and the encoder's swings.
-        lines.append(f"#EXT-X-STREAM-INF:BANDWIDTH={v.bitrate * 1100},AVERAGE-BANDWIDTH="
-                     f"{v.bitrate * 1000},CODECS=\"{v.codecs_attribute}\"")
+        average = round(v.bitrate * 1000 * v.container_overhead)
+        lines.append(f"#EXT-X-STREAM-INF:BANDWIDTH={round(average * 1.1)},AVERAGE-BANDWIDTH="
+                     f"{average},CODECS=\"{v.codecs_attribute}\"")
         lines.append(variant_uri.format(name=v.name))
     return "\n".join(lines) + "\n"
 

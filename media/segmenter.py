@@ -15,8 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from media.ffmpeg import FfmpegFailed, FfmpegPool
 from media import mpegts
+from media.ffmpeg import FfmpegFailed, FfmpegPool
 from media.hls_plan import Segment, Variant
 from media.packed_audio import adts_frames, mp3_frames, split_adts, timestamp_tag
 

@@ -79,8 +79,10 @@ def test_segments_carry_every_frame_with_exact_pts_and_continuous_counters(mp3_s
     plan = segments(len(frames) * variant.frame_seconds, variant, 6.0)
     counters: dict[int, int] = {}
     payload = b""
+    sent = 0
     for s in plan:
         body = copy_segment(mp3_stream, variant, plan, s.index)
+        sent += len(body)
         pes = read_ts(body, counters)  # counters carried over: continuity across segments
         assert pes[0][0] == variant.pts(s.first_frame)
         first = s.first_frame
@@ -90,6 +92,9 @@ def test_segments_carry_every_frame_with_exact_pts_and_continuous_counters(mp3_s
         assert first == s.first_frame + s.frames
         payload += b"".join(data for _, data in pes)
     assert payload == mp3_stream  # byte for byte, in order
+    # The master playlist's AVERAGE-BANDWIDTH counts the transport stream's overhead.
+    seconds = len(frames) * variant.frame_seconds
+    assert len(mp3_stream) * 8 / seconds < 160_500 < sent * 8 / seconds <= 160_000 * variant.container_overhead
 
 
 def test_ffprobe_reads_a_segment_alone(mp3_stream, ffmpeg, tmp_path):
