@@ -91,7 +91,8 @@ def start_server(library: Path, data: Path, log_path: Path, procs: list[Proc]) -
     ours = Proc("our server", [sys.executable, str(REPO / "run.py"), "serve", "--host", "127.0.0.1",
                                "--port", str(port), "--library", str(library),
                                "--data-dir", str(data), "--no-demo-library",
-                               "--log-level", "warning"],
+                               "--log-level", "warning",
+                               "--writes-per-minute", "100000000"],  # one bench user: no per-user limit
                 log_path, cwd=str(REPO))
     procs.append(ours)
     wait_port(port, ours, 30)

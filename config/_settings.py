@@ -69,6 +69,10 @@ FIELDS: tuple[Field, ...] = (
           minimum=0, maximum=64),
     Field("ffmpeg_queue_seconds", "int", 10, "how long work waits for an ffmpeg slot before the "
           "answer is 503 with Retry-After", minimum=1, maximum=600),
+    Field("writes_per_minute", "int", 300, "writes one user may make a minute (as a burst too); more get 429",
+          minimum=1, maximum=1_000_000),
+    Field("write_max_kb", "int", 1024, "largest body of a write other than an upload, in KiB (more gets 413)",
+          minimum=1, maximum=1024),
     Field("upload_max_mb", "int", 200, "largest track an admin may upload, in MiB", minimum=1, maximum=4096),
     Field("anonymous_reads", "choice", "auto", "listening without a token: auto (only when bound to "
           "a loopback address), on, off", choices=("auto", "on", "off")),
@@ -79,6 +83,10 @@ FIELDS: tuple[Field, ...] = (
     Field("changes_keep_hours", "int", 168, "change-log rows older than this are compacted away (a region "
           "further behind takes a new snapshot)", minimum=1, maximum=100_000),
     Field("changes_keep_rows", "int", 1_000_000, "most change-log rows kept", minimum=100, maximum=10**9),
+    Field("changes_keep_mb", "int", 256, "most change-log data kept, in MiB (older rows are compacted away)",
+          minimum=1, maximum=1_000_000),
+    Field("idempotency_keep_hours", "int", 24, "how long a write's answer is kept for a retry with its "
+          "Idempotency-Key", minimum=1, maximum=100_000),
     Field("master_url", "str", "", "a region's master, e.g. http://127.0.0.1:8080"),
     Field("cluster_nodes", "urls", (), "the URLs of the cluster's members (http(s)://HOST:PORT): the only "
           "nodes this one follows, pulls from and sends the cluster secret to, besides master_url"),
@@ -122,12 +130,16 @@ class Settings:
     hls_bitrates: tuple[int, ...] = (64, 128, 256)
     ffmpeg_processes: int = 0
     ffmpeg_queue_seconds: int = 10
+    writes_per_minute: int = 300
+    write_max_kb: int = 1024
     upload_max_mb: int = 200
     anonymous_reads: str = "auto"
     cors_origins: str = "*"
     cluster_secret: str = ""
     changes_keep_hours: int = 168
     changes_keep_rows: int = 1_000_000
+    changes_keep_mb: int = 256
+    idempotency_keep_hours: int = 24
     master_url: str = ""
     cluster_nodes: tuple[str, ...] = ()
     cluster_ca_file: Path | None = None

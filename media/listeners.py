@@ -134,23 +134,42 @@ def append_change(db: sqlite_utils.Database, user_id: str | None, op: str, data:
     return cursor.lastrowid
 
 
-def changes_since(db: sqlite_utils.Database, since: int, limit: int = 1000) -> list[dict[str, Any]]:
-    return [{"seq": seq, "at": at, "user_id": user, "op": op, "data": json.loads(data)}
-            for seq, at, user, op, data in db.execute(
-                "SELECT seq, at, user_id, op, data FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                [since, limit])]
+def changes_since(db: sqlite_utils.Database, since: int, limit: int = 1000,
+                  max_bytes: int = 4 * 1024 * 1024) -> list[dict[str, Any]]:
+    """The rows after `since`, in order: at most `limit`, and no more than `max_bytes` of data
+    (but always the first, whatever its size)."""
+    rows, total = [], 0
+    for seq, at, user, op, data in db.execute(
+            "SELECT seq, at, user_id, op, data FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", [since, limit]):
+        total += len(data)
+        if rows and total > max_bytes:
+            break
+        rows.append({"seq": seq, "at": at, "user_id": user, "op": op, "data": json.loads(data)})
+    return rows
 
 
 def last_sequence(db: sqlite_utils.Database) -> int:
     return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
 
 
-def compact_changes(db: sqlite_utils.Database, older_than: str, keep_rows: int) -> int:
-    """Drop change rows older than `older_than` (ISO time) or beyond the newest `keep_rows`; the
-    newest row always stays, so sequence numbers never restart. A follower behind what is left
-    is told to take a snapshot. Returns how many rows went."""
-    return db.execute("DELETE FROM changes WHERE seq < (SELECT MAX(seq) FROM changes) AND "
-                      "(at < ? OR seq <= (SELECT MAX(seq) FROM changes) - ?)", [older_than, keep_rows]).rowcount
+def compact_changes(db: sqlite_utils.Database, older_than: str, keep_rows: int, keep_bytes: int = 2**62) -> int:
+    """Drop change rows older than `older_than` (ISO time), beyond the newest `keep_rows`, or
+    beyond the newest `keep_bytes` of data; the newest row always stays, so sequence numbers
+    never restart. A follower behind what is left is told to take a snapshot. Returns how many
+    rows went."""
+    dropped = db.execute("DELETE FROM changes WHERE seq < (SELECT MAX(seq) FROM changes) AND "
+                         "(at < ? OR seq <= (SELECT MAX(seq) FROM changes) - ?)", [older_than, keep_rows]).rowcount
+    over = db.execute("SELECT MAX(seq) FROM (SELECT seq, SUM(length(data)) OVER (ORDER BY seq DESC) AS newer "
+                      "FROM changes) WHERE newer > ?", [keep_bytes]).fetchone()[0]
+    if over is not None:
+        dropped += db.execute("DELETE FROM changes WHERE seq <= ? AND seq < (SELECT MAX(seq) FROM changes)",
+                              [over]).rowcount
+    return dropped
+
+
+def expire_answers(db: sqlite_utils.Database, older_than: str) -> int:
+    """Forget idempotency answers older than `older_than`: a retry that late is a new request."""
+    return db.execute("DELETE FROM idempotency WHERE created_at < ?", [older_than]).rowcount
 
 
 def first_sequence(db: sqlite_utils.Database) -> int:

@@ -27,6 +27,7 @@ from streamer.edge import Routes
 from streamer.errors import ApiError
 from streamer.keys import CATALOG, SETTINGS
 from streamer.listener_api import idempotency_key, is_plain_text, json_body
+from streamer.write_limits import WRITE_LIMITS
 
 CHUNK = 256 * 1024
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]+')
@@ -65,6 +66,7 @@ async def upload_track(request: web.Request) -> web.Response:
     library = settings.library
     temporary = library / f".upload-{ids.new_id()}{extension}"
     user, key = request[USER], idempotency_key(request)
+    request.app[WRITE_LIMITS].check_rate(user["id"])
     digest = hashlib.sha256()
     try:
         size = 0
@@ -139,6 +141,7 @@ async def edit_track(request: web.Request) -> web.Response:
         if isinstance(value, str) and not is_plain_text(value):
             raise ApiError(422, "invalid_field", f"{key}: control and format characters are not allowed")
         changes[_TAG_COLUMN.get(key, key)] = value.strip() if isinstance(value, str) else value
+    await request.app[WRITE_LIMITS].check(request, request[USER]["id"])
     status, track = await request.app[CATALOG].edit_track(request.match_info["id"], changes, request[USER],
                                                           idempotency_key(request))
     return web.json_response(track, status=status)

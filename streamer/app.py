@@ -130,6 +130,7 @@ async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
         follower.start()
     if app[SETTINGS].mirror_media:
         pulls.keep(_mirror(app), "mirror-media")
+    pulls.keep(cluster.compact_log(app), "compact-changes")  # its copy of the log, and answers, grow too
     try:
         yield
     finally:

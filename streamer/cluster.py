@@ -241,15 +241,26 @@ async def plays(request: web.Request) -> web.Response:
 
 
 async def compact_log(app: web.Application, every: float = 600) -> None:
-    """Drop change-log rows beyond the kept age and count, every `every` seconds, for as long as
-    the node runs (a follower further behind takes a snapshot)."""
-    settings = app[SETTINGS]
+    """Every `every` seconds, for as long as the node runs (master, region or standalone): drop
+    change-log rows beyond the kept age, count and bytes (a follower further behind takes a
+    snapshot), and idempotency answers past their age."""
     while True:
-        older_than = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - settings.changes_keep_hours * 3600))
-        dropped = await app[CATALOG].db.write(listeners.compact_changes, older_than, settings.changes_keep_rows)
-        if dropped:
-            log.info("change log: %d old rows compacted away", dropped)
+        dropped, expired = await compact_once(app)
+        if dropped or expired:
+            log.info("compaction: %d change-log rows and %d idempotency answers dropped", dropped, expired)
         await asyncio.sleep(every)
+
+
+async def compact_once(app: web.Application) -> tuple[int, int]:
+    settings, db = app[SETTINGS], app[CATALOG].db
+    dropped = await db.write(listeners.compact_changes, _hours_ago(settings.changes_keep_hours),
+                             settings.changes_keep_rows, settings.changes_keep_mb * 1024 * 1024)
+    expired = await db.write(listeners.expire_answers, _hours_ago(settings.idempotency_keep_hours))
+    return dropped, expired
+
+
+def _hours_ago(hours: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - hours * 3600))
 
 
 def with_sequence(handler):

@@ -21,6 +21,7 @@ from streamer.auth import USER, Auth
 from streamer.edge import Routes
 from streamer.errors import ApiError
 from streamer.keys import AUTH, CATALOG, SETTINGS
+from streamer.write_limits import WRITE_LIMITS, WriteLimits
 
 MAX_PLAYS_PER_REQUEST = 1000
 MAX_NAME = 200
@@ -128,6 +129,7 @@ async def _write(request: web.Request, op: str, payload: dict[str, Any],
                  made: dict[str, Any] | None = None) -> web.Response:
     user = _user(request)
     key = idempotency_key(request)
+    await request.app[WRITE_LIMITS].check(request, user["id"])
     status, answer = await request.app[CATALOG].db.write(listeners.apply, user, op, payload, key, made)
     if status == 204:
         return web.Response(status=204)
@@ -287,6 +289,8 @@ async def me(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:
+    settings = app[SETTINGS]
+    app[WRITE_LIMITS] = WriteLimits(settings.writes_per_minute, settings.write_max_kb * 1024)
     routes.get("/api/v1/me", me, "me", access="user")
     routes.get("/api/v1/playlists", list_playlists, "playlists", access="user")
     routes.post("/api/v1/playlists", create_playlist, "playlist_create")

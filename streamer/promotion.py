@@ -9,7 +9,8 @@
    order, through its own HTTP API: each write exactly as the old master would have taken it,
    with its idempotency key (a write the old master took and the feed brought back applies
    once) and the ids the region handed out; writes arriving meanwhile queue behind them;
-4. it takes writes, serves the cluster endpoints and compacts its change log, as a master does.
+4. it takes writes and serves the cluster endpoints, as a master does (it compacted its change
+   log as a region already).
 
 What it can lose: the writes the old master had taken that its feed had not yet brought here
 (the feed keeps that to about one round trip; none with `sync_replicas` when the region promoted
@@ -72,7 +73,6 @@ async def _promote(app: web.Application, itself: str) -> dict:
         log.warning("promoted to master at sequence %d (new lineage %s); applying the outbox",
                     history[-1][1], history[-1][0])
         applied = await apply_outbox(app, itself)
-        become_master(app)
     missing = len(await tracks_without_media(app))
     seconds = time.monotonic() - started
     log.warning("promotion done in %.2fs: %d queued writes applied; %d tracks have no copy on this node yet "
@@ -94,11 +94,6 @@ async def apply_outbox(app: web.Application, itself: str) -> int:
         return await drain_outbox(app, lambda: session, until_empty=done)
 
 
-def become_master(app: web.Application) -> None:
-    """What a master does beyond taking writes: compact its change log."""
-    app[FOLLOWER].keep(asyncio.create_task(cluster.compact_log(app), name="compact-changes"))
-
-
 async def resume_promotion(app: web.Application) -> None:
     """At the start of a node promoted before (`promoting` is set already, so writes queue): apply
     what its outbox still holds (a promotion cut short by a crash) once its server listens."""
@@ -106,7 +101,6 @@ async def resume_promotion(app: web.Application) -> None:
     applied = await apply_outbox(app, node_url(settings.host, settings.port))
     if applied:
         log.warning("promotion finished: %d queued writes applied", applied)
-    become_master(app)
 
 
 async def follow(request: web.Request) -> web.Response:

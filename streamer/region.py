@@ -50,6 +50,9 @@ from streamer.play_batches import MasterUnreachable, PlayBatches
 log = logging.getLogger(__name__)
 
 POLL_WAIT = 25  # seconds the master may hold a change-feed request
+# A page of changes is a few MiB (media.listeners.changes_since) unless one change is bigger (a
+# scan's); past this, the master's answer is not read into memory.
+MAX_PAGE_BYTES = 128 * 1024 * 1024
 FORWARD_WAIT = 2.0  # seconds a forwarded write waits for the replica to hold it
 RETRY_SECONDS = (0.5, 1, 2, 5)  # back-off while the master is unreachable
 
@@ -197,7 +200,7 @@ class Follower:
                 if resp.status == 410:
                     raise _Resync
                 _raise_for(resp)
-                body = await resp.json()
+                body = json.loads(await _read_at_most(resp, MAX_PAGE_BYTES))
             self.master_reachable = True
             self.master_last = body["last"]
             self.app[MEMBERS].learn(body.get("nodes") or [])
@@ -414,6 +417,15 @@ async def drain_outbox(app: web.Application, master, until_empty=None) -> int:
 
 class _Resync(Exception):
     """The master no longer keeps the changes this replica needs."""
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 20):
+        body += chunk
+        if len(body) > limit:
+            raise aiohttp.ClientPayloadError(f"a change-feed page over {limit} bytes: not read")
+    return bytes(body)
 
 
 def _raise_for(resp: aiohttp.ClientResponse) -> None:
