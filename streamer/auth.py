@@ -7,8 +7,15 @@ signed for a user: `?s=SCOPE&u=USER&exp=EPOCH&sig=HMAC(secret, scope, user, expi
 scope is a path prefix (`/stream/ID`, or `/hls/ID/` for a track's playlists and segments, whose
 URIs carry the same query); a signature grants reads under its scope only, until it expires.
 
-Failed authentications are counted per client address; past FAILURES_ALLOWED in FAILURE_WINDOW
-seconds the address gets 429 with Retry-After until the window ends.
+Failed authentications (tokens, signatures, cluster secrets) are counted per client address;
+past FAILURES_ALLOWED in FAILURE_WINDOW seconds the address's failures get 429 with Retry-After
+until the window ends, and only the first failure of a window is logged. A valid credential is
+always accepted: the throttle is checked only once a credential has failed, so one client's
+failures never lock out another behind the same address.
+
+The client address (`client_address`) is the peer, or, when the peer is one of `trusted_proxies`,
+the client its X-Forwarded-For (else Forwarded) names: the right-most address that is not itself a
+trusted proxy, so a client cannot forge its place by sending the header itself.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,39 +46,127 @@ FAILURE_WINDOW = 60.0
 TOKEN_CACHE_SECONDS = 5.0  # a revoked token stops working within this
 SIGNED_URL_SECONDS = 7 * 24 * 3600  # a pasted playlist keeps playing for a week
 USER = web.RequestKey("user", dict)  # who is asking, when they said so
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+CLIENT = web.RequestKey("client_address", str)  # worked out once per request
+_FORWARDED_FOR = re.compile(r'(?:^|[;,\s])for="?\[?([^\]",;]+)', re.IGNORECASE)
+
+
+def networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """Addresses or CIDR networks (`10.0.0.0/8`, `::1`), as settings give them."""
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip().strip('"').strip("[]")
+    if text.count(":") == 1:  # IPv4 with a port, as some proxies write it
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, nets: tuple[Network, ...]) -> bool:
+    return address is not None and any(address in net for net in nets)
+
+
+def _forwarded_chain(request: web.BaseRequest) -> list[str]:
+    """The addresses a proxy chain reports, nearest last: X-Forwarded-For, or else Forwarded."""
+    values = request.headers.getall("X-Forwarded-For", [])
+    if values:
+        return [part for value in values for part in value.split(",") if part.strip()]
+    return [m.group(1) for value in request.headers.getall("Forwarded", []) for m in _FORWARDED_FOR.finditer(value)]
+
+
+def client_address(request: web.BaseRequest, trusted: tuple[Network, ...] = ()) -> str:
+    """Who the client is: the peer, or behind trusted proxies the client they forwarded for.
+
+    Walks the chain from the nearest hop and stops at the first address not trusted (anything
+    left of it the client could have written). Use this, not request.remote, to count or limit
+    per client."""
+    peer = request.remote or "?"
+    if not _within(_address(peer), trusted):
+        return peer
+    client = peer
+    for hop in reversed(_forwarded_chain(request)):
+        address = _address(hop)
+        if address is None:  # garbage where an address belongs: an unknown client, never loopback
+            return "?"
+        client = str(address)
+        if not _within(address, trusted):
+            break
+    return client
+
+
+def forwarded_by_stranger(request: web.BaseRequest, trusted: tuple[Network, ...]) -> bool:
+    """A forwarding header from a peer that is not a trusted proxy: some proxy we were not told
+    about stands between us and the client (nginx in front, trusted_proxies unset), so the
+    peer's address says nothing about the client."""
+    return bool(_forwarded_chain(request)) and not _within(_address(request.remote or ""), trusted)
 
 
 class Auth:
-    def __init__(self, secret: bytes, anonymous_reads: bool) -> None:
+    def __init__(self, secret: bytes, anonymous_reads: str | bool, *, bound_to_loopback: bool = True,
+                 public_url: str = "", trusted_proxies: tuple[Network, ...] = ()) -> None:
+        """`anonymous_reads`: "on", "off" or "auto" (True/False mean on/off): with auto, reads
+        without a token only for a client on loopback, on a node bound to loopback, with no
+        public_url (a node with a public URL is meant to be reached from elsewhere)."""
+        if isinstance(anonymous_reads, bool):
+            anonymous_reads = "on" if anonymous_reads else "off"
+        if anonymous_reads == "auto" and (public_url or not bound_to_loopback):
+            anonymous_reads = "off"
+        self.mode = anonymous_reads
         self.secret = secret
-        self.anonymous_reads = anonymous_reads
+        self.trusted_proxies = trusted_proxies
         self._tokens: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._failures: dict[str, tuple[float, int]] = {}
         self.failed = 0
         self.catalog = None  # set when the catalog opens
 
-    async def check(self, request: web.Request, access: str) -> None:
+    @property
+    def anonymous_reads(self) -> bool:
+        """Whether some client may read without a token (for auto: one on loopback)."""
+        return self.mode != "off"
+
+    def client(self, request: web.BaseRequest) -> str:
+        """client_address with this node's trusted proxies, worked out once per request."""
+        if CLIENT not in request:
+            request[CLIENT] = client_address(request, self.trusted_proxies)
+        return request[CLIENT]
+
+    def client_is_local(self, request: web.BaseRequest) -> bool:
+        """The client is on this machine (through trusted proxies: the forwarded client is)."""
+        return is_loopback(self.client(request)) and not forwarded_by_stranger(request, self.trusted_proxies)
+
+    def client_within(self, request: web.BaseRequest, nets: tuple[Network, ...]) -> bool:
+        return _within(_address(self.client(request)), nets) and not forwarded_by_stranger(request, self.trusted_proxies)
+
+    def anonymous_allowed(self, request: web.BaseRequest) -> bool:
+        return self.mode == "on" or (self.mode == "auto" and self.client_is_local(request))
+
+    async def check(self, request: web.Request, access: str, *, count: bool = True) -> None:
         """Raise the right error unless the request may use a route of this access level; the
-        user, if any, is left in request[USER]."""
+        user, if any, is left in request[USER]. `count`: whether a failure counts towards the
+        client's throttle (not for a proxy's auth_request, whose refusals reach the node anyway)."""
         if access == "open":
             return
         header = request.headers.get("Authorization")
         if header is None and "sig" not in request.query:
-            if access == "read" and self.anonymous_reads:
+            if access == "read" and self.anonymous_allowed(request):
                 return
             raise ApiError(401, "unauthorized", "this needs a token: Authorization: Bearer TOKEN",
                            {"WWW-Authenticate": 'Bearer realm="streamer"'})
-        self._refuse_if_throttled(request)
-        user = await (self._bearer(request, header) if header is not None else self._signed(request, access))
+        user = await (self._bearer(request, header, count) if header is not None
+                      else self._signed(request, access, count))
         request[USER] = user
         if access == "admin" and user["role"] != "admin":
             raise ApiError(403, "forbidden", "this needs an admin")
 
-    async def _bearer(self, request: web.Request, header: str) -> dict[str, Any]:
+    async def _bearer(self, request: web.Request, header: str, count: bool = True) -> dict[str, Any]:
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > 200:
-            self._failed(request)
+            self._failed(request, count)
             raise ApiError(401, "unauthorized", "Authorization must be 'Bearer TOKEN'",
                            {"WWW-Authenticate": 'Bearer realm="streamer"'})
         now = time.monotonic()
@@ -83,12 +180,12 @@ class Auth:
             if user is not None:  # a miss is not kept: a user just made (or replicated) works at once
                 self._tokens[token] = (now + TOKEN_CACHE_SECONDS, user)
         if user is None:
-            self._failed(request)
+            self._failed(request, count)
             raise ApiError(401, "unauthorized", "unknown or revoked token",
                            {"WWW-Authenticate": 'Bearer realm="streamer", error="invalid_token"'})
         return user
 
-    async def _signed(self, request: web.Request, access: str) -> dict[str, Any]:
+    async def _signed(self, request: web.Request, access: str, count: bool = True) -> dict[str, Any]:
         query = request.query
         scope, user_id = query.get("s", ""), query.get("u", "")
         expires, signature = query.get("exp", ""), query.get("sig", "")
@@ -99,7 +196,7 @@ class Auth:
         stamp = user["stamp"] if user else ""
         if not scope or not request.path.startswith(scope) or not expires.isdigit() or not hmac.compare_digest(
                 signature.encode(), self._signature(scope, user_id, expires, stamp).encode()) or user is None:
-            self._failed(request)
+            self._failed(request, count)
             raise ApiError(403, "forbidden", "the URL's signature does not match (or its user's token changed)")
         if int(expires) < time.time():
             raise ApiError(403, "forbidden", "the signed URL has expired; ask for the playlist again")
@@ -122,25 +219,29 @@ class Auth:
         mac = hmac.new(self.secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac[:18]).decode()
 
-    def _refuse_if_throttled(self, request: web.Request) -> None:
-        address = request.remote or "?"
-        started, count = self._failures.get(address, (0.0, 0))
-        left = started + FAILURE_WINDOW - time.monotonic()
-        if count >= FAILURES_ALLOWED and left > 0:
-            raise ApiError(429, "too_many_requests", "too many failed authentications from this address",
-                           {"Retry-After": str(max(1, int(left + 0.999)))})
+    def _failed(self, request: web.Request, count: bool = True) -> None:
+        if count:
+            self.failure(request, "failed authentication", "a bad token or signature")
 
-    def _failed(self, request: web.Request) -> None:
+    def failure(self, request: web.BaseRequest, what: str, reason: str) -> None:
+        """Count a failed credential of this client; past the limit raise 429 instead of the
+        caller's own refusal. Logged once per client and window, so a flood writes one line."""
         self.failed += 1
-        address = request.remote or "?"
+        address = self.client(request)
         now = time.monotonic()
-        started, count = self._failures.get(address, (now, 0))
+        started, count = self._failures.pop(address, (now, 0))
         if now - started > FAILURE_WINDOW:
             started, count = now, 0
-        self._failures[address] = (started, count + 1)
+        self._failures[address] = (started, count + 1)  # re-inserted: the dict stays oldest-first
         while len(self._failures) > 100_000:  # the oldest go first, not everyone's count at once
             self._failures.pop(next(iter(self._failures)))
-        log.warning("failed authentication from %s for %s %s", address, request.method, request.path)
+        if count == 0:
+            log.warning("%s from %s refused: %s %s, %s (its further failures in the next %d s are not logged)",
+                        what, address, request.method, request.path, reason, FAILURE_WINDOW)
+        if count + 1 > FAILURES_ALLOWED:
+            left = started + FAILURE_WINDOW - now
+            raise ApiError(429, "too_many_requests", "too many failed authentications from this address",
+                           {"Retry-After": str(max(1, int(left + 0.999)))})
 
 
 def load_secret(data_dir: Path) -> bytes:

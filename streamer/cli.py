@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import resource
 import sys
 from pathlib import Path
@@ -82,8 +83,9 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         return 2
     # Their output is the answer, not a log.
     quiet = args.command in ("user", "backup", "config", "cluster", "promote", "follow")
-    logging.basicConfig(level="WARNING" if quiet else settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level="WARNING" if quiet else settings.log_level.upper(), handlers=[handler])
     if args.command == "config":
         print(config.describe(settings))
         return 0
@@ -224,6 +226,26 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as visible escapes (a newline as \\n, others \\xNN): a path or header
+    sent by a client can then never start a line of its own in a log or on a terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1] if m.group() in "\n\r\t"
+                        else f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        text)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Every log line is one line: control characters in the message (with its arguments
+    substituted: paths, addresses, tags) are escaped; a traceback keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 def _withhold_request_details(record: logging.LogRecord) -> bool:
     """aiohttp logs a request it cannot parse with the offending header line, which may be an
     Authorization header: keep the fact, drop the text."""
@@ -258,8 +280,8 @@ async def scan(settings: Settings) -> int:
     print(f"scanned {settings.library} in {progress.seconds:.1f}s: {progress.files} audio files, "
           f"{progress.added} added, {progress.updated} updated, {progress.removed} removed, "
           f"{progress.unchanged} unchanged, {progress.skipped} skipped")
-    for problem in progress.problems:
-        print(f"  skipped {problem['path']}: {problem['reason']}")
+    for problem in progress.problems:  # a file name may hold a newline
+        print(escape_controls(f"  skipped {problem['path']}: {problem['reason']}"))
     return 0 if progress.state == "done" else 1
 
 

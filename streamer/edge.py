@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from streamer.auth import ACCESS_LEVELS, Auth
+from streamer.auth import ACCESS_LEVELS, USER, Auth
 from streamer.errors import error_response, from_exception
 from streamer.metrics import Metrics
 
@@ -26,11 +26,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Routes:
     """Adds routes with their edge; `finish()` adds the catch-all after the last one."""
 
-    def __init__(self, app: web.Application, metrics: Metrics, auth: Auth, cors_origins: str = "*") -> None:
+    def __init__(self, app: web.Application, metrics: Metrics, auth: Auth, cors_origins: str = "*",
+                 public_url: str = "") -> None:
         self.router = app.router
         self.metrics = metrics
         self.auth = auth
-        self.cors = CorsPolicy(cors_origins)
+        self.cors = CorsPolicy(cors_origins, public_url)
         # What every write route goes through on this node's role: on a master, a handler that
         # adds the change sequence to the answer; on a region, one that forwards to the master.
         self.write_wrapper: Callable[[Handler], Handler] | None = None
@@ -67,17 +68,59 @@ class Routes:
 
 
 class CorsPolicy:
-    """Which web origins may call the listener API (`cors_origins`: "*" or a comma-separated list)."""
+    """Which web origins may call the listener API (`cors_origins`: "*" or a comma-separated list).
 
-    def __init__(self, origins: str) -> None:
+    Catalog answers given without credentials (anonymous reads) go only to the node's own origin
+    and the listed ones, never to "*": on a node that lets its local user listen without a token,
+    any web page that user opens could otherwise list their library from the browser."""
+
+    def __init__(self, origins: str, public_url: str = "") -> None:
         self.any = origins.strip() == "*"
-        self.allowed = {o.strip().rstrip("/") for o in origins.split(",") if o.strip()}
+        self.allowed = {o.strip().rstrip("/") for o in origins.split(",") if o.strip() and o.strip() != "*"}
+        self.public_origin = "/".join(public_url.split("/")[:3]) if public_url else ""
 
     def allow_origin(self, request: web.Request) -> str | None:
         if self.any:
             return "*"
         origin = request.headers.get("Origin", "")
         return origin if origin in self.allowed else None
+
+    def allow_origin_without_credentials(self, request: web.Request) -> str | None:
+        origin = request.headers.get("Origin", "")
+        own = {f"{request.scheme}://{request.host}", self.public_origin}
+        return origin if origin and (origin in self.allowed or origin in own) else None
+
+
+def _is_catalog(path: str) -> bool:
+    """JSON API answers that list the library; covers are media (an <img> needs no CORS anyway)."""
+    return path.startswith("/api/") and not path.endswith("/cover")
+
+
+def _keep_private(request: web.Request, response: web.StreamResponse, auth: Auth) -> None:
+    """An answer given for a user's credentials, or given anonymously only because of where the
+    client is (anonymous_reads = auto), is not for a shared cache: RFC 9111 section 3.5 lets one
+    store an answer to a request with Authorization when it says `public`. Private, it stays in
+    the client's own cache; nginx caches HLS segments and covers after asking the node who may read
+    them (deploy/nginx/streamer.conf)."""
+    cache_control = response.headers.get("Cache-Control", "")
+    if "public" in cache_control and (request.get(USER) is not None or auth.mode == "auto"):
+        response.headers["Cache-Control"] = cache_control.replace("public", "private")
+
+
+def _cors(request: web.Request, response: web.StreamResponse, cors: CorsPolicy, personal: bool) -> None:
+    if personal:
+        origin = cors.allow_origin(request)
+    elif request.get(USER) is None and _is_catalog(request.path):
+        origin = cors.allow_origin_without_credentials(request)
+    else:  # media, and the catalog asked for with a token: any player, any origin
+        response.headers.setdefault("Access-Control-Allow-Origin", "*")
+        return
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+    else:
+        response.headers.pop("Access-Control-Allow-Origin", None)
+    if origin != "*":
+        response.headers.add("Vary", "Origin")
 
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
@@ -103,14 +146,9 @@ def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str,
                 response = error_response(500, "internal", "internal error (the server log has details)")
         metrics.count_request(name, request.method, response.status)
         if not response.prepared:
-            if personal:
-                origin = cors.allow_origin(request)
-                if origin is not None:
-                    response.headers["Access-Control-Allow-Origin"] = origin
-                if not cors.any:
-                    response.headers["Vary"] = "Origin"
-            elif request.method != "OPTIONS":  # a preflight answer has its own
-                response.headers.setdefault("Access-Control-Allow-Origin", "*")
+            _keep_private(request, response, auth)
+            if request.method != "OPTIONS":  # a preflight answer has its own
+                _cors(request, response, cors, personal)
             for header, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(header, value)
             if response.content_length and request.method != "HEAD":
