@@ -21,7 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from media import ids, listeners
-from media.database import Database
+from media.database import Database, keep_private
 from media.errors import InvalidQuery, NotFound
 
 log = logging.getLogger(__name__)
@@ -446,9 +446,10 @@ class Catalog:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        keep_private(path.parent)
         self.db = Database(path)
         found = self.db.write_sync(migrate)
+        keep_private(path)  # listening history and token hashes (SQLite gives its -wal/-shm the same mode)
         log.info("catalog %s opened (schema %d -> %d)", path, found, SCHEMA_VERSION)
         self._generation = 0
         self._moved = asyncio.Event()  # set (and replaced) whenever the generation moves

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import contextvars
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -57,6 +58,14 @@ def _rehearsed(fn: Callable[..., T]) -> Callable[..., T]:
     def run(db: sqlite_utils.Database, *args: Any) -> T:
         raise _Rehearsed(fn(db, *args))
     return run
+
+
+def keep_private(path: Path) -> None:
+    """Only this node's user may read what the data folder holds: the folder 0700 (made so if
+    missing), files 0600."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True)
+    os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
 def connect(path: Path) -> sqlite_utils.Database:

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from media.database import keep_private
 from media.errors import MediaError
 
 
@@ -22,8 +23,9 @@ class OutboxFull(MediaError):
 
 class Outbox:
     def __init__(self, path: Path, max_bytes: int = 2**62) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        keep_private(path.parent)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        keep_private(path)  # users' writes, waiting
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")  # a 202 promises the write survives a crash
         self._conn.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "

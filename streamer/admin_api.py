@@ -46,6 +46,15 @@ def _part(text: str, fallback: str, limit: int = 120) -> str:
     return cleaned or fallback
 
 
+def remove_partial_uploads(library: Path) -> int:
+    """Uploads cut short by a crash leave their temporary file (.upload-*) in the library root."""
+    removed = 0
+    for leftover in library.glob(".upload-*"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 async def upload_track(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     limit = settings.upload_max_mb * 1024 * 1024

@@ -182,6 +182,8 @@ async def _prepare_and_scan(app: web.Application) -> None:
                 await asyncio.to_thread(make_demo_library, library, app[FFMPEG])
             except Exception:
                 log.exception("the demo library could not be made")
+    if library.is_dir() and (left := await asyncio.to_thread(admin_api.remove_partial_uploads, library)):
+        log.warning("removed %d partial uploads left in %s by a crash", left, library)
     if settings.scan_on_start and app[ROLE].may_scan:
         progress = await app[SCANNER].start()
         if progress.state == "done":
