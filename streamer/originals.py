@@ -9,10 +9,13 @@ sendfile (zero copy) for whole files, single ranges and each part of a multipart
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import secrets
+import socket
+import struct
 import time
 from collections import OrderedDict
 from email.utils import formatdate
@@ -352,8 +355,23 @@ async def _sendfile(request: web.Request, file: Any, offset: int, count: int) ->
         piece_size = next_slice(sent, loop.time() - started)
 
 
+def drop(request: web.Request) -> None:
+    """Cut a stalled client off now: a reset, so neither our buffer nor the kernel's (megabytes,
+    for a socket that stopped reading) waits to be flushed to a client that does not read."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 def _client_left(request: web.Request, metrics: Metrics, exc: ConnectionError) -> None:
     """A listener who skips or closes the player leaves mid-body: routine, not an error."""
+    if isinstance(exc, ClientStalled):
+        drop(request)
     if request.transport is not None:
         request.transport.close()
     if isinstance(exc, SourceShrank):
