@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,9 @@ ENV_PREFIX = "STREAMER_"
 ENV_CONFIG_FILE = "STREAMER_CONFIG"  # names the TOML file; not a setting itself
 ROLES = ("standalone", "master", "region")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The cluster secrets written in config/*.toml: known to everyone, so refused unless every node
+# of the cluster is on loopback (the localhost cluster those files start).
+SAMPLE_SECRETS = ("localhost-cluster-secret-change-me", "change-me-to-a-long-random-string")
 
 
 class ConfigError(Exception):
@@ -31,7 +35,7 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "str" | "int" | "ints" | "urls" | "bool" | "path" | "choice"
+    kind: str  # "str" | "int" | "ints" | "urls" | "nets" | "bool" | "path" | "choice"
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -76,8 +80,13 @@ FIELDS: tuple[Field, ...] = (
     Field("write_max_kb", "int", 1024, "largest body of a write other than an upload, in KiB (more gets 413)",
           minimum=1, maximum=1024),
     Field("upload_max_mb", "int", 200, "largest track an admin may upload, in MiB", minimum=1, maximum=4096),
-    Field("anonymous_reads", "choice", "auto", "listening without a token: auto (only when bound to "
-          "a loopback address), on, off", choices=("auto", "on", "off")),
+    Field("anonymous_reads", "choice", "auto", "listening without a token: auto (only for a client on "
+          "loopback, on a node bound to loopback with no public_url), on, off", choices=("auto", "on", "off")),
+    Field("trusted_proxies", "nets", (), "addresses or networks of reverse proxies (nginx) whose "
+          "X-Forwarded-For / Forwarded is believed: the client they name is the one throttled and checked "
+          "for loopback"),
+    Field("monitoring_clients", "nets", (), "addresses or networks (a metrics scraper's) that may read "
+          "/metrics and /healthz's details off loopback without the cluster secret or an admin token"),
     Field("cors_origins", "str", "*", "web origins allowed to call the listener API: * or a comma-separated "
           "list (media and the catalog are open to every origin)"),
     Field("cluster_secret", "str", "", "shared secret every node-to-node request carries (at least 16 "
@@ -137,6 +146,8 @@ class Settings:
     write_max_kb: int = 1024
     upload_max_mb: int = 200
     anonymous_reads: str = "auto"
+    trusted_proxies: tuple[str, ...] = ()
+    monitoring_clients: tuple[str, ...] = ()
     cors_origins: str = "*"
     cluster_secret: str = ""
     changes_keep_hours: int = 168
@@ -236,6 +247,10 @@ def load(
         errors.append(f"library: folder {settings.library} does not exist")
     if settings.role in ("master", "region") and len(settings.cluster_secret) < 16:
         errors.append(f"cluster_secret: a {settings.role} needs a cluster secret of at least 16 characters")
+    if settings.cluster_secret in SAMPLE_SECRETS and not _all_on_loopback(settings):
+        errors.append("cluster_secret: the sample secret of config/*.toml is public; it is accepted only when "
+                      "every node is on loopback: set a long random one (python3 -c 'import secrets; "
+                      "print(secrets.token_urlsafe(32))')")
     if settings.role == "region" and not settings.master_url.startswith(("http://", "https://")):
         errors.append("master_url: a region needs its master's URL, e.g. http://127.0.0.1:8080")
     if settings.cluster_nodes and settings.master_url and settings.master_url.rstrip("/") not in settings.cluster_nodes:
@@ -275,6 +290,27 @@ def describe(settings: Settings) -> str:
             shown = _toml_string(str(value))
         lines.append(f"{field.name} = {shown}  # {field.help}")
     return "\n".join(lines)
+
+
+def _all_on_loopback(settings: Settings) -> bool:
+    """This node's address and every node URL it is configured with are loopback addresses."""
+    hosts = [settings.host] + [_url_host(u) for u in (settings.master_url, settings.cluster_url,
+                                                      *settings.cluster_nodes) if u]
+    return all(_is_loopback_host(h) for h in hosts)
+
+
+def _url_host(url: str) -> str:
+    rest = url.partition("://")[2].split("/")[0]
+    return rest.rpartition(":")[0].strip("[]") if rest.count(":") and not rest.endswith("]") else rest.strip("[]")
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_node_url(value: str) -> bool:
@@ -318,6 +354,12 @@ def _convert(field: Field, raw: Any, source: str, errors: list[str], *, from_tex
         if items is None or not all(isinstance(i, str) and _is_node_url(i.strip()) for i in items):
             return bad("a list of http(s)://HOST:PORT URLs")
         return tuple(i.strip().rstrip("/") for i in items)
+    if kind == "nets":  # addresses or CIDR networks: a TOML array, or comma-separated text
+        items = raw if isinstance(raw, list) else [i for i in str(raw).split(",") if i.strip()] if from_text else None
+        try:
+            return tuple(str(ipaddress.ip_network(i.strip(), strict=False)) for i in items)  # type: ignore[union-attr]
+        except (TypeError, ValueError, AttributeError):
+            return bad("a list of IP addresses or networks (10.0.0.0/8)")
     if kind == "bool":
         if isinstance(raw, bool):
             return raw

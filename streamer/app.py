@@ -20,7 +20,7 @@ from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg, replica
 from media.demo import make_demo_library
 from streamer import admin_api, api, cluster, hls, listener_api, promotion, transcodes
-from streamer.auth import Auth, is_loopback, load_secret
+from streamer.auth import Auth, is_loopback, load_secret, networks
 from media.outbox import Outbox
 from streamer.node_role import NodeRole
 from streamer.members import Members
@@ -29,6 +29,7 @@ from streamer.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master, nod
 from streamer.segment_runs import SegmentRuns
 from streamer.edge import Routes
 from streamer.errors import ApiError
+from streamer.members import SECRET_HEADER
 from streamer.keys import AUTH, CATALOG, FFMPEG, MEMBERS, METRICS, OPEN_FILES, ROLE, SCANNER, SETTINGS
 from streamer.metrics import Metrics
 from streamer.originals import OpenFiles, serve_file
@@ -52,17 +53,17 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_transcoding_ctx)
     app.cleanup_ctx.append(_region_ctx if settings.role == "region" else _library_ctx)
 
-    anonymous = settings.anonymous_reads == "on" or (settings.anonymous_reads == "auto"
-                                                     and is_loopback(settings.host))
-    auth = Auth(load_secret(settings.data_dir), anonymous_reads=anonymous)
+    auth = Auth(load_secret(settings.data_dir), settings.anonymous_reads, bound_to_loopback=is_loopback(settings.host),
+                public_url=settings.public_url, trusted_proxies=networks(settings.trusted_proxies))
     app[AUTH] = auth
-    routes = Routes(app, metrics, auth, settings.cors_origins)
+    routes = Routes(app, metrics, auth, settings.cors_origins, settings.public_url)
     if settings.role == "master":
         routes.write_wrapper = cluster.with_sequence
     elif settings.role == "region":
         routes.write_wrapper = forwarded_to_master
     routes.get("/", index, "index", access="open")
     routes.get("/healthz", healthz, "healthz", access="open")
+    routes.get("/auth/v1/read", read_allowed, "auth_read", access="open")
     routes.get("/readyz", readyz, "readyz", access="open")
     routes.get("/metrics", metrics_page, "metrics", access="open")
     routes.get("/stream/{id}", stream, "stream")
@@ -214,9 +215,44 @@ async def stream(request: web.Request) -> web.StreamResponse:
                             metrics=request.app[METRICS])
 
 
+async def may_see_details(request: web.Request) -> bool:
+    """/metrics and /healthz's details (a region's master URL, its position) are for the operator:
+    a client on loopback or in monitoring_clients, or one with the cluster secret or an admin token.
+    A wrong secret or token is refused (401/403, counted like any failed authentication)."""
+    auth, settings = request.app[AUTH], request.app[SETTINGS]
+    if auth.client_is_local(request) or auth.client_within(request, networks(settings.monitoring_clients)):
+        return True
+    if SECRET_HEADER in request.headers:
+        cluster.check_secret(request)
+        return True
+    if "Authorization" in request.headers:
+        await auth.check(request, "admin")
+        return True
+    return False
+
+
+async def read_allowed(request: web.Request) -> web.Response:
+    """For a reverse proxy's auth_request (deploy/nginx/streamer.conf): may the client of this
+    request read X-Original-URI? 204, or 403 whatever the reason; nginx then passes the request
+    itself to the node, which answers it with its own error (401, 403, 429). Lets nginx serve HLS
+    segments from its cache to every client the node would serve, and to no other. Failures are
+    not counted here: the node counts them when it answers the request itself."""
+    target = request.headers.get("X-Original-URI", "")
+    if not target.startswith("/"):
+        raise ApiError(400, "bad_request", "X-Original-URI must name a path")
+    try:
+        original = request.clone(rel_url=target)
+        await request.app[AUTH].check(original, "read", count=False)
+    except (ApiError, ValueError):
+        return web.Response(status=403, headers={"Cache-Control": "no-store"})
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
+
+
 async def healthz(request: web.Request) -> web.Response:
-    progress = request.app[SCANNER].progress
     role = request.app[ROLE]
+    if not await may_see_details(request):  # enough for a load balancer
+        return web.json_response({"status": "ok", "role": role.name}, headers={"Cache-Control": "no-store"})
+    progress = request.app[SCANNER].progress
     body = {"status": "ok", "role": role.name, "version": VERSION,
             "scan": {"state": progress.state, "files": progress.files, "read": progress.read,
                      "to_read": progress.to_read}}
@@ -244,6 +280,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
+    if not await may_see_details(request):
+        raise ApiError(401, "unauthorized", "off loopback, /metrics needs the cluster secret (X-Cluster-Secret), "
+                       "an admin token, or the client's address in monitoring_clients",
+                       {"WWW-Authenticate": 'Bearer realm="streamer"'})
     counts = await request.app[CATALOG].counts()
     progress = request.app[SCANNER].progress
     cache, pool = request.app[hls.CACHE], request.app[hls.FFMPEG_POOL]

@@ -48,7 +48,7 @@ from streamer.api import int_param
 from streamer.edge import Routes
 from streamer.errors import ApiError, error_response, from_exception
 from streamer.listener_api import are_new_ids, json_body, plays_of
-from streamer.keys import CATALOG, MEMBERS, METRICS, OPEN_FILES, ROLE, SETTINGS
+from streamer.keys import AUTH, CATALOG, MEMBERS, METRICS, OPEN_FILES, ROLE, SETTINGS
 from streamer.members import NODE_HEADER, SECRET_HEADER
 from streamer.originals import serve_file
 from streamer.pulls import local_copy
@@ -64,9 +64,9 @@ SEQUENCE_HEADER = "X-Change-Sequence"
 def check_secret(request: web.Request) -> None:
     expected = request.app[SETTINGS].cluster_secret.encode()
     given = request.headers.get(SECRET_HEADER, "").encode()
-    if not hmac.compare_digest(given, expected):
-        log.warning("cluster request from %s refused: %s cluster secret", request.remote,
-                    "a wrong" if given else "no")
+    if not expected or not hmac.compare_digest(given, expected):
+        # Counted with failed tokens per client (429 past the limit), logged once per window.
+        request.app[AUTH].failure(request, "cluster request", "a wrong cluster secret" if given else "no cluster secret")
         raise ApiError(403, "forbidden", "this node refuses the cluster secret sent (check cluster_secret)")
 
 
