@@ -110,7 +110,7 @@ def start_node(name: str, role: str, secret: str, library: Path, data: Path, log
     argv = [sys.executable, str(REPO / "run.py"), "serve", "--role", role, "--cluster-secret", secret,
             "--host", "127.0.0.1", "--port", str(port), "--library", str(library), "--data-dir", str(data),
             "--no-demo-library", "--log-level", "warning",
-            "--writes-per-minute", "100000000",  # one bench user writes as fast as it can: no per-user limit
+            "--writes-per-minute", "1000000",  # one bench user writes as fast as it can: no per-user limit
             *extra]
     if master is not None:
         argv += ["--master-url", master.base]

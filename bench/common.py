@@ -84,7 +84,8 @@ def wait_port(port: int, proc: Proc, timeout: float) -> None:
     raise BenchError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
 
 
-def start_server(library: Path, data: Path, log_path: Path, procs: list[Proc]) -> tuple[Proc, str]:
+def start_server(library: Path, data: Path, log_path: Path, procs: list[Proc],
+                 extra: tuple[str, ...] = ()) -> tuple[Proc, str]:
     """Our server (run.py serve, no demo library, log level warning) on a free local port, put in
     `procs`; returned with its base URL once it listens."""
     port = free_port()
@@ -92,7 +93,8 @@ def start_server(library: Path, data: Path, log_path: Path, procs: list[Proc]) -
                                "--port", str(port), "--library", str(library),
                                "--data-dir", str(data), "--no-demo-library",
                                "--log-level", "warning",
-                               "--writes-per-minute", "100000000"],  # one bench user: no per-user limit
+                               "--writes-per-minute", "1000000",  # one bench user: no per-user limit
+                               *extra],
                 log_path, cwd=str(REPO))
     procs.append(ours)
     wait_port(port, ours, 30)

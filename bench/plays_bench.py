@@ -450,7 +450,8 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     made = make_library(ffmpeg, tmp / "library", args.tracks)
     token = add_user(tmp / "data", "bench")
     user_id = token.split(".")[0]
-    ours, base = start_server(tmp / "library", tmp / "data", tmp / "server.log", procs)
+    ours, base = start_server(tmp / "library", tmp / "data", tmp / "server.log", procs,
+                              ("--db-synchronous", args.synchronous))
     items = wait_scan(base, ours, len(made))
     track_ids = [t["id"] for t in items]
     print(f"library: {len(made)} one-second mp3 files, {len(ARTISTS)} artists; user 'bench' added; "
@@ -605,6 +606,8 @@ def main() -> int:
     ap.add_argument("--ref-rounds", type=int, default=2, help="reference runs per mode, best kept (default 2)")
     ap.add_argument("--tracks", type=int, default=20, help="tracks in the library (default 20, 500 at most)")
     ap.add_argument("--no-keys", action="store_true", help="send no Idempotency-Key header")
+    ap.add_argument("--synchronous", choices=("full", "normal"), default="full",
+                    help="the server's db_synchronous setting (default full)")
     ap.add_argument("--verbose", action="store_true", help="print every failure seen")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (library, data, server log)")
     args = ap.parse_args()

@@ -93,6 +93,9 @@ FIELDS: tuple[Field, ...] = (
           "characters; needed by master and region)", secret=True),
     Field("changes_keep_hours", "int", 168, "change-log rows older than this are compacted away (a region "
           "further behind takes a new snapshot)", minimum=1, maximum=100_000),
+    Field("db_synchronous", "choice", "full", "full: a write answered is on disk, even after a power cut; "
+          "normal: it survives a crash of the program, not of the machine (SQLite's synchronous)",
+          choices=("full", "normal")),
     Field("changes_keep_rows", "int", 1_000_000, "most change-log rows kept", minimum=100, maximum=10**9),
     Field("changes_keep_mb", "int", 256, "most change-log data kept, in MiB (older rows are compacted away)",
           minimum=1, maximum=1_000_000),
@@ -151,6 +154,7 @@ class Settings:
     cors_origins: str = "*"
     cluster_secret: str = ""
     changes_keep_hours: int = 168
+    db_synchronous: str = "full"
     changes_keep_rows: int = 1_000_000
     changes_keep_mb: int = 256
     idempotency_keep_hours: int = 24

@@ -445,9 +445,9 @@ class Catalog:
     facts (open files, covers) know when to drop what they hold.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, synchronous: str = "full") -> None:
         keep_private(path.parent)
-        self.db = Database(path)
+        self.db = Database(path, synchronous=synchronous)
         found = self.db.write_sync(migrate)
         keep_private(path)  # listening history and token hashes (SQLite gives its -wal/-shm the same mode)
         log.info("catalog %s opened (schema %d -> %d)", path, found, SCHEMA_VERSION)

@@ -68,20 +68,21 @@ def keep_private(path: Path) -> None:
     os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
-def connect(path: Path) -> sqlite_utils.Database:
+def connect(path: Path, synchronous: str = "full") -> sqlite_utils.Database:
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable across application crashes in WAL mode; only a power cut can lose the
-    # last transactions, never corrupt the file.
-    conn.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a write answered is on disk, even after a power cut (what a master tells a region is
+    # stored must be). NORMAL (a setting) survives crashes of the program, not of the machine.
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA temp_store=MEMORY")
     return sqlite_utils.Database(conn)
 
 
 class Database:
-    def __init__(self, path: Path, readers: int = 4) -> None:
+    def __init__(self, path: Path, readers: int = 4, synchronous: str = "full") -> None:
         self.path = path
+        self.synchronous = synchronous
         self._local = threading.local()
         self._all: list[sqlite_utils.Database] = []
         self._all_lock = threading.Lock()
@@ -95,7 +96,7 @@ class Database:
     def _conn(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = self._local.db = connect(self.path)
+            db = self._local.db = connect(self.path, self.synchronous)
             with self._all_lock:
                 self._all.append(db)
         return db

@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    catalog = await asyncio.to_thread(Catalog, settings.catalog_path)
+    catalog = await asyncio.to_thread(Catalog, settings.catalog_path, settings.db_synchronous)
     app[CATALOG] = catalog
     app[AUTH].catalog = catalog
     app[OPEN_FILES] = OpenFiles(catalog, settings.library)

@@ -157,7 +157,7 @@ def manage_user(settings: Settings, action: str, name: str | None, admin: bool) 
     if action != "list" and not name:
         print(f"error: user {action} needs a NAME", file=sys.stderr)
         return 2
-    catalog = Catalog(settings.catalog_path)
+    catalog = Catalog(settings.catalog_path, settings.db_synchronous)
     try:
         if action == "add":
             user, token = catalog.db.write_sync(listeners.add_user, name, "admin" if admin else "listener")
@@ -269,7 +269,7 @@ async def scan(settings: Settings) -> int:
     if not settings.library.is_dir():
         print(f"error: library: folder {settings.library} does not exist", file=sys.stderr)
         return 2
-    catalog = Catalog(settings.catalog_path)
+    catalog = Catalog(settings.catalog_path, settings.db_synchronous)
     try:
         bar = ProgressBar(sys.stderr)
         scanner = Scanner(settings.library, catalog, workers=settings.scan_workers, on_progress=bar.update)

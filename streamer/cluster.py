@@ -82,7 +82,7 @@ async def changes(request: web.Request) -> web.Response:
     since = int_param(request, "since", 0, 0, 2**62)
     follower_lineage = request.query.get("lineage", "")
     wait = int_param(request, "wait", 0, 0, MAX_WAIT)
-    limit = int_param(request, "limit", 1000, 1, 10_000)
+    limit = int_param(request, "limit", 1000, 1, 10_000)  # and at most PAGE_BYTES of changes (listeners)
     db = request.app[CATALOG].db
     history = await db.read(replica.lineage)
     digest = request.query.get("digest")
