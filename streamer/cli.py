@@ -261,8 +261,16 @@ class AccessLog(AbstractAccessLogger):
     signed URLs never reach a log, and never a header (tokens travel in Authorization)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info('%s "%s %s" %d %d %.1fms', request.remote, request.method, request.path,
+        self.logger.info('%s "%s %s" %d %d %.1fms', _client(request), request.method, request.path,
                          response.status, response.body_length, time * 1000)
+
+
+def _client(request: web.BaseRequest) -> str:
+    """Behind trusted proxies, the client they forwarded for (streamer.auth.Auth.client)."""
+    from streamer.keys import AUTH
+
+    app = getattr(request, "app", None)
+    return app[AUTH].client(request) if app is not None and AUTH in app else request.remote or "?"
 
 
 async def scan(settings: Settings) -> int:

@@ -135,13 +135,14 @@ def test_a_newline_in_a_path_cannot_forge_a_log_line(tmp_path, demo_library):
     log = tmp_path / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, RUN, "--port", str(port), "--library", str(demo_library),
-                                 "--data-dir", str(tmp_path / "data"), "--log-level", "debug"],
+                                 "--data-dir", str(tmp_path / "data"), "--log-level", "debug",
+                                 "--trusted-proxies", "127.0.0.1"],
                                 cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     forged = "2026-11-30 00:00:00,000 WARNING streamer: FORGED"
     try:
         _wait_for_scan(f"http://127.0.0.1:{port}", proc, log)
         url = f"http://127.0.0.1:{port}/api/v1/playlists/x%0a{forged.replace(' ', '%20')}%0d%1b[31m"
-        request = urllib.request.Request(url, headers=BAD)
+        request = urllib.request.Request(url, headers={**BAD, **behind("203.0.113.77")})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 401
@@ -151,6 +152,8 @@ def test_a_newline_in_a_path_cannot_forge_a_log_line(tmp_path, demo_library):
     lines = log.read_text().splitlines()
     assert not any(line.startswith("2026-11-30 00:00:00") or "\x1b" in line for line in lines), lines
     assert any("/api/v1/playlists/x\\n2026-11-30" in line and "failed authentication" in line for line in lines)
+    # The access log names the client behind the trusted proxy, not the proxy.
+    assert any('203.0.113.77 "GET /api/v1/playlists/x\\n' in line for line in lines), lines
 
 
 def _wait_for_scan(base: str, proc: subprocess.Popen, log: Path) -> None:
