@@ -54,7 +54,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_region_ctx if settings.role == "region" else _library_ctx)
 
     auth = Auth(load_secret(settings.data_dir), settings.anonymous_reads, bound_to_loopback=is_loopback(settings.host),
-                public_url=settings.public_url, trusted_proxies=networks(settings.trusted_proxies))
+                public_url=settings.public_url, trusted_proxies=networks(settings.trusted_proxies),
+                cluster_secret=settings.cluster_secret)
     app[AUTH] = auth
     routes = Routes(app, metrics, auth, settings.cors_origins, settings.public_url)
     if settings.role == "master":

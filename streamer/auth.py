@@ -13,6 +13,9 @@ until the window ends, and only the first failure of a window is logged. A valid
 always accepted: the throttle is checked only once a credential has failed, so one client's
 failures never lock out another behind the same address.
 
+A region's outbox keeps no token: a queued write names its user by id (`X-On-Behalf-Of`), which
+counts only with the cluster secret beside it (the master trusts its regions for what they took).
+
 The client address (`client_address`) is the peer, or, when the peer is one of `trusted_proxies`,
 the client its X-Forwarded-For (else Forwarded) names: the right-most address that is not itself a
 trusted proxy, so a client cannot forge its place by sending the header itself.
@@ -46,6 +49,7 @@ FAILURE_WINDOW = 60.0
 TOKEN_CACHE_SECONDS = 5.0  # a revoked token stops working within this
 SIGNED_URL_SECONDS = 7 * 24 * 3600  # a pasted playlist keeps playing for a week
 USER = web.RequestKey("user", dict)  # who is asking, when they said so
+ON_BEHALF_HEADER = "X-On-Behalf-Of"  # a queued write's user id, sent with the cluster secret
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CLIENT = web.RequestKey("client_address", str)  # worked out once per request
 _FORWARDED_FOR = re.compile(r'(?:^|[;,\s])for="?\[?([^\]",;]+)', re.IGNORECASE)
@@ -107,7 +111,7 @@ def forwarded_by_stranger(request: web.BaseRequest, trusted: tuple[Network, ...]
 
 class Auth:
     def __init__(self, secret: bytes, anonymous_reads: str | bool, *, bound_to_loopback: bool = True,
-                 public_url: str = "", trusted_proxies: tuple[Network, ...] = ()) -> None:
+                 public_url: str = "", trusted_proxies: tuple[Network, ...] = (), cluster_secret: str = "") -> None:
         """`anonymous_reads`: "on", "off" or "auto" (True/False mean on/off): with auto, reads
         without a token only for a client on loopback, on a node bound to loopback, with no
         public_url (a node with a public URL is meant to be reached from elsewhere)."""
@@ -118,6 +122,7 @@ class Auth:
         self.mode = anonymous_reads
         self.secret = secret
         self.trusted_proxies = trusted_proxies
+        self.cluster_secret = cluster_secret
         self._tokens: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._failures: dict[str, tuple[float, int]] = {}
         self.failed = 0
@@ -149,6 +154,11 @@ class Auth:
         user, if any, is left in request[USER]. `count`: whether a failure counts towards the
         client's throttle (not for a proxy's auth_request, whose refusals reach the node anyway)."""
         if access == "open":
+            return
+        if ON_BEHALF_HEADER in request.headers:
+            request[USER] = user = await self._on_behalf(request, request.headers[ON_BEHALF_HEADER], count)
+            if access == "admin" and user["role"] != "admin":
+                raise ApiError(403, "forbidden", "this needs an admin")
             return
         header = request.headers.get("Authorization")
         if header is None and "sig" not in request.query:
@@ -183,6 +193,17 @@ class Auth:
             self._failed(request, count)
             raise ApiError(401, "unauthorized", "unknown or revoked token",
                            {"WWW-Authenticate": 'Bearer realm="streamer", error="invalid_token"'})
+        return user
+
+    async def _on_behalf(self, request: web.Request, user_id: str, count: bool) -> dict[str, Any]:
+        """A write a region queued for `user_id`: taken only with the cluster secret."""
+        given = request.headers.get("X-Cluster-Secret", "").encode()
+        if not self.cluster_secret or not hmac.compare_digest(given, self.cluster_secret.encode()):
+            self._failed(request, count)
+            raise ApiError(403, "forbidden", f"{ON_BEHALF_HEADER} needs the cluster secret")
+        user = await self.catalog.db.read(listeners.user_by_id, user_id) if len(user_id) <= 64 else None
+        if user is None:
+            raise ApiError(401, "unauthorized", "the user of this queued write no longer exists")
         return user
 
     async def _signed(self, request: web.Request, access: str, count: bool = True) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError, from_exception
 from streamer.keys import CATALOG, MEMBERS, ROLE, SETTINGS
 from streamer.members import NODE_HEADER, connector
-from streamer.auth import USER
+from streamer.auth import ON_BEHALF_HEADER, USER
 from streamer.listener_api import ASSIGNED_IDS_HEADER, cluster_secret_matches, plays_of
 from streamer.play_batches import MasterUnreachable, PlayBatches
 
@@ -265,8 +265,11 @@ def forwarded_to_master(handler):
                     return web.Response(status=status, body=answer,
                                         headers={"Content-Type": content_type} if content_type else None)
             await _rehearse(handler, request)
+            # No token at rest: the user by id, which the master takes with the cluster secret.
+            kept = {name: value for name, value in headers.items() if name != "Authorization"}
+            kept[ON_BEHALF_HEADER] = request[USER]["id"]
             try:
-                await asyncio.to_thread(outbox.add, request.method, request.path_qs, headers, body, time.time())
+                await asyncio.to_thread(outbox.add, request.method, request.path_qs, kept, body, time.time())
             except OutboxFull as exc:
                 follower.refused_full += 1
                 raise ApiError(507, "outbox_full", f"{exc}: this region cannot keep more writes until its master "

@@ -3,7 +3,9 @@ refuse gets its error at once (not a 202 and a silent loss later), and the outbo
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 
 import aiohttp
 
@@ -33,6 +35,7 @@ async def test_a_region_checks_writes_before_queueing_them_and_bounds_its_outbox
             await _wait_ready(session, a_url, procs["a"][0], procs["a"][2])
             await _until(lambda: _tracks(session, a_url), what="the catalog at the region")
             tracks = await _tracks(session, a_url)
+            me = await (await session.get(f"{a_url}/api/v1/me", headers=auth)).json()
             procs["master"][0].kill()
             procs["master"][0].wait(timeout=30)
 
@@ -63,6 +66,22 @@ async def test_a_region_checks_writes_before_queueing_them_and_bounds_its_outbox
             held = int(re.search(r"^streamer_region_outbox_bytes (\d+)$", metrics, re.M).group(1))
             assert 0.8 * 2**20 < held <= 2**20
             assert int(re.search(r"^streamer_region_outbox_full (\d+)$", metrics, re.M).group(1)) == statuses.count(507)
+
+            # No token at rest: the outbox names the user, and the master takes that with the secret.
+            with sqlite3.connect(tmp_path / "a" / "outbox.db") as outbox:
+                kept = [json.loads(h) for (h,) in outbox.execute("SELECT headers FROM outbox")]
+            assert kept and not any("Authorization" in h for h in kept)
+            assert not any(auth["Authorization"].split()[1] in json.dumps(h) for h in kept)
+            assert {h["X-On-Behalf-Of"] for h in kept} == {me["id"]}
+            procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
+                                     "--library", str(demo_library), port=port_m)
+            await _wait_ready(session, master_url, *procs["master"][::2])
+            names = await _until(lambda: _names_when(session, master_url, auth, 6), seconds=60,
+                                 what="the queued writes at the master")
+            assert sorted(names) == ["big"] * statuses.count(202) + ["renamed"]
+            forged = await session.post(f"{master_url}/api/v1/playlists", json={"name": "forged"},
+                                        headers={"X-On-Behalf-Of": me["id"]})
+            assert forged.status == 403  # the user's id alone is nothing without the cluster secret
     finally:
         for proc, _, _ in procs.values():
             if proc.poll() is None:
@@ -73,3 +92,11 @@ async def test_a_region_checks_writes_before_queueing_them_and_bounds_its_outbox
 async def _tracks(session, url) -> list[str]:
     items = (await (await session.get(f"{url}/api/v1/tracks?limit=100")).json())["items"]
     return [t["id"] for t in items]
+
+
+async def _names_when(session, url, auth, count: int) -> list[str] | None:
+    async with session.get(f"{url}/api/v1/playlists?limit=100", headers=auth) as resp:
+        if resp.status != 200:
+            return None
+        names = [p["name"] for p in (await resp.json())["items"]]
+    return names if len(names) >= count else None
