@@ -5,10 +5,12 @@ Runs in scanner worker processes, so it only returns plain, picklable dicts.
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import mutagen
 from mutagen.flac import FLAC, Picture
@@ -23,6 +25,13 @@ from media import ids
 from media.errors import UnreadableFile
 from media.fingerprint import content_fingerprint
 from media.formats import container_for, image_type
+
+log = logging.getLogger(__name__)
+
+# The largest embedded picture read (streamer.api serves folder images under the same cap), and
+# how much else a file's tags may hold beside it before they are not read at all.
+MAX_ART_BYTES = 20 * 1024 * 1024
+TAG_SLACK = 1024 * 1024
 
 # Our field -> ID3 frame, MP4 atom, Vorbis comment key.
 _ID3 = {"title": "TIT2", "artist": "TPE1", "album": "TALB", "album_artist": "TPE2",
@@ -127,17 +136,76 @@ def read_track(path: str | Path, size: int | None = None) -> dict[str, Any]:
     }
 
 
-def read_embedded_art(path: Path) -> tuple[bytes, str] | None:
-    """The front cover embedded in a file (or its first picture), with its MIME type."""
+def read_embedded_art(path: Path, limit: int = MAX_ART_BYTES) -> tuple[bytes, str] | None:
+    """The front cover embedded in a file (or its first picture), with its MIME type: None when
+    there is none of at most `limit` bytes. mutagen reads a file's tags whole, so a file whose
+    tags (ID3, FLAC metadata, MP4 moov) are larger than a cover may be is not read at all."""
+    tags_size = _tags_size(path)
+    if tags_size > limit + TAG_SLACK:
+        log.info("no cover read from %s: its tags hold %d bytes, over the cover limit", path, tags_size)
+        return None
     try:
         audio = mutagen.File(path)
     except Exception:  # a file that broke since the scan simply has no art now
         return None
-    data = _art_bytes(audio) if audio is not None else None
-    if not data:
+    pictures = _art_pictures(audio) if audio is not None else []
+    data = next((p for p in pictures if len(p) <= limit), None)
+    if data is None:
+        if pictures:
+            log.info("no cover read from %s: its pictures are over the cover limit", path)
         return None
     mime = image_type(data)
     return (data, mime) if mime else None
+
+
+def _tags_size(path: Path) -> int:
+    """Bytes of the tags mutagen would read whole (0 when unknown: an Ogg's are checked after)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:3] == b"ID3" and len(head) >= 10:  # its size: four 7-bit bytes (syncsafe)
+                return (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F
+            if head[:4] == b"fLaC":
+                return _flac_metadata_size(f)
+            if head[4:8] == b"ftyp":
+                return _mp4_atom_size(f, b"moov")
+    except OSError:
+        return 0
+    return 0
+
+
+def _flac_metadata_size(f: BinaryIO) -> int:
+    """The FLAC metadata blocks' total length, from their 4-byte headers (type, last flag, size)."""
+    total, offset = 0, 4
+    for _ in range(1024):
+        f.seek(offset)
+        header = f.read(4)
+        if len(header) < 4:
+            break
+        length = int.from_bytes(header[1:4], "big")
+        total, offset = total + length, offset + 4 + length
+        if header[0] & 0x80:  # the last block
+            break
+    return total
+
+
+def _mp4_atom_size(f: BinaryIO, name: bytes) -> int:
+    """The size of the top-level MP4 atom `name`, walking the atoms' 8 (or 16) byte headers."""
+    offset = 0
+    for _ in range(1024):
+        f.seek(offset)
+        header = f.read(16)
+        if len(header) < 8:
+            break
+        size = int.from_bytes(header[:4], "big")
+        if size == 1 and len(header) == 16:  # a 64-bit size follows the type
+            size = int.from_bytes(header[8:16], "big")
+        if header[4:8] == name:
+            return size
+        if size < 8:  # 0: to the end of the file; less is damage
+            break
+        offset += size
+    return 0
 
 
 def _tags(audio: Any) -> dict[str, str]:
@@ -198,28 +266,26 @@ def _has_art(audio: Any) -> bool:
     return bool(tags) and any(key.lower() == "metadata_block_picture" for key, _ in tags)
 
 
-def _art_bytes(audio: Any) -> bytes | None:
+def _art_pictures(audio: Any) -> list[bytes]:
+    """The pictures embedded in a file, front covers first."""
     tags = audio.tags
     if isinstance(tags, ID3):
-        pictures = tags.getall("APIC")
-        front = [p for p in pictures if p.type == 3] or pictures
-        return bytes(front[0].data) if front else None
+        return _front_first(tags.getall("APIC"))
     if isinstance(audio, MP4):
-        covers = tags.get("covr") if tags else None
-        return bytes(covers[0]) if covers else None
+        return [bytes(c) for c in (tags.get("covr") or [])] if tags else []
     if isinstance(audio, FLAC):
-        pictures = audio.pictures
-        front = [p for p in pictures if p.type == 3] or pictures
-        return bytes(front[0].data) if front else None
-    blocks = tags.get("metadata_block_picture") if tags else None
-    if blocks:
-        import base64
-
+        return _front_first(audio.pictures)
+    out = []
+    for block in (tags.get("metadata_block_picture") or []) if tags else []:
         try:
-            return Picture(base64.b64decode(blocks[0])).data
-        except Exception:
-            return None
-    return None
+            out.append(Picture(base64.b64decode(block)).data)
+        except Exception:  # a damaged picture block is skipped
+            continue
+    return out
+
+
+def _front_first(pictures: list) -> list[bytes]:
+    return [bytes(p.data) for p in sorted(pictures, key=lambda p: p.type != 3)]
 
 
 def _leading_int(value: str | None) -> int | None:

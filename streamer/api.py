@@ -162,10 +162,14 @@ async def album_playlist(request: web.Request) -> web.Response:
 
 
 class CoverCache:
-    """Recently served covers in memory; keyed by catalog generation so a rescan refreshes them."""
+    """Recently served covers in memory; keyed by catalog generation so a rescan refreshes them.
+    Bounded in bytes as well as in covers (128 covers near the cap would be 2.5 GB); a cover over
+    an eighth of the byte bound is served but not kept."""
 
-    def __init__(self, capacity: int = 128) -> None:
+    def __init__(self, capacity: int = 128, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._items: OrderedDict[tuple[str, int], tuple[bytes, str, str]] = OrderedDict()
 
     def get(self, key: tuple[str, int]) -> tuple[bytes, str, str] | None:
@@ -175,9 +179,14 @@ class CoverCache:
         return item
 
     def put(self, key: tuple[str, int], item: tuple[bytes, str, str]) -> None:
+        if len(item[0]) > self.max_bytes // 8:
+            return
+        old = self._items.pop(key, None)
+        self.bytes += len(item[0]) - (len(old[0]) if old is not None else 0)
         self._items[key] = item
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        while len(self._items) > self.capacity or self.bytes > self.max_bytes:
+            _, (dropped, _, _) = self._items.popitem(last=False)
+            self.bytes -= len(dropped)
 
 
 COVERS = web.AppKey("covers", CoverCache)
@@ -212,7 +221,7 @@ def _load_cover(library, where: tuple[str, str]) -> tuple[bytes, str] | None:
         log.warning("refused to open the cover %r: not inside the library", relpath[:200])
         return None
     if kind == "embedded":
-        return read_embedded_art(path)
+        return read_embedded_art(path, limit=MAX_COVER_BYTES)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_COVER_BYTES + 1)
