@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
 
 import aiohttp
@@ -142,3 +143,51 @@ async def test_a_stalled_transcode_client_is_let_go(two_tracks, monkeypatch):
 def _closed(sock: socket.socket) -> bool:
     """Whether the server ended this connection, seen without reading from it (TCP_INFO's state)."""
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 1  # 1: TCP_ESTABLISHED
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # "5": the peak resident size starts again from now
+        f.write("5")
+
+
+def _rss_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field}")
+
+
+async def test_a_whole_transcode_is_not_held_in_memory(aiohttp_client, tmp_path, ffmpeg):
+    """Written ahead into a file, stored from the file: the server's peak memory barely moves
+    while it makes and sends (and caches) a 20 MB transcode (it held all of it, twice, before)."""
+    library = tmp_path / "music"
+    library.mkdir()
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "anoisesrc=d=600", "-ac", "2",
+                    str(library / "noise.wav")], check=True)
+    app = create_app(settings_for(library, tmp_path / "data"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    track = (await (await client.get("/api/v1/tracks")).json())["items"][0]["id"]
+    _reset_peak_rss()
+    before = _rss_mb("VmRSS")
+    size = 0
+    async with client.get(f"/stream/{track}?format=opus&bitrate=320") as resp:
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+    stored = await until_stored(client, f"/stream/{track}?format=opus&bitrate=320")
+    grown = _rss_mb("VmHWM") - before
+    print(f"a {size / 1e6:.1f} MB transcode: peak memory +{grown:.1f} MiB")
+    assert size > 15e6 and stored == size
+    assert grown < 12, f"peak memory grew by {grown:.1f} MiB for a {size / 1e6:.1f} MB transcode"
+
+
+async def until_stored(client, url: str) -> int:
+    """The stored transcode's length, once the cache has it (a condition with no event here)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        async with client.head(url) as resp:
+            if "Content-Length" in resp.headers and resp.headers.get("Accept-Ranges") == "bytes":
+                return int(resp.headers["Content-Length"])
+        await asyncio.sleep(0.1)
+    raise AssertionError("the transcode was never stored")
