@@ -15,7 +15,7 @@ from media import OutsideLibrary, image_type, library_file, read_embedded_art
 from streamer.edge import Routes
 from streamer.errors import ApiError, bad_param
 from streamer.keys import AUTH, CATALOG, SETTINGS
-from streamer.originals import CORS_HEADERS
+from streamer.originals import CORS_HEADERS, PacedResponse
 from streamer.preconditions import etag_matches
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,8 @@ async def album_cover(request: web.Request) -> web.Response:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=data, content_type=mime, headers=headers)
+    # Up to MAX_COVER_BYTES: sent under the no-progress rule of every body.
+    return PacedResponse(body=data, content_type=mime, headers=headers)
 
 
 def _load_cover(library, where: tuple[str, str]) -> tuple[bytes, str] | None:

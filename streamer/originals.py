@@ -355,6 +355,34 @@ async def _sendfile(request: web.Request, file: Any, offset: int, count: int) ->
         piece_size = next_slice(sent, loop.time() - started)
 
 
+async def write_paced(request: web.Request, response: web.StreamResponse, data: bytes,
+                      piece: int = FIRST_SLICE) -> None:
+    """Write `data` (after the headers) under the no-progress rule of sendfile bodies: each
+    piece must go out within STALL_SECONDS, or the client is dropped (ClientStalled)."""
+    view = memoryview(data)
+    for start in range(0, len(view), piece):
+        try:
+            async with asyncio.timeout(STALL_SECONDS):
+                await response.write(view[start:start + piece])
+        except TimeoutError:
+            drop(request)  # what it has not read is dropped, not flushed first
+            raise ClientStalled(f"no progress in {STALL_SECONDS} s") from None
+
+
+class PacedResponse(web.Response):
+    """A web.Response whose bytes body goes out through write_paced: aiohttp writes a body in one
+    write whose drain waits without bound for a client that stopped reading. The answer stays
+    unprepared in the handler, so the edge can still set its headers."""
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        body, request = self.body, self._req
+        if (self._eof_sent or request is None or request.method == "HEAD" or not isinstance(body, bytes)
+                or len(body) <= FIRST_SLICE or self._compressed_body is not None):
+            return await super().write_eof(data)
+        await write_paced(request, self, body)
+        await web.StreamResponse.write_eof(self)
+
+
 def drop(request: web.Request) -> None:
     """Cut a stalled client off now: a reset, so neither our buffer nor the kernel's (megabytes,
     for a socket that stopped reading) waits to be flushed to a client that does not read."""

@@ -7,7 +7,7 @@ original file, with its exact length, ETag and full Range support.
 
 Slow or stalled readers must not hold ffmpeg (issue 11, item 3). ffmpeg's output is written ahead
 into a file of its own in the cache folder at ffmpeg's own speed, and each client is fed from that
-file at its own pace under the no-progress rule of every body (originals.STALL_SECONDS): ffmpeg's
+file at its own pace under the no-progress rule of every body (originals.write_paced): ffmpeg's
 slot is freed when ffmpeg ends, not when the slowest reader does, and no transcode is held in
 memory. A run far ahead of all its readers steps aside (blocked, holding no slot) while others wait
 for a slot. Requests for the same transcode share one run; a client (by address) may have at most
@@ -30,12 +30,11 @@ from pathlib import Path
 from aiohttp import web
 
 from media import FfmpegFailed, FfmpegPool, MediaCache, MediaError
-from streamer import originals
 from streamer.api import int_param
 from streamer.errors import ApiError, bad_param
 from streamer.hls import CACHE, FFMPEG_POOL
 from streamer.keys import AUTH, CATALOG, METRICS, OPEN_FILES, SETTINGS
-from streamer.originals import CORS_HEADERS, OpenFile, serve_file
+from streamer.originals import CORS_HEADERS, OpenFile, serve_file, write_paced
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +248,7 @@ async def transcode(request: web.Request) -> web.StreamResponse:
 
 async def _feed(request: web.Request, run: Run, reader: int, handle, headers: dict) -> web.StreamResponse:
     """Send the run's bytes from its file at the client's pace: no write may go STALL_SECONDS
-    without progress."""
+    without progress (write_paced)."""
     await run.until(1)  # errors before any byte still get a clear JSON answer
     response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
@@ -260,12 +259,7 @@ async def _feed(request: web.Request, run: Run, reader: int, handle, headers: di
         while await run.until(position + 1):
             count = min(CHUNK, run.length - position)
             chunk = await asyncio.to_thread(os.pread, handle.fileno(), count, position)
-            try:
-                async with asyncio.timeout(originals.STALL_SECONDS):
-                    await response.write(chunk)
-            except TimeoutError:
-                originals.drop(request)  # what it has not read is dropped, not flushed first
-                raise originals.ClientStalled(f"no progress in {originals.STALL_SECONDS} s") from None
+            await write_paced(request, response, chunk)
             position += len(chunk)
             metrics.bytes_sent += len(chunk)
             run.moved(reader, position)

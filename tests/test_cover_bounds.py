@@ -73,3 +73,25 @@ async def test_the_cover_cache_keeps_a_bounded_number_of_bytes(aiohttp_client, t
         resp = await client.get(f"/api/v1/albums/{album['id']}/cover")
         assert resp.status == 200 and len(await resp.read()) == MAX_COVER_BYTES - 1024
     assert kept(app) <= 32 * 1024 * 1024
+
+
+async def test_a_stalled_client_is_let_go_from_a_cover(aiohttp_client, tmp_path, ffmpeg, monkeypatch):
+    """A cover (up to 20 MiB) has the no-progress rule of every body: a client that reads only the
+    headers is reset after STALL_SECONDS, not held with the cover forever."""
+    from streamer import originals
+    from tests.test_transcode_stalls import _closed, stalled_client, until
+
+    library = tmp_path / "music"
+    path = encode(ffmpeg, library / "big-cover.mp3", seconds=1, metadata={"album": "b", "artist": "x"})
+    with_picture(path, 15 * 1024 * 1024)  # more than the kernel buffers of a socket that stopped reading
+    app = create_app(settings_for(library, tmp_path / "data"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    monkeypatch.setattr(originals, "STALL_SECONDS", 1.0)  # shortened from 60 s for the test
+    album = (await albums_by_title(client))["b"]
+    sock, status = await stalled_client(client.server.port, f"/api/v1/albums/{album['id']}/cover", "127.0.0.1")
+    try:
+        assert status == 200
+        assert await until(lambda: _closed(sock), 20), "a stalled client kept its connection"
+    finally:
+        sock.close()
