@@ -70,7 +70,6 @@ class Run:
         # Unbuffered: what `length` counts is in the file, where readers' own handles see it.
         self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by end())
         self._grew = asyncio.Event()
-        self._moved = asyncio.Event()
 
     def reader(self):
         """A handle of its own on the file: readable after the run ends and removes the file."""
@@ -99,7 +98,6 @@ class Run:
 
     def moved(self, reader: int, position: int) -> None:
         self.positions[reader] = position
-        self._moved.set()
 
     def due(self) -> float:
         """When (time.monotonic()) readers playing along would need more than the file holds:
@@ -117,10 +115,7 @@ class Run:
             return
         async with pool.set_aside(time.monotonic):
             while self.ahead() and (pool.first_deadline() is not None or pool.running >= pool.slots):
-                self._moved.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(TICK):
-                        await self._moved.wait()
+                await asyncio.sleep(TICK)
 
 
 def _write_all(file, data: bytes) -> None:
