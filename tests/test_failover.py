@@ -10,9 +10,9 @@ import shutil
 import time
 
 import aiohttp
-from aiohttp import web
 
 from streamer.members import Members
+from tests.proxy import forwarding_proxy
 from tests.test_cli import free_port
 from tests.test_cluster import SECRET, _start, _wait_ready
 from tests.test_promotion import _cli, _scanned, _until
@@ -198,37 +198,9 @@ async def test_followers_acknowledge_by_polling(tmp_path):
     assert Members("http://127.0.0.1:1", tmp_path).peers == members.peers  # kept on disk
 
 
-async def _tls_proxy(master_url: str, cert) -> tuple[web.AppRunner, int]:
-    """https on 127.0.0.1 in front of the master: TLS terminated here, as by nginx."""
+async def test_a_region_follows_and_pulls_from_a_master_behind_tls(tmp_path, demo_library):
     import ssl
 
-    session = aiohttp.ClientSession(auto_decompress=False)
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with session.request(request.method, master_url + request.path_qs, headers=headers,
-                                   data=await request.read()) as upstream:
-            response = web.StreamResponse(status=upstream.status, headers={
-                k: v for k, v in upstream.headers.items() if k.lower() not in ("transfer-encoding", "connection")})
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    app.on_cleanup.append(lambda _: session.close())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
-    return runner, port
-
-
-async def test_a_region_follows_and_pulls_from_a_master_behind_tls(tmp_path, demo_library):
     import trustme
 
     ca = trustme.CA()
@@ -243,7 +215,9 @@ async def test_a_region_follows_and_pulls_from_a_master_behind_tls(tmp_path, dem
         async with aiohttp.ClientSession() as session:
             await _wait_ready(session, master_url, *procs["master"][::2])
             await _until(lambda: _scanned(session, master_url), what="the master's scan")
-            runner, tls_port = await _tls_proxy(master_url, ca.issue_cert("localhost"))
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ca.issue_cert("localhost").configure_cert(tls)
+            runner, tls_port = await forwarding_proxy(master_url, tls=tls)
             https = f"https://localhost:{tls_port}"
             procs["a"] = _start(tmp_path, "a", *_region(tmp_path, "a", port_a, https, "--no-mirror-media",
                                                         "--cluster-ca-file", str(ca_file))[:-2], port=port_a)

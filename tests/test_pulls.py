@@ -10,42 +10,9 @@ import shutil
 import time
 
 import aiohttp
-from aiohttp import web
 
-from tests.test_cli import free_port
+from tests.proxy import forwarding_proxy
 from tests.test_cluster import SECRET, _start, _wait_ready
-
-CHUNK, PAUSE = 64 * 1024, 0.05  # the proxy's pace for media: about 1.3 MB/s
-
-
-async def _slow_proxy(master_url: str) -> tuple[web.AppRunner, str]:
-    """Every request passed to the master as it is; media bodies at CHUNK per PAUSE."""
-    session = aiohttp.ClientSession(auto_decompress=False)
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with session.request(request.method, master_url + request.path_qs, headers=headers,
-                                   data=await request.read()) as upstream:
-            response = web.StreamResponse(status=upstream.status, headers={
-                k: v for k, v in upstream.headers.items() if k.lower() not in ("transfer-encoding", "connection")})
-            await response.prepare(request)
-            slow = request.path.startswith("/cluster/v1/media/")
-            while chunk := await upstream.content.read(CHUNK if slow else 1 << 20):
-                await response.write(chunk)
-                if slow:
-                    await asyncio.sleep(PAUSE)
-            await response.write_eof()
-            return response
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    app.on_cleanup.append(lambda _: session.close())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
-
 
 async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp_path, demo_library, ffmpeg):
     music = tmp_path / "master-music"
@@ -73,7 +40,8 @@ async def test_a_pulled_track_streams_to_its_first_listener_while_it_arrives(tmp
             await _wait_ready(session, master_url, master, master_log)
             while (await (await session.get(f"{master_url}/api/v1/library/scan")).json())["state"] != "done":
                 await asyncio.sleep(0.1)
-            runner, proxy_url = await _slow_proxy(master_url)
+            runner, proxy_port = await forwarding_proxy(master_url, slow_prefix="/cluster/v1/media/")
+            proxy_url = f"http://127.0.0.1:{proxy_port}"
             region, region_url, region_log = _start(tmp_path, "region", "--role", "region", "--cluster-secret",
                                                     SECRET, "--master-url", proxy_url, "--no-mirror-media",
                                                     "--library", str(tmp_path / "region-music"))
