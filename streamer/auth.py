@@ -147,7 +147,11 @@ class Auth:
         return _within(_address(self.client(request)), nets) and not forwarded_by_stranger(request, self.trusted_proxies)
 
     def anonymous_allowed(self, request: web.BaseRequest) -> bool:
-        return self.mode == "on" or (self.mode == "auto" and self.client_is_local(request))
+        # auto: and the page asked for this node by a loopback name. A hostile site whose name
+        # resolves to 127.0.0.1 (DNS rebinding) is same-origin to the browser, so CORS cannot
+        # stop it; its Host header names it.
+        return self.mode == "on" or (self.mode == "auto" and self.client_is_local(request)
+                                     and is_loopback(_host_name(request.host)))
 
     async def check(self, request: web.Request, access: str, *, count: bool = True) -> None:
         """Raise the right error unless the request may use a route of this access level; the
@@ -275,6 +279,13 @@ def load_secret(data_dir: Path) -> bytes:
         temporary.chmod(0o600)
         temporary.replace(path)
     return path.read_bytes()
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8080" -> "::1")."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def is_loopback(host: str) -> bool:

@@ -123,6 +123,15 @@ async def test_auto_refuses_a_client_forwarded_by_an_unknown_proxy(make_node):
     assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthorized"
 
 
+async def test_auto_refuses_a_page_that_rebound_its_name_to_loopback(make_node):
+    """DNS rebinding: evil.example resolved to 127.0.0.1 is same-origin to the browser (no CORS
+    check applies), but the request's Host names evil.example."""
+    node = await make_node()
+    for host, status in (("evil.example:8080", 401), ("evil.example", 401), ("localhost:8080", 200),
+                         ("127.0.0.1:8080", 200), ("[::1]:8080", 200)):
+        assert (await node.get("/api/v1/tracks", headers={"Host": host})).status == status, host
+
+
 async def test_auto_is_off_with_a_public_url(make_node):
     node = await make_node(public_url="https://music.example.org")
     assert (await node.get("/api/v1/tracks")).status == 401
