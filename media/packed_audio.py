@@ -80,6 +80,45 @@ def mp3_frames(data: bytes, limit: int | None = None) -> list[memoryview]:
     return frames
 
 
+def frame_lengths(data: bytes, codec: str, at: int = 0) -> tuple[list[int], int]:
+    """The lengths of the whole frames (MP3 if `codec` is "mp3", else ADTS) at the start of
+    `data`, and how many bytes they take: the rest begins a frame still to come. `at` is where
+    `data` starts in the stream, for the errors, which are those of mp3_frames and split_adts."""
+    return _mp3_lengths(data, at) if codec == "mp3" else _adts_lengths(data, at)
+
+
+def _mp3_lengths(data: bytes, at: int) -> tuple[list[int], int]:
+    lengths: list[int] = []
+    known: dict[int, int] = {}  # header bytes -> frame length: a stream repeats a few headers
+    i, end = 0, len(data)
+    while i + 4 <= end:
+        header = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
+        length = known.get(header)
+        if length is None:
+            length = known[header] = _mp3_frame_length(header, at + i)
+        if i + length > end:
+            break
+        lengths.append(length)
+        i += length
+    return lengths, i
+
+
+def _adts_lengths(data: bytes, at: int) -> tuple[list[int], int]:
+    lengths: list[int] = []
+    i, end = 0, len(data)
+    while i + 7 <= end:
+        if data[i] != 0xFF or data[i + 1] & 0xF6 != 0xF0:
+            raise ValueError(f"not an ADTS frame header at byte {at + i}")
+        length = ((data[i + 3] & 0x03) << 11) | (data[i + 4] << 3) | (data[i + 5] >> 5)
+        if length < 7:
+            raise ValueError(f"not an ADTS frame header at byte {at + i}")
+        if i + length > end:
+            break
+        lengths.append(length)
+        i += length
+    return lengths, i
+
+
 def _mp3_frame_length(header: int, at: int) -> int:
     """The length of an MPEG audio Layer III frame from its first three header bytes."""
     b0, b1, b2 = header >> 16, (header >> 8) & 0xFF, header & 0xFF

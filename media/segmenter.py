@@ -10,15 +10,19 @@ as every AAC stream does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
-from media import mpegts
+from media import frame_index, mpegts
+from media.cache import MediaCache
 from media.ffmpeg import FfmpegFailed, FfmpegPool
+from media.frame_index import FrameIndex
 from media.hls_plan import Segment, Variant
-from media.packed_audio import adts_frames, mp3_frames, split_adts, timestamp_tag
+from media.packed_audio import split_adts, timestamp_tag
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ PREROLL_FRAMES = 8  # about 0.19 s: enough for the encoder state to match a cont
 # seeks this much earlier and trims to the sample by timestamp (atrim). Debian's 5.1 is exact.
 SEEK_MARGIN = 0.1
 PRIMING_FRAMES = 1  # ffmpeg's AAC encoder starts with one frame of encoder delay
+SCAN_CHUNK = 1 << 20  # a stored stream is indexed a MiB at a time, never read whole
 
 
 class SegmentError(FfmpegFailed):
@@ -129,20 +134,69 @@ async def elementary_stream(ffmpeg: FfmpegPool, source: Path, codec: str,
 
 
 def copy_segment(stream: bytes, variant: Variant, plan: Sequence[Segment], index: int) -> bytes:
-    """Segment `index` of a copy variant: the source's own frames, cut on frame boundaries.
-    AAC as packed audio; MP3 in an MPEG-TS (see media.mpegts for why)."""
+    """Segment `index` of a copy variant from the whole stream at hand (see copied_segment)."""
+    frames = frame_index.build([stream], variant.codec, plan)
+    start, stop = frames.byte_range(plan[index])
+    return cut_segment(frames, stream[start:stop], variant, plan, index)
+
+
+def cut_segment(frames: FrameIndex, data: bytes, variant: Variant, plan: Sequence[Segment], index: int) -> bytes:
+    """Segment `index` of a copy variant: the source's own frames, cut on frame boundaries, from
+    `data`, the stream's bytes in the segment's byte_range. AAC as packed audio; MP3 in an
+    MPEG-TS (see media.mpegts for why)."""
     segment = plan[index]
-    end = segment.first_frame + segment.frames
-    frames = mp3_frames(stream, end) if variant.codec == "mp3" else adts_frames(stream)
-    kept = frames[segment.first_frame:end]
-    if not kept:
-        raise SegmentError(f"the source has {len(frames)} frames; segment {segment.index} starts past them")
+    first, stop = frames.span(segment)
+    if first == stop:
+        raise SegmentError(f"the source has {frames.frames} frames; segment {segment.index} starts past them")
     if variant.codec != "mp3":
-        return timestamp_tag(variant.pts(segment.first_frame)) + b"".join(kept)
-    sizes = list(map(len, frames))
-    before = sum(mpegts.audio_packets(sizes[s.first_frame:s.first_frame + s.frames]) for s in plan[:index])
+        return timestamp_tag(variant.pts(segment.first_frame)) + bytes(data)
+    view, base = memoryview(data), frames.offsets[first]
+    kept = [view[frames.offsets[k] - base:frames.offsets[k + 1] - base] for k in range(first, stop)]
     pts = [variant.pts(segment.first_frame + i) for i in range(len(kept))]
-    return mpegts.segment(kept, pts, index, before, _mpeg_audio_stream_type(variant))
+    return mpegts.segment(kept, pts, index, frames.packets[index], _mpeg_audio_stream_type(variant))
+
+
+async def copied_segment(cache: MediaCache, stream_key: str, make_stream: Callable[[], Awaitable[bytes]],
+                         variant: Variant, plan: Sequence[Segment], index: int) -> bytes:
+    """Segment `index` of a copy variant, reading only its own bytes of the stream that
+    `make_stream` makes, stored once per file version under `stream_key`; the frame index
+    beside it (built once) says where they are."""
+    handle = await cache.open_file(stream_key)
+    if handle is None:  # being made, just made, or small (inside the cache's database): in memory
+        stream = await cache.get_or_make(stream_key, make_stream)
+        frames = await _frame_index(cache, stream_key, len(stream), variant, plan, stream)
+        start, stop = frames.byte_range(plan[index])
+        data = stream[start:stop]
+    else:
+        with handle:
+            frames = await _frame_index(cache, stream_key, os.fstat(handle.fileno()).st_size, variant, plan)
+            start, stop = frames.byte_range(plan[index])
+            data = await asyncio.to_thread(os.pread, handle.fileno(), stop - start, start)
+        if len(data) != stop - start:
+            raise SegmentError(f"{stream_key} ends before byte {stop}")
+    return await asyncio.to_thread(cut_segment, frames, data, variant, plan, index)
+
+
+async def _frame_index(cache: MediaCache, stream_key: str, size: int, variant: Variant,
+                       plan: Sequence[Segment], stream: bytes | None = None) -> FrameIndex:
+    """The stream's frame index, built once (from `stream`, or by reading the stored stream in
+    chunks) and kept in the cache; its key names the stream's size, so an index never serves
+    another extraction of the stream."""
+    def scan(handle) -> bytes:
+        with handle:
+            chunks = iter(lambda: handle.read(SCAN_CHUNK), b"")
+            return frame_index.build(chunks, variant.codec, plan).to_bytes()
+
+    async def make() -> bytes:
+        if stream is not None:
+            return await asyncio.to_thread(lambda: frame_index.build([stream], variant.codec, plan).to_bytes())
+        handle = await cache.open_file(stream_key)
+        if handle is None:
+            raise SegmentError(f"{stream_key} left the cache while its frames were being indexed")
+        return await asyncio.to_thread(scan, handle)
+
+    key = f"index/{stream_key}/{size}/{frame_index.plan_digest(plan)}"
+    return FrameIndex.from_bytes(variant.codec, await cache.get_or_make(key, make))
 
 
 def _mpeg_audio_stream_type(variant: Variant) -> int:

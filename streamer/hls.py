@@ -6,13 +6,13 @@ an AAC variant is made when first asked for (segment 40 first costs one ffmpeg r
 an ffmpeg run that goes on to the next ones while nobody else waits (streamer.segment_runs);
 while a listener plays on, the next segment is started before it is asked for when ffmpeg has
 a slot to spare. Segments of a copy variant are cut from the source's own frames (MP3 ones in
-MPEG-TS, see media.mpegts). The version in URLs also carries the plan's revision, so segments
+MPEG-TS, see media.mpegts), each read alone from the stored stream through a frame index
+(media.frame_index). The version in URLs also carries the plan's revision, so segments
 cut by an older plan are never mixed with new ones, in our cache or anyone's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import logging
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from media import FfmpegPool, MediaCache
 from media.hls_plan import PLAN_REVISION, Variant, master_playlist, media_playlist, segments, variants_for
-from media.segmenter import copy_segment, elementary_stream
+from media.segmenter import copied_segment, elementary_stream
 from streamer.auth import USER
 from streamer.edge import Routes
 from streamer.segment_runs import SegmentRuns
@@ -134,11 +134,10 @@ async def _segment_bytes(app: web.Application, track_id: str, version: str, sour
                          variant: Variant, plan: list, index: int, needed_by: float) -> bytes:
     pool, cache = app[FFMPEG_POOL], app[CACHE]
 
-    async def copied() -> bytes:
-        # The source's frames, extracted once per file version, then cut per segment.
-        stream = await cache.get_or_make(f"frames/{track_id}/{version}", lambda: elementary_stream(
-            pool, source["abspath"], variant.codec, needed_by))
-        return await asyncio.to_thread(copy_segment, stream, variant, plan, index)
+    def copied() -> Awaitable[bytes]:
+        # The source's frames, extracted once per file version; a segment reads only its own.
+        return copied_segment(cache, f"frames/{track_id}/{version}", lambda: elementary_stream(
+            pool, source["abspath"], variant.codec, needed_by), variant, plan, index)
 
     def encoded() -> Awaitable[bytes]:
         return app[RUNS].make(track_id, functools.partial(_segment_key, track_id, version, variant),
