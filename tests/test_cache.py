@@ -35,17 +35,25 @@ async def test_concurrent_requests_run_one_producer(cache):
 
 async def test_a_failed_producer_fails_its_waiters_and_is_tried_again(cache):
     attempts = 0
+    release = asyncio.Event()
 
     async def make() -> bytes:
         nonlocal attempts
         attempts += 1
-        await asyncio.sleep(0.01)
+        await release.wait()
         if attempts == 1:
             raise RuntimeError("ffmpeg said no")
         return b"ok"
 
-    results = await asyncio.gather(*(cache.get_or_make("k", make) for _ in range(5)),
-                                   return_exceptions=True)
+    # The producer fails only once all five have joined it: each first looks on disk (a thread
+    # hop), and one that came back after the failure would rightly start a new attempt.
+    asking = [asyncio.ensure_future(cache.get_or_make("k", make)) for _ in range(5)]
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (cache.wanted("k") and cache._flights["k"].waiters == 5):
+        assert asyncio.get_running_loop().time() < deadline, "the five requests never joined one flight"
+        await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(*asking, return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results) and attempts == 1
     assert await cache.get_or_make("k", make) == b"ok" and attempts == 2
 
