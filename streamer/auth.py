@@ -49,6 +49,9 @@ FAILURE_WINDOW = 60.0
 TOKEN_CACHE_SECONDS = 5.0  # a revoked token stops working within this
 SIGNED_URL_SECONDS = 7 * 24 * 3600  # a pasted playlist keeps playing for a week
 USER = web.RequestKey("user", dict)  # who is asking, when they said so
+# Whether the answer may be kept by a shared cache: not when given for a user's credentials, or
+# anonymously only because of where the client is (auto). Set at the edge, after the check.
+SHAREABLE = web.RequestKey("shareable", bool)
 ON_BEHALF_HEADER = "X-On-Behalf-Of"  # a queued write's user id, sent with the cluster secret
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CLIENT = web.RequestKey("client_address", str)  # worked out once per request

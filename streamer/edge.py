@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from streamer.auth import ACCESS_LEVELS, USER, Auth
+from streamer.auth import ACCESS_LEVELS, SHAREABLE, USER, Auth
 from streamer.errors import error_response, from_exception
 from streamer.metrics import Metrics
 
@@ -103,8 +103,12 @@ def _keep_private(request: web.Request, response: web.StreamResponse, auth: Auth
     the client's own cache; nginx caches HLS segments and covers after asking the node who may read
     them (deploy/nginx/streamer.conf)."""
     cache_control = response.headers.get("Cache-Control", "")
-    if "public" in cache_control and (request.get(USER) is not None or auth.mode == "auto"):
+    if "public" in cache_control and _personal_answer(request, auth):
         response.headers["Cache-Control"] = cache_control.replace("public", "private")
+
+
+def _personal_answer(request: web.Request, auth: Auth) -> bool:
+    return request.get(USER) is not None or auth.mode == "auto"
 
 
 def _cors(request: web.Request, response: web.StreamResponse, cors: CorsPolicy, personal: bool) -> None:
@@ -135,6 +139,7 @@ def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str,
     async def at_the_edge(request: web.Request) -> web.StreamResponse:
         try:
             await auth.check(request, access)
+            request[SHAREABLE] = not _personal_answer(request, auth)
             response = await handler(request)
         except ConnectionError:
             # The client left before its answer was sent; 499 is how proxies count that.

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from media import CONTENT_TYPES, Catalog, NotFound, OutsideLibrary, library_file
 from media.fingerprint import content_fingerprint
+from streamer.auth import SHAREABLE
 from streamer.errors import ApiError, error_response
 from streamer.metrics import Metrics
 from streamer.preconditions import Precondition, evaluate, if_range_holds
@@ -47,7 +48,7 @@ class OpenFile:
     """An open track file and everything about it that does not change while it stays the same."""
 
     __slots__ = ("file", "path", "identity", "size", "etag", "last_modified", "content_type",
-                 "head", "validators", "generation")
+                 "head", "private_head", "validators", "generation")
 
     def __init__(self, file: Any, path: str, st: os.stat_result, content_type: str,
                  generation: int) -> None:
@@ -69,6 +70,8 @@ class OpenFile:
         # The header lines every 200/206 of this file carries, serialised once.
         self.head = "".join(f"{name}: {value}\r\n" for name, value in
                             {**self.validators, "Accept-Ranges": "bytes"}.items())
+        # For an answer given for a user (or to a local client only): no shared cache keeps it.
+        self.private_head = self.head.replace("Cache-Control: public", "Cache-Control: private")
 
 
 class OpenFiles:
@@ -265,8 +268,9 @@ async def _send(request: web.Request, entry: OpenFile, status: int, headers: str
         connection = "" if keep_alive else "Connection: close\r\n"
     else:
         connection = "Connection: keep-alive\r\n" if keep_alive else ""
+    own = entry.head if request.get(SHAREABLE, True) else entry.private_head
     head = (f"HTTP/{version.major}.{version.minor} {status} {_PHRASES[status]}\r\n"
-            f"{entry.head}{headers}Content-Length: {count}\r\n"
+            f"{own}{headers}Content-Length: {count}\r\n"
             f"Date: {_http_date(int(time.time()))}\r\n{connection}\r\n")
     metrics.active_streams += 1
     try:

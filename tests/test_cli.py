@@ -139,7 +139,7 @@ def test_logs_carry_no_tokens_or_signatures(tmp_path, demo_library):
             assert resp.status == 200
         assert call(f"{base}/api/v1/me", auth=token[:-4] + "AAAA") == 401  # a failed one is logged too
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:  # unparseable: aiohttp logs it
-            raw.sendall(b"GET /api/v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode()
+            raw.sendall(b"GET /api/v1/me HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + token.encode()
                         + b"\x01\r\n\r\n")
             assert b" 400 " in raw.recv(100)
     finally:

@@ -169,7 +169,7 @@ async def test_abandoned_requests_leave_no_ffmpeg(demo_server):
         uri = await aac_variant(demo_server, track)
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(f"GET /hls/{track['id']}/{uri.rsplit('/', 1)[0]}/2.aac HTTP/1.1\r\n"
-                     "Host: x\r\n\r\n".encode())
+                     "Host: localhost\r\n\r\n".encode())
         writers.append(writer)
     await asyncio.sleep(0.05)
     for writer in writers:

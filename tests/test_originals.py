@@ -191,7 +191,7 @@ async def test_client_dropping_mid_body_does_not_disturb_the_next(demo_server, t
     body, _ = await whole(demo_server, track["id"])
     for _ in range(5):
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(f"GET /stream/{track['id']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        writer.write(f"GET /stream/{track['id']} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         await writer.drain()
         await reader.readuntil(b"\r\n\r\n")
         await reader.read(1000)
@@ -229,7 +229,7 @@ async def test_client_that_stops_reading_is_let_go(aiohttp_client, tmp_path, ffm
     track = await first_track(client)
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    writer.write(f"GET /stream/{track['id']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET /stream/{track['id']} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     await reader.readuntil(b"\r\n\r\n")
     writer.transport.pause_reading()  # read nothing more, keep the socket open
     for _ in range(100):
@@ -263,7 +263,7 @@ async def _raw_exchange(client, request: bytes, *, read_all: bool) -> bytes:
 async def test_connection_semantics_on_the_raw_path(demo_server, track):
     """The stream path writes its own head: keep-alive and close must follow HTTP/1.0 and 1.1."""
     path = f"/stream/{track['id']}"
-    closed = await _raw_exchange(demo_server, f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n"
+    closed = await _raw_exchange(demo_server, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-9\r\n"
                                               "Connection: close\r\n\r\n".encode(), read_all=True)
     assert closed.startswith(b"HTTP/1.1 206 Partial Content\r\n")
     head, _, rest = closed.partition(b"\r\n\r\n")
@@ -280,9 +280,9 @@ async def test_pipelined_requests_are_answered_in_order(demo_server, track):
     body, _ = await whole(demo_server, track["id"])
     path = f"/stream/{track['id']}"
     reader, writer = await asyncio.open_connection(demo_server.server.host, demo_server.server.port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-4\r\n\r\n"
-                 f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"
-                 f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=-3\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-4\r\n\r\n"
+                 f"HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                 f"GET {path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=-3\r\n\r\n".encode())
     answers = []
     for _ in range(3):
         head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")

@@ -293,6 +293,13 @@ async def test_answers_for_a_user_or_a_local_client_are_not_for_shared_caches(ma
     album = (await (await public.get("/api/v1/albums")).json())["items"][0]
     resp = await public.get(f"/api/v1/albums/{album['id']}/cover")
     assert resp.headers["Cache-Control"].startswith("public")
+    # Original streams too, whose headers are written by hand (sendfile), whole and in ranges.
+    track = (await (await node.get("/api/v1/tracks")).json())["items"][0]["id"]
+    for headers in ({}, ann, {**ann, "Range": "bytes=0-99"}, {**ann, "Range": "bytes=0-9,20-29"}):
+        resp = await node.get(f"/stream/{track}", headers=headers)
+        assert resp.status in (200, 206) and resp.headers["Cache-Control"].startswith("private"), headers
+    resp = await public.get(f"/stream/{track}")
+    assert resp.status == 200 and resp.headers["Cache-Control"].startswith("public")
 
 
 async def test_proxy_auth_request_says_who_may_read(make_node):
