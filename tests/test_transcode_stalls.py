@@ -46,7 +46,7 @@ async def stalled_client(port: int, path: str, source: str) -> tuple[socket.sock
     sock.bind((source, 0))
     sock.setblocking(False)
     await loop.sock_connect(sock, ("127.0.0.1", port))
-    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:  # a byte at a time: not one body byte more than the headers
         byte = await loop.sock_recv(sock, 1)
