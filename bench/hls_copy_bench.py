@@ -3,7 +3,7 @@
 
 Makes (or takes, with --source) a 60-minute 192 kbit/s mp3 (~86 MB; about a minute of
 ffmpeg), starts our server over it, asks for segment 0 of the original variant (which
-extracts the track's frames into the cache) and restarts the server, so the frames are on
+extracts the track's frames into the cache, measured as below) and restarts the server, so the frames are on
 disk and nothing is in memory. Then, each on that fresh server: the last segment (the first
 cold segment of the track since the start), the one before it, and one in the middle. For
 each: the time from request to full body, and how far the server's peak RSS (VmHWM, reset
@@ -68,7 +68,9 @@ def body(args: argparse.Namespace, work: Path, procs: list) -> int:
     server, base = start_server(library, work / "data", work / "server1.log", procs)
     track = wait_scan(base, server, 1)[0]
     urls = _segment_urls(base, track)
-    _get(urls[0])  # extracts the frames into the cache
+    seconds, peak, size = _measure(server.pid, urls[0])  # extracts the frames into the cache
+    print(f"segment 0, extracting the frames ({size} bytes): {seconds * 1000:.0f} ms, peak RSS +{peak:.1f} MiB",
+          flush=True)
     server.stop()  # stores what was made; the next server starts with nothing in memory
     server, base = start_server(library, work / "data", work / "server2.log", procs, ("--no-scan-on-start",))
     urls = _segment_urls(base, track)  # the catalog kept in the data folder

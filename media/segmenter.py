@@ -168,13 +168,27 @@ async def copied_segment(cache: MediaCache, stream_key: str, make_stream: Callab
         start, stop = frames.byte_range(plan[index])
         data = stream[start:stop]
     else:
-        with handle:
-            frames = await _frame_index(cache, stream_key, os.fstat(handle.fileno()).st_size, variant, plan)
-            start, stop = frames.byte_range(plan[index])
-            data = await asyncio.to_thread(os.pread, handle.fileno(), stop - start, start)
-        if len(data) != stop - start:
-            raise SegmentError(f"{stream_key} ends before byte {stop}")
+        frames, data = await _read_stored(cache, stream_key, handle, variant, plan, index)
     return await asyncio.to_thread(cut_segment, frames, data, variant, plan, index)
+
+
+async def _read_stored(cache: MediaCache, stream_key: str, handle, variant: Variant, plan: Sequence[Segment],
+                       index: int) -> tuple[FrameIndex, bytes]:
+    """The index and segment `index`'s bytes of the stream stored in the open file `handle`."""
+    try:
+        frames = await _frame_index(cache, stream_key, os.fstat(handle.fileno()).st_size, variant, plan)
+        start, stop = frames.byte_range(plan[index])
+    except BaseException:
+        handle.close()
+        raise
+
+    def read() -> bytes:
+        with handle:  # closed by the thread that reads, also when the request has gone
+            return os.pread(handle.fileno(), stop - start, start)
+    data = await asyncio.to_thread(read)
+    if len(data) != stop - start:
+        raise SegmentError(f"{stream_key} ends before byte {stop}")
+    return frames, data
 
 
 async def _frame_index(cache: MediaCache, stream_key: str, size: int, variant: Variant,
