@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -33,7 +34,7 @@ PREROLL_FRAMES = 8  # about 0.19 s: enough for the encoder state to match a cont
 # seeks this much earlier and trims to the sample by timestamp (atrim). Debian's 5.1 is exact.
 SEEK_MARGIN = 0.1
 PRIMING_FRAMES = 1  # ffmpeg's AAC encoder starts with one frame of encoder delay
-SCAN_CHUNK = 1 << 20  # a stored stream is indexed a MiB at a time, never read whole
+SCAN_CHUNK = 1 << 20  # a stream is written and indexed a MiB at a time, never held whole
 
 
 class SegmentError(FfmpegFailed):
@@ -122,15 +123,25 @@ def _packed(variant: Variant, segment: Segment, frames: list[bytes]) -> bytes:
     return timestamp_tag(first_pts) + b"".join(frames)
 
 
-async def elementary_stream(ffmpeg: FfmpegPool, source: Path, codec: str,
-                            needed_by: float | None = None) -> bytes:
-    """The source's audio frames as they are, without container or tags: ADTS for AAC, bare
-    frames for MP3 (no Xing header, which would decode as a frame of silence)."""
+async def extract_stream(ffmpeg: FfmpegPool, source: Path, codec: str, dest: Path,
+                         needed_by: float | None = None) -> None:
+    """Write the source's audio frames as they are, without container or tags, into `dest` as
+    ffmpeg makes them (never whole in memory): ADTS for AAC, bare frames for MP3 (no Xing
+    header, which would decode as a frame of silence)."""
     if codec == "mp3":
         out = ["-c:a", "copy", "-f", "mp3", "-write_xing", "0", "-id3v2_version", "0"]
     else:
         out = ["-c:a", "copy", "-f", "adts"]
-    return await ffmpeg.run(["-i", str(source), "-map", "0:a:0", "-map_metadata", "-1", *out, "pipe:1"], needed_by)
+    arguments = ["-i", str(source), "-map", "0:a:0", "-map_metadata", "-1", *out, "pipe:1"]
+    with open(dest, "wb") as file:
+        pending = bytearray()  # written a MiB at a time: a thread hop per 64 KiB pipe read costs more
+        async with contextlib.aclosing(ffmpeg.stream(arguments, deadline=needed_by)) as chunks:
+            async for chunk in chunks:
+                pending += chunk
+                if len(pending) >= SCAN_CHUNK:
+                    await asyncio.to_thread(file.write, pending)
+                    pending = bytearray()
+        await asyncio.to_thread(file.write, pending)
 
 
 def copy_segment(stream: bytes, variant: Variant, plan: Sequence[Segment], index: int) -> bytes:
@@ -156,20 +167,33 @@ def cut_segment(frames: FrameIndex, data: bytes, variant: Variant, plan: Sequenc
     return mpegts.segment(kept, pts, index, frames.packets[index], _mpeg_audio_stream_type(variant))
 
 
-async def copied_segment(cache: MediaCache, stream_key: str, make_stream: Callable[[], Awaitable[bytes]],
+async def copied_segment(cache: MediaCache, stream_key: str, extract: Callable[[Path], Awaitable[None]],
                          variant: Variant, plan: Sequence[Segment], index: int) -> bytes:
     """Segment `index` of a copy variant, reading only its own bytes of the stream that
-    `make_stream` makes, stored once per file version under `stream_key`; the frame index
-    beside it (built once) says where they are."""
-    handle = await cache.open_file(stream_key)
-    if handle is None:  # being made, just made, or small (inside the cache's database): in memory
-        stream = await cache.get_or_make(stream_key, make_stream)
-        frames = await _frame_index(cache, stream_key, len(stream), variant, plan, stream)
-        start, stop = frames.byte_range(plan[index])
-        data = stream[start:stop]
-    else:
-        frames, data = await _read_stored(cache, stream_key, handle, variant, plan, index)
+    `extract` writes into a file (see extract_stream), stored once per file version under
+    `stream_key`; the frame index beside it (built once) says where they are."""
+    handle = await cache.open_file(stream_key) or await _extracted(cache, stream_key, extract)
+    frames, data = await _read_stored(cache, stream_key, handle, variant, plan, index)
     return await asyncio.to_thread(cut_segment, frames, data, variant, plan, index)
+
+
+async def _extracted(cache: MediaCache, stream_key: str, extract: Callable[[Path], Awaitable[None]]):
+    """The stream, extracted into the cache as a file (once for any number of requests), opened."""
+    async def make() -> bytes:
+        with tempfile.TemporaryDirectory(prefix="frames-") as folder:
+            path = Path(folder) / "stream"
+            await extract(path)
+            await cache.keep_path(stream_key, path)
+        return b"extracted"  # get_or_make is here for its single flight: the value is a mere mark
+
+    await cache.get_or_make(f"extracted/{stream_key}", make)
+    handle = await cache.open_file(stream_key)
+    if handle is None:  # evicted since, while the mark stayed: extracted again, alone
+        await make()
+        handle = await cache.open_file(stream_key)
+    if handle is None:
+        raise SegmentError(f"{stream_key} left the cache as soon as it was stored")
+    return handle
 
 
 async def _read_stored(cache: MediaCache, stream_key: str, handle, variant: Variant, plan: Sequence[Segment],
@@ -192,18 +216,15 @@ async def _read_stored(cache: MediaCache, stream_key: str, handle, variant: Vari
 
 
 async def _frame_index(cache: MediaCache, stream_key: str, size: int, variant: Variant,
-                       plan: Sequence[Segment], stream: bytes | None = None) -> FrameIndex:
-    """The stream's frame index, built once (from `stream`, or by reading the stored stream in
-    chunks) and kept in the cache; its key names the stream's size, so an index never serves
-    another extraction of the stream."""
+                       plan: Sequence[Segment]) -> FrameIndex:
+    """The stream's frame index, built once by reading the stored stream in chunks, and kept in
+    the cache; its key names the stream's size, so an index never serves another extraction."""
     def scan(handle) -> bytes:
         with handle:
             chunks = iter(lambda: handle.read(SCAN_CHUNK), b"")
             return frame_index.build(chunks, variant.codec, plan).to_bytes()
 
     async def make() -> bytes:
-        if stream is not None:
-            return await asyncio.to_thread(lambda: frame_index.build([stream], variant.codec, plan).to_bytes())
         handle = await cache.open_file(stream_key)
         if handle is None:
             raise SegmentError(f"{stream_key} left the cache while its frames were being indexed")

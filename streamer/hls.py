@@ -22,7 +22,7 @@ from aiohttp import web
 
 from media import FfmpegPool, MediaCache
 from media.hls_plan import PLAN_REVISION, Variant, master_playlist, media_playlist, segments, variants_for
-from media.segmenter import copied_segment, elementary_stream
+from media.segmenter import copied_segment, extract_stream
 from streamer.auth import USER
 from streamer.edge import Routes
 from streamer.segment_runs import SegmentRuns
@@ -136,8 +136,8 @@ async def _segment_bytes(app: web.Application, track_id: str, version: str, sour
 
     def copied() -> Awaitable[bytes]:
         # The source's frames, extracted once per file version; a segment reads only its own.
-        return copied_segment(cache, f"frames/{track_id}/{version}", lambda: elementary_stream(
-            pool, source["abspath"], variant.codec, needed_by), variant, plan, index)
+        return copied_segment(cache, f"frames/{track_id}/{version}", lambda dest: extract_stream(
+            pool, source["abspath"], variant.codec, dest, needed_by), variant, plan, index)
 
     def encoded() -> Awaitable[bytes]:
         return app[RUNS].make(track_id, functools.partial(_segment_key, track_id, version, variant),
