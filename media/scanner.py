@@ -21,7 +21,7 @@ from typing import Any
 
 from media.catalog import Catalog
 from media.formats import container_for, cover_rank
-from media.tags import read_files
+from media.tags import quiet_worker, read_files
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,8 @@ class Scanner:
                  progress.unchanged, progress.skipped)
 
     def _start_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context())
+        pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context(),
+                                                      initializer=quiet_worker)
         for _ in range(self.workers):  # workers start on demand: ask for all of them now
             pool.submit(os.getpid)
         return pool

@@ -9,6 +9,7 @@ import base64
 import logging
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -57,6 +58,12 @@ _OPUS_RATE = 48000
 
 _LEADING_INT = re.compile(r"\s*(\d+)")
 _YEAR = re.compile(r"(\d{4})")
+
+
+def quiet_worker() -> None:
+    """A scan worker's start: Ctrl-C reaches the whole process group, but stopping the workers is
+    the server's job (a worker interrupted mid-read printed a KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def read_files(root: str, items: list[tuple[str, int, int]]) -> list[tuple[str, dict[str, Any] | None, str | None]]:

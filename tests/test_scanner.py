@@ -228,3 +228,20 @@ def test_ogg_that_holds_opus_or_flac_is_read_right(tmp_path, ffmpeg):
     assert (read_track(opus)["codec"], read_track(opus)["title"]) == ("opus", "O")
     assert read_track(flac)["codec"] in ("flac", "oggflac")
     assert (read_track(vorbis)["codec"], read_track(vorbis)["title"]) == ("vorbis", "V")
+
+
+def test_scan_workers_leave_ctrl_c_to_the_server(tmp_path, catalog):
+    """Ctrl-C reaches the whole process group: a worker must not die of it (a dead worker breaks
+    the pool, and printed a KeyboardInterrupt traceback when a cluster was stopped)."""
+    import signal
+
+    scanner = Scanner(tmp_path, catalog, workers=2)
+    pool = scanner._start_pool()
+    try:
+        pids = {pool.submit(os.getpid).result(timeout=30) for _ in range(8)}
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+        after = {pool.submit(os.getpid).result(timeout=30) for _ in range(8)}
+        assert after <= pids  # the same workers, alive and serving
+    finally:
+        pool.shutdown()

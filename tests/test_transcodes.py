@@ -69,7 +69,7 @@ async def test_leaving_mid_transcode_stops_ffmpeg(aiohttp_client, tmp_path, ffmp
     await wait_for_scan(app)
     track = await first_track(client)
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write(f"GET /stream/{track['id']}?format=opus HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET /stream/{track['id']}?format=opus HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
     await reader.read(1000)
     assert app[FFMPEG_POOL].running == 1
