@@ -28,7 +28,7 @@ from streamer.edge import Routes
 from streamer.segment_runs import SegmentRuns
 from streamer.errors import ApiError
 from streamer.keys import AUTH, CATALOG, OPEN_FILES, SETTINGS
-from streamer.originals import CORS_HEADERS
+from streamer.originals import CORS_HEADERS, PacedResponse
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ async def segment(request: web.Request) -> web.Response:
     content_type = "video/mp2t" if variant.codec == "mp3" else "audio/aac"
     # Asked for with credentials: no shared cache may keep it for others.
     cache = PRIVATE_IMMUTABLE if request.get(USER) is not None else IMMUTABLE
-    return web.Response(body=body, content_type=content_type, headers={"ETag": etag, **cache})
+    # Paced: a client that stops reading is let go like any other body's (originals.write_paced).
+    return PacedResponse(body=body, content_type=content_type, headers={"ETag": etag, **cache})
 
 
 def _segment_key(track_id: str, version: str, variant: Variant, index: int) -> str:
