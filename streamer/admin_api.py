@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import hashlib
 import os
 import re
@@ -53,6 +55,31 @@ def remove_partial_uploads(library: Path) -> int:
         leftover.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def check_upload(content_type: str, body: bytes, scratch: Path) -> None:
+    """Refuse, as upload_track would, an upload already whole in memory (a region queueing it
+    while its master is down): the form, the file type, and whether the file is audio at all."""
+    form = email.message_from_bytes(b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+                                    + body, policy=email.policy.HTTP)
+    if not form.is_multipart():
+        raise ApiError(400, "invalid_body", "expected multipart/form-data with a 'file' field")
+    part = next((p for p in form.iter_parts() if p.get_param("name", header="content-disposition") == "file"), None)
+    if part is None or not part.get_filename():
+        raise ApiError(422, "invalid_field", "file: expected a file field named 'file'")
+    extension = os.path.splitext(part.get_filename())[1].lower()
+    if container_for("x" + extension) is None:
+        raise ApiError(422, "invalid_field", f"file: {extension or 'no extension'} is not an audio file type")
+    data = part.get_payload(decode=True) or b""
+    scratch.mkdir(parents=True, exist_ok=True)
+    temporary = scratch / f".check-{ids.new_id()}{extension}"
+    try:
+        temporary.write_bytes(data)
+        read_track(temporary, len(data))
+    except UnreadableFile as exc:
+        raise ApiError(422, "invalid_field", f"file: not usable audio: {str(exc).replace(str(temporary), 'the file')}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 async def upload_track(request: web.Request) -> web.Response:

@@ -43,6 +43,7 @@ from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
 from streamer.errors import ApiError, from_exception
 from streamer.keys import CATALOG, MEMBERS, ROLE, SETTINGS
 from streamer.members import NODE_HEADER, connector
+from streamer.admin_api import check_upload
 from streamer.auth import ON_BEHALF_HEADER, USER
 from streamer.listener_api import ASSIGNED_IDS_HEADER, cluster_secret_matches, plays_of
 from streamer.play_batches import MasterUnreachable, PlayBatches
@@ -264,7 +265,7 @@ def forwarded_to_master(handler):
                         await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client reads its write here
                     return web.Response(status=status, body=answer,
                                         headers={"Content-Type": content_type} if content_type else None)
-            await _rehearse(handler, request)
+            await _rehearse(handler, request, body)
             # No token at rest: the user by id, which the master takes with the cluster secret.
             kept = {name: value for name, value in headers.items() if name != "Authorization"}
             kept[ON_BEHALF_HEADER] = request[USER]["id"]
@@ -284,17 +285,21 @@ def forwarded_to_master(handler):
     return forward
 
 
-# Writes whose handler has effects beyond the catalog (a file stored, a scan started) are queued
-# as they are; the master checks them.
-_NOT_REHEARSED = {("POST", "/api/v1/tracks"), ("POST", "/api/v1/library/scan")}
+# Writes whose handler has effects beyond the catalog (a file stored, a scan started) are not run
+# here: an upload is checked on its own (admin_api.check_upload), a scan needs no check.
+_UPLOAD = ("POST", "/api/v1/tracks")
+_NOT_REHEARSED = {_UPLOAD, ("POST", "/api/v1/library/scan")}
 _REFUSALS = (400, 413, 422)  # of the write itself: shape, fields, unknown track ids
 
 
-async def _rehearse(handler, request: web.Request) -> None:
+async def _rehearse(handler, request: web.Request, body: bytes) -> None:
     """Before a write goes into the outbox, run it here as the master will (media.database's
     rehearsal: nothing stays) so a write the master would refuse gets its error now, not a 202
     and a loss later. Other refusals (a playlist not here yet, say: made by a write still queued)
     are left to the master."""
+    if (request.method, request.path) == _UPLOAD:
+        await asyncio.to_thread(check_upload, request.headers.get("Content-Type", ""), body,
+                                request.app[SETTINGS].cache_dir / "checks")
     if (request.method, request.path) in _NOT_REHEARSED:
         return
     try:

@@ -15,7 +15,7 @@ from tests.test_promotion import _cli, _scanned, _until
 
 
 async def test_a_region_checks_writes_before_queueing_them_and_bounds_its_outbox(tmp_path, demo_library):
-    code, out = await _cli("user", "add", "ann", "--data-dir", str(tmp_path / "master"))
+    code, out = await _cli("user", "add", "ann", "--admin", "--data-dir", str(tmp_path / "master"))
     assert code == 0, out
     auth = {"Authorization": f"Bearer {out.strip().splitlines()[-1]}"}
     port_m = free_port()
@@ -57,6 +57,12 @@ async def test_a_region_checks_writes_before_queueing_them_and_bounds_its_outbox
             async with session.patch(f"{a_url}/api/v1/playlists/{made['id']}", json={"name": "renamed"},
                                      headers=auth) as resp:
                 assert resp.status == 202, await resp.text()
+
+            # An upload is checked too: its form, its type, and whether it is audio.
+            form = aiohttp.FormData()
+            form.add_field("file", b"\x00" * 4096, filename="fake.mp3", content_type="audio/mpeg")
+            async with session.post(f"{a_url}/api/v1/tracks", data=form, headers=auth) as resp:
+                assert resp.status == 422 and "not usable audio" in (await resp.json())["error"]["message"]
 
             # About 170 KB a write: the sixth or so finds the 1 MiB outbox full.
             big = {"name": "big", "track_ids": (tracks * 1000)[:9000]}
@@ -100,3 +106,39 @@ async def _names_when(session, url, auth, count: int) -> list[str] | None:
             return None
         names = [p["name"] for p in (await resp.json())["items"]]
     return names if len(names) >= count else None
+
+
+def _form(boundary: str, name: str, filename: str | None, data: bytes) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return (f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: application/octet-stream\r\n\r\n"
+            .encode() + data + f"\r\n--{boundary}--\r\n".encode())
+
+
+async def test_an_upload_queued_at_a_region_is_checked_as_the_master_checks_it(aiohttp_client, tmp_path, ffmpeg):
+    """check_upload (what a region runs before queueing an upload) refuses what upload_track
+    refuses, with the same status, and passes what it takes."""
+    from streamer import create_app
+    from streamer.admin_api import check_upload
+    from streamer.errors import ApiError
+    from tests.conftest import encode, make_user, settings_for
+
+    song = encode(ffmpeg, tmp_path / "song.mp3").read_bytes()
+    multipart = "multipart/form-data; boundary=b0undary"
+    cases = [("text/plain", b"hello"),
+             (multipart, _form("b0undary", "other", "song.mp3", song)),
+             (multipart, _form("b0undary", "file", "notes.txt", b"hello")),
+             (multipart, _form("b0undary", "file", "fake.mp3", b"\x00" * 4096)),
+             (multipart, _form("b0undary", "file", "song.mp3", song))]
+    (tmp_path / "music").mkdir()
+    app = create_app(settings_for(tmp_path / "music", tmp_path / "data", scan_on_start=False))
+    master = await aiohttp_client(app)
+    admin = await make_user(app, "ada", "admin")
+    for content_type, body in cases:
+        resp = await master.post("/api/v1/tracks", data=body, headers={**admin, "Content-Type": content_type})
+        try:
+            check_upload(content_type, body, tmp_path / "scratch")
+            checked = 201
+        except ApiError as exc:
+            checked = exc.status
+        assert resp.status == checked, (content_type, body[:80], await resp.text())
+    assert not list((tmp_path / "scratch").iterdir())  # nothing left behind
