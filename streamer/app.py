@@ -157,6 +157,9 @@ async def _library_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         if app[ROLE].is_master:
             await app[CATALOG].db.write(replica.start_lineage)
+        library = app[SETTINGS].library  # before the server answers: no upload is under way yet
+        if library.is_dir() and (left := await asyncio.to_thread(admin_api.remove_partial_uploads, library)):
+            log.warning("removed %d partial uploads left in %s by a crash", left, library)
         async with _in_background(_prepare_and_scan(app), "prepare-library"), \
                 _in_background(cluster.compact_log(app), "compact-changes"):
             yield
@@ -187,8 +190,6 @@ async def _prepare_and_scan(app: web.Application) -> None:
                 await asyncio.to_thread(make_demo_library, library, app[FFMPEG])
             except Exception:
                 log.exception("the demo library could not be made")
-    if library.is_dir() and (left := await asyncio.to_thread(admin_api.remove_partial_uploads, library)):
-        log.warning("removed %d partial uploads left in %s by a crash", left, library)
     if settings.scan_on_start and app[ROLE].may_scan:
         progress = await app[SCANNER].start()
         if progress.state == "done":
@@ -238,6 +239,8 @@ async def read_allowed(request: web.Request) -> web.Response:
     itself to the node, which answers it with its own error (401, 403, 429). Lets nginx serve HLS
     segments from its cache to every client the node would serve, and to no other. Failures are
     not counted here: the node counts them when it answers the request itself."""
+    if not request.app[AUTH].peer_is_proxy(request):  # else an unthrottled way to try tokens
+        raise ApiError(403, "forbidden", "only a reverse proxy in front of this node may ask this")
     target = request.headers.get("X-Original-URI", "")
     if not target.startswith("/"):
         raise ApiError(400, "bad_request", "X-Original-URI must name a path")

@@ -149,6 +149,11 @@ class Auth:
     def client_within(self, request: web.BaseRequest, nets: tuple[Network, ...]) -> bool:
         return _within(_address(self.client(request)), nets) and not forwarded_by_stranger(request, self.trusted_proxies)
 
+    def peer_is_proxy(self, request: web.BaseRequest) -> bool:
+        """The peer itself (not whom it forwards for) is on this machine or a trusted proxy."""
+        address = _address(request.remote or "")
+        return address is not None and (address.is_loopback or _within(address, self.trusted_proxies))
+
     def anonymous_allowed(self, request: web.BaseRequest) -> bool:
         # auto: and the page asked for this node by a loopback name. A hostile site whose name
         # resolves to 127.0.0.1 (DNS rebinding) is same-origin to the browser, so CORS cannot

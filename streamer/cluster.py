@@ -245,9 +245,12 @@ async def compact_log(app: web.Application, every: float = 600) -> None:
     change-log rows beyond the kept age, count and bytes (a follower further behind takes a
     snapshot), and idempotency answers past their age."""
     while True:
-        dropped, expired = await compact_once(app)
-        if dropped or expired:
-            log.info("compaction: %d change-log rows and %d idempotency answers dropped", dropped, expired)
+        try:
+            dropped, expired = await compact_once(app)
+            if dropped or expired:
+                log.info("compaction: %d change-log rows and %d idempotency answers dropped", dropped, expired)
+        except Exception:  # one failure (the database busy, say) must not end compaction for good
+            log.exception("compaction failed; trying again in %ds", every)
         await asyncio.sleep(every)
 
 

@@ -143,12 +143,14 @@ class OpenFiles:
         self._files.clear()
 
 
-def holds(path: str, track: dict) -> bool:
-    """Whether the file at `path` is the catalog's: its size and its content fingerprint (a track
-    without one is never taken on trust: it is pulled from a node that has it)."""
+def holds(path: str, track: dict, scanned_here: bool = False) -> bool:
+    """Whether the file at `path` is the catalog's: its size and its content fingerprint. A
+    track without one (from an older master) is taken by its size only where this node's own
+    scan made the catalog; elsewhere never on trust: it is pulled from a node that has it."""
     try:
-        return bool(track.get("fingerprint")) and os.stat(path).st_size == track["size"] and (
-            content_fingerprint(path, track["size"]) == track["fingerprint"])
+        fingerprint = track.get("fingerprint")
+        return (bool(fingerprint) or scanned_here) and os.stat(path).st_size == track["size"] and (
+            not fingerprint or content_fingerprint(path, track["size"]) == fingerprint)
     except OSError:
         return False
 

@@ -28,13 +28,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from media import NotFound, OutsideLibrary, library_file
+from media import MediaError, NotFound, OutsideLibrary, library_file
 from media.fingerprint import content_fingerprint
 from streamer.errors import ApiError, error_response
 from streamer.hls import CACHE
 from streamer.keys import CATALOG, MEMBERS, METRICS, ROLE, SETTINGS
 from streamer.members import SECRET_HEADER, connector
-from streamer.originals import CONTENT_TYPES, holds
+from streamer.originals import CONTENT_TYPES, holds, write_paced
 from streamer.ranges import Outcome, parse_range, plan_range_header
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-
 PULL_CHUNK = 256 * 1024
 MIRROR_SHARE = 0.8  # the mirror fills at most this share of the cache: segments need room too
 MIRROR_RETRY = 30.0  # seconds before the mirror tries again files no node could give it
+MIRROR_RECHECK = 600.0  # seconds between looks for copies the cache evicted
 
 
 class Download:
@@ -160,8 +161,9 @@ class Pulls:
         try:
             async with self._slots:
                 source = await self._from_first_holder(track_id, download)
-            made = await asyncio.to_thread(content_fingerprint, str(download.path), download.size)
-            if made != track.get("fingerprint"):
+            # The size was checked as it came; the content too when the catalog knows it.
+            expected = track.get("fingerprint")
+            if expected and await asyncio.to_thread(content_fingerprint, str(download.path), download.size) != expected:
                 raise ApiError(502, "bad_gateway", f"the file of track {track_id} from {source} is not the "
                                "catalog's (its content fingerprint differs)")
             await self.app[CACHE].keep_path(key, download.path)
@@ -172,6 +174,9 @@ class Pulls:
         except (ApiError, NotFound) as exc:
             log.warning("pulling track %s failed: %s", track_id, getattr(exc, "message", exc))
             download.end(exc)
+        except Exception as exc:  # keeping it failed (a full disk, say): say so, not "stopping"
+            log.exception("pulling track %s failed", track_id)
+            download.end(ApiError(502, "pull_failed", f"the file of track {track_id} could not be kept: {exc}"))
         except BaseException:
             download.end(ApiError(503, "unavailable", "the node is stopping", {"Retry-After": "5"}))
             raise
@@ -215,37 +220,50 @@ class Pulls:
             raise aiohttp.ClientPayloadError(f"{url} sent {download.length} of {download.size} bytes")
 
     async def mirror(self) -> None:
-        """Copy every file this node lacks, one at a time, whenever the catalog changes (and
-        again later for files no node could give), while the cache has room."""
-        catalog, settings = self.app[CATALOG], self.app[SETTINGS]
-        room = settings.cache_max_mb * 1024 * 1024 * MIRROR_SHARE
+        """Copy every file this node lacks, one at a time, when its tracks change, and look again
+        every MIRROR_RECHECK (a copy the cache evicted for segments is copied again), sooner when
+        no node could give some file. A failed pass is logged and the next one goes on."""
+        catalog, tracks_seen, again = self.app[CATALOG], None, None
         while True:
-            generation, started, copied = catalog.generation, time.monotonic(), 0
-            missing = await tracks_without_media(self.app)
-            self.missing, failed, full = len(missing), 0, False
-            for track_id, track in missing:
-                if await asyncio.to_thread(lambda: self.app[CACHE].volume) + track["size"] > room:
-                    full = True
-                    break
+            generation = catalog.generation
+            tracks_now = await catalog.db.read(_tracks_signature)
+            if tracks_now != tracks_seen or again is not None:
                 try:
-                    await self.path(track_id, track, mirroring=True)
-                    self.missing -= 1
-                    copied += 1
-                except NotFound:  # no node holds it: the next may be there
-                    failed += 1
-                except ApiError:  # no node that may hold it answers: wait, rather than ask for every file
-                    failed += 1
-                    break
-            if copied:
-                log.info("mirror: %d files copied in %.1fs; %d tracks without a copy on this node", copied,
-                         time.monotonic() - started, self.missing)
-            if full:
+                    again = await self._mirror_pass()
+                    tracks_seen = tracks_now
+                except Exception:
+                    log.exception("mirror: a pass failed; trying again in %ds", MIRROR_RETRY)
+                    again = MIRROR_RETRY
+            # Woken by any catalog change (plays too): the signature says whether tracks did.
+            await catalog.changed(generation, again or MIRROR_RECHECK)
+
+    async def _mirror_pass(self) -> float | None:
+        """One pass over the tracks without a copy: None when done, else seconds until the next try."""
+        room = self.app[SETTINGS].cache_max_mb * 1024 * 1024 * MIRROR_SHARE
+        started, copied, failed = time.monotonic(), 0, 0
+        missing = await tracks_without_media(self.app)
+        self.missing = len(missing)
+        for track_id, track in missing:
+            if await asyncio.to_thread(lambda: self.app[CACHE].volume) + track["size"] > room:
                 log.warning("mirror: the media cache is %d%% full; %d tracks have no copy on this node (raise "
                             "cache_max_mb)", MIRROR_SHARE * 100, self.missing)
-            elif failed:
-                log.warning("mirror: %d tracks could not be copied from any node; trying again in %ds",
-                            failed, MIRROR_RETRY)
-            await catalog.changed(generation, MIRROR_RETRY if failed or full else None)
+                return MIRROR_RETRY
+            try:
+                await self.path(track_id, track, mirroring=True)
+                self.missing, copied = self.missing - 1, copied + 1
+            except NotFound:  # no node holds it: the next may be there
+                failed += 1
+            except ApiError:  # no node that may hold it answers: wait, rather than ask for every file
+                failed += 1
+                break
+        if copied:
+            log.info("mirror: %d files copied in %.1fs; %d tracks without a copy on this node", copied,
+                     time.monotonic() - started, self.missing)
+        if failed:
+            log.warning("mirror: %d tracks could not be copied from any node; trying again in %ds",
+                        failed, MIRROR_RETRY)
+            return MIRROR_RETRY
+        return None
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -277,7 +295,8 @@ async def local_copy(app: web.Application, track_id: str, track: dict) -> str | 
     """The path of this node's own copy of a track's file (its library's, when it is the
     catalog's, or one pulled before), or None: what this node may serve to another."""
     library = app[SETTINGS].library
-    if await asyncio.to_thread(holds_in_library, library, track):
+    scanned_here = PULLS not in app  # a master's (or standalone's) own library made its catalog
+    if await asyncio.to_thread(holds_in_library, library, track, scanned_here):
         return library_file(library, track["path"])
     handle = await app[CACHE].open_file(pulled_key(track_id, track["size"]))
     if handle is None:
@@ -286,10 +305,15 @@ async def local_copy(app: web.Application, track_id: str, track: dict) -> str | 
     return handle.name
 
 
-def holds_in_library(library, track: dict) -> bool:
+def _tracks_signature(db) -> tuple:
+    """Changes when a track is added, removed or replaced; not with plays or playlists."""
+    return tuple(db.execute("SELECT COUNT(*), TOTAL(size), TOTAL(mtime_ns) FROM tracks").fetchone())
+
+
+def holds_in_library(library, track: dict, scanned_here: bool = False) -> bool:
     """Whether the library holds the catalog's file at the track's path (never one outside it)."""
     try:
-        return holds(library_file(library, track["path"]), track)
+        return holds(library_file(library, track["path"]), track, scanned_here)
     except OutsideLibrary:
         log.warning("refused the path %r of a track: not inside the library", track["path"][:200])
         return False
@@ -351,12 +375,12 @@ async def _send_arriving(request: web.Request, download: Download, reader, conte
     while position < end:
         try:
             await download.until(min(position + 1, end))
-        except ApiError:
-            request.transport.close()  # the master failed mid-file: the client must see a cut body
-            raise ConnectionResetError("the pull from the master failed") from None
+        except (ApiError, MediaError):
+            request.transport.close()  # the pull failed mid-file: the client must see a cut body
+            raise ConnectionResetError("the pull failed") from None
         chunk = await asyncio.to_thread(os.pread, reader.fileno(), min(end, download.length, position + PULL_CHUNK)
                                         - position, position)
-        await response.write(chunk)
+        await write_paced(request, response, chunk)  # a client that stops reading is let go
         metrics.bytes_sent += len(chunk)
         position += len(chunk)
     await response.write_eof()

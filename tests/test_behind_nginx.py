@@ -200,6 +200,10 @@ async def test_anonymous_reads_are_refused_for_a_forwarded_remote_client(behind_
         assert resp.status == 401
     async with session.get("/healthz", headers=behind("203.0.113.9")) as resp:
         assert await resp.json() == {"status": "ok", "role": "standalone"}
+    # The node's auth_request answer is for nginx alone: no way to try tokens from outside.
+    async with session.get("/auth/v1/read", headers={"X-Original-URI": "/api/v1/tracks",
+                                                     "Authorization": "Bearer wrong"}) as resp:
+        assert resp.status == 404
 
 
 def test_the_systemd_unit_verifies():

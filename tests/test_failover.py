@@ -243,3 +243,34 @@ async def test_a_region_follows_and_pulls_from_a_master_behind_tls(tmp_path, dem
 
 async def _said(log, words: str) -> bool:
     return words in log.read_text()
+
+
+async def test_a_track_without_a_fingerprint_is_pulled_and_played(tmp_path, demo_library):
+    """A catalog row from before fingerprints (an older master's): the master serves its own file
+    by size, a region never trusts its own copy of it and pulls it."""
+    import sqlite3
+
+    port_m = free_port()
+    master_url = f"http://127.0.0.1:{port_m}"
+    procs = {}
+    try:
+        procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
+                                 "--library", str(demo_library), port=port_m)
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, master_url, *procs["master"][::2])
+            await _until(lambda: _scanned(session, master_url), what="the master's scan")
+            track = (await (await session.get(f"{master_url}/api/v1/tracks?limit=1")).json())["items"][0]["id"]
+            with sqlite3.connect(tmp_path / "master" / "catalog.db") as db:
+                db.execute("UPDATE tracks SET fingerprint = NULL WHERE id = ?", [track])
+            port_a = free_port()
+            procs["a"] = _start(tmp_path, "a", *_region(tmp_path, "a", port_a, master_url,
+                                                        "--no-mirror-media")[:-2], port=port_a)
+            await _wait_ready(session, procs["a"][1], procs["a"][0], procs["a"][2])
+            original = await (await session.get(f"{master_url}/stream/{track}")).read()
+            async with session.get(f"{procs['a'][1]}/stream/{track}") as resp:
+                assert resp.status == 200 and await resp.read() == original
+    finally:
+        for proc, _, _ in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)

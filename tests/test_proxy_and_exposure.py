@@ -313,3 +313,24 @@ async def test_proxy_auth_request_says_who_may_read(make_node):
     assert (await node.get(ask, headers={"X-Original-URI": path, **behind("203.0.113.9"), **ann})).status == 204
     assert (await node.get(ask, headers={"X-Original-URI": path, **behind("203.0.113.9"), **BAD})).status == 403
     assert (await node.get(ask)).status == 400
+
+
+def test_only_a_proxy_may_ask_who_may_read():
+    """/auth/v1/read answers a peer on this machine or among trusted_proxies; anyone else could
+    use it to try tokens without being throttled."""
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from streamer.auth import Auth, networks
+
+    auth = Auth(b"k" * 32, "off", trusted_proxies=networks(["10.0.0.5"]))
+
+    def peer(address: str):
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None: (address, 1234) if name == "peername" \
+            else default
+        return make_mocked_request("GET", "/auth/v1/read", transport=transport)
+
+    assert auth.peer_is_proxy(peer("127.0.0.1")) and auth.peer_is_proxy(peer("10.0.0.5"))
+    assert not auth.peer_is_proxy(peer("203.0.113.9")) and not auth.peer_is_proxy(peer("10.0.0.6"))
