@@ -105,6 +105,20 @@ def _inside(relpath: object, what: str) -> bool:
     return False
 
 
+def refuse_outside_paths(db: sqlite_utils.Database) -> int:
+    """After a snapshot (rows as the master sent them): drop tracks and folder images whose path
+    could lead outside the library, as _apply refuses them from the feed; how many went."""
+    tracks = [r[0] for r in db.execute("SELECT id, path FROM tracks") if not _inside(r[1], "track")]
+    images = [r[0] for r in db.execute("SELECT dir, path FROM folder_images") if not _inside(r[1], "folder image")]
+    for track_id in tracks:
+        db.execute("DELETE FROM tracks WHERE id = ?", [track_id])
+    for folder in images:
+        db.execute("DELETE FROM folder_images WHERE dir = ?", [folder])
+    if tracks or images:
+        catalog.regroup(db)
+    return len(tracks) + len(images)
+
+
 def _apply(db: sqlite_utils.Database, op: str, data: dict[str, Any], at: str) -> None:
     if op == "tracks.put":
         catalog.save_scanned(db, [t for t in data["tracks"] if _inside(t.get("path"), "track")], [], at=at,

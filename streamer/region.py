@@ -179,6 +179,7 @@ class Follower:
                 await asyncio.to_thread(_gunzip, packed, copy)
                 catalog = self.app[CATALOG]
                 await catalog.db.write_alone(_restore, copy)
+        await catalog.db.write(replica.refuse_outside_paths)  # the snapshot's rows are input too
         self.lineage = await catalog.db.read(replica.lineage)
         self._moved_to(sequence)
         self.snapshots += 1

@@ -122,3 +122,19 @@ async def test_an_upload_tagged_to_climb_out_is_stored_inside(aiohttp_client, de
     stored = [p for p in library.rglob("*.mp3") if p.read_bytes() == song.read_bytes()]
     assert len(stored) == 1 and stored[0].parent.parent.parent == library
     assert not list((tmp_path / "lib").glob("*.mp3")) and [p.name for p in tmp_path.glob("*.mp3")] == ["up.mp3"]
+
+
+async def test_a_snapshot_with_paths_out_keeps_none_of_them(tmp_path, caplog):
+    from media import Catalog, catalog as catalog_module
+
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        rows = [_row("a" * 16, "/etc/passwd"), _row("b" * 16, "x/../../y.mp3"), _row("c" * 16, "A/B/song.mp3")]
+        await catalog.db.write(lambda db: catalog_module.save_scanned(db, rows, [], log=False))
+        await catalog.db.write(lambda db: catalog_module.save_folder_images(db, {"A/B": "/etc/shadow"}))
+        with caplog.at_level(logging.WARNING, logger="media.replica"):
+            assert await catalog.db.write(replica.refuse_outside_paths) == 3
+        paths = await catalog.db.read(lambda db: [r[0] for r in db.execute("SELECT path FROM tracks")])
+        assert paths == ["A/B/song.mp3"]
+    finally:
+        catalog.close()
