@@ -4,6 +4,6 @@
 folder exists, so tests can build as many differently configured settings as they like.
 """
 
-from config._settings import FIELDS, ConfigError, Field, Settings, load, describe
+from config._settings import FIELDS, ConfigError, Field, Settings, describe, is_loopback, load
 
-__all__ = ["FIELDS", "ConfigError", "Field", "Settings", "load", "describe"]
+__all__ = ["FIELDS", "ConfigError", "Field", "Settings", "load", "describe", "is_loopback"]

@@ -300,7 +300,7 @@ def _all_on_loopback(settings: Settings) -> bool:
     """This node's address and every node URL it is configured with are loopback addresses."""
     hosts = [settings.host] + [_url_host(u) for u in (settings.master_url, settings.cluster_url,
                                                       *settings.cluster_nodes) if u]
-    return all(_is_loopback_host(h) for h in hosts)
+    return all(is_loopback(h) for h in hosts)
 
 
 def _url_host(url: str) -> str:
@@ -308,7 +308,8 @@ def _url_host(url: str) -> str:
     return rest.rpartition(":")[0].strip("[]") if rest.count(":") and not rest.endswith("]") else rest.strip("[]")
 
 
-def _is_loopback_host(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """A loopback address, or localhost (streamer.auth asks the same of clients)."""
     if host == "localhost":
         return True
     try:

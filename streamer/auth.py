@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from config import is_loopback
 from media import listeners
 from streamer.errors import ApiError
 
@@ -296,10 +297,3 @@ def _host_name(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

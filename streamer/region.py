@@ -266,16 +266,7 @@ def forwarded_to_master(handler):
                         await follower.caught_up(int(sequence), FORWARD_WAIT)  # the client reads its write here
                     return web.Response(status=status, body=answer,
                                         headers={"Content-Type": content_type} if content_type else None)
-            await _rehearse(handler, request, body)
-            # No token at rest: the user by id, which the master takes with the cluster secret.
-            kept = {name: value for name, value in headers.items() if name != "Authorization"}
-            kept[ON_BEHALF_HEADER] = request[USER]["id"]
-            try:
-                await asyncio.to_thread(outbox.add, request.method, request.path_qs, kept, body, time.time())
-            except OutboxFull as exc:
-                follower.refused_full += 1
-                raise ApiError(507, "outbox_full", f"{exc}: this region cannot keep more writes until its master "
-                               "is back (outbox_max_mb)", {"Retry-After": "60"}) from None
+            await _queue(handler, request, headers, body)
         finally:
             follower.in_flight -= 1
         follower.outbox_added.set()
@@ -284,6 +275,20 @@ def forwarded_to_master(handler):
             queued["ids" if len(ids) > 1 or "plays" in request.path else "id"] = ids if len(ids) > 1 else ids[0]
         return web.json_response(queued, status=202)
     return forward
+
+
+async def _queue(handler, request: web.Request, headers: dict[str, str], body: bytes) -> None:
+    """Into the outbox, once checked as the master will check it (400/413/422 now, not later)."""
+    await _rehearse(handler, request, body)
+    # No token at rest: the user by id, which the master takes with the cluster secret.
+    kept = {name: value for name, value in headers.items() if name != "Authorization"}
+    kept[ON_BEHALF_HEADER] = request[USER]["id"]
+    try:
+        await asyncio.to_thread(request.app[OUTBOX].add, request.method, request.path_qs, kept, body, time.time())
+    except OutboxFull as exc:
+        request.app[FOLLOWER].refused_full += 1
+        raise ApiError(507, "outbox_full", f"{exc}: this region cannot keep more writes until its master "
+                       "is back (outbox_max_mb)", {"Retry-After": "60"}) from None
 
 
 # Writes whose handler has effects beyond the catalog (a file stored, a scan started) are not run

@@ -20,6 +20,16 @@ from tests.test_promotion import _cli, _scanned, _until
 CLUSTER = {"X-Cluster-Secret": SECRET}
 
 
+async def start_master(session, procs: dict, tmp_path, library, port: int, *extra: str) -> str:
+    """A master process over `library`, ready and scanned; kept in `procs`, so the test stops it."""
+    procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
+                             "--library", str(library), *extra, port=port)
+    url = procs["master"][1]
+    await _wait_ready(session, url, *procs["master"][::2])
+    await _until(lambda: _scanned(session, url), what="the master's scan")
+    return url
+
+
 def _region(tmp_path, name: str, port: int, master_url: str, *extra: str, nodes: str = "") -> tuple[str, ...]:
     (tmp_path / f"{name}-music").mkdir(exist_ok=True)
     return ("--role", "region", "--cluster-secret", SECRET, "--master-url", master_url, "--cluster-nodes", nodes,
@@ -58,11 +68,8 @@ async def test_a_promoted_region_pulls_what_it_lacks_from_the_other_region(tmp_p
     nodes = ",".join(f"http://127.0.0.1:{port}" for port in (port_m, port_a, port_b))
     procs = {}
     try:
-        procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
-                                 "--library", str(music), port=port_m)
         async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, master_url, *procs["master"][::2])
-            await _until(lambda: _scanned(session, master_url), what="the master's scan")
+            await start_master(session, procs, tmp_path, music, port_m)
             # A copies nothing ahead; B mirrors the whole library.
             procs["a"] = _start(tmp_path, "a", *_region(tmp_path, "a", port_a, master_url, "--no-mirror-media", nodes=nodes)[:-2],
                                 port=port_a)
@@ -210,11 +217,8 @@ async def test_a_region_follows_and_pulls_from_a_master_behind_tls(tmp_path, dem
     master_url = f"http://127.0.0.1:{port_m}"
     procs, runner = {}, None
     try:
-        procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
-                                 "--library", str(demo_library), port=port_m)
         async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, master_url, *procs["master"][::2])
-            await _until(lambda: _scanned(session, master_url), what="the master's scan")
+            await start_master(session, procs, tmp_path, demo_library, port_m)
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ca.issue_cert("localhost").configure_cert(tls)
             runner, tls_port = await forwarding_proxy(master_url, tls=tls)
@@ -254,11 +258,8 @@ async def test_a_track_without_a_fingerprint_is_pulled_and_played(tmp_path, demo
     master_url = f"http://127.0.0.1:{port_m}"
     procs = {}
     try:
-        procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
-                                 "--library", str(demo_library), port=port_m)
         async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, master_url, *procs["master"][::2])
-            await _until(lambda: _scanned(session, master_url), what="the master's scan")
+            await start_master(session, procs, tmp_path, demo_library, port_m)
             track = (await (await session.get(f"{master_url}/api/v1/tracks?limit=1")).json())["items"][0]["id"]
             with sqlite3.connect(tmp_path / "master" / "catalog.db") as db:
                 db.execute("UPDATE tracks SET fingerprint = NULL WHERE id = ?", [track])

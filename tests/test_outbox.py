@@ -11,7 +11,8 @@ import aiohttp
 
 from tests.test_cli import free_port
 from tests.test_cluster import SECRET, _start, _wait_ready
-from tests.test_promotion import _cli, _scanned, _until
+from tests.test_failover import start_master
+from tests.test_promotion import _cli, _until
 
 
 async def test_a_region_checks_writes_before_queueing_them_and_bounds_its_outbox(tmp_path, demo_library):
@@ -22,11 +23,8 @@ async def test_a_region_checks_writes_before_queueing_them_and_bounds_its_outbox
     master_url = f"http://127.0.0.1:{port_m}"
     procs = {}
     try:
-        procs["master"] = _start(tmp_path, "master", "--role", "master", "--cluster-secret", SECRET,
-                                 "--library", str(demo_library), port=port_m)
         async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, master_url, *procs["master"][::2])
-            await _until(lambda: _scanned(session, master_url), what="the master's scan")
+            await start_master(session, procs, tmp_path, demo_library, port_m)
             (tmp_path / "a-music").mkdir()
             procs["a"] = _start(tmp_path, "a", "--role", "region", "--cluster-secret", SECRET, "--master-url",
                                 master_url, "--library", str(tmp_path / "a-music"), "--no-mirror-media",
