@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import ipaddress
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -201,30 +201,47 @@ def load(
     """
     environ = environ or {}
     errors: list[str] = []
-    values: dict[str, Any] = {}
-    given: set[str] = set()
+    values: dict[str, Any] = {}  # only the settings given by some source; later sources win
 
     if config_file is None and environ.get(ENV_CONFIG_FILE):
         config_file = Path(environ[ENV_CONFIG_FILE])
     if config_file is not None:
-        source = f"config file {config_file}"
-        try:
-            table = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError([f"{source}: no such file"]) from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError([f"{source}: cannot be read: {exc}"]) from None
-        base = Path(config_file).resolve().parent
-        for key, raw in table.items():
-            field = _field_or_error(key, source, errors)
-            if field is None:
-                continue
-            value = _convert(field, raw, source, errors, from_text=False)
-            if value is not None:
-                # Relative paths in a file mean "next to this file", wherever it is started from.
-                values[key] = base / value if field.kind == "path" and not value.is_absolute() else value
-                given.add(key)
+        values.update(_from_file(config_file, errors))
+    values.update(_from_environ(environ, errors))
+    values.update(_from_cli(cli or {}, errors))
 
+    settings = Settings(**values, library_is_default="library" not in values)
+    errors.extend(_inconsistencies(settings, library_given="library" in values, check_paths=check_paths))
+    if errors:
+        raise ConfigError(errors)
+    return settings
+
+
+def _from_file(config_file: Path, errors: list[str]) -> dict[str, Any]:
+    """The settings of a TOML file. A file that cannot be read stops loading at once."""
+    source = f"config file {config_file}"
+    try:
+        table = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: no such file"]) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{source}: cannot be read: {exc}"]) from None
+    base = Path(config_file).resolve().parent
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        field = _field_or_error(key, source, errors)
+        if field is None:
+            continue
+        value = _convert(field, raw, source, errors, from_text=False)
+        if value is not None:
+            # Relative paths in a file mean "next to this file", wherever it is started from.
+            values[key] = base / value if field.kind == "path" and not value.is_absolute() else value
+    return values
+
+
+def _from_environ(environ: Mapping[str, str], errors: list[str]) -> dict[str, Any]:
+    """The settings of the STREAMER_* variables (STREAMER_CONFIG names the file, it is no setting)."""
+    values: dict[str, Any] = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
             continue
@@ -235,19 +252,26 @@ def load(
         value = _convert(field, raw, f"environment {name}", errors, from_text=True)
         if value is not None:
             values[key] = value
-            given.add(key)
+    return values
 
-    for key, raw in (cli or {}).items():
+
+def _from_cli(cli: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
+    """The settings given as options; argparse has typed most of them, and None means "not given"."""
+    values: dict[str, Any] = {}
+    for key, raw in cli.items():
         if raw is None:
             continue
         field = _BY_NAME[key]
         value = _convert(field, raw, f"option {field.flag}", errors, from_text=isinstance(raw, str))
         if value is not None:
             values[key] = value
-            given.add(key)
+    return values
 
-    settings = Settings(**values, library_is_default="library" not in given)
-    if check_paths and "library" in given and not settings.library.is_dir():
+
+def _inconsistencies(settings: Settings, *, library_given: bool, check_paths: bool) -> list[str]:
+    """What is wrong with the settings taken together (each value alone has been checked already)."""
+    errors = []
+    if check_paths and library_given and not settings.library.is_dir():
         errors.append(f"library: folder {settings.library} does not exist")
     if settings.role in ("master", "region") and len(settings.cluster_secret) < 16:
         errors.append(f"cluster_secret: a {settings.role} needs a cluster secret of at least 16 characters")
@@ -265,9 +289,7 @@ def load(
         errors.append(f"cluster_url: expected http(s)://HOST:PORT with no path, not {settings.cluster_url!r}")
     if settings.sync_replicas and settings.role == "standalone":
         errors.append("sync_replicas: a standalone node has no followers to wait for (role master or region)")
-    if errors:
-        raise ConfigError(errors)
-    return settings
+    return errors
 
 
 def _toml_string(text: str) -> str:
@@ -335,70 +357,104 @@ def _field_or_error(key: str, source: str, errors: list[str], shown=lambda f: f.
     return field
 
 
+class _Unexpected(ValueError):
+    """A value that does not fit its field: what was expected, and the value at fault."""
+
+    def __init__(self, expected: str, raw: Any) -> None:
+        super().__init__(expected)
+        self.expected = expected
+        self.raw = raw
+
+
 def _convert(field: Field, raw: Any, source: str, errors: list[str], *, from_text: bool) -> Any:
     """Check one value against its field; append an error naming key and source when it is wrong."""
+    convert = _CONVERTERS.get(field.kind, _to_text)
+    try:
+        return convert(field, raw, from_text)
+    except _Unexpected as exc:
+        errors.append(f"{source}: {field.name}: expected {exc.expected}, got {exc.raw!r}")
+        return None
 
-    def bad(expected: str) -> None:
-        errors.append(f"{source}: {field.name}: expected {expected}, got {raw!r}")
 
-    kind = field.kind
-    if kind == "ints":  # a TOML array, or "64,128" from the environment or a flag
-        items = raw if isinstance(raw, list) else str(raw).split(",") if from_text else None
-        if not items:
-            return bad("a list of whole numbers")
-        values = []
-        for item in items:
-            value = _convert(dataclasses.replace(field, kind="int"), item, source, errors,
-                             from_text=isinstance(item, str))
-            if value is None:
-                return None
-            values.append(value)
-        return tuple(values)
-    if kind == "urls":  # a TOML array, or "http://a:1,http://b:2" from the environment or a flag
-        items = raw if isinstance(raw, list) else [i for i in str(raw).split(",") if i.strip()] if from_text else None
-        if items is None or not all(isinstance(i, str) and _is_node_url(i.strip()) for i in items):
-            return bad("a list of http(s)://HOST:PORT URLs")
-        return tuple(i.strip().rstrip("/") for i in items)
-    if kind == "nets":  # addresses or CIDR networks: a TOML array, or comma-separated text
-        items = raw if isinstance(raw, list) else [i for i in str(raw).split(",") if i.strip()] if from_text else None
+def _list_items(raw: Any, from_text: bool) -> list[Any] | None:
+    """A TOML array as it is, or comma-separated text (blank items dropped); None for anything else."""
+    if isinstance(raw, list):
+        return raw
+    return [i for i in str(raw).split(",") if i.strip()] if from_text else None
+
+
+def _to_ints(field: Field, raw: Any, from_text: bool) -> tuple[int, ...]:
+    # A TOML array, or "64,128" from the environment or a flag; a blank item is an error here.
+    items = raw if isinstance(raw, list) else str(raw).split(",") if from_text else None
+    if not items:
+        raise _Unexpected("a list of whole numbers", raw)
+    # The first bad item is the one reported, with its own bounds message.
+    return tuple(_to_int(field, item, isinstance(item, str)) for item in items)
+
+
+def _to_urls(field: Field, raw: Any, from_text: bool) -> tuple[str, ...]:
+    items = _list_items(raw, from_text)  # e.g. "http://a:1,http://b:2" from the environment or a flag
+    if items is None or not all(isinstance(i, str) and _is_node_url(i.strip()) for i in items):
+        raise _Unexpected("a list of http(s)://HOST:PORT URLs", raw)
+    return tuple(i.strip().rstrip("/") for i in items)
+
+
+def _to_nets(field: Field, raw: Any, from_text: bool) -> tuple[str, ...]:
+    items = _list_items(raw, from_text)  # addresses or CIDR networks
+    try:
+        return tuple(str(ipaddress.ip_network(i.strip(), strict=False)) for i in items)  # type: ignore[union-attr]
+    except (TypeError, ValueError, AttributeError):
+        raise _Unexpected("a list of IP addresses or networks (10.0.0.0/8)", raw) from None
+
+
+def _to_bool(field: Field, raw: Any, from_text: bool) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if from_text and str(raw).strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if from_text and str(raw).strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise _Unexpected("true or false", raw)
+
+
+def _to_int(field: Field, raw: Any, from_text: bool) -> int:
+    if isinstance(raw, bool):  # a bool is an int to Python, never to a reader of the file
+        raise _Unexpected("an integer", raw)
+    if isinstance(raw, int):
+        value = raw
+    elif from_text:
         try:
-            return tuple(str(ipaddress.ip_network(i.strip(), strict=False)) for i in items)  # type: ignore[union-attr]
-        except (TypeError, ValueError, AttributeError):
-            return bad("a list of IP addresses or networks (10.0.0.0/8)")
-    if kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        if from_text and str(raw).strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if from_text and str(raw).strip().lower() in ("0", "false", "no", "off"):
-            return False
-        return bad("true or false")
-    if kind == "int":
-        if isinstance(raw, bool):
-            return bad("an integer")
-        if isinstance(raw, int):
-            value = raw
-        elif from_text:
-            try:
-                value = int(str(raw).strip())
-            except ValueError:
-                return bad("an integer")
-        else:
-            return bad("an integer")
-        if field.minimum is not None and value < field.minimum:
-            return bad(f"an integer >= {field.minimum}")
-        if field.maximum is not None and value > field.maximum:
-            return bad(f"an integer <= {field.maximum}")
-        return value
+            value = int(str(raw).strip())
+        except ValueError:
+            raise _Unexpected("an integer", raw) from None
+    else:
+        raise _Unexpected("an integer", raw)
+    if field.minimum is not None and value < field.minimum:
+        raise _Unexpected(f"an integer >= {field.minimum}", raw)
+    if field.maximum is not None and value > field.maximum:
+        raise _Unexpected(f"an integer <= {field.maximum}", raw)
+    return value
+
+
+def _to_text(field: Field, raw: Any, from_text: bool) -> str | Path:
+    """The kinds written as a string: "str", "choice" and "path"."""
     if not isinstance(raw, (str, Path)):
-        return bad("a string")
+        raise _Unexpected("a string", raw)
     text = str(raw)
-    if kind == "choice":
-        if text not in field.choices:
-            return bad("one of " + ", ".join(field.choices))
-        return text
-    if kind == "path":
+    if field.kind == "choice" and text not in field.choices:
+        raise _Unexpected("one of " + ", ".join(field.choices), raw)
+    if field.kind == "path":
         if not text.strip():
-            return bad("a path")
+            raise _Unexpected("a path", raw)
         return Path(text).expanduser()
     return text
+
+
+# Every kind not listed here is a string of some sort.
+_CONVERTERS: dict[str, Callable[[Field, Any, bool], Any]] = {
+    "ints": _to_ints,
+    "urls": _to_urls,
+    "nets": _to_nets,
+    "bool": _to_bool,
+    "int": _to_int,
+}
