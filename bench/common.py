@@ -1,9 +1,11 @@
 """What the benchmarks share: their error, child processes, ports, ffmpeg, our server's scan and log,
-percentiles, the summary table and the run of a benchmark's main (exit codes, temp folder, clean-up)."""
+the load average, percentiles, wrk and its rounds, the summary table and the run of a benchmark's
+main (exit codes, temp folder, clean-up)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -11,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,6 +142,28 @@ def log_problems(proc: Proc) -> tuple[int, int, list[str]]:
     return len(errors), len(warnings), (errors + warnings + tracebacks)[:8]
 
 
+def ensure_alive(proc: Proc, during: str = "") -> None:
+    """BenchError with the end of its log when `proc` has exited (`during` ends the sentence)."""
+    if not proc.alive():
+        raise BenchError(f"{proc.name} died{during}:\n{proc.log_tail()}")
+
+
+def require_modules(*names: str) -> None:
+    """BenchError unless each module imports: the benchmark runs with the project's Python."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise BenchError(f"{exc.name} is not importable: run this with the project's Python") from exc
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages as /proc/loadavg writes them ("?" without it): the
+    machine is shared, so each benchmark says how busy it was at its start and end."""
+    path = Path("/proc/loadavg")
+    return " ".join(path.read_text().split()[:3] if path.exists() else ["?"])
+
+
 def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
@@ -168,6 +193,35 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths))
+
+
+REFERENCE_HEADER = ("metric", "reference", "ours", "ours/ref", "target", "result")
+
+
+class Summary:
+    """The summary table: a header, then a row per figure; each target's verdict is kept for the
+    exit status."""
+
+    def __init__(self, header: tuple[str, ...] = REFERENCE_HEADER) -> None:
+        self.rows: list[tuple[str, ...]] = [header]
+        self.checks: list[bool] = []
+
+    def check(self, ok: bool, *cells: str) -> None:
+        """A row with a target: its cells, then PASS or FAIL."""
+        self.checks.append(ok)
+        self.rows.append((*cells, verdict(ok)))
+
+    def info(self, name: str, reference: str, ours: str, ratio_text: str = "") -> None:
+        """A row with no target."""
+        self.rows.append((name, reference, ours, ratio_text, "info", ""))
+
+    def finish(self, heading: str, note: str | None = None) -> int:
+        """Print the heading, the table (and a note under it), the overall verdict; the exit status."""
+        print(heading)
+        print_table(self.rows)
+        if note is not None:
+            print(note)
+        return overall(self.checks)
 
 
 def run_bench(name: str, keep: bool, body: Callable[[Path, list[Proc]], int],
@@ -232,6 +286,51 @@ def parse_wrk(out: str) -> dict:
         r["max"] = m.group(1)
     r["errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
     return r
+
+
+def run_wrk(wrk: str, url: str, *, threads: int, connections: int, duration: int, timeout: str,
+            script: Path | None, label: str, verbose: bool, limit: float) -> tuple[dict, float]:
+    """One wrk run with --latency (and a Lua `script`): its figures (parse_wrk) and its wall time.
+    BenchError when it fails or is still running after `limit` s; its output printed if `verbose`."""
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", timeout, "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    cmd.append(url)
+    t0 = time.monotonic()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from exc
+    wall = time.monotonic() - t0
+    if done.returncode != 0 or "Requests/sec" not in done.stdout:
+        raise BenchError(f"wrk failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
+    if verbose:
+        print(f"--- wrk {label}: {' '.join(cmd)}\n{done.stdout.rstrip()}\n", flush=True)
+    return parse_wrk(done.stdout), wall
+
+
+def alternating_rounds(rounds: int, sides: tuple[str, ...], measure: Callable[[str, int], dict],
+                       pause: float) -> dict[str, list[dict]]:
+    """`measure(side, round_no)` for each side in turn, `rounds` times, `pause` s after each (so
+    the last one's connections close): the runs of each side. Alternating spreads the noise of a
+    shared machine over both sides instead of letting it fall on one."""
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for round_no in range(rounds):
+        for side in sides:
+            runs[side].append(measure(side, round_no))
+            time.sleep(pause)
+    return runs
+
+
+def fastest(runs: list[dict]) -> dict:
+    """The run with the most req/s (noise on a shared machine only slows a run down)."""
+    return max(runs, key=lambda r: r["rps"] if r["rps"] == r["rps"] else -1.0)
+
+
+def paired_median(refs: list[dict], ours: list[dict], field: str = "rps") -> float:
+    """The median of ours/reference over rounds run in pairs: steadier on a shared machine than
+    the ratio of the best rounds."""
+    return statistics.median(ratio(o[field], r[field]) for r, o in zip(refs, ours))
 
 
 def ratio(a: float, b: float) -> float:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, ffmpeg_exe, overall, print_table, run_bench,
+    BenchError, Summary, ffmpeg_exe, run_bench,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,31 +194,25 @@ def timed(fn, *args) -> tuple[float, object]:
     return time.perf_counter() - t0, result
 
 
-# --- main -------------------------------------------------------------------------------------
+# --- the two comparisons -------------------------------------------------------------------------
 
-def run(args: argparse.Namespace, tmp: Path) -> int:
-    """The benchmark proper, in the temp folder `tmp`: 0 when every target passes, 1 when one fails
-    (BenchError when it cannot run)."""
-    t_start = time.monotonic()
-    rows = []
-    checks = []
-    cores = os.cpu_count()
-    print(f"scan_bench: {cores} cores (Scanner(workers=0) uses one worker process per core; "
-          f"the reference is one process). Temp folder {tmp}", flush=True)
-
-    # 1. full scan ---------------------------------------------------------------------------
+def make_full_library(args: argparse.Namespace, tmp: Path, library: Path) -> list[Path]:
+    """The full scan's tagged library (not timed); its files."""
     t0 = time.monotonic()
     bases = make_bases(tmp / "bases", args.seconds)
-    library = tmp / "library"
     files = make_tagged_library(library, args.files, bases)
     size = sum(p.stat().st_size for p in files)
     print(f"[full scan] library: {len(files)} files ({size / 1e6:.1f} MB; "
           f"{', '.join(sorted({p.suffix for p in files}))}), made in {time.monotonic() - t0:.1f}s "
           f"(not timed)", flush=True)
+    return files
 
+
+def time_full_scans(files: list[Path], library: Path, tmp: Path, repeat: int) -> tuple[list[float], list[float]]:
+    """`repeat` rounds of the reference loop then our scan into a fresh catalog: their times."""
     reference_read(files)  # warm the page cache and mutagen's imports, untimed
     ref_times, our_times = [], []
-    for i in range(args.repeat):
+    for i in range(repeat):
         elapsed, _ = timed(reference_read, files)
         ref_times.append(elapsed)
         print(f"  reference run {i + 1}: mutagen.File loop  {elapsed:7.3f}s  "
@@ -232,53 +226,74 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
               flush=True)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return ref_times, our_times
+
+
+def full_scan(args: argparse.Namespace, tmp: Path, table: Summary) -> None:
+    """[full scan]: our Scanner against a one-process mutagen loop, files/s of the best runs."""
+    library = tmp / "library"
+    files = make_full_library(args, tmp, library)
+    ref_times, our_times = time_full_scans(files, library, tmp, args.repeat)
     ref_fps = len(files) / min(ref_times)
     our_fps = len(files) / min(our_times)
     scan_ratio = our_fps / ref_fps
-    checks.append(scan_ratio >= TARGET_SCAN_RATIO)
-    rows.append((f"full scan, {len(files)} files (files/s)", f"{ref_fps:.0f}", f"{our_fps:.0f}",
-                 f"{scan_ratio:.2f}", f">= {TARGET_SCAN_RATIO}",
-                 "PASS" if checks[-1] else "FAIL"))
+    table.check(scan_ratio >= TARGET_SCAN_RATIO, f"full scan, {len(files)} files (files/s)", f"{ref_fps:.0f}",
+                f"{our_fps:.0f}", f"{scan_ratio:.2f}", f">= {TARGET_SCAN_RATIO}")
     # Each reference run is paired with the scan right after it: the median of those ratios
     # is steadier on a shared machine than the ratio of the best runs.
     paired = statistics.median(r / o for r, o in zip(ref_times, our_times))
-    rows.append(("  median of paired runs", "", "", f"{paired:.2f}", "info", ""))
+    table.info("  median of paired runs", "", "", f"{paired:.2f}")
     shutil.rmtree(library, ignore_errors=True)
 
-    # 2. no-change rescan --------------------------------------------------------------------
-    if not args.skip_rescan:
-        t0 = time.monotonic()
-        tiny = make_bases(tmp / "tiny", 0.2)
-        big = tmp / "big"
-        n = make_linked_library(big, args.rescan_files, tiny)
-        db = tmp / "big.db"
-        first, progress = our_scan(big, db, expect_added=n)
-        print(f"\n[rescan] library: {n} hard links of {len(tiny)} tiny files, made in "
-              f"{time.monotonic() - t0 - first:.1f}s; first scan (not timed) {first:.1f}s "
-              f"({n / first:.0f} files/s; {phases(progress)})", flush=True)
-        walk_times, rescan_times = [], []
-        walk_stat(big)  # warm, untimed
-        for i in range(args.repeat):
-            elapsed, count = timed(walk_stat, big)
-            walk_times.append(elapsed)
-            print(f"  reference run {i + 1}: os.walk + os.stat  {elapsed:7.3f}s  ({count} files)", flush=True)
-            elapsed, progress = our_scan(big, db, expect_added=0, expect_unchanged=n)
-            rescan_times.append(elapsed)
-            print(f"  ours run {i + 1}:      no-change rescan    {elapsed:7.3f}s  "
-                  f"(unchanged {progress.unchanged}, to read {progress.to_read}; {phases(progress)})", flush=True)
-        walk_best, rescan_best = min(walk_times), min(rescan_times)
-        checks.append(rescan_best < TARGET_RESCAN_SECONDS)
-        rows.append((f"no-change rescan, {n} files (s)", f"{walk_best:.3f}", f"{rescan_best:.3f}",
-                     f"{rescan_best / walk_best:.2f}", f"< {TARGET_RESCAN_SECONDS:g} s",
-                     "PASS" if checks[-1] else "FAIL"))
 
-    header = ("metric", "reference", "ours", "ours/ref", "target", "result")
-    rows.insert(0, header)
-    print(f"\nSUMMARY (best of {args.repeat}; reference = 1-process mutagen loop / bare os.walk+stat; "
-          f"{cores} cores; total {time.monotonic() - t_start:.0f}s)")
-    print_table(rows)
-    print("  (full scan: ours/ref is the files/s ratio; rescan: ours/ref is the time ratio)")
-    return overall(checks)
+def make_rescan_library(tmp: Path, files: int) -> tuple[Path, Path, int]:
+    """The rescan's library of hard links, scanned once (not timed): (its root, its catalog, files)."""
+    t0 = time.monotonic()
+    tiny = make_bases(tmp / "tiny", 0.2)
+    big = tmp / "big"
+    n = make_linked_library(big, files, tiny)
+    db = tmp / "big.db"
+    first, progress = our_scan(big, db, expect_added=n)
+    print(f"\n[rescan] library: {n} hard links of {len(tiny)} tiny files, made in "
+          f"{time.monotonic() - t0 - first:.1f}s; first scan (not timed) {first:.1f}s "
+          f"({n / first:.0f} files/s; {phases(progress)})", flush=True)
+    return big, db, n
+
+
+def rescan(args: argparse.Namespace, tmp: Path, table: Summary) -> None:
+    """[rescan]: a scan with nothing changed against a bare os.walk + os.stat, best runs."""
+    big, db, n = make_rescan_library(tmp, args.rescan_files)
+    walk_times, rescan_times = [], []
+    walk_stat(big)  # warm, untimed
+    for i in range(args.repeat):
+        elapsed, count = timed(walk_stat, big)
+        walk_times.append(elapsed)
+        print(f"  reference run {i + 1}: os.walk + os.stat  {elapsed:7.3f}s  ({count} files)", flush=True)
+        elapsed, progress = our_scan(big, db, expect_added=0, expect_unchanged=n)
+        rescan_times.append(elapsed)
+        print(f"  ours run {i + 1}:      no-change rescan    {elapsed:7.3f}s  "
+              f"(unchanged {progress.unchanged}, to read {progress.to_read}; {phases(progress)})", flush=True)
+    walk_best, rescan_best = min(walk_times), min(rescan_times)
+    table.check(rescan_best < TARGET_RESCAN_SECONDS, f"no-change rescan, {n} files (s)", f"{walk_best:.3f}",
+                f"{rescan_best:.3f}", f"{rescan_best / walk_best:.2f}", f"< {TARGET_RESCAN_SECONDS:g} s")
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace, tmp: Path) -> int:
+    """The benchmark proper, in the temp folder `tmp`: 0 when every target passes, 1 when one fails
+    (BenchError when it cannot run)."""
+    t_start = time.monotonic()
+    cores = os.cpu_count()
+    print(f"scan_bench: {cores} cores (Scanner(workers=0) uses one worker process per core; "
+          f"the reference is one process). Temp folder {tmp}", flush=True)
+    table = Summary()
+    full_scan(args, tmp, table)
+    if not args.skip_rescan:
+        rescan(args, tmp, table)
+    return table.finish(f"\nSUMMARY (best of {args.repeat}; reference = 1-process mutagen loop / bare "
+                        f"os.walk+stat; {cores} cores; total {time.monotonic() - t_start:.0f}s)",
+                        "  (full scan: ours/ref is the files/s ratio; rescan: ours/ref is the time ratio)")
 
 
 def main() -> int:
