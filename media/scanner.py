@@ -83,46 +83,53 @@ def walk(root: Path, progress: ScanProgress) -> tuple[dict[str, tuple[int, int]]
     stack = [(str(root), "")]
     while stack:
         folder, rel = stack.pop()
-        try:
-            st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in seen_dirs:
-                continue
-            seen_dirs.add((st.st_dev, st.st_ino))
-            entries = list(os.scandir(folder))
-        except OSError as exc:
-            progress.problem(rel or ".", f"folder cannot be read: {exc.strerror or exc}")
-            continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):  # hidden files, and .part files of uploads in progress
-                continue
-            relpath = f"{rel}/{name}" if rel else name
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                progress.problem(relpath.encode("utf-8", "replace").decode(), "file name is not valid UTF-8")
+        for entry in _scandir_once(folder, rel, seen_dirs, progress):
+            relpath = _usable_relpath(entry.name, rel, progress)
+            if relpath is None:
                 continue
             try:
                 if entry.is_symlink() and not _inside(os.path.realpath(entry.path), real_root):
                     progress.problem(relpath, "symlink points outside the library")
-                    continue
-                if entry.is_dir():
+                elif entry.is_dir():
                     stack.append((entry.path, relpath))
-                    continue
-                rank = cover_rank(name)
-                if rank is not None:
-                    key = rel or "."
-                    if key not in covers or rank < covers[key][0]:
-                        covers[key] = (rank, relpath)
-                    continue
-                if container_for(name) is None:
-                    continue
-                st = entry.stat()
+                elif (rank := cover_rank(entry.name)) is not None:
+                    best = covers.get(rel or ".")
+                    if best is None or rank < best[0]:
+                        covers[rel or "."] = (rank, relpath)
+                elif container_for(entry.name) is not None:
+                    st = entry.stat()
+                    files[relpath] = (st.st_size, st.st_mtime_ns)
             except OSError as exc:
                 progress.problem(relpath, f"cannot be read: {exc.strerror or exc}")
-                continue
-            files[relpath] = (st.st_size, st.st_mtime_ns)
     return files, {folder: path for folder, (_, path) in covers.items()}
+
+
+def _scandir_once(folder: str, rel: str, seen_dirs: set[tuple[int, int]],
+                  progress: ScanProgress) -> list[os.DirEntry[str]]:
+    """The entries of a folder not visited yet (a symlink may lead back to one); none, and a
+    problem noted, when it cannot be read."""
+    try:
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            return []
+        seen_dirs.add((st.st_dev, st.st_ino))
+        return list(os.scandir(folder))
+    except OSError as exc:
+        progress.problem(rel or ".", f"folder cannot be read: {exc.strerror or exc}")
+        return []
+
+
+def _usable_relpath(name: str, rel: str, progress: ScanProgress) -> str | None:
+    """An entry's path relative to the library, or None for one to pass over."""
+    if name.startswith("."):  # hidden files, and .part files of uploads in progress
+        return None
+    relpath = f"{rel}/{name}" if rel else name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # the catalog and every URL hold UTF-8 text
+        progress.problem(relpath.encode("utf-8", "replace").decode(), "file name is not valid UTF-8")
+        return None
+    return relpath
 
 
 def _inside(path: str, root: str) -> bool:
@@ -199,43 +206,8 @@ class Scanner:
         known = await self.catalog.file_index()
         # A first scan reads every file: start the workers now, so they boot during the walk.
         pool = self._start_pool() if not known and self.workers > 1 else None
-        found, folder_images = await asyncio.to_thread(walk, self.library, progress)
-        progress.files = len(found)
-        changed = [(p, *st) for p, st in found.items() if known.get(p) != st]
-        removed = [p for p in known if p not in found]
-        progress.unchanged = len(found) - len(changed)
-        progress.to_read = len(changed)
-        progress.state = "reading"
-        log.info("scan of %s: %d audio files, %d new or changed, %d gone (walk %.2fs)",
-                 self.library, len(found), len(changed), len(removed), time.perf_counter() - started)
-        self._notify()
-
-        pending: list[dict[str, Any]] = []
-        last_save = last_regroup = last_log = time.monotonic()
-        async for results in self._read(changed, stop, pool):
-            for relpath, record, reason in results:
-                progress.read += 1
-                if record is None:
-                    progress.problem(relpath, reason or "unreadable")
-                    continue
-                pending.append(record)
-                if relpath in known:
-                    progress.updated += 1
-                else:
-                    progress.added += 1
-            now = time.monotonic()
-            if now - last_log >= LOG_EVERY:
-                log.info("scan of %s: %d of %d files read (%d%%), %d skipped", self.library,
-                         progress.read, progress.to_read, 100 * progress.read // progress.to_read,
-                         progress.skipped)
-                last_log = now
-            if now - last_save >= SAVE_EVERY:
-                await self.catalog.save_scan(pending, [])
-                pending, last_save = [], now
-                if now - last_regroup >= REGROUP_EVERY:
-                    await self.catalog.finish_scan(folder_images)
-                    last_regroup = now
-            self._notify()
+        changed, removed, folder_images = await self._walk(known, progress, started)
+        pending = await self._read_changed(changed, known, folder_images, progress, stop, pool)
         if stop.is_set():
             progress.state = "stopped"
             if pending:
@@ -257,6 +229,46 @@ class Scanner:
                  "%d unchanged, %d skipped", self.library, time.perf_counter() - started,
                  progress.files, progress.added, progress.updated, progress.removed,
                  progress.unchanged, progress.skipped)
+
+    async def _walk(self, known: dict[str, tuple[int, int]], progress: ScanProgress,
+                    started: float) -> tuple[list[tuple[str, int, int]], list[str], dict[str, str]]:
+        """Walk the library and set it against the catalog: the files new or changed (with their
+        size and mtime), the files gone, and each folder's cover image."""
+        found, folder_images = await asyncio.to_thread(walk, self.library, progress)
+        progress.files = len(found)
+        changed = [(p, *st) for p, st in found.items() if known.get(p) != st]
+        removed = [p for p in known if p not in found]
+        progress.unchanged = len(found) - len(changed)
+        progress.to_read = len(changed)
+        progress.state = "reading"
+        log.info("scan of %s: %d audio files, %d new or changed, %d gone (walk %.2fs)",
+                 self.library, len(found), len(changed), len(removed), time.perf_counter() - started)
+        self._notify()
+        return changed, removed, folder_images
+
+    async def _read_changed(self, changed: list[tuple[str, int, int]], known: dict[str, tuple[int, int]],
+                            folder_images: dict[str, str], progress: ScanProgress, stop: asyncio.Event,
+                            pool: concurrent.futures.ProcessPoolExecutor | None) -> list[dict[str, Any]]:
+        """Read the changed files, saving (and now and then regrouping) as results come in, so the
+        catalog fills during a long scan. Returns the records not saved yet."""
+        pending: list[dict[str, Any]] = []
+        last_save = last_regroup = last_log = time.monotonic()
+        async for results in self._read(changed, stop, pool):
+            pending.extend(_tally(results, known, progress))
+            now = time.monotonic()
+            if now - last_log >= LOG_EVERY:
+                log.info("scan of %s: %d of %d files read (%d%%), %d skipped", self.library,
+                         progress.read, progress.to_read, 100 * progress.read // progress.to_read,
+                         progress.skipped)
+                last_log = now
+            if now - last_save >= SAVE_EVERY:
+                await self.catalog.save_scan(pending, [])
+                pending, last_save = [], now
+                if now - last_regroup >= REGROUP_EVERY:
+                    await self.catalog.finish_scan(folder_images)
+                    last_regroup = now
+            self._notify()
+        return pending
 
     def _start_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context(),
@@ -296,3 +308,20 @@ class Scanner:
     def _notify(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.progress)
+
+
+def _tally(results: list[tuple[str, dict[str, Any] | None, str | None]], known: dict[str, tuple[int, int]],
+           progress: ScanProgress) -> list[dict[str, Any]]:
+    """Count one chunk of read results into progress; return the records read."""
+    records = []
+    for relpath, record, reason in results:
+        progress.read += 1
+        if record is None:
+            progress.problem(relpath, reason or "unreadable")
+            continue
+        records.append(record)
+        if relpath in known:
+            progress.updated += 1
+        else:
+            progress.added += 1
+    return records
