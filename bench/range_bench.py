@@ -37,17 +37,17 @@ import os
 import re
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, free_port, overall, parse_wrk, print_table, ratio, run_bench, start_server, verdict,
-    wait_port, wait_scan,
+    BenchError, Proc, Summary, alternating_rounds, ensure_alive, fastest, free_port, paired_median, ratio,
+    run_bench, run_wrk, start_server, wait_port, wait_scan,
 )
 
 BLOCK = 65536
@@ -222,25 +222,16 @@ def verify(name: str, url: str, data: bytes) -> None:
 
 # --- wrk --------------------------------------------------------------------------------------
 
-def run_wrk(wrk: str, url: str, *, threads: int, connections: int, duration: int, timeout: str,
-            script: Path | None, server_pids: list[int], label: str, verbose: bool) -> dict:
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", timeout, "--latency"]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    cmd.append(url)
-    cpu0, t0 = cpu_seconds(server_pids), time.monotonic()
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from exc
-    wall, cpu = time.monotonic() - t0, cpu_seconds(server_pids) - cpu0
-    if done.returncode != 0 or "Requests/sec" not in done.stdout:
-        raise BenchError(f"wrk failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
-    result = parse_wrk(done.stdout)
+def wrk_with_cpu(wrk: str, url: str, args: argparse.Namespace, *, connections: int, script: Path | None,
+                 server_pids: list[int], label: str) -> dict:
+    """common.run_wrk, with the CPU the server's processes used meanwhile: cores, and per request."""
+    cpu0 = cpu_seconds(server_pids)
+    result, wall = run_wrk(wrk, url, threads=args.threads, connections=connections, duration=args.duration,
+                           timeout=args.timeout, script=script, label=label, verbose=args.verbose,
+                           limit=args.duration + 60)
+    cpu = cpu_seconds(server_pids) - cpu0
     result["server_cpu"] = cpu / wall if wall else float("nan")  # cores used by the server
     result["cpu_per_req_us"] = cpu / result["requests"] * 1e6 if result["requests"] else float("nan")
-    if verbose:
-        print(f"--- wrk {label}: {' '.join(cmd)}\n{done.stdout.rstrip()}\n", flush=True)
     return result
 
 
@@ -292,13 +283,150 @@ def line(label: str, r: dict) -> str:
 
 def best(runs: list[dict]) -> dict:
     """The fastest round (noise on a shared machine only slows a run down); errors of all rounds."""
-    top = dict(max(runs, key=lambda r: r["rps"] if r["rps"] == r["rps"] else -1.0))
+    top = dict(fastest(runs))
     for k in ("connect", "read", "write", "timeout", "non2xx", "errors"):
         top[k] = sum(r[k] for r in runs)
     return top
 
 
-# --- main -------------------------------------------------------------------------------------
+# --- the run's steps ----------------------------------------------------------------------------
+
+@dataclass
+class Servers:
+    """The two servers under test, each with the URL of the test file."""
+    ngx: Proc
+    ngx_workers: list[int]
+    nginx_url: str
+    ours: Proc
+    base: str
+    our_url: str
+
+
+def make_test_file(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path, bytes]:
+    """The library folder with the test mp3 in it: (folder, file, its bytes)."""
+    library = tmp / "library"
+    library.mkdir()
+    track = library / "track.mp3"
+    make_mp3(track, args.mp3_seconds)
+    data = track.read_bytes()
+    size = len(data)
+    if size < BLOCK * 2:
+        raise BenchError(f"the test file is too small ({size} bytes)")
+    print(f"test file: {track.name}, {size} bytes ({size / 1e6:.2f} MB, {args.mp3_seconds} s mp3 at 256 kbps)")
+    return library, track, data
+
+
+def start_nginx(tmp: Path, library: Path, nginx: str, procs: list[Proc]) -> tuple[Proc, list[int], int]:
+    """nginx over the library, put in `procs`: (its master, its workers, its port) once it listens."""
+    port = free_port()
+    conf = nginx_conf(tmp, library, port, nginx)
+    ngx = Proc("nginx", [nginx, "-p", str(tmp / "nginx"), "-c", str(conf), "-e",
+                         str(tmp / "nginx" / "logs" / "error.log")], tmp / "nginx.out")
+    procs.append(ngx)
+    wait_port(port, ngx, 15)
+    time.sleep(0.2)  # the master forks its worker after it listens
+    return ngx, children(ngx.pid), port
+
+
+def start_servers(tmp: Path, library: Path, track: Path, nginx: str, procs: list[Proc]) -> Servers:
+    """nginx, then ours once its scan has found the test file."""
+    ngx, ngx_workers, nginx_port = start_nginx(tmp, library, nginx, procs)
+    nginx_url = f"http://127.0.0.1:{nginx_port}/{track.name}"
+    ours, base = start_server(library, tmp / "data", tmp / "ours.out", procs)
+    track_id = wait_scan(base, ours)[0]["id"]
+    our_url = f"{base}/stream/{track_id}"
+    print(f"nginx: {nginx_url}  (master {ngx.pid}, worker {','.join(map(str, ngx_workers))})")
+    print(f"ours:  {our_url}  (pid {ours.pid})")
+    return Servers(ngx, ngx_workers, nginx_url, ours, base, our_url)
+
+
+def plan_tests(args: argparse.Namespace, lua: Path, size: int) -> list[tuple[str, str, int, Path | None]]:
+    """The tests --only asks for: (key, title, connections, Lua script or None for whole GETs)."""
+    plan = [
+        ("range", f"random 64 KiB ranges, {args.connections} connections", args.connections, lua),
+        ("whole", f"whole-file GETs ({human_bytes(size)}), {args.connections} connections", args.connections, None),
+        ("held", f"{args.held} connections held, random 64 KiB ranges", args.held, lua),
+    ]
+    wanted = {t.strip() for t in args.only.split(",") if t.strip()}
+    if not wanted or wanted - {"range", "whole", "held"}:
+        raise BenchError(f"--only takes range, whole and/or held, not {args.only!r}")
+    return [step for step in plan if step[0] in wanted]
+
+
+def measure_test(args: argparse.Namespace, wrk: str, s: Servers, procs: list[Proc],
+                 key: str, title: str, conns: int, script: Path | None) -> dict[str, list[dict]]:
+    """One test's alternating rounds, nginx then ours: the runs of each."""
+    print(f"[{key}] {title}: {args.rounds} rounds of {args.duration}s, nginx and ours alternating; "
+          f"wrk -t{args.threads} --timeout {args.timeout}", flush=True)
+    targets = {"nginx": (s.nginx_url, [s.ngx.pid, *s.ngx_workers]), "ours": (s.our_url, [s.ours.pid])}
+
+    def measure(who: str, round_no: int) -> dict:
+        for p in procs:
+            ensure_alive(p)
+        url, pids = targets[who]
+        r = wrk_with_cpu(wrk, url, args, connections=conns, script=script, server_pids=pids,
+                         label=f"{key} {who} round {round_no + 1}")
+        print(line(f"{who} {round_no + 1}", r), flush=True)
+        return r
+
+    # a pause after each run lets the other server's connections close
+    return alternating_rounds(args.rounds, ("nginx", "ours"), measure, pause=1)
+
+
+def run_tests(args: argparse.Namespace, wrk: str, s: Servers, procs: list[Proc],
+              plan: list) -> tuple[dict[tuple[str, str], dict], dict[str, float]]:
+    """Every planned test: the best round of each server, and the median of the paired ratios."""
+    results: dict[tuple[str, str], dict] = {}
+    paired: dict[str, float] = {}
+    for key, title, conns, script in plan:
+        runs = measure_test(args, wrk, s, procs, key, title, conns, script)
+        for who, rs in runs.items():
+            results[(key, who)] = best(rs)
+        paired[key] = paired_median(runs["nginx"], runs["ours"], "bps" if key == "whole" else "rps")
+        print(flush=True)
+    return results, paired
+
+
+def report_resources(s: Servers) -> tuple[dict[str, float | None], int, int]:
+    """Peak RSS of each server, our 5xx answers and ERROR log lines, printed and returned."""
+    ensure_alive(s.ours, " during the run")
+    rss = {"ours": proc_status(s.ours.pid, "VmHWM"),
+           "nginx worker": max((proc_status(p, "VmHWM") or 0) for p in s.ngx_workers) if s.ngx_workers else None,
+           "nginx master": proc_status(s.ngx.pid, "VmHWM")}
+    our_5xx, log_errors = server_errors(s.base, s.ours)
+    print(f"peak RSS (VmHWM): ours {human_bytes(rss['ours'] or float('nan'))}; nginx worker "
+          f"{human_bytes(rss['nginx worker'] or float('nan'))}, master "
+          f"{human_bytes(rss['nginx master'] or float('nan'))}\n")
+    return rss, our_5xx, log_errors
+
+
+def test_rows(table: Summary, args: argparse.Namespace, results: dict, paired: dict[str, float]) -> None:
+    """The summary's rows of each test that ran: its target, then its figures for information."""
+    if ("range", "ours") in results:
+        n, o = results[("range", "nginx")], results[("range", "ours")]
+        rr = ratio(o["rps"], n["rps"])
+        table.check(rr >= TARGET_RANGE_RATIO and o["errors"] == 0 and o["non2xx"] == 0,
+                    f"range 64KiB req/s (c={args.connections})", f"{n['rps']:.0f}", f"{o['rps']:.0f}",
+                    f"{rr:.3f}", f">= {TARGET_RANGE_RATIO}")
+        table.info("  median of paired rounds", "", "", f"{paired['range']:.3f}")
+        table.info("server CPU per range request", f"{n['cpu_per_req_us']:.0f} us", f"{o['cpu_per_req_us']:.0f} us",
+                   f"{ratio(o['cpu_per_req_us'], n['cpu_per_req_us']):.1f}")
+    if ("whole", "ours") in results:
+        n, o = results[("whole", "nginx")], results[("whole", "ours")]
+        wr = ratio(o["bps"], n["bps"])
+        table.check(wr >= TARGET_WHOLE_RATIO and o["errors"] == 0 and o["non2xx"] == 0,
+                    f"whole-file bytes/s (c={args.connections})", f"{human_bytes(n['bps'])}/s",
+                    f"{human_bytes(o['bps'])}/s", f"{wr:.3f}", f">= {TARGET_WHOLE_RATIO}")
+        table.info("  median of paired rounds", "", "", f"{paired['whole']:.3f}")
+    if ("held", "ours") in results:
+        n, o = results[("held", "nginx")], results[("held", "ours")]
+        table.check(o["errors"] == 0 and o["requests"] > 0, f"{args.held} conns: socket errors", str(n["errors"]),
+                    str(o["errors"]), "", "0 (ours)")
+        table.check(o["non2xx"] == 0, f"{args.held} conns: non-2xx", str(n["non2xx"]), str(o["non2xx"]), "",
+                    "0 (ours)")
+        table.info(f"{args.held} conns: req/s, p99", f"{n['rps']:.0f}, {n['p99']}", f"{o['rps']:.0f}, {o['p99']}",
+                   f"{ratio(o['rps'], n['rps']):.3f}")
+
 
 def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     """The benchmark proper, in the temp folder `tmp`, each process it starts put in `procs`:
@@ -310,131 +438,24 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     print(f"range_bench: nginx {nginx}, wrk {wrk}, {cores} cores. Note: wrk ({args.threads} threads), "
           f"nginx (1 worker) and our server (1 process) share these {cores} cores; nginx and ours "
           f"are loaded in turn, never at the same time.", flush=True)
-
-    library = tmp / "library"
-    library.mkdir()
-    track = library / "track.mp3"
-    make_mp3(track, args.mp3_seconds)
-    data = track.read_bytes()
-    size = len(data)
-    if size < BLOCK * 2:
-        raise BenchError(f"the test file is too small ({size} bytes)")
-    print(f"test file: {track.name}, {size} bytes ({size / 1e6:.2f} MB, {args.mp3_seconds} s mp3 at 256 kbps)")
-
+    library, track, data = make_test_file(args, tmp)
     lua = tmp / "ranges.lua"
-    lua.write_text(RANGE_LUA.format(size=size, block=BLOCK, align=ALIGN))
-
-    # nginx
-    nginx_port = free_port()
-    conf = nginx_conf(tmp, library, nginx_port, nginx)
-    ngx = Proc("nginx", [nginx, "-p", str(tmp / "nginx"), "-c", str(conf), "-e",
-                         str(tmp / "nginx" / "logs" / "error.log")], tmp / "nginx.out")
-    procs.append(ngx)
-    wait_port(nginx_port, ngx, 15)
-    time.sleep(0.2)
-    ngx_workers = children(ngx.pid)
-    ngx_pids = [ngx.pid, *ngx_workers]
-    nginx_url = f"http://127.0.0.1:{nginx_port}/{track.name}"
-
-    # ours
-    ours, base = start_server(library, tmp / "data", tmp / "ours.out", procs)
-    track_id = wait_scan(base, ours)[0]["id"]
-    our_url = f"{base}/stream/{track_id}"
-    print(f"nginx: {nginx_url}  (master {ngx.pid}, worker {','.join(map(str, ngx_workers))})")
-    print(f"ours:  {our_url}  (pid {ours.pid})")
-
-    verify("nginx", nginx_url, data)
-    verify("ours", our_url, data)
+    lua.write_text(RANGE_LUA.format(size=len(data), block=BLOCK, align=ALIGN))
+    s = start_servers(tmp, library, track, nginx, procs)
+    verify("nginx", s.nginx_url, data)
+    verify("ours", s.our_url, data)
     print("correctness: a 64 KiB range from each is a 206 equal to the file's bytes; "
           "whole-file GETs equal the file: OK\n", flush=True)
-
-    kw = dict(threads=args.threads, duration=args.duration, timeout=args.timeout, verbose=args.verbose)
-    results: dict[tuple[str, str], dict] = {}
-    paired: dict[str, float] = {}
-    plan = [
-        ("range", f"random 64 KiB ranges, {args.connections} connections", args.connections, lua),
-        ("whole", f"whole-file GETs ({human_bytes(size)}), {args.connections} connections", args.connections, None),
-        ("held", f"{args.held} connections held, random 64 KiB ranges", args.held, lua),
-    ]
-    wanted = {t.strip() for t in args.only.split(",") if t.strip()}
-    if not wanted or wanted - {"range", "whole", "held"}:
-        raise BenchError(f"--only takes range, whole and/or held, not {args.only!r}")
-    plan = [step for step in plan if step[0] in wanted]
-    for key, title, conns, script in plan:
-        print(f"[{key}] {title}: {args.rounds} rounds of {args.duration}s, nginx and ours alternating; "
-              f"wrk -t{args.threads} --timeout {args.timeout}", flush=True)
-        runs: dict[str, list[dict]] = {"nginx": [], "ours": []}
-        for round_no in range(args.rounds):
-            for who, url, pids in (("nginx", nginx_url, ngx_pids), ("ours", our_url, [ours.pid])):
-                for p in procs:
-                    if not p.alive():
-                        raise BenchError(f"{p.name} died:\n{p.log_tail()}")
-                r = run_wrk(wrk, url, connections=conns, script=script, server_pids=pids,
-                            label=f"{key} {who} round {round_no + 1}", **kw)
-                runs[who].append(r)
-                print(line(f"{who} {round_no + 1}", r), flush=True)
-                time.sleep(1)  # let the other server's connections close
-        for who, rs in runs.items():
-            results[(key, who)] = best(rs)
-        # Rounds run in pairs (nginx, then ours a few seconds later): the median of the
-        # paired ratios is steadier on a shared machine than the ratio of the best rounds.
-        field = "bps" if key == "whole" else "rps"
-        paired[key] = statistics.median(ratio(o[field], n[field])
-                                        for n, o in zip(runs["nginx"], runs["ours"]))
-        print(flush=True)
-
-    if not ours.alive():
-        raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
-    rss_ours = proc_status(ours.pid, "VmHWM")
-    rss_ngx_worker = max((proc_status(p, "VmHWM") or 0) for p in ngx_workers) if ngx_workers else None
-    rss_ngx_master = proc_status(ngx.pid, "VmHWM")
-    our_5xx, log_errors = server_errors(base, ours)
-    print(f"peak RSS (VmHWM): ours {human_bytes(rss_ours or float('nan'))}; nginx worker "
-          f"{human_bytes(rss_ngx_worker or float('nan'))}, master {human_bytes(rss_ngx_master or float('nan'))}\n")
-
-    rows = [("metric", "nginx", "ours", "ours/nginx", "target", "result")]
-    checks = []
-    if ("range", "ours") in results:
-        n, o = results[("range", "nginx")], results[("range", "ours")]
-        rr = ratio(o["rps"], n["rps"])
-        checks.append(rr >= TARGET_RANGE_RATIO and o["errors"] == 0 and o["non2xx"] == 0)
-        rows += [
-            (f"range 64KiB req/s (c={args.connections})", f"{n['rps']:.0f}", f"{o['rps']:.0f}",
-             f"{rr:.3f}", f">= {TARGET_RANGE_RATIO}", verdict(checks[-1])),
-            ("  median of paired rounds", "", "", f"{paired['range']:.3f}", "info", ""),
-            ("server CPU per range request", f"{n['cpu_per_req_us']:.0f} us",
-             f"{o['cpu_per_req_us']:.0f} us", f"{ratio(o['cpu_per_req_us'], n['cpu_per_req_us']):.1f}",
-             "info", ""),
-        ]
-    if ("whole", "ours") in results:
-        n, o = results[("whole", "nginx")], results[("whole", "ours")]
-        wr = ratio(o["bps"], n["bps"])
-        checks.append(wr >= TARGET_WHOLE_RATIO and o["errors"] == 0 and o["non2xx"] == 0)
-        rows.append((f"whole-file bytes/s (c={args.connections})", f"{human_bytes(n['bps'])}/s",
-                     f"{human_bytes(o['bps'])}/s", f"{wr:.3f}", f">= {TARGET_WHOLE_RATIO}",
-                     verdict(checks[-1])))
-        rows.append(("  median of paired rounds", "", "", f"{paired['whole']:.3f}", "info", ""))
-    if ("held", "ours") in results:
-        n, o = results[("held", "nginx")], results[("held", "ours")]
-        checks += [o["errors"] == 0 and o["requests"] > 0, o["non2xx"] == 0]
-        rows += [
-            (f"{args.held} conns: socket errors", str(n["errors"]), str(o["errors"]), "", "0 (ours)",
-             verdict(checks[-2])),
-            (f"{args.held} conns: non-2xx", str(n["non2xx"]), str(o["non2xx"]), "", "0 (ours)",
-             verdict(checks[-1])),
-            (f"{args.held} conns: req/s, p99", f"{n['rps']:.0f}, {n['p99']}", f"{o['rps']:.0f}, {o['p99']}",
-             f"{ratio(o['rps'], n['rps']):.3f}", "info", ""),
-        ]
-    rows += [
-        ("our 5xx answers / ERROR log lines", "", f"{our_5xx} / {log_errors}", "", "info", ""),
-        ("peak RSS (VmHWM)", f"{human_bytes(rss_ngx_worker or float('nan'))} (worker)",
-         human_bytes(rss_ours or float("nan")), "", "info", ""),
-    ]
-    print(f"SUMMARY (file {size} bytes; wrk -t{args.threads} -d{args.duration}s, best of {args.rounds} "
-          f"alternating rounds; wrk, nginx and ours "
-          f"share {cores} cores; total {time.monotonic() - t_start:.0f}s)")
-    print_table(rows)
-    return overall(checks)
+    results, paired = run_tests(args, wrk, s, procs, plan_tests(args, lua, len(data)))
+    rss, our_5xx, log_errors = report_resources(s)
+    table = Summary(("metric", "nginx", "ours", "ours/nginx", "target", "result"))
+    test_rows(table, args, results, paired)
+    table.info("our 5xx answers / ERROR log lines", "", f"{our_5xx} / {log_errors}")
+    table.info("peak RSS (VmHWM)", f"{human_bytes(rss['nginx worker'] or float('nan'))} (worker)",
+               human_bytes(rss["ours"] or float("nan")))
+    return table.finish(f"SUMMARY (file {len(data)} bytes; wrk -t{args.threads} -d{args.duration}s, best of "
+                        f"{args.rounds} alternating rounds; wrk, nginx and ours "
+                        f"share {cores} cores; total {time.monotonic() - t_start:.0f}s)")
 
 
 def main() -> int:
