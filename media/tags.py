@@ -92,28 +92,7 @@ def read_track(path: str | Path, size: int | None = None) -> dict[str, Any]:
 
     Paths are plain strings on the scan's hot path: pathlib costs a few percent of a scan."""
     stem, extension = os.path.splitext(os.path.basename(path))
-    try:
-        if size is None:
-            size = os.path.getsize(path)
-        if size == 0:
-            raise UnreadableFile("empty file (0 bytes)")
-        kind = _BY_EXTENSION.get(extension.lower())
-        audio = None
-        if kind is not None:
-            try:
-                audio = kind(path)
-            except Exception:  # a misnamed file: let mutagen sniff what it really is
-                audio = None
-        if audio is None:
-            audio = mutagen.File(path)
-    except UnreadableFile:
-        raise
-    except OSError as exc:
-        raise UnreadableFile(f"cannot be read: {exc.strerror or exc}") from None
-    except Exception as exc:  # mutagen raises many kinds for damaged files; all mean "skip it"
-        raise UnreadableFile(f"damaged or not audio: {type(exc).__name__}: {exc}") from None
-    if audio is None or audio.info is None:
-        raise UnreadableFile("not a recognised audio format")
+    audio, size = _open_audio(path, extension, size)
     info = audio.info
     duration = float(getattr(info, "length", 0.0) or 0.0)
     if not duration > 0:
@@ -141,6 +120,37 @@ def read_track(path: str | Path, size: int | None = None) -> dict[str, Any]:
         "channels": int(getattr(info, "channels", 0) or 0) or None,
         "has_art": _has_art(audio),
     }
+
+
+def _open_audio(path: str | Path, extension: str, size: int | None) -> tuple[Any, int]:
+    """The file opened by mutagen, and its size. Raises UnreadableFile for a file that is empty,
+    cannot be read, is damaged or is not audio."""
+    try:
+        if size is None:
+            size = os.path.getsize(path)
+        if size == 0:
+            raise UnreadableFile("empty file (0 bytes)")
+        audio = _mutagen_open(path, extension)
+    except UnreadableFile:
+        raise
+    except OSError as exc:
+        raise UnreadableFile(f"cannot be read: {exc.strerror or exc}") from None
+    except Exception as exc:  # mutagen raises many kinds for damaged files; all mean "skip it"
+        raise UnreadableFile(f"damaged or not audio: {type(exc).__name__}: {exc}") from None
+    if audio is None or audio.info is None:
+        raise UnreadableFile("not a recognised audio format")
+    return audio, size
+
+
+def _mutagen_open(path: str | Path, extension: str) -> Any:
+    """The class the extension names opens the file; mutagen.File sniffs the rest (None: not audio)."""
+    kind = _BY_EXTENSION.get(extension.lower())
+    if kind is not None:
+        try:
+            return kind(path)
+        except Exception:  # a misnamed file: let mutagen sniff what it really is
+            pass
+    return mutagen.File(path)
 
 
 def read_embedded_art(path: Path, limit: int = MAX_ART_BYTES) -> tuple[bytes, str] | None:
