@@ -57,11 +57,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    REPO, BenchError, Proc, ffmpeg_exe, log_problems, overall, percentile, print_table, raise_interrupt, ratio,
-    run_bench, start_server, verdict, wait_scan,
+    REPO, BenchError, Proc, Summary, ensure_alive, ffmpeg_exe, load_average, log_problems, percentile,
+    raise_interrupt, ratio, require_modules, run_bench, start_server, wait_scan,
 )
 
 TARGET_BATCH_PLAYS = 5000.0  # plays/s, 100 per request
@@ -157,6 +158,35 @@ class Writes:
     def non2xx(self) -> int:
         return sum(n for s, n in self.statuses.items() if not 200 <= s < 300)
 
+    def note(self, plan: WritePlan, status: int, ids: list[str] | None, problem: str | None, latency: float,
+             done: float, sent: tuple[bytes, str | None]) -> None:
+        """One request's answer (`sent`: its body and key); its latency counts if it ended in the window."""
+        self.requests += 1
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if problem is not None:
+            self.failures.append(f"{plan.label}: {problem}")
+            return
+        self.accepted += len(ids)
+        self.ids.extend(ids)
+        self.last = (*sent, ids)
+        if plan.t_start <= done <= plan.t_end:
+            self.latencies.append(latency)
+            self.window_plays += len(ids)
+
+
+@dataclass
+class WritePlan:
+    """What the clients of one write phase send, and the timed window (wall time)."""
+    url: str
+    token: str
+    track_ids: list[str]
+    per_request: int
+    keys: bool
+    label: str
+    t_start: float
+    t_end: float
+    tag: str = field(default_factory=lambda: secrets.token_hex(4))  # keys unique from run to run
+
 
 def play_maker(track_ids: list[str], seed: int):
     rng = random.Random(seed)
@@ -191,55 +221,55 @@ async def post_plays(session, url: str, token: str, body: bytes, key: str | None
         return 0, None, f"{type(exc).__name__}: {exc}"
 
 
+async def write_client(no: int, session, plan: WritePlan, out: Writes) -> None:
+    """One client: a POST after the other until the window ends, each answer noted in `out`."""
+    make = play_maker(plan.track_ids, seed=no * 7919 + plan.per_request)
+    n = 0
+    while time.time() < plan.t_end:
+        plays = [make() for _ in range(plan.per_request)]
+        body = json.dumps(plays[0] if plan.per_request == 1 else {"plays": plays}).encode()
+        key = f"{plan.label}-{plan.tag}-{no}-{n}" if plan.keys else None
+        n += 1
+        t0 = time.perf_counter()
+        status, ids, problem = await post_plays(session, plan.url, plan.token, body, key, plan.per_request)
+        latency = time.perf_counter() - t0
+        done = time.time()
+        out.note(plan, status, ids, problem, latency, done, (body, key))
+
+
+async def cpu_in_window(plan: WritePlan, server_pid: int, out: Writes) -> None:
+    """Sleep through the warm-up and the window; the CPU the clients and the server used in it."""
+    await asyncio.sleep(max(0.0, plan.t_start - time.time()))
+    cpu0, srv0 = time.process_time(), cpu_seconds(server_pid)
+    await asyncio.sleep(max(0.0, plan.t_end - time.time()))
+    out.cpu_client, out.cpu_server = time.process_time() - cpu0, cpu_seconds(server_pid) - srv0
+
+
+async def clients_done(tasks: list[asyncio.Task]) -> None:
+    """Wait for the clients' last requests; a client's exception is raised here."""
+    _, pending = await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 10)
+    if pending:
+        raise BenchError(f"{len(pending)} write clients did not finish")
+    for t in tasks:
+        t.result()
+
+
 async def write_phase(base: str, token: str, track_ids: list[str], per_request: int, clients: int,
                       t_go: float, warmup: float, duration: float, keys: bool, label: str, server_pid: int) -> Writes:
     """--clients tasks posting plays from wall time t_go for warmup + duration seconds; what
     completes after the warm-up and before the end is timed."""
     import aiohttp
 
-    url = f"{base}/api/v1/plays"
+    plan = WritePlan(f"{base}/api/v1/plays", token, track_ids, per_request, keys, label,
+                     t_go + warmup, t_go + warmup + duration)
     out = Writes()
-    t_start, t_end = t_go + warmup, t_go + warmup + duration
-    run = secrets.token_hex(4)
-
-    async def client(no: int, session) -> None:
-        make = play_maker(track_ids, seed=no * 7919 + per_request)
-        n = 0
-        while time.time() < t_end:
-            plays = [make() for _ in range(per_request)]
-            body = json.dumps(plays[0] if per_request == 1 else {"plays": plays}).encode()
-            key = f"{label}-{run}-{no}-{n}" if keys else None
-            n += 1
-            t0 = time.perf_counter()
-            status, ids, problem = await post_plays(session, url, token, body, key, per_request)
-            latency = time.perf_counter() - t0
-            done = time.time()
-            out.requests += 1
-            out.statuses[status] = out.statuses.get(status, 0) + 1
-            if problem is not None:
-                out.failures.append(f"{label}: {problem}")
-                continue
-            out.accepted += len(ids)
-            out.ids.extend(ids)
-            out.last = (body, key, ids)
-            if t_start <= done <= t_end:
-                out.latencies.append(latency)
-                out.window_plays += len(ids)
-
     connector = aiohttp.TCPConnector(limit=clients + 4, limit_per_host=clients + 4)
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.sleep(max(0.0, t_go - time.time()))
-        tasks = [asyncio.create_task(client(i, session)) for i in range(clients)]
+        tasks = [asyncio.create_task(write_client(i, session, plan, out)) for i in range(clients)]
         try:
-            await asyncio.sleep(max(0.0, t_start - time.time()))
-            cpu0, srv0 = time.process_time(), cpu_seconds(server_pid)
-            await asyncio.sleep(max(0.0, t_end - time.time()))
-            out.cpu_client, out.cpu_server = time.process_time() - cpu0, cpu_seconds(server_pid) - srv0
-            _, pending = await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 10)
-            if pending:
-                raise BenchError(f"{len(pending)} write clients did not finish")
-            for t in tasks:
-                t.result()
+            await cpu_in_window(plan, server_pid, out)
+            await clients_done(tasks)
         finally:
             for t in tasks:
                 t.cancel()
@@ -274,47 +304,58 @@ async def stored_plays(base: str, token: str) -> int:
 
 # --- the readers (a child process) --------------------------------------------------------------
 
+def read_url(base: str, n: int) -> tuple[str, str]:
+    """The n-th read: the track list and a search in turn."""
+    if n % 2 == 0:
+        return "tracks", f"{base}/api/v1/tracks?limit=50"
+    return "search", f"{base}/api/v1/search?q={QUERIES[(n // 2) % len(QUERIES)].replace(' ', '+')}"
+
+
+async def read_once(session, kind: str, url: str, res: dict) -> tuple[int, float]:
+    """One GET: (status, latency); a failure or an answer with nothing in it noted in res."""
+    import aiohttp
+
+    t0 = time.perf_counter()
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as resp:
+            raw = await resp.read()
+            status = resp.status
+        latency = time.perf_counter() - t0
+        body = json.loads(raw) if status == 200 else None
+        if status == 200 and kind == "tracks" and not body.get("items"):
+            res["failures"].append(f"{url}: 200 with no items")
+        if status == 200 and kind == "search" and not (body.get("tracks") or body.get("artists")):
+            res["failures"].append(f"{url}: 200 and nothing found")
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        res["failures"].append(f"{url}: {type(exc).__name__}: {exc}")
+        return 0, float("inf")
+    if status != 200:
+        res["failures"].append(f"{url}: {status}: {raw[:200]!r}")
+    return status, latency
+
+
+async def reader(no: int, session, cfg: dict, res: dict) -> None:
+    """One reader: a GET after the other until cfg["end"]; latencies of those ending in the window."""
+    n = no
+    while time.time() < cfg["end"]:
+        kind, url = read_url(cfg["base"], n)
+        n += 1
+        status, latency = await read_once(session, kind, url, res)
+        res["statuses"][str(status)] = res["statuses"].get(str(status), 0) + 1
+        if cfg["start"] <= time.time() <= cfg["end"]:
+            res[kind].append(latency)
+
+
 async def read_loop(cfg: dict) -> dict:
     """--readers tasks alternating GET /api/v1/tracks?limit=50 and /api/v1/search?q=... from
     cfg["go"] to cfg["end"] (wall time); latencies of what completes in [start, end]."""
     import aiohttp
 
-    base, t_start, t_end = cfg["base"], cfg["start"], cfg["end"]
     res: dict = {"tracks": [], "search": [], "statuses": {}, "failures": [], "late": time.time() - cfg["start"]}
-
-    async def reader(no: int, session) -> None:
-        n = no
-        while time.time() < t_end:
-            kind = "tracks" if n % 2 == 0 else "search"
-            if kind == "tracks":
-                url = f"{base}/api/v1/tracks?limit=50"
-            else:
-                url = f"{base}/api/v1/search?q={QUERIES[(n // 2) % len(QUERIES)].replace(' ', '+')}"
-            n += 1
-            t0 = time.perf_counter()
-            try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-                latency = time.perf_counter() - t0
-                body = json.loads(raw) if status == 200 else None
-                if status == 200 and kind == "tracks" and not body.get("items"):
-                    res["failures"].append(f"{url}: 200 with no items")
-                if status == 200 and kind == "search" and not (body.get("tracks") or body.get("artists")):
-                    res["failures"].append(f"{url}: 200 and nothing found")
-            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                status, latency = 0, float("inf")
-                res["failures"].append(f"{url}: {type(exc).__name__}: {exc}")
-            res["statuses"][str(status)] = res["statuses"].get(str(status), 0) + 1
-            if status != 200 and status != 0:
-                res["failures"].append(f"{url}: {status}: {raw[:200]!r}")
-            if t_start <= time.time() <= t_end:
-                res[kind].append(latency)
-
     connector = aiohttp.TCPConnector(limit=cfg["readers"] + 2)
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.sleep(max(0.0, cfg["go"] - time.time()))
-        await asyncio.gather(*(reader(i, session) for i in range(cfg["readers"])))
+        await asyncio.gather(*(reader(i, session, cfg, res) for i in range(cfg["readers"])))
     return res
 
 
@@ -426,168 +467,236 @@ def read_lines(label: str, res: dict) -> None:
               f"p99 {ms(percentile(v, 99)):>8}  max {ms(max(v, default=float('nan'))):>8}  ({label})", flush=True)
 
 
-# --- main -------------------------------------------------------------------------------------
+# --- the run's steps ----------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """What the run's steps share: options, folders, processes, the server, the user, and what each
+    phase measured (by phase: "alone", "batch", "single")."""
+    args: argparse.Namespace
+    tmp: Path
+    procs: list[Proc]
+    ours: Proc
+    base: str
+    token: str
+    track_ids: list[str]
+    reads: dict[str, dict] = field(default_factory=dict)
+    writes: dict[str, Writes] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> bool:
+        return not self.args.no_keys
+
+    @property
+    def user_id(self) -> str:
+        return self.token.split(".")[0]
+
+
+def prepare(args: argparse.Namespace, tmp: Path, procs: list[Proc], ffmpeg: str) -> Run:
+    """[0] The library, the user and our server, its scan done (not timed)."""
+    t0 = time.monotonic()
+    made = make_library(ffmpeg, tmp / "library", args.tracks)
+    token = add_user(tmp / "data", "bench")
+    ours, base = start_server(tmp / "library", tmp / "data", tmp / "server.log", procs,
+                              ("--db-synchronous", args.synchronous))
+    items = wait_scan(base, ours, len(made))
+    print(f"library: {len(made)} one-second mp3 files, {len(ARTISTS)} artists; user 'bench' added; "
+          f"our server {base} (pid {ours.pid}), scan done; {time.monotonic() - t0:.1f}s (not timed)\n",
+          flush=True)
+    return Run(args, tmp, procs, ours, base, token, [t["id"] for t in items])
+
+
+def reads_alone(r: Run) -> None:
+    """[1] The readers with no writes: the reference for the reads."""
+    a = r.args
+    print(f"[1] reads alone: {a.readers} readers, GET /api/v1/tracks?limit=50 and /api/v1/search?q=... "
+          f"in turn, {a.read_alone:g} s", flush=True)
+    readers = Readers(r.tmp, "alone", r.procs)
+    go = time.time() + 0.1
+    readers.go({"base": r.base, "readers": a.readers, "go": go, "start": go + 0.3,
+                "end": go + 0.3 + a.read_alone})
+    r.reads["alone"] = readers.result(a.read_alone + REQUEST_TIMEOUT + 10)
+    read_lines("no writes", r.reads["alone"])
+    print(flush=True)
+
+
+def writes_with_reads(r: Run, no: int, phase: str, per_request: int) -> None:
+    """[2] or [3]: the write clients and the readers on the same schedule."""
+    a = r.args
+    what = f"{per_request} plays per request" if per_request > 1 else "one play per request"
+    print(f"[{no}] {phase}: {a.clients} clients POST /api/v1/plays, {what}, "
+          f"{'a new Idempotency-Key on every request' if r.keys else 'no Idempotency-Key'}; "
+          f"{a.readers} readers alongside; {a.warmup:g} s warm-up + {a.duration:g} s timed",
+          flush=True)
+    ensure_alive(r.ours)
+    readers = Readers(r.tmp, phase, r.procs)
+    go = time.time() + 0.1
+    readers.go({"base": r.base, "readers": a.readers, "go": go,
+                "start": go + a.warmup, "end": go + a.warmup + a.duration})
+    r.writes[phase] = asyncio.run(write_phase(r.base, r.token, r.track_ids, per_request, a.clients, go, a.warmup,
+                                              a.duration, r.keys, phase, r.ours.pid))
+    r.reads[phase] = readers.result(REQUEST_TIMEOUT + 10)
+    print_write_phase(r, phase)
+
+
+def print_write_phase(r: Run, phase: str) -> None:
+    """The writes' rate, latency and CPU, then the reads alongside."""
+    w = r.writes[phase]
+    rate = w.window_plays / w.duration
+    print(f"  writes: {rate:,.0f} plays/s ({len(w.latencies) / w.duration:,.0f} requests/s), "
+          f"latency p50 {ms(percentile(w.latencies, 50))}, p99 {ms(percentile(w.latencies, 99))}, "
+          f"max {ms(max(w.latencies, default=float('nan')))}; {w.requests} requests in all, "
+          f"{w.accepted} plays accepted, {w.non2xx} not 2xx", flush=True)
+    print(f"  CPU in the timed window: server {w.cpu_server / w.duration:.0%} of a core "
+          f"({1000 * w.cpu_server / max(1, w.window_plays):.2f} ms per play), write clients "
+          f"{w.cpu_client / w.duration:.0%}", flush=True)
+    read_lines(f"during {phase} writes", r.reads[phase])
+    for f in (w.failures if r.args.verbose else w.failures[:3]):
+        print(f"  write failure: {f[:300]}")
+    print(flush=True)
+
+
+def reference_phase(r: Run, phase: str, per_tx: int) -> float:
+    """The best of --ref-rounds INSERT runs, as many rows as the phase accepted, each into a new file."""
+    n = max(1000, r.writes[phase].accepted)
+    ref_rows = reference_rows(n, r.track_ids, r.user_id)
+    runs = []
+    for round_no in range(r.args.ref_rounds):
+        path = r.tmp / f"reference-{phase}-{round_no}.db"
+        runs.append(reference_insert(path, ref_rows, per_tx))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    print(f"  {per_tx:3d} {'rows' if per_tx > 1 else 'row '} per transaction, {n} rows: "
+          f"{' / '.join(f'{x:,.0f}' for x in runs)} rows/s (best kept)", flush=True)
+    return max(runs)
+
+
+def reference(r: Run) -> dict[str, float]:
+    """[4] The reference's rows/s, by phase."""
+    print("[4] reference: plain INSERTs through sqlite-utils (db.execute) into a fresh SQLite file "
+          "(WAL, synchronous=NORMAL; plays table and its 2 indexes only), as many rows as we accepted",
+          flush=True)
+    refs = {phase: reference_phase(r, phase, per_tx) for phase, per_tx in (("single", 1), ("batch", BATCH))}
+    print(flush=True)
+    return refs
+
+
+@dataclass
+class Consistency:
+    """[5]'s figures: what the server stored against what it accepted, and every error seen."""
+    sent: int
+    twice: int
+    stored_before: int
+    stored: int
+    replay_ok: bool
+    replay_note: str
+    fivexx: int
+    write_non2xx: int
+    read_bad: int
+    read_failures: list[str]
+    n_err: int
+    n_warn: int
+    sample: list[str]
+
+
+def stored_and_replayed(r: Run) -> tuple[int, int, bool, str]:
+    """Plays the server stores, then one request sent again with its key, then the plays stored."""
+    stored_before = asyncio.run(stored_plays(r.base, r.token))
+    replay_ok, replay_note = (False, "no request to replay")
+    last = r.writes["single"].last or r.writes["batch"].last
+    if r.keys and last is not None:
+        replay_ok, replay_note = asyncio.run(replay(r.base, r.token, last))
+    stored = asyncio.run(stored_plays(r.base, r.token))
+    return stored_before, stored, replay_ok, replay_note
+
+
+def consistency(r: Run) -> Consistency:
+    """[5] Every play accepted stored once, the replay, and every error counted; printed."""
+    all_ids = [i for w in r.writes.values() for i in w.ids]
+    stored_before, stored, replay_ok, replay_note = stored_and_replayed(r)
+    fivexx = asyncio.run(server_5xx(r.base))
+    ensure_alive(r.ours, " during the run")
+    n_err, n_warn, sample = log_problems(r.ours)
+    c = Consistency(sum(w.accepted for w in r.writes.values()), len(all_ids) - len(set(all_ids)), stored_before,
+                    stored, replay_ok, replay_note, fivexx, sum(w.non2xx for w in r.writes.values()),
+                    sum(n for res in r.reads.values() for s, n in res["statuses"].items() if s != "200"),
+                    [f for res in r.reads.values() for f in res["failures"]], n_err, n_warn, sample)
+    print(f"checks: {c.sent} plays accepted, {c.stored_before} stored by the server"
+          f"{f' ({c.stored} after the replay)' if r.keys else ''}; {c.twice} ids given twice; replay of one "
+          f"request with its key: {c.replay_note if r.keys else 'not done (--no-keys)'}; writes not 2xx: "
+          f"{c.write_non2xx}; reads not 200: {c.read_bad}; 5xx in /metrics: {c.fivexx}; server log: "
+          f"{c.n_err} ERROR, {c.n_warn} WARNING", flush=True)
+    for ln in c.sample:
+        print(f"  log: {ln[:200]}")
+    for f in c.read_failures[:5]:
+        print(f"  read failure: {f[:300]}")
+    return c
+
+
+def read_rows(table: Summary, r: Run, phase: str) -> None:
+    """Each endpoint's reads during a write phase against the same reads alone."""
+    for kind in ("tracks", "search"):
+        v, alone = r.reads[phase][kind], r.reads["alone"][kind]
+        p99, ref99 = percentile(v, 99), percentile(alone, 99)
+        name = "tracks?limit=50" if kind == "tracks" else "search?q="
+        table.check(p99 < TARGET_READ_P99, f"  {phase}: reads {name} p50 / p99 (n={len(v)})",
+                    f"{ms(percentile(alone, 50))} / {ms(ref99)} (alone)",
+                    f"{ms(percentile(v, 50))} / {ms(p99)}", f"{ratio(p99, ref99):.2f}",
+                    f"p99 < {TARGET_READ_P99 * 1000:.0f} ms")
+
+
+def phase_rows(table: Summary, r: Run, refs: dict[str, float]) -> None:
+    """Each write phase's plays/s against the reference, its latency, the reads alongside."""
+    for phase, per_request, target in (("batch", BATCH, TARGET_BATCH_PLAYS),
+                                       ("single", 1, TARGET_SINGLE_PLAYS)):
+        w = r.writes[phase]
+        rate = w.window_plays / w.duration
+        label = f"{per_request} plays/request" if per_request > 1 else "1 play/request"
+        table.check(rate >= target, f"{phase}: plays/s ({label}, c={r.args.clients})",
+                    f"{refs[phase]:,.0f} ({per_request} row{'s' if per_request > 1 else ''}/tx)",
+                    f"{rate:,.0f}", f"{ratio(rate, refs[phase]):.2f}", f">= {target:,.0f}")
+        table.info(f"  {phase}: request latency p50 / p99", "",
+                   f"{ms(percentile(w.latencies, 50))} / {ms(percentile(w.latencies, 99))}")
+        read_rows(table, r, phase)
+
+
+def consistency_rows(table: Summary, r: Run, c: Consistency) -> None:
+    """[5]'s two targets, and the server log for information."""
+    table.check(c.stored_before == c.sent and c.stored == c.sent and c.twice == 0 and (c.replay_ok or not r.keys),
+                "plays stored = accepted; ids twice; replay with key", "",
+                f"{c.stored_before} = {c.sent}; {c.twice}; "
+                f"{'same ids' if c.replay_ok else 'not same' if r.keys else '-'}", "", "equal; 0; same")
+    table.check(c.write_non2xx == 0 and c.read_bad == 0 and not c.read_failures and c.fivexx == 0,
+                "writes non-2xx / reads non-200 / 5xx (metrics)", "",
+                f"{c.write_non2xx} / {c.read_bad} / {c.fivexx}", "", "0")
+    table.info("server log ERROR / WARNING lines", "", f"{c.n_err} / {c.n_warn}")
+
 
 def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     """The benchmark proper, in the temp folder `tmp`, each process it starts put in `procs`:
     0 when every target passes, 1 when one fails (BenchError when it cannot run)."""
-    keys = not args.no_keys
     t_begin = time.monotonic()
-    try:
-        import aiohttp  # noqa: F401
-        import sqlite_utils  # noqa: F401
-    except ImportError as exc:
-        raise BenchError(f"{exc.name} is not importable: run this with the project's Python") from exc
+    require_modules("aiohttp", "sqlite_utils")
     ffmpeg = ffmpeg_exe()
     cores = os.cpu_count()
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    print(f"plays_bench: load average {' '.join(load)} at start; {cores} cores shared by our server "
+    load = load_average()
+    print(f"plays_bench: load average {load} at start; {cores} cores shared by our server "
           f"(one process), the write clients (this process) and the readers (a child process). "
           f"Temp folder {tmp}", flush=True)
-
-    # 0. library, user, server ---------------------------------------------------------------
-    t0 = time.monotonic()
-    made = make_library(ffmpeg, tmp / "library", args.tracks)
-    token = add_user(tmp / "data", "bench")
-    user_id = token.split(".")[0]
-    ours, base = start_server(tmp / "library", tmp / "data", tmp / "server.log", procs,
-                              ("--db-synchronous", args.synchronous))
-    items = wait_scan(base, ours, len(made))
-    track_ids = [t["id"] for t in items]
-    print(f"library: {len(made)} one-second mp3 files, {len(ARTISTS)} artists; user 'bench' added; "
-          f"our server {base} (pid {ours.pid}), scan done; {time.monotonic() - t0:.1f}s (not timed)\n",
-          flush=True)
-
-    rows = [("metric", "reference", "ours", "ours/ref", "target", "result")]
-    checks: list[bool] = []
-    reads: dict[str, dict] = {}
-    writes: dict[str, Writes] = {}
-
-    # 1. reads alone --------------------------------------------------------------------------
-    print(f"[1] reads alone: {args.readers} readers, GET /api/v1/tracks?limit=50 and /api/v1/search?q=... "
-          f"in turn, {args.read_alone:g} s", flush=True)
-    r = Readers(tmp, "alone", procs)
-    go = time.time() + 0.1
-    r.go({"base": base, "readers": args.readers, "go": go, "start": go + 0.3,
-          "end": go + 0.3 + args.read_alone})
-    reads["alone"] = r.result(args.read_alone + REQUEST_TIMEOUT + 10)
-    read_lines("no writes", reads["alone"])
-    print(flush=True)
-
-    # 2. and 3. writes with reads alongside ---------------------------------------------------
+    r = prepare(args, tmp, procs, ffmpeg)
+    reads_alone(r)
     for no, phase, per_request in ((2, "batch", BATCH), (3, "single", 1)):
-        what = f"{per_request} plays per request" if per_request > 1 else "one play per request"
-        print(f"[{no}] {phase}: {args.clients} clients POST /api/v1/plays, {what}, "
-              f"{'a new Idempotency-Key on every request' if keys else 'no Idempotency-Key'}; "
-              f"{args.readers} readers alongside; {args.warmup:g} s warm-up + {args.duration:g} s timed",
-              flush=True)
-        if not ours.alive():
-            raise BenchError(f"our server died:\n{ours.log_tail()}")
-        r = Readers(tmp, phase, procs)
-        go = time.time() + 0.1
-        r.go({"base": base, "readers": args.readers, "go": go,
-              "start": go + args.warmup, "end": go + args.warmup + args.duration})
-        w = asyncio.run(write_phase(base, token, track_ids, per_request, args.clients, go, args.warmup,
-                                    args.duration, keys, phase, ours.pid))
-        writes[phase] = w
-        reads[phase] = r.result(REQUEST_TIMEOUT + 10)
-        rate = w.window_plays / w.duration
-        print(f"  writes: {rate:,.0f} plays/s ({len(w.latencies) / w.duration:,.0f} requests/s), "
-              f"latency p50 {ms(percentile(w.latencies, 50))}, p99 {ms(percentile(w.latencies, 99))}, "
-              f"max {ms(max(w.latencies, default=float('nan')))}; {w.requests} requests in all, "
-              f"{w.accepted} plays accepted, {w.non2xx} not 2xx", flush=True)
-        print(f"  CPU in the timed window: server {w.cpu_server / w.duration:.0%} of a core "
-              f"({1000 * w.cpu_server / max(1, w.window_plays):.2f} ms per play), write clients "
-              f"{w.cpu_client / w.duration:.0%}", flush=True)
-        read_lines(f"during {phase} writes", reads[phase])
-        for f in (w.failures if args.verbose else w.failures[:3]):
-            print(f"  write failure: {f[:300]}")
-        print(flush=True)
-
-    # 4. reference ----------------------------------------------------------------------------
-    refs: dict[str, float] = {}
-    print("[4] reference: plain INSERTs through sqlite-utils (db.execute) into a fresh SQLite file "
-          "(WAL, synchronous=NORMAL; plays table and its 2 indexes only), as many rows as we accepted",
-          flush=True)
-    for phase, per_tx in (("single", 1), ("batch", BATCH)):
-        n = max(1000, writes[phase].accepted)
-        ref_rows = reference_rows(n, track_ids, user_id)
-        runs = []
-        for round_no in range(args.ref_rounds):
-            path = tmp / f"reference-{phase}-{round_no}.db"
-            runs.append(reference_insert(path, ref_rows, per_tx))
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-        refs[phase] = max(runs)
-        print(f"  {per_tx:3d} {'rows' if per_tx > 1 else 'row '} per transaction, {n} rows: "
-              f"{' / '.join(f'{x:,.0f}' for x in runs)} rows/s (best kept)", flush=True)
-    print(flush=True)
-
-    # 5. checks -------------------------------------------------------------------------------
-    sent = sum(w.accepted for w in writes.values())
-    all_ids = [i for w in writes.values() for i in w.ids]
-    twice = len(all_ids) - len(set(all_ids))
-    stored_before = asyncio.run(stored_plays(base, token))
-    replay_ok, replay_note = (False, "no request to replay")
-    last = writes["single"].last or writes["batch"].last
-    if keys and last is not None:
-        replay_ok, replay_note = asyncio.run(replay(base, token, last))
-    stored = asyncio.run(stored_plays(base, token))
-    fivexx = asyncio.run(server_5xx(base))
-    if not ours.alive():
-        raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
-    n_err, n_warn, sample = log_problems(ours)
-    write_non2xx = sum(w.non2xx for w in writes.values())
-    read_bad = sum(n for res in reads.values() for s, n in res["statuses"].items() if s != "200")
-    read_failures = [f for res in reads.values() for f in res["failures"]]
-    print(f"checks: {sent} plays accepted, {stored_before} stored by the server"
-          f"{f' ({stored} after the replay)' if keys else ''}; {twice} ids given twice; replay of one request "
-          f"with its key: {replay_note if keys else 'not done (--no-keys)'}; writes not 2xx: {write_non2xx}; "
-          f"reads not 200: {read_bad}; 5xx in /metrics: {fivexx}; server log: {n_err} ERROR, {n_warn} WARNING",
-          flush=True)
-    for ln in sample:
-        print(f"  log: {ln[:200]}")
-    for f in read_failures[:5]:
-        print(f"  read failure: {f[:300]}")
-
-    # summary rows ----------------------------------------------------------------------------
-    for phase, per_request, target in (("batch", BATCH, TARGET_BATCH_PLAYS),
-                                       ("single", 1, TARGET_SINGLE_PLAYS)):
-        w = writes[phase]
-        rate = w.window_plays / w.duration
-        label = f"{per_request} plays/request" if per_request > 1 else "1 play/request"
-        checks.append(rate >= target)
-        rows.append((f"{phase}: plays/s ({label}, c={args.clients})",
-                     f"{refs[phase]:,.0f} ({per_request} row{'s' if per_request > 1 else ''}/tx)",
-                     f"{rate:,.0f}", f"{ratio(rate, refs[phase]):.2f}", f">= {target:,.0f}", verdict(checks[-1])))
-        rows.append((f"  {phase}: request latency p50 / p99", "",
-                     f"{ms(percentile(w.latencies, 50))} / {ms(percentile(w.latencies, 99))}", "", "info", ""))
-        for kind in ("tracks", "search"):
-            v, alone = reads[phase][kind], reads["alone"][kind]
-            p99, ref99 = percentile(v, 99), percentile(alone, 99)
-            checks.append(p99 < TARGET_READ_P99)
-            name = "tracks?limit=50" if kind == "tracks" else "search?q="
-            rows.append((f"  {phase}: reads {name} p50 / p99 (n={len(v)})",
-                         f"{ms(percentile(alone, 50))} / {ms(ref99)} (alone)",
-                         f"{ms(percentile(v, 50))} / {ms(p99)}", f"{ratio(p99, ref99):.2f}",
-                         f"p99 < {TARGET_READ_P99 * 1000:.0f} ms", verdict(checks[-1])))
-    checks.append(stored_before == sent and stored == sent and twice == 0 and (replay_ok or not keys))
-    rows.append(("plays stored = accepted; ids twice; replay with key", "",
-                 f"{stored_before} = {sent}; {twice}; {'same ids' if replay_ok else 'not same' if keys else '-'}",
-                 "", "equal; 0; same", verdict(checks[-1])))
-    checks.append(write_non2xx == 0 and read_bad == 0 and not read_failures and fivexx == 0)
-    rows.append(("writes non-2xx / reads non-200 / 5xx (metrics)", "",
-                 f"{write_non2xx} / {read_bad} / {fivexx}", "", "0", verdict(checks[-1])))
-    rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
-
-    load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    print(f"load average at the end: {' '.join(load_end)} (at start: {' '.join(load)})")
-    print(f"\nSUMMARY (one server process, {len(track_ids)} tracks; {args.clients} write clients, "
-          f"{args.readers} readers; {'Idempotency-Key on every write' if keys else 'no Idempotency-Key'}; "
-          f"reference = sqlite-utils INSERT loop, plays table only; {cores} cores shared; "
-          f"total {time.monotonic() - t_begin:.0f}s)")
-    print_table(rows)
-    return overall(checks)
+        writes_with_reads(r, no, phase, per_request)
+    refs = reference(r)
+    c = consistency(r)
+    table = Summary()
+    phase_rows(table, r, refs)
+    consistency_rows(table, r, c)
+    print(f"load average at the end: {load_average()} (at start: {load})")
+    return table.finish(f"\nSUMMARY (one server process, {len(r.track_ids)} tracks; {args.clients} write clients, "
+                        f"{args.readers} readers; {'Idempotency-Key on every write' if r.keys else 'no Idempotency-Key'}; "
+                        f"reference = sqlite-utils INSERT loop, plays table only; {cores} cores shared; "
+                        f"total {time.monotonic() - t_begin:.0f}s)")
 
 
 def main() -> int:
