@@ -64,6 +64,33 @@ async def aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant, follo
     waiting for ffmpeg (see FfmpegPool). The consumer sets the pace: ffmpeg waits (blocked on
     its full pipe) while the consumer does not ask for more, and stopping early (closing the
     generator) kills it."""
+    arguments, skip = _run_arguments(source, variant, following)
+    done = 0
+    kept: list[bytes] = []
+    making = None if due is None else (lambda: due(following[min(done, len(following) - 1)].index))
+    async with (contextlib.aclosing(ffmpeg.stream(arguments, deadline=needed_by, due=making)) as chunks,
+                contextlib.aclosing(_adts_frames(chunks, source)) as frames):
+        async for frame in frames:
+            if skip:
+                skip -= 1
+                continue
+            kept.append(frame)
+            segment = following[done]
+            # The track's start keeps the priming frame every AAC stream has.
+            if len(kept) == segment.frames + (PRIMING_FRAMES if segment.index == 0 else 0):
+                yield _packed(variant, segment, kept)
+                done, kept = done + 1, []
+                if done == len(following):
+                    return
+    segment = following[done]
+    if not kept or segment is not following[-1]:  # only the track's last segment may come up short
+        raise SegmentError(f"ffmpeg ended early, in segment {segment.index} of {source}")
+    yield _packed(variant, segment, kept)
+
+
+def _run_arguments(source: Path, variant: Variant, following: Sequence[Segment]) -> tuple[list[str], int]:
+    """ffmpeg's arguments for one run of segments, and how many frames it encodes before the
+    run's own: the priming frame and the pre-roll, none at the track's start."""
     first = following[0]
     preroll = min(PREROLL_FRAMES, first.first_frame)
     start = (first.first_frame - preroll) * variant.frame_seconds
@@ -75,36 +102,23 @@ async def aac_segments(ffmpeg: FfmpegPool, source: Path, variant: Variant, follo
     arguments = [*_exact_start(source, start), "-t", f"{seconds:.6f}", "-vn", "-ac", "2",
                  "-ar", str(variant.sample_rate), "-c:a", "aac", "-b:a", f"{variant.bitrate}k",
                  "-f", "adts", "-flush_packets", "0", "-blocksize", "4096", "pipe:1"]
+    skip = 0 if first.index == 0 else PRIMING_FRAMES + preroll
+    return arguments, skip
 
-    skip = 0 if first.index == 0 else PRIMING_FRAMES + preroll  # frames that are not the run's own
-    done = 0
-    kept: list[bytes] = []
+
+async def _adts_frames(chunks: AsyncIterator[bytes], source: Path) -> AsyncIterator[bytes]:
+    """The ADTS frames of ffmpeg's output, each as soon as its chunk has come (a frame may
+    straddle two chunks: its start waits for the rest)."""
     buffer = b""
-    making = None if due is None else (lambda: due(following[min(done, len(following) - 1)].index))
-    async with contextlib.aclosing(ffmpeg.stream(arguments, deadline=needed_by, due=making)) as chunks:
-        async for chunk in chunks:
-            data = buffer + chunk
-            try:
-                frames, used = split_adts(data)
-            except ValueError as exc:
-                raise SegmentError(f"ffmpeg's output for {source} is not ADTS: {exc}") from None
-            buffer = data[used:]
-            for frame in frames:
-                if skip:
-                    skip -= 1
-                    continue
-                kept.append(frame)
-                segment = following[done]
-                # The track's start keeps the priming frame every AAC stream has.
-                if len(kept) == segment.frames + (PRIMING_FRAMES if segment.index == 0 else 0):
-                    yield _packed(variant, segment, kept)
-                    done, kept = done + 1, []
-                    if done == len(following):
-                        return
-    segment = following[done]
-    if not kept or segment is not following[-1]:  # only the track's last segment may come up short
-        raise SegmentError(f"ffmpeg ended early, in segment {segment.index} of {source}")
-    yield _packed(variant, segment, kept)
+    async for chunk in chunks:
+        data = buffer + chunk
+        try:
+            frames, used = split_adts(data)
+        except ValueError as exc:
+            raise SegmentError(f"ffmpeg's output for {source} is not ADTS: {exc}") from None
+        buffer = data[used:]
+        for frame in frames:
+            yield frame
 
 
 def _exact_start(source: Path, start: float) -> list[str]:
