@@ -55,12 +55,13 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, ffmpeg_exe, log_problems, overall, parse_wrk, percentile, print_table, ratio, run_bench,
-    start_server, verdict, wait_scan,
+    BenchError, Proc, Summary, alternating_rounds, ensure_alive, fastest, ffmpeg_exe, load_average, log_problems,
+    paired_median, percentile, ratio, require_modules, run_bench, run_wrk, start_server, wait_scan,
 )
 
 TARGET_COLD_P50 = 0.300
@@ -337,24 +338,10 @@ async def cold_test(base: str, tracks: dict, titles: dict[str, Path], n: int, va
 
 # --- 2. warm segment against a range of an original ---------------------------------------------
 
-_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
-
-
-def run_wrk(wrk: str, url: str, *, threads: int, connections: int, duration: int, script: Path | None,
-            label: str, verbose: bool) -> dict:
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "--latency"]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    cmd.append(url)
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from exc
-    if done.returncode != 0 or "Requests/sec" not in done.stdout:
-        raise BenchError(f"wrk failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
-    if verbose:
-        print(f"--- wrk {label}: {' '.join(cmd)}\n{done.stdout.rstrip()}\n", flush=True)
-    return parse_wrk(done.stdout)
+def warm_wrk(wrk: str, url: str, args: argparse.Namespace, script: Path | None, label: str) -> dict:
+    """One wrk run of the warm test (common.run_wrk, a 5 s per-request timeout): its figures."""
+    return run_wrk(wrk, url, threads=args.threads, connections=args.connections, duration=args.duration,
+                   timeout="5s", script=script, label=label, verbose=args.verbose, limit=args.duration + 30)[0]
 
 
 def wrk_line(label: str, r: dict) -> str:
@@ -385,8 +372,34 @@ async def server_counts(base: str) -> dict[str, float]:
 
 # --- 3. listeners -----------------------------------------------------------------------------
 
+async def play_along(session, no: int, variant_url: str, plan: list, play_start: float, playback: float,
+                     lookahead: int, answers: Answers, out: dict) -> None:
+    """Play `playback` s in real time from `play_start`, asking for segment k when segment
+    k - lookahead starts playing; each segment's margin (> 0: there before the playhead needs it)."""
+    starts = [0.0]
+    for d, _ in plan:
+        starts.append(starts[-1] + d)
+    wanted = [k for k in range(1, len(plan)) if starts[k] < playback]
+    for k in wanted:
+        # Ask for segment k when the playhead reaches the start of segment k - lookahead.
+        ask_at = play_start + starts[max(0, k - lookahead)]
+        delay = ask_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elapsed, _ = await fetch_segment(session, urljoin(variant_url, plan[k][1]), k, plan, answers,
+                                         f"listener {no}")
+        arrived = time.perf_counter()
+        margin = (play_start + starts[k]) - arrived  # > 0: before the playhead needs it
+        out["margins"].append(margin)
+        if elapsed == float("inf") or margin <= 0:
+            out["late"].append(k)
+        if elapsed != float("inf"):
+            out["segments"] += 1
+
+
 async def listener(no: int, track: dict, variant: str, start: asyncio.Event, playback: float,
                    lookahead: int, answers: Answers) -> dict:
+    """One listener, on `start`: master, variant, segment 0 (timed), then the playback."""
     import aiohttp
 
     out: dict = {"no": no, "first": float("inf"), "margins": [], "late": [], "segments": 0, "error": None}
@@ -404,25 +417,7 @@ async def listener(no: int, track: dict, variant: str, start: asyncio.Event, pla
             play_start = time.perf_counter()
             out["first"] = play_start - t0
             out["segments"] = 1
-            starts = [0.0]
-            for d, _ in plan:
-                starts.append(starts[-1] + d)
-            wanted = [k for k in range(1, len(plan)) if starts[k] < playback]
-            for k in wanted:
-                # Ask for segment k when the playhead reaches the start of segment k - lookahead.
-                ask_at = play_start + starts[max(0, k - lookahead)]
-                delay = ask_at - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                elapsed, _ = await fetch_segment(session, urljoin(variant_url, plan[k][1]), k, plan, answers,
-                                                 f"listener {no}")
-                arrived = time.perf_counter()
-                margin = (play_start + starts[k]) - arrived  # > 0: before the playhead needs it
-                out["margins"].append(margin)
-                if elapsed == float("inf") or margin <= 0:
-                    out["late"].append(k)
-                if elapsed != float("inf"):
-                    out["segments"] += 1
+            await play_along(session, no, variant_url, plan, play_start, playback, lookahead, answers, out)
         except BenchError as exc:
             out["error"] = str(exc)
     return out
@@ -477,28 +472,35 @@ def ms(x: float) -> str:
     return "fail" if x == float("inf") else f"{x * 1000:.0f} ms"
 
 
-# --- main -------------------------------------------------------------------------------------
+# --- the run's steps ----------------------------------------------------------------------------
 
-def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers) -> int:
-    """The benchmark proper, in the temp folder `tmp`, each process it starts put in `procs`:
-    0 when every target passes, 1 when one fails (BenchError when it cannot run)."""
-    t_start = time.monotonic()
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError as exc:
-        raise BenchError("aiohttp is not importable: run this with the project's Python") from exc
+@dataclass
+class Run:
+    """What the run's steps share: options, folders, processes, tools, our server and its tracks."""
+    args: argparse.Namespace
+    tmp: Path
+    answers: Answers
+    ffmpeg: str
+    wrk: str
+    ours: Proc
+    base: str
+    titles: dict[str, Path]  # title -> the FLAC it is a link of
+    tracks: dict[str, dict]  # title -> the catalog's track
+
+
+def find_tools() -> tuple[str, str]:
+    """aiohttp, ffmpeg and wrk, or BenchError: (ffmpeg, wrk)."""
+    require_modules("aiohttp")
     ffmpeg = ffmpeg_exe()
     wrk = shutil.which("wrk") or ("/usr/bin/wrk" if os.access("/usr/bin/wrk", os.X_OK) else None)
     if not wrk:
         raise BenchError("missing binary: wrk. Install the Debian package: apt-get install -y wrk   "
                          "(this script installs nothing)")
-    cores = os.cpu_count()
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    print(f"hls_bench: load average {' '.join(load)} at start; {cores} cores shared by our server "
-          f"(one process, its ffmpeg runs), the references and the clients; ffmpeg {ffmpeg}; wrk {wrk}. "
-          f"Temp folder {tmp}", flush=True)
+    return ffmpeg, wrk
 
-    # 0. library and server -------------------------------------------------------------------
+
+def make_library(args: argparse.Namespace, tmp: Path, ffmpeg: str) -> dict[str, Path]:
+    """[0] The FLAC files, linked at one path per cold track the run needs (not timed)."""
     t0 = time.monotonic()
     bases = make_bases(ffmpeg, tmp / "bases", args.bases, args.seconds)
     groups = {"first": args.cold, "last": args.cold, "mid": args.cold, "listen": args.listeners, "whole": 1}
@@ -506,10 +508,15 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers
     print(f"library: {len(titles)} tracks, hard links of {len(bases)} different FLAC files "
           f"({args.seconds:g} s, {SAMPLE_RATE} Hz stereo, {bases[0].stat().st_size / 1e6:.1f} MB each), "
           f"made in {time.monotonic() - t0:.1f}s (not timed)", flush=True)
+    return titles
 
+
+def prepare(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers, ffmpeg: str,
+            wrk: str) -> Run:
+    """[0] The library, then our server over it, its scan done and its tracks as made."""
+    titles = make_library(args, tmp, ffmpeg)
     ours, base = start_server(tmp / "library", tmp / "data", tmp / "server.log", procs)
-    items = wait_scan(base, ours, len(titles))
-    tracks = {t["title"]: t for t in items}
+    tracks = {t["title"]: t for t in wait_scan(base, ours, len(titles))}
     missing = set(titles) - set(tracks)
     if missing:
         raise BenchError(f"tracks missing from the catalog (by title): {sorted(missing)[:5]}")
@@ -517,15 +524,11 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers
     if sample["codec"] != "flac" or abs(sample["duration"] - args.seconds) > 1:
         raise BenchError(f"unexpected track facts: codec {sample['codec']}, duration {sample['duration']}")
     print(f"our server: {base} (pid {ours.pid}); scan done\n", flush=True)
+    return Run(args, tmp, answers, ffmpeg, wrk, ours, base, titles, tracks)
 
-    rows = [("metric", "reference", "ours", "ours/ref", "target", "result")]
-    checks: list[bool] = []
 
-    # 1. cold start / cold seek ----------------------------------------------------------------
-    print(f"[1] cold segments: {args.cold} tracks each for segment 0, the last segment and the "
-          f"segment at {REF_SEEK:g} s, reference interleaved; the server idles before each request",
-          flush=True)
-    cold = asyncio.run(cold_test(base, tracks, titles, args.cold, args.variant, ffmpeg, answers, args.verbose))
+def print_cold(cold: dict) -> None:
+    """Each cold series' spread against the reference's, and the time around the segment."""
     info = cold["seg_info"]
     ref50, ref95 = percentile(cold["ref"], 50), percentile(cold["ref"], 95)
     for group, label in (("first", "segment 0"), ("last", f"last segment ({info['last']['index']}, "
@@ -539,115 +542,149 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers
     print(f"  master + variant + segment, p50: segment 0 {ms(percentile(cold['first_total'], 50))}, "
           f"last segment {ms(percentile(cold['last_total'], 50))}; waited for the server to idle "
           f"{ms(statistics.mean(cold['idle_wait']))} on average before each request\n", flush=True)
+
+
+def cold_rows(table: Summary, cold: dict) -> None:
+    """p50 and p95 of cold start and cold seek against their targets; the seek to 150 s as info."""
+    info = cold["seg_info"]
+    ref50, ref95 = percentile(cold["ref"], 50), percentile(cold["ref"], 95)
     for group, label in (("first", "cold start, segment 0"),
                          ("last", f"cold seek, last segment ({info['last']['extinf']:.2f} s)")):
         v = cold[group]
         p50, p95 = percentile(v, 50), percentile(v, 95)
-        checks.append(p50 < TARGET_COLD_P50)
-        rows.append((f"{label} p50 (n={len(v)})", ms(ref50), ms(p50), f"{ratio(p50, ref50):.2f}",
-                     f"< {TARGET_COLD_P50 * 1000:.0f} ms", verdict(checks[-1])))
-        checks.append(p95 < TARGET_COLD_P95)
-        rows.append((f"{label} p95", ms(ref95), ms(p95), f"{ratio(p95, ref95):.2f}",
-                     f"< {TARGET_COLD_P95 * 1000:.0f} ms", verdict(checks[-1])))
+        table.check(p50 < TARGET_COLD_P50, f"{label} p50 (n={len(v)})", ms(ref50), ms(p50),
+                    f"{ratio(p50, ref50):.2f}", f"< {TARGET_COLD_P50 * 1000:.0f} ms")
+        table.check(p95 < TARGET_COLD_P95, f"{label} p95", ms(ref95), ms(p95), f"{ratio(p95, ref95):.2f}",
+                    f"< {TARGET_COLD_P95 * 1000:.0f} ms")
     mid50, mid95 = percentile(cold["mid"], 50), percentile(cold["mid"], 95)
-    rows.append((f"cold seek, segment at {REF_SEEK:g} s p50/p95", f"{ms(ref50)} / {ms(ref95)}",
-                 f"{ms(mid50)} / {ms(mid95)}", f"{ratio(mid50, ref50):.2f}", "info", ""))
+    table.info(f"cold seek, segment at {REF_SEEK:g} s p50/p95", f"{ms(ref50)} / {ms(ref95)}",
+               f"{ms(mid50)} / {ms(mid95)}", f"{ratio(mid50, ref50):.2f}")
 
-    # 2. warm segment vs range -----------------------------------------------------------------
-    seg = info["first"]
-    size = seg["size"]
-    stream_url = f"{base}/stream/{seg['id']}"
-    asyncio.run(check_warm_urls(base, seg["url"], stream_url, size, answers))
-    lua = tmp / "range.lua"
+
+def cold_section(r: Run, table: Summary) -> dict:
+    """[1] Cold start and cold seek; the first cold segment's facts (the warm test's segment)."""
+    a = r.args
+    print(f"[1] cold segments: {a.cold} tracks each for segment 0, the last segment and the "
+          f"segment at {REF_SEEK:g} s, reference interleaved; the server idles before each request",
+          flush=True)
+    cold = asyncio.run(cold_test(r.base, r.tracks, r.titles, a.cold, a.variant, r.ffmpeg, r.answers, a.verbose))
+    print_cold(cold)
+    cold_rows(table, cold)
+    return cold["seg_info"]["first"]
+
+
+def warm_rounds(r: Run, seg: dict, stream_url: str, lua: Path) -> dict[str, list[dict]]:
+    """The warm test's alternating wrk rounds: a Range of the original, then the cached segment."""
+    targets = {"range": (stream_url, lua), "segment": (seg["url"], None)}
+
+    def measure(who: str, round_no: int) -> dict:
+        ensure_alive(r.ours)
+        url, script = targets[who]
+        res = warm_wrk(r.wrk, url, r.args, script, f"{who} {round_no + 1}")
+        print(wrk_line(f"{who} {round_no + 1}", res), flush=True)
+        return res
+
+    return alternating_rounds(r.args.rounds, ("range", "segment"), measure, pause=0.5)
+
+
+def warm_section(r: Run, table: Summary, seg: dict) -> None:
+    """[2] A cached segment against a Range of the same size of the original, by wrk."""
+    a, size = r.args, seg["size"]
+    stream_url = f"{r.base}/stream/{seg['id']}"
+    asyncio.run(check_warm_urls(r.base, seg["url"], stream_url, size, r.answers))
+    lua = r.tmp / "range.lua"
     lua.write_text(f'wrk.method = "GET"\nwrk.headers["Range"] = "bytes=0-{size - 1}"\n')
     print(f"[2] warm segment ({size} bytes, cached) against a Range of the same size of the "
-          f"original FLAC: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-          f"{args.rounds} alternating rounds", flush=True)
-    before = asyncio.run(server_counts(base))
-    runs: dict[str, list[dict]] = {"range": [], "segment": []}
-    for round_no in range(args.rounds):
-        for who, url, script in (("range", stream_url, lua), ("segment", seg["url"], None)):
-            if not ours.alive():
-                raise BenchError(f"our server died:\n{ours.log_tail()}")
-            r = run_wrk(wrk, url, threads=args.threads, connections=args.connections,
-                        duration=args.duration, script=script, label=f"{who} {round_no + 1}",
-                        verbose=args.verbose)
-            runs[who].append(r)
-            print(wrk_line(f"{who} {round_no + 1}", r), flush=True)
-            time.sleep(0.5)
-    after = asyncio.run(server_counts(base))
-    best = {who: max(rs, key=lambda r: r["rps"] if r["rps"] == r["rps"] else -1) for who, rs in runs.items()}
-    errs = {who: sum(r["errors"] + r["non2xx"] for r in rs) for who, rs in runs.items()}
+          f"original FLAC: wrk -t{a.threads} -c{a.connections} -d{a.duration}s, "
+          f"{a.rounds} alternating rounds", flush=True)
+    before = asyncio.run(server_counts(r.base))
+    runs = warm_rounds(r, seg, stream_url, lua)
+    after = asyncio.run(server_counts(r.base))
+    best = {who: fastest(rs) for who, rs in runs.items()}
+    errs = {who: sum(x["errors"] + x["non2xx"] for x in rs) for who, rs in runs.items()}
     warm_ratio = ratio(best["segment"]["rps"], best["range"]["rps"])
-    paired = statistics.median(ratio(s["rps"], r["rps"]) for r, s in zip(runs["range"], runs["segment"]))
-    seg_requests = sum(r["requests"] for r in runs["segment"])
+    seg_requests = sum(x["requests"] for x in runs["segment"])
     ff_runs = after.get("streamer_ffmpeg_runs", 0) - before.get("streamer_ffmpeg_runs", 0)
     hits = after.get("streamer_cache_hits", 0) - before.get("streamer_cache_hits", 0)
     print(f"  during the segment runs: {ff_runs:.0f} ffmpeg runs, {hits:.0f} cache hits for "
           f"{seg_requests} segment requests\n", flush=True)
-    checks.append(warm_ratio >= TARGET_WARM_RATIO and errs["segment"] == 0)
-    rows.append((f"warm segment req/s (c={args.connections})", f"{best['range']['rps']:.0f} (range)",
-                 f"{best['segment']['rps']:.0f}", f"{warm_ratio:.2f}", f">= {TARGET_WARM_RATIO}",
-                 verdict(checks[-1])))
-    rows.append(("  median of paired rounds; errors+non-2xx", f"{errs['range']}", f"{errs['segment']}",
-                 f"{paired:.2f}", "info", ""))
+    table.check(warm_ratio >= TARGET_WARM_RATIO and errs["segment"] == 0, f"warm segment req/s (c={a.connections})",
+                f"{best['range']['rps']:.0f} (range)", f"{best['segment']['rps']:.0f}", f"{warm_ratio:.2f}",
+                f">= {TARGET_WARM_RATIO}")
+    table.info("  median of paired rounds; errors+non-2xx", f"{errs['range']}", f"{errs['segment']}",
+               f"{paired_median(runs['range'], runs['segment']):.2f}")
 
-    # 3. listeners -----------------------------------------------------------------------------
-    print(f"[3] {args.listeners} listeners start {args.listeners} different cold tracks at once, then "
-          f"play {args.playback:g} s each in real time (segment k asked for when segment "
-          f"k-{args.lookahead} starts playing)", flush=True)
 
-    async def idle_then_listen() -> list[dict]:
-        import aiohttp
+async def idle_then_listen(r: Run) -> list[dict]:
+    """The listeners of [3], started once the server is idle."""
+    import aiohttp
 
-        async with aiohttp.ClientSession() as s:
-            await wait_idle(s, base)
-        return await listeners_test([tracks[f"listen-{i:02d}"] for i in range(args.listeners)],
-                                    args.variant, args.playback, args.lookahead, answers)
+    async with aiohttp.ClientSession() as s:
+        await wait_idle(s, r.base)
+    return await listeners_test([r.tracks[f"listen-{i:02d}"] for i in range(r.args.listeners)],
+                                r.args.variant, r.args.playback, r.args.lookahead, r.answers)
 
-    results = asyncio.run(idle_then_listen())
-    firsts = [r["first"] for r in results]
-    ahead = [r for r in results if r["error"] is None and not r["late"] and r["first"] != float("inf")]
-    margins = [m for r in results for m in r["margins"]]
-    late = sum(len(r["late"]) for r in results)
-    for r in sorted(results, key=lambda r: r["first"]):
-        if args.verbose or r["error"] or r["late"]:
-            print(f"  listener {r['no']:2d}: first segment {ms(r['first'])}, {r['segments']} segments, "
-                  f"min margin {min(r['margins'], default=float('nan')):.2f}s, late {r['late']}"
-                  f"{', error: ' + r['error'] if r['error'] else ''}", flush=True)
+
+def listener_figures(results: list[dict]) -> dict:
+    """The listeners' times to first segment, those always ahead, every margin, the late segments."""
+    return {"firsts": [x["first"] for x in results],
+            "ahead": [x for x in results if x["error"] is None and not x["late"] and x["first"] != float("inf")],
+            "margins": [m for x in results for m in x["margins"]],
+            "late": sum(len(x["late"]) for x in results)}
+
+
+def print_listeners(results: list[dict], fig: dict, verbose: bool) -> None:
+    """Listeners in trouble (every one if `verbose`), then the spread of their figures."""
+    firsts, margins = fig["firsts"], fig["margins"]
+    for x in sorted(results, key=lambda x: x["first"]):
+        if verbose or x["error"] or x["late"]:
+            print(f"  listener {x['no']:2d}: first segment {ms(x['first'])}, {x['segments']} segments, "
+                  f"min margin {min(x['margins'], default=float('nan')):.2f}s, late {x['late']}"
+                  f"{', error: ' + x['error'] if x['error'] else ''}", flush=True)
     print(f"  time to first segment: min {ms(min(firsts))}, p50 {ms(percentile(firsts, 50))}, "
-          f"max {ms(max(firsts))}; {len(ahead)}/{len(results)} listeners always ahead of the playhead; "
+          f"max {ms(max(firsts))}; {len(fig['ahead'])}/{len(results)} listeners always ahead of the playhead; "
           f"margins (segment there before needed): min {min(margins, default=float('nan')):.2f}s, "
           f"p50 {percentile(margins, 50):.2f}s\n", flush=True)
-    checks.append(max(firsts) <= TARGET_FIRST_SEGMENT)
-    rows.append((f"{args.listeners} listeners: first segment max (p50)", "",
-                 f"{ms(max(firsts))} ({ms(percentile(firsts, 50))})", "",
-                 f"<= {TARGET_FIRST_SEGMENT:g} s each", verdict(checks[-1])))
-    checks.append(len(ahead) == len(results))
-    rows.append((f"{args.listeners} listeners ahead of real time ({args.playback:g} s)", "",
-                 f"{len(ahead)}/{len(results)}; {late}/{len(margins)} late; min margin "
-                 f"{min(margins, default=float('nan')):.2f}s", "",
-                 "all", verdict(checks[-1])))
 
-    # 4. whole track -----------------------------------------------------------------------------
+
+def listeners_section(r: Run, table: Summary) -> None:
+    """[3] Listeners starting cold tracks at once, then playing in real time."""
+    a = r.args
+    print(f"[3] {a.listeners} listeners start {a.listeners} different cold tracks at once, then "
+          f"play {a.playback:g} s each in real time (segment k asked for when segment "
+          f"k-{a.lookahead} starts playing)", flush=True)
+    results = asyncio.run(idle_then_listen(r))
+    fig = listener_figures(results)
+    print_listeners(results, fig, a.verbose)
+    firsts, margins, ahead = fig["firsts"], fig["margins"], fig["ahead"]
+    table.check(max(firsts) <= TARGET_FIRST_SEGMENT, f"{a.listeners} listeners: first segment max (p50)", "",
+                f"{ms(max(firsts))} ({ms(percentile(firsts, 50))})", "", f"<= {TARGET_FIRST_SEGMENT:g} s each")
+    table.check(len(ahead) == len(results), f"{a.listeners} listeners ahead of real time ({a.playback:g} s)", "",
+                f"{len(ahead)}/{len(results)}; {fig['late']}/{len(margins)} late; min margin "
+                f"{min(margins, default=float('nan')):.2f}s", "", "all")
+
+
+def whole_section(r: Run, table: Summary) -> None:
+    """[4] All segments of one cold track in order against one ffmpeg run over the whole file (info)."""
     print("[4] whole track: all segments of one cold track in order, against one ffmpeg "
           "transcoding the whole FLAC", flush=True)
-    whole = asyncio.run(whole_track(base, tracks["whole-00"], args.variant, answers))
-    ref_whole = run_reference(ref_whole_cmd(ffmpeg, titles["whole-00"]))
+    whole = asyncio.run(whole_track(r.base, r.tracks["whole-00"], r.args.variant, r.answers))
+    ref_whole = run_reference(ref_whole_cmd(r.ffmpeg, r.titles["whole-00"]))
     ours_x = whole["audio"] / whole["seconds"]
-    ref_x = args.seconds / ref_whole
+    ref_x = r.args.seconds / ref_whole
     print(f"  ours: {whole['segments']} segments ({whole['bytes'] / 1e6:.2f} MB) in {whole['seconds']:.2f}s "
           f"= {ours_x:.1f}x realtime (slowest segment {ms(whole['slowest'])}; {whole['runs']:.0f} ffmpeg "
           f"runs, {whole['ffmpeg_s']:.1f}s of ffmpeg wall time summed)")
     print(f"  reference: one ffmpeg run in {ref_whole:.2f}s = {ref_x:.1f}x realtime\n", flush=True)
-    rows.append(("whole-track transcode (x realtime)", f"{ref_x:.1f}x", f"{ours_x:.1f}x",
-                 f"{ratio(whole['seconds'], ref_whole):.2f} (time)", "info", ""))
+    table.info("whole-track transcode (x realtime)", f"{ref_x:.1f}x", f"{ours_x:.1f}x",
+               f"{ratio(whole['seconds'], ref_whole):.2f} (time)")
 
-    # server health ----------------------------------------------------------------------------
-    if not ours.alive():
-        raise BenchError(f"our server died during the run:\n{ours.log_tail()}")
-    final = asyncio.run(server_counts(base))
-    n_err, n_warn, sample_lines = log_problems(ours)
+
+def health_section(r: Run, table: Summary) -> None:
+    """Our server's counters and log, and what the clients saw go wrong."""
+    ensure_alive(r.ours, " during the run")
+    final = asyncio.run(server_counts(r.base))
+    n_err, n_warn, sample_lines = log_problems(r.ours)
     fivexx = int(final.get("5xx", 0))
     print(f"our server: {final.get('streamer_ffmpeg_runs', 0):.0f} ffmpeg runs "
           f"({final.get('streamer_ffmpeg_seconds', 0):.1f}s summed), cache hits "
@@ -655,22 +692,37 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers
           f"{fivexx} answers 5xx by /metrics; log: {n_err} ERROR, {n_warn} WARNING lines")
     for ln in sample_lines:
         print(f"  log: {ln[:200]}")
-    client_non2xx = answers.non2xx
+    answers = r.answers
     for f in answers.failures[:5]:
         print(f"  client saw: {f[:200]}")
     for b in answers.bad_bodies[:5]:
         print(f"  bad segment: {b}")
-    checks.append(fivexx == 0 and client_non2xx == 0 and not answers.bad_bodies)
-    rows.append(("5xx (metrics) / non-2xx (clients) / bad segments", "", f"{fivexx} / {client_non2xx} / "
-                 f"{len(answers.bad_bodies)}", "", "0", verdict(checks[-1])))
-    rows.append(("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}", "", "info", ""))
+    table.check(fivexx == 0 and answers.non2xx == 0 and not answers.bad_bodies,
+                "5xx (metrics) / non-2xx (clients) / bad segments", "",
+                f"{fivexx} / {answers.non2xx} / {len(answers.bad_bodies)}", "", "0")
+    table.info("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}")
 
-    load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    print(f"load average at the end: {' '.join(load_end)} (at start: {' '.join(load)})")
-    print(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources; reference = plain "
-          f"ffmpeg on the same file; {cores} cores shared; total {time.monotonic() - t_start:.0f}s)")
-    print_table(rows)
-    return overall(checks)
+
+def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers) -> int:
+    """The benchmark proper, in the temp folder `tmp`, each process it starts put in `procs`:
+    0 when every target passes, 1 when one fails (BenchError when it cannot run)."""
+    t_start = time.monotonic()
+    ffmpeg, wrk = find_tools()
+    load = load_average()
+    print(f"hls_bench: load average {load} at start; {os.cpu_count()} cores shared by our server "
+          f"(one process, its ffmpeg runs), the references and the clients; ffmpeg {ffmpeg}; wrk {wrk}. "
+          f"Temp folder {tmp}", flush=True)
+    r = prepare(args, tmp, procs, answers, ffmpeg, wrk)
+    table = Summary()
+    seg = cold_section(r, table)
+    warm_section(r, table, seg)
+    listeners_section(r, table)
+    whole_section(r, table)
+    health_section(r, table)
+    print(f"load average at the end: {load_average()} (at start: {load})")
+    return table.finish(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources; reference = "
+                        f"plain ffmpeg on the same file; {os.cpu_count()} cores shared; total "
+                        f"{time.monotonic() - t_start:.0f}s)")
 
 
 def main() -> int:
