@@ -389,6 +389,15 @@ def regroup(db: sqlite_utils.Database) -> None:
     """Correct untagged compilations, then rebuild albums, artists and the search index from
     the tracks. Tracks already carry their effective values (set when saved), so only tracks
     without an album artist tag can change here, and the rest is aggregation done by SQLite."""
+    _derive_compilations(db)
+    _rebuild_albums(db)
+    _rebuild_artists(db)  # counts albums too: after them
+    db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
+
+
+def _derive_compilations(db: sqlite_utils.Database) -> None:
+    """Derive again the effective values of untagged tracks whose folder's verdict (compilation
+    or not) changed."""
     untagged = _rows(db, "SELECT id, path, tag_artist, tag_album, album_artist_tag, compilation, "
                          f"{', '.join(EFFECTIVE_FIELDS)} FROM tracks "
                          "WHERE album_artist_tag IS NULL AND compilation = 0")
@@ -407,6 +416,9 @@ def regroup(db: sqlite_utils.Database) -> None:
         db.conn.executemany(f"UPDATE tracks SET {', '.join(f + ' = ?' for f in EFFECTIVE_FIELDS)} "
                             "WHERE id = ?", changed)
 
+
+def _rebuild_albums(db: sqlite_utils.Database) -> None:
+    """One album row per album_id, aggregated from its tracks, with its folder's image if any."""
     db.execute("DELETE FROM albums")
     db.execute(f"""
         INSERT INTO albums (id, title, artist, artist_id, year, genre, track_count, disc_count,
@@ -421,6 +433,10 @@ def regroup(db: sqlite_utils.Database) -> None:
                      min(CASE WHEN has_art THEN id END) AS cover_track_id, min(added_at) AS added_at
               FROM tracks GROUP BY album_id) a
         LEFT JOIN folder_images f ON f.dir = a.dir""")
+
+
+def _rebuild_artists(db: sqlite_utils.Database) -> None:
+    """One artist row per artist_id, of tracks or of albums, with both counts."""
     db.execute("DELETE FROM artists")
     db.execute("""
         INSERT INTO artists (id, name, album_count, track_count)
@@ -429,7 +445,6 @@ def regroup(db: sqlite_utils.Database) -> None:
             UNION ALL
             SELECT artist_id, artist, 1, 0 FROM albums
         ) GROUP BY id""")
-    db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
 
 
 def _now() -> str:
