@@ -120,6 +120,16 @@ def refuse_outside_paths(db: sqlite_utils.Database) -> int:
 
 
 def _apply(db: sqlite_utils.Database, op: str, data: dict[str, Any], at: str) -> None:
+    if not (_apply_to_catalog(db, op, data, at) or _apply_to_listener_data(db, op, data)):
+        raise UnknownChange(f"change-log operation {op!r} is unknown to this version")
+    record = data.get("idempotency")
+    if record is not None:  # the key the master applied: a promoted replica applies it once too
+        db.execute("INSERT OR REPLACE INTO idempotency (user_id, key, fingerprint, status, body, created_at) "
+                   "VALUES (:user_id, :key, :fingerprint, :status, :body, :created_at)", record)
+
+
+def _apply_to_catalog(db: sqlite_utils.Database, op: str, data: dict[str, Any], at: str) -> bool:
+    """Apply a change of the scanned catalog; False for an operation of another kind."""
     if op == "tracks.put":
         catalog.save_scanned(db, [t for t in data["tracks"] if _inside(t.get("path"), "track")], [], at=at,
                              log=False)
@@ -130,7 +140,14 @@ def _apply(db: sqlite_utils.Database, op: str, data: dict[str, Any], at: str) ->
             catalog.save_folder_images(db, {folder: image for folder, image in data["folder_images"].items()
                                             if _inside(image, "folder image")})
         catalog.regroup(db)
-    elif op == "user.put":
+    else:
+        return False
+    return True
+
+
+def _apply_to_listener_data(db: sqlite_utils.Database, op: str, data: dict[str, Any]) -> bool:
+    """Apply a change of accounts, playlists, favorites or plays; False for an operation of another kind."""
+    if op == "user.put":
         db.execute("INSERT INTO users (id, name, role, token_hash, created_at) VALUES "
                    "(:id, :name, :role, :token_hash, :created_at) ON CONFLICT(id) DO UPDATE SET "
                    "name = excluded.name, role = excluded.role, token_hash = excluded.token_hash", data)
@@ -155,8 +172,5 @@ def _apply(db: sqlite_utils.Database, op: str, data: dict[str, Any], at: str) ->
         db.conn.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) "
                             "VALUES (:id, :user_id, :track_id, :played_at, :seconds)", data["plays"])
     else:
-        raise UnknownChange(f"change-log operation {op!r} is unknown to this version")
-    record = data.get("idempotency")
-    if record is not None:  # the key the master applied: a promoted replica applies it once too
-        db.execute("INSERT OR REPLACE INTO idempotency (user_id, key, fingerprint, status, body, created_at) "
-                   "VALUES (:user_id, :key, :fingerprint, :status, :body, :created_at)", record)
+        return False
+    return True
