@@ -19,20 +19,22 @@ from aiohttp import web
 from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg, replica
 from media.demo import make_demo_library
-from streamer import admin_api, api, cluster, hls, listener_api, promotion, transcodes
-from streamer.auth import Auth, is_loopback, load_secret, networks
+from streamer.api import admin as admin_api, catalog as api, listener as listener_api
+from streamer.cluster import feed as cluster, promotion
+from streamer.delivery import hls, transcodes
+from streamer.http.auth import Auth, is_loopback, load_secret, networks
 from media.outbox import Outbox
-from streamer.node_role import NodeRole
-from streamer.members import Members
-from streamer.pulls import PULLS, Pulls, serve_arriving
-from streamer.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master, node_url
-from streamer.segment_runs import SegmentRuns
-from streamer.edge import Routes
-from streamer.errors import ApiError
-from streamer.members import SECRET_HEADER
-from streamer.keys import AUTH, CATALOG, FFMPEG, MEMBERS, METRICS, OPEN_FILES, ROLE, SCANNER, SETTINGS
-from streamer.metrics import Metrics
-from streamer.originals import OpenFiles, serve_file
+from streamer.cluster.node_role import NodeRole
+from streamer.cluster.members import Members
+from streamer.cluster.pulls import PULLS, Pulls, serve_arriving
+from streamer.cluster.region import FOLLOWER, OUTBOX, Follower, forwarded_to_master, node_url
+from streamer.delivery.segment_runs import SegmentRuns
+from streamer.http.edge import Routes
+from streamer.http.errors import ApiError
+from streamer.cluster.members import SECRET_HEADER
+from streamer.http.keys import AUTH, CATALOG, FFMPEG, MEMBERS, METRICS, OPEN_FILES, ROLE, SCANNER, SETTINGS
+from streamer.http.metrics import Metrics
+from streamer.delivery.originals import OpenFiles, serve_file
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -121,8 +123,8 @@ async def _transcoding_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
-    """A region never scans: it follows the master (streamer.region), until it is promoted
-    (streamer.promotion)."""
+    """A region never scans: it follows the master (streamer.cluster.region), until it is promoted
+    (streamer.cluster.promotion)."""
     follower = app[FOLLOWER] = Follower(app)
     pulls = app[PULLS] = Pulls(app)
     app[OPEN_FILES].pull = pulls.path
@@ -145,7 +147,7 @@ async def _region_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _mirror(app: web.Application) -> None:
-    """Copy the files this node lacks once it holds a replica (streamer.pulls)."""
+    """Copy the files this node lacks once it holds a replica (streamer.cluster.pulls)."""
     if not app[ROLE].is_master:
         await app[FOLLOWER].ready.wait()
     await app[PULLS].mirror()

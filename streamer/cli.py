@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         return backup(settings, args.path)
     if args.command == "cluster":
         from media import find_ffmpeg
-        from streamer.local_cluster import run_cluster
+        from streamer.cluster.local_cluster import run_cluster
 
         return run_cluster(args.folder.resolve(), settings.port, find_ffmpeg(settings.ffmpeg), args.reset)
     if args.command in ("promote", "follow"):
@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
 
 
 def change_role(settings: Settings, command: str, master_url: str | None) -> int:
-    """Ask the running node of these settings to change its role (streamer.promotion)."""
+    """Ask the running node of these settings to change its role (streamer.cluster.promotion)."""
     import json
     import urllib.error
     import urllib.request
 
-    from streamer.region import node_url
+    from streamer.cluster.region import node_url
 
     url = f"{node_url(settings.host, settings.port)}/cluster/v1/{command}"
     body = json.dumps({"master_url": master_url} if command == "follow" else {}).encode()
@@ -136,7 +136,7 @@ def change_role(settings: Settings, command: str, master_url: str | None) -> int
 
 def promoted_text(settings: Settings, url: str, answer: dict, itself: str) -> str:
     """What the operator must know and do after a promotion; the README's promotion section says
-    the same (streamer.node_role, streamer.promotion)."""
+    the same (streamer.cluster.node_role, streamer.cluster.promotion)."""
     node_json = settings.data_dir.resolve() / "node.json"
     return (f"{url}: now the master, from sequence {answer['sequence']} (lineage {answer['lineage']}); "
             f"{answer['outbox_applied']} queued writes applied in {answer['seconds']} s; "
@@ -267,7 +267,7 @@ class AccessLog(AbstractAccessLogger):
 
 def _client(request: web.BaseRequest) -> str:
     """Behind trusted proxies, the client they forwarded for (streamer.auth.Auth.client)."""
-    from streamer.keys import AUTH
+    from streamer.http.keys import AUTH
 
     app = getattr(request, "app", None)
     return app[AUTH].client(request) if app is not None and AUTH in app else request.remote or "?"

@@ -15,7 +15,7 @@ from config import Settings
 from media import find_ffmpeg
 from media.demo import make_demo_library
 from streamer import create_app
-from streamer.keys import CATALOG, SCANNER, SETTINGS
+from streamer.http.keys import CATALOG, SCANNER, SETTINGS
 
 
 @pytest.fixture(scope="session")

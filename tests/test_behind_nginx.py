@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from streamer import create_app
-from streamer.keys import CATALOG, SETTINGS
+from streamer.http.keys import CATALOG, SETTINGS
 from tests.conftest import free_ports, make_user, settings_for, wait_for_scan
 
 ROOT = Path(__file__).resolve().parent.parent

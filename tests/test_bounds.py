@@ -7,7 +7,7 @@ import json
 
 from media import Catalog, listeners
 from streamer import create_app
-from streamer.write_limits import WriteLimits
+from streamer.http.write_limits import WriteLimits
 from tests.conftest import make_user, settings_for, wait_for_scan
 
 

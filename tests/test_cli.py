@@ -218,7 +218,7 @@ def _free(port: int) -> bool:
 def test_cluster_refuses_to_start_over_a_changed_role(tmp_path):
     """After `promote` (or `follow`), starting the cluster again as configured would run two
     masters: it refuses, names the node and says how to start over."""
-    from streamer.node_role import NodeRole
+    from streamer.cluster.node_role import NodeRole
 
     folder, port = tmp_path / "c", free_ports(3)
     for name in ("region-a", "region-b"):

@@ -17,8 +17,8 @@ import pytest
 from config import ConfigError, load
 from media import listeners
 from streamer import create_app
-from streamer.keys import CATALOG
-from streamer.local_cluster import CONFIG
+from streamer.http.keys import CATALOG
+from streamer.cluster.local_cluster import CONFIG
 from tests.conftest import make_user, settings_for, wait_for_scan
 
 SECRET = "a-cluster-secret-of-some-length"
@@ -131,7 +131,7 @@ async def test_batched_plays_from_a_region_are_checked_entry_by_entry(master):
 
 
 def test_plays_batches_stay_under_the_masters_body_limit():
-    from streamer.play_batches import MAX_PLAYS, _first_batch
+    from streamer.cluster.play_batches import MAX_PLAYS, _first_batch
 
     waiting = [({"plays": [{}] * 1000}, None) for _ in range(12)]
     batch, rest = _first_batch(waiting)
@@ -141,7 +141,7 @@ def test_plays_batches_stay_under_the_masters_body_limit():
 
 
 def test_the_outbox_retries_refusals_of_the_moment_and_drops_refusals_of_the_write():
-    from streamer.region import _worth_retrying
+    from streamer.cluster.region import _worth_retrying
 
     not_master = b'{"error": {"code": "not_master", "message": "this node is a region"}}'
     assert all(_worth_retrying(status, b"{}", 50) for status in (408, 429, 502, 503, 504))

@@ -9,7 +9,7 @@ from mutagen.id3 import APIC, ID3
 from mutagen.mp4 import MP4, MP4Cover
 
 from streamer import create_app
-from streamer.api import COVERS, MAX_COVER_BYTES
+from streamer.api.catalog import COVERS, MAX_COVER_BYTES
 from tests.conftest import encode, settings_for, wait_for_scan
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -78,7 +78,7 @@ async def test_the_cover_cache_keeps_a_bounded_number_of_bytes(aiohttp_client, t
 async def test_a_stalled_client_is_let_go_from_a_cover(aiohttp_client, tmp_path, ffmpeg, monkeypatch):
     """A cover (up to 20 MiB) has the no-progress rule of every body: a client that reads only the
     headers is reset after STALL_SECONDS, not held with the cover forever."""
-    from streamer import originals
+    from streamer.delivery import originals
     from tests.test_transcode_stalls import _closed, stalled_client, until
 
     library = tmp_path / "music"

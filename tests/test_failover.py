@@ -11,7 +11,7 @@ import time
 
 import aiohttp
 
-from streamer.members import Members
+from streamer.cluster.members import Members
 from tests.proxy import forwarding_proxy
 from tests.test_cli import free_port
 from tests.test_cluster import SECRET, _start, _wait_ready

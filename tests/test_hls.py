@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from streamer import create_app
-from streamer.hls import CACHE, FFMPEG_POOL
-from streamer.segment_runs import RUN_AHEAD
+from streamer.delivery.hls import CACHE, FFMPEG_POOL
+from streamer.delivery.segment_runs import RUN_AHEAD
 from tests.conftest import encode, first_track, library_path, settings_for, wait_for_scan
 
 

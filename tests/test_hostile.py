@@ -26,7 +26,7 @@ import pytest_asyncio
 from aiohttp import ClientSession, ClientTimeout, web
 
 from streamer import create_app
-from streamer.keys import CATALOG, SCANNER
+from streamer.http.keys import CATALOG, SCANNER
 from tests.conftest import first_track, library_path, make_user, settings_for, wait_for_scan
 
 # One server for the whole module (a server per test would cost most of the time budget). It runs

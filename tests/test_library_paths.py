@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from media import OutsideLibrary, is_library_relpath, library_file, replica
 from media.catalog import SCANNED_FIELDS
 from streamer import create_app
-from streamer.admin_api import _part
-from streamer.keys import CATALOG
-from streamer.originals import holds
+from streamer.api.admin import _part
+from streamer.http.keys import CATALOG
+from streamer.delivery.originals import holds
 from tests.conftest import encode, make_user, settings_for, wait_for_scan
 
 

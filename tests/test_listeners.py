@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from media import listeners
 from media.backup import backup_catalog
 from streamer import create_app
-from streamer.keys import AUTH, CATALOG, SETTINGS
+from streamer.http.keys import AUTH, CATALOG, SETTINGS
 from tests.conftest import make_user, settings_for, wait_for_scan
 
 RUN = str(Path(__file__).resolve().parent.parent / "run.py")

@@ -216,11 +216,11 @@ async def test_ffmpeg_plays_the_stream(demo_server, ffmpeg):
 
 async def test_client_that_stops_reading_is_let_go(aiohttp_client, tmp_path, ffmpeg, monkeypatch):
     """A paused player that keeps its socket but reads nothing must not hold a stream forever."""
-    import streamer.originals
+    import streamer.delivery.originals
     from streamer import create_app
     from tests.conftest import encode, settings_for, wait_for_scan
 
-    monkeypatch.setattr(streamer.originals, "STALL_SECONDS", 0.5)
+    monkeypatch.setattr(streamer.delivery.originals, "STALL_SECONDS", 0.5)
     library = tmp_path / "music"
     encode(ffmpeg, library / "long.wav", seconds=120)  # ~21 MB: far more than socket buffers hold
     app = create_app(settings_for(library, tmp_path / "data"))
@@ -298,7 +298,7 @@ async def test_pipelined_requests_are_answered_in_order(demo_server, track):
 def test_slices_follow_the_reading_rate(bytes_per_second):
     """A slice must take a steady reader far less than the stall deadline, whatever its rate
     (down to ~1 KB/s, below any audio bitrate), and a fast reader must get big slices."""
-    from streamer.originals import MAX_SLICE, MIN_SLICE, STALL_SECONDS, next_slice
+    from streamer.delivery.originals import MAX_SLICE, MIN_SLICE, STALL_SECONDS, next_slice
 
     size = next_slice(bytes_per_second * 2, 2.0)  # the last slice took 2 s at this rate
     assert MIN_SLICE <= size <= MAX_SLICE

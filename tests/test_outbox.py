@@ -116,8 +116,8 @@ async def test_an_upload_queued_at_a_region_is_checked_as_the_master_checks_it(a
     """check_upload (what a region runs before queueing an upload) refuses what upload_track
     refuses, with the same status, and passes what it takes."""
     from streamer import create_app
-    from streamer.admin_api import check_upload
-    from streamer.errors import ApiError
+    from streamer.api.admin import check_upload
+    from streamer.http.errors import ApiError
     from tests.conftest import encode, make_user, settings_for
 
     song = encode(ffmpeg, tmp_path / "song.mp3").read_bytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.utils import formatdate
 
-from streamer.preconditions import Precondition, evaluate, http_date, if_range_holds
+from streamer.http.preconditions import Precondition, evaluate, http_date, if_range_holds
 
 ETAG = '"abc-1"'
 MTIME = 1_700_000_000

@@ -234,7 +234,7 @@ async def test_promote_and_follow_refuse_what_they_cannot_do(aiohttp_client, aio
     from aiohttp import web
 
     from streamer import create_app
-    from streamer.keys import SETTINGS
+    from streamer.http.keys import SETTINGS
     from tests.conftest import settings_for
 
     heard = []  # what a node outside cluster_nodes is sent

@@ -21,7 +21,7 @@ import pytest
 import config
 from config import ConfigError
 from streamer import create_app
-from streamer.auth import FAILURES_ALLOWED
+from streamer.http.auth import FAILURES_ALLOWED
 from tests.conftest import free_ports, make_user, settings_for, wait_for_scan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ async def test_forwarding_headers_are_believed_only_from_trusted_proxies(make_no
 def test_client_address_walks_the_chain_from_the_nearest_hop():
     from aiohttp.test_utils import make_mocked_request
 
-    from streamer.auth import client_address, networks
+    from streamer.http.auth import client_address, networks
 
     trusted = networks(["127.0.0.1", "10.0.0.0/8"])
 
@@ -322,7 +322,7 @@ def test_only_a_proxy_may_ask_who_may_read():
 
     from aiohttp.test_utils import make_mocked_request
 
-    from streamer.auth import Auth, networks
+    from streamer.http.auth import Auth, networks
 
     auth = Auth(b"k" * 32, "off", trusted_proxies=networks(["10.0.0.5"]))
 

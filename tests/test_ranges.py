@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.ranges import (
+from streamer.http.ranges import (
     PART_OVERHEAD, WHOLE, ByteRange, Outcome, coalesce, parse_range, plan_range_header, plan_ranges,
 )
 

@@ -15,8 +15,9 @@ import time
 import aiohttp
 import pytest
 
-from streamer import create_app, originals
-from streamer.hls import FFMPEG_POOL
+from streamer import create_app
+from streamer.delivery import originals
+from streamer.delivery.hls import FFMPEG_POOL
 from tests.conftest import encode, settings_for, wait_for_scan
 from tests.test_hls import _ffmpeg_children
 

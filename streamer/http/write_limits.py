@@ -11,7 +11,7 @@ import time
 
 from aiohttp import web
 
-from streamer.errors import ApiError
+from streamer.http.errors import ApiError
 
 
 class WriteLimits:

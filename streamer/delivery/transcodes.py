@@ -30,11 +30,11 @@ from pathlib import Path
 from aiohttp import web
 
 from media import FfmpegFailed, FfmpegPool, MediaCache, MediaError
-from streamer.api import int_param
-from streamer.errors import ApiError, bad_param
-from streamer.hls import CACHE, FFMPEG_POOL
-from streamer.keys import AUTH, CATALOG, METRICS, OPEN_FILES, SETTINGS
-from streamer.originals import CORS_HEADERS, OpenFile, serve_file, write_paced
+from streamer.api.catalog import int_param
+from streamer.http.errors import ApiError, bad_param
+from streamer.delivery.hls import CACHE, FFMPEG_POOL
+from streamer.http.keys import AUTH, CATALOG, METRICS, OPEN_FILES, SETTINGS
+from streamer.delivery.originals import CORS_HEADERS, OpenFile, serve_file, write_paced
 
 log = logging.getLogger(__name__)
 

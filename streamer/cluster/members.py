@@ -5,7 +5,7 @@ A follower names itself in every change-feed poll (`X-Node-URL`: its `cluster_ur
 knows its followers, how far each has replicated (what `sync_replicas` waits on: no extra round
 trip) and which are polling now. It publishes that list with every change-feed answer and at
 `GET /cluster/v1/nodes`; followers keep it in `peers.json` beside the catalog, so a region still
-knows the other nodes after its master is gone (a pull then asks them, streamer.pulls).
+knows the other nodes after its master is gone (a pull then asks them, streamer.cluster.pulls).
 
 A node trusts only the nodes its configuration names (`cluster_nodes`, and its `master_url`): it
 lists whoever polls, but pulls from, follows and sends the cluster secret to those alone. Node

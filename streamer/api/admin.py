@@ -24,12 +24,12 @@ from media import OutsideLibrary, UnreadableFile, ids, library_file, listeners
 from media.fingerprint import content_fingerprint
 from media.formats import container_for
 from media.tags import read_track
-from streamer.auth import USER
-from streamer.edge import Routes
-from streamer.errors import ApiError
-from streamer.keys import CATALOG, SETTINGS
-from streamer.listener_api import idempotency_key, is_plain_text, json_body
-from streamer.write_limits import WRITE_LIMITS
+from streamer.http.auth import USER
+from streamer.http.edge import Routes
+from streamer.http.errors import ApiError
+from streamer.http.keys import CATALOG, SETTINGS
+from streamer.api.listener import idempotency_key, is_plain_text, json_body
+from streamer.http.write_limits import WRITE_LIMITS
 
 CHUNK = 256 * 1024
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]+')

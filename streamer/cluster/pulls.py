@@ -3,7 +3,7 @@
 A track whose file this node's own library lacks (none at its path with the catalog's size and
 content fingerprint) is downloaded once (`GET /cluster/v1/media/{id}`, single flight per file)
 from the first node that holds it: the master first, then the other nodes of the cluster
-(streamer.members), so a region promoted after its master died, or re-pointed at the promoted
+(streamer.cluster.members), so a region promoted after its master died, or re-pointed at the promoted
 one, still finds every file some surviving node holds. A source that fails mid-file is followed
 by the next from where it stopped (a Range request). The file must match the catalog's size and
 fingerprint; it is kept in the node's bounded media cache and served from there like any
@@ -30,12 +30,12 @@ from aiohttp import web
 
 from media import MediaError, NotFound, OutsideLibrary, library_file
 from media.fingerprint import content_fingerprint
-from streamer.errors import ApiError, error_response
-from streamer.hls import CACHE
-from streamer.keys import CATALOG, MEMBERS, METRICS, ROLE, SETTINGS
-from streamer.members import SECRET_HEADER, connector
-from streamer.originals import CONTENT_TYPES, holds, write_paced
-from streamer.ranges import Outcome, parse_range, plan_range_header
+from streamer.http.errors import ApiError, error_response
+from streamer.delivery.hls import CACHE
+from streamer.http.keys import CATALOG, MEMBERS, METRICS, ROLE, SETTINGS
+from streamer.cluster.members import SECRET_HEADER, connector
+from streamer.delivery.originals import CONTENT_TYPES, holds, write_paced
+from streamer.http.ranges import Outcome, parse_range, plan_range_header
 
 log = logging.getLogger(__name__)
 

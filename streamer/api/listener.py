@@ -16,12 +16,12 @@ from aiohttp import web
 
 from media import listeners
 from media.ids import new_id
-from streamer.api import base_url, int_param, m3u_text, page_params
-from streamer.auth import USER, Auth
-from streamer.edge import Routes
-from streamer.errors import ApiError
-from streamer.keys import AUTH, CATALOG, SETTINGS
-from streamer.write_limits import WRITE_LIMITS, WriteLimits
+from streamer.api.catalog import base_url, int_param, m3u_text, page_params
+from streamer.http.auth import USER, Auth
+from streamer.http.edge import Routes
+from streamer.http.errors import ApiError
+from streamer.http.keys import AUTH, CATALOG, SETTINGS
+from streamer.http.write_limits import WRITE_LIMITS, WriteLimits
 
 MAX_PLAYS_PER_REQUEST = 1000
 MAX_NAME = 200

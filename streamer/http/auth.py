@@ -1,6 +1,6 @@
 """Who is asking, and may they: bearer tokens, signed URLs, and the access level of each route.
 
-Every route has an access level, checked at its edge (streamer.edge): `open` (health, metrics),
+Every route has an access level, checked at its edge (streamer.http.edge): `open` (health, metrics),
 `read` (catalog, streams, HLS: anonymous when the settings allow it), `user` (listener data and
 every write) and `admin`. Players that cannot send a header (VLC, mpv, smart speakers) get URLs
 signed for a user: `?s=SCOPE&u=USER&exp=EPOCH&sig=HMAC(secret, scope, user, expiry)`, where the
@@ -40,7 +40,7 @@ from aiohttp import web
 
 from config import is_loopback
 from media import listeners
-from streamer.errors import ApiError
+from streamer.http.errors import ApiError
 
 log = logging.getLogger(__name__)
 

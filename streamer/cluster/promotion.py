@@ -5,7 +5,7 @@
 2. its history goes on under a new lineage from its position (media.replica.branch), so a node
    holding writes this one never had (the old master, a region that was ahead) is told to take
    a snapshot instead of following on from a log that is not this one's;
-3. it records that it is the master (streamer.node_role) and applies its outbox to itself, in
+3. it records that it is the master (streamer.cluster.node_role) and applies its outbox to itself, in
    order, through its own HTTP API: each write exactly as the old master would have taken it,
    with its idempotency key (a write the old master took and the feed brought back applies
    once) and the ids the region handed out; writes arriving meanwhile queue behind them;
@@ -15,7 +15,7 @@
 What it can lose: the writes the old master had taken that its feed had not yet brought here
 (the feed keeps that to about one round trip; none with `sync_replicas` when the region promoted
 is the one that holds the most). Media is not lost while some surviving node holds each file:
-the promoted node pulls what it lacks from the other nodes it knows (streamer.pulls), and with
+the promoted node pulls what it lacks from the other nodes it knows (streamer.cluster.pulls), and with
 `mirror_media` every region holds a copy of every file already. The answer counts the tracks
 this node has no copy of yet.
 
@@ -35,19 +35,19 @@ from aiohttp import web
 from yarl import URL
 
 from media import replica
-from streamer import cluster
-from streamer.edge import Routes
-from streamer.errors import ApiError
-from streamer.keys import CATALOG, MEMBERS, ROLE, SETTINGS
-from streamer.listener_api import json_body
-from streamer.pulls import tracks_without_media
-from streamer.region import FOLLOWER, drain_outbox, node_url, own_url
+from streamer.cluster import feed
+from streamer.http.edge import Routes
+from streamer.http.errors import ApiError
+from streamer.http.keys import CATALOG, MEMBERS, ROLE, SETTINGS
+from streamer.api.listener import json_body
+from streamer.cluster.pulls import tracks_without_media
+from streamer.cluster.region import FOLLOWER, drain_outbox, node_url, own_url
 
 log = logging.getLogger(__name__)
 
 
 async def promote(request: web.Request) -> web.Response:
-    cluster.check_secret(request)
+    feed.check_secret(request)
     # Shielded: an operator's client that gives up does not leave a promotion half done.
     return web.json_response(await asyncio.shield(_promote(request.app, own_url(request))))
 
@@ -104,7 +104,7 @@ async def resume_promotion(app: web.Application) -> None:
 
 
 async def follow(request: web.Request) -> web.Response:
-    cluster.check_secret(request)
+    feed.check_secret(request)
     app, role = request.app, request.app[ROLE]
     master_url = _master_url((await json_body(request)).get("master_url"), app)
     async with role.changing:

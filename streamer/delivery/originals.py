@@ -26,17 +26,17 @@ from aiohttp import web
 
 from media import CONTENT_TYPES, Catalog, NotFound, OutsideLibrary, library_file
 from media.fingerprint import content_fingerprint
-from streamer.auth import SHAREABLE
-from streamer.errors import ApiError, error_response
-from streamer.metrics import Metrics
-from streamer.preconditions import Precondition, evaluate, if_range_holds
-from streamer.ranges import WHOLE, ByteRange, Outcome, plan_range_header
+from streamer.http.auth import SHAREABLE
+from streamer.http.errors import ApiError, error_response
+from streamer.http.metrics import Metrics
+from streamer.http.preconditions import Precondition, evaluate, if_range_holds
+from streamer.http.ranges import WHOLE, ByteRange, Outcome, plan_range_header
 
 log = logging.getLogger(__name__)
 
 # Browsers on another origin may read these (CORS-safelisted headers don't include them).
 # Media and the catalog are for players on any origin: no cookies are used, so "*" exposes no
-# credentials. Listener data follows the `cors_origins` setting (streamer.edge).
+# credentials. Listener data follows the `cors_origins` setting (streamer.http.edge).
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "Accept-Ranges, Content-Length, Content-Range, ETag, Last-Modified",

@@ -15,10 +15,10 @@ wrong or missing one is refused with 403 and a log line naming the address. Serv
 - `GET /cluster/v1/media/{id}`: a track's original bytes, with Range, for a node that lacks them;
   served by any node (master or region) from its own copy only (its library's file when size and
   fingerprint are the catalog's, or one it pulled), else 404: a pull never starts another.
-- `GET /cluster/v1/nodes`: the cluster as this node knows it (streamer.members): a master lists
+- `GET /cluster/v1/nodes`: the cluster as this node knows it (streamer.cluster.members): a master lists
   itself and its followers, with the sequence each holds and whether it is polling.
 - `POST /cluster/v1/plays` `{"entries": [{"user_id", "key", "plays", "ids"}, ...]}`: plays that
-  clients posted at a region, batched (streamer.play_batches); each entry is applied as its own
+  clients posted at a region, batched (streamer.cluster.play_batches); each entry is applied as its own
   write, as POST /api/v1/plays would. `{"results": [{"status", "body"}, ...], "sequence": SEQ}`.
 
 With `sync_replicas = N`, a master answers a write only once N followers hold it: a follower's
@@ -44,14 +44,14 @@ from yarl import URL
 
 from media import listeners, replica
 from media.backup import backup_catalog
-from streamer.api import int_param
-from streamer.edge import Routes
-from streamer.errors import ApiError, error_response, from_exception
-from streamer.listener_api import are_new_ids, json_body, plays_of
-from streamer.keys import AUTH, CATALOG, MEMBERS, METRICS, OPEN_FILES, ROLE, SETTINGS
-from streamer.members import NODE_HEADER, SECRET_HEADER
-from streamer.originals import serve_file
-from streamer.pulls import local_copy
+from streamer.api.catalog import int_param
+from streamer.http.edge import Routes
+from streamer.http.errors import ApiError, error_response, from_exception
+from streamer.api.listener import are_new_ids, json_body, plays_of
+from streamer.http.keys import AUTH, CATALOG, MEMBERS, METRICS, OPEN_FILES, ROLE, SETTINGS
+from streamer.cluster.members import NODE_HEADER, SECRET_HEADER
+from streamer.delivery.originals import serve_file
+from streamer.cluster.pulls import local_copy
 
 log = logging.getLogger(__name__)
 

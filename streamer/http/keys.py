@@ -6,11 +6,11 @@ from aiohttp import web
 
 from config import Settings
 from media import Catalog, Scanner
-from streamer.auth import Auth
-from streamer.members import Members
-from streamer.metrics import Metrics
-from streamer.node_role import NodeRole
-from streamer.originals import OpenFiles
+from streamer.http.auth import Auth
+from streamer.cluster.members import Members
+from streamer.http.metrics import Metrics
+from streamer.cluster.node_role import NodeRole
+from streamer.delivery.originals import OpenFiles
 
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG = web.AppKey("catalog", Catalog)

@@ -8,15 +8,15 @@ resumes where it stopped. A 410 from the master (the log it needs is no longer k
 new snapshot. While the master is unreachable the region keeps serving what it has and retries.
 
 Writes are forwarded to the master with the user's credentials and an idempotency key (plays in
-batches: streamer.play_batches); once the master has taken one, the region waits (at most
+batches: streamer.cluster.play_batches); once the master has taken one, the region waits (at most
 FORWARD_WAIT) until its replica holds it, so the client reads its own write at once. While the
 master is unreachable, writes go into a durable outbox (media.outbox) and get 202 with their key
 and the ids the region made for what they create, which the master keeps; the outbox is sent in
 order once the master is back, and a write sent twice (a crash between sending and removing it)
 is applied once, by its key. A track whose file the region's own library lacks is pulled from
-the master, or another node that holds it (streamer.pulls). Each poll names the region
+the master, or another node that holds it (streamer.cluster.pulls). Each poll names the region
 (`X-Node-URL`) and says what its replica holds, and each answer lists the cluster's nodes, which
-the region keeps (streamer.members): the master knows its followers, and they know each other.
+the region keeps (streamer.cluster.members): the master knows its followers, and they know each other.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ from media import replica
 from media.ids import new_id
 from media.database import rehearsal
 from media.outbox import Outbox, OutboxFull
-from streamer import cluster
-from streamer.cluster import SECRET_HEADER, SEQUENCE_HEADER
-from streamer.errors import ApiError, from_exception
-from streamer.keys import CATALOG, MEMBERS, ROLE, SETTINGS
-from streamer.members import NODE_HEADER, connector
-from streamer.admin_api import check_upload
-from streamer.auth import ON_BEHALF_HEADER, USER
-from streamer.listener_api import ASSIGNED_IDS_HEADER, cluster_secret_matches, plays_of
-from streamer.play_batches import MasterUnreachable, PlayBatches
+from streamer.cluster import feed
+from streamer.cluster.feed import SECRET_HEADER, SEQUENCE_HEADER
+from streamer.http.errors import ApiError, from_exception
+from streamer.http.keys import CATALOG, MEMBERS, ROLE, SETTINGS
+from streamer.cluster.members import NODE_HEADER, connector
+from streamer.api.admin import check_upload
+from streamer.http.auth import ON_BEHALF_HEADER, USER
+from streamer.api.listener import ASSIGNED_IDS_HEADER, cluster_secret_matches, plays_of
+from streamer.cluster.play_batches import MasterUnreachable, PlayBatches
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def forwarded_to_master(handler):
     Once the region is promoted, `handler` takes the write itself, as on any master; while the
     promotion applies the outbox, the outbox's own writes (sent with the cluster secret) are
     taken and new ones queue behind them."""
-    local = cluster.with_sequence(handler)
+    local = feed.with_sequence(handler)
 
     async def forward(request: web.Request) -> web.StreamResponse:
         role = request.app[ROLE]
@@ -322,7 +322,7 @@ async def _rehearse(handler, request: web.Request, body: bytes) -> None:
 
 async def _batched_plays(request: web.Request, follower: Follower, key: str, body: bytes,
                          ids: list[str]) -> web.Response:
-    """Plays go to the master in batches (streamer.play_batches); checked here first, as the master would."""
+    """Plays go to the master in batches (streamer.cluster.play_batches); checked here first, as the master would."""
     plays = plays_of(json.loads(body))
     status, answer, sequence = await follower.plays.send({"user_id": request[USER]["id"], "key": key,
                                                          "plays": plays, "ids": ids})

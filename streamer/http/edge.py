@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from streamer.auth import ACCESS_LEVELS, SHAREABLE, USER, Auth
-from streamer.errors import error_response, from_exception
-from streamer.metrics import Metrics
+from streamer.http.auth import ACCESS_LEVELS, SHAREABLE, USER, Auth
+from streamer.http.errors import error_response, from_exception
+from streamer.http.metrics import Metrics
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,7 +38,7 @@ class Routes:
         self._fallback: web.AbstractResource | None = None
 
     def add(self, method: str, path: str, handler: Handler, name: str, access: str = "read") -> None:
-        """`access`: open, read, user or admin (see streamer.auth)."""
+        """`access`: open, read, user or admin (see streamer.http.auth)."""
         if access in ("user", "admin") and self.write_wrapper is not None:
             handler = self.write_wrapper(handler)
         self.router.add_route(method, path, edge(handler, name, self.metrics, self.auth, access, self.cors), name=name)

@@ -3,7 +3,7 @@
 URLs below the master playlist carry the source file's version (from its size and mtime), so
 they are immutable: a changed file gets new URLs, and an old URL is a clean 404. A segment of
 an AAC variant is made when first asked for (segment 40 first costs one ffmpeg run, not 41) by
-an ffmpeg run that goes on to the next ones while nobody else waits (streamer.segment_runs);
+an ffmpeg run that goes on to the next ones while nobody else waits (streamer.delivery.segment_runs);
 while a listener plays on, the next segment is started before it is asked for when ffmpeg has
 a slot to spare. Segments of a copy variant are cut from the source's own frames (MP3 ones in
 MPEG-TS, see media.mpegts), each read alone from the stored stream through a frame index
@@ -23,12 +23,12 @@ from aiohttp import web
 from media import FfmpegPool, MediaCache
 from media.hls_plan import PLAN_REVISION, Variant, master_playlist, media_playlist, segments, variants_for
 from media.segmenter import copied_segment, extract_stream
-from streamer.auth import USER
-from streamer.edge import Routes
-from streamer.segment_runs import SegmentRuns
-from streamer.errors import ApiError
-from streamer.keys import AUTH, CATALOG, OPEN_FILES, SETTINGS
-from streamer.originals import CORS_HEADERS, PacedResponse
+from streamer.http.auth import USER
+from streamer.http.edge import Routes
+from streamer.delivery.segment_runs import SegmentRuns
+from streamer.http.errors import ApiError
+from streamer.http.keys import AUTH, CATALOG, OPEN_FILES, SETTINGS
+from streamer.delivery.originals import CORS_HEADERS, PacedResponse
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any
 from aiohttp import web
 
 from media import OutsideLibrary, image_type, library_file, read_embedded_art
-from streamer.edge import Routes
-from streamer.errors import ApiError, bad_param
-from streamer.keys import AUTH, CATALOG, SETTINGS
-from streamer.originals import CORS_HEADERS, PacedResponse
-from streamer.preconditions import etag_matches
+from streamer.http.edge import Routes
+from streamer.http.errors import ApiError, bad_param
+from streamer.http.keys import AUTH, CATALOG, SETTINGS
+from streamer.delivery.originals import CORS_HEADERS, PacedResponse
+from streamer.http.preconditions import etag_matches
 
 log = logging.getLogger(__name__)
 
