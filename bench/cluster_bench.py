@@ -79,8 +79,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    REPO, BenchError, Proc, ffmpeg_exe, free_port, log_problems, overall, parse_wrk, percentile, print_table,
-    ratio, run_bench, verdict, wait_port, wait_scan,
+    REPO, BenchError, Proc, Summary, ensure_alive, ffmpeg_exe, free_port, log_problems, parse_wrk, percentile,
+    ratio, run_bench, wait_port, wait_scan,
 )
 from plays_bench import add_user, make_library, ms, play_maker, stored_plays
 
@@ -208,53 +208,66 @@ async def lag_run(write: Node, read: Node, token: str, count: int, label: str) -
 
 # --- 2. plays -----------------------------------------------------------------------------
 
+@dataclass
+class PlaysTally:
+    """What the play clients of one run sent and got; plays and latencies of the timed window."""
+    t_start: float  # perf_counter time
+    t_end: float
+    accepted: int = 0
+    requests: int = 0
+    window: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def note(self, status: int, answer: bytes, t0: float, t1: float) -> None:
+        """One answer, sent at t0 and there at t1; it counts if it came in the window."""
+        self.requests += 1
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if 200 <= status < 300:
+            self.accepted += BATCH
+            if self.t_start <= t1 <= self.t_end:
+                self.window += BATCH
+                self.latencies.append(t1 - t0)
+        elif len(self.failures) < 20:
+            self.failures.append(f"{status} {answer[:200]!r}")
+
+
+async def plays_client(session, url: str, headers: dict, make, tally: PlaysTally) -> None:
+    """One client: a POST of BATCH plays after the other, each with its own key, until the window ends."""
+    import aiohttp
+
+    while time.perf_counter() < tally.t_end:
+        body = json.dumps({"plays": [make() for _ in range(BATCH)]}).encode()
+        h = {**headers, "Idempotency-Key": secrets.token_hex(16)}
+        t0 = time.perf_counter()
+        try:
+            async with session.post(url, data=body, headers=h) as resp:
+                answer = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            tally.failures.append(repr(exc))
+            continue
+        tally.note(status, answer, t0, time.perf_counter())
+
+
 async def plays_run(node: Node, token: str, track_ids: list[str], clients: int, duration: float,
                     seed: int) -> dict:
+    """`clients` clients posting plays at `node` for 0.5 s (not counted) then `duration` s."""
     import aiohttp
 
     make = play_maker(track_ids, seed)
     url = f"{node.base}/api/v1/plays"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    accepted = 0
-    requests = 0
-    statuses: dict[int, int] = {}
-    latencies: list[float] = []
-    failures: list[str] = []
     warm = 0.5
     t_start = time.perf_counter() + warm
-    t_end = t_start + duration
-    window = 0
-
-    async def client(session) -> None:
-        nonlocal accepted, requests, window
-        while time.perf_counter() < t_end:
-            body = json.dumps({"plays": [make() for _ in range(BATCH)]}).encode()
-            h = {**headers, "Idempotency-Key": secrets.token_hex(16)}
-            t0 = time.perf_counter()
-            try:
-                async with session.post(url, data=body, headers=h) as resp:
-                    answer = await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                failures.append(repr(exc))
-                continue
-            t1 = time.perf_counter()
-            requests += 1
-            statuses[status] = statuses.get(status, 0) + 1
-            if 200 <= status < 300:
-                accepted += BATCH
-                if t_start <= t1 <= t_end:
-                    window += BATCH
-                    latencies.append(t1 - t0)
-            elif len(failures) < 20:
-                failures.append(f"{status} {answer[:200]!r}")
-
+    tally = PlaysTally(t_start, t_start + duration)
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as session:
-        await asyncio.gather(*(client(session) for _ in range(clients)))
-    return {"rate": window / duration, "accepted": accepted, "requests": requests, "statuses": statuses,
-            "latencies": latencies, "failures": failures}
+        await asyncio.gather(*(plays_client(session, url, headers, make, tally) for _ in range(clients)))
+    return {"rate": tally.window / duration, "accepted": tally.accepted, "requests": tally.requests,
+            "statuses": tally.statuses, "latencies": tally.latencies, "failures": tally.failures}
 
 
 def master_play_count(master: Node, token: str) -> int:
@@ -338,23 +351,14 @@ class Cluster:
 
 @dataclass
 class Bench:
-    """What the run's steps share: options, folders, processes, the summary's rows and verdicts."""
+    """What the run's steps share: options, folders, processes, the summary table."""
     args: argparse.Namespace
     tmp: Path
     procs: list[Proc]
     secret: str
-    rows: list[tuple[str, ...]] = field(
-        default_factory=lambda: [("test", "reference", "ours", "ratio", "target", "result")])
-    checks: list[bool] = field(default_factory=list)
+    table: Summary = field(default_factory=lambda: Summary(("test", "reference", "ours", "ratio", "target", "result")))
     stopped: list[Proc] = field(default_factory=list)  # nodes stopped; their logs are looked at in [6]
     clusters: int = 0
-
-    def check(self, ok: bool, *cells: str) -> None:
-        self.checks.append(ok)
-        self.rows.append((*cells, verdict(ok)))
-
-    def info(self, name: str, reference: str, ours: str, ratio_text: str = "") -> None:
-        self.rows.append((name, reference, ours, ratio_text, "info", ""))
 
 
 def start_cluster(b: Bench, sync: int) -> Cluster:
@@ -479,16 +483,16 @@ def sync_rows(b: Bench, r0: dict, rn: dict) -> None:
     for label, key in (("1 client, sequential", "seq"), (f"{a.writers} writers", "conc")):
         p0 = percentile(r0[key], 50), percentile(r0[key], 99)
         pn = percentile(rn[key], 50), percentile(rn[key], 99)
-        b.info(f"write latency at master, {label}, p50 / p99 ({n})", f"{ms(p0[0])} / {ms(p0[1])} (N=0)",
-               f"{ms(pn[0])} / {ms(pn[1])}", f"{ratio(pn[0], p0[0]):.1f} / {ratio(pn[1], p0[1]):.1f}")
-    b.info(f"writes/s at master, {a.writers} writers ({n})", f"{r0['conc_rate']:,.0f} (N=0)",
-           f"{rn['conc_rate']:,.0f}", f"{ratio(rn['conc_rate'], r0['conc_rate']):.2f}")
+        b.table.info(f"write latency at master, {label}, p50 / p99 ({n})", f"{ms(p0[0])} / {ms(p0[1])} (N=0)",
+                     f"{ms(pn[0])} / {ms(pn[1])}", f"{ratio(pn[0], p0[0]):.1f} / {ratio(pn[1], p0[1]):.1f}")
+    b.table.info(f"writes/s at master, {a.writers} writers ({n})", f"{r0['conc_rate']:,.0f} (N=0)",
+                 f"{rn['conc_rate']:,.0f}", f"{ratio(rn['conc_rate'], r0['conc_rate']):.2f}")
     for label, key in (("at master", "plays_master"), ("via region A", "plays_region")):
-        b.info(f"plays/s {label}, c={a.clients} ({n})", f"{r0[key]:,.0f} (N=0)", f"{rn[key]:,.0f}",
-               f"{ratio(rn[key], r0[key]):.2f}")
+        b.table.info(f"plays/s {label}, c={a.clients} ({n})", f"{r0[key]:,.0f} (N=0)", f"{rn[key]:,.0f}",
+                     f"{ratio(rn[key], r0[key]):.2f}")
     odd = [sum(v for s, v in r["statuses"].items() if s not in (200, 201)) for r in (r0, rn)]
-    b.check(odd == [0, 0], "sync cost: writes not answered 200/201 (N=0 / ours)", "", f"{odd[0]} / {odd[1]}", "",
-            "0 / 0")
+    b.table.check(odd == [0, 0], "sync cost: writes not answered 200/201 (N=0 / ours)", "", f"{odd[0]} / {odd[1]}", "",
+                  "0 / 0")
 
 
 # --- 4. promotion -------------------------------------------------------------------------------
@@ -634,13 +638,13 @@ def section_lag(b: Bench, c: Cluster) -> float:
             print(f"    failure: {f}")
     p50, p99 = percentile(lag["from_send"], 50), percentile(lag["from_send"], 99)
     r50, r99 = percentile(ref["from_send"], 50), percentile(ref["from_send"], 99)
-    b.check(p50 < TARGET_LAG_P50 and not lag["bad"] and len(lag["from_send"]) == a.writes,
-            f"replication lag A->B p50 (n={len(lag['from_send'])})", f"{ms(r50)} (master RaW)", ms(p50),
-            f"{ratio(p50, r50):.1f}", f"< {TARGET_LAG_P50 * 1000:.0f} ms")
-    b.check(p99 < TARGET_LAG_P99 and not lag["bad"], "replication lag A->B p99", f"{ms(r99)} (master RaW)",
-            ms(p99), f"{ratio(p99, r99):.1f}", f"< {TARGET_LAG_P99 * 1000:.0f} ms")
-    b.info("  lag after A's answer p50 / p99", "",
-           f"{ms(percentile(lag['from_ack'], 50))} / {ms(percentile(lag['from_ack'], 99))}")
+    b.table.check(p50 < TARGET_LAG_P50 and not lag["bad"] and len(lag["from_send"]) == a.writes,
+                  f"replication lag A->B p50 (n={len(lag['from_send'])})", f"{ms(r50)} (master RaW)", ms(p50),
+                  f"{ratio(p50, r50):.1f}", f"< {TARGET_LAG_P50 * 1000:.0f} ms")
+    b.table.check(p99 < TARGET_LAG_P99 and not lag["bad"], "replication lag A->B p99", f"{ms(r99)} (master RaW)",
+                  ms(p99), f"{ratio(p99, r99):.1f}", f"< {TARGET_LAG_P99 * 1000:.0f} ms")
+    b.table.info("  lag after A's answer p50 / p99", "",
+                 f"{ms(percentile(lag['from_ack'], 50))} / {ms(percentile(lag['from_ack'], 99))}")
     print(flush=True)
     return p99
 
@@ -673,14 +677,14 @@ def section_plays(b: Bench, c: Cluster) -> None:
     stored = counted_plays(c, before, accepted)
     print(f"  master counts {stored} new plays; {accepted} accepted", flush=True)
     non2xx = sum(n for res in (via_region, direct) for s, n in res["statuses"].items() if not 200 <= s < 300)
-    b.check(via_region["rate"] >= TARGET_PLAYS, f"plays/s via region A (c={a.clients}, {BATCH}/request)",
-            f"{direct['rate']:,.0f} (master)", f"{via_region['rate']:,.0f}",
-            f"{ratio(via_region['rate'], direct['rate']):.2f}", f">= {TARGET_PLAYS:,.0f}")
-    b.info("  request latency p50 / p99",
-           f"{ms(percentile(direct['latencies'], 50))} / {ms(percentile(direct['latencies'], 99))}",
-           f"{ms(percentile(via_region['latencies'], 50))} / {ms(percentile(via_region['latencies'], 99))}")
-    b.check(stored == accepted and non2xx == 0, "plays counted at master = accepted; non-2xx", "",
-            f"{stored} = {accepted}; {non2xx}", "", "equal; 0")
+    b.table.check(via_region["rate"] >= TARGET_PLAYS, f"plays/s via region A (c={a.clients}, {BATCH}/request)",
+                  f"{direct['rate']:,.0f} (master)", f"{via_region['rate']:,.0f}",
+                  f"{ratio(via_region['rate'], direct['rate']):.2f}", f">= {TARGET_PLAYS:,.0f}")
+    b.table.info("  request latency p50 / p99",
+                 f"{ms(percentile(direct['latencies'], 50))} / {ms(percentile(direct['latencies'], 99))}",
+                 f"{ms(percentile(via_region['latencies'], 50))} / {ms(percentile(via_region['latencies'], 99))}")
+    b.table.check(stored == accepted and non2xx == 0, "plays counted at master = accepted; non-2xx", "",
+                  f"{stored} = {accepted}; {non2xx}", "", "equal; 0")
     print(flush=True)
 
 
@@ -702,7 +706,7 @@ def stream_rounds(b: Bench, c: Cluster, tid: str) -> tuple[dict, list[str]]:
 def section_stream(b: Bench, c: Cluster) -> None:
     a, tid = b.args, c.track_ids[0]
     if not shutil.which("wrk"):
-        b.rows.append(("stream req/s region B / master", "", "skipped (no wrk)", "", f">= {TARGET_STREAM_RATIO}",
+        b.table.rows.append(("stream req/s region B / master", "", "skipped (no wrk)", "", f">= {TARGET_STREAM_RATIO}",
                        "SKIP"))
         print(flush=True)
         return
@@ -719,9 +723,9 @@ def section_stream(b: Bench, c: Cluster) -> None:
     pulled = "pulled track" in c.region_b.proc.log_path.read_text(errors="replace")
     best, notes = stream_rounds(b, c, tid)
     r = ratio(best["region B"], best["master"])
-    b.check(r >= TARGET_STREAM_RATIO and not notes, f"stream req/s region B ({len(bodies['master'])} B file, "
-            f"c={a.connections})", f"{best['master']:,.0f} (master)", f"{best['region B']:,.0f}", f"{r:.2f}",
-            f"ratio >= {TARGET_STREAM_RATIO}")
+    b.table.check(r >= TARGET_STREAM_RATIO and not notes, f"stream req/s region B ({len(bodies['master'])} B file, "
+                  f"c={a.connections})", f"{best['master']:,.0f} (master)", f"{best['region B']:,.0f}", f"{r:.2f}",
+                  f"ratio >= {TARGET_STREAM_RATIO}")
     if pulled:
         print("  note: region B logged a pull from the master (file not served locally?)")
     print(flush=True)
@@ -748,14 +752,14 @@ def section_promotion(b: Bench, first: Cluster, lag_p99: float) -> None:
     ours = f"{per_run} = {sum(lost)} of {sum(len(r['acked']) for r in runs):,}; last {ms(window)}"
     first_ok = all(r["first_write_status"] == 201 for r in runs)
     if a.sync_replicas:
-        b.check(sum(lost) == 0 and first_ok, f"promotion x{len(runs)}: acked writes lost (N={a.sync_replicas})", "",
-                ours, "", "0 lost")
+        b.table.check(sum(lost) == 0 and first_ok, f"promotion x{len(runs)}: acked writes lost (N={a.sync_replicas})",
+                            "", ours, "", "0 lost")
     else:
-        b.check(window < TARGET_LAG_P99 and first_ok, f"promotion x{len(runs)}: acked writes lost (N=0)",
-                f"{ms(lag_p99)} (lag p99 of [1])", ours, "", f"window < {TARGET_LAG_P99 * 1000:.0f} ms")
+        b.table.check(window < TARGET_LAG_P99 and first_ok, f"promotion x{len(runs)}: acked writes lost (N=0)",
+                      f"{ms(lag_p99)} (lag p99 of [1])", ours, "", f"window < {TARGET_LAG_P99 * 1000:.0f} ms")
     med = {k: percentile([r[k] for r in runs], 50) for k in ("promote", "first_write", "follow")}
-    b.info("  promote call / first write / other follows (median)", "",
-           f"{ms(med['promote'])} / {ms(med['first_write'])} / {ms(med['follow'])}")
+    b.table.info("  promote call / first write / other follows (median)", "",
+                 f"{ms(med['promote'])} / {ms(med['first_write'])} / {ms(med['follow'])}")
     print(flush=True)
 
 
@@ -777,12 +781,12 @@ def section_bootstrap(b: Bench) -> None:
     region_tracks = wait_tracks(region_c, a.catalog, timeout=120, pause=0.01)
     print(f"  region: /readyz 200 after {region_ready:.2f} s, {a.catalog:,} tracks listed after "
           f"{region_tracks:.2f} s", flush=True)
-    b.check(region_ready < TARGET_BOOTSTRAP, f"region bootstrap to /readyz ({a.catalog:,} tracks)",
-            f"{master_ready:.2f} s (master start)", f"{region_ready:.2f} s", f"{ratio(region_ready, master_ready):.1f}",
-            f"< {TARGET_BOOTSTRAP:g} s")
-    b.check(region_tracks < TARGET_BOOTSTRAP, f"region bootstrap to tracks total = {a.catalog:,}",
-            f"{master_tracks:.2f} s (master start)", f"{region_tracks:.2f} s",
-            f"{ratio(region_tracks, master_tracks):.1f}", f"< {TARGET_BOOTSTRAP:g} s")
+    b.table.check(region_ready < TARGET_BOOTSTRAP, f"region bootstrap to /readyz ({a.catalog:,} tracks)",
+                  f"{master_ready:.2f} s (master start)", f"{region_ready:.2f} s",
+                  f"{ratio(region_ready, master_ready):.1f}", f"< {TARGET_BOOTSTRAP:g} s")
+    b.table.check(region_tracks < TARGET_BOOTSTRAP, f"region bootstrap to tracks total = {a.catalog:,}",
+                  f"{master_tracks:.2f} s (master start)", f"{region_tracks:.2f} s",
+                  f"{ratio(region_tracks, master_tracks):.1f}", f"< {TARGET_BOOTSTRAP:g} s")
     for p in (region_c.proc, big.proc):
         p.stop()
         b.stopped.append(p)
@@ -798,8 +802,8 @@ def section_logs(b: Bench) -> None:
         print(f"log {proc.name}: {n_err} ERROR, {n_warn} WARNING, {tracebacks} tracebacks")
         for ln in sample[:4]:
             print(f"  log: {ln[:200]}")
-    b.check(total_err == 0, f"server logs: ERROR lines + tracebacks ({len(b.stopped)} nodes)", "", str(total_err), "",
-            "0")
+    b.table.check(total_err == 0, f"server logs: ERROR lines + tracebacks ({len(b.stopped)} nodes)", "",
+                        str(total_err), "", "0")
 
 
 def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
@@ -820,16 +824,13 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     section_plays(b, c)
     section_stream(b, c)
     for node in c.nodes:
-        if not node.proc.alive():
-            raise BenchError(f"{node.proc.name} died during the run:\n{node.proc.log_tail()}")
+        ensure_alive(node.proc, " during the run")
     section_promotion(b, c, lag_p99)
     section_bootstrap(b)
     section_logs(b)
-    print(f"\nSUMMARY (master + 2 regions, separate processes on 127.0.0.1; {args.tracks} tracks; sync_replicas "
-          f"{args.sync_replicas}; {os.cpu_count()} cores shared, load average at the end {load()}; total "
-          f"{time.monotonic() - t_begin:.0f}s)")
-    print_table(b.rows)
-    return overall(b.checks)
+    return b.table.finish(f"\nSUMMARY (master + 2 regions, separate processes on 127.0.0.1; {args.tracks} tracks; "
+                          f"sync_replicas {args.sync_replicas}; {os.cpu_count()} cores shared, load average at the "
+                          f"end {load()}; total {time.monotonic() - t_begin:.0f}s)")
 
 
 def load() -> str:
