@@ -1,6 +1,6 @@
-"""What the benchmarks share: their error, child processes, ports, ffmpeg, our server's scan and log,
-the load average, percentiles, wrk and its rounds, the summary table and the run of a benchmark's
-main (exit codes, temp folder, clean-up)."""
+"""What the benchmarks share: their error, child processes and their CPU time, ports, ffmpeg, our
+server's scan and log, the load average, percentiles, wrk and its rounds, the summary table and the
+run of a benchmark's main (exit codes, temp folder, clean-up)."""
 
 from __future__ import annotations
 
@@ -140,6 +140,18 @@ def log_problems(proc: Proc) -> tuple[int, int, list[str]]:
     warnings = [ln for ln in lines if " WARNING " in ln]
     tracebacks = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", ln)]
     return len(errors), len(warnings), (errors + warnings + tracebacks)[:8]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes so far (their threads included), in seconds; nan
+    when none of them can be read."""
+    ticks, read = 0, 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+            read += 1
+    return ticks / os.sysconf("SC_CLK_TCK") if read else float("nan")
 
 
 def ensure_alive(proc: Proc, during: str = "") -> None:

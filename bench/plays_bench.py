@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    REPO, BenchError, Proc, Summary, ensure_alive, ffmpeg_exe, load_average, log_problems, percentile,
+    REPO, BenchError, Proc, Summary, cpu_seconds, ensure_alive, ffmpeg_exe, load_average, log_problems, percentile,
     raise_interrupt, ratio, require_modules, run_bench, start_server, wait_scan,
 )
 
@@ -111,15 +111,6 @@ def add_user(data: Path, name: str) -> str:
     if done.returncode != 0 or not lines:
         raise BenchError(f"run.py user add failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return lines[-1].strip()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (nan if it cannot be read)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -240,9 +231,9 @@ async def write_client(no: int, session, plan: WritePlan, out: Writes) -> None:
 async def cpu_in_window(plan: WritePlan, server_pid: int, out: Writes) -> None:
     """Sleep through the warm-up and the window; the CPU the clients and the server used in it."""
     await asyncio.sleep(max(0.0, plan.t_start - time.time()))
-    cpu0, srv0 = time.process_time(), cpu_seconds(server_pid)
+    cpu0, srv0 = time.process_time(), cpu_seconds([server_pid])
     await asyncio.sleep(max(0.0, plan.t_end - time.time()))
-    out.cpu_client, out.cpu_server = time.process_time() - cpu0, cpu_seconds(server_pid) - srv0
+    out.cpu_client, out.cpu_server = time.process_time() - cpu0, cpu_seconds([server_pid]) - srv0
 
 
 async def clients_done(tasks: list[asyncio.Task]) -> None:
@@ -693,8 +684,9 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     phase_rows(table, r, refs)
     consistency_rows(table, r, c)
     print(f"load average at the end: {load_average()} (at start: {load})")
+    keys = "Idempotency-Key on every write" if r.keys else "no Idempotency-Key"
     return table.finish(f"\nSUMMARY (one server process, {len(r.track_ids)} tracks; {args.clients} write clients, "
-                        f"{args.readers} readers; {'Idempotency-Key on every write' if r.keys else 'no Idempotency-Key'}; "
+                        f"{args.readers} readers; {keys}; "
                         f"reference = sqlite-utils INSERT loop, plays table only; {cores} cores shared; "
                         f"total {time.monotonic() - t_begin:.0f}s)")
 

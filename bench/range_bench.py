@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, Summary, alternating_rounds, ensure_alive, fastest, free_port, paired_median, ratio,
+    BenchError, Proc, Summary, alternating_rounds, cpu_seconds, ensure_alive, fastest, free_port, paired_median, ratio,
     run_bench, run_wrk, start_server, wait_port, wait_scan,
 )
 
@@ -101,21 +101,6 @@ def proc_status(pid: int, key: str) -> int | None:
     except OSError:
         return None
     return None
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes (their own threads included), in seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
-
-
 
 
 def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict, bytes]:
