@@ -100,16 +100,32 @@ SEQUENCE_HEADER = "X-Change-Sequence"  # a master's write answer: its change-log
 class Node:
     def __init__(self, proc: Proc, port: int) -> None:
         self.proc = proc
-        self.base = f"http://127.0.0.1:{port}"
+        self.base = node_url(port)
         self.started = time.monotonic()
 
 
+def node_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports, picked before any node of a cluster starts (each names them all)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def start_node(name: str, role: str, secret: str, library: Path, data: Path, log: Path, procs: list[Proc],
-               master: Node | None = None, extra: tuple[str, ...] = ()) -> Node:
-    port = free_port()
+               port: int, nodes: list[int], master: Node | None = None, extra: tuple[str, ...] = ()) -> Node:
+    """A `run.py serve` node on `port` (picked beforehand), its cluster_nodes the URLs of `nodes`:
+    the ports of every node of its cluster (a region follows, at promotion, only the nodes listed)."""
     argv = [sys.executable, str(REPO / "run.py"), "serve", "--role", role, "--cluster-secret", secret,
             "--host", "127.0.0.1", "--port", str(port), "--library", str(library), "--data-dir", str(data),
             "--no-demo-library", "--log-level", "warning",
+            "--cluster-nodes", ",".join(node_url(p) for p in nodes),
             "--writes-per-minute", "1000000",  # one bench user writes as fast as it can: no per-user limit
             *extra]
     if master is not None:
@@ -370,13 +386,14 @@ def start_cluster(b: Bench, sync: int) -> Cluster:
     folder.mkdir()
     token = add_user(folder / "master-data", "bench")
     extra = ("--sync-replicas", str(sync)) if sync else ()
+    ports = free_ports(3)  # master, region A, region B: each names all three
     master = start_node(f"master{tag}", "master", b.secret, b.tmp / "library", folder / "master-data",
-                        folder / "master.log", b.procs, extra=extra)
+                        folder / "master.log", b.procs, ports[0], ports, extra=extra)
     wait_ready(master)
     track_ids = [t["id"] for t in wait_scan(master.base, master.proc, b.args.tracks)]
     regions = [start_node(f"region {x}{tag}", "region", b.secret, b.tmp / lib, folder / f"region-{x.lower()}-data",
-                          folder / f"region-{x.lower()}.log", b.procs, master)
-               for x, lib in (("A", "empty"), ("B", "library-b"))]
+                          folder / f"region-{x.lower()}.log", b.procs, port, ports, master)
+               for x, lib, port in (("A", "empty", ports[1]), ("B", "library-b", ports[2]))]
     for r in regions:
         wait_ready(r)
         wait_tracks(r, b.args.tracks)
@@ -769,14 +786,15 @@ def section_bootstrap(b: Bench) -> None:
           f"then a fresh region", flush=True)
     made = make_catalog(tmp / "big-master-data", tmp / "empty", a.catalog)
     print(f"  catalog made in {made:.1f} s (not timed)", flush=True)
+    ports = free_ports(2)  # the big master, region C
     big = start_node("big master", "master", b.secret, tmp / "empty", tmp / "big-master-data", tmp / "big-master.log",
-                     b.procs, extra=("--no-scan-on-start",))
+                     b.procs, ports[0], ports, extra=("--no-scan-on-start",))
     master_ready = wait_ready(big)
     master_tracks = wait_tracks(big, a.catalog, timeout=60, pause=0.01)
     print(f"  master: /readyz 200 after {master_ready:.2f} s, {a.catalog:,} tracks listed after "
           f"{master_tracks:.2f} s", flush=True)
     region_c = start_node("region C", "region", b.secret, tmp / "empty", tmp / "region-c-data", tmp / "region-c.log",
-                          b.procs, big)
+                          b.procs, ports[1], ports, big)
     region_ready = wait_ready(region_c, timeout=120)
     region_tracks = wait_tracks(region_c, a.catalog, timeout=120, pause=0.01)
     print(f"  region: /readyz 200 after {region_ready:.2f} s, {a.catalog:,} tracks listed after "
