@@ -111,7 +111,7 @@ def change_role(settings: Settings, command: str, master_url: str | None) -> int
     import urllib.error
     import urllib.request
 
-    from streamer.cluster.region import node_url
+    from streamer.cluster.members import node_url
 
     url = f"{node_url(settings.host, settings.port)}/cluster/v1/{command}"
     body = json.dumps({"master_url": master_url} if command == "follow" else {}).encode()
@@ -136,7 +136,7 @@ def change_role(settings: Settings, command: str, master_url: str | None) -> int
 
 def promoted_text(settings: Settings, url: str, answer: dict, itself: str) -> str:
     """What the operator must know and do after a promotion; the README's promotion section says
-    the same (streamer.cluster.node_role, streamer.cluster.promotion)."""
+    the same (streamer.cluster.saved_role, streamer.cluster.promotion)."""
     node_json = settings.data_dir.resolve() / "node.json"
     return (f"{url}: now the master, from sequence {answer['sequence']} (lineage {answer['lineage']}); "
             f"{answer['outbox_applied']} queued writes applied in {answer['seconds']} s; "

@@ -218,13 +218,13 @@ def _free(port: int) -> bool:
 def test_cluster_refuses_to_start_over_a_changed_role(tmp_path):
     """After `promote` (or `follow`), starting the cluster again as configured would run two
     masters: it refuses, names the node and says how to start over."""
-    from streamer.cluster.node_role import NodeRole
+    from streamer.cluster.saved_role import SavedRole
 
     folder, port = tmp_path / "c", free_ports(3)
     for name in ("region-a", "region-b"):
         (folder / name).mkdir(parents=True)
-    NodeRole("region", f"http://127.0.0.1:{port}", folder / "region-a").promoted()  # as `promote` leaves it
-    NodeRole("region", f"http://127.0.0.1:{port}", folder / "region-b").follow(f"http://127.0.0.1:{port + 1}")
+    SavedRole(folder / "region-a").promoted()  # as `promote` leaves it
+    SavedRole(folder / "region-b").follow(f"http://127.0.0.1:{port + 1}")
     result = run("cluster", "--folder", str(folder), "--port", str(port), cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -141,7 +141,7 @@ def test_plays_batches_stay_under_the_masters_body_limit():
 
 
 def test_the_outbox_retries_refusals_of_the_moment_and_drops_refusals_of_the_write():
-    from streamer.cluster.region import _worth_retrying
+    from streamer.cluster.forwarding import worth_retrying as _worth_retrying
 
     not_master = b'{"error": {"code": "not_master", "message": "this node is a region"}}'
     assert all(_worth_retrying(status, b"{}", 50) for status in (408, 429, 502, 503, 504))

@@ -86,7 +86,7 @@ async def test_saturated_server_answers_503_with_retry_after(aiohttp_client, dem
     client = await aiohttp_client(app)
     await wait_for_scan(app)
     track = await first_track(client, codec="flac")
-    from streamer.delivery.hls import FFMPEG_POOL
+    from streamer.http.keys import FFMPEG_POOL
 
     holder = await _holder(app[FFMPEG_POOL], 3.0)
     try:

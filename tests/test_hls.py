@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from streamer import create_app
-from streamer.delivery.hls import CACHE, FFMPEG_POOL
+from streamer.http.keys import CACHE, FFMPEG_POOL
 from streamer.delivery.segment_runs import RUN_AHEAD
 from tests.conftest import encode, first_track, library_path, settings_for, wait_for_scan
 

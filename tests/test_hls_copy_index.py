@@ -17,7 +17,7 @@ from media.hls_plan import Segment, Variant, segments, variants_for
 from media.packed_audio import adts_frames, mp3_frames, timestamp_tag
 from media.segmenter import copied_segment, cut_segment
 from streamer import create_app
-from streamer.delivery.hls import CACHE
+from streamer.http.keys import CACHE
 from tests.conftest import library_path, settings_for, wait_for_scan
 
 

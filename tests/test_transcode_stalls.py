@@ -17,7 +17,7 @@ import pytest
 
 from streamer import create_app
 from streamer.delivery import originals
-from streamer.delivery.hls import FFMPEG_POOL
+from streamer.http.keys import FFMPEG_POOL
 from tests.conftest import encode, settings_for, wait_for_scan
 from tests.test_hls import _ffmpeg_children
 

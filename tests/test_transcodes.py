@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from streamer.delivery.hls import FFMPEG_POOL
+from streamer.http.keys import FFMPEG_POOL
 from tests.conftest import encode, first_track, settings_for, wait_for_scan
 from tests.test_hls import _ffmpeg_children
 

@@ -25,11 +25,10 @@ from media.fingerprint import content_fingerprint
 from media.formats import container_for
 from media.tags import read_track
 from streamer.http.auth import USER
-from streamer.http.edge import Routes
+from streamer.http.edge import Routes, Write
 from streamer.http.errors import ApiError
-from streamer.http.keys import CATALOG, SETTINGS
-from streamer.api.listener import idempotency_key, is_plain_text, json_body
-from streamer.http.write_limits import WRITE_LIMITS
+from streamer.http.keys import CATALOG, SETTINGS, WRITE_LIMITS
+from streamer.api.bodies import idempotency_key, is_plain_text, json_body
 
 CHUNK = 256 * 1024
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]+')
@@ -184,5 +183,6 @@ async def edit_track(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:
-    routes.post("/api/v1/tracks", upload_track, "track_upload", access="admin")
-    routes.add("PATCH", "/api/v1/tracks/{id}", edit_track, "track_edit", access="admin")
+    routes.write("POST", "/api/v1/tracks", upload_track, "track_upload", access="admin",
+                 write=Write(upload=check_upload))
+    routes.write("PATCH", "/api/v1/tracks/{id}", edit_track, "track_edit", access="admin")

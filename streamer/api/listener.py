@@ -5,29 +5,21 @@ change-log row. Bodies are JSON, checked here field by field: 400 for what is no
 
 from __future__ import annotations
 
-import hmac
-import json
-import re
-import unicodedata
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from media import listeners
-from media.ids import new_id
-from streamer.api.catalog import base_url, int_param, m3u_text, page_params
+from streamer.api.bodies import TRACK_ID, assigned_ids, idempotency_key, invalid, is_plain_text, json_body, plays_of
+from streamer.api.catalog import m3u_text
+from streamer.http.params import base_url, int_param, page_params
 from streamer.http.auth import USER, Auth
-from streamer.http.edge import Routes
+from streamer.http.edge import Routes, Write
 from streamer.http.errors import ApiError
-from streamer.http.keys import AUTH, CATALOG, SETTINGS
-from streamer.http.write_limits import WRITE_LIMITS, WriteLimits
+from streamer.http.keys import AUTH, CATALOG, SETTINGS, WRITE_LIMITS
+from streamer.http.write_limits import WriteLimits
 
-MAX_PLAYS_PER_REQUEST = 1000
 MAX_NAME = 200
-_ID = re.compile(r"[0-9a-f]{16,32}")
-_NEW_ID = re.compile(r"[0-9a-f]{32}")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _user(request: web.Request) -> dict[str, Any]:
@@ -38,90 +30,27 @@ def _user(request: web.Request) -> dict[str, Any]:
     return user
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_field", f"{field}: {message}")
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object, whatever charset the request claims (JSON is UTF-8): 400 for
-    what is not JSON (too deeply nested included), 422 for anything but an object or for text
-    that is not Unicode (lone surrogates from \\ud800 escapes)."""
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-        if _SURROGATE_ESCAPE.search(raw):  # only \\uD800-\\uDFFF escapes can make text that is not Unicode
-            json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise _invalid("body", "holds text that is not valid Unicode") from None
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _invalid("body", "expected a JSON object")
-    return body
-
-
-def is_plain_text(value: str) -> bool:
-    """No control or format characters (NUL, newlines, bidi overrides) in names."""
-    return not any(unicodedata.category(c) in ("Cc", "Cf") for c in value)
-
-
-ASSIGNED_IDS_HEADER = "X-Assigned-Ids"
-
-
-def cluster_secret_matches(request: web.Request) -> bool:
-    secret = request.app[SETTINGS].cluster_secret
-    given = request.headers.get("X-Cluster-Secret", "")
-    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
-
-
-def are_new_ids(ids: Any, count: int) -> bool:
-    """Whether `ids` are `count` ids as new_id makes them (sent along by a region)."""
-    return isinstance(ids, list) and len(ids) == count and all(isinstance(i, str) and _NEW_ID.fullmatch(i)
-                                                               for i in ids)
-
-
-def assigned_ids(request: web.Request, count: int) -> list[str]:
-    """Ids for what a write creates: made here, or, for a write a region accepted (it carries the
-    cluster secret), the ones the region already handed to its client, which the master keeps."""
-    given = request.headers.get(ASSIGNED_IDS_HEADER)
-    if given is not None and cluster_secret_matches(request):
-        ids = given.split(",")
-        if are_new_ids(ids, count):
-            return ids
-        raise ApiError(400, "invalid_header", f"{ASSIGNED_IDS_HEADER}: expected {count} ids")
-    return [new_id() for _ in range(count)]
-
-
-def idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
-        raise ApiError(400, "invalid_header", "Idempotency-Key: 1 to 200 printable ASCII characters")
-    return key
-
-
 def _name(value: Any, field: str = "name") -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
-        raise _invalid(field, f"expected a non-empty string of at most {MAX_NAME} characters")
+        raise invalid(field, f"expected a non-empty string of at most {MAX_NAME} characters")
     if not is_plain_text(value):
-        raise _invalid(field, "control and format characters are not allowed")
+        raise invalid(field, "control and format characters are not allowed")
     return value.strip()
 
 
 def _track_ids(value: Any, field: str) -> list[str]:
     if not isinstance(value, list) or len(value) > listeners.MAX_PLAYLIST_TRACKS:
-        raise _invalid(field, f"expected a list of at most {listeners.MAX_PLAYLIST_TRACKS} track ids")
+        raise invalid(field, f"expected a list of at most {listeners.MAX_PLAYLIST_TRACKS} track ids")
     for i, item in enumerate(value):
-        if not isinstance(item, str) or not _ID.fullmatch(item):
-            raise _invalid(f"{field}[{i}]", "expected a track id")
+        if not isinstance(item, str) or not TRACK_ID.fullmatch(item):
+            raise invalid(f"{field}[{i}]", "expected a track id")
     return value
 
 
 def _positions(value: Any, field: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 10**6
                                               for i in value):
-        raise _invalid(field, "expected a list of positions (whole numbers from 0)")
+        raise invalid(field, "expected a list of positions (whole numbers from 0)")
     return value
 
 
@@ -147,11 +76,11 @@ async def create_playlist(request: web.Request) -> web.Response:
 async def update_playlist(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not body:
-        raise _invalid("body", "nothing to change (name, track_ids, append, remove_positions)")
+        raise invalid("body", "nothing to change (name, track_ids, append, remove_positions)")
     payload: dict[str, Any] = {"id": request.match_info["id"]}
     unknown = set(body) - {"name", "track_ids", "append", "remove_positions"}
     if unknown:
-        raise _invalid(sorted(unknown)[0], "not a playlist field (name, track_ids, append, remove_positions)")
+        raise invalid(sorted(unknown)[0], "not a playlist field (name, track_ids, append, remove_positions)")
     if "name" in body:
         payload["name"] = _name(body["name"])
     for field in ("track_ids", "append"):
@@ -229,40 +158,6 @@ async def list_favorites(request: web.Request) -> web.Response:
 
 # --- plays ------------------------------------------------------------------------------------
 
-def _play(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _invalid(field, "expected an object with track_id, played_at and seconds")
-    track_id = value.get("track_id")
-    if not isinstance(track_id, str) or not _ID.fullmatch(track_id):
-        raise _invalid(f"{field}.track_id", "expected a track id")
-    played_at = value.get("played_at")
-    try:
-        stamp = datetime.fromisoformat(played_at.replace("Z", "+00:00")) if isinstance(played_at, str) else None
-    except ValueError:
-        stamp = None
-    if stamp is None or stamp.tzinfo is None:
-        raise _invalid(f"{field}.played_at", "expected an ISO 8601 time with its zone, e.g. 2026-11-27T10:00:00Z")
-    stamp = stamp.astimezone(UTC)
-    if not datetime(2000, 1, 1, tzinfo=UTC) <= stamp <= datetime.now(UTC) + timedelta(days=1):
-        raise _invalid(f"{field}.played_at", "must be from 2000 to now (a day of clock skew allowed)")
-    seconds = value.get("seconds")
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 86400:
-        raise _invalid(f"{field}.seconds", "expected how long was played, 0 to 86400 seconds")
-    played_at = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"track_id": track_id, "played_at": played_at, "seconds": float(seconds)}
-
-
-def plays_of(body: Any) -> list[dict[str, Any]]:
-    """The plays a POST /api/v1/plays body holds, checked: one play, or {"plays": [...]}."""
-    if not isinstance(body, dict):
-        raise _invalid("body", "expected a JSON object")
-    if "plays" in body:
-        items = body["plays"]
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_PLAYS_PER_REQUEST:
-            raise _invalid("plays", f"expected a list of 1 to {MAX_PLAYS_PER_REQUEST} plays")
-        return [_play(item, f"plays[{i}]") for i, item in enumerate(items)]
-    return [_play(body, "body")]
-
 
 async def add_plays(request: web.Request) -> web.Response:
     plays = plays_of(await json_body(request))
@@ -293,15 +188,15 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     app[WRITE_LIMITS] = WriteLimits(settings.writes_per_minute, settings.write_max_kb * 1024)
     routes.get("/api/v1/me", me, "me", access="user")
     routes.get("/api/v1/playlists", list_playlists, "playlists", access="user")
-    routes.post("/api/v1/playlists", create_playlist, "playlist_create")
+    routes.write("POST", "/api/v1/playlists", create_playlist, "playlist_create", write=Write(creates=True))
     routes.get("/api/v1/playlists/{id}", get_playlist, "playlist", access="user")
-    routes.add("PATCH", "/api/v1/playlists/{id}", update_playlist, "playlist_update", access="user")
-    routes.add("DELETE", "/api/v1/playlists/{id}", delete_playlist, "playlist_delete", access="user")
+    routes.write("PATCH", "/api/v1/playlists/{id}", update_playlist, "playlist_update", access="user")
+    routes.write("DELETE", "/api/v1/playlists/{id}", delete_playlist, "playlist_delete", access="user")
     # "read": a signed URL opens it too (the handler still needs a user).
     routes.get("/api/v1/playlists/{id}/playlist.m3u8", playlist_m3u8, "playlist_m3u8", access="read")
     routes.get("/api/v1/favorites", list_favorites, "favorites", access="user")
-    routes.add("PUT", "/api/v1/favorites/{kind}/{id}", put_favorite, "favorite_put", access="user")
-    routes.add("DELETE", "/api/v1/favorites/{kind}/{id}", delete_favorite, "favorite_delete", access="user")
-    routes.post("/api/v1/plays", add_plays, "plays")
+    routes.write("PUT", "/api/v1/favorites/{kind}/{id}", put_favorite, "favorite_put", access="user")
+    routes.write("DELETE", "/api/v1/favorites/{kind}/{id}", delete_favorite, "favorite_delete", access="user")
+    routes.write("POST", "/api/v1/plays", add_plays, "plays", write=Write(plays=True))
     routes.get("/api/v1/plays/recent", recent_plays, "plays_recent", access="user")
     routes.get("/api/v1/plays/counts", play_counts, "play_counts", access="user")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hmac
 import json
 import logging
 import shutil
@@ -44,12 +43,12 @@ from yarl import URL
 
 from media import listeners, replica
 from media.backup import backup_catalog
-from streamer.api.catalog import int_param
-from streamer.http.edge import Routes
+from streamer.http.params import int_param
+from streamer.http.edge import Handler, Routes
 from streamer.http.errors import ApiError, error_response, from_exception
-from streamer.api.listener import are_new_ids, json_body, plays_of
-from streamer.http.keys import AUTH, CATALOG, MEMBERS, METRICS, OPEN_FILES, ROLE, SETTINGS
-from streamer.cluster.members import NODE_HEADER, SECRET_HEADER
+from streamer.api.bodies import are_new_ids, json_body, plays_of
+from streamer.http.keys import AUTH, CATALOG, METRICS, NODE, OPEN_FILES, SETTINGS
+from streamer.cluster.members import NODE_HEADER, Members
 from streamer.delivery.originals import serve_file
 from streamer.cluster.pulls import local_copy
 
@@ -61,24 +60,17 @@ CLOSING = web.AppKey("cluster_closing", asyncio.Event)
 SEQUENCE_HEADER = "X-Change-Sequence"
 
 
-def check_secret(request: web.Request) -> None:
-    expected = request.app[SETTINGS].cluster_secret.encode()
-    given = request.headers.get(SECRET_HEADER, "").encode()
-    if not expected or not hmac.compare_digest(given, expected):
-        # Counted with failed tokens per client (429 past the limit), logged once per window.
-        request.app[AUTH].failure(request, "cluster request", "a wrong cluster secret" if given else "no cluster secret")
-        raise ApiError(403, "forbidden", "this node refuses the cluster secret sent (check cluster_secret)")
-
-
-def _check_master(request: web.Request) -> None:
-    check_secret(request)
-    role = request.app[ROLE]
+def _check_master(request: web.Request):
+    """The role of a master (a region answers 409 until it is promoted), once the cluster secret is checked."""
+    request.app[AUTH].check_cluster_secret(request)
+    role = request.app[NODE].role
     if not role.is_master:
-        raise ApiError(409, "not_master", f"this node is a region, not a master (its master is {role.master_url})")
+        raise ApiError(409, "not_master", f"this node is a region, not a master (its master is {role.master_url()})")
+    return role
 
 
 async def changes(request: web.Request) -> web.Response:
-    _check_master(request)
+    role = _check_master(request)
     since = int_param(request, "since", 0, 0, 2**62)
     follower_lineage = request.query.get("lineage", "")
     wait = int_param(request, "wait", 0, 0, MAX_WAIT)
@@ -92,17 +84,21 @@ async def changes(request: web.Request) -> web.Response:
         raise ApiError(410, "resync_needed", f"the follower's log (at {since}) holds changes this master never "
                        "had (a master was replaced); take a snapshot")
     follower = _follower_url(request)
-    members = request.app[MEMBERS]
-    new = follower is not None and follower not in members.followers
+    members = role.members
     state = members.poll_started(follower, since) if follower else None
+    # A newcomer, or a follower that has not heard of a node that joined since its last answer
+    # (it joined between two polls), learns the nodes now.
+    news = state is not None and state.heard < members.joins
     try:
-        rows = await _changes_after(request, since, 0 if new else wait, limit)  # a newcomer learns the nodes now
+        rows = await _changes_after(request, members, since, 0 if news else wait, limit)
     finally:
         if state is not None:
-            request.app[MEMBERS].poll_ended(state)
+            members.poll_ended(state)
     last = rows[-1]["seq"] if rows else max(since, await db.read(listeners.last_sequence))
+    if state is not None:
+        state.heard = members.joins  # no await from here to the listing below
     return web.json_response({"changes": rows, "last": last, "lineage": history,
-                              "nodes": request.app[MEMBERS].listing(request.app[ROLE].name)})
+                              "nodes": members.listing(role.name)})
 
 
 def _follower_url(request: web.Request) -> str | None:
@@ -117,10 +113,10 @@ def _follower_url(request: web.Request) -> str | None:
     return f"{url.scheme}://{url.raw_authority}"
 
 
-async def _changes_after(request: web.Request, since: int, wait: int, limit: int) -> list[dict]:
+async def _changes_after(request: web.Request, members: Members, since: int, wait: int, limit: int) -> list[dict]:
     """The rows after `since`, waiting up to `wait` seconds for one to be written."""
     db = request.app[CATALOG].db
-    joined = request.app[MEMBERS].joined  # a new node: answered at once, so followers learn of it
+    joined = members.joined  # a new node: answered at once, so followers learn of it
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         committed = db.commit_signal()  # before the read: a commit right after it still wakes us
@@ -141,11 +137,12 @@ async def _changes_after(request: web.Request, since: int, wait: int, limit: int
 
 
 async def nodes(request: web.Request) -> web.Response:
-    check_secret(request)
-    members, role = request.app[MEMBERS], request.app[ROLE]
+    request.app[AUTH].check_cluster_secret(request)
+    role = request.app[NODE].role
+    members = role.members
     if role.is_master:
         return web.json_response({"nodes": members.listing(role.name)})
-    known = [{"url": members.itself, "role": role.name, "reachable": True, "master_url": role.master_url},
+    known = [{"url": members.itself, "role": role.name, "reachable": True, "master_url": role.master_url()},
              *({"url": url, **node} for url, node in sorted(members.peers.items()))]
     return web.json_response({"nodes": known})
 
@@ -191,10 +188,10 @@ def _gzip(source: Path, destination: Path) -> None:
 async def media(request: web.Request) -> web.StreamResponse:
     """Original bytes for a node that lacks the file (a pull), with full Range support: from this
     node's own copy, never pulled on another's behalf (two nodes lacking it would ask each other)."""
-    check_secret(request)
+    request.app[AUTH].check_cluster_secret(request)
     track_id = request.match_info["id"]
     track = await request.app[CATALOG].track_source(track_id)
-    path = await local_copy(request.app, track_id, track)
+    path = await local_copy(request.app, track_id, track, scanned_here=not request.app[NODE].role.pulls_media)
     if path is None:
         raise ApiError(404, "not_here", f"this node holds no copy of the file of track {track_id!r}")
     entry = await request.app[OPEN_FILES].open_path(path, track["container"])
@@ -203,7 +200,7 @@ async def media(request: web.Request) -> web.StreamResponse:
 
 
 async def plays(request: web.Request) -> web.Response:
-    _check_master(request)
+    role = _check_master(request)
     entries = (await json_body(request)).get("entries")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ApiError(422, "invalid_field", "entries: expected a list of objects")
@@ -236,7 +233,7 @@ async def plays(request: web.Request) -> web.Response:
 
     results = await asyncio.gather(*(apply(entry) for entry in entries))
     sequence = await db.read(listeners.last_sequence)
-    await replicated(request.app, sequence)  # a refusal: the region retries the batch, each entry by its key
+    await replicated(request.app, role.members, sequence)  # a refusal: the region retries the batch, each entry by its key
     return web.json_response({"results": results, "sequence": sequence})
 
 
@@ -266,27 +263,25 @@ def _hours_ago(hours: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - hours * 3600))
 
 
-def with_sequence(handler):
+async def sequenced(request: web.Request, handler: Handler, members: Members) -> web.StreamResponse:
     """A master's write answers carry `X-Change-Sequence`: the change log's position once the write
     is in it, so a region that forwarded it can wait until its replica holds it (read your writes)."""
-    async def write(request: web.Request) -> web.StreamResponse:
-        response = await handler(request)
-        if 200 <= response.status < 300:
-            sequence = await request.app[CATALOG].db.read(listeners.last_sequence)
-            await replicated(request.app, sequence)
-            response.headers[SEQUENCE_HEADER] = str(sequence)
-        return response
-    return write
+    response = await handler(request)
+    if 200 <= response.status < 300:
+        sequence = await request.app[CATALOG].db.read(listeners.last_sequence)
+        await replicated(request.app, members, sequence)
+        response.headers[SEQUENCE_HEADER] = str(sequence)
+    return response
 
 
-async def replicated(app: web.Application, sequence: int) -> None:
+async def replicated(app: web.Application, members: Members, sequence: int) -> None:
     """With sync_replicas, wait until that many followers hold `sequence`; past sync_wait_ms,
     refuse (the write stays: a retry with its key is answered from the stored answer) or go on."""
     settings = app[SETTINGS]
     if not settings.sync_replicas:
         return
     metrics = app[METRICS]
-    if await app[MEMBERS].replicated(sequence, settings.sync_replicas, settings.sync_wait_ms / 1000):
+    if await members.replicated(sequence, settings.sync_replicas, settings.sync_wait_ms / 1000):
         return
     metrics.unreplicated_writes += 1
     if settings.sync_fallback == "proceed":

@@ -26,7 +26,7 @@ from pathlib import Path
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 RUN = Path(__file__).resolve().parents[2] / "run.py"
 NODES = ("master", "region-a", "region-b")
-NODE_FILE = "node.json"  # a role changed at runtime (streamer.cluster.node_role)
+NODE_FILE = "node.json"  # a role changed at runtime (streamer.cluster.saved_role)
 
 
 def run_cluster(folder: Path, port: int, ffmpeg: str, reset: bool = False) -> int:
@@ -94,7 +94,7 @@ def run_cluster(folder: Path, port: int, ffmpeg: str, reset: bool = False) -> in
 
 def _changed_roles(folder: Path) -> list[str]:
     """Nodes whose role was changed while they ran (run.py promote / follow), as
-    streamer.cluster.node_role keeps it in node.json in their data folders."""
+    streamer.cluster.saved_role keeps it in node.json in their data folders."""
     found = []
     for name in NODES:
         path = folder / name / NODE_FILE

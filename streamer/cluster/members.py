@@ -29,7 +29,6 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 NODE_HEADER = "X-Node-URL"
-SECRET_HEADER = "X-Cluster-Secret"
 SILENT_AFTER = 60.0  # seconds without a poll after which a follower counts as unreachable
 
 
@@ -38,6 +37,7 @@ class FollowerState:
     acked: int = 0  # the follower holds every change up to this sequence
     last_seen: float = 0.0  # time.time() of its last poll
     polling: int = 0  # its long polls open now
+    heard: int = 0  # the joins (Members.joins) its last answer told it of
 
 
 class Members:
@@ -49,6 +49,7 @@ class Members:
         self._file = data_dir / "peers.json"
         self._acked = asyncio.Event()  # set (and replaced) whenever a follower acknowledges more
         self.joined = asyncio.Event()  # set (and replaced) when a follower appears: polls answer with the news
+        self.joins = 0  # followers that appeared: a poll of one told fewer is answered at once
         with contextlib.suppress(OSError, ValueError, TypeError):
             saved = json.loads(self._file.read_text(encoding="utf-8"))
             self.peers = {url: node for url, node in saved.items() if isinstance(node, dict)}
@@ -60,6 +61,7 @@ class Members:
         state = self.followers.setdefault(url, FollowerState())
         if state.last_seen == 0.0:
             log.info("cluster: %s follows this node (at sequence %d)", url, holds)
+            self.joins += 1
             self.joined.set()
             self.joined = asyncio.Event()
         state.acked, state.last_seen = holds, time.time()
@@ -132,7 +134,13 @@ class Members:
             log.warning("cluster: could not keep the peer list in %s: %s", self._file, exc)
 
 
-def connector(ca_file: Path | None) -> aiohttp.TCPConnector:
+def connector(ca_file: Path | None, limit: int = 100) -> aiohttp.TCPConnector:
     """A connector for requests to other nodes: https verified against `ca_file` when set."""
     verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
-    return aiohttp.TCPConnector(ssl=verify)
+    return aiohttp.TCPConnector(ssl=verify, limit=limit)
+
+
+def node_url(host: str, port: int) -> str:
+    """A URL this node reaches itself at, from the address it listens on."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -18,6 +18,9 @@ from typing import Any
 
 import aiohttp
 
+from streamer.http.auth import SECRET_HEADER
+
+TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
 MAX_PLAYS = 5000  # plays per batch: about 0.6 MB of JSON, under the master's 1 MiB body limit
 
 
@@ -26,8 +29,9 @@ class MasterUnreachable(Exception):
 
 
 class PlayBatches:
-    def __init__(self, session: Callable[[], aiohttp.ClientSession], secret: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, master_url: Callable[[], str], secret: str) -> None:
         self._session = session
+        self._master_url = master_url  # raises ClientConnectionError once nothing may be forwarded
         self._secret = secret
         self._waiting: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
@@ -68,8 +72,8 @@ class PlayBatches:
             self._sender = None
 
     async def _post(self, entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-        async with self._session().post("/cluster/v1/plays", json={"entries": entries},
-                                        headers={"X-Cluster-Secret": self._secret}) as resp:
+        async with self._session.post(f"{self._master_url()}/cluster/v1/plays", json={"entries": entries},
+                                      headers={SECRET_HEADER: self._secret}, timeout=TIMEOUT) as resp:
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, resp.history, status=resp.status,
                                                   message=f"master answered {resp.status}")

@@ -5,12 +5,12 @@
 2. its history goes on under a new lineage from its position (media.replica.branch), so a node
    holding writes this one never had (the old master, a region that was ahead) is told to take
    a snapshot instead of following on from a log that is not this one's;
-3. it records that it is the master (streamer.cluster.node_role) and applies its outbox to itself, in
+3. it records that it is the master (streamer.cluster.saved_role) and applies its outbox to itself, in
    order, through its own HTTP API: each write exactly as the old master would have taken it,
    with its idempotency key (a write the old master took and the feed brought back applies
    once) and the ids the region handed out; writes arriving meanwhile queue behind them;
-4. it takes writes and serves the cluster endpoints, as a master does (it compacted its change
-   log as a region already).
+4. its Region role object is replaced by a Master one (streamer.cluster.roles): it takes writes and
+   serves the cluster endpoints, as a master does (it compacted its change log as a region already).
 
 What it can lose: the writes the old master had taken that its feed had not yet brought here
 (the feed keeps that to about one round trip; none with `sync_replicas` when the region promoted
@@ -35,44 +35,35 @@ from aiohttp import web
 from yarl import URL
 
 from media import replica
-from streamer.cluster import feed
+from streamer.api.bodies import json_body
+from streamer.cluster.members import node_url
+from streamer.cluster.pulls import tracks_without_media
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
-from streamer.http.keys import CATALOG, MEMBERS, ROLE, SETTINGS
-from streamer.api.listener import json_body
-from streamer.cluster.pulls import tracks_without_media
-from streamer.cluster.region import FOLLOWER, drain_outbox, node_url, own_url
+from streamer.http.keys import AUTH, CATALOG, NODE, SETTINGS
 
 log = logging.getLogger(__name__)
+APPLY_TIMEOUT = aiohttp.ClientTimeout(total=600)
 
 
 async def promote(request: web.Request) -> web.Response:
-    feed.check_secret(request)
+    request.app[AUTH].check_cluster_secret(request)
     # Shielded: an operator's client that gives up does not leave a promotion half done.
     return web.json_response(await asyncio.shield(_promote(request.app, own_url(request))))
 
 
 async def _promote(app: web.Application, itself: str) -> dict:
-    role = app[ROLE]
-    async with role.changing:  # one change of role at a time
-        if role.name != "region":
-            raise ApiError(409, "not_a_region", f"this node is a {role.name}; only a region can be promoted")
-        follower = app[FOLLOWER]
-        if not follower.ready.is_set():
+    region = app[NODE].role
+    async with region.changing:  # one change of role at a time
+        if not region.follows:
+            raise ApiError(409, "not_a_region", f"this node is a {region.name}; only a region can be promoted")
+        if not region.follower.ready.is_set():
             raise ApiError(409, "not_ready", "this region holds no replica yet (no snapshot from its master)")
         started = time.monotonic()
-        role.promoting = True  # from here, what clients write goes to the outbox, behind what is there
-        try:
-            await follower.stop()
-            history = await app[CATALOG].db.write(replica.branch)
-            await asyncio.to_thread(role.promoted)
-        except BaseException:
-            role.promoting = False
-            follower.start()  # not promoted after all: go on as the region it still is
-            raise
+        history = await _become_master(app, region)
         log.warning("promoted to master at sequence %d (new lineage %s); applying the outbox",
                     history[-1][1], history[-1][0])
-        applied = await apply_outbox(app, itself)
+        applied = await apply_outbox(app, region, itself)
     missing = len(await tracks_without_media(app))
     seconds = time.monotonic() - started
     log.warning("promotion done in %.2fs: %d queued writes applied; %d tracks have no copy on this node yet "
@@ -81,46 +72,63 @@ async def _promote(app: web.Application, itself: str) -> dict:
             "tracks_without_media": missing, "seconds": round(seconds, 3)}
 
 
-async def apply_outbox(app: web.Application, itself: str) -> int:
+async def _become_master(app: web.Application, region) -> list:
+    """Stop following, start a new lineage and record the promotion; from here, what clients write
+    goes to the outbox, behind what is there. Undone if any step fails."""
+    region.forwarder.queue_only = True
+    try:
+        await region.stop_following()
+        history = await app[CATALOG].db.write(replica.branch)
+        region.promoted_at = await asyncio.to_thread(region.saved.promoted)
+    except BaseException:
+        region.forwarder.queue_only = False
+        region.start_following()  # not promoted after all: go on as the region it still is
+        raise
+    return history
+
+
+async def apply_outbox(app: web.Application, region, itself: str) -> int:
     """Send the outbox's writes to this node itself (at URL `itself`), in order, until it is empty
-    and no write is on its way in; then it takes writes itself (`promoting` ends with no await
-    in between)."""
-    role = app[ROLE]
-
+    and no write is on its way in; then its Master role takes over (with no await in between)."""
     def done() -> None:
-        role.promoting = False
+        app[NODE].role = region.as_master()
 
-    async with aiohttp.ClientSession(base_url=itself, timeout=aiohttp.ClientTimeout(total=600)) as session:
-        return await drain_outbox(app, lambda: session, until_empty=done)
+    return await region.forwarder.drain(lambda: itself, until_empty=done, timeout=APPLY_TIMEOUT)
 
 
-async def resume_promotion(app: web.Application) -> None:
-    """At the start of a node promoted before (`promoting` is set already, so writes queue): apply
-    what its outbox still holds (a promotion cut short by a crash) once its server listens."""
+async def resume_promotion(app: web.Application, region) -> None:
+    """At the start of a node promoted before (its writes queue): apply what its outbox still holds
+    (a promotion cut short by a crash) once its server listens."""
     settings = app[SETTINGS]
-    applied = await apply_outbox(app, node_url(settings.host, settings.port))
+    applied = await apply_outbox(app, region, node_url(settings.host, settings.port))
     if applied:
         log.warning("promotion finished: %d queued writes applied", applied)
 
 
 async def follow(request: web.Request) -> web.Response:
-    feed.check_secret(request)
-    app, role = request.app, request.app[ROLE]
-    master_url = _master_url((await json_body(request)).get("master_url"), app)
-    async with role.changing:
-        if role.name != "region":
-            raise ApiError(409, "not_a_region", f"this node is a {role.name}; only a region follows a master")
-        follower = app[FOLLOWER]
-        await follower.stop()
+    request.app[AUTH].check_cluster_secret(request)
+    app, region = request.app, request.app[NODE].role
+    master_url = _master_url((await json_body(request)).get("master_url"), app, region.members)
+    async with region.changing:
+        if not region.follows:
+            raise ApiError(409, "not_a_region", f"this node is a {region.name}; only a region follows a master")
+        await region.stop_following()
         try:
-            await asyncio.to_thread(role.follow, master_url)
+            await asyncio.to_thread(region.saved.follow, master_url)
+            region.master = master_url
         finally:
-            follower.start()
-    log.warning("now following %s (from sequence %d)", role.master_url, follower.position)
-    return web.json_response({"role": "region", "master_url": role.master_url, "sequence": follower.position})
+            region.start_following()
+    log.warning("now following %s (from sequence %d)", region.master, region.follower.position)
+    return web.json_response({"role": "region", "master_url": region.master, "sequence": region.follower.position})
 
 
-def _master_url(value, app: web.Application) -> str:
+def own_url(request: web.Request) -> str:
+    """This server's address as the request reached it (the socket's own end)."""
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    return node_url(host, port)
+
+
+def _master_url(value, app: web.Application, members) -> str:
     """A master's base URL: absolute http(s), a host, a valid port, no path; not this node."""
     try:
         url = URL(value) if isinstance(value, str) else None
@@ -134,7 +142,7 @@ def _master_url(value, app: web.Application) -> str:
     if url.port == settings.port and url.host in ("127.0.0.1", "localhost", "::1", settings.host):
         raise ApiError(422, "invalid_field", "master_url: that is this node")
     found = f"{url.scheme}://{url.raw_authority}"
-    if found not in app[MEMBERS].trusted:  # it would be sent the cluster secret and users' tokens
+    if found not in members.trusted:  # it would be sent the cluster secret and users' tokens
         log.warning("refused to follow %s: not one of this node's cluster_nodes", found)
         raise ApiError(403, "untrusted_node", f"master_url: {found} is not one of this node's cluster_nodes "
                        "(add it to cluster_nodes in its config, and restart it)")

@@ -20,94 +20,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
-from media import MediaError, NotFound, OutsideLibrary, library_file
+from media import NotFound, OutsideLibrary, library_file
 from media.fingerprint import content_fingerprint
-from streamer.http.errors import ApiError, error_response
-from streamer.delivery.hls import CACHE
-from streamer.http.keys import CATALOG, MEMBERS, METRICS, ROLE, SETTINGS
-from streamer.cluster.members import SECRET_HEADER, connector
-from streamer.delivery.originals import CONTENT_TYPES, holds, write_paced
-from streamer.http.ranges import Outcome, parse_range, plan_range_header
+from media.growing import GrowingFile
+from streamer.cluster.members import Members
+from streamer.delivery.originals import holds
+from streamer.http.auth import SECRET_HEADER
+from streamer.http.errors import ApiError
+from streamer.http.keys import CACHE, CATALOG, SETTINGS
 
 log = logging.getLogger(__name__)
 
-CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range")
 PULL_CHUNK = 256 * 1024
+# No limit on a whole download's time (a big file over a slow link), only on silence.
+PULL_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
 MIRROR_SHARE = 0.8  # the mirror fills at most this share of the cache: segments need room too
 MIRROR_RETRY = 30.0  # seconds before the mirror tries again files no node could give it
 MIRROR_RECHECK = 600.0  # seconds between looks for copies the cache evicted
 
 
-class Download:
-    """A file on its way from another node, written as it arrives into a file of its own in the
-    cache folder (a file of any size costs no memory), and a way to wait for more of it."""
-
-    def __init__(self, size: int, path: Path) -> None:
-        self.size = size
-        self.path = path
-        self.length = 0  # bytes written so far
-        self.failure: BaseException | None = None
-        self.finished = False
-        # Unbuffered: what `length` counts is in the file, where listeners' own handles read it.
-        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by end())
-        self._grew = asyncio.Event()
-        self.kept = asyncio.get_running_loop().create_future()  # done once stored in the cache
-        self.kept.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, whoever waits
-
-    async def add(self, chunk: bytes) -> None:
-        await asyncio.to_thread(_write_all, self._file, chunk)
-        self.length += len(chunk)
-        self._wake()
-
-    def reader(self):
-        """A handle of its own on the file for a listener: it stays readable after the download
-        ends and removes the file (call it before any await once the download is found)."""
-        return open(self.path, "rb", buffering=0)  # noqa: SIM115 (the listener closes it)
-
-    def end(self, failure: BaseException | None = None) -> None:
-        """Done (stored, or failed): the file is removed; listeners reading it keep their handles."""
-        self.failure, self.finished = failure, True
-        self._file.close()
-        self.path.unlink(missing_ok=True)
-        self._wake()
-        if failure is None:
-            self.kept.set_result(None)
-        else:
-            self.kept.set_exception(failure)
-
-    def _wake(self) -> None:
-        self._grew.set()
-        self._grew = asyncio.Event()
-
-    async def until(self, length: int) -> None:
-        """Wait until the first `length` bytes are here; raises what made the download fail."""
-        while self.length < length and not self.finished:
-            await self._grew.wait()
-        if self.failure is not None:
-            raise self.failure
-        if self.length < length:
-            raise ApiError(502, "bad_gateway", f"the pull ended after {self.length} bytes, not {self.size}")
-
-
-def _write_all(file, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[file.write(view):]
-
-
 class Pulls:
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, members: Members, session: aiohttp.ClientSession,
+                 master_url: Callable[[], str | None]) -> None:
         self.app = app
-        self._session: aiohttp.ClientSession | None = None
-        self._downloads: dict[str, Download] = {}
+        self.members = members
+        self.session = session
+        self.master_url = master_url  # a region's master, asked first; None on a master
+        self._downloads: dict[str, GrowingFile] = {}
         self._tasks: set[asyncio.Task] = set()
         self.pulled_bytes = 0
         self._slots = asyncio.Semaphore(app[SETTINGS].pull_concurrency)  # downloads at once; more wait
@@ -115,49 +61,34 @@ class Pulls:
         shutil.rmtree(self._partial, ignore_errors=True)  # left by a crash: nobody waits for them now
         self.missing: int | None = None  # tracks with no copy on this node, as of the mirror's last pass
 
-    async def path(self, track_id: str, track: dict, mirroring: bool = False) -> str:
-        """OpenFiles' hook: the path of the file in the cache, pulled first if need be."""
+    async def elsewhere(self, track_id: str, track: dict, arriving: bool = False,
+                        mirroring: bool = False) -> str | GrowingFile:
+        """The path of the track's file in the cache, pulled first if need be; with `arriving`, a
+        file still on its way is handed over as it is (streamer.delivery.stream sends it as it grows)."""
         key = pulled_key(track_id, track["size"])
         cache = self.app[CACHE]
         if key in self._downloads or not cache.has(key):
-            await asyncio.shield(self._download(track_id, track, key, mirroring).kept)
+            download = self._download(track_id, track, key, mirroring)
+            if arriving:
+                return download
+            await asyncio.shield(download.kept)
         handle = await cache.open_file(key)
         if handle is None:
             raise ApiError(503, "unavailable", "the pulled file is not in the cache; try again", {"Retry-After": "1"})
         handle.close()
         return handle.name
 
-    async def arriving(self, track_id: str) -> tuple[Download, str] | None:
-        """The download (started if need be) and content type of a track this node has no file
-        of, or None when the file is here (in its library or pulled already)."""
-        track = await self.app[CATALOG].track_source(track_id)
-        key = pulled_key(track_id, track["size"])
-        if key not in self._downloads and (self.app[CACHE].has(key) or await asyncio.to_thread(
-                holds_in_library, self.app[SETTINGS].library, track)):
-            return None
-        return self._download(track_id, track, key), CONTENT_TYPES.get(track["container"],
-                                                                       "application/octet-stream")
-
-    def _download(self, track_id: str, track: dict, key: str, mirroring: bool = False) -> Download:
+    def _download(self, track_id: str, track: dict, key: str, mirroring: bool = False) -> GrowingFile:
         download = self._downloads.get(key)
         if download is None:
             self._partial.mkdir(parents=True, exist_ok=True)
-            download = self._downloads[key] = Download(track["size"], self._partial / f"{track_id}.{track['size']}")
+            download = self._downloads[key] = GrowingFile(track["size"], self._partial / f"{track_id}.{track['size']}")
             task = asyncio.create_task(self._fetch(track_id, track, key, download, mirroring), name=f"pull-{track_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return download
 
-    def _peers(self) -> aiohttp.ClientSession:
-        """One session for every source: no limit on a whole download's time (a big file over a
-        slow link), only on silence."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=connector(self.app[SETTINGS].cluster_ca_file),
-                                                  timeout=aiohttp.ClientTimeout(total=None, sock_connect=5,
-                                                                                sock_read=30))
-        return self._session
-
-    async def _fetch(self, track_id: str, track: dict, key: str, download: Download, mirroring: bool) -> None:
+    async def _fetch(self, track_id: str, track: dict, key: str, download: GrowingFile, mirroring: bool) -> None:
         try:
             async with self._slots:
                 source = await self._from_first_holder(track_id, download)
@@ -183,11 +114,10 @@ class Pulls:
         finally:
             self._downloads.pop(key, None)
 
-    async def _from_first_holder(self, track_id: str, download: Download) -> str:
+    async def _from_first_holder(self, track_id: str, download: GrowingFile) -> str:
         """Fill `download` from the first source that holds the file (each one after a failure
         goes on from where the last stopped); the source's URL."""
-        role = self.app[ROLE]
-        sources = self.app[MEMBERS].sources(None if role.is_master else role.master_url)
+        sources = self.members.sources(self.master_url())
         unreachable, lacking = [], []
         for url in sources:
             try:
@@ -203,12 +133,12 @@ class Pulls:
         raise ApiError(503, "unavailable", f"this node lacks the file of track {track_id!r} and cannot reach a "
                        f"node that may hold it ({', '.join(unreachable)})", {"Retry-After": "5"})
 
-    async def _pull_from(self, url: str, track_id: str, download: Download) -> None:
+    async def _pull_from(self, url: str, track_id: str, download: GrowingFile) -> None:
         have = download.length
         headers = {SECRET_HEADER: self.app[SETTINGS].cluster_secret}
         if have:
             headers["Range"] = f"bytes={have}-"
-        async with self._peers().get(f"{url}/cluster/v1/media/{track_id}", headers=headers) as resp:
+        async with self.session.get(f"{url}/cluster/v1/media/{track_id}", headers=headers, timeout=PULL_TIMEOUT) as resp:
             if resp.status != (206 if have else 200):
                 raise _NotThere(f"answered {resp.status}")
             async for chunk in resp.content.iter_chunked(PULL_CHUNK):
@@ -249,7 +179,7 @@ class Pulls:
                             "cache_max_mb)", MIRROR_SHARE * 100, self.missing)
                 return MIRROR_RETRY
             try:
-                await self.path(track_id, track, mirroring=True)
+                await self.elsewhere(track_id, track, mirroring=True)
                 self.missing, copied = self.missing - 1, copied + 1
             except NotFound:  # no node holds it: the next may be there
                 failed += 1
@@ -269,8 +199,6 @@ class Pulls:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
 
     def keep(self, work, name: str) -> None:
         """Run `work` in the background until close."""
@@ -283,19 +211,16 @@ class _NotThere(Exception):
     """A source answered, without the file."""
 
 
-PULLS = web.AppKey("pulls", Pulls)
-
-
 def pulled_key(track_id: str, size: int) -> str:
     """The cache key of a track's file pulled from another node."""
     return f"pulled/{track_id}/{size}"
 
 
-async def local_copy(app: web.Application, track_id: str, track: dict) -> str | None:
+async def local_copy(app: web.Application, track_id: str, track: dict, scanned_here: bool) -> str | None:
     """The path of this node's own copy of a track's file (its library's, when it is the
-    catalog's, or one pulled before), or None: what this node may serve to another."""
+    catalog's, or one pulled before), or None: what this node may serve to another.
+    `scanned_here`: this node's own library made its catalog (a master's that never pulls)."""
     library = app[SETTINGS].library
-    scanned_here = PULLS not in app  # a master's (or standalone's) own library made its catalog
     if await asyncio.to_thread(holds_in_library, library, track, scanned_here):
         return library_file(library, track["path"])
     handle = await app[CACHE].open_file(pulled_key(track_id, track["size"]))
@@ -333,55 +258,3 @@ async def tracks_without_media(app: web.Application) -> list[tuple[str, dict]]:
                 found.append((track_id, track))
         return found
     return await asyncio.to_thread(missing)
-
-
-async def serve_arriving(request: web.Request, pulls: Pulls, track_id: str) -> web.StreamResponse | None:
-    """Answer a plain GET/HEAD, whole or one range, of a track on its way from the master from the
-    bytes as they arrive; None when the file is here, or the request needs the finished file."""
-    if any(name in request.headers for name in CONDITIONAL):
-        return None
-    found = await pulls.arriving(track_id)
-    if found is None:
-        return None
-    download, content_type = found
-    with download.reader() as reader:
-        return await _send_arriving(request, download, reader, content_type)
-
-
-async def _send_arriving(request: web.Request, download: Download, reader, content_type: str) -> web.StreamResponse:
-    size = download.size
-    header = request.headers.get("Range")
-    specs = parse_range(header) if header is not None else None
-    if specs is not None and len(specs) > 1:
-        return None  # several ranges: answered from the stored file, as multipart/byteranges
-    plan = plan_range_header(header, size, 1) if specs else None
-    if plan is not None and plan.outcome is Outcome.UNSATISFIABLE:
-        return error_response(416, "range_not_satisfiable", f"no requested range lies within the file's {size} bytes",
-                              {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
-    partial = plan is not None and plan.outcome is Outcome.PARTIAL
-    start, end = (plan.ranges[0].start, plan.ranges[0].end + 1) if partial else (0, size)
-    await download.until(min(start + 1, size))  # a failure before anything is sent is answered as an error
-    response = web.StreamResponse(status=206 if partial else 200)
-    # No validators yet: the stored file's come with the requests after this one.
-    response.headers.update({"Content-Type": content_type, "Accept-Ranges": "bytes", "Cache-Control": "no-cache"})
-    if partial:
-        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    response.content_length = end - start
-    await response.prepare(request)
-    if request.method == "HEAD":
-        return response
-    metrics = request.app[METRICS]
-    position = start
-    while position < end:
-        try:
-            await download.until(min(position + 1, end))
-        except (ApiError, MediaError):
-            request.transport.close()  # the pull failed mid-file: the client must see a cut body
-            raise ConnectionResetError("the pull failed") from None
-        chunk = await asyncio.to_thread(os.pread, reader.fileno(), min(end, download.length, position + PULL_CHUNK)
-                                        - position, position)
-        await write_paced(request, response, chunk)  # a client that stops reading is let go
-        metrics.bytes_sent += len(chunk)
-        position += len(chunk)
-    await response.write_eof()
-    return response

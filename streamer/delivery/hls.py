@@ -20,21 +20,16 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from media import FfmpegPool, MediaCache
 from media.hls_plan import PLAN_REVISION, Variant, master_playlist, media_playlist, segments, variants_for
 from media.segmenter import copied_segment, extract_stream
 from streamer.http.auth import USER
 from streamer.http.edge import Routes
-from streamer.delivery.segment_runs import SegmentRuns
 from streamer.http.errors import ApiError
-from streamer.http.keys import AUTH, CATALOG, OPEN_FILES, SETTINGS
+from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, OPEN_FILES, RUNS, SETTINGS
 from streamer.delivery.originals import CORS_HEADERS, PacedResponse
 
 log = logging.getLogger(__name__)
 
-CACHE = web.AppKey("media_cache", MediaCache)
-FFMPEG_POOL = web.AppKey("ffmpeg_pool", FfmpegPool)
-RUNS = web.AppKey("segment_runs", SegmentRuns)
 SOURCES = web.AppKey("hls_sources", dict)
 
 PLAYLIST = "application/vnd.apple.mpegurl"

@@ -20,15 +20,17 @@ import time
 from collections import OrderedDict
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
 from media import CONTENT_TYPES, Catalog, NotFound, OutsideLibrary, library_file
 from media.fingerprint import content_fingerprint
+from media.growing import GrowingFile
 from streamer.http.auth import SHAREABLE
 from streamer.http.errors import ApiError, error_response
 from streamer.http.metrics import Metrics
+from streamer.http.role import Node
 from streamer.http.preconditions import Precondition, evaluate, if_range_holds
 from streamer.http.ranges import WHOLE, ByteRange, Outcome, plan_range_header
 
@@ -74,17 +76,22 @@ class OpenFile:
         self.private_head = self.head.replace("Cache-Control: public", "Cache-Control: private")
 
 
+class Arriving(NamedTuple):
+    """A track's file still on its way to this node (a pull), and its content type."""
+
+    file: GrowingFile
+    content_type: str
+
+
 class OpenFiles:
     """A bounded LRU of open track files, keyed by track id."""
 
-    def __init__(self, catalog: Catalog, library: Path, capacity: int = 512) -> None:
+    def __init__(self, catalog: Catalog, library: Path, node: Node, capacity: int = 512) -> None:
         self.catalog = catalog
         self.library = library
+        self.node = node  # its role says where the bytes are that the library lacks
         self.capacity = capacity
         self._files: OrderedDict[str, OpenFile] = OrderedDict()
-        # On a region: (track id, catalog facts) -> path of the file pulled from the master, used
-        # when the library has no file at the track's path that holds what the catalog says.
-        self.pull = None
 
     def cached(self, track_id: str) -> OpenFile | None:
         """The open file if it is still exactly what was opened; costs one stat, no executor."""
@@ -105,17 +112,39 @@ class OpenFiles:
         return None
 
     async def open(self, track_id: str) -> OpenFile:
-        relpath, container = await self.catalog.track_file(track_id)
+        """The track's file, open: the library's, or where the role finds it (pulled first)."""
+        return await self.locate(track_id, arriving=False)
+
+    async def locate(self, track_id: str, arriving: bool) -> OpenFile | Arriving:
+        """Where a track's bytes are, asked once: the library's file, or, on a node whose role
+        finds bytes elsewhere, the copy it finds, or with `arriving` a file still on its way."""
         generation = self.catalog.generation
+        role = self.node.role
+        if role.pulls_media:
+            track = await self.catalog.track_source(track_id)
+            relpath, container = track["path"], track["container"]
+        else:
+            (relpath, container), track = await self.catalog.track_file(track_id), None
+        path = self._library_path(track_id, relpath)
+        if track is not None and not await asyncio.to_thread(holds, path, track):
+            found = await role.elsewhere(track_id, track, arriving)
+            if isinstance(found, GrowingFile):
+                return Arriving(found, CONTENT_TYPES.get(container, "application/octet-stream"))
+            path = found
+        entry = await self._opened(track_id, relpath, path, container, generation)
+        self._files[track_id] = entry
+        if len(self._files) > self.capacity:
+            self._files.popitem(last=False)
+        return entry
+
+    def _library_path(self, track_id: str, relpath: str) -> str:
         try:
-            path = library_file(self.library, relpath)
+            return library_file(self.library, relpath)
         except OutsideLibrary:
             log.warning("track %s: refused to open %r, which is not inside the library", track_id, relpath)
             raise
-        if self.pull is not None:
-            track = await self.catalog.track_source(track_id)
-            if not await asyncio.to_thread(holds, path, track):
-                path = await self.pull(track_id, track)
+
+    async def _opened(self, track_id: str, relpath: str, path: str, container: str, generation: int) -> OpenFile:
         try:
             file, st = await asyncio.to_thread(_open, path)
         except FileNotFoundError:
@@ -126,12 +155,7 @@ class OpenFiles:
             log.error("track %s: cannot open %s: %s", track_id, relpath, exc)
             raise ApiError(503, "unavailable", f"the file of track {track_id!r} cannot be read now",
                            {"Retry-After": "10"}) from None
-        entry = OpenFile(file, path, st, CONTENT_TYPES.get(container, "application/octet-stream"),
-                         generation)
-        self._files[track_id] = entry
-        if len(self._files) > self.capacity:
-            self._files.popitem(last=False)
-        return entry
+        return OpenFile(file, path, st, CONTENT_TYPES.get(container, "application/octet-stream"), generation)
 
     async def open_path(self, path: str, container: str) -> OpenFile:
         """A file found elsewhere than at its track's path (a pulled copy), not kept in the LRU."""

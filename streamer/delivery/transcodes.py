@@ -30,10 +30,9 @@ from pathlib import Path
 from aiohttp import web
 
 from media import FfmpegFailed, FfmpegPool, MediaCache, MediaError
-from streamer.api.catalog import int_param
+from streamer.http.params import int_param
 from streamer.http.errors import ApiError, bad_param
-from streamer.delivery.hls import CACHE, FFMPEG_POOL
-from streamer.http.keys import AUTH, CATALOG, METRICS, OPEN_FILES, SETTINGS
+from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, METRICS, OPEN_FILES, SETTINGS, TRANSCODES
 from streamer.delivery.originals import CORS_HEADERS, OpenFile, serve_file, write_paced
 
 log = logging.getLogger(__name__)
@@ -197,7 +196,6 @@ class Transcodes:
             run.task.cancel()
 
 
-TRANSCODES = web.AppKey("transcodes", Transcodes)
 
 
 async def transcode(request: web.Request) -> web.StreamResponse:

@@ -53,6 +53,7 @@ USER = web.RequestKey("user", dict)  # who is asking, when they said so
 # Whether the answer may be kept by a shared cache: not when given for a user's credentials, or
 # anonymously only because of where the client is (auto). Set at the edge, after the check.
 SHAREABLE = web.RequestKey("shareable", bool)
+SECRET_HEADER = "X-Cluster-Secret"  # node to node: the cluster secret, compared in constant time
 ON_BEHALF_HEADER = "X-On-Behalf-Of"  # a queued write's user id, sent with the cluster secret
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CLIENT = web.RequestKey("client_address", str)  # worked out once per request
@@ -208,10 +209,22 @@ class Auth:
                            {"WWW-Authenticate": 'Bearer realm="streamer", error="invalid_token"'})
         return user
 
+    def from_cluster(self, request: web.BaseRequest) -> bool:
+        """The request carries this node's cluster secret (another node, or its own outbox)."""
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        return bool(self.cluster_secret) and hmac.compare_digest(given, self.cluster_secret.encode())
+
+    def check_cluster_secret(self, request: web.BaseRequest) -> None:
+        """403 unless the request carries the cluster secret; counted with failed tokens per client
+        (429 past the limit), logged once per window."""
+        if not self.from_cluster(request):
+            given = request.headers.get(SECRET_HEADER)
+            self.failure(request, "cluster request", "a wrong cluster secret" if given else "no cluster secret")
+            raise ApiError(403, "forbidden", "this node refuses the cluster secret sent (check cluster_secret)")
+
     async def _on_behalf(self, request: web.Request, user_id: str, count: bool) -> dict[str, Any]:
         """A write a region queued for `user_id`: taken only with the cluster secret."""
-        given = request.headers.get("X-Cluster-Secret", "").encode()
-        if not self.cluster_secret or not hmac.compare_digest(given, self.cluster_secret.encode()):
+        if not self.from_cluster(request):
             self._failed(request, count)
             raise ApiError(403, "forbidden", f"{ON_BEHALF_HEADER} needs the cluster secret")
         user = await self.catalog.db.read(listeners.user_by_id, user_id) if len(user_id) <= 64 else None

@@ -12,6 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -23,31 +26,50 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+@dataclass(frozen=True)
+class Write:
+    """What a write route is, declared where it is registered (`Routes.write`): a region that
+    forwards the write or queues it while its master is away reads this, never the URL."""
+
+    creates: bool = False  # makes one thing whose id the node hands out at once (a playlist)
+    plays: bool = False  # plays: an id each; a region sends them to its master in batches
+    # A file upload: its body may be up to upload_max_mb, and this checks it before it is queued
+    # (content type, body, scratch folder), instead of a rehearsal of the handler.
+    upload: Callable[[str, bytes, Path], None] | None = None
+    rehearsed: bool = True  # False: effects beyond the catalog (a scan): queued unchecked
+
+
+
+
 class Routes:
     """Adds routes with their edge; `finish()` adds the catch-all after the last one."""
 
-    def __init__(self, app: web.Application, metrics: Metrics, auth: Auth, cors_origins: str = "*",
+    def __init__(self, app: web.Application, metrics: Metrics, auth: Auth, node: Any, cors_origins: str = "*",
                  public_url: str = "") -> None:
         self.router = app.router
         self.metrics = metrics
         self.auth = auth
+        self.node = node  # streamer.http.role.Node: its current role takes every write
         self.cors = CorsPolicy(cors_origins, public_url)
-        # What every write route goes through on this node's role: on a master, a handler that
-        # adds the change sequence to the answer; on a region, one that forwards to the master.
-        self.write_wrapper: Callable[[Handler], Handler] | None = None
         self._fallback: web.AbstractResource | None = None
 
     def add(self, method: str, path: str, handler: Handler, name: str, access: str = "read") -> None:
         """`access`: open, read, user or admin (see streamer.http.auth)."""
-        if access in ("user", "admin") and self.write_wrapper is not None:
-            handler = self.write_wrapper(handler)
         self.router.add_route(method, path, edge(handler, name, self.metrics, self.auth, access, self.cors), name=name)
+
+    def write(self, method: str, path: str, handler: Handler, name: str, access: str = "user",
+              write: Write = Write()) -> None:
+        """A write route: the node's role takes it (on a master, with the change sequence in the
+        answer; on a region, forwarded to its master or queued), as `write` declares it."""
+        node = self.node
+
+        @functools.wraps(handler)
+        async def taken(request: web.Request) -> web.StreamResponse:
+            return await node.role.take_write(request, handler, write)
+        self.add(method, path, taken, name, access)
 
     def get(self, path: str, handler: Handler, name: str, access: str = "read") -> None:
         self.router.add_get(path, edge(handler, name, self.metrics, self.auth, access, self.cors), name=name)
-
-    def post(self, path: str, handler: Handler, name: str, access: str = "user") -> None:
-        self.add("POST", path, handler, name, access)
 
     def finish(self) -> None:
         route = self.router.add_route("*", "/{tail:.*}", edge(self._unmatched, "unmatched", self.metrics,

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from media import Busy, FfmpegFailed, InvalidData, InvalidQuery, MediaError, NotFound
+from media.growing import CutShort
 
 # Status -> code for errors that aiohttp itself raises (routing, body size, ...).
 _CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -50,6 +51,8 @@ def from_exception(exc: BaseException) -> web.Response | None:
         return error_response(400, "invalid_parameter", str(exc))
     if isinstance(exc, Busy):
         return error_response(503, "busy", f"{exc}; try again shortly", {"Retry-After": "5"})
+    if isinstance(exc, CutShort):
+        return error_response(502, "bad_gateway", str(exc))
     if isinstance(exc, FfmpegFailed):
         return error_response(502, "transcode_failed", f"the track could not be transcoded: {exc}")
     if isinstance(exc, web.HTTPException) and exc.status >= 400:

@@ -49,5 +49,3 @@ class WriteLimits:
             raise ApiError(429, "too_many_writes", f"at most {self.per_minute} writes a minute per user "
                            "(writes_per_minute); try again shortly", {"Retry-After": str(math.ceil(wait))})
 
-
-WRITE_LIMITS = web.AppKey("write_limits", WriteLimits)
