@@ -21,14 +21,13 @@ from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
 from streamer.api import admin, catalog, library, listener
 from streamer.cluster.roles import role_for
 from streamer.delivery import hls, stream
-from streamer.delivery.originals import OpenFiles
-from streamer.delivery.segment_runs import SegmentRuns
-from streamer.delivery.transcodes import Transcodes
+from streamer.delivery.originals import OPEN_FILES, OpenFiles
+from streamer.delivery.segment_runs import RUNS, SegmentRuns
+from streamer.delivery.transcodes import TRANSCODES, Transcodes
 from streamer.http import status
 from streamer.http.auth import Auth, is_loopback, load_secret, networks
 from streamer.http.edge import Routes
-from streamer.http.keys import (AUTH, CACHE, CATALOG, FFMPEG, FFMPEG_POOL, METRICS, NODE, OPEN_FILES, RUNS, SCANNER,
-                                SETTINGS, TRANSCODES)
+from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG, FFMPEG_POOL, METRICS, NODE, SCANNER, SETTINGS
 from streamer.http.metrics import Metrics
 from streamer.http.role import Node
 from streamer.web import page

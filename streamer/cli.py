@@ -135,7 +135,7 @@ def change_role(settings: Settings, command: str, master_url: str | None) -> int
 
 
 def promoted_text(settings: Settings, url: str, answer: dict, itself: str) -> str:
-    """What the operator must know and do after a promotion; the README's promotion section says
+    """What the operator must know and do after a promotion; docs/cluster.md's promotion section says
     the same (streamer.cluster.saved_role, streamer.cluster.promotion)."""
     node_json = settings.data_dir.resolve() / "node.json"
     return (f"{url}: now the master, from sequence {answer['sequence']} (lineage {answer['lineage']}); "

@@ -48,6 +48,10 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
     made = await asyncio.create_subprocess_exec(ffmpeg, "-v", "error", "-f", "lavfi", "-i", "anoisesrc=d=12:a=0.5",
                                                 "-ac", "2", "-ar", "44100", str(big))
     assert await made.wait() == 0 and big.stat().st_size > 1.5e6
+    small = tmp_path / "small.flac"  # a tagged upload for the outbox
+    made = await asyncio.create_subprocess_exec(ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=d=3", "-metadata",
+                                                "title=Queued Upload", "-metadata", "artist=Queue", str(small))
+    assert await made.wait() == 0
     code, out = await _cli("user", "add", "ann", "--admin", "--data-dir", str(tmp_path / "master"))
     assert code == 0, out
     auth = {"Authorization": f"Bearer {out.strip().splitlines()[-1]}"}
@@ -107,6 +111,7 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
             resp = await session.post(f"{b_url}/api/v1/playlists", json={"name": "from B"}, headers=auth)
             assert resp.status == 202
             from_b = (await resp.json())["id"]
+            await _queue_every_kind(session, a_url, auth, small, pulled)
 
             async def write_during(i):
                 resp = await session.post(f"{a_url}/api/v1/playlists", json={"name": f"during {i}"},
@@ -125,6 +130,7 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
             names = await _until(lambda: _names_holding(session, a_url, auth, [*queued, *during]),
                                  what="every queued write at the new master")
             assert "before" in names.values() and "lost" not in names.values()
+            await _every_kind_applied(session, a_url, auth, pulled)  # A applied them itself, in process
             assert [names[i] for i in queued] == list(queued.values())
             assert len(names) == 1 + len(queued) + len(during)  # each applied once
             resp = await session.post(f"{a_url}/api/v1/playlists", json={"name": "after"}, headers=auth)
@@ -161,6 +167,31 @@ async def test_a_region_promoted_with_writes_in_flight_becomes_the_master(tmp_pa
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+async def _queue_every_kind(session, url, auth, upload, track_id) -> None:
+    """An upload, a favorite, a play and a tag edit into the outbox of the region at `url`."""
+    form = aiohttp.FormData()
+    form.add_field("file", upload.read_bytes(), filename="small.flac", content_type="audio/flac")
+    writes = [("POST", "/api/v1/tracks", {"data": form}),
+              ("PUT", f"/api/v1/favorites/tracks/{track_id}", {}),
+              ("POST", "/api/v1/plays", {"json": {"track_id": track_id, "played_at": "2026-11-30T10:00:00Z",
+                                                  "seconds": 30}}),
+              ("PATCH", f"/api/v1/tracks/{track_id}", {"json": {"genre": "Queued"}})]
+    for method, path, body in writes:
+        async with session.request(method, f"{url}{path}", headers=auth, **body) as resp:
+            assert resp.status == 202, (path, await resp.text())
+
+
+async def _every_kind_applied(session, url, auth, track_id) -> None:
+    async def get(path):
+        async with session.get(f"{url}{path}", headers=auth) as resp:
+            assert resp.status == 200, (path, await resp.text())
+            return await resp.json()
+    assert [t["title"] for t in (await get("/api/v1/tracks?q=Queued+Upload"))["items"]] == ["Queued Upload"]
+    assert track_id in (await get("/api/v1/favorites"))["tracks"]
+    assert track_id in [p["track_id"] for p in (await get("/api/v1/plays/recent"))["items"]]
+    assert (await get(f"/api/v1/tracks/{track_id}"))["genre"] == "Queued"
 
 
 async def _scanned(session, url) -> bool:

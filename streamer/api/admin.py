@@ -82,10 +82,35 @@ def check_upload(content_type: str, body: bytes, scratch: Path) -> None:
 
 
 async def upload_track(request: web.Request) -> web.Response:
+    """Store an uploaded file in the library under its tags (Artist/Album/NN Title.ext) and add
+    it to the catalog. The same upload sent again with its key gets the first answer."""
     settings = request.app[SETTINGS]
-    limit = settings.upload_max_mb * 1024 * 1024
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        raise ApiError(413, "payload_too_large", f"uploads are limited to {settings.upload_max_mb} MB")
+    field, extension = await _file_field(request, settings.upload_max_mb)
+    library = settings.library
+    temporary = library / f".upload-{ids.new_id()}{extension}"
+    user, key = request[USER], idempotency_key(request)
+    request.app[WRITE_LIMITS].check_rate(user["id"])
+    try:
+        size, sha256 = await _receive(field, temporary, settings.upload_max_mb)
+        payload = {"sha256": sha256, "filename": field.filename}
+        earlier = await _earlier_answer(request, user, key, payload)
+        if earlier is not None:
+            return earlier
+        facts = await asyncio.to_thread(_audio_facts, temporary, size)
+        relative = _place_in_library(facts, extension)
+        destination = _store(temporary, library, relative)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    record = await _track_record(facts, relative, destination)
+    status, track = await request.app[CATALOG].add_track(record, user, key, payload)
+    return web.json_response(track, status=status)
+
+
+async def _file_field(request: web.Request, upload_max_mb: int):
+    """The multipart field named 'file', and its extension (an audio file type)."""
+    if request.content_length is not None and request.content_length > upload_max_mb * 1024 * 1024 + 64 * 1024:
+        raise ApiError(413, "payload_too_large", f"uploads are limited to {upload_max_mb} MB")
     try:
         reader = await request.multipart()
         field = await reader.next()
@@ -98,65 +123,75 @@ async def upload_track(request: web.Request) -> web.Response:
     extension = os.path.splitext(field.filename)[1].lower()
     if container_for("x" + extension) is None:
         raise ApiError(422, "invalid_field", f"file: {extension or 'no extension'} is not an audio file type")
-    library = settings.library
-    temporary = library / f".upload-{ids.new_id()}{extension}"
-    user, key = request[USER], idempotency_key(request)
-    request.app[WRITE_LIMITS].check_rate(user["id"])
-    digest = hashlib.sha256()
+    return field, extension
+
+
+async def _receive(field, temporary: Path, upload_max_mb: int) -> tuple[int, str]:
+    """The file, written to `temporary` as it arrives: its size and SHA-256."""
+    limit, size, digest = upload_max_mb * 1024 * 1024, 0, hashlib.sha256()
+    with open(temporary, "xb") as out:
+        try:
+            while chunk := await field.read_chunk(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "payload_too_large", f"uploads are limited to {upload_max_mb} MB")
+                await asyncio.to_thread(out.write, chunk)
+        except (ValueError, HttpProcessingError):
+            raise ApiError(400, "invalid_body", "the multipart body is malformed") from None
+    return size, digest.hexdigest()
+
+
+async def _earlier_answer(request: web.Request, user: dict, key: str | None, payload: dict) -> web.Response | None:
+    """The answer to this upload sent before with the same key (nothing is stored again)."""
+    if key is None:
+        return None
+    earlier = await request.app[CATALOG].db.read(listeners.remembered, user["id"], key,
+                                                 listeners.fingerprint_of("track.upload", payload))
+    return None if earlier is None else web.json_response(earlier[1], status=earlier[0])
+
+
+def _audio_facts(temporary: Path, size: int) -> dict[str, Any]:
     try:
-        size = 0
-        with open(temporary, "xb") as out:
-            try:
-                while chunk := await field.read_chunk(CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    if size > limit:
-                        raise ApiError(413, "payload_too_large",
-                                       f"uploads are limited to {settings.upload_max_mb} MB")
-                    await asyncio.to_thread(out.write, chunk)
-            except (ValueError, HttpProcessingError):
-                raise ApiError(400, "invalid_body", "the multipart body is malformed") from None
-        # The same upload sent again with its key gets the first answer, and stores nothing.
-        payload = {"sha256": digest.hexdigest(), "filename": field.filename}
-        if key is not None:
-            earlier = await request.app[CATALOG].db.read(listeners.remembered, user["id"], key,
-                                                         listeners.fingerprint_of("track.upload", payload))
-            if earlier is not None:
-                return web.json_response(earlier[1], status=earlier[0])
-        try:
-            facts = await asyncio.to_thread(read_track, temporary, size)
-        except UnreadableFile as exc:
-            reason = str(exc).replace(str(temporary), "the file")  # no internal paths in answers
-            raise ApiError(422, "invalid_field", f"file: not usable audio: {reason}") from None
-        artist = _part(facts["album_artist_tag"] or facts["tag_artist"], "Unknown Artist")
-        album = _part(facts["tag_album"], "Unknown Album")
-        number = f"{facts['track_number']:02d} " if facts["track_number"] else ""
-        name = _part(f"{number}{facts['title']}", "Untitled", 180) + extension
-        relative = f"{artist}/{album}/{name}"
-        try:
-            destination = Path(library_file(library, relative))  # a last check that it stays inside
-        except OutsideLibrary:
-            raise ApiError(422, "invalid_field", f"file: its tags make no path inside the library ({relative!r})") from None
-        made = [d for d in (library / artist, destination.parent) if not d.exists()]
-        try:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.link(temporary, destination)  # atomic, and never replaces what is there
-        except FileExistsError:
-            raise ApiError(409, "conflict", f"{relative} is already in the library") from None
-        except OSError as exc:
-            for folder in reversed(made):  # leave no empty folders behind
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-            raise ApiError(422, "invalid_field", f"file: cannot be stored as {relative}: {exc.strerror}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
+        return read_track(temporary, size)
+    except UnreadableFile as exc:
+        reason = str(exc).replace(str(temporary), "the file")  # no internal paths in answers
+        raise ApiError(422, "invalid_field", f"file: not usable audio: {reason}") from None
+
+
+def _place_in_library(facts: dict[str, Any], extension: str) -> str:
+    """Artist/Album/NN Title.ext, from the file's tags, as a safe relative path."""
+    artist = _part(facts["album_artist_tag"] or facts["tag_artist"], "Unknown Artist")
+    album = _part(facts["tag_album"], "Unknown Album")
+    number = f"{facts['track_number']:02d} " if facts["track_number"] else ""
+    return f"{artist}/{album}/" + _part(f"{number}{facts['title']}", "Untitled", 180) + extension
+
+
+def _store(temporary: Path, library: Path, relative: str) -> Path:
+    """Link the received file into the library at `relative`: atomic, and never over what is there."""
+    try:
+        destination = Path(library_file(library, relative))  # a last check that it stays inside
+    except OutsideLibrary:
+        raise ApiError(422, "invalid_field", f"file: its tags make no path inside the library ({relative!r})") from None
+    made = [d for d in (library / relative.split("/")[0], destination.parent) if not d.exists()]
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.link(temporary, destination)
+    except FileExistsError:
+        raise ApiError(409, "conflict", f"{relative} is already in the library") from None
+    except OSError as exc:
+        for folder in reversed(made):  # leave no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise ApiError(422, "invalid_field", f"file: cannot be stored as {relative}: {exc.strerror}") from None
+    return destination
+
+
+async def _track_record(facts: dict[str, Any], relative: str, destination: Path) -> dict[str, Any]:
     stat = destination.stat()
-    record = {**facts, "id": ids.track_id(relative), "path": relative, "size": stat.st_size,
-              "mtime_ns": stat.st_mtime_ns, "container": container_for(relative),
-              "fingerprint": await asyncio.to_thread(content_fingerprint, str(destination), stat.st_size)}
-    status, track = await request.app[CATALOG].add_track(record, user, key, payload)
-    return web.json_response(track, status=status)
+    return {**facts, "id": ids.track_id(relative), "path": relative, "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "container": container_for(relative),
+            "fingerprint": await asyncio.to_thread(content_fingerprint, str(destination), stat.st_size)}
 
 
 async def edit_track(request: web.Request) -> web.Response:

@@ -47,7 +47,8 @@ from streamer.http.params import int_param
 from streamer.http.edge import Handler, Routes
 from streamer.http.errors import ApiError, error_response, from_exception
 from streamer.api.bodies import are_new_ids, json_body, plays_of
-from streamer.http.keys import AUTH, CATALOG, METRICS, NODE, OPEN_FILES, SETTINGS
+from streamer.delivery.originals import OPEN_FILES
+from streamer.http.keys import AUTH, CATALOG, METRICS, NODE, SETTINGS
 from streamer.cluster.members import NODE_HEADER, Members
 from streamer.delivery.originals import serve_file
 from streamer.cluster.pulls import local_copy

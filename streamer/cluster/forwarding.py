@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -35,6 +35,7 @@ from streamer.http.errors import ApiError, from_exception
 
 log = logging.getLogger(__name__)
 
+Deliver = Callable[[dict], Awaitable[tuple[int, bytes]]]  # an outbox entry -> the status and body it got
 FORWARD_WAIT = 2.0  # seconds a forwarded write waits for the replica to hold it
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
 _FORWARDED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
@@ -171,21 +172,20 @@ class Forwarder:
                 raise ApiError(413, "payload_too_large", f"uploads are limited to {self.upload_max_mb} MB")
         return bytes(body)
 
-    async def send(self, method: str, path: str, headers: dict, body: bytes, timeout: aiohttp.ClientTimeout,
-                   base: str | None = None) -> tuple[int, bytes, str | None, str | None]:
-        """One write to the master (or to `base`), with the cluster secret: status, body, content
-        type and the change sequence it got."""
-        url = f"{base or self.master_url()}{path}"
-        async with self.session.request(method, url, data=body, timeout=timeout,
+    async def send(self, method: str, path: str, headers: dict, body: bytes,
+                   timeout: aiohttp.ClientTimeout) -> tuple[int, bytes, str | None, str | None]:
+        """One write to the master, with the cluster secret: status, body, content type and the
+        change sequence it got."""
+        async with self.session.request(method, f"{self.master_url()}{path}", data=body, timeout=timeout,
                                         headers={**headers, SECRET_HEADER: self.secret}) as resp:
             return resp.status, await resp.read(), resp.headers.get("Content-Type"), resp.headers.get(SEQUENCE_HEADER)
 
-    async def drain(self, base: Callable[[], str], until_empty: Callable[[], None] | None = None,
-                    timeout: aiohttp.ClientTimeout = FORWARD_TIMEOUT) -> int:
-        """Send the outbox's writes to `base()` (the master's URL) in order, each until it has
-        answered. With `until_empty`, once the outbox is empty and no write is on its way in, call
-        it (with no await in between: nothing can slip into the outbox after) and return the count
-        sent."""
+    async def drain(self, deliver: Deliver | None = None, until_empty: Callable[[], None] | None = None) -> int:
+        """Deliver the outbox's writes in order (to the master, or with `deliver` elsewhere: a
+        promoted region applies them itself), each until it is answered. With `until_empty`, once
+        the outbox is empty and no write is on its way in, call it (with no await in between:
+        nothing can slip into the outbox after) and return the count delivered."""
+        deliver = deliver or self._to_master
         failures = sent = 0
         while True:
             entry = await asyncio.to_thread(self.outbox.first)
@@ -195,7 +195,7 @@ class Forwarder:
                     return sent
                 await self._outbox_grows(until_empty is not None)
                 continue
-            failures = await self._send_queued(entry, base, timeout, failures)
+            failures = await self._send_queued(entry, deliver, failures)
             if failures == 0:
                 sent += 1
 
@@ -207,13 +207,16 @@ class Forwarder:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.outbox_added.wait(), 5)
 
-    async def _send_queued(self, entry: dict, base: Callable[[], str], timeout: aiohttp.ClientTimeout,
-                           failures: int) -> int:
-        """Send one queued write; 0 once it is done with (taken or refused for good), else the
+    async def _to_master(self, entry: dict) -> tuple[int, bytes]:
+        status, answer, _, _ = await self.send(entry["method"], entry["path"], entry["headers"], entry["body"],
+                                               FORWARD_TIMEOUT)
+        return status, answer
+
+    async def _send_queued(self, entry: dict, deliver: Deliver, failures: int) -> int:
+        """Deliver one queued write; 0 once it is done with (taken or refused for good), else the
         failures so far after waiting to try it again."""
         try:
-            status, answer, _, _ = await self.send(entry["method"], entry["path"], entry["headers"], entry["body"],
-                                                   timeout, base())
+            status, answer = await deliver(entry)
         except (aiohttp.ClientError, TimeoutError, OSError):
             await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
             return failures + 1

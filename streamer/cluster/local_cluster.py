@@ -30,8 +30,6 @@ NODE_FILE = "node.json"  # a role changed at runtime (streamer.cluster.saved_rol
 
 
 def run_cluster(folder: Path, port: int, ffmpeg: str, reset: bool = False) -> int:
-    from media.demo import make_demo_library
-
     if reset:
         _reset(folder)
     changed = _changed_roles(folder)
@@ -42,43 +40,58 @@ def run_cluster(folder: Path, port: int, ffmpeg: str, reset: bool = False) -> in
               f"catalogs, users and the regions' media; the demo library in {folder / 'music'} stays)",
               file=sys.stderr, flush=True)
         return 1
-    music = folder / "music"
+    _demo_library(folder / "music", ffmpeg)
+    processes = [_start_node(folder, port, offset, name) for offset, name in enumerate(NODES)]
+    print(f"cluster: master http://127.0.0.1:{port}/, regions http://127.0.0.1:{port + 1}/ and "
+          f"http://127.0.0.1:{port + 2}/ (Ctrl-C stops all three)", flush=True)
+    _until_stopped(processes)
+    _stop(processes)
+    print("cluster: stopped", flush=True)
+    return 0
+
+
+def _demo_library(music: Path, ffmpeg: str) -> None:
+    from media.demo import make_demo_library
+
     music.mkdir(parents=True, exist_ok=True)
     if not any(music.iterdir()):
         print(f"cluster: making the demo library in {music}", flush=True)
         make_demo_library(music, ffmpeg)
-    processes: list[tuple[str, subprocess.Popen]] = []
-    for offset, name in enumerate(NODES):
-        library = music if name == "master" else folder / name / "music"
-        library.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, str(RUN), "serve", "--config", str(CONFIG / f"{name}.toml"),
-                   "--port", str(port + offset), "--library", str(library), "--data-dir", str(folder / name),
-                   "--cluster-nodes", ",".join(f"http://127.0.0.1:{port + i}" for i in range(len(NODES)))]
-        if name != "master":
-            command += ["--master-url", f"http://127.0.0.1:{port}"]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        processes.append((name, process))
-        print(f"cluster: {name} is pid {process.pid}", flush=True)
-        threading.Thread(target=_relay, args=(name, process), daemon=True).start()
-        if name == "master":
-            _wait_for_port(port, process)  # regions then find it at once
-    print(f"cluster: master http://127.0.0.1:{port}/, regions http://127.0.0.1:{port + 1}/ and "
-          f"http://127.0.0.1:{port + 2}/ (Ctrl-C stops all three)", flush=True)
 
+
+def _start_node(folder: Path, port: int, offset: int, name: str) -> tuple[str, subprocess.Popen]:
+    """One node, its output relayed with its name; the master is listening when this returns, so
+    the regions find it at once."""
+    library = folder / "music" if name == "master" else folder / name / "music"
+    library.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(RUN), "serve", "--config", str(CONFIG / f"{name}.toml"),
+               "--port", str(port + offset), "--library", str(library), "--data-dir", str(folder / name),
+               "--cluster-nodes", ",".join(f"http://127.0.0.1:{port + i}" for i in range(len(NODES)))]
+    if name != "master":
+        command += ["--master-url", f"http://127.0.0.1:{port}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    print(f"cluster: {name} is pid {process.pid}", flush=True)
+    threading.Thread(target=_relay, args=(name, process), daemon=True).start()
+    if name == "master":
+        _wait_for_port(port, process)
+    return name, process
+
+
+def _until_stopped(processes: list[tuple[str, subprocess.Popen]]) -> None:
+    """Until Ctrl-C (or SIGTERM), or until every node has exited; a node that exits is reported."""
     stopping = threading.Event()
-
-    def stop(*_: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)  # Ctrl-C also reaches the nodes (same process group)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())  # Ctrl-C also reaches the nodes (same process group)
     exited: set[str] = set()
     while not stopping.wait(0.5) and len(exited) < len(processes):
         for name, process in processes:
             if process.poll() is not None and name not in exited:
                 exited.add(name)
                 print(f"cluster: {name} exited ({process.returncode}); the others keep running", flush=True)
+
+
+def _stop(processes: list[tuple[str, subprocess.Popen]]) -> None:
     for _, process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -88,8 +101,6 @@ def run_cluster(folder: Path, port: int, ffmpeg: str, reset: bool = False) -> in
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    print("cluster: stopped", flush=True)
-    return 0
 
 
 def _changed_roles(folder: Path) -> list[str]:

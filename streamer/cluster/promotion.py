@@ -5,18 +5,19 @@
 2. its history goes on under a new lineage from its position (media.replica.branch), so a node
    holding writes this one never had (the old master, a region that was ahead) is told to take
    a snapshot instead of following on from a log that is not this one's;
-3. it records that it is the master (streamer.cluster.saved_role) and applies its outbox to itself, in
-   order, through its own HTTP API: each write exactly as the old master would have taken it,
-   with its idempotency key (a write the old master took and the feed brought back applies
-   once) and the ids the region handed out; writes arriving meanwhile queue behind them;
+3. it records that it is the master (streamer.cluster.saved_role) and applies its outbox to itself,
+   in order, in process through its own routes and handlers (streamer.cluster.replay): each write
+   exactly as the old master would have taken it, with its idempotency key (a write the old
+   master took and the feed brought back applies once) and the ids the region handed out;
+   writes arriving meanwhile queue behind them;
 4. its Region role object is replaced by a Master one (streamer.cluster.roles): it takes writes and
    serves the cluster endpoints, as a master does (it compacted its change log as a region already).
 
 What it can lose: the writes the old master had taken that its feed had not yet brought here
 (the feed keeps that to about one round trip; none with `sync_replicas` when the region promoted
 is the one that holds the most). Media is not lost while some surviving node holds each file:
-the promoted node pulls what it lacks from the other nodes it knows (streamer.cluster.pulls), and with
-`mirror_media` every region holds a copy of every file already. The answer counts the tracks
+the promoted node pulls what it lacks from the other nodes it knows (streamer.cluster.pulls), and
+with `mirror_media` every region holds a copy of every file already. The answer counts the tracks
 this node has no copy of yet.
 
 `POST /cluster/v1/follow {"master_url": URL}` (`run.py follow URL`) points a region at another
@@ -27,32 +28,31 @@ master tells it so and it takes a snapshot.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from media import replica
 from streamer.api.bodies import json_body
-from streamer.cluster.members import node_url
 from streamer.cluster.pulls import tracks_without_media
+from streamer.cluster.replay import replay
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
 from streamer.http.keys import AUTH, CATALOG, NODE, SETTINGS
 
 log = logging.getLogger(__name__)
-APPLY_TIMEOUT = aiohttp.ClientTimeout(total=600)
 
 
 async def promote(request: web.Request) -> web.Response:
     request.app[AUTH].check_cluster_secret(request)
     # Shielded: an operator's client that gives up does not leave a promotion half done.
-    return web.json_response(await asyncio.shield(_promote(request.app, own_url(request))))
+    return web.json_response(await asyncio.shield(_promote(request.app)))
 
 
-async def _promote(app: web.Application, itself: str) -> dict:
+async def _promote(app: web.Application) -> dict:
     region = app[NODE].role
     async with region.changing:  # one change of role at a time
         if not region.follows:
@@ -63,7 +63,7 @@ async def _promote(app: web.Application, itself: str) -> dict:
         history = await _become_master(app, region)
         log.warning("promoted to master at sequence %d (new lineage %s); applying the outbox",
                     history[-1][1], history[-1][0])
-        applied = await apply_outbox(app, region, itself)
+        applied = await apply_outbox(app, region)
     missing = len(await tracks_without_media(app))
     seconds = time.monotonic() - started
     log.warning("promotion done in %.2fs: %d queued writes applied; %d tracks have no copy on this node yet "
@@ -87,20 +87,19 @@ async def _become_master(app: web.Application, region) -> list:
     return history
 
 
-async def apply_outbox(app: web.Application, region, itself: str) -> int:
-    """Send the outbox's writes to this node itself (at URL `itself`), in order, until it is empty
-    and no write is on its way in; then its Master role takes over (with no await in between)."""
+async def apply_outbox(app: web.Application, region) -> int:
+    """Apply the outbox's writes here (streamer.cluster.replay), in order, until it is empty and no
+    write is on its way in; then its Master role takes over (with no await in between)."""
     def done() -> None:
         app[NODE].role = region.as_master()
 
-    return await region.forwarder.drain(lambda: itself, until_empty=done, timeout=APPLY_TIMEOUT)
+    return await region.forwarder.drain(functools.partial(replay, app), until_empty=done)
 
 
 async def resume_promotion(app: web.Application, region) -> None:
     """At the start of a node promoted before (its writes queue): apply what its outbox still holds
-    (a promotion cut short by a crash) once its server listens."""
-    settings = app[SETTINGS]
-    applied = await apply_outbox(app, region, node_url(settings.host, settings.port))
+    (a promotion cut short by a crash)."""
+    applied = await apply_outbox(app, region)
     if applied:
         log.warning("promotion finished: %d queued writes applied", applied)
 
@@ -120,12 +119,6 @@ async def follow(request: web.Request) -> web.Response:
             region.start_following()
     log.warning("now following %s (from sequence %d)", region.master, region.follower.position)
     return web.json_response({"role": "region", "master_url": region.master, "sequence": region.follower.position})
-
-
-def own_url(request: web.Request) -> str:
-    """This server's address as the request reached it (the socket's own end)."""
-    host, port = request.transport.get_extra_info("sockname")[:2]
-    return node_url(host, port)
 
 
 def _master_url(value, app: web.Application, members) -> str:

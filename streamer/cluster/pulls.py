@@ -8,7 +8,7 @@ one, still finds every file some surviving node holds. A source that fails mid-f
 by the next from where it stopped (a Range request). The file must match the catalog's size and
 fingerprint; it is kept in the node's bounded media cache and served from there like any
 original. While it is on its way, a listener asking for the whole file or one range of it is sent
-the bytes as they arrive, so a first play starts at once instead of after the whole download;
+the bytes as they arrive (streamer.delivery.stream), so a first play starts at once instead of after the whole download;
 requests that need the finished file (several ranges, conditional requests, HLS and transcodes,
 which hand ffmpeg a path) wait for it.
 

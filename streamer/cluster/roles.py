@@ -188,10 +188,12 @@ class Region(Role):
     def start_following(self) -> None:
         """Follow the master and send it the outbox, in the background."""
         self._keep(self.follower.run(), "follow-master")
-        self._keep(self.forwarder.drain(self.forward_url), "drain-outbox")
+        self._keep(self.forwarder.drain(), "drain-outbox")
 
     def _keep(self, work, name: str) -> None:
-        self._tasks.append(asyncio.create_task(work, name=name))
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(_log_failure)
+        self._tasks.append(task)
 
     async def stop_following(self) -> None:
         """Stop following and sending (the outbox keeps what it holds)."""
@@ -262,6 +264,12 @@ class Region(Role):
 
     async def elsewhere(self, track_id: str, track: dict, arriving: bool) -> str | GrowingFile:
         return await self.pulls.elsewhere(track_id, track, arriving)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """A region's background work ends only when stopped: anything else is a bug the operator must see."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())
 
 
 def _media_health(app: web.Application, pulls: Pulls | None) -> dict:

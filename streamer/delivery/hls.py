@@ -25,7 +25,9 @@ from media.segmenter import copied_segment, extract_stream
 from streamer.http.auth import USER
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
-from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, OPEN_FILES, RUNS, SETTINGS
+from streamer.delivery.originals import OPEN_FILES
+from streamer.delivery.segment_runs import RUNS
+from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, SETTINGS
 from streamer.delivery.originals import CORS_HEADERS, PacedResponse
 
 log = logging.getLogger(__name__)

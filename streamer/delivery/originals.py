@@ -167,6 +167,9 @@ class OpenFiles:
         self._files.clear()
 
 
+
+OPEN_FILES = web.AppKey("open_files", OpenFiles)
+
 def holds(path: str, track: dict, scanned_here: bool = False) -> bool:
     """Whether the file at `path` is the catalog's: its size and its content fingerprint. A
     track without one (from an older master) is taken by its size only where this node's own

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from aiohttp import web
+
 from media import FfmpegPool, MediaCache
 from media.hls_plan import Segment, Variant
 from media.segmenter import SegmentError, aac_segments
@@ -192,3 +194,6 @@ def _stop_when_abandoned(future: asyncio.Future, task: asyncio.Task) -> None:
         if done.cancelled() and not task.done():
             task.cancel()
     future.add_done_callback(abandoned)
+
+
+RUNS = web.AppKey("segment_runs", SegmentRuns)

@@ -17,10 +17,10 @@ from aiohttp import web
 from media import MediaError
 from media.growing import GrowingFile
 from streamer.delivery import transcodes
-from streamer.delivery.originals import Arriving, serve_file, write_paced
+from streamer.delivery.originals import OPEN_FILES, Arriving, serve_file, write_paced
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError, error_response
-from streamer.http.keys import METRICS, OPEN_FILES, SETTINGS
+from streamer.http.keys import METRICS, SETTINGS
 from streamer.http.ranges import Outcome, parse_range, plan_range_header
 
 CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range")

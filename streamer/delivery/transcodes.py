@@ -32,8 +32,8 @@ from aiohttp import web
 from media import FfmpegFailed, FfmpegPool, MediaCache, MediaError
 from streamer.http.params import int_param
 from streamer.http.errors import ApiError, bad_param
-from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, METRICS, OPEN_FILES, SETTINGS, TRANSCODES
-from streamer.delivery.originals import CORS_HEADERS, OpenFile, serve_file, write_paced
+from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, METRICS, SETTINGS
+from streamer.delivery.originals import CORS_HEADERS, OPEN_FILES, OpenFile, serve_file, write_paced
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,9 @@ class Transcodes:
 
 
 
+
+
+TRANSCODES = web.AppKey("transcodes", Transcodes)
 
 async def transcode(request: web.Request) -> web.StreamResponse:
     app = request.app
