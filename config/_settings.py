@@ -82,6 +82,9 @@ FIELDS: tuple[Field, ...] = (
     Field("upload_max_mb", "int", 200, "largest track an admin may upload, in MiB", minimum=1, maximum=4096),
     Field("anonymous_reads", "choice", "auto", "listening without a token: auto (only for a client on "
           "loopback, on a node bound to loopback with no public_url), on, off", choices=("auto", "on", "off")),
+    Field("subsonic_token_auth", "bool", True, "Subsonic apps may sign in with t and s (a salted md5 of the "
+          "password): each password is then kept sealed, readable with this node's (or the cluster's) secret; off: "
+          "only p or apiKey (t and s get error 41)"),
     Field("trusted_proxies", "nets", (), "addresses or networks of reverse proxies (nginx) whose "
           "X-Forwarded-For / Forwarded is believed: the client they name is the one throttled and checked "
           "for loopback"),
@@ -149,6 +152,7 @@ class Settings:
     write_max_kb: int = 1024
     upload_max_mb: int = 200
     anonymous_reads: str = "auto"
+    subsonic_token_auth: bool = True
     trusted_proxies: tuple[str, ...] = ()
     monitoring_clients: tuple[str, ...] = ()
     cors_origins: str = "*"

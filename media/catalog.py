@@ -26,7 +26,7 @@ from media.errors import InvalidQuery, NotFound
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -115,7 +115,8 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idempotency_created_at ON idempotency (created_at)")
 
 
-MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
+MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
+              6: listeners.migrate_6}
 
 
 def migrate(db: sqlite_utils.Database) -> int:

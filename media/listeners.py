@@ -16,6 +16,7 @@ so a slow hash adds nothing), and it is compared in constant time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -28,10 +29,12 @@ import sqlite_utils
 
 from media.errors import InvalidData, NotFound
 from media.ids import new_id
+from media.passwords import MAX_PASSWORD, hash_password, password_matches, seal, unseal
 
 ROLES = ("admin", "listener")
 FAVORITE_KINDS = {"tracks": "tracks", "albums": "albums", "artists": "artists"}
 MAX_PLAYLIST_TRACKS = 10_000
+USER_TABLES = ("playlists", "favorites", "plays", "idempotency", "ratings", "play_queues")  # a user's own rows
 
 
 def migrate(db: sqlite_utils.Database) -> None:
@@ -52,6 +55,19 @@ def migrate(db: sqlite_utils.Database) -> None:
                               "body": str, "created_at": str}, pk=("user_id", "key"))
     db.execute("CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
                "user_id TEXT, op TEXT NOT NULL, data TEXT NOT NULL)")
+
+
+def migrate_6(db: sqlite_utils.Database) -> None:
+    """Schema 6: passwords (media.passwords: a hash to check, a sealed copy for token sign-in),
+    ratings of tracks, albums and artists (1 to 5), and each user's play queue (the tracks, the
+    current one and the position in it, resumed on another device)."""
+    db.execute("ALTER TABLE users ADD COLUMN password_hash TEXT")
+    db.execute("ALTER TABLE users ADD COLUMN password_sealed TEXT")
+    db["ratings"].create({"user_id": str, "kind": str, "item_id": str, "rating": int, "updated_at": str},
+                         pk=("user_id", "kind", "item_id"))
+    db["play_queues"].create({"user_id": str, "track_ids": str, "current": str, "position_ms": int,
+                              "changed_at": str, "changed_by": str}, pk="user_id")
+    db["favorites"].create_index(["user_id", "kind", "created_at"], if_not_exists=True)
 
 
 def now() -> str:
@@ -76,7 +92,7 @@ def add_user(db: sqlite_utils.Database, name: str, role: str) -> tuple[dict[str,
     secret = secrets.token_urlsafe(32)
     db.execute("INSERT INTO users (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                [user["id"], name, role, _hash(secret), user["created_at"]])
-    append_change(db, None, "user.put", {**user, "token_hash": _hash(secret)})
+    append_change(db, None, "user.put", _user_row(db, user["id"]))
     return user, f"{user['id']}.{secret}"
 
 
@@ -85,13 +101,56 @@ def new_token(db: sqlite_utils.Database, name: str) -> str:
     user = user_by_name(db, name)
     secret = secrets.token_urlsafe(32)
     db.execute("UPDATE users SET token_hash = ? WHERE id = ?", [_hash(secret), user["id"]])
-    append_change(db, None, "user.put", {**user, "token_hash": _hash(secret)})
+    append_change(db, None, "user.put", _user_row(db, user["id"]))
     return f"{user['id']}.{secret}"
+
+
+def set_password(db: sqlite_utils.Database, name: str, password: str, key: bytes) -> dict[str, Any]:
+    """Give the user a password (hashed, and sealed with `key`: media.passwords)."""
+    if not isinstance(password, str) or not 1 <= len(password) <= MAX_PASSWORD or not password.isprintable():
+        raise InvalidData("password", f"1 to {MAX_PASSWORD} printable characters")
+    user = user_by_name(db, name)
+    db.execute("UPDATE users SET password_hash = ?, password_sealed = ? WHERE id = ?",
+               [hash_password(password), seal(key, password), user["id"]])
+    append_change(db, None, "user.put", _user_row(db, user["id"]))
+    return user
+
+
+def user_for_password(db: sqlite_utils.Database, name: str, password: str) -> dict[str, Any] | None:
+    """The user with this name and password, or None (slow on purpose: scrypt)."""
+    row = db.execute("SELECT id, name, role, token_hash, password_hash FROM users WHERE name = ?",
+                     [name]).fetchone()
+    # An unknown name costs a hash too, so timing tells nothing.
+    if not password_matches(password, row[4] if row else _nobody()) or row is None:
+        return None
+    return {"id": row[0], "name": row[1], "role": row[2], "stamp": row[3][:16]}
+
+
+def user_and_password(db: sqlite_utils.Database, name: str, key: bytes) -> tuple[dict[str, Any], str | None] | None:
+    """The user with this name and its password unsealed (None without one), or None."""
+    row = db.execute("SELECT id, name, role, token_hash, password_sealed FROM users WHERE name = ?",
+                     [name]).fetchone()
+    if row is None:
+        return None
+    return {"id": row[0], "name": row[1], "role": row[2], "stamp": row[3][:16]}, unseal(key, row[4])
+
+
+@functools.cache
+def _nobody() -> str:
+    """A hash compared when the name is unknown (made once, when first needed)."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def _user_row(db: sqlite_utils.Database, user_id: str) -> dict[str, Any]:
+    """The whole row, as the change log carries it (regions check passwords and tokens too)."""
+    columns = ("id", "name", "role", "token_hash", "created_at", "password_hash", "password_sealed")
+    row = db.execute(f"SELECT {', '.join(columns)} FROM users WHERE id = ?", [user_id]).fetchone()
+    return dict(zip(columns, row))
 
 
 def remove_user(db: sqlite_utils.Database, name: str) -> None:
     user = user_by_name(db, name)
-    for table in ("playlists", "favorites", "plays", "idempotency"):
+    for table in USER_TABLES:
         db.execute(f"DELETE FROM {table} WHERE user_id = ?", [user["id"]])
     db.execute("DELETE FROM users WHERE id = ?", [user["id"]])
     append_change(db, None, "user.delete", {"id": user["id"]})

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from media import catalog
+from media import catalog, listeners
 from media.errors import MediaError
 from media.ids import new_id
 from media.library_paths import is_library_relpath
@@ -147,12 +147,15 @@ def _apply_to_catalog(db: sqlite_utils.Database, op: str, data: dict[str, Any], 
 
 def _apply_to_listener_data(db: sqlite_utils.Database, op: str, data: dict[str, Any]) -> bool:
     """Apply a change of accounts, playlists, favorites or plays; False for an operation of another kind."""
-    if op == "user.put":
-        db.execute("INSERT INTO users (id, name, role, token_hash, created_at) VALUES "
-                   "(:id, :name, :role, :token_hash, :created_at) ON CONFLICT(id) DO UPDATE SET "
-                   "name = excluded.name, role = excluded.role, token_hash = excluded.token_hash", data)
+    if op == "user.put":  # a row from an older master has no passwords
+        db.execute("INSERT INTO users (id, name, role, token_hash, created_at, password_hash, password_sealed) "
+                   "VALUES (:id, :name, :role, :token_hash, :created_at, :password_hash, :password_sealed) "
+                   "ON CONFLICT(id) DO UPDATE SET name = excluded.name, role = excluded.role, "
+                   "token_hash = excluded.token_hash, password_hash = excluded.password_hash, "
+                   "password_sealed = excluded.password_sealed",
+                   {"password_hash": None, "password_sealed": None, **data})
     elif op == "user.delete":
-        for table in ("playlists", "favorites", "plays", "idempotency"):
+        for table in listeners.USER_TABLES:
             db.execute(f"DELETE FROM {table} WHERE user_id = ?", [data["id"]])
         db.execute("DELETE FROM users WHERE id = ?", [data["id"]])
     elif op == "playlist.put":

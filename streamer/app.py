@@ -30,6 +30,7 @@ from streamer.http.edge import Routes
 from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG, FFMPEG_POOL, METRICS, NODE, SCANNER, SETTINGS
 from streamer.http.metrics import Metrics
 from streamer.http.role import Node
+from streamer.subsonic import add_routes as add_subsonic_routes
 from streamer.web import page
 
 VERSION = status.VERSION
@@ -55,7 +56,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def _add_doors(app: web.Application, routes: Routes) -> None:
-    """Every door's routes: the node's own pages, the web page, bytes to players, the JSON API."""
+    """Every door's routes: the node's own pages, the web page, bytes to players, the JSON API,
+    the Subsonic API."""
     status.add_routes(routes)
     page.add_routes(routes)
     stream.add_routes(routes)
@@ -64,6 +66,7 @@ def _add_doors(app: web.Application, routes: Routes) -> None:
     listener.add_routes(app, routes)
     admin.add_routes(app, routes)
     hls.add_routes(app, routes)
+    add_subsonic_routes(app, routes)
 
 
 async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -36,27 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     helps = {"serve": "serve the library over HTTP (the default command)",
              "scan": "scan the library into the catalog, with a progress bar, and exit",
              "config": "print the effective configuration and exit",
-             "user": "manage users: user add NAME [--admin] | user list | user token NAME | user remove NAME",
+             "user": "manage users: user add NAME [--admin] [--password] | user password NAME | user list | "
+                     "user token NAME | user remove NAME",
              "backup": "copy the catalog consistently (also while the server runs) to PATH and verify the copy",
              "cluster": "start a master and two regions on localhost (ports --port, +1, +2), Ctrl-C stops them",
              "promote": "make the running region of this config the master (it applies its outbox first)",
              "follow": "point the running region of this config at another master: follow URL"}
     for name in COMMANDS:
         cmd = sub.add_parser(name, help=helps[name], description=helps[name])
-        if name == "user":
-            cmd.add_argument("action", choices=("add", "list", "token", "remove"))
-            cmd.add_argument("name", nargs="?", help="the user's name")
-            cmd.add_argument("--admin", action="store_true", help="with add: the user may administer the node")
-        elif name == "backup":
-            cmd.add_argument("path", type=Path, help="file to write the copy of the catalog to")
-        elif name == "follow":
-            cmd.add_argument("url", help="the new master's URL, such as http://127.0.0.1:8081")
-        elif name == "cluster":
-            cmd.add_argument("--folder", type=Path, default=Path("cluster"),
-                             help="where the nodes' libraries and data go (default ./cluster)")
-            cmd.add_argument("--reset", action="store_true",
-                             help="start over: remove the nodes' data (catalogs, users, roles changed by "
-                                  "promote or follow, the regions' media); the demo library stays")
+        _command_arguments(name, cmd)
         cmd.add_argument("--config", type=Path, metavar="FILE",
                          help="TOML settings file (also STREAMER_CONFIG); env STREAMER_* and flags override it")
         for field in FIELDS:
@@ -67,6 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
                 cmd.add_argument(field.flag, dest=field.name, default=None,
                                  metavar=field.name.upper(), help=field.help)
     return parser
+
+
+def _command_arguments(name: str, cmd: argparse.ArgumentParser) -> None:
+    """The arguments of one command, besides the settings every command takes."""
+    if name == "user":
+        cmd.add_argument("action", choices=("add", "list", "token", "password", "remove"))
+        cmd.add_argument("name", nargs="?", help="the user's name")
+        cmd.add_argument("--admin", action="store_true", help="with add: the user may administer the node")
+        cmd.add_argument("--password", action="store_true",
+                         help="with add: give the user a password too (for Subsonic apps and the web "
+                              "sign-in), asked for, or read from standard input")
+    elif name == "backup":
+        cmd.add_argument("path", type=Path, help="file to write the copy of the catalog to")
+    elif name == "follow":
+        cmd.add_argument("url", help="the new master's URL, such as http://127.0.0.1:8081")
+    elif name == "cluster":
+        cmd.add_argument("--folder", type=Path, default=Path("cluster"),
+                         help="where the nodes' libraries and data go (default ./cluster)")
+        cmd.add_argument("--reset", action="store_true",
+                         help="start over: remove the nodes' data (catalogs, users, roles changed by "
+                              "promote or follow, the regions' media); the demo library stays")
 
 
 def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     if args.command == "scan":
         return asyncio.run(scan(settings))
     if args.command == "user":
-        return manage_user(settings, args.action, args.name, args.admin)
+        return manage_user(settings, args.action, args.name, args.admin, args.password)
     if args.command == "backup":
         return backup(settings, args.path)
     if args.command == "cluster":
@@ -151,17 +160,27 @@ def promoted_text(settings: Settings, url: str, answer: dict, itself: str) -> st
             f"(and set master_url = \"{itself}\" in their configs).")
 
 
-def manage_user(settings: Settings, action: str, name: str | None, admin: bool) -> int:
+def manage_user(settings: Settings, action: str, name: str | None, admin: bool, password: bool = False) -> int:
     from media import listeners
 
     if action != "list" and not name:
         print(f"error: user {action} needs a NAME", file=sys.stderr)
         return 2
+    secret = read_password() if password or action == "password" else None
+    if secret == "":
+        print("error: no password given", file=sys.stderr)
+        return 2
     catalog = Catalog(settings.catalog_path, settings.db_synchronous)
     try:
         if action == "add":
             user, token = catalog.db.write_sync(listeners.add_user, name, "admin" if admin else "listener")
-            print(f"user {user['name']} ({user['role']}) added. Its token, shown only now:\n{token}")
+            if secret is not None:
+                catalog.db.write_sync(listeners.set_password, name, secret, _password_key(settings))
+            print(f"user {user['name']} ({user['role']}) added{' with a password' if secret else ''}. "
+                  f"Its token, shown only now:\n{token}")
+        elif action == "password":
+            catalog.db.write_sync(listeners.set_password, name, secret, _password_key(settings))
+            print(f"password of {name} set")
         elif action == "token":
             token = catalog.db.write_sync(listeners.new_token, name)
             print(f"new token for {name} (the old one no longer works):\n{token}")
@@ -177,6 +196,25 @@ def manage_user(settings: Settings, action: str, name: str | None, admin: bool) 
     finally:
         catalog.close()
     return 0
+
+
+def read_password() -> str:
+    """From the terminal (asked twice), or the first line of standard input (a script's)."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        print("error: the two passwords differ", file=sys.stderr)
+        return ""
+    return first
+
+
+def _password_key(settings: Settings) -> bytes:
+    from streamer.http.auth import load_secret, password_key
+
+    return password_key(settings.cluster_secret, load_secret(settings.data_dir))
 
 
 def backup(settings: Settings, path: Path) -> int:

@@ -310,3 +310,31 @@ def test_promote_says_what_the_readme_says_and_reset_starts_over(tmp_path, demo_
     assert roles == ["master", "region", "region"], out
     assert f"--reset removed {folder / 'region-a'}" in out and not node_json.exists()
     assert cluster.proc.returncode == 0 and "Traceback" not in out
+
+
+def test_user_passwords_from_standard_input(tmp_path):
+    """`user add NAME --password` and `user password NAME` read a script's password from stdin;
+    the catalog keeps a hash that checks it, and a sealed copy the node's key opens."""
+    from media import Catalog, listeners
+    from streamer.http.auth import load_secret, password_key
+
+    data = tmp_path / "data"
+
+    def user(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, RUN, "user", *args, "--data-dir", str(data)], cwd=tmp_path,
+                              input=stdin, capture_output=True, text=True, timeout=60)
+
+    added = user("add", "ann", "--password", stdin="first one\n")
+    assert added.returncode == 0 and "with a password" in added.stdout, added.stderr
+    assert user("add", "bob", "--password", stdin="\n").returncode == 2  # an empty password is no password
+    catalog = Catalog(data / "catalog.db")
+    try:
+        assert catalog.db.read_sync(listeners.user_for_password, "ann", "first one")["name"] == "ann"
+        assert user("password", "ann", stdin="second one\n").returncode == 0
+        assert catalog.db.read_sync(listeners.user_for_password, "ann", "first one") is None
+        key = password_key("", load_secret(data))
+        assert catalog.db.read_sync(listeners.user_and_password, "ann", key)[1] == "second one"
+        assert catalog.db.read_sync(listeners.user_and_password, "ann", b"another key" * 3)[1] is None
+        assert user("password", "nobody", stdin="x\n").returncode == 1
+    finally:
+        catalog.close()

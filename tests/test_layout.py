@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # What each package of streamer/ may import of streamer/ (besides itself).
 MAY_IMPORT = {"http": set(), "delivery": {"http"}, "web": {"http"}, "api": {"http", "delivery"},
-              "cluster": {"http", "delivery", "api"}}
+              "subsonic": {"http", "delivery", "api"}, "cluster": {"http", "delivery", "api"}}
 
 
 def _imports(path: Path) -> set[str]:

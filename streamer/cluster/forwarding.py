@@ -115,12 +115,16 @@ class Forwarder:
     async def _queue(self, handler: Handler, write: Write, request: web.Request, headers: dict[str, str],
                      body: bytes) -> None:
         """Into the outbox, once checked as the master will check it (400/413/422 now, not later)."""
+        if not write.kept:
+            raise ApiError(503, "master_unreachable", "this write is not kept while the master is away (it "
+                           "carries a password); try again later", {"Retry-After": "30"})
         await self._rehearse(handler, write, request, body)
         # No token at rest: the user by id, which the master takes with the cluster secret.
         kept = {name: value for name, value in headers.items() if name != "Authorization"}
         kept[ON_BEHALF_HEADER] = request[USER]["id"]
         try:
-            await asyncio.to_thread(self.outbox.add, request.method, request.path_qs, kept, body, time.time())
+            await asyncio.to_thread(self.outbox.add, request.method, _without(request, write.secret_params),
+                                    kept, body, time.time())
         except OutboxFull as exc:
             self.refused_full += 1
             raise ApiError(507, "outbox_full", f"{exc}: this region cannot keep more writes until its master "
@@ -257,6 +261,14 @@ def _ids_for(write: Write, body: bytes) -> list[str]:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     plays = parsed.get("plays") if isinstance(parsed, dict) else None
     return [new_id() for _ in range(len(plays) if isinstance(plays, list) and plays else 1)]
+
+
+def _without(request: web.Request, names: tuple[str, ...]) -> str:
+    """The request's path and query without the parameters `names` (credentials)."""
+    url = request.rel_url
+    if not any(name in url.query for name in names):
+        return request.path_qs
+    return str(url.with_query([(k, v) for k, v in url.query.items() if k not in names]))
 
 
 def _queued_answer(key: str, ids: list[str], write: Write) -> web.Response:

@@ -40,6 +40,7 @@ from aiohttp import web
 
 from config import is_loopback
 from media import listeners
+from media.passwords import seal_key
 from streamer.http.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -193,12 +194,16 @@ class Auth:
             self._failed(request, count)
             raise ApiError(401, "unauthorized", "Authorization must be 'Bearer TOKEN'",
                            {"WWW-Authenticate": 'Bearer realm="streamer"'})
+        return await self.user_for_token(request, token, count)
+
+    async def user_for_token(self, request: web.BaseRequest, token: str, count: bool = True) -> dict[str, Any]:
+        """The user of a token (cached for TOKEN_CACHE_SECONDS); 401, counted, for an unknown one."""
         now = time.monotonic()
         cached = self._tokens.get(token)
         if cached is not None and cached[0] > now:
             user = cached[1]
         else:
-            user = await self.catalog.db.read(listeners.user_for_token, token)
+            user = await self.catalog.db.read(listeners.user_for_token, token) if len(token) <= 200 else None
             if len(self._tokens) > 10_000:
                 self._tokens.clear()
             if user is not None:  # a miss is not kept: a user just made (or replicated) works at once
@@ -208,6 +213,11 @@ class Auth:
             raise ApiError(401, "unauthorized", "unknown or revoked token",
                            {"WWW-Authenticate": 'Bearer realm="streamer", error="invalid_token"'})
         return user
+
+    @property
+    def password_key(self) -> bytes:
+        """What users' passwords are sealed with (media.passwords): see password_key()."""
+        return password_key(self.cluster_secret, self.secret)
 
     def from_cluster(self, request: web.BaseRequest) -> bool:
         """The request carries this node's cluster secret (another node, or its own outbox)."""
@@ -289,6 +299,12 @@ class Auth:
             left = started + FAILURE_WINDOW - now
             raise ApiError(429, "too_many_requests", "too many failed authentications from this address",
                            {"Retry-After": str(max(1, int(left + 0.999)))})
+
+
+def password_key(cluster_secret: str, node_secret: bytes) -> bytes:
+    """Passwords are sealed with the cluster secret in a cluster (every node checks them), else
+    with the node's own secret."""
+    return seal_key(cluster_secret or node_secret)
 
 
 def load_secret(data_dir: Path) -> bytes:

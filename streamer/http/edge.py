@@ -37,6 +37,8 @@ class Write:
     # (content type, body, scratch folder), instead of a rehearsal of the handler.
     upload: Callable[[str, bytes, Path], None] | None = None
     rehearsed: bool = True  # False: effects beyond the catalog (a scan): queued unchecked
+    kept: bool = True  # False: never kept at rest in an outbox (it carries a password): 503 while the master is away
+    secret_params: tuple[str, ...] = ()  # query parameters that are credentials: left out of what is kept
 
 
 
@@ -53,12 +55,16 @@ class Routes:
         self.cors = CorsPolicy(cors_origins, public_url)
         self._fallback: web.AbstractResource | None = None
 
-    def add(self, method: str, path: str, handler: Handler, name: str, access: str = "read") -> None:
-        """`access`: open, read, user or admin (see streamer.http.auth)."""
+    def add(self, method: str, path: str, handler: Handler, name: str, access: str = "read",
+            around: Callable[[Handler], Handler] | None = None) -> None:
+        """`access`: open, read, user or admin (see streamer.http.auth). `around`: a door's own
+        wrapper (its protocol and sign-in), inside the edge and around everything else."""
+        if around is not None:
+            handler = around(handler)
         self.router.add_route(method, path, edge(handler, name, self.metrics, self.auth, access, self.cors), name=name)
 
     def write(self, method: str, path: str, handler: Handler, name: str, access: str = "user",
-              write: Write = Write()) -> None:
+              write: Write = Write(), around: Callable[[Handler], Handler] | None = None) -> None:
         """A write route: the node's role takes it (on a master, with the change sequence in the
         answer; on a region, forwarded to its master or queued), as `write` declares it."""
         node = self.node
@@ -66,7 +72,7 @@ class Routes:
         @functools.wraps(handler)
         async def taken(request: web.Request) -> web.StreamResponse:
             return await node.role.take_write(request, handler, write)
-        self.add(method, path, taken, name, access)
+        self.add(method, path, taken, name, access, around)
 
     def get(self, path: str, handler: Handler, name: str, access: str = "read") -> None:
         self.router.add_get(path, edge(handler, name, self.metrics, self.auth, access, self.cors), name=name)

@@ -1,0 +1,76 @@
+"""Tracks, albums and artists as one listener sees them: with when they starred each, their rating,
+and how often and when they last played it. What the Subsonic API answers with every item.
+
+Each reader takes an SQL condition on the item's own table (aliased `t`, `a` or `r`) so callers
+choose what to list; the per-user columns are correlated subqueries that use the indexes on
+(user_id, ...), so a page costs the same however much a user has played.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlite_utils
+
+from media.catalog import ALBUM_FIELDS, ARTIST_FIELDS, TRACK_FIELDS
+
+# A track's own columns, plus where its file is (for `path`, `suffix` and its folder).
+SONG_COLUMNS = (*TRACK_FIELDS, "album_artist_id", "path", "dir")
+
+_SONG = (", ".join(f"t.{c}" for c in SONG_COLUMNS) + ", "
+         "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'tracks' AND item_id = t.id) AS starred, "
+         "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'tracks' AND item_id = t.id) AS user_rating, "
+         "(SELECT COUNT(*) FROM plays WHERE user_id = :user AND track_id = t.id) AS play_count, "
+         "(SELECT MAX(played_at) FROM plays WHERE user_id = :user AND track_id = t.id) AS played")
+_ALBUM = (", ".join(f"a.{c}" for c in ALBUM_FIELDS) + ", "
+          "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS starred, "
+          "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS user_rating, "
+          "(SELECT COUNT(*) FROM plays p JOIN tracks x ON x.id = p.track_id "
+          "WHERE p.user_id = :user AND x.album_id = a.id) AS play_count, "
+          "(SELECT MAX(p.played_at) FROM plays p JOIN tracks x ON x.id = p.track_id "
+          "WHERE p.user_id = :user AND x.album_id = a.id) AS played")
+_ARTIST = (", ".join(f"r.{c}" for c in ARTIST_FIELDS) + ", "
+           "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS starred, "
+           "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS user_rating")
+
+
+def songs(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,
+          order: str = "t.rowid", limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """Tracks (`t`) matching `where` (named parameters in `params`), in `order`."""
+    return _select(db, f"SELECT {_SONG} FROM tracks t WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
+                   user_id, params, limit, offset)
+
+
+def albums(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,
+           order: str = "a.rowid", limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """Albums (`a`) matching `where`, in `order`."""
+    return _select(db, f"SELECT {_ALBUM} FROM albums a WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
+                   user_id, params, limit, offset)
+
+
+def artists(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,
+            order: str = "r.rowid", limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """Artists (`r`) matching `where`, in `order`."""
+    return _select(db, f"SELECT {_ARTIST} FROM artists r WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
+                   user_id, params, limit, offset)
+
+
+def songs_by_id(db: sqlite_utils.Database, user_id: str, track_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """These tracks in the order given (a playlist's, a queue's); ids no longer in the catalog are left out."""
+    wanted = list(track_ids)
+    found: dict[str, dict[str, Any]] = {}
+    unique = list(dict.fromkeys(wanted))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start:start + 500]
+        marks = ", ".join(f":id{i}" for i in range(len(chunk)))
+        rows = songs(db, user_id, f"t.id IN ({marks})", {f"id{i}": v for i, v in enumerate(chunk)})
+        found.update((row["id"], row) for row in rows)
+    return [found[track_id] for track_id in wanted if track_id in found]
+
+
+def _select(db: sqlite_utils.Database, sql: str, user_id: str, params: dict[str, Any] | None, limit: int,
+            offset: int) -> list[dict[str, Any]]:
+    cursor = db.execute(sql, {**(params or {}), "user": user_id, "limit": limit, "offset": offset})
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]

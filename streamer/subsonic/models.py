@@ -1,0 +1,88 @@
+"""Catalog rows (media.annotated: with the listener's stars, ratings and plays) as the Subsonic
+spec's Child, AlbumID3 and ArtistID3, with OpenSubsonic's fields. Absent values (None) are left
+out of the answer; lists are lists even of one.
+
+Ids: tracks, albums and artists keep their catalog ids. Cover art ids say what they are of:
+`al-ALBUM` (the album's cover), `tr-TRACK` (a track's own picture), `ar-ARTIST` (an artist's
+first album's cover). A folder of the library is `dir-` and a hash of its path (models.folder_id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from typing import Any
+
+from media import CONTENT_TYPES
+
+ROOT_FOLDER = "dir-root"
+
+
+def folder_id(relative_dir: str) -> str:
+    """The id of a folder of the library, from its path inside it ("" is the library itself)."""
+    if not relative_dir:
+        return ROOT_FOLDER
+    return "dir-" + hashlib.sha256(relative_dir.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def song(row: dict[str, Any]) -> dict[str, Any]:
+    """A track as a Subsonic Child (a song)."""
+    suffix = posixpath.splitext(row["path"])[1].lstrip(".").lower() or row["container"]
+    artists = [{"id": row["artist_id"], "name": row["artist"]}] if row["artist_id"] else []
+    return _present({
+        "id": row["id"], "parent": folder_id(row["dir"]), "isDir": False, "title": row["title"],
+        "album": row["album"], "artist": row["artist"], "track": row["track_number"] or None,
+        "discNumber": row["disc_number"] or None, "year": row["year"] or None, "genre": row["genre"] or None,
+        "coverArt": f"tr-{row['id']}" if row["has_art"] else f"al-{row['album_id']}",
+        "size": row["size"], "contentType": CONTENT_TYPES.get(row["container"], "application/octet-stream"),
+        "suffix": suffix, "duration": round(row["duration"] or 0), "bitRate": row["bitrate"] or None,
+        "samplingRate": row["sample_rate"] or None, "channelCount": row["channels"] or None,
+        "path": row["path"], "playCount": row.get("play_count") or 0, "played": row.get("played"),
+        "starred": row.get("starred"), "userRating": row.get("user_rating"), "albumId": row["album_id"],
+        "artistId": row["artist_id"] or None, "type": "music", "created": row["added_at"],
+        "isVideo": False, "mediaType": "song", "bpm": 0, "comment": "", "sortName": "",
+        "musicBrainzId": "", "genres": [{"name": row["genre"]}] if row["genre"] else [],
+        "artists": artists, "displayArtist": row["artist"], "albumArtists": _album_artists(row),
+        "displayAlbumArtist": row["album_artist"], "contributors": [], "displayComposer": "", "moods": [],
+        "replayGain": {}, "explicitStatus": "",
+    })
+
+
+def _album_artists(row: dict[str, Any]) -> list[dict[str, Any]]:
+    name = row.get("album_artist")
+    album_artist_id = row.get("album_artist_id")
+    return [{"id": album_artist_id, "name": name}] if name and album_artist_id else []
+
+
+def album(row: dict[str, Any], songs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An album as an AlbumID3 (with its songs, for getAlbum)."""
+    out = _present({
+        "id": row["id"], "name": row["title"], "artist": row["artist"], "artistId": row["artist_id"] or None,
+        "coverArt": f"al-{row['id']}", "songCount": row["track_count"] or 0,
+        "duration": round(row["duration"] or 0), "playCount": row.get("play_count") or 0,
+        "played": row.get("played"), "created": row["added_at"], "starred": row.get("starred"),
+        "year": row["year"] or None, "genre": row["genre"] or None, "userRating": row.get("user_rating"),
+        "isCompilation": bool(row["compilation"]), "displayArtist": row["artist"], "sortName": "",
+        "musicBrainzId": "", "genres": [{"name": row["genre"]}] if row["genre"] else [],
+        "artists": [{"id": row["artist_id"], "name": row["artist"]}] if row["artist_id"] else [],
+        "recordLabels": [], "moods": [], "releaseTypes": [], "explicitStatus": "",
+    })
+    if songs is not None:
+        out["song"] = [song(s) for s in songs]
+    return out
+
+
+def artist(row: dict[str, Any], albums: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An artist as an ArtistID3 (with its albums, for getArtist)."""
+    out = _present({
+        "id": row["id"], "name": row["name"], "coverArt": f"ar-{row['id']}", "albumCount": row["album_count"] or 0,
+        "starred": row.get("starred"), "userRating": row.get("user_rating"), "musicBrainzId": "",
+        "sortName": "", "roles": [],
+    })
+    if albums is not None:
+        out["album"] = [album(a) for a in albums]
+    return out
+
+
+def _present(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}

@@ -1,0 +1,162 @@
+"""The Subsonic protocol (1.16.1, with OpenSubsonic's extensions): parameters in, answers out.
+
+Every endpoint answers `/rest/NAME` and `/rest/NAME.view`, as GET or as POST with a form body
+(the `formPost` extension); a parameter may repeat where the spec repeats it. An answer is one
+tree (dicts, lists, scalars) rendered as XML in the `http://subsonic.org/restapi` namespace (the
+default), as JSON `{"subsonic-response": {...}}`, or as JSONP. In the tree a dict is an element,
+its scalar values are attributes, a list is one element per item (an array in JSON, even of one
+or none), and the key `value` is an element's text. Errors are answered with HTTP 200, as the
+spec requires, with the spec's codes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from xml.etree import ElementTree
+
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+
+from streamer.http.status import VERSION
+
+API_VERSION = "1.16.1"
+SERVER_TYPE = "streamer"
+NAMESPACE = "http://subsonic.org/restapi"
+HELP_URL = "https://opensubsonic.netlify.app/docs/api-reference/"
+PARAMS = web.RequestKey("subsonic_params", MultiDictProxy)
+FORMAT = web.RequestKey("subsonic_format", tuple)  # ("xml" | "json" | "jsonp", callback)
+_CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,99}")
+
+# The spec's error codes.
+GENERIC, MISSING, CLIENT_TOO_OLD, SERVER_TOO_OLD, WRONG_CREDENTIALS = 0, 10, 20, 30, 40
+TOKEN_AUTH_OFF, PROVIDER_NOT_SUPPORTED, CONFLICTING_AUTH, INVALID_API_KEY = 41, 42, 43, 44
+NOT_AUTHORIZED, NOT_FOUND = 50, 70
+
+
+class SubsonicError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def missing(name: str) -> SubsonicError:
+    return SubsonicError(MISSING, f"Required parameter is missing: {name}")
+
+
+def not_found(what: str) -> SubsonicError:
+    return SubsonicError(NOT_FOUND, f"{what} not found")
+
+
+def one(request: web.Request, name: str, required: bool = True) -> str | None:
+    """A parameter's value (its first, if repeated); error 10 when a required one is missing."""
+    value = request[PARAMS].get(name)
+    if value is None and required:
+        raise missing(name)
+    return value
+
+
+def many(request: web.Request, name: str) -> list[str]:
+    """Every value of a repeated parameter (`id=1&id=2`)."""
+    return request[PARAMS].getall(name, [])
+
+
+def integer(request: web.Request, name: str, default: int | None, minimum: int, maximum: int) -> int:
+    raw = request[PARAMS].get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise missing(name)
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SubsonicError(GENERIC, f"{name}: expected a whole number, got {raw[:20]!r}") from None
+    if not minimum <= value <= maximum:
+        raise SubsonicError(GENERIC, f"{name}: must be from {minimum} to {maximum}, got {value}")
+    return value
+
+
+def flag(request: web.Request, name: str, default: bool) -> bool:
+    raw = request[PARAMS].get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() not in ("true", "false", "1", "0"):
+        raise SubsonicError(GENERIC, f"{name}: expected true or false, got {raw[:20]!r}")
+    return raw.lower() in ("true", "1")
+
+
+async def read_params(request: web.Request) -> MultiDictProxy:
+    """The query's parameters, and a form body's (formPost) after them."""
+    merged = MultiDict(request.query)
+    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+        merged.extend(await request.post())
+    return MultiDictProxy(merged)
+
+
+def choose_format(params: MultiDictProxy) -> tuple[str, str]:
+    """The answer's format and JSONP callback; a bad one is an error answered in XML."""
+    fmt = params.get("f", "xml")
+    if fmt not in ("xml", "json", "jsonp"):
+        raise SubsonicError(GENERIC, f"unknown format f={fmt[:20]!r}: xml, json or jsonp")
+    callback = params.get("callback", "")
+    if fmt == "jsonp" and not _CALLBACK.fullmatch(callback):
+        raise SubsonicError(MISSING, "Required parameter is missing: callback (a JavaScript name)")
+    return fmt, callback
+
+
+def answer(request: web.Request, body: dict[str, Any] | None = None) -> web.Response:
+    """An "ok" answer holding `body` (e.g. {"artists": {...}})."""
+    return render(request.get(FORMAT, ("xml", "")), {"status": "ok", **_envelope(), **(body or {})})
+
+
+def error_answer(fmt: tuple[str, str], error: SubsonicError, status: int = 200, headers=None) -> web.Response:
+    tree = {"status": "failed", **_envelope(),
+            "error": {"code": error.code, "message": error.message, "helpUrl": HELP_URL}}
+    return render(fmt, tree, status, headers)
+
+
+def _envelope() -> dict[str, Any]:
+    return {"version": API_VERSION, "type": SERVER_TYPE, "serverVersion": VERSION, "openSubsonic": True}
+
+
+def render(fmt: tuple[str, str], tree: dict[str, Any], status: int = 200, headers=None) -> web.Response:
+    kind, callback = fmt
+    if kind == "xml":
+        root = _element("subsonic-response", tree)
+        root.set("xmlns", NAMESPACE)
+        text = '<?xml version="1.0" encoding="UTF-8"?>' + ElementTree.tostring(root, encoding="unicode")
+        return web.Response(text=text, content_type="text/xml", charset="utf-8", status=status, headers=headers)
+    text = json.dumps({"subsonic-response": tree}, ensure_ascii=False, separators=(",", ":"))
+    if kind == "jsonp":
+        return web.Response(text=f"{callback}({text});", content_type="application/javascript", charset="utf-8",
+                            status=status, headers=headers)
+    return web.Response(text=text, content_type="application/json", charset="utf-8", status=status, headers=headers)
+
+
+def _element(name: str, tree: dict[str, Any]) -> ElementTree.Element:
+    element = ElementTree.Element(name)
+    for key, value in tree.items():
+        if value is None:
+            continue
+        if key == "value":
+            element.text = _text(value)
+        elif isinstance(value, dict):
+            element.append(_element(key, value))
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    element.append(_element(key, item))
+                else:  # a list of scalars: elements with text (OpenSubsonic's genres, say)
+                    child = ElementTree.SubElement(element, key)
+                    child.text = _text(item)
+        else:
+            element.set(key, _text(value))
+    return element
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
