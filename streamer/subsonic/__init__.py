@@ -4,11 +4,13 @@ May import http/, delivery/, api/ and media/; never cluster/ (writes go through 
 from aiohttp import web
 
 from streamer.http.edge import Routes
-from streamer.subsonic import system
+from streamer.subsonic import (annotations, browsing, lists, media_files, playlists, queue, searching, system,
+                               unsupported)
 from streamer.subsonic.door import SIGNIN
 from streamer.subsonic.signin import SignIn
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:
     app[SIGNIN] = SignIn()
-    system.add(routes)
+    for room in (system, browsing, lists, searching, media_files, annotations, playlists, queue, unsupported):
+        room.add(routes)
