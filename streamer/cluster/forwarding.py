@@ -84,6 +84,8 @@ class Forwarder:
         finally:
             self.in_flight -= 1
         self.outbox_added.set()
+        if write.queued_answer is not None:
+            return write.queued_answer(request, headers["Idempotency-Key"], ids)
         return _queued_answer(headers["Idempotency-Key"], ids, write)
 
     async def _taken_by_successor(self, request: web.Request, handler: Handler, write: Write) -> web.StreamResponse:

@@ -39,6 +39,9 @@ class Write:
     rehearsed: bool = True  # False: effects beyond the catalog (a scan): queued unchecked
     kept: bool = True  # False: never kept at rest in an outbox (it carries a password): 503 while the master is away
     secret_params: tuple[str, ...] = ()  # query parameters that are credentials: left out of what is kept
+    # How a door says "kept, applied once the master is back" in its own protocol (request, the
+    # write's idempotency key, the ids handed out); None: 202 with a JSON body saying so.
+    queued_answer: Callable[[web.Request, str, list[str]], web.StreamResponse] | None = None
 
 
 

@@ -20,7 +20,7 @@ from streamer.http.auth import USER
 from streamer.http.edge import Handler, Routes, Write
 from streamer.http.errors import ApiError
 from streamer.subsonic.protocol import (FORMAT, GENERIC, NOT_AUTHORIZED, NOT_FOUND, PARAMS, WRONG_CREDENTIALS,
-                                        SubsonicError, choose_format, error_answer, read_params)
+                                        SubsonicError, answer, choose_format, error_answer, read_params)
 from streamer.subsonic.signin import SignIn
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,20 @@ def endpoint(routes: Routes, name: str, handler: Endpoint, *, signed_in: bool = 
              write: Write | None = None) -> None:
     """Register a Subsonic endpoint; `write`: it changes listener data (a write route)."""
     around = functools.partial(_door, signed_in=signed_in)
-    declared = dataclasses.replace(write, secret_params=CREDENTIALS) if write is not None else None
+    declared = None if write is None else dataclasses.replace(write, secret_params=CREDENTIALS,
+                                                              queued_answer=_kept)
     for path, route in ((f"/rest/{name}", f"subsonic_{name}"), (f"/rest/{name}.view", f"subsonic_{name}_view")):
         for method in ("GET", "POST"):
             if declared is None:
                 routes.add(method, path, handler, route, access="open", around=around)
             else:
                 routes.write(method, path, handler, route, access="open", write=declared, around=around)
+
+
+def _kept(request: web.Request, key: str, ids: list[str]) -> web.Response:
+    """A write a region keeps while its master is away is, to a Subsonic app, done: it is applied
+    once the master is back (by its key), and the app reads it there."""
+    return answer(request)
 
 
 def _door(handler: Handler, signed_in: bool) -> Handler:
