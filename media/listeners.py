@@ -61,12 +61,13 @@ def migrate_6(db: sqlite_utils.Database) -> None:
     """Schema 6: passwords (media.passwords: a hash to check, a sealed copy for token sign-in),
     ratings of tracks, albums and artists (1 to 5), and each user's play queue (the tracks, the
     current one and the position in it, resumed on another device)."""
-    db.execute("ALTER TABLE users ADD COLUMN password_hash TEXT")
-    db.execute("ALTER TABLE users ADD COLUMN password_sealed TEXT")
+    # Each step may have run already: a catalog set back to an older version number migrates again.
+    for column in {"password_hash", "password_sealed"} - set(db["users"].columns_dict):
+        db.execute(f"ALTER TABLE users ADD COLUMN {column} TEXT")
     db["ratings"].create({"user_id": str, "kind": str, "item_id": str, "rating": int, "updated_at": str},
-                         pk=("user_id", "kind", "item_id"))
+                         pk=("user_id", "kind", "item_id"), if_not_exists=True)
     db["play_queues"].create({"user_id": str, "track_ids": str, "current": str, "position_ms": int,
-                              "changed_at": str, "changed_by": str}, pk="user_id")
+                              "changed_at": str, "changed_by": str}, pk="user_id", if_not_exists=True)
     db["favorites"].create_index(["user_id", "kind", "created_at"], if_not_exists=True)
 
 
