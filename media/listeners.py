@@ -59,15 +59,22 @@ def migrate(db: sqlite_utils.Database) -> None:
 
 def migrate_6(db: sqlite_utils.Database) -> None:
     """Schema 6: passwords (media.passwords: a hash to check, a sealed copy for token sign-in),
-    ratings of tracks, albums and artists (1 to 5), and each user's play queue (the tracks, the
-    current one and the position in it, resumed on another device)."""
+    ratings of tracks, albums and artists (1 to 5), each user's play queue (the tracks, the
+    current one, by id and by index since a queue may hold a track twice, and the position in
+    it, resumed on another device), and a playlist's comment and whether other users see it."""
     # Each step may have run already: a catalog set back to an older version number migrates again.
     for column in {"password_hash", "password_sealed"} - set(db["users"].columns_dict):
         db.execute(f"ALTER TABLE users ADD COLUMN {column} TEXT")
     db["ratings"].create({"user_id": str, "kind": str, "item_id": str, "rating": int, "updated_at": str},
                          pk=("user_id", "kind", "item_id"), if_not_exists=True)
-    db["play_queues"].create({"user_id": str, "track_ids": str, "current": str, "position_ms": int,
-                              "changed_at": str, "changed_by": str}, pk="user_id", if_not_exists=True)
+    db["play_queues"].create({"user_id": str, "track_ids": str, "current": str, "current_index": int,
+                              "position_ms": int, "changed_at": str, "changed_by": str}, pk="user_id",
+                             if_not_exists=True)
+    if "current_index" not in db["play_queues"].columns_dict:
+        db.execute("ALTER TABLE play_queues ADD COLUMN current_index INTEGER")
+    for column, kind in (("comment", "TEXT"), ("public", "INTEGER NOT NULL DEFAULT 0")):
+        if column not in db["playlists"].columns_dict:
+            db.execute(f"ALTER TABLE playlists ADD COLUMN {column} {kind}")
     db["favorites"].create_index(["user_id", "kind", "created_at"], if_not_exists=True)
 
 
@@ -280,15 +287,27 @@ def apply(db: sqlite_utils.Database, user: dict[str, Any], op: str, payload: dic
     return status, answer
 
 
-def _check_tracks(db: sqlite_utils.Database, track_ids: list[str], field: str) -> None:
-    wanted = set(track_ids)
+def apply_many(db: sqlite_utils.Database, user: dict[str, Any], writes: list[tuple[str, dict[str, Any]]],
+               key: str | None) -> list[tuple[int, Any]]:
+    """Several operations as one write (all or none: one transaction), each with its own change-log
+    row; with a key, each remembers its answer under `KEY#N`, so a repeat applies none again."""
+    return [apply(db, user, op, payload, None if key is None else f"{key}#{n}")
+            for n, (op, payload) in enumerate(writes)]
+
+
+def _found_tracks(db: sqlite_utils.Database, track_ids: list[str]) -> set[str]:
+    """Which of these ids the catalog holds."""
     found: set[str] = set()
-    ordered = list(wanted)
+    ordered = list(set(track_ids))
     for start in range(0, len(ordered), 500):
         chunk = ordered[start:start + 500]
         marks = ",".join("?" * len(chunk))
         found.update(r[0] for r in db.execute(f"SELECT id FROM tracks WHERE id IN ({marks})", chunk))
-    missing = wanted - found
+    return found
+
+
+def _check_tracks(db: sqlite_utils.Database, track_ids: list[str], field: str) -> None:
+    missing = set(track_ids) - _found_tracks(db, track_ids)
     if missing:
         raise InvalidData(field, f"no track {sorted(missing)[0]!r} in the catalog")
 
@@ -307,17 +326,22 @@ def _own_playlist(db: sqlite_utils.Database, user: dict[str, Any], playlist_id: 
     return rows[0]
 
 
+def _playlist_change(row: dict[str, Any]) -> dict[str, Any]:
+    """A playlist as the change log carries it: what the API shows, its owner, comment and public."""
+    return {**_playlist_out(row), "user_id": row["user_id"], "comment": row.get("comment"),
+            "public": bool(row.get("public"))}
+
+
 def _create_playlist(db, user, p):
     _check_tracks(db, p["track_ids"], "track_ids")
     stamp = now()
     row = {"id": p["id"], "user_id": user["id"], "name": p["name"], "track_ids": json.dumps(p["track_ids"]),
-           "created_at": stamp, "updated_at": stamp}
+           "created_at": stamp, "updated_at": stamp, "comment": p.get("comment"), "public": int(p.get("public", 0))}
     if db.execute("SELECT 1 FROM playlists WHERE id = ?", [p["id"]]).fetchone():
         raise InvalidData("id", "a playlist with this id exists")
-    db.execute("INSERT INTO playlists (id, user_id, name, track_ids, created_at, updated_at) "
-               "VALUES (:id, :user_id, :name, :track_ids, :created_at, :updated_at)", row)
-    out = _playlist_out(row)
-    return 201, out, "playlist.put", {**out, "user_id": user["id"]}
+    db.execute("INSERT INTO playlists (id, user_id, name, track_ids, created_at, updated_at, comment, public) "
+               "VALUES (:id, :user_id, :name, :track_ids, :created_at, :updated_at, :comment, :public)", row)
+    return 201, _playlist_out(row), "playlist.put", _playlist_change(row)
 
 
 def _update_playlist(db, user, p):
@@ -334,11 +358,11 @@ def _update_playlist(db, user, p):
     if len(track_ids) > MAX_PLAYLIST_TRACKS:
         raise InvalidData("track_ids", f"at most {MAX_PLAYLIST_TRACKS} tracks")
     _check_tracks(db, list(set(track_ids) - before), "track_ids")  # what it had may have left the library
-    row.update(name=p.get("name", row["name"]), track_ids=json.dumps(track_ids), updated_at=now())
-    db.execute("UPDATE playlists SET name = ?, track_ids = ?, updated_at = ? WHERE id = ?",
-               [row["name"], row["track_ids"], row["updated_at"], row["id"]])
-    out = _playlist_out(row)
-    return 200, out, "playlist.put", {**out, "user_id": user["id"]}
+    row.update(name=p.get("name", row["name"]), track_ids=json.dumps(track_ids), updated_at=now(),
+               comment=p.get("comment", row["comment"]), public=int(p.get("public", row["public"])))
+    db.execute("UPDATE playlists SET name = ?, track_ids = ?, updated_at = ?, comment = ?, public = ? WHERE id = ?",
+               [row["name"], row["track_ids"], row["updated_at"], row["comment"], row["public"], row["id"]])
+    return 200, _playlist_out(row), "playlist.put", _playlist_change(row)
 
 
 def _delete_playlist(db, user, p):
@@ -373,12 +397,51 @@ def _add_plays(db, user, p):
     return 201, {"ids": [r["id"] for r in rows]}, "plays.add", {"plays": rows}
 
 
+def _known(db: sqlite_utils.Database, kind: str, item_id: str) -> None:
+    if not db.execute(f"SELECT 1 FROM {FAVORITE_KINDS[kind]} WHERE id = ?", [item_id]).fetchone():
+        raise NotFound(f"no {kind[:-1]} {item_id!r}")
+
+
+def _set_rating(db, user, p):
+    """A rating of 1 to 5 stars, or 0: none (the row goes)."""
+    data = {"user_id": user["id"], "kind": p["kind"], "item_id": p["item_id"]}
+    if p["rating"] == 0:
+        db.execute("DELETE FROM ratings WHERE user_id = ? AND kind = ? AND item_id = ?",
+                   [user["id"], p["kind"], p["item_id"]])
+        return 204, None, "rating.delete", data
+    _known(db, p["kind"], p["item_id"])
+    data.update(rating=p["rating"], updated_at=now())
+    db.execute("INSERT OR REPLACE INTO ratings (user_id, kind, item_id, rating, updated_at) "
+               "VALUES (:user_id, :kind, :item_id, :rating, :updated_at)", data)
+    return 204, None, "rating.put", data
+
+
+def _save_play_queue(db, user, p):
+    """The user's play queue as one row, replaced whole; an empty queue clears it."""
+    if not p["track_ids"]:
+        db.execute("DELETE FROM play_queues WHERE user_id = ?", [user["id"]])
+        return 204, None, "playqueue.delete", {"user_id": user["id"]}
+    missing = set(p["track_ids"]) - _found_tracks(db, p["track_ids"])
+    if missing:
+        raise NotFound(f"no track {sorted(missing)[0]!r}")
+    index = p["current_index"]
+    row = {"user_id": user["id"], "track_ids": json.dumps(p["track_ids"]),
+           "current": p["track_ids"][index] if index is not None else None, "current_index": index,
+           "position_ms": p["position_ms"], "changed_at": now(), "changed_by": p["changed_by"]}
+    db.execute("INSERT OR REPLACE INTO play_queues (user_id, track_ids, current, current_index, position_ms, "
+               "changed_at, changed_by) VALUES (:user_id, :track_ids, :current, :current_index, :position_ms, "
+               ":changed_at, :changed_by)", row)
+    return 204, None, "playqueue.put", row
+
+
 OPERATIONS = {
     "playlist.create": _create_playlist,
     "playlist.update": _update_playlist,
     "playlist.delete": _delete_playlist,
     "favorite.set": _set_favorite,
     "plays.add": _add_plays,
+    "rating.set": _set_rating,
+    "playqueue.save": _save_play_queue,
 }
 
 
@@ -413,3 +476,46 @@ def recent_plays(db: sqlite_utils.Database, user_id: str, limit: int) -> list[di
     return [{"id": i, "track_id": t, "played_at": at, "seconds": s} for i, t, at, s in db.execute(
         "SELECT id, track_id, played_at, seconds FROM plays WHERE user_id = ? ORDER BY played_at DESC, id DESC "
         "LIMIT ?", [user_id, limit])]
+
+
+# --- reads for the Subsonic API ---------------------------------------------------------------
+
+def item_kind(db: sqlite_utils.Database, item_id: str) -> str | None:
+    """What an id names: "tracks", "albums" or "artists" (media.ids hashes the kind into each id,
+    so they never collide), or None."""
+    for kind, table in FAVORITE_KINDS.items():
+        if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [item_id]).fetchone():
+            return kind
+    return None
+
+
+# A playlist with its owner's name and what it holds now: tracks that left the library are not counted.
+_PLAYLIST_HEAD = (
+    "SELECT p.id, p.name, p.comment, p.public, p.created_at, p.updated_at, p.user_id, p.track_ids, "
+    "u.name AS owner, "
+    "(SELECT COUNT(*) FROM json_each(p.track_ids) j JOIN tracks t ON t.id = j.value) AS song_count, "
+    "(SELECT COALESCE(SUM(t.duration), 0) FROM json_each(p.track_ids) j JOIN tracks t ON t.id = j.value) AS duration, "
+    "(SELECT t.album_id FROM json_each(p.track_ids) j JOIN tracks t ON t.id = j.value ORDER BY j.key LIMIT 1) "
+    "AS first_album_id FROM playlists p JOIN users u ON u.id = p.user_id")
+
+
+def visible_playlists(db: sqlite_utils.Database, viewer_id: str, owner_id: str | None = None) -> list[dict[str, Any]]:
+    """The viewer's own playlists and the public ones of others, by name; or only `owner_id`'s
+    (for an admin who asks by user name)."""
+    where, params = ("p.user_id = ?", [owner_id]) if owner_id else ("(p.user_id = ? OR p.public = 1)", [viewer_id])
+    rows = db.query(f"{_PLAYLIST_HEAD} WHERE {where} ORDER BY p.name COLLATE NOCASE, p.id", params)
+    return [{**row, "track_ids": json.loads(row["track_ids"])} for row in rows]
+
+
+def visible_playlist(db: sqlite_utils.Database, viewer: dict[str, Any], playlist_id: str) -> dict[str, Any]:
+    """One playlist its owner, anyone when it is public, or an admin may read; NotFound otherwise."""
+    rows = list(db.query(f"{_PLAYLIST_HEAD} WHERE p.id = ?", [playlist_id]))
+    if not rows or not (rows[0]["user_id"] == viewer["id"] or rows[0]["public"] or viewer["role"] == "admin"):
+        raise NotFound(f"no playlist {playlist_id!r}")
+    return {**rows[0], "track_ids": json.loads(rows[0]["track_ids"])}
+
+
+def play_queue(db: sqlite_utils.Database, user_id: str) -> dict[str, Any] | None:
+    """The user's saved play queue, or None."""
+    rows = list(db.query("SELECT * FROM play_queues WHERE user_id = ?", [user_id]))
+    return {**rows[0], "track_ids": json.loads(rows[0]["track_ids"])} if rows else None

@@ -146,34 +146,74 @@ def _apply_to_catalog(db: sqlite_utils.Database, op: str, data: dict[str, Any], 
 
 
 def _apply_to_listener_data(db: sqlite_utils.Database, op: str, data: dict[str, Any]) -> bool:
-    """Apply a change of accounts, playlists, favorites or plays; False for an operation of another kind."""
-    if op == "user.put":  # a row from an older master has no passwords
-        db.execute("INSERT INTO users (id, name, role, token_hash, created_at, password_hash, password_sealed) "
-                   "VALUES (:id, :name, :role, :token_hash, :created_at, :password_hash, :password_sealed) "
-                   "ON CONFLICT(id) DO UPDATE SET name = excluded.name, role = excluded.role, "
-                   "token_hash = excluded.token_hash, password_hash = excluded.password_hash, "
-                   "password_sealed = excluded.password_sealed",
-                   {"password_hash": None, "password_sealed": None, **data})
-    elif op == "user.delete":
-        for table in listeners.USER_TABLES:
-            db.execute(f"DELETE FROM {table} WHERE user_id = ?", [data["id"]])
-        db.execute("DELETE FROM users WHERE id = ?", [data["id"]])
-    elif op == "playlist.put":
-        db.execute("INSERT OR REPLACE INTO playlists (id, user_id, name, track_ids, created_at, updated_at) "
-                   "VALUES (?, ?, ?, ?, ?, ?)", [data["id"], data["user_id"], data["name"],
-                                                 json.dumps(data["track_ids"]), data["created_at"],
-                                                 data["updated_at"]])
-    elif op == "playlist.delete":
-        db.execute("DELETE FROM playlists WHERE id = ?", [data["id"]])
-    elif op == "favorite.put":
-        db.execute("INSERT OR REPLACE INTO favorites (user_id, kind, item_id, created_at) VALUES (?, ?, ?, ?)",
-                   [data["user_id"], data["kind"], data["item_id"], data["created_at"]])
-    elif op == "favorite.delete":
-        db.execute("DELETE FROM favorites WHERE user_id = ? AND kind = ? AND item_id = ?",
-                   [data["user_id"], data["kind"], data["item_id"]])
-    elif op == "plays.add":
-        db.conn.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) "
-                            "VALUES (:id, :user_id, :track_id, :played_at, :seconds)", data["plays"])
-    else:
+    """Apply a change of accounts, playlists, favorites, plays, ratings or play queues; False for
+    an operation of another kind."""
+    apply = _LISTENER_CHANGES.get(op)
+    if apply is None:
         return False
+    apply(db, data)
     return True
+
+
+def _put_user(db: sqlite_utils.Database, data: dict[str, Any]) -> None:
+    # A row from an older master has no passwords.
+    db.execute("INSERT INTO users (id, name, role, token_hash, created_at, password_hash, password_sealed) "
+               "VALUES (:id, :name, :role, :token_hash, :created_at, :password_hash, :password_sealed) "
+               "ON CONFLICT(id) DO UPDATE SET name = excluded.name, role = excluded.role, "
+               "token_hash = excluded.token_hash, password_hash = excluded.password_hash, "
+               "password_sealed = excluded.password_sealed",
+               {"password_hash": None, "password_sealed": None, **data})
+
+
+def _delete_user(db: sqlite_utils.Database, data: dict[str, Any]) -> None:
+    for table in listeners.USER_TABLES:
+        db.execute(f"DELETE FROM {table} WHERE user_id = ?", [data["id"]])
+    db.execute("DELETE FROM users WHERE id = ?", [data["id"]])
+
+
+def _put_playlist(db: sqlite_utils.Database, data: dict[str, Any]) -> None:
+    # A row from an older master has no comment and is not public.
+    db.execute("INSERT OR REPLACE INTO playlists (id, user_id, name, track_ids, created_at, updated_at, comment, "
+               "public) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               [data["id"], data["user_id"], data["name"], json.dumps(data["track_ids"]), data["created_at"],
+                data["updated_at"], data.get("comment"), int(bool(data.get("public")))])
+
+
+def _put_favorite(db: sqlite_utils.Database, data: dict[str, Any]) -> None:
+    db.execute("INSERT OR REPLACE INTO favorites (user_id, kind, item_id, created_at) VALUES (?, ?, ?, ?)",
+               [data["user_id"], data["kind"], data["item_id"], data["created_at"]])
+
+
+def _add_plays(db: sqlite_utils.Database, data: dict[str, Any]) -> None:
+    db.conn.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) "
+                        "VALUES (:id, :user_id, :track_id, :played_at, :seconds)", data["plays"])
+
+
+def _put_rating(db: sqlite_utils.Database, data: dict[str, Any]) -> None:
+    db.execute("INSERT OR REPLACE INTO ratings (user_id, kind, item_id, rating, updated_at) "
+               "VALUES (:user_id, :kind, :item_id, :rating, :updated_at)", data)
+
+
+def _put_play_queue(db: sqlite_utils.Database, data: dict[str, Any]) -> None:
+    db.execute("INSERT OR REPLACE INTO play_queues (user_id, track_ids, current, current_index, position_ms, "
+               "changed_at, changed_by) VALUES (:user_id, :track_ids, :current, :current_index, :position_ms, "
+               ":changed_at, :changed_by)", data)
+
+
+_LISTENER_CHANGES = {
+    "user.put": _put_user,
+    "user.delete": _delete_user,
+    "playlist.put": _put_playlist,
+    "playlist.delete": lambda db, data: db.execute("DELETE FROM playlists WHERE id = ?", [data["id"]]),
+    "favorite.put": _put_favorite,
+    "favorite.delete": lambda db, data: db.execute(
+        "DELETE FROM favorites WHERE user_id = ? AND kind = ? AND item_id = ?",
+        [data["user_id"], data["kind"], data["item_id"]]),
+    "plays.add": _add_plays,
+    "rating.put": _put_rating,
+    "rating.delete": lambda db, data: db.execute(
+        "DELETE FROM ratings WHERE user_id = ? AND kind = ? AND item_id = ?",
+        [data["user_id"], data["kind"], data["item_id"]]),
+    "playqueue.put": _put_play_queue,
+    "playqueue.delete": lambda db, data: db.execute("DELETE FROM play_queues WHERE user_id = ?", [data["user_id"]]),
+}
