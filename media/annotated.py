@@ -74,3 +74,26 @@ def _select(db: sqlite_utils.Database, sql: str, user_id: str, params: dict[str,
     cursor = db.execute(sql, {**(params or {}), "user": user_id, "limit": limit, "offset": offset})
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def albums_by_id(db: sqlite_utils.Database, user_id: str, album_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """These albums in the order given; ids not in the catalog are left out."""
+    return _in_order(albums, "a.id", db, user_id, album_ids)
+
+
+def artists_by_id(db: sqlite_utils.Database, user_id: str, artist_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """These artists in the order given; ids not in the catalog are left out."""
+    return _in_order(artists, "r.id", db, user_id, artist_ids)
+
+
+def _in_order(reader, column: str, db: sqlite_utils.Database, user_id: str,
+              wanted_ids: Iterable[str]) -> list[dict[str, Any]]:
+    wanted = list(wanted_ids)
+    unique = list(dict.fromkeys(wanted))
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(unique), 500):
+        chunk = unique[start:start + 500]
+        marks = ", ".join(f":id{i}" for i in range(len(chunk)))
+        found.update((row["id"], row) for row in reader(db, user_id, f"{column} IN ({marks})",
+                                                         {f"id{i}": v for i, v in enumerate(chunk)}))
+    return [found[item_id] for item_id in wanted if item_id in found]

@@ -26,7 +26,7 @@ from media.errors import InvalidQuery, NotFound
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -115,8 +115,21 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idempotency_created_at ON idempotency (created_at)")
 
 
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    """Indexes for the Subsonic lists (media.browse), so a page costs the page, not the library:
+    folders by path, songs by genre and year (and the random picks within them), albums in each
+    order a list asks for (the id last: a stable order, the same on every node), artists by name,
+    the catalog's last change (getIndexes' lastModified)."""
+    for sql in ("tracks (dir)", "tracks (genre, year)", "tracks (updated_at)", "albums (added_at, id)",
+                "albums (title COLLATE NOCASE, id)", "albums (artist COLLATE NOCASE, title COLLATE NOCASE, id)",
+                "albums (year, id)", "albums (genre, id)", "artists (name COLLATE NOCASE)", "changes (op)"):
+        table, columns = sql.split(" ", 1)
+        name = table + "_" + "_".join(re.findall(r"(\w+)(?: COLLATE NOCASE)?[,)]", columns))
+        db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {sql}")
+
+
 MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: listeners.migrate_6}
+              6: listeners.migrate_6, 7: _migrate_7}
 
 
 def migrate(db: sqlite_utils.Database) -> int:

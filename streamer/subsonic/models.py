@@ -20,7 +20,7 @@ ROOT_FOLDER = "dir-root"
 
 def folder_id(relative_dir: str) -> str:
     """The id of a folder of the library, from its path inside it ("" is the library itself)."""
-    if not relative_dir:
+    if not relative_dir or relative_dir == ".":  # "." : a track at the top (media.catalog.effective)
         return ROOT_FOLDER
     return "dir-" + hashlib.sha256(relative_dir.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
@@ -86,3 +86,41 @@ def artist(row: dict[str, Any], albums: list[dict[str, Any]] | None = None) -> d
 
 def _present(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
+
+
+def album_child(row: dict[str, Any], folder: str) -> dict[str, Any]:
+    """An album as a folder (a Child with isDir), for the folder-based lists: getAlbumList,
+    getStarred, search2. Its id is its folder's (`folder`: where its first track is)."""
+    return _present({
+        "id": folder_id(folder), "parent": folder_parent(folder), "isDir": True, "title": row["title"],
+        "album": row["title"], "artist": row["artist"], "year": row["year"] or None,
+        "genre": row["genre"] or None, "coverArt": f"al-{row['id']}", "duration": round(row["duration"] or 0),
+        "playCount": row.get("play_count") or 0, "played": row.get("played"), "created": row["added_at"],
+        "starred": row.get("starred"), "userRating": row.get("user_rating"), "albumId": row["id"],
+        "artistId": row["artist_id"] or None, "isVideo": False,
+    })
+
+
+def folder_child(relative_dir: str, cover: dict[str, Any] | None) -> dict[str, Any]:
+    """A folder inside a folder (getMusicDirectory); `cover`: a track under it, for its art."""
+    out = _present({"id": folder_id(relative_dir), "parent": folder_parent(relative_dir), "isDir": True,
+                    "title": posixpath.basename(relative_dir)})
+    if cover is not None:
+        out["coverArt"] = f"tr-{cover['id']}" if cover["has_art"] else f"al-{cover['album_id']}"
+    return out
+
+
+def index_artist(row: dict[str, Any]) -> dict[str, Any]:
+    """An artist as the folder-based answers list one (Artist: getIndexes, getStarred, search2)."""
+    return _present({"id": row["id"], "name": row["name"], "starred": row.get("starred"),
+                     "userRating": row.get("user_rating"), "coverArt": row.get("cover_art")})
+
+
+def parent_dir(relative_dir: str) -> str:
+    """The folder above one ("" above a folder at the top of the library)."""
+    return posixpath.dirname(relative_dir) if relative_dir not in ("", ".") else ""
+
+
+def folder_parent(relative_dir: str) -> str | None:
+    """The id of the folder above one; None for the library itself."""
+    return None if relative_dir in ("", ".") else folder_id(parent_dir(relative_dir))

@@ -1,0 +1,404 @@
+"""Catalog reads behind the Subsonic lists: folders of the real library tree, genres, random
+picks, album lists in every order, starred items and paged search.
+
+Each read costs about the page it answers, whatever the size of the library: it walks an index
+(schema 7, media.catalog) from where the page starts, seeks rather than scans, and leaves the
+listener's stars, ratings and plays to media.annotated for the rows of the page only. What needs a
+pass over the library (the genre and year groups, the folders) is made by `stats` and `folder_dirs`
+once per catalog change and kept by the caller.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import random
+import re
+import time
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
+
+import sqlite_utils
+
+from media import annotated
+from media.catalog import fts_query
+
+ROOT_DIR = "."  # the `dir` of a track at the top of the library (media.catalog.effective)
+IGNORED_ARTICLES = ("The", "El", "La", "Los", "Las", "Le", "Les")
+_LAST = "\U0010ffff"  # sorts after any folder name
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+# --- folders ---------------------------------------------------------------------------------
+
+def folder_dirs(db: sqlite_utils.Database) -> set[str]:
+    """Every folder of the library that holds music, and every folder above one (not the root)."""
+    found: set[str] = set()
+    for (folder,) in db.execute("SELECT DISTINCT dir FROM tracks"):
+        while folder and folder != ROOT_DIR and folder not in found:
+            found.add(folder)
+            folder = folder.rpartition("/")[0]
+    return found
+
+
+def subfolders(db: sqlite_utils.Database, folder: str) -> list[str]:
+    """The names of a folder's folders, by seeking along the index on `dir`: one seek per
+    subfolder (and one per subfolder holding deeper ones), never a pass over the library."""
+    prefix = "" if folder == ROOT_DIR else folder + "/"
+    end = prefix[:-1] + "0" if prefix else _LAST  # "0" follows "/": past everything under folder
+    names: dict[str, None] = {}
+    cursor, inclusive = prefix, False
+    while True:
+        op = ">=" if inclusive else ">"
+        row = db.execute(f"SELECT dir FROM tracks WHERE dir {op} ? AND dir < ? ORDER BY dir LIMIT 1",
+                         [cursor, end]).fetchone()
+        if row is None:
+            return sorted(names, key=str.casefold)
+        rest = row[0][len(prefix):]
+        name = rest.split("/", 1)[0]
+        if row[0] != ROOT_DIR:
+            names[name] = None
+        if rest == name:  # this folder's own tracks: step past them
+            cursor, inclusive = row[0], False
+        else:  # a folder inside it: skip everything under it
+            cursor, inclusive = prefix + name + "0", True
+
+
+def first_track_under(db: sqlite_utils.Database, folder: str) -> dict[str, Any] | None:
+    """A track in this folder or below it (for the folder's cover art)."""
+    for sql, args in (("dir = ?", [folder]), ("dir > ? AND dir < ?", [folder + "/", folder + "0"])):
+        row = db.execute(f"SELECT id, album_id, album, artist, has_art FROM tracks WHERE {sql} ORDER BY dir LIMIT 1",
+                         args).fetchone()
+        if row is not None:
+            return dict(zip(("id", "album_id", "album", "artist", "has_art"), row))
+    return None
+
+
+def folder_songs(db: sqlite_utils.Database, user_id: str, folder: str) -> list[dict[str, Any]]:
+    return annotated.songs(db, user_id, "t.dir = :dir", {"dir": folder},
+                           order="t.disc_number, t.track_number, t.title COLLATE NOCASE, t.id")
+
+
+def album_dirs(db: sqlite_utils.Database, album_ids: list[str]) -> dict[str, str]:
+    """A folder of each album (where its first track is): albums as folders."""
+    found = {}
+    for album_id in dict.fromkeys(album_ids):
+        row = db.execute("SELECT dir FROM tracks WHERE album_id = ? ORDER BY dir LIMIT 1", [album_id]).fetchone()
+        if row is not None:
+            found[album_id] = row[0]
+    return found
+
+
+def last_modified_ms(db: sqlite_utils.Database) -> int:
+    """When the catalog last changed (a track saved, removed, or the albums regrouped), in ms."""
+    stamps = [db.execute("SELECT MAX(updated_at) FROM tracks").fetchone()[0],
+              db.execute("SELECT at FROM changes WHERE seq = (SELECT MAX(seq) FROM changes "
+                         "WHERE op IN ('catalog.regroup', 'tracks.delete'))").fetchone()]
+    stamps[1] = stamps[1][0] if stamps[1] else None
+    best = 0
+    for stamp in stamps:
+        try:
+            best = max(best, calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) * 1000)
+        except (TypeError, ValueError):
+            continue
+    return best
+
+
+# --- genre and year groups, random picks -----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """The tracks of one genre and year: how many, and the span of their rowids (to pick from)."""
+    genre: str | None
+    year: int | None
+    count: int
+    low: int
+    high: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    groups: list[Group]
+    genres: list[dict[str, Any]]  # {"value", "songCount", "albumCount"}, by name
+
+
+def stats(db: sqlite_utils.Database) -> Stats:
+    """One pass over the index on (genre, year), and one over albums by genre."""
+    groups = [Group(*row) for row in db.execute(
+        "SELECT genre, year, count(*), min(rowid), max(rowid) FROM tracks GROUP BY genre, year")]
+    songs: dict[str, int] = {}
+    for group in groups:
+        if group.genre:
+            songs[group.genre] = songs.get(group.genre, 0) + group.count
+    albums = dict(db.execute("SELECT genre, count(*) FROM albums WHERE genre IS NOT NULL GROUP BY genre").fetchall())
+    genres = [{"value": name, "songCount": count, "albumCount": albums.get(name, 0)}
+              for name, count in sorted(songs.items(), key=lambda item: item[0].casefold())]
+    return Stats(groups, genres)
+
+
+def random_track_rowids(db: sqlite_utils.Database, groups: list[Group], size: int, genre: str | None = None,
+                        years: tuple[int, int] | None = None, rng: random.Random | None = None) -> list[int]:
+    """Up to `size` different tracks at random, of a genre and years if asked: a group drawn by its
+    size, then a seek to a random rowid inside it, never ORDER BY RANDOM() over the table."""
+    rng = rng or random.Random()
+    eligible = [g for g in groups if (genre is None or g.genre == genre)
+                and (years is None or (g.year is not None and years[0] <= g.year <= years[1]))]
+    total = sum(g.count for g in eligible)
+    if total <= size * 2:  # few enough to take them all and shuffle
+        rowids = [r for g in eligible for (r,) in db.execute(
+            "SELECT rowid FROM tracks WHERE genre IS ? AND year IS ?", [g.genre, g.year])]
+        rng.shuffle(rowids)
+        return rowids[:size]
+    picked: dict[int, None] = {}
+    weights = [g.count for g in eligible]
+    for _ in range(size * 4):
+        if len(picked) >= size:
+            break
+        group = rng.choices(eligible, weights)[0]
+        row = db.execute("SELECT rowid FROM tracks WHERE genre IS ? AND year IS ? AND rowid >= ? ORDER BY rowid "
+                         "LIMIT 1", [group.genre, group.year, rng.randint(group.low, group.high)]).fetchone()
+        if row is not None:
+            picked[row[0]] = None
+    return list(picked)
+
+
+def songs_by_rowid(db: sqlite_utils.Database, user_id: str, rowids: list[int]) -> list[dict[str, Any]]:
+    """These tracks (by rowid) in the order given."""
+    ids = []
+    for rowid in rowids:
+        row = db.execute("SELECT id FROM tracks WHERE rowid = ?", [rowid]).fetchone()
+        if row is not None:
+            ids.append(row[0])
+    return annotated.songs_by_id(db, user_id, ids)
+
+
+def random_albums(db: sqlite_utils.Database, user_id: str, size: int,
+                  rng: random.Random | None = None) -> list[dict[str, Any]]:
+    """Albums at random, by seeks to random rowids (the albums table is rebuilt whole: few gaps)."""
+    rng = rng or random.Random()
+    low, high = db.execute("SELECT min(rowid), max(rowid) FROM albums").fetchone()
+    if low is None:
+        return []
+    if high - low < size * 2:
+        ids = [r for (r,) in db.execute("SELECT id FROM albums")]
+        rng.shuffle(ids)
+        return annotated.albums_by_id(db, user_id, ids[:size])
+    picked: dict[str, None] = {}
+    for _ in range(size * 4):
+        if len(picked) >= size:
+            break
+        row = db.execute("SELECT id FROM albums WHERE rowid >= ? ORDER BY rowid LIMIT 1",
+                         [rng.randint(low, high)]).fetchone()
+        if row is not None:
+            picked[row[0]] = None
+    return annotated.albums_by_id(db, user_id, picked)
+
+
+def similar_songs(db: sqlite_utils.Database, user_id: str, groups: list[Group], artist_ids: list[str],
+                  genre: str | None, exclude: str, count: int, rng: random.Random | None = None) -> list[dict[str, Any]]:
+    """Songs like a seed: half of them by its artists, the rest of its genre, at random."""
+    rng = rng or random.Random()
+    marks = ", ".join("?" * len(artist_ids))
+    own = [r for (r,) in db.execute(f"SELECT rowid FROM tracks WHERE artist_id IN ({marks}) AND id != ?",
+                                    [*artist_ids, exclude])] if artist_ids else []
+    rng.shuffle(own)
+    picked = dict.fromkeys(own[:max(count // 2, count - _genre_size(groups, genre))])
+    if genre:
+        for rowid in random_track_rowids(db, groups, count, genre, rng=rng):
+            if len(picked) >= count:
+                break
+            picked.setdefault(rowid, None)
+    found = [song for song in songs_by_rowid(db, user_id, list(picked)) if song["id"] != exclude]
+    rng.shuffle(found)
+    return found[:count]
+
+
+def _genre_size(groups: list[Group], genre: str | None) -> int:
+    return sum(g.count for g in groups if genre and g.genre == genre)
+
+
+def top_songs(db: sqlite_utils.Database, user_id: str, name: str, count: int) -> list[dict[str, Any]]:
+    """An artist's songs (by name), those this listener played most first, then by album order."""
+    ids = [r for (r,) in db.execute("SELECT id FROM artists WHERE name = ? COLLATE NOCASE", [name])]
+    if not ids or not count:
+        return []
+    marks = ", ".join(f":a{i}" for i in range(len(ids)))
+    return annotated.songs(db, user_id, f"t.artist_id IN ({marks})", {f"a{i}": v for i, v in enumerate(ids)},
+                           "play_count DESC, t.year, t.album COLLATE NOCASE, t.album_id, t.disc_number, "
+                           "t.track_number, t.id", count)
+
+
+# --- album lists -----------------------------------------------------------------------------
+
+# Lists in an order of the albums table: (condition, order), each served by an index of schema 7.
+_ALBUM_ORDERS = {
+    "newest": ("1", "a.added_at DESC, a.id DESC"),
+    "alphabeticalByName": ("1", "a.title COLLATE NOCASE, a.id"),
+    "alphabeticalByArtist": ("1", "a.artist COLLATE NOCASE, a.title COLLATE NOCASE, a.id"),
+    "byGenre": ("a.genre = :genre", "a.id"),
+    "byYear": ("a.year BETWEEN :low AND :high", "a.year, a.id"),
+}
+# Lists in an order of the listener's own data: the ids of a page.
+_ALBUM_IDS = {
+    "starred": "SELECT f.item_id FROM favorites f JOIN albums a ON a.id = f.item_id WHERE f.user_id = :user "
+               "AND f.kind = 'albums' ORDER BY f.created_at DESC, f.item_id LIMIT :limit OFFSET :offset",
+    "highest": "SELECT r.item_id FROM ratings r JOIN albums a ON a.id = r.item_id WHERE r.user_id = :user "
+               "AND r.kind = 'albums' ORDER BY r.rating DESC, r.updated_at DESC, r.item_id "
+               "LIMIT :limit OFFSET :offset",
+    "frequent": "SELECT x.album_id FROM plays p JOIN tracks x ON x.id = p.track_id WHERE p.user_id = :user "
+                "GROUP BY x.album_id ORDER BY count(*) DESC, max(p.played_at) DESC, x.album_id "
+                "LIMIT :limit OFFSET :offset",
+    "recent": "SELECT x.album_id FROM plays p JOIN tracks x ON x.id = p.track_id WHERE p.user_id = :user "
+              "GROUP BY x.album_id ORDER BY max(p.played_at) DESC, x.album_id LIMIT :limit OFFSET :offset",
+}
+ALBUM_LISTS = ("random", *_ALBUM_ORDERS, *_ALBUM_IDS)
+
+
+def album_list(db: sqlite_utils.Database, user_id: str, kind: str, size: int, offset: int, genre: str | None = None,
+               years: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """A page of albums of one of ALBUM_LISTS (`years` may run backwards: newest first then)."""
+    if kind == "random":
+        return random_albums(db, user_id, size)
+    if kind in _ALBUM_IDS:
+        page = {"user": user_id, "limit": size, "offset": offset}
+        return annotated.albums_by_id(db, user_id, [r for (r,) in db.execute(_ALBUM_IDS[kind], page)])
+    where, order = _ALBUM_ORDERS[kind]
+    params: dict[str, Any] = {"genre": genre}
+    if years is not None:
+        params.update(low=min(years), high=max(years))
+        if years[0] > years[1]:
+            order = "a.year DESC, a.id DESC"
+    return annotated.albums(db, user_id, where, params, order, size, offset)
+
+
+def songs_by_genre(db: sqlite_utils.Database, user_id: str, genre: str, count: int,
+                   offset: int) -> list[dict[str, Any]]:
+    """A page of a genre's songs, by year, in the order of the index on (genre, year)."""
+    return annotated.songs(db, user_id, "t.genre = :genre", {"genre": genre}, "t.year, t.rowid", count, offset)
+
+
+def starred_ids(db: sqlite_utils.Database, user_id: str, kind: str) -> list[str]:
+    """What this listener starred of a kind (tracks, albums, artists), newest first."""
+    return [r for (r,) in db.execute("SELECT item_id FROM favorites WHERE user_id = ? AND kind = ? "
+                                     "ORDER BY created_at DESC, item_id", [user_id, kind])]
+
+
+# --- search ----------------------------------------------------------------------------------
+
+def search_songs(db: sqlite_utils.Database, user_id: str, query: str, count: int,
+                 offset: int) -> list[dict[str, Any]]:
+    """Songs whose words start with the query's, or every song when it has none; by id, so pages
+    never overlap nor miss one (a client syncs the library with empty-query pages)."""
+    if not count:
+        return []
+    match = fts_query(query)
+    if match is None:
+        ids = [r for (r,) in db.execute("SELECT id FROM tracks ORDER BY id LIMIT ? OFFSET ?", [count, offset])]
+        return annotated.songs_by_id(db, user_id, ids)
+    rowids = [r for (r,) in db.execute("SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ? ORDER BY rowid "
+                                       "LIMIT ? OFFSET ?", [match, count, offset])]
+    return songs_by_rowid(db, user_id, rowids)
+
+
+def search_albums(db: sqlite_utils.Database, user_id: str, query: str, count: int,
+                  offset: int) -> list[dict[str, Any]]:
+    """Albums whose title and artist hold the query's words (all albums by id when there are none)."""
+    if not count:
+        return []
+    match = fts_query(query)
+    if match is None:
+        ids = [r for (r,) in db.execute("SELECT id FROM albums ORDER BY id LIMIT ? OFFSET ?", [count, offset])]
+    else:
+        rows = db.execute("SELECT t.album_id FROM tracks_fts f JOIN tracks t ON t.rowid = f.rowid "
+                          "WHERE tracks_fts MATCH ? ORDER BY f.rowid", [f"{{album album_artist}} : ({match})"])
+        ids = _distinct_page((album_id for (album_id,) in rows), count, offset)
+    return annotated.albums_by_id(db, user_id, ids)
+
+
+def search_artists(db: sqlite_utils.Database, user_id: str, query: str, count: int,
+                   offset: int) -> list[dict[str, Any]]:
+    """Artists whose name holds the query's words (all artists by id when there are none)."""
+    if not count:
+        return []
+    match = fts_query(query)
+    if match is None:
+        ids = [r for (r,) in db.execute("SELECT id FROM artists ORDER BY id LIMIT ? OFFSET ?", [count, offset])]
+    else:
+        words = [_fold(w) for w in _WORD.findall(query)]
+        rows = db.execute("SELECT t.artist_id, t.artist, t.album_artist_id, t.album_artist FROM tracks_fts f "
+                          "JOIN tracks t ON t.rowid = f.rowid WHERE tracks_fts MATCH ? ORDER BY f.rowid",
+                          [f"{{artist album_artist}} : ({match})"])
+        ids = _distinct_page(_named(rows, words), count, offset)
+    return annotated.artists_by_id(db, user_id, ids)
+
+
+def _named(rows, words: list[str]) -> Iterator[str]:
+    """The track's artist and album artist whose own name holds every word (not one word each)."""
+    for artist_id, artist, album_artist_id, album_artist in rows:
+        for item_id, name in ((artist_id, artist), (album_artist_id, album_artist)):
+            if item_id and name and _has_words(name, words):
+                yield item_id
+
+
+def _has_words(name: str, words: list[str]) -> bool:
+    own = [_fold(w) for w in _WORD.findall(name)]
+    return all(any(o.startswith(w) for o in own) for w in words)
+
+
+def _fold(word: str) -> str:
+    """As the search index compares words: case and diacritics aside."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word.casefold()) if not unicodedata.combining(c))
+
+
+def _distinct_page(items: Iterator[str], count: int, offset: int) -> list[str]:
+    """The page of the distinct items, read no further than its end."""
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+        if len(seen) >= offset + count:
+            break
+    return list(seen)[offset:offset + count]
+
+
+# --- artists ---------------------------------------------------------------------------------
+
+def index_name(name: str) -> str:
+    """The index letter an artist (or a folder) is listed under, its leading article aside."""
+    key = sort_name(name)
+    first = key[:1].upper()
+    return first if first.isalpha() else "#"
+
+
+def sort_name(name: str) -> str:
+    for article in IGNORED_ARTICLES:
+        if name[:len(article) + 1].casefold() == article.casefold() + " " and len(name) > len(article) + 1:
+            return name[len(article) + 1:]
+    return name
+
+
+def similar_artist_ids(db: sqlite_utils.Database, artist_id: str, count: int) -> list[str]:
+    """Other artists with albums in the genres of this artist's albums."""
+    genres = [g for (g,) in db.execute("SELECT DISTINCT genre FROM albums WHERE artist_id = ? AND genre IS NOT NULL",
+                                       [artist_id])]
+    if not genres or not count:
+        return []
+    marks = ", ".join("?" * len(genres))
+    rows = db.execute(f"SELECT artist_id FROM albums WHERE genre IN ({marks}) AND artist_id != ? "
+                      "ORDER BY genre, id", [*genres, artist_id])
+    return _distinct_page((r for (r,) in rows if r), count, 0)
+
+
+def artist_albums(db: sqlite_utils.Database, user_id: str, artist_id: str) -> list[dict[str, Any]]:
+    """An artist's own albums by year, then the albums of others they play on."""
+    own = annotated.albums(db, user_id, "a.artist_id = :id", {"id": artist_id},
+                           "a.year, a.title COLLATE NOCASE, a.id")
+    others = annotated.albums(db, user_id, "a.artist_id != :id AND a.id IN "
+                              "(SELECT album_id FROM tracks WHERE artist_id = :id)", {"id": artist_id},
+                              "a.year, a.title COLLATE NOCASE, a.id")
+    return own + others
+
+
+def album_songs(db: sqlite_utils.Database, user_id: str, album_id: str) -> list[dict[str, Any]]:
+    return annotated.songs(db, user_id, "t.album_id = :id", {"id": album_id},
+                           "t.disc_number, t.track_number, t.title COLLATE NOCASE, t.id")
