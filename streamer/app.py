@@ -18,7 +18,7 @@ from aiohttp import web
 
 from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
-from streamer.api import admin, catalog, library, listener
+from streamer.api import admin, catalog, library, listener, session
 from streamer.cluster.roles import role_for
 from streamer.delivery import hls, stream
 from streamer.delivery.originals import OPEN_FILES, OpenFiles
@@ -62,6 +62,7 @@ def _add_doors(app: web.Application, routes: Routes) -> None:
     page.add_routes(routes)
     stream.add_routes(routes)
     library.add_routes(routes)
+    session.add_routes(routes)
     catalog.add_routes(app, routes)
     listener.add_routes(app, routes)
     admin.add_routes(app, routes)

@@ -41,6 +41,7 @@ from aiohttp import web
 from config import is_loopback
 from media import listeners
 from media.passwords import seal_key
+from media.sessions import user_and_stamp
 from streamer.http.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ FAILURES_ALLOWED = 10
 FAILURE_WINDOW = 60.0
 TOKEN_CACHE_SECONDS = 5.0  # a revoked token stops working within this
 SIGNED_URL_SECONDS = 7 * 24 * 3600  # a pasted playlist keeps playing for a week
+SESSION_SECONDS = 30 * 24 * 3600  # a browser signed in stays so for a month
+SESSION_PREFIX = "session."
 USER = web.RequestKey("user", dict)  # who is asking, when they said so
 # Whether the answer may be kept by a shared cache: not when given for a user's credentials, or
 # anonymously only because of where the client is (auto). Set at the edge, after the check.
@@ -197,7 +200,10 @@ class Auth:
         return await self.user_for_token(request, token, count)
 
     async def user_for_token(self, request: web.BaseRequest, token: str, count: bool = True) -> dict[str, Any]:
-        """The user of a token (cached for TOKEN_CACHE_SECONDS); 401, counted, for an unknown one."""
+        """The user of a token or a session (cached for TOKEN_CACHE_SECONDS); 401, counted, for an
+        unknown one."""
+        if token.startswith(SESSION_PREFIX):
+            return await self._session(request, token, count)
         now = time.monotonic()
         cached = self._tokens.get(token)
         if cached is not None and cached[0] > now:
@@ -213,6 +219,32 @@ class Auth:
             raise ApiError(401, "unauthorized", "unknown or revoked token",
                            {"WWW-Authenticate": 'Bearer realm="streamer", error="invalid_token"'})
         return user
+
+    async def _session(self, request: web.BaseRequest, token: str, count: bool) -> dict[str, Any]:
+        _, user_id, expires, signature = (token.split(".") + ["", "", ""])[:4]
+        found = await self.catalog.db.read(user_and_stamp, user_id) if len(user_id) <= 64 else None
+        stamp = found[1] if found else ""
+        if found is None or not expires.isdigit() or not hmac.compare_digest(
+                signature.encode(), self._session_signature(user_id, expires, stamp).encode()):
+            self._failed(request, count)
+            raise ApiError(401, "unauthorized", "unknown or ended session: sign in again",
+                           {"WWW-Authenticate": 'Bearer realm="streamer", error="invalid_token"'})
+        if int(expires) < time.time():
+            raise ApiError(401, "unauthorized", "the session has ended: sign in again",
+                           {"WWW-Authenticate": 'Bearer realm="streamer", error="invalid_token"'})
+        return found[0]
+
+    async def session_for(self, user_id: str, seconds: int = SESSION_SECONDS) -> str:
+        """A session token for this user, good on every node of the cluster until `seconds` pass,
+        or their token or password changes."""
+        _, stamp = await self.catalog.db.read(user_and_stamp, user_id)
+        expires = str(int(time.time()) + seconds)
+        return f"{SESSION_PREFIX}{user_id}.{expires}.{self._session_signature(user_id, expires, stamp)}"
+
+    def _session_signature(self, user_id: str, expires: str, stamp: str) -> str:
+        key = hmac.new(self.password_key, b"sessions", hashlib.sha256).digest()  # the cluster's, like passwords
+        mac = hmac.new(key, f"session\n{user_id}\n{expires}\n{stamp}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode()
 
     @property
     def password_key(self) -> bytes:

@@ -1,0 +1,58 @@
+"""The web sign-in (issue 13, section 2): a name and a password for a session token, good until
+the user's token or password changes; wrong passwords are throttled like bad tokens."""
+
+from __future__ import annotations
+
+from media import listeners
+from streamer.http.keys import AUTH, CATALOG
+
+
+async def _user(app, name="ann", password="pass word"):
+    await app[CATALOG].db.write(listeners.add_user, name, "listener")
+    await app[CATALOG].db.write(listeners.set_password, name, password, app[AUTH].password_key)
+
+
+async def test_a_password_signs_in_and_the_session_token_works(demo_server):
+    app = demo_server.server.app
+    await _user(app)
+    resp = await demo_server.post("/api/v1/session", json={"name": "ann", "password": "pass word"})
+    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+    body = await resp.json()
+    assert body["user"]["name"] == "ann" and body["expires_at"]
+    auth = {"Authorization": f"Bearer {body['token']}"}
+    me = await demo_server.get("/api/v1/me", headers=auth)
+    assert me.status == 200 and (await me.json())["name"] == "ann"
+    playlist = await demo_server.post("/api/v1/playlists", json={"name": "mine"}, headers=auth)
+    assert playlist.status == 201
+
+
+async def test_a_new_password_or_token_ends_sessions(demo_server):
+    app = demo_server.server.app
+    await _user(app)
+
+    async def signed_in(password: str) -> dict[str, str]:
+        resp = await demo_server.post("/api/v1/session", json={"name": "ann", "password": password})
+        assert resp.status == 200
+        auth = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+        assert (await demo_server.get("/api/v1/me", headers=auth)).status == 200
+        return auth
+
+    auth = await signed_in("pass word")
+    await app[CATALOG].db.write(listeners.set_password, "ann", "another", app[AUTH].password_key)
+    assert (await demo_server.get("/api/v1/me", headers=auth)).status == 401
+    auth = await signed_in("another")
+    await app[CATALOG].db.write(listeners.new_token, "ann")
+    assert (await demo_server.get("/api/v1/me", headers=auth)).status == 401
+
+
+async def test_wrong_passwords_and_bad_bodies(demo_server):
+    app = demo_server.server.app
+    await _user(app)
+    for body in ({"name": "ann"}, {"name": "ann", "password": 5}, {"password": "x"}, {"name": "", "password": "x"}):
+        assert (await demo_server.post("/api/v1/session", json=body)).status == 422
+    assert (await demo_server.post("/api/v1/session", data=b"{")).status == 400
+    statuses = [(await demo_server.post("/api/v1/session", json={"name": "ann", "password": "wrong"})).status
+                for _ in range(11)]
+    assert statuses[:10] == [401] * 10 and statuses[10] == 429
+    forged = {"Authorization": "Bearer session.nobody.99999999999.AAAA"}
+    assert (await demo_server.get("/api/v1/me", headers=forged)).status in (401, 429)
