@@ -56,3 +56,25 @@ async def test_wrong_passwords_and_bad_bodies(demo_server):
     assert statuses[:10] == [401] * 10 and statuses[10] == 429
     forged = {"Authorization": "Bearer session.nobody.99999999999.AAAA"}
     assert (await demo_server.get("/api/v1/me", headers=forged)).status in (401, 429)
+
+
+async def test_passwords_are_set_by_an_admin_or_their_owner(demo_server):
+    from tests.conftest import make_user
+
+    app = demo_server.server.app
+    admin, ann = await make_user(app, "root", "admin"), await make_user(app, "ann")
+    await make_user(app, "bob")
+
+    async def put(name, headers, password="a new one"):
+        return (await demo_server.put(f"/api/v1/users/{name}/password", json={"password": password},
+                                      headers=headers)).status
+
+    assert await put("ann", ann) == 204  # her own
+    assert await put("bob", ann) == 403  # not another's
+    assert await put("bob", admin) == 204
+    assert await put("nobody", admin) == 404
+    assert await put("ann", ann, password="") == 422
+    assert await put("ann", ann, password="x" * 300) == 422
+    assert await put("ann", {}) == 401
+    signed_in = await demo_server.post("/api/v1/session", json={"name": "bob", "password": "a new one"})
+    assert signed_in.status == 200

@@ -27,7 +27,7 @@ from media.tags import read_track
 from streamer.http.auth import USER
 from streamer.http.edge import Routes, Write
 from streamer.http.errors import ApiError
-from streamer.http.keys import CATALOG, SETTINGS, WRITE_LIMITS
+from streamer.http.keys import AUTH, CATALOG, SETTINGS, WRITE_LIMITS
 from streamer.api.bodies import idempotency_key, is_plain_text, json_body
 
 CHUNK = 256 * 1024
@@ -217,7 +217,20 @@ async def edit_track(request: web.Request) -> web.Response:
     return web.json_response(track, status=status)
 
 
+async def set_password(request: web.Request) -> web.Response:
+    """`PUT /api/v1/users/{name}/password {"password"}`: an admin sets anyone's, a user their own."""
+    name, me = request.match_info["name"], request[USER]
+    if me["role"] != "admin" and me["name"] != name:
+        raise ApiError(403, "forbidden", "only an admin sets another user's password")
+    password = (await json_body(request)).get("password")
+    await request.app[WRITE_LIMITS].check(request, me["id"])
+    await request.app[CATALOG].db.write(listeners.set_password, name, password, request.app[AUTH].password_key)
+    return web.Response(status=204)
+
+
 def add_routes(app: web.Application, routes: Routes) -> None:
     routes.write("POST", "/api/v1/tracks", upload_track, "track_upload", access="admin",
                  write=Write(upload=check_upload))
     routes.write("PATCH", "/api/v1/tracks/{id}", edit_track, "track_edit", access="admin")
+    # Never kept in a region's outbox: a password does not rest there while the master is away.
+    routes.write("PUT", "/api/v1/users/{name}/password", set_password, "user_password", write=Write(kept=False))
