@@ -74,7 +74,8 @@ def _as_delivery(request: web.Request, path: str, track_id: str, query: dict[str
     nothing reads this one again, so it is cloned as if unread."""
     read, request._read_bytes = request._read_bytes, None
     try:
-        derived = request.clone(method="GET", rel_url=URL.build(path=path, query=query or {}))
+        method = "HEAD" if request.method == "HEAD" else "GET"  # HEAD, should the door route it
+        derived = request.clone(method=method, rel_url=URL.build(path=path, query=query or {}))
     finally:
         request._read_bytes = read
     match = UrlMappingMatchInfo({"id": track_id}, request.match_info.route)
