@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import itertools
 import random
 import re
 import time
@@ -151,11 +152,11 @@ def random_track_rowids(db: sqlite_utils.Database, groups: list[Group], size: in
         rng.shuffle(rowids)
         return rowids[:size]
     picked: dict[int, None] = {}
-    weights = [g.count for g in eligible]
+    cumulative = list(itertools.accumulate(g.count for g in eligible))  # once, not per pick
     for _ in range(size * 4):
         if len(picked) >= size:
             break
-        group = rng.choices(eligible, weights)[0]
+        group = rng.choices(eligible, cum_weights=cumulative)[0]
         row = db.execute("SELECT rowid FROM tracks WHERE genre IS ? AND year IS ? AND rowid >= ? ORDER BY rowid "
                          "LIMIT 1", [group.genre, group.year, rng.randint(group.low, group.high)]).fetchone()
         if row is not None:
@@ -246,13 +247,13 @@ _ALBUM_IDS = {
     "highest": "SELECT r.item_id FROM ratings r JOIN albums a ON a.id = r.item_id WHERE r.user_id = :user "
                "AND r.kind = 'albums' ORDER BY r.rating DESC, r.updated_at DESC, r.item_id "
                "LIMIT :limit OFFSET :offset",
-    "frequent": "SELECT x.album_id FROM plays p JOIN tracks x ON x.id = p.track_id WHERE p.user_id = :user "
-                "GROUP BY x.album_id ORDER BY count(*) DESC, max(p.played_at) DESC, x.album_id "
-                "LIMIT :limit OFFSET :offset",
-    "recent": "SELECT x.album_id FROM plays p JOIN tracks x ON x.id = p.track_id WHERE p.user_id = :user "
-              "GROUP BY x.album_id ORDER BY max(p.played_at) DESC, x.album_id LIMIT :limit OFFSET :offset",
+    # Counted per track first (the index on (user_id, track_id) holds them), then per album: this
+    # grows with how many tracks the listener played, not with the library.
+    "frequent": "SELECT x.album_id FROM (SELECT track_id, count(*) AS n FROM plays WHERE user_id = :user "
+                "GROUP BY track_id) c CROSS JOIN tracks x ON x.id = c.track_id GROUP BY x.album_id "
+                "ORDER BY sum(c.n) DESC, x.album_id LIMIT :limit OFFSET :offset",
 }
-ALBUM_LISTS = ("random", *_ALBUM_ORDERS, *_ALBUM_IDS)
+ALBUM_LISTS = ("random", "recent", *_ALBUM_ORDERS, *_ALBUM_IDS)
 
 
 def album_list(db: sqlite_utils.Database, user_id: str, kind: str, size: int, offset: int, genre: str | None = None,
@@ -260,6 +261,8 @@ def album_list(db: sqlite_utils.Database, user_id: str, kind: str, size: int, of
     """A page of albums of one of ALBUM_LISTS (`years` may run backwards: newest first then)."""
     if kind == "random":
         return random_albums(db, user_id, size)
+    if kind == "recent":
+        return annotated.albums_by_id(db, user_id, _recent_album_ids(db, user_id, size, offset))
     if kind in _ALBUM_IDS:
         page = {"user": user_id, "limit": size, "offset": offset}
         return annotated.albums_by_id(db, user_id, [r for (r,) in db.execute(_ALBUM_IDS[kind], page)])
@@ -270,6 +273,13 @@ def album_list(db: sqlite_utils.Database, user_id: str, kind: str, size: int, of
         if years[0] > years[1]:
             order = "a.year DESC, a.id DESC"
     return annotated.albums(db, user_id, where, params, order, size, offset)
+
+
+def _recent_album_ids(db: sqlite_utils.Database, user_id: str, size: int, offset: int) -> list[str]:
+    """The albums of the listener's latest plays, read back from the newest play only as far as the page."""
+    rows = db.execute("SELECT x.album_id FROM plays p CROSS JOIN tracks x ON x.id = p.track_id "
+                      "WHERE p.user_id = ? ORDER BY p.played_at DESC", [user_id])
+    return _distinct_page((album_id for (album_id,) in rows), size, offset)
 
 
 def songs_by_genre(db: sqlite_utils.Database, user_id: str, genre: str, count: int,

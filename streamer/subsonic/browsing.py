@@ -122,8 +122,18 @@ async def get_genres(request: web.Request) -> web.Response:
 
 # --- by folders ------------------------------------------------------------------------------
 
-def _indexes(db: sqlite_utils.Database, user: str) -> tuple[list[str], list[dict[str, Any]]]:
-    return browse.subfolders(db, browse.ROOT_DIR), browse.folder_songs(db, user, browse.ROOT_DIR)
+def _subfolders(db: sqlite_utils.Database, folder: str) -> list[dict[str, Any]]:
+    """A folder's folders as Child entries, each with the art of a track under it."""
+    prefix = "" if folder == browse.ROOT_DIR else folder + "/"
+    inside = [prefix + name for name in browse.subfolders(db, folder)]
+    return [models.folder_child(sub, browse.first_track_under(db, sub)) for sub in inside]
+
+
+async def folder_children(request: web.Request, folder: str) -> list[dict[str, Any]]:
+    """The top of the library is one seek per top folder (thousands): kept per catalog generation."""
+    if folder == browse.ROOT_DIR:
+        return await cached(request, "top folders", lambda db: _subfolders(db, browse.ROOT_DIR))
+    return await read(request, _subfolders, folder)
 
 
 async def get_indexes(request: web.Request) -> web.Response:
@@ -135,17 +145,15 @@ async def get_indexes(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"lastModified": modified, "ignoredArticles": IGNORED_ARTICLES}
     if since and since >= modified:
         return answer(request, {"indexes": body})
-    names, songs = await read(request, _indexes, user_id(request))
-    tops = [{"id": models.folder_id(name), "name": name} for name in names]
+    tops = [{"id": child["id"], "name": child["title"]} for child in await folder_children(request, browse.ROOT_DIR)]
+    songs = await read(request, browse.folder_songs, user_id(request), browse.ROOT_DIR)
     body.update(shortcut=[], index=indexed(tops, models.index_artist), child=[models.song(s) for s in songs])
     return answer(request, {"indexes": body})
 
 
-def _folder(db: sqlite_utils.Database, user: str, folder: str) -> dict[str, Any]:
-    prefix = "" if folder == browse.ROOT_DIR else folder + "/"
-    inside = [prefix + name for name in browse.subfolders(db, folder)]
-    children = [models.folder_child(sub, browse.first_track_under(db, sub)) for sub in inside]
-    children += [models.song(s) for s in browse.folder_songs(db, user, folder)]
+async def _folder(request: web.Request, folder: str) -> dict[str, Any]:
+    children = list(await folder_children(request, folder))
+    children += [models.song(s) for s in await read(request, browse.folder_songs, user_id(request), folder)]
     name = "Music" if folder == browse.ROOT_DIR else folder.rpartition("/")[2]
     return _directory(models.folder_id(folder), models.folder_parent(folder), name, children)
 
@@ -191,7 +199,7 @@ async def get_music_directory(request: web.Request) -> web.Response:
     wanted, user = one(request, "id"), user_id(request)
     folder = (await folders(request)).get(wanted)
     if folder is not None:
-        directory = await read(request, _folder, user, folder)
+        directory = await _folder(request, folder)
     else:
         directory = (await read(request, _album_directory, user, wanted)
                      or await read(request, _artist_directory, user, wanted))
