@@ -309,7 +309,7 @@ def _found_tracks(db: sqlite_utils.Database, track_ids: list[str]) -> set[str]:
 def _check_tracks(db: sqlite_utils.Database, track_ids: list[str], field: str) -> None:
     missing = set(track_ids) - _found_tracks(db, track_ids)
     if missing:
-        raise InvalidData(field, f"no track {sorted(missing)[0]!r} in the catalog")
+        raise InvalidData(field, f"no track {min(missing)!r} in the catalog")
 
 
 def _playlist_out(row: dict[str, Any]) -> dict[str, Any]:
@@ -423,7 +423,7 @@ def _save_play_queue(db, user, p):
         return 204, None, "playqueue.delete", {"user_id": user["id"]}
     missing = set(p["track_ids"]) - _found_tracks(db, p["track_ids"])
     if missing:
-        raise NotFound(f"no track {sorted(missing)[0]!r}")
+        raise NotFound(f"no track {min(missing)!r}")
     index = p["current_index"]
     row = {"user_id": user["id"], "track_ids": json.dumps(p["track_ids"]),
            "current": p["track_ids"][index] if index is not None else None, "current_index": index,
