@@ -37,8 +37,8 @@ PAGES = {
     "album genre": ("SELECT id FROM albums a WHERE a.genre = 'x' ORDER BY a.id LIMIT 5", "albums_genre_id"),
     "sync": ("SELECT id FROM tracks ORDER BY id LIMIT 500 OFFSET 1000", "sqlite_autoindex_tracks_1"),
     "modified": ("SELECT MAX(updated_at) FROM tracks", "tracks_updated_at"),
-    "recent": ("SELECT x.album_id FROM plays p CROSS JOIN tracks x ON x.id = p.track_id WHERE p.user_id = 'u' "
-               "ORDER BY p.played_at DESC", "idx_plays_user_id_played_at"),
+    "recent": (("SELECT x.album_id FROM plays p CROSS JOIN tracks x ON x.id = p.track_id WHERE p.user_id = 'u' "
+                "ORDER BY p.played_at DESC"), "idx_plays_user_id_played_at"),
 }
 
 

@@ -245,7 +245,9 @@ async def test_a_track_at_the_top_of_the_library_and_folders_beside_each_other(s
 
 async def test_album_lists_of_every_type(server):
     known = await _ids(server)
-    names = lambda body: [a["name"] for a in body["albumList2"]["album"]]  # noqa: E731
+    def names(body: dict) -> list[str]:
+        return [a["name"] for a in body["albumList2"]["album"]]
+
     assert names(await ok(server, "getAlbumList2", type="alphabeticalByName")) == \
         ["Paper Lanterns", "Sunday Sampler", "Tidal Sketches"]
     assert names(await ok(server, "getAlbumList2", type="alphabeticalByArtist")) == \
@@ -415,3 +417,19 @@ async def test_py_opensonic_s_strict_models_take_every_answer(server):
     assert got["directory"].child[0].is_dir is True and [s.title for s in got["top"]] == ["Orange Peel"]
     assert all(s.artist == "Mira Holloway" for s in got["similar"]) and got["info"].similar_artist in (None, [])
     assert got["album_info"].notes is None
+
+
+async def test_every_endpoint_answers_post_as_get_and_takes_repeated_parameters(server):
+    known = await _ids(server)
+    artist, album = known["artists"]["Juniper Coast"]["id"], known["albums"]["Paper Lanterns"]["id"]
+    asks = [("getArtists", {}), ("getArtist", {"id": artist}), ("getAlbum", {"id": album}), ("getGenres", {}),
+            ("getIndexes", {}), ("getMusicDirectory", {"id": "dir-root"}), ("getArtistInfo", {"id": artist}),
+            ("getArtistInfo2", {"id": artist}), ("getAlbumInfo", {"id": album}), ("getAlbumInfo2", {"id": album}),
+            ("getTopSongs", {"artist": "Juniper Coast"}), ("getAlbumList", {"type": "newest"}),
+            ("getAlbumList2", {"type": "alphabeticalByArtist"}), ("getSongsByGenre", {"genre": "Pop"}),
+            ("getStarred", {}), ("getStarred2", {}), ("search2", {"query": "s"}), ("search3", {"query": ""})]
+    for name, params in asks:
+        await call(server, name, method="POST", **params)
+    repeated = [*AUTH_PARAMS.items(), ("f", "json"), ("id", album), ("id", artist)]
+    resp = await server.get("/rest/getAlbum", params=repeated)  # the first of a repeated id
+    assert (await resp.json())["subsonic-response"]["album"]["id"] == album
