@@ -41,9 +41,8 @@ IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", **CORS_HEAD
 PRIVATE_IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable", **CORS_HEADERS}
 
 
-async def _source(request: web.Request) -> tuple[dict, str, list[Variant]]:
+async def _source(request: web.Request, track_id: str) -> tuple[dict, str, list[Variant]]:
     """The track, the current version of its file, and its variants."""
-    track_id = request.match_info["id"]
     catalog = request.app[CATALOG]
     sources = request.app[SOURCES]
     known = sources.get(track_id)
@@ -74,25 +73,31 @@ def _variant(request: web.Request, version: str, variants: list[Variant]) -> Var
 
 
 async def master(request: web.Request) -> web.Response:
-    _, version, variants = await _source(request)
-    signed = _signed_suffix(request)
-    text = master_playlist(variants, f"{version}/{{name}}/index.m3u8{signed}")
-    return web.Response(text=text, content_type=PLAYLIST, headers=PRIVATE if signed else SHORT_LIVED)
+    text, headers = await master_text(request, request.match_info["id"])
+    return web.Response(text=text, content_type=PLAYLIST, headers=headers)
+
+
+async def master_text(request: web.Request, track_id: str) -> tuple[str, dict[str, str]]:
+    """The track's master playlist (its URIs relative to /hls/{id}/, signed for the user asking)
+    and the headers it goes out with."""
+    _, version, variants = await _source(request, track_id)
+    signed = _signed_suffix(request, track_id)
+    return master_playlist(variants, f"{version}/{{name}}/index.m3u8{signed}"), PRIVATE if signed else SHORT_LIVED
 
 
 async def variant_playlist(request: web.Request) -> web.Response:
-    source, version, variants = await _source(request)
+    source, version, variants = await _source(request, request.match_info["id"])
     variant = _variant(request, version, variants)
     plan = _plan(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
-    signed = _signed_suffix(request)
+    signed = _signed_suffix(request, request.match_info["id"])
     return web.Response(text=media_playlist(plan, "{index}." + _extension(variant) + signed),
                         content_type=PLAYLIST, headers=PRIVATE if signed else SHORT_LIVED)
 
 
-def _signed_suffix(request: web.Request) -> str:
+def _signed_suffix(request: web.Request, track_id: str) -> str:
     """A player that got here with a token or a signature follows the playlist's URIs without
     headers: they carry a signature for everything under /hls/{id}/."""
-    return request.app[AUTH].signed_suffix(request, f"/hls/{request.match_info['id']}/")
+    return request.app[AUTH].signed_suffix(request, f"/hls/{track_id}/")
 
 
 def _extension(variant: Variant) -> str:
@@ -100,7 +105,7 @@ def _extension(variant: Variant) -> str:
 
 
 async def segment(request: web.Request) -> web.Response:
-    source, version, variants = await _source(request)
+    source, version, variants = await _source(request, request.match_info["id"])
     variant = _variant(request, version, variants)
     plan = _plan(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
     raw, _, extension = request.match_info["segment"].partition(".")

@@ -196,11 +196,14 @@ def _http_date(seconds: int) -> str:
     return formatdate(seconds, usegmt=True)
 
 
-async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
-                     metrics: Metrics) -> web.StreamResponse:
-    """Answer GET or HEAD for one open file: 200, 206 (single or multipart), 304, 412 or 416."""
+async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int, metrics: Metrics,
+                     method: str | None = None, extra_head: str = "") -> web.StreamResponse:
+    """Answer GET or HEAD for one open file: 200, 206 (single or multipart), 304, 412 or 416.
+    `method`: what to answer as, when another door's request stands for a GET (a Subsonic POST);
+    `extra_head`: header lines of that door's own (Content-Disposition)."""
     headers = request.headers
-    precondition = evaluate(request.method, headers.get, entry.etag, entry.last_modified)
+    method = method or request.method
+    precondition = evaluate(method, headers.get, entry.etag, entry.last_modified)
     if precondition is Precondition.NOT_MODIFIED:
         return web.Response(status=304, headers=entry.validators)
     if precondition is Precondition.FAILED:
@@ -208,7 +211,7 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
 
     plan = WHOLE
     range_header = headers.get("Range")
-    if range_header is not None and request.method in ("GET", "HEAD"):
+    if range_header is not None and method in ("GET", "HEAD"):
         if_range = headers.get("If-Range")
         if if_range is None or if_range_holds(if_range, entry.etag, entry.last_modified):
             plan = plan_range_header(range_header, entry.size, max_ranges)
@@ -218,15 +221,15 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int,
                               f"no requested range lies within the file's {entry.size} bytes",
                               {"Content-Range": f"bytes */{entry.size}", "Accept-Ranges": "bytes",
                                **entry.validators})
+    send = functools.partial(_send, request, entry, head_only=method == "HEAD", metrics=metrics)
     if plan.outcome is Outcome.WHOLE:
-        return await _send(request, entry, 200, f"Content-Type: {entry.content_type}\r\n",
-                           [(0, entry.size)], metrics)
+        return await send(200, f"Content-Type: {entry.content_type}\r\n{extra_head}", [(0, entry.size)])
     if len(plan.ranges) == 1:
         r = plan.ranges[0]
-        return await _send(request, entry, 206, f"Content-Type: {entry.content_type}\r\n"
-                           f"Content-Range: {r.content_range(entry.size)}\r\n",
-                           [(r.start, r.length)], metrics)
-    return await _send(request, entry, 206, *_multipart(entry, plan.ranges), metrics)
+        return await send(206, f"Content-Type: {entry.content_type}\r\n{extra_head}"
+                          f"Content-Range: {r.content_range(entry.size)}\r\n", [(r.start, r.length)])
+    headers_of_parts, pieces = _multipart(entry, plan.ranges)
+    return await send(206, headers_of_parts + extra_head, pieces)
 
 
 # A body is a list of pieces: bytes to write, or (offset, count) of the file to sendfile.
@@ -284,7 +287,7 @@ _PHRASES = {200: "OK", 206: "Partial Content"}
 
 
 async def _send(request: web.Request, entry: OpenFile, status: int, headers: str,
-                pieces: list[Piece], metrics: Metrics) -> web.StreamResponse:
+                pieces: list[Piece], *, head_only: bool, metrics: Metrics) -> web.StreamResponse:
     """Write the status line and headers, then the pieces: bytes as they are, file spans with
     sendfile. `headers` holds this answer's own header lines (Content-Type, Content-Range)."""
     transport = request.transport
@@ -304,7 +307,7 @@ async def _send(request: web.Request, entry: OpenFile, status: int, headers: str
     metrics.active_streams += 1
     try:
         transport.write(head.encode("latin-1"))
-        if request.method != "HEAD":
+        if not head_only:
             for piece in pieces:
                 if isinstance(piece, bytes):
                     transport.write(piece)

@@ -30,14 +30,20 @@ CHUNK = 256 * 1024
 async def stream(request: web.Request) -> web.StreamResponse:
     if "format" in request.query:
         return await transcodes.transcode(request)
+    return await send_original(request, request.match_info["id"])
+
+
+async def send_original(request: web.Request, track_id: str, *, method: str | None = None,
+                        extra_head: str = "") -> web.StreamResponse:
+    """A track's original bytes for this request, answered as `method` (default: the request's)
+    with `extra_head` lines (streamer.delivery.originals.serve_file), from wherever they are."""
     files = request.app[OPEN_FILES]
-    track_id = request.match_info["id"]
     entry = files.cached(track_id) or await files.locate(track_id, arriving=_plain(request))
     if isinstance(entry, Arriving):
         with entry.file.reader() as reader:
-            return await _send_arriving(request, entry.file, reader, entry.content_type)
+            return await _send_arriving(request, entry.file, reader, entry.content_type, method or request.method)
     return await serve_file(request, entry, max_ranges=request.app[SETTINGS].max_ranges,
-                            metrics=request.app[METRICS])
+                            metrics=request.app[METRICS], method=method, extra_head=extra_head)
 
 
 def _plain(request: web.Request) -> bool:
@@ -49,7 +55,8 @@ def _plain(request: web.Request) -> bool:
     return specs is None or len(specs) <= 1
 
 
-async def _send_arriving(request: web.Request, growing: GrowingFile, reader, content_type: str) -> web.StreamResponse:
+async def _send_arriving(request: web.Request, growing: GrowingFile, reader, content_type: str,
+                         method: str) -> web.StreamResponse:
     size = growing.size
     header = request.headers.get("Range")
     plan = plan_range_header(header, size, 1) if header is not None and parse_range(header) else None
@@ -66,7 +73,7 @@ async def _send_arriving(request: web.Request, growing: GrowingFile, reader, con
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     response.content_length = end - start
     await response.prepare(request)
-    if request.method != "HEAD":
+    if method != "HEAD":
         await _send_as_it_grows(request, response, growing, reader, start, end)
     return response
 

@@ -202,14 +202,21 @@ class Transcodes:
 TRANSCODES = web.AppKey("transcodes", Transcodes)
 
 async def transcode(request: web.Request) -> web.StreamResponse:
-    app = request.app
+    """`GET /stream/{id}?format=&bitrate=&start=`."""
     track_id = request.match_info["id"]
     fmt = request.query.get("format", "")
     if fmt not in FORMATS:
         raise bad_param("format", f"must be one of {', '.join(FORMATS)}, not {fmt[:20]!r}")
     bitrate = int_param(request, "bitrate", 128 if fmt != "opus" else 96, 32, 320)
-    source = await app[CATALOG].track_source(track_id)
-    start = _start_param(request, source["duration"])
+    source = await request.app[CATALOG].track_source(track_id)
+    return await send_transcode(request, track_id, fmt, bitrate, _start_param(request, source["duration"]))
+
+
+async def send_transcode(request: web.Request, track_id: str, fmt: str, bitrate: int, start: float, *,
+                         method: str | None = None) -> web.StreamResponse:
+    """The track transcoded to `fmt` (one of FORMATS) at `bitrate` kbit/s from `start` seconds, for
+    this request answered as `method` (default: the request's)."""
+    app, method = request.app, method or request.method
     files = app[OPEN_FILES]
     entry = files.cached(track_id) or await files.open(track_id)
     version = hashlib.blake2b(entry.etag.encode(), digest_size=6).hexdigest()
@@ -222,10 +229,10 @@ async def transcode(request: web.Request) -> web.StreamResponse:
             done = OpenFile(cached, cached.name, os.fstat(cached.fileno()), content_type,
                             app[CATALOG].generation)
             return await serve_file(request, done, max_ranges=app[SETTINGS].max_ranges,
-                                    metrics=app[METRICS])
+                                    metrics=app[METRICS], method=method)
 
     headers = {"Content-Type": content_type, "Cache-Control": "no-cache", **CORS_HEADERS}
-    if request.method == "HEAD":  # what a GET would start sending; no ffmpeg for a look
+    if method == "HEAD":  # what a GET would start sending; no ffmpeg for a look
         return web.Response(headers=headers)
     arguments = [*(["-ss", f"{start:.3f}"] if start else []), "-i", entry.path, "-map", "0:a:0",
                  "-map_metadata", "-1", *encoder, "-b:a", f"{bitrate}k", "-f", container, "pipe:1"]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from media import InvalidData, InvalidQuery, NotFound
-from streamer.http.auth import USER
+from streamer.http.auth import SHAREABLE, USER
 from streamer.http.edge import Handler, Routes, Write
 from streamer.http.errors import ApiError
 from streamer.subsonic.protocol import (FORMAT, GENERIC, NOT_AUTHORIZED, NOT_FOUND, PARAMS, WRONG_CREDENTIALS,
@@ -36,7 +36,7 @@ def endpoint(routes: Routes, name: str, handler: Endpoint, *, signed_in: bool = 
     declared = None if write is None else dataclasses.replace(write, secret_params=CREDENTIALS,
                                                               queued_answer=_kept)
     for path, route in ((f"/rest/{name}", f"subsonic_{name}"), (f"/rest/{name}.view", f"subsonic_{name}_view")):
-        for method in ("GET", "POST"):
+        for method in ("GET", "POST") if declared else ("GET", "HEAD", "POST"):  # a HEAD never writes
             if declared is None:
                 routes.add(method, path, handler, route, access="open", around=around)
             else:
@@ -58,6 +58,7 @@ def _door(handler: Handler, signed_in: bool) -> Handler:
             fmt = request[FORMAT] = choose_format(request[PARAMS])
             if signed_in:
                 request[USER] = await request.app[SIGNIN].user(request)
+                request[SHAREABLE] = False  # asked with credentials: no shared cache keeps it (RFC 9111 §3.5)
             return await handler(request)
         except SubsonicError as exc:
             return error_answer(fmt, exc)

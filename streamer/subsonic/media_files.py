@@ -4,7 +4,7 @@ getLyricsBySongId (OpenSubsonic's songLyrics).
 Bytes go out through delivery's own paths, never a copy of them: an original through /stream's
 (exact RFC 9110 Range, conditional requests, a region's pull of bytes it lacks), a transcode
 through its transcodes (ffmpeg pool, shared runs, the cache), HLS through its master playlist.
-Those take a request for GET /stream/{id}; `_as_delivery` makes one from the Subsonic request.
+Each takes the track id and the method to answer as (a Subsonic POST stands for a GET).
 
 stream: `format=raw` is the original, always. Otherwise the original goes out unless
 `maxBitRate` is below its bitrate, `format` names another format, or `timeOffset` (OpenSubsonic's
@@ -24,19 +24,15 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.web_urldispatcher import UrlMappingMatchInfo
-from yarl import URL
 
 from media import Busy, FfmpegFailed, InvalidQuery, NotFound, covers, image_type, lyrics
-from streamer.delivery.hls import PLAYLIST
-from streamer.delivery.hls import master as hls_master
-from streamer.delivery.originals import CORS_HEADERS, OPEN_FILES, OpenFile, PacedResponse, serve_file
-from streamer.delivery.stream import stream as stream_original
-from streamer.delivery.transcodes import transcode
-from streamer.http.auth import SHAREABLE
+from streamer.delivery.hls import PLAYLIST, master_text
+from streamer.delivery.originals import CORS_HEADERS, OPEN_FILES, PacedResponse
+from streamer.delivery.stream import send_original
+from streamer.delivery.transcodes import send_transcode
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError, error_response
-from streamer.http.keys import CACHE, CATALOG, FFMPEG_POOL, METRICS, SETTINGS
+from streamer.http.keys import CACHE, CATALOG, FFMPEG_POOL, SETTINGS
 from streamer.http.params import base_url
 from streamer.http.preconditions import etag_matches
 from streamer.subsonic.door import endpoint
@@ -66,24 +62,9 @@ def plan_stream(fmt: str, max_kbps: int, offset: float, source: dict[str, Any]) 
     return target, min(max(kbps, MIN_KBPS), MAX_KBPS)
 
 
-def _as_delivery(request: web.Request, path: str, track_id: str, query: dict[str, str] | None = None) -> web.Request:
-    """The Subsonic request as delivery's routes take theirs: the same connection, client,
-    headers (Range, conditions) and signed-in user; `path` with the track's id as its {id}. A
-    POST (formPost) becomes a GET: its form is read already, and Range applies to GET only.
-    aiohttp's clone() refuses a request whose body was read (two readers of one stream);
-    nothing reads this one again, so it is cloned as if unread."""
-    read, request._read_bytes = request._read_bytes, None
-    try:
-        method = "HEAD" if request.method == "HEAD" else "GET"  # HEAD, should the door route it
-        derived = request.clone(method=method, rel_url=URL.build(path=path, query=query or {}))
-    finally:
-        request._read_bytes = read
-    match = UrlMappingMatchInfo({"id": track_id}, request.match_info.route)
-    match.add_app(request.app)
-    match.freeze()
-    derived._match_info = match
-    derived[SHAREABLE] = False  # asked with credentials: no shared cache keeps it (RFC 9111 §3.5)
-    return derived
+def _as_get(request: web.Request) -> str:
+    """A Subsonic POST (formPost) stands for a GET: Range and conditions apply as to one."""
+    return "HEAD" if request.method == "HEAD" else "GET"
 
 
 @contextlib.contextmanager
@@ -107,9 +88,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     plan = plan_stream(fmt, max_kbps, offset, source)
     if plan is None:
         return await _original(request, track_id)
-    query = {"format": plan[0], "bitrate": str(plan[1]), **({"start": f"{offset:.3f}"} if offset else {})}
     with _ffmpeg_errors():
-        return await transcode(_as_delivery(request, f"/stream/{track_id}", track_id, query))
+        return await send_transcode(request, track_id, plan[0], plan[1], offset, method=_as_get(request))
 
 
 def _time_offset(request: web.Request, duration: float) -> float:
@@ -127,7 +107,7 @@ def _time_offset(request: web.Request, duration: float) -> float:
 
 async def _original(request: web.Request, track_id: str) -> web.StreamResponse:
     try:
-        return await stream_original(_as_delivery(request, f"/stream/{track_id}", track_id))
+        return await send_original(request, track_id, method=_as_get(request))
     except ApiError as exc:
         if exc.status == 412:  # If-Match and If-Unmodified-Since keep their HTTP meaning (RFC 9110 §13.1)
             return error_response(exc.status, exc.code, exc.message, exc.headers)
@@ -138,27 +118,13 @@ async def download(request: web.Request) -> web.StreamResponse:
     """The original file, Range and all, named for saving (RFC 6266)."""
     track_id = one(request, "id")
     relpath, _ = await request.app[CATALOG].track_file(track_id)
-    files = request.app[OPEN_FILES]
-    entry = _attachment(files.cached(track_id) or await files.open(track_id), posixpath.basename(relpath))
-    derived = _as_delivery(request, f"/stream/{track_id}", track_id)
+    named = f"Content-Disposition: {content_disposition(posixpath.basename(relpath))}\r\n"
     try:
-        return await serve_file(derived, entry, max_ranges=request.app[SETTINGS].max_ranges,
-                                metrics=request.app[METRICS])
+        return await send_original(request, track_id, method=_as_get(request), extra_head=named)
     except ApiError as exc:
         if exc.status == 412:
             return error_response(exc.status, exc.code, exc.message, exc.headers)
         raise
-
-
-def _attachment(entry: OpenFile, name: str) -> OpenFile:
-    """A copy of the open file whose answers also carry Content-Disposition: the same file, the
-    same validators; only the head the original-bytes path writes grows by a line."""
-    named = OpenFile.__new__(OpenFile)
-    for slot in OpenFile.__slots__:
-        setattr(named, slot, getattr(entry, slot))
-    line = f"Content-Disposition: {content_disposition(name)}\r\n"
-    named.head, named.private_head = entry.head + line, entry.private_head + line
-    return named
 
 
 def content_disposition(name: str) -> str:
@@ -253,8 +219,8 @@ async def hls(request: web.Request) -> web.Response:
     above the highest one asked for (the lowest stays, so something plays)."""
     track_id = one(request, "id")
     limit = max((_kbps(value) for value in many(request, "bitRate")), default=0)
-    playlist = await hls_master(_as_delivery(request, f"/hls/{track_id}/master.m3u8", track_id))
-    text = limited_master(playlist.text, f"{base_url(request)}/hls/{track_id}/", limit)
+    playlist, _ = await master_text(request, track_id)
+    text = limited_master(playlist, f"{base_url(request)}/hls/{track_id}/", limit)
     return web.Response(text=text, content_type=PLAYLIST, headers={"Cache-Control": "private, max-age=10",
                                                                   **CORS_HEADERS})
 
