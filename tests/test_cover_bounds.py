@@ -9,7 +9,8 @@ from mutagen.id3 import APIC, ID3
 from mutagen.mp4 import MP4, MP4Cover
 
 from streamer import create_app
-from streamer.api.catalog import COVERS, MAX_COVER_BYTES
+from media.covers import MAX_COVER_BYTES
+from streamer.api.catalog import COVERS
 from tests.conftest import encode, settings_for, wait_for_scan
 
 PNG = b"\x89PNG\r\n\x1a\n"

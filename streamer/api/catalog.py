@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from media import OutsideLibrary, image_type, library_file, read_embedded_art
+from media.covers import load_cover
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError, bad_param
 from streamer.http.keys import AUTH, CATALOG, SETTINGS
@@ -20,7 +20,6 @@ from streamer.http.preconditions import etag_matches
 
 log = logging.getLogger(__name__)
 
-MAX_COVER_BYTES = 20 * 1024 * 1024
 
 
 def track_out(track: dict[str, Any], base: str) -> dict[str, Any]:
@@ -152,7 +151,7 @@ async def album_cover(request: web.Request) -> web.Response:
     item = request.app[COVERS].get(key)
     if item is None:
         where = await catalog.album_cover(album_id)
-        loaded = await asyncio.to_thread(_load_cover, request.app[SETTINGS].library, where) if where else None
+        loaded = await asyncio.to_thread(load_cover, request.app[SETTINGS].library, where) if where else None
         if loaded is None:
             raise ApiError(404, "not_found", f"album {album_id!r} has no cover")
         data, mime = loaded
@@ -163,27 +162,8 @@ async def album_cover(request: web.Request) -> web.Response:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return web.Response(status=304, headers=headers)
-    # Up to MAX_COVER_BYTES: sent under the no-progress rule of every body.
+    # Up to media.covers.MAX_COVER_BYTES: sent under the no-progress rule of every body.
     return PacedResponse(body=data, content_type=mime, headers=headers)
-
-
-def _load_cover(library, where: tuple[str, str]) -> tuple[bytes, str] | None:
-    kind, relpath = where
-    try:
-        path = library_file(library, relpath)
-    except OutsideLibrary:
-        log.warning("refused to open the cover %r: not inside the library", relpath[:200])
-        return None
-    if kind == "embedded":
-        return read_embedded_art(path, limit=MAX_COVER_BYTES)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_COVER_BYTES + 1)
-    except OSError as exc:
-        log.warning("cover %s cannot be read: %s", relpath, exc)
-        return None
-    mime = image_type(data)
-    return (data, mime) if mime and len(data) <= MAX_COVER_BYTES else None
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:
