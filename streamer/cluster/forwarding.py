@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -124,6 +125,7 @@ class Forwarder:
         # No token at rest: the user by id, which the master takes with the cluster secret.
         kept = {name: value for name, value in headers.items() if name != "Authorization"}
         kept[ON_BEHALF_HEADER] = request[USER]["id"]
+        body = _form_without(body, headers.get("Content-Type", ""), write.secret_params)
         try:
             await asyncio.to_thread(self.outbox.add, request.method, _without(request, write.secret_params),
                                     kept, body, time.time())
@@ -147,6 +149,8 @@ class Forwarder:
             with rehearsal():
                 response = await handler(request)
         except Exception as exc:
+            if write.refuses is not None and write.refuses(exc):
+                raise
             answer = from_exception(exc)
             if answer is not None and answer.status in _REFUSALS:
                 raise
@@ -271,6 +275,14 @@ def _without(request: web.Request, names: tuple[str, ...]) -> str:
     if not any(name in url.query for name in names):
         return request.path_qs
     return str(url.with_query([(k, v) for k, v in url.query.items() if k not in names]))
+
+
+def _form_without(body: bytes, content_type: str, names: tuple[str, ...]) -> bytes:
+    """A form body (a Subsonic app's POST) without the fields `names` (credentials)."""
+    if not names or not content_type.startswith("application/x-www-form-urlencoded"):
+        return body
+    fields = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return urllib.parse.urlencode([(k, v) for k, v in fields if k not in names]).encode()
 
 
 def _queued_answer(key: str, ids: list[str], write: Write) -> web.Response:

@@ -42,6 +42,9 @@ class Write:
     # How a door says "kept, applied once the master is back" in its own protocol (request, the
     # write's idempotency key, the ids handed out); None: 202 with a JSON body saying so.
     queued_answer: Callable[[web.Request, str, list[str]], web.StreamResponse] | None = None
+    # Which of the door's own errors, raised by a rehearsal of the write, refuse it for good (the
+    # JSON API's are 400/413/422 answers); None: only those.
+    refuses: Callable[[BaseException], bool] | None = None
 
 
 

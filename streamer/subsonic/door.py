@@ -34,7 +34,7 @@ def endpoint(routes: Routes, name: str, handler: Endpoint, *, signed_in: bool = 
     """Register a Subsonic endpoint; `write`: it changes listener data (a write route)."""
     around = functools.partial(_door, signed_in=signed_in)
     declared = None if write is None else dataclasses.replace(write, secret_params=CREDENTIALS,
-                                                              queued_answer=_kept)
+                                                              queued_answer=_kept, refuses=_refused)
     for path, route in ((f"/rest/{name}", f"subsonic_{name}"), (f"/rest/{name}.view", f"subsonic_{name}_view")):
         for method in ("GET", "POST") if declared else ("GET", "HEAD", "POST"):  # a HEAD never writes
             if declared is None:
@@ -47,6 +47,12 @@ def _kept(request: web.Request, key: str, ids: list[str]) -> web.Response:
     """A write a region keeps while its master is away is, to a Subsonic app, done: it is applied
     once the master is back (by its key), and the app reads it there."""
     return answer(request)
+
+
+def _refused(exc: BaseException) -> bool:
+    """A write a region would keep is refused now when its own rehearsal says it is wrong; not
+    when what it names is not here yet (a playlist made by a write still in the outbox)."""
+    return isinstance(exc, SubsonicError) and exc.code != NOT_FOUND
 
 
 def _door(handler: Handler, signed_in: bool) -> Handler:

@@ -18,7 +18,7 @@ from streamer.subsonic.protocol import NOT_AUTHORIZED, SubsonicError, answer, no
 MUSIC_FOLDER = {"id": 1, "name": "Music"}  # one library per node
 # OpenSubsonic extensions this server implements fully (the endpoint needs no sign-in).
 EXTENSIONS = [{"name": name, "versions": [1]}
-              for name in ("apiKeyAuthentication", "formPost", "transcodeOffset", "songLyrics")]
+              for name in ("apiKeyAuthentication", "formPost", "transcodeOffset", "songLyrics", "indexBasedQueue")]
 
 
 async def ping(request: web.Request) -> web.Response:
