@@ -23,10 +23,11 @@ import sqlite_utils
 from media import ids, listeners
 from media.database import Database, keep_private
 from media.errors import InvalidQuery, NotFound
+from media.tags import TAGS_VERSION
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -42,7 +43,8 @@ ARTIST_FIELDS = ("id", "name", "album_count", "track_count")
 # Scanner-provided columns of a track (tags as read plus file facts).
 SCANNED_FIELDS = ("id", "path", "size", "mtime_ns", "title", "tag_artist", "tag_album",
                   "album_artist_tag", "compilation", "track_number", "disc_number", "year", "genre",
-                  "duration", "codec", "container", "bitrate", "sample_rate", "channels", "has_art", "fingerprint")
+                  "duration", "codec", "container", "bitrate", "sample_rate", "channels", "has_art", "fingerprint",
+                  "rg_track_gain", "rg_track_peak", "rg_album_gain", "rg_album_peak", "mbid", "tags_read")
 
 _TRACK_SORTS = {
     "default": "album_artist COLLATE NOCASE, album COLLATE NOCASE, disc_number, track_number, title",
@@ -128,8 +130,17 @@ def _migrate_7(db: sqlite_utils.Database) -> None:
         db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {sql}")
 
 
+def _migrate_8(db: sqlite_utils.Database) -> None:
+    """ReplayGain values and the MusicBrainz id of each track (media.tags), and which version of
+    the tag reader read it: the next scan reads every file again, once (file_index)."""
+    for column, kind in (("rg_track_gain", "REAL"), ("rg_track_peak", "REAL"), ("rg_album_gain", "REAL"),
+                         ("rg_album_peak", "REAL"), ("mbid", "TEXT"), ("tags_read", "INTEGER")):
+        if column not in db["tracks"].columns_dict:
+            db.execute(f"ALTER TABLE tracks ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: listeners.migrate_6, 7: _migrate_7}
+              6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8}
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -337,9 +348,10 @@ def counts(db: sqlite_utils.Database) -> dict[str, int]:
 
 def file_index(db: sqlite_utils.Database) -> dict[str, tuple[int, int]]:
     """path -> (size, mtime_ns): what the scanner compares the folder with. A track without a
-    content fingerprint (scanned before they existed) shows no mtime, so it is read again."""
-    return {p: (s, m if f is not None else -1)
-            for p, s, m, f in db.execute("SELECT path, size, mtime_ns, fingerprint FROM tracks")}
+    content fingerprint (scanned before they existed), or read by an older tag reader, shows no
+    mtime, so it is read again."""
+    return {p: (s, m if f is not None and (v or 0) >= TAGS_VERSION else -1) for p, s, m, f, v in
+            db.execute("SELECT path, size, mtime_ns, fingerprint, tags_read FROM tracks")}
 
 
 def _like(text: str) -> str:

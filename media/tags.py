@@ -56,6 +56,19 @@ _AVERAGED_BITRATE = {"vorbis", "opus"}
 # encoder was fed, and mutagen reports no rate at all.
 _OPUS_RATE = 48000
 
+# Loudness and identity, read beside the tags above (OpenSubsonic's replayGain and musicBrainzId).
+# ID3 keeps them in TXXX frames (the MusicBrainz recording id in UFID), MP4 in iTunes freeform
+# atoms, Vorbis comments under their own names; Opus's R128 gains are Q7.8 dB relative to -23 LUFS.
+_EXTRA_KEYS = {"rg_track_gain": "replaygain_track_gain", "rg_track_peak": "replaygain_track_peak",
+               "rg_album_gain": "replaygain_album_gain", "rg_album_peak": "replaygain_album_peak",
+               "mbid": "musicbrainz_trackid"}
+_MP4_FREEFORM = {"replaygain_track_gain": "replaygain_track_gain", "replaygain_track_peak": "replaygain_track_peak",
+                 "replaygain_album_gain": "replaygain_album_gain", "replaygain_album_peak": "replaygain_album_peak",
+                 "musicbrainz track id": "musicbrainz_trackid"}
+_R128 = {"r128_track_gain": "rg_track_gain", "r128_album_gain": "rg_album_gain"}
+_NUMBER = re.compile(r"\s*([-+]?\d+(?:\.\d+)?)")
+TAGS_VERSION = 2  # what read_track reads: a track read by an older version is read again
+
 _LEADING_INT = re.compile(r"\s*(\d+)")
 _YEAR = re.compile(r"(\d{4})")
 
@@ -119,6 +132,8 @@ def read_track(path: str | Path, size: int | None = None) -> dict[str, Any]:
         "sample_rate": _sample_rate(codec, info),
         "channels": int(getattr(info, "channels", 0) or 0) or None,
         "has_art": _has_art(audio),
+        **_loudness_and_identity(audio),
+        "tags_read": TAGS_VERSION,
     }
 
 
@@ -247,6 +262,43 @@ def _tags(audio: Any) -> dict[str, str]:
     for key, value in tags:
         found.setdefault(key.lower(), value)
     return {field: str(found[key]) for field, key in _VORBIS.items() if found.get(key)}
+
+
+def _loudness_and_identity(audio: Any) -> dict[str, Any]:
+    """ReplayGain values in dB (gains) and linear (peaks), and the MusicBrainz recording id."""
+    found = _extra_tags(audio)
+    out: dict[str, Any] = {field: _number(found.get(key)) for field, key in _EXTRA_KEYS.items() if field != "mbid"}
+    for key, field in _R128.items():
+        if out[field] is None and (q78 := _number(found.get(key))) is not None:
+            out[field] = round(q78 / 256 + 5, 2)  # -23 LUFS (R128) is ReplayGain's -18 minus 5 dB
+    mbid = found.get("musicbrainz_trackid", "").strip()
+    out["mbid"] = mbid if 0 < len(mbid) <= 64 else None
+    return out
+
+
+def _extra_tags(audio: Any) -> dict[str, str]:
+    tags = audio.tags
+    if tags is None:
+        return {}
+    if isinstance(tags, ID3):
+        found = {frame.desc.lower(): str(frame.text[0]) for frame in tags.getall("TXXX") if frame.text}
+        ufid = tags.get("UFID:http://musicbrainz.org")
+        if ufid is not None:
+            found["musicbrainz_trackid"] = ufid.data.decode("ascii", "replace")
+        return found
+    if isinstance(audio, MP4):
+        return {ours: bytes(values[0]).decode("utf-8", "replace") for atom, values in tags.items()
+                if atom.startswith("----:com.apple.iTunes:") and values
+                and (ours := _MP4_FREEFORM.get(atom.split(":", 2)[2].lower()))}
+    found: dict[str, str] = {}
+    for key, value in tags:
+        found.setdefault(key.lower(), value)
+    return found
+
+
+def _number(value: str | None) -> float | None:
+    match = _NUMBER.match(value) if value else None
+    return float(match.group(1)) if match else None
 
 
 def _codec(audio: Any) -> str:

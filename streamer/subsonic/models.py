@@ -41,11 +41,18 @@ def song(row: dict[str, Any]) -> dict[str, Any]:
         "starred": row.get("starred"), "userRating": row.get("user_rating"), "albumId": row["album_id"],
         "artistId": row["artist_id"] or None, "type": "music", "created": row["added_at"],
         "isVideo": False, "mediaType": "song", "bpm": 0, "comment": "", "sortName": "",
-        "musicBrainzId": "", "genres": [{"name": row["genre"]}] if row["genre"] else [],
+        "musicBrainzId": row.get("mbid") or "", "genres": [{"name": row["genre"]}] if row["genre"] else [],
         "artists": artists, "displayArtist": row["artist"], "albumArtists": _album_artists(row),
         "displayAlbumArtist": row["album_artist"], "contributors": [], "displayComposer": "", "moods": [],
-        "replayGain": {}, "explicitStatus": "",
+        "replayGain": replay_gain(row), "explicitStatus": "",
     })
+
+
+def replay_gain(row: dict[str, Any]) -> dict[str, float]:
+    """OpenSubsonic's replayGain: the values the file's tags hold (always present, maybe empty)."""
+    fields = {"trackGain": "rg_track_gain", "trackPeak": "rg_track_peak", "albumGain": "rg_album_gain",
+              "albumPeak": "rg_album_peak"}
+    return {name: row[column] for name, column in fields.items() if row.get(column) is not None}
 
 
 def _album_artists(row: dict[str, Any]) -> list[dict[str, Any]]:
