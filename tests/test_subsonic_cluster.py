@@ -10,6 +10,7 @@ import hashlib
 import sqlite3
 import sys
 import time
+from datetime import UTC, datetime
 import urllib.parse
 
 import aiohttp
@@ -83,10 +84,14 @@ async def test_subsonic_at_a_region_with_the_master_up_and_down(tmp_path, demo_l
             assert refused["status"] == "failed" and refused["error"]["code"] == 10
             _no_credentials_at_rest(tmp_path / "a" / "outbox.db")
 
+            back = time.time()
             await start_master(session, procs, tmp_path, demo_library, port_m, "--cluster-nodes", nodes)
             await _until(lambda: _has_star(session, master_url, third), what="the kept star at the master")
             await _until(lambda: _played_once(session, b_url, second), what="the kept scrobble at B")
             assert await _plays_of(session, master_url, second) == 1  # exactly once
+            played = (await _rest(session, master_url, "getSong", id=second))["song"]["played"]
+            played_at = datetime.strptime(played, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+            assert played_at <= back  # played when the region took it, not when the master got it
     finally:
         for proc, _, _ in procs.values():
             if proc.poll() is None:

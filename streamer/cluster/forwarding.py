@@ -30,7 +30,7 @@ from streamer.api.bodies import ASSIGNED_IDS_HEADER, plays_of
 from streamer.cluster.feed import SEQUENCE_HEADER
 from streamer.cluster.follower import RETRY_SECONDS, Follower
 from streamer.cluster.play_batches import MasterUnreachable, PlayBatches
-from streamer.http.auth import ON_BEHALF_HEADER, SECRET_HEADER, USER
+from streamer.http.auth import ACCEPTED_AT_HEADER, ON_BEHALF_HEADER, SECRET_HEADER, USER
 from streamer.http.edge import Handler, Write
 from streamer.http.errors import ApiError, from_exception
 
@@ -125,6 +125,7 @@ class Forwarder:
         # No token at rest: the user by id, which the master takes with the cluster secret.
         kept = {name: value for name, value in headers.items() if name != "Authorization"}
         kept[ON_BEHALF_HEADER] = request[USER]["id"]
+        kept[ACCEPTED_AT_HEADER] = str(int(time.time() * 1000))  # "now" for a write that says no time
         body = _form_without(body, headers.get("Content-Type", ""), write.secret_params)
         try:
             await asyncio.to_thread(self.outbox.add, request.method, _without(request, write.secret_params),

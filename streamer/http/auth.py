@@ -58,6 +58,7 @@ USER = web.RequestKey("user", dict)  # who is asking, when they said so
 # anonymously only because of where the client is (auto). Set at the edge, after the check.
 SHAREABLE = web.RequestKey("shareable", bool)
 SECRET_HEADER = "X-Cluster-Secret"  # node to node: the cluster secret, compared in constant time
+ACCEPTED_AT_HEADER = "X-Accepted-At"  # when a region took a write it kept (ms since 1970)
 ON_BEHALF_HEADER = "X-On-Behalf-Of"  # a queued write's user id, sent with the cluster secret
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CLIENT = web.RequestKey("client_address", str)  # worked out once per request
@@ -331,6 +332,15 @@ class Auth:
             left = started + FAILURE_WINDOW - now
             raise ApiError(429, "too_many_requests", "too many failed authentications from this address",
                            {"Retry-After": str(max(1, int(left + 0.999)))})
+
+
+def accepted_at(request: web.BaseRequest, auth: Auth) -> float:
+    """When the write was made (seconds since 1970): now, or for a write a region kept while its
+    master was away, when the region took it (believed with the cluster secret only)."""
+    given = request.headers.get(ACCEPTED_AT_HEADER, "")
+    if given.isdigit() and len(given) <= 15 and auth.from_cluster(request):
+        return min(int(given) / 1000, time.time())
+    return time.time()
 
 
 def password_key(cluster_secret: str, node_secret: bytes) -> bytes:

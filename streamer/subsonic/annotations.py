@@ -24,9 +24,9 @@ from aiohttp import web
 
 from media import annotated, listeners
 from streamer.api.bodies import assigned_ids, idempotency_key
-from streamer.http.auth import USER
+from streamer.http.auth import USER, accepted_at
 from streamer.http.edge import Routes, Write
-from streamer.http.keys import CATALOG, NODE, WRITE_LIMITS
+from streamer.http.keys import AUTH, CATALOG, NODE, WRITE_LIMITS
 from streamer.subsonic.door import CREDENTIALS, endpoint
 from streamer.subsonic.models import song
 from streamer.subsonic.protocol import (GENERIC, PARAMS, SubsonicError, answer, flag, integer, many, missing,
@@ -166,7 +166,7 @@ def _times(request: web.Request, count: int) -> list[int]:
     given = many(request, "time")
     if len(given) > count:
         raise SubsonicError(GENERIC, "time: more times than ids")
-    now_ms = int(time.time() * 1000)
+    now_ms = int(accepted_at(request, request.app[AUTH]) * 1000)  # a kept scrobble: when the region took it
     times = []
     for raw in given:
         try:
