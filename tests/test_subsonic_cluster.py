@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 import urllib.parse
 
 import aiohttp
-import libopensonic
 import libsonic
 
 from tests.test_cli import RUN, free_port
 from tests.test_cluster import SECRET, _start, _wait_ready
 from tests.test_failover import _region, start_master
 from tests.test_promotion import _until
+from tests.subsonic_walks import check_walk, walk_opensonic, walk_sonic
 
 PASSWORD = "correct horse"
 
@@ -56,7 +56,7 @@ async def _plays_of(session, url: str, track_id: str) -> int:
     return songs.get("playCount", 0)
 
 
-async def test_subsonic_at_a_region_with_the_master_up_and_down(tmp_path, demo_library):
+async def test_subsonic_at_a_region_with_the_master_up_and_down(tmp_path, demo_library, ffmpeg):
     await _add_user(tmp_path)
     port_m, port_a, port_b = free_port(), free_port(), free_port()
     master_url = f"http://127.0.0.1:{port_m}"
@@ -69,11 +69,19 @@ async def test_subsonic_at_a_region_with_the_master_up_and_down(tmp_path, demo_l
                 procs[name] = _start(tmp_path, name, *_region(tmp_path, name, port, master_url, nodes=nodes), port=port)
                 await _wait_ready(session, procs[name][1], procs[name][0], procs[name][2])
             a_url, b_url = procs["a"][1], procs["b"][1]
-            songs = await _session_at(port_a)
+            walked = {}
+            for walk in (walk_opensonic, walk_sonic):  # both libraries walk a whole session at A
+                got = walked[walk.__name__] = await asyncio.to_thread(walk, port_a, PASSWORD, ffmpeg)
+                song = await (await session.get(f"{master_url}/api/v1/tracks/{got['song']}")).json()
+                check_walk(got, await (await session.get(f"{master_url}/stream/{got['song']}")).read(),
+                           song["duration"])
+            await _covers_at_a_region(session, a_url, walked["walk_sonic"]["album"])
+            songs = walked["walk_sonic"]["synced"]
             first, second, third = songs[:3]
+            assert (await _rest(session, a_url, "star", id=first))["status"] == "ok"
             await _until(lambda: _has_star(session, b_url, first), what="A's star at B")
             playlists = (await _rest(session, b_url, "getPlaylists"))["playlists"]["playlist"]
-            assert [p["name"] for p in playlists] == ["road trip"]
+            assert [p["name"] for p in playlists] == ["road trip 2", "road trip 2"]  # one per walk
 
             procs["master"][0].kill()
             procs["master"][0].wait(timeout=30)
@@ -99,28 +107,16 @@ async def test_subsonic_at_a_region_with_the_master_up_and_down(tmp_path, demo_l
                 proc.wait(timeout=30)
 
 
-async def _session_at(port: int) -> list[str]:
-    """A Symfonium-like session with py-opensonic at a region: sync the library with empty search3
-    pages, browse, star, make a playlist, save the play queue. The synced song ids."""
-    client = libopensonic.Connection("http://127.0.0.1", "ann", PASSWORD, port=port)
-    try:
-        songs: list[str] = []
-        while True:
-            page = await asyncio.to_thread(client.search3, "", artist_count=0, album_count=0, song_count=3,
-                                           song_offset=len(songs))
-            found = [song.id for song in (page.song or [])]
-            if not found:
-                break
-            songs += found
-        assert len(songs) == len(set(songs)) == 9  # the demo library, each once
-        album = await asyncio.to_thread(client.get_album, (await asyncio.to_thread(client.get_song, songs[0])).album_id)
-        assert songs[0] in [song.id for song in album.song]
-        await asyncio.to_thread(client.star, [songs[0]])
-        await asyncio.to_thread(client.create_playlist, name="road trip", song_ids=songs[:2])
-        await asyncio.to_thread(client.save_play_queue, songs[:3], current=songs[1], position=42_000)
-        return songs
-    finally:
-        await asyncio.to_thread(client.cleanup)
+async def _covers_at_a_region(session, url: str, album_id: str) -> None:
+    """The region's library holds no pictures: the JSON API's cover comes from another node too,
+    and another node's cover endpoint gives only covers its catalog names, with the secret."""
+    async with session.get(f"{url}/api/v1/albums/{album_id}/cover") as resp:
+        assert resp.status == 200 and resp.content_type.startswith("image/"), await resp.text()
+    for query, headers, status in (({"kind": "folder", "path": "../../etc/passwd"}, {"X-Cluster-Secret": SECRET}, 404),
+                                   ({"kind": "other", "path": "x"}, {"X-Cluster-Secret": SECRET}, 404),
+                                   ({"kind": "folder", "path": "x"}, {}, 403)):
+        async with session.get(f"{url}/cluster/v1/cover", params=query, headers=headers) as resp:
+            assert resp.status == status, (query, await resp.text())
 
 
 async def _has_star(session, url: str, track_id: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
@@ -10,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from media.covers import load_cover
+from streamer.delivery.covers import cover_bytes
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError, bad_param
-from streamer.http.keys import AUTH, CATALOG, SETTINGS
+from streamer.http.keys import AUTH, CATALOG
 from streamer.delivery.originals import CORS_HEADERS, PacedResponse
 from streamer.http.params import base_url, int_param, page_params, text_param
 from streamer.http.preconditions import etag_matches
@@ -151,7 +150,7 @@ async def album_cover(request: web.Request) -> web.Response:
     item = request.app[COVERS].get(key)
     if item is None:
         where = await catalog.album_cover(album_id)
-        loaded = await asyncio.to_thread(load_cover, request.app[SETTINGS].library, where) if where else None
+        loaded = await cover_bytes(request.app, where) if where else None
         if loaded is None:
             raise ApiError(404, "not_found", f"album {album_id!r} has no cover")
         data, mime = loaded

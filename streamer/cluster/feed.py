@@ -43,6 +43,7 @@ from yarl import URL
 
 from media import listeners, replica
 from media.backup import backup_catalog
+from media.covers import load_cover
 from streamer.http.params import int_param
 from streamer.http.edge import Handler, Routes
 from streamer.http.errors import ApiError, error_response, from_exception
@@ -200,6 +201,24 @@ async def media(request: web.Request) -> web.StreamResponse:
                             metrics=request.app[METRICS])
 
 
+async def cover(request: web.Request) -> web.Response:
+    """`GET /cluster/v1/cover?kind=folder|embedded&path=P`: a cover picture of this node's own library
+    for a node that lacks it, only one the catalog names (a folder image, or a track's file)."""
+    request.app[AUTH].check_cluster_secret(request)
+    where = (request.query.get("kind", ""), request.query.get("path", ""))
+    if not await request.app[CATALOG].db.read(_names_cover, where):
+        raise ApiError(404, "not_here", "the catalog names no such cover")
+    loaded = await asyncio.to_thread(load_cover, request.app[SETTINGS].library, where)
+    if loaded is None:
+        raise ApiError(404, "not_here", "this node holds no copy of that cover")
+    return web.Response(body=loaded[0], content_type=loaded[1], headers={"Cache-Control": "no-store"})
+
+
+def _names_cover(db, where: tuple[str, str]) -> bool:
+    table = {"folder": "folder_images", "embedded": "tracks"}.get(where[0])
+    return table is not None and db.execute(f"SELECT 1 FROM {table} WHERE path = ?", [where[1]]).fetchone() is not None
+
+
 async def plays(request: web.Request) -> web.Response:
     role = _check_master(request)
     entries = (await json_body(request)).get("entries")
@@ -306,4 +325,5 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     routes.get("/cluster/v1/snapshot", snapshot, "cluster_snapshot", access="open")
     routes.get("/cluster/v1/media/{id}", media, "cluster_media", access="open")
     routes.get("/cluster/v1/nodes", nodes, "cluster_nodes", access="open")
+    routes.get("/cluster/v1/cover", cover, "cluster_cover", access="open")
     routes.add("POST", "/cluster/v1/plays", plays, "cluster_plays", access="open")

@@ -19,6 +19,8 @@ at a time, while its cache has room: then losing the master loses no music.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import shutil
 import time
@@ -27,7 +29,8 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
-from media import NotFound, OutsideLibrary, library_file
+from media import NotFound, OutsideLibrary, image_type, library_file
+from media.covers import MAX_COVER_BYTES
 from media.fingerprint import content_fingerprint
 from media.growing import GrowingFile
 from streamer.cluster.members import Members
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 PULL_CHUNK = 256 * 1024
 # No limit on a whole download's time (a big file over a slow link), only on silence.
 PULL_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
+COVER_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
 MIRROR_SHARE = 0.8  # the mirror fills at most this share of the cache: segments need room too
 MIRROR_RETRY = 30.0  # seconds before the mirror tries again files no node could give it
 MIRROR_RECHECK = 600.0  # seconds between looks for copies the cache evicted
@@ -148,6 +152,33 @@ class Pulls:
                 self.pulled_bytes += len(chunk)  # counted as it arrives: a listener may have it already
         if download.length != download.size:
             raise aiohttp.ClientPayloadError(f"{url} sent {download.length} of {download.size} bytes")
+
+    async def cover(self, where: tuple[str, str]) -> bytes | None:
+        """A cover picture this node's library lacks, from the first node that has it (kept in the
+        media cache: a picture is asked for again and again); None when no node has it."""
+        key = "pulled-cover/" + hashlib.blake2b("\n".join(where).encode("utf-8", "surrogateescape"),
+                                                digest_size=12).hexdigest()
+
+        async def fetch() -> bytes:
+            for url in self.members.sources(self.master_url()):
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                    data = await self._cover_from(url, where)
+                    if data is not None:
+                        return data
+            raise NotFound("no node has this cover")
+        try:
+            return await self.app[CACHE].get_or_make(key, fetch)
+        except NotFound:
+            return None
+
+    async def _cover_from(self, url: str, where: tuple[str, str]) -> bytes | None:
+        params = {"kind": where[0], "path": where[1]}
+        async with self.session.get(f"{url}/cluster/v1/cover", params=params, timeout=COVER_TIMEOUT,
+                                    headers={SECRET_HEADER: self.app[SETTINGS].cluster_secret}) as resp:
+            if resp.status != 200 or (resp.content_length or 0) > MAX_COVER_BYTES:
+                return None
+            data = await resp.content.read(MAX_COVER_BYTES + 1)
+        return data if len(data) <= MAX_COVER_BYTES and image_type(data) else None
 
     async def mirror(self) -> None:
         """Copy every file this node lacks, one at a time, when its tracks change, and look again

@@ -112,6 +112,9 @@ class Master(Standalone):
             raise LookupError(track_id)
         return await self.pulls.elsewhere(track_id, track, arriving)
 
+    async def cover_elsewhere(self, where: tuple[str, str]) -> bytes | None:
+        return None if self.pulls is None else await self.pulls.cover(where)
+
 
 class Region(Role):
     def __init__(self, app: web.Application, members: Members, saved: SavedRole, master: str) -> None:
@@ -264,6 +267,9 @@ class Region(Role):
 
     async def elsewhere(self, track_id: str, track: dict, arriving: bool) -> str | GrowingFile:
         return await self.pulls.elsewhere(track_id, track, arriving)
+
+    async def cover_elsewhere(self, where: tuple[str, str]) -> bytes | None:
+        return await self.pulls.cover(where)
 
 
 def _log_failure(task: asyncio.Task) -> None:

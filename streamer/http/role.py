@@ -59,6 +59,11 @@ class Role:
         only has its library has them nowhere else."""
         raise LookupError(track_id)
 
+    async def cover_elsewhere(self, where: tuple[str, str]) -> bytes | None:
+        """A cover picture the library lacks (("folder" | "embedded", path)), from elsewhere; a
+        node that only has its library has none."""
+        return None
+
     @property
     def pulls_media(self) -> bool:
         """Whether `elsewhere` may find bytes: only then is a track's file checked against the

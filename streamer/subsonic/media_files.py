@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import posixpath
@@ -26,6 +27,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from media import Busy, FfmpegFailed, InvalidQuery, NotFound, covers, image_type, lyrics
+from streamer.delivery.covers import cover_bytes
 from streamer.delivery.hls import PLAYLIST, master_text
 from streamer.delivery.originals import CORS_HEADERS, OPEN_FILES, PacedResponse
 from streamer.delivery.stream import send_original
@@ -137,9 +139,14 @@ async def get_cover_art(request: web.Request) -> web.Response:
     catalog, library = request.app[CATALOG], request.app[SETTINGS].library
     where = await _cover_source(catalog, one(request, "id"))
     size = _cover_size(request)
-    identity = await asyncio.to_thread(covers.cover_identity, library, where) if where else None
-    if identity is None:
+    if where is None:
         raise not_found("Cover art")
+    identity = await asyncio.to_thread(covers.cover_identity, library, where)
+    if identity is None:  # not in this node's library (a region): named by the picture found elsewhere
+        loaded = await cover_bytes(request.app, where)
+        if loaded is None:
+            raise not_found("Cover art")
+        identity = hashlib.blake2b(loaded[0], digest_size=12).hexdigest()
     etag = f'"{identity}-{size}"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=86400", **CORS_HEADERS}
     if_none_match = request.headers.get("If-None-Match")
@@ -197,7 +204,7 @@ async def _cover_bytes(app: web.Application, where: tuple[str, str], identity: s
     """The picture, or its copy scaled to `size`: made once (one ffmpeg run, however many ask at
     once) and kept in the media cache under the source's identity and the size."""
     async def make() -> bytes:
-        loaded = await asyncio.to_thread(covers.load_cover, app[SETTINGS].library, where)
+        loaded = await cover_bytes(app, where)
         if loaded is None:
             raise NotFound("the cover art cannot be read")
         data, mime = loaded
