@@ -32,7 +32,7 @@ Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def endpoint(routes: Routes, name: str, handler: Endpoint, *, signed_in: bool = True,
              write: Write | None = None) -> None:
     """Register a Subsonic endpoint; `write`: it changes listener data (a write route)."""
-    around = functools.partial(_door, signed_in=signed_in)
+    around = functools.partial(door_around, signed_in=signed_in)
     declared = None if write is None else dataclasses.replace(write, secret_params=CREDENTIALS,
                                                               queued_answer=_kept, refuses=_refused)
     for path, route in ((f"/rest/{name}", f"subsonic_{name}"), (f"/rest/{name}.view", f"subsonic_{name}_view")):
@@ -41,6 +41,13 @@ def endpoint(routes: Routes, name: str, handler: Endpoint, *, signed_in: bool = 
                 routes.add(method, path, handler, route, access="open", around=around)
             else:
                 routes.write(method, path, handler, route, access="open", write=declared, around=around)
+
+
+async def unknown(request: web.Request) -> web.Response:
+    """An endpoint this server does not know, under /rest/: a Subsonic error, not a 404."""
+    name = request.match_info["name"].removesuffix(".view")[:60]
+    raise SubsonicError(GENERIC, f"unknown endpoint {name!r}: this server answers the Subsonic API 1.16.1 "
+                        "and the OpenSubsonic extensions getOpenSubsonicExtensions lists")
 
 
 def _kept(request: web.Request, key: str, ids: list[str]) -> web.Response:
@@ -55,7 +62,7 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, SubsonicError) and exc.code != NOT_FOUND
 
 
-def _door(handler: Handler, signed_in: bool) -> Handler:
+def door_around(handler: Handler, signed_in: bool) -> Handler:
     @functools.wraps(handler)
     async def door(request: web.Request) -> web.StreamResponse:
         fmt = ("xml", "")

@@ -105,6 +105,8 @@ def album_child(row: dict[str, Any], folder: str) -> dict[str, Any]:
         "playCount": row.get("play_count") or 0, "played": row.get("played"), "created": row["added_at"],
         "starred": row.get("starred"), "userRating": row.get("user_rating"), "albumId": row["id"],
         "artistId": row["artist_id"] or None, "isVideo": False,
+        # Not in the spec's Child table, but in its albumList example, and apps (py-opensonic) need them.
+        "name": row["title"], "songCount": row["track_count"] or 0,
     })
 
 

@@ -27,6 +27,7 @@ NAMESPACE = "http://subsonic.org/restapi"
 HELP_URL = "https://opensubsonic.netlify.app/docs/api-reference/"
 PARAMS = web.RequestKey("subsonic_params", MultiDictProxy)
 FORMAT = web.RequestKey("subsonic_format", tuple)  # ("xml" | "json" | "jsonp", callback)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,99}")
 
 # The spec's error codes.
@@ -157,6 +158,8 @@ def _element(name: str, tree: dict[str, Any]) -> ElementTree.Element:
 
 
 def _text(value: Any) -> str:
+    """XML's text for a value: characters XML 1.0 cannot carry (controls, lone surrogates) become
+    U+FFFD, so a tag or a parameter echoed back never makes an answer no parser reads."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _NOT_XML.sub("\ufffd", str(value))
