@@ -30,6 +30,7 @@ _KEPT = 10_000  # remembered sign-ins at most
 class SignIn:
     def __init__(self) -> None:
         self._known: dict[bytes, tuple[float, dict[str, Any]]] = {}  # digest of the credentials -> user
+        self._passwords: dict[str, tuple[float, dict[str, Any], str]] = {}  # name -> (until, user, password)
 
     async def user(self, request: web.Request) -> dict[str, Any]:
         auth = request.app[AUTH]
@@ -63,7 +64,23 @@ class SignIn:
             raise missing("s")
         if not request.app[SETTINGS].subsonic_token_auth:
             raise SubsonicError(TOKEN_AUTH_OFF, "Token authentication is turned off on this server: send p, or apiKey")
-        return await self._remembered(request, ("t", name, params["t"].lower(), params["s"]), _by_salted_token)
+        return await self._by_token(request, name, params["t"].lower(), params["s"])
+
+    async def _by_token(self, request: web.Request, name: str, token: str, salt: str) -> dict[str, Any] | None:
+        """Apps send a new salt with every request (as the spec asks): the user's unsealed password
+        is what is remembered (for TOKEN_CACHE_SECONDS), so each new salt costs one md5."""
+        now = time.monotonic()
+        known = self._passwords.get(name)
+        if known is None or known[0] <= now:
+            found = await request.app[CATALOG].db.read(listeners.user_and_password, name, request.app[AUTH].password_key)
+            if found is None or found[1] is None:
+                return None
+            if len(self._passwords) > _KEPT:
+                self._passwords.clear()
+            known = self._passwords[name] = (now + TOKEN_CACHE_SECONDS, *found)
+        _, user, password = known
+        expected = hashlib.md5((password + salt).encode(), usedforsecurity=False).hexdigest()
+        return user if hmac.compare_digest(expected, token) else None
 
     async def _remembered(self, request: web.Request, credentials: tuple, check) -> dict[str, Any] | None:
         digest = hmac.new(request.app[AUTH].secret, "\0".join(credentials).encode(), hashlib.sha256).digest()
@@ -100,12 +117,3 @@ def _password(given: str) -> str:
 
 def _by_password(db, name: str, password: str, key: bytes) -> dict[str, Any] | None:
     return listeners.user_for_password(db, name, password)
-
-
-def _by_salted_token(db, name: str, token: str, salt: str, key: bytes) -> dict[str, Any] | None:
-    found = listeners.user_and_password(db, name, key)
-    if found is None or found[1] is None:
-        return None
-    user, password = found
-    expected = hashlib.md5((password + salt).encode(), usedforsecurity=False).hexdigest()
-    return user if hmac.compare_digest(expected, token) else None
