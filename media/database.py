@@ -92,6 +92,7 @@ class Database:
         self._waiting_lock = threading.Lock()
         self._writer_busy = False
         self._commit_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self.commits = 0  # transactions this process committed
 
     def _conn(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
@@ -181,6 +182,7 @@ class Database:
         return future
 
     def _committed(self) -> None:
+        self.commits += 1  # what answers made from the data may be kept by (this process's writes)
         with self._waiting_lock:
             waiters, self._commit_waiters = self._commit_waiters, []
         for loop, future in waiters:

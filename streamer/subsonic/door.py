@@ -21,6 +21,7 @@ from streamer.http.edge import Handler, Routes, Write
 from streamer.http.errors import ApiError
 from streamer.subsonic.protocol import (FORMAT, GENERIC, NOT_AUTHORIZED, NOT_FOUND, PARAMS, WRONG_CREDENTIALS,
                                         SubsonicError, answer, choose_format, error_answer, read_params)
+from streamer.subsonic.answers import kept
 from streamer.subsonic.signin import SignIn
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,11 @@ Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def endpoint(routes: Routes, name: str, handler: Endpoint, *, signed_in: bool = True,
-             write: Write | None = None) -> None:
-    """Register a Subsonic endpoint; `write`: it changes listener data (a write route)."""
+             write: Write | None = None, keep: bool = False) -> None:
+    """Register a Subsonic endpoint; `write`: it changes listener data (a write route); `keep`:
+    its answers are kept until the next write (streamer.subsonic.answers)."""
+    if keep:
+        handler = kept(name, handler)
     around = functools.partial(door_around, signed_in=signed_in)
     declared = None if write is None else dataclasses.replace(write, secret_params=CREDENTIALS,
                                                               queued_answer=_kept, refuses=_refused)
