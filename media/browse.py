@@ -176,7 +176,12 @@ def songs_by_rowid(db: sqlite_utils.Database, user_id: str, rowids: list[int]) -
 
 def random_albums(db: sqlite_utils.Database, user_id: str, size: int,
                   rng: random.Random | None = None) -> list[dict[str, Any]]:
-    """Albums at random, by seeks to random rowids (the albums table is rebuilt whole: few gaps)."""
+    """Albums at random, with the listener's annotations."""
+    return annotated.albums_by_id(db, user_id, random_album_ids(db, size, rng))
+
+
+def random_album_ids(db: sqlite_utils.Database, size: int, rng: random.Random | None = None) -> list[str]:
+    """Album ids at random, by seeks to random rowids (the albums table is rebuilt whole: few gaps)."""
     rng = rng or random.Random()
     low, high = db.execute("SELECT min(rowid), max(rowid) FROM albums").fetchone()
     if low is None:
@@ -184,7 +189,7 @@ def random_albums(db: sqlite_utils.Database, user_id: str, size: int,
     if high - low < size * 2:
         ids = [r for (r,) in db.execute("SELECT id FROM albums")]
         rng.shuffle(ids)
-        return annotated.albums_by_id(db, user_id, ids[:size])
+        return ids[:size]
     picked: dict[str, None] = {}
     for _ in range(size * 4):
         if len(picked) >= size:
@@ -193,7 +198,7 @@ def random_albums(db: sqlite_utils.Database, user_id: str, size: int,
                          [rng.randint(low, high)]).fetchone()
         if row is not None:
             picked[row[0]] = None
-    return annotated.albums_by_id(db, user_id, picked)
+    return list(picked)
 
 
 def similar_songs(db: sqlite_utils.Database, user_id: str, groups: list[Group], artist_ids: list[str],

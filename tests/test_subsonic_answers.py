@@ -43,3 +43,16 @@ async def test_answers_are_kept_until_a_write_or_a_catalog_change(demo_server):
     hits = answers.hits
     await _get(demo_server, "getSong", id=song_id)
     assert answers.hits == hits  # made again
+
+
+async def test_random_album_lists_draw_from_kept_albums_and_see_writes(demo_server):
+    app = demo_server.server.app
+    await _user(app, "ann")
+    everything = (await _get(demo_server, "getAlbumList2", type="random", size=500))["albumList2"]["album"]
+    assert len(everything) == len({a["id"] for a in everything}) > 1
+    again = (await _get(demo_server, "getAlbumList2", type="random", size=500))["albumList2"]["album"]
+    assert sorted(a["id"] for a in again) == sorted(a["id"] for a in everything)
+    album = everything[0]["id"]
+    assert (await _get(demo_server, "star", albumId=album))["status"] == "ok"
+    after = (await _get(demo_server, "getAlbumList2", type="random", size=500))["albumList2"]["album"]
+    assert [a.get("starred") is not None for a in after if a["id"] == album] == [True]

@@ -8,7 +8,7 @@ from aiohttp import web
 from streamer.http.edge import Routes
 from streamer.subsonic import (annotations, browsing, lists, media_files, playlists, queue, searching, system,
                                unsupported)
-from streamer.subsonic.answers import ANSWERS, Answers
+from streamer.subsonic.answers import ALBUMS, ANSWERS, Answers, KeptAlbums
 from streamer.subsonic.door import SIGNIN, door_around, unknown
 from streamer.subsonic.signin import SignIn
 
@@ -16,6 +16,7 @@ from streamer.subsonic.signin import SignIn
 def add_routes(app: web.Application, routes: Routes) -> None:
     app[SIGNIN] = SignIn()
     app[ANSWERS] = Answers()
+    app[ALBUMS] = KeptAlbums()
     for room in (system, browsing, lists, searching, media_files, annotations, playlists, queue, unsupported):
         room.add(routes)
     # Last: what no endpoint above took. No sign-in: it says nothing about anyone's data.

@@ -47,7 +47,35 @@ class Answers:
             self._kept.popitem(last=False)
 
 
+class KeptAlbums:
+    """Albums as AlbumID3 for each listener, kept like answers (until a write or a catalog change):
+    a random list draws new albums each time, but from albums already made."""
+
+    def __init__(self) -> None:
+        self._kept: collections.OrderedDict[tuple[str, str], dict] = collections.OrderedDict()
+        self._version: tuple[int, int] | None = None
+
+    def get(self, request: web.Request, album_ids: list[str]) -> tuple[dict[str, dict], list[str]]:
+        """The albums kept of `album_ids` (id -> model), and the ids not kept."""
+        catalog = request.app[CATALOG]
+        version = (catalog.generation, catalog.db.commits)
+        if version != self._version:
+            self._kept.clear()
+            self._version = version
+        user = request[USER]["id"]
+        found = {i: self._kept[(user, i)] for i in album_ids if (user, i) in self._kept}
+        return found, [i for i in album_ids if i not in found]
+
+    def keep(self, request: web.Request, models: dict[str, dict]) -> None:
+        user = request[USER]["id"]
+        for album_id, model in models.items():
+            self._kept[(user, album_id)] = model
+        while len(self._kept) > MOST * 8:
+            self._kept.popitem(last=False)
+
+
 ANSWERS = web.AppKey("subsonic_answers", Answers)
+ALBUMS = web.AppKey("subsonic_albums", KeptAlbums)
 
 
 def kept(name: str, handler):

@@ -12,6 +12,7 @@ from aiohttp import web
 from media import annotated, browse
 from streamer.http.edge import Routes
 from streamer.subsonic import models
+from streamer.subsonic.answers import ALBUMS
 from streamer.subsonic.browsing import album_children, bounded, offset, read, stats, user_id
 from streamer.subsonic.door import endpoint
 from streamer.subsonic.protocol import GENERIC, SubsonicError, answer, integer, one
@@ -43,8 +44,25 @@ async def _albums(request: web.Request) -> tuple[list[dict[str, Any]], str]:
 
 
 async def get_album_list2(request: web.Request) -> web.Response:
+    if one(request, "type") == "random":  # drawn anew each time: from albums already made
+        return answer_list(request, "albumList2", await _random_albums(request))
     albums, _ = await _albums(request)
     return answer_list(request, "albumList2", [models.album(a) for a in albums])
+
+
+async def _random_albums(request: web.Request) -> list[dict[str, Any]]:
+    size = bounded(request, "size", 10, 500)
+    offset(request)
+    one(request, "musicFolderId", required=False)
+    ids = await read(request, browse.random_album_ids, size)
+    kept = request.app[ALBUMS]
+    found, missing = kept.get(request, ids)
+    if missing:
+        made = {row["id"]: models.album(row) for row in await read(request, annotated.albums_by_id,
+                                                                       user_id(request), missing)}
+        kept.keep(request, made)
+        found.update(made)
+    return [found[i] for i in ids if i in found]
 
 
 async def get_album_list(request: web.Request) -> web.Response:

@@ -82,11 +82,13 @@ def _ffmpeg_errors():
 
 async def stream(request: web.Request) -> web.StreamResponse:
     track_id = one(request, "id")
-    source = await request.app[CATALOG].track_source(track_id)
     max_kbps = integer(request, "maxBitRate", 0, 0, 100_000)
-    offset = _time_offset(request, source["duration"] or 0.0)
     flag(request, "estimateContentLength", False)  # lengths sent are exact where known, never guessed
     fmt = (one(request, "format", required=False) or "").strip().lower()
+    if fmt in ("", "raw") and not max_kbps and not one(request, "timeOffset", required=False):
+        return await _original(request, track_id)  # most plays: no catalog read before the bytes
+    source = await request.app[CATALOG].track_source(track_id)
+    offset = _time_offset(request, source["duration"] or 0.0)
     plan = plan_stream(fmt, max_kbps, offset, source)
     if plan is None:
         return await _original(request, track_id)
