@@ -9,7 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from streamer.delivery.covers import cover_bytes
+from media import image_type
+from media.covers import MAX_SIZE, MIN_SIZE
+from streamer.delivery.covers import cover_bytes, cover_identity, sized_cover
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError, bad_param
 from streamer.http.keys import AUTH, CATALOG
@@ -143,8 +145,49 @@ class CoverCache:
 COVERS = web.AppKey("covers", CoverCache)
 
 
-async def album_cover(request: web.Request) -> web.Response:
+async def album_cover(request: web.Request) -> web.StreamResponse:
+    """The album's picture as it is, or with `size` (pixels, 16 to 2048) a copy scaled to fit
+    size×size (never enlarged), made once and kept in the media cache, its ETag per size."""
+    size = int_param(request, "size", 0, MIN_SIZE, MAX_SIZE)
     album_id = request.match_info["id"]
+    if not size:
+        data, mime, etag = await _whole_cover(request, album_id)
+        return _not_modified(request, etag) or _cover_response(data, mime, etag)
+    # Shared with Subsonic's getCoverArt (streamer.delivery.covers): the validator is known
+    # before any bytes are read, so a 304 costs a stat.
+    where = await request.app[CATALOG].album_cover(album_id)
+    identity = await cover_identity(request.app, where) if where else None
+    if identity is None:
+        raise _no_cover(album_id)
+    etag = f'"{identity}-{size}"'
+    if (unchanged := _not_modified(request, etag)) is not None:
+        return unchanged
+    data = await sized_cover(request.app, where, identity, size)
+    return _cover_response(data, image_type(data) or "application/octet-stream", etag)
+
+
+def _cover_headers(etag: str) -> dict[str, str]:
+    return {"ETag": etag, "Cache-Control": "public, max-age=86400", **CORS_HEADERS}
+
+
+def _not_modified(request: web.Request, etag: str) -> web.Response | None:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return web.Response(status=304, headers=_cover_headers(etag))
+    return None
+
+
+def _cover_response(data: bytes, mime: str, etag: str) -> web.StreamResponse:
+    # Up to media.covers.MAX_COVER_BYTES: sent under the no-progress rule of every body.
+    return PacedResponse(body=data, content_type=mime, headers=_cover_headers(etag))
+
+
+def _no_cover(album_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"album {album_id!r} has no cover")
+
+
+async def _whole_cover(request: web.Request, album_id: str) -> tuple[bytes, str, str]:
+    """The picture as it is, kept in memory (COVERS) until the catalog changes."""
     catalog = request.app[CATALOG]
     key = (album_id, catalog.generation)
     item = request.app[COVERS].get(key)
@@ -152,17 +195,11 @@ async def album_cover(request: web.Request) -> web.Response:
         where = await catalog.album_cover(album_id)
         loaded = await cover_bytes(request.app, where) if where else None
         if loaded is None:
-            raise ApiError(404, "not_found", f"album {album_id!r} has no cover")
+            raise _no_cover(album_id)
         data, mime = loaded
         item = (data, mime, '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"')
         request.app[COVERS].put(key, item)
-    data, mime, etag = item
-    headers = {"ETag": etag, "Cache-Control": "public, max-age=86400", **CORS_HEADERS}
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None and etag_matches(if_none_match, etag):
-        return web.Response(status=304, headers=headers)
-    # Up to media.covers.MAX_COVER_BYTES: sent under the no-progress rule of every body.
-    return PacedResponse(body=data, content_type=mime, headers=headers)
+    return item
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import posixpath
@@ -27,14 +26,14 @@ from urllib.parse import quote
 from aiohttp import web
 
 from media import Busy, FfmpegFailed, InvalidQuery, NotFound, covers, image_type, lyrics
-from streamer.delivery.covers import cover_bytes
+from streamer.delivery.covers import cover_identity, sized_cover
 from streamer.delivery.hls import PLAYLIST, master_text
 from streamer.delivery.originals import CORS_HEADERS, OPEN_FILES, PacedResponse
 from streamer.delivery.stream import send_original
 from streamer.delivery.transcodes import send_transcode
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError, error_response
-from streamer.http.keys import CACHE, CATALOG, FFMPEG_POOL, SETTINGS
+from streamer.http.keys import CATALOG, SETTINGS
 from streamer.http.params import base_url
 from streamer.http.preconditions import etag_matches
 from streamer.subsonic.door import endpoint
@@ -138,24 +137,18 @@ def content_disposition(name: str) -> str:
 
 
 async def get_cover_art(request: web.Request) -> web.Response:
-    catalog, library = request.app[CATALOG], request.app[SETTINGS].library
-    where = await _cover_source(catalog, one(request, "id"))
+    where = await _cover_source(request.app[CATALOG], one(request, "id"))
     size = _cover_size(request)
-    if where is None:
+    identity = await cover_identity(request.app, where) if where is not None else None
+    if identity is None:
         raise not_found("Cover art")
-    identity = await asyncio.to_thread(covers.cover_identity, library, where)
-    if identity is None:  # not in this node's library (a region): named by the picture found elsewhere
-        loaded = await cover_bytes(request.app, where)
-        if loaded is None:
-            raise not_found("Cover art")
-        identity = hashlib.blake2b(loaded[0], digest_size=12).hexdigest()
     etag = f'"{identity}-{size}"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=86400", **CORS_HEADERS}
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return web.Response(status=304, headers=headers)
     with _ffmpeg_errors():
-        data = await _cover_bytes(request.app, where, identity, size)
+        data = await sized_cover(request.app, where, identity, size)
     # Up to covers.MAX_COVER_BYTES: sent under the no-progress rule of every body.
     return PacedResponse(body=data, content_type=image_type(data) or "application/octet-stream", headers=headers)
 
@@ -200,26 +193,6 @@ async def _artist_cover(catalog, artist_id: str) -> tuple[str, str] | None:
         if album["has_cover"]:
             return await catalog.album_cover(album["id"])
     return None
-
-
-async def _cover_bytes(app: web.Application, where: tuple[str, str], identity: str, size: int) -> bytes:
-    """The picture, or its copy scaled to `size`: made once (one ffmpeg run, however many ask at
-    once) and kept in the media cache under the source's identity and the size."""
-    async def make() -> bytes:
-        loaded = await cover_bytes(app, where)
-        if loaded is None:
-            raise NotFound("the cover art cannot be read")
-        data, mime = loaded
-        if not size:
-            return data
-        try:
-            return await covers.scaled(app[FFMPEG_POOL], data, mime, size)
-        except FfmpegFailed as exc:  # a picture ffmpeg cannot read still shows, unscaled
-            log.warning("cover %s not scaled: %s", where[1][:200], exc)
-            return data
-    if not size:  # the picture as it is: read again, not kept twice
-        return await make()
-    return await app[CACHE].get_or_make(f"cover/{identity}/{size}", make)
 
 
 async def hls(request: web.Request) -> web.Response:
