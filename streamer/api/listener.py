@@ -1,4 +1,4 @@
-"""Listener data over HTTP: playlists, favorites, plays, and who am I. Every write needs a token,
+"""Listener data over HTTP: playlists, favorites, plays, the play queue, and who am I. Every write needs a token,
 accepts an Idempotency-Key header, and is applied by media.listeners in one transaction with its
 change-log row. Bodies are JSON, checked here field by field: 400 for what is not JSON at all,
 422 naming the field for a wrong value."""
@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from media import listeners
+from media import NotFound, listeners
 from streamer.api.bodies import TRACK_ID, assigned_ids, idempotency_key, invalid, is_plain_text, json_body, plays_of
 from streamer.api.catalog import m3u_text
 from streamer.http.params import base_url, int_param, page_params
@@ -178,6 +178,75 @@ async def play_counts(request: web.Request) -> web.Response:
     return web.json_response({"items": items})
 
 
+# --- the play queue ---------------------------------------------------------------------------
+# One per user, shared with Subsonic's savePlayQueue/getPlayQueue (streamer.subsonic.queue): the
+# same `playqueue.save` operation and row, so a queue saved by either door reads back through both.
+
+QUEUE_FIELDS = ("track_ids", "current", "current_index", "position_ms", "changed_by")
+LONGEST_MS = 10**12  # as Subsonic's: a position past 30 years is not one
+MAX_CLIENT_NAME = 100  # as Subsonic's `c`, which it keeps as changedBy
+
+
+async def get_play_queue(request: web.Request) -> web.Response:
+    """The saved queue as saved (ids that left the library stay, as in playlists), or an empty one.
+    Never kept by a cache: another device may have moved it on since."""
+    user = _user(request)
+    queue = await request.app[CATALOG].db.read(listeners.play_queue, user["id"])
+    out: dict[str, Any] = {"track_ids": [], "current": None, "current_index": None, "position_ms": 0,
+                           "changed_at": None, "changed_by": None}
+    if queue is not None:
+        out.update({field: queue[field] for field in ("track_ids", "current", "current_index", "changed_at")},
+                   position_ms=queue["position_ms"] or 0, changed_by=queue["changed_by"] or "")
+    return web.json_response(out, headers={"Cache-Control": "private, no-store"})
+
+
+async def put_play_queue(request: web.Request) -> web.Response:
+    """Replace the queue: `track_ids` (none: clear it), the current track by `current` (its id, the
+    first place it holds) or `current_index` (either, or both when they agree), `position_ms` in
+    it, and `changed_by`, the client's name (what getPlayQueue calls changedBy)."""
+    body = await json_body(request)
+    unknown = set(body) - set(QUEUE_FIELDS)
+    if unknown:
+        raise invalid(sorted(unknown)[0], f"not a play queue field ({', '.join(QUEUE_FIELDS)})")
+    track_ids = _track_ids(body.get("track_ids"), "track_ids")
+    payload = {"track_ids": track_ids, "current_index": _current_index(body, track_ids),
+               "position_ms": _position_ms(body.get("position_ms", 0)),
+               "changed_by": _client_name(body.get("changed_by", ""))}
+    if not track_ids:
+        payload["position_ms"] = 0  # as Subsonic's: an empty queue is no queue
+    try:
+        return await _write(request, "playqueue.save", payload)
+    except NotFound as exc:  # media.listeners checks the ids in the write's transaction
+        raise invalid("track_ids", str(exc)) from None
+
+
+def _current_index(body: dict[str, Any], track_ids: list[str]) -> int | None:
+    index, current = body.get("current_index"), body.get("current")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)
+                              or not 0 <= index < len(track_ids)):
+        places = f"a position in track_ids, 0 to {len(track_ids) - 1}, or null" if track_ids else "null"
+        raise invalid("current_index", f"expected {places}")
+    if current is None:
+        return index
+    if not isinstance(current, str) or current not in track_ids:
+        raise invalid("current", "expected the id of a track in track_ids, or null")
+    if index is not None and track_ids[index] != current:
+        raise invalid("current", f"is not the track at current_index {index}")
+    return track_ids.index(current) if index is None else index
+
+
+def _position_ms(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LONGEST_MS:
+        raise invalid("position_ms", f"expected whole milliseconds from 0 to {LONGEST_MS}")
+    return value
+
+
+def _client_name(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > MAX_CLIENT_NAME or not is_plain_text(value):
+        raise invalid("changed_by", f"expected the client's name, at most {MAX_CLIENT_NAME} plain characters")
+    return value.strip()
+
+
 async def me(request: web.Request) -> web.Response:
     user = _user(request)
     return web.json_response({k: user[k] for k in ("id", "name", "role")})
@@ -200,3 +269,5 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     routes.write("POST", "/api/v1/plays", add_plays, "plays", write=Write(plays=True))
     routes.get("/api/v1/plays/recent", recent_plays, "plays_recent", access="user")
     routes.get("/api/v1/plays/counts", play_counts, "play_counts", access="user")
+    routes.get("/api/v1/playqueue", get_play_queue, "playqueue", access="user")
+    routes.write("PUT", "/api/v1/playqueue", put_play_queue, "playqueue_put", access="user")
