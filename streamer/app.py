@@ -18,7 +18,7 @@ from aiohttp import web
 
 from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner, find_ffmpeg
-from streamer.api import admin, catalog, library, listener, session
+from streamer.api import admin, catalog, library, listener, session, waveform
 from streamer.cluster.roles import role_for
 from streamer.delivery import hls, stream
 from streamer.delivery.originals import OPEN_FILES, OpenFiles
@@ -64,6 +64,7 @@ def _add_doors(app: web.Application, routes: Routes) -> None:
     library.add_routes(routes)
     session.add_routes(routes)
     catalog.add_routes(app, routes)
+    waveform.add_routes(routes)
     listener.add_routes(app, routes)
     admin.add_routes(app, routes)
     hls.add_routes(app, routes)
