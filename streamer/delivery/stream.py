@@ -41,7 +41,8 @@ async def send_original(request: web.Request, track_id: str, *, method: str | No
     entry = files.cached(track_id) or await files.locate(track_id, arriving=_plain(request))
     if isinstance(entry, Arriving):
         with entry.file.reader() as reader:
-            return await _send_arriving(request, entry.file, reader, entry.content_type, method or request.method)
+            return await _send_arriving(request, entry.file, reader, entry.content_type, method or request.method,
+                                        extra_head)
     return await serve_file(request, entry, max_ranges=request.app[SETTINGS].max_ranges,
                             metrics=request.app[METRICS], method=method, extra_head=extra_head)
 
@@ -56,7 +57,7 @@ def _plain(request: web.Request) -> bool:
 
 
 async def _send_arriving(request: web.Request, growing: GrowingFile, reader, content_type: str,
-                         method: str) -> web.StreamResponse:
+                         method: str, extra_head: str = "") -> web.StreamResponse:
     size = growing.size
     header = request.headers.get("Range")
     plan = plan_range_header(header, size, 1) if header is not None and parse_range(header) else None
@@ -69,6 +70,9 @@ async def _send_arriving(request: web.Request, growing: GrowingFile, reader, con
     response = web.StreamResponse(status=206 if partial else 200)
     # No validators yet: the stored file's come with the requests after this one.
     response.headers.update({"Content-Type": content_type, "Accept-Ranges": "bytes", "Cache-Control": "no-cache"})
+    for line in filter(None, extra_head.split("\r\n")):  # the door's own lines, as the whole file would carry
+        name, _, value = line.partition(": ")
+        response.headers[name] = value
     if partial:
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     response.content_length = end - start
