@@ -27,7 +27,7 @@ from media.tags import TAGS_VERSION
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -139,8 +139,17 @@ def _migrate_8(db: sqlite_utils.Database) -> None:
             db.execute(f"ALTER TABLE tracks ADD COLUMN {column} {kind}")
 
 
+def _migrate_9(db: sqlite_utils.Database) -> None:
+    """EBU R128 loudness measured by the server (media.loudness): each track's, the file version
+    it was measured on, and its album's (on the track: the albums table is rebuilt by regroup)."""
+    for column, kind in (("loudness", "REAL"), ("loudness_peak", "REAL"), ("loudness_of", "TEXT"),
+                         ("album_loudness", "REAL"), ("album_loudness_peak", "REAL")):
+        if column not in db["tracks"].columns_dict:
+            db.execute(f"ALTER TABLE tracks ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8}
+              6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9}
 
 
 def migrate(db: sqlite_utils.Database) -> int:

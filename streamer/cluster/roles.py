@@ -28,6 +28,7 @@ from media import replica
 from media.growing import GrowingFile
 from media.outbox import Outbox
 from streamer.api.library import in_background, library_served
+from streamer.api.loudness import loudness_measured
 from streamer.cluster import feed, promotion
 from streamer.cluster.follower import Follower
 from streamer.cluster.forwarding import Forwarder
@@ -63,7 +64,7 @@ class Standalone(Role):
         self.app = app
 
     def contexts(self) -> list[CleanupContext]:
-        return [self._library]
+        return [self._library, loudness_measured]  # loudness measured after the library is served
 
     async def _library(self, app: web.Application) -> AsyncIterator[None]:
         """The library scanned in the background, and the change log compacted."""
