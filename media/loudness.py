@@ -56,7 +56,7 @@ NEVER_DUE = 24 * 3600.0  # seconds: a listener's urgent audio always goes first
 BUSY_PAUSE = 2.0  # seconds to wait after the pool refused a run (Busy) before asking again
 SAVE_EVERY = 2.0  # seconds between saves of measured tracks
 LOG_EVERY = 10.0  # seconds between progress lines
-REPLICATED = False  # True once media.replica applies "loudness.put" (see save)
+REPLICATED = True  # media.replica applies "loudness.put" (see save)
 COLUMNS = ("loudness", "loudness_peak", "loudness_of", "album_loudness", "album_loudness_peak")
 # A track's file version: the content fingerprint, or size and mtime when it has none.
 VERSION_SQL = "coalesce(fingerprint, size || ':' || mtime_ns)"

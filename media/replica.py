@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from media import catalog, listeners
+from media import catalog, listeners, loudness
 from media.errors import MediaError
 from media.ids import new_id
 from media.library_paths import is_library_relpath
@@ -135,6 +135,8 @@ def _apply_to_catalog(db: sqlite_utils.Database, op: str, data: dict[str, Any], 
                              log=False)
     elif op == "tracks.delete":
         catalog.save_scanned(db, [], data["paths"], log=False)
+    elif op == "loudness.put":  # measured by the master (media.loudness): a region never measures
+        loudness.save(db, data["tracks"], log_change=False)
     elif op == "catalog.regroup":
         if data.get("folder_images") is not None:
             catalog.save_folder_images(db, {folder: image for folder, image in data["folder_images"].items()

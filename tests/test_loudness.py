@@ -11,9 +11,8 @@ import time
 import pytest
 
 from media import FfmpegPool, loudness
-from media.annotated import SONG_COLUMNS
 from streamer import create_app
-from streamer.api.loudness import LOUDNESS
+from streamer.http.keys import LOUDNESS
 from streamer.http.keys import AUTH, CATALOG, SCANNER
 from streamer.subsonic.models import replay_gain
 from tests.conftest import encode, settings_for, wait_for_scan
@@ -117,8 +116,6 @@ async def test_replaygain_is_the_measurement_without_tags_and_the_tag_with_them(
     assert replay_gain(found["tagged"]) == {"trackGain": -3.0}
 
 
-@pytest.mark.skipif("loudness" not in SONG_COLUMNS, reason="media.annotated.SONG_COLUMNS lacks the loudness "
-                    "columns: Subsonic's rows do not carry them yet")
 async def test_subsonic_songs_carry_the_computed_gain(served):
     from media import listeners
 

@@ -11,9 +11,8 @@ from aiohttp import web
 
 from media.loudness import LoudnessJob
 from streamer.api.library import in_background
-from streamer.http.keys import CATALOG, FFMPEG_POOL, NODE, SCANNER, SETTINGS
+from streamer.http.keys import CATALOG, FFMPEG_POOL, LOUDNESS, NODE, SCANNER, SETTINGS
 
-LOUDNESS = web.AppKey("loudness", LoudnessJob)
 
 
 async def loudness_measured(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from config import Settings
 from media import Catalog, FfmpegPool, MediaCache, Scanner
+from media.loudness import LoudnessJob
 from streamer.http.auth import Auth
 from streamer.http.metrics import Metrics
 from streamer.http.role import Node
@@ -27,3 +28,4 @@ SCANNER = web.AppKey("scanner", Scanner)
 WRITE_LIMITS = web.AppKey("write_limits", WriteLimits)
 CACHE = web.AppKey("media_cache", MediaCache)  # made media (segments) and pulled files
 FFMPEG_POOL = web.AppKey("ffmpeg_pool", FfmpegPool)
+LOUDNESS = web.AppKey("loudness", LoudnessJob)  # only on a node that scans

@@ -10,7 +10,7 @@ from aiohttp import web
 from streamer.http.auth import SECRET_HEADER, networks
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
-from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, METRICS, NODE, SCANNER, SETTINGS
+from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, LOUDNESS, METRICS, NODE, SCANNER, SETTINGS
 
 VERSION = "0.1.0"
 
@@ -113,7 +113,14 @@ def _media_gauges(app: web.Application) -> dict[str, tuple[str, float]]:
         "streamer_ffmpeg_seconds": ("Seconds spent in ffmpeg runs, summed.", pool.seconds),
         "streamer_ffmpeg_pauses": ("ffmpeg processes stopped while others needed audio sooner.", pool.pauser.stops),
         "streamer_auth_failures": ("Failed authentications (bad tokens or signatures).", app[AUTH].failed),
+        **_loudness_gauges(app),
     }
+
+
+def _loudness_gauges(app: web.Application) -> dict[str, tuple[str, float]]:
+    job = app.get(LOUDNESS)  # only on a node that scans
+    return {} if job is None else {f"streamer_loudness_{name}": (f"Loudness analysis: {name}.", value)
+                                   for name, value in job.counters().items()}
 
 
 def add_routes(routes: Routes) -> None:
