@@ -127,6 +127,7 @@ def start_node(name: str, role: str, secret: str, library: Path, data: Path, log
             "--no-demo-library", "--log-level", "warning",
             "--cluster-nodes", ",".join(node_url(p) for p in nodes),
             "--writes-per-minute", "1000000",  # one bench user writes as fast as it can: no per-user limit
+            "--no-loudness-analysis",  # its background ffmpeg runs would mix with what is measured
             *extra]
     if master is not None:
         argv += ["--master-url", master.base]

@@ -97,6 +97,7 @@ def start_server(library: Path, data: Path, log_path: Path, procs: list[Proc],
                                "--data-dir", str(data), "--no-demo-library",
                                "--log-level", "warning",
                                "--writes-per-minute", "1000000",  # one bench user: no per-user limit
+                               "--no-loudness-analysis",  # its background ffmpeg runs would mix with what is measured
                                *extra],
                 log_path, cwd=str(REPO))
     procs.append(ours)

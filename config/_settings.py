@@ -61,6 +61,8 @@ FIELDS: tuple[Field, ...] = (
     Field("role", "choice", "standalone", "cluster role of this node", choices=ROLES),
     Field("cache_max_mb", "int", 2048, "size limit of the on-disk cache, in MiB", minimum=16),
     Field("scan_on_start", "bool", True, "scan the library in the background when the server starts"),
+    Field("loudness_analysis", "bool", True, "measure each track's EBU R128 loudness in the background after a "
+          "scan (it gives way to listeners), for players' volume levelling when a file has no ReplayGain tags"),
     Field("demo_library", "bool", True, "make a small demo library when the default library is empty"),
     Field("scan_workers", "int", 0, "processes that read tags during a scan (0: one per core)",
           minimum=0, maximum=64),
@@ -140,6 +142,7 @@ class Settings:
     role: str = "standalone"
     cache_max_mb: int = 2048
     scan_on_start: bool = True
+    loudness_analysis: bool = True
     demo_library: bool = True
     scan_workers: int = 0
     max_ranges: int = 32

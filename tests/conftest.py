@@ -85,8 +85,9 @@ def _bindable(port: int) -> bool:
 
 
 def settings_for(library: Path, data_dir: Path, **overrides) -> Settings:
-    return Settings(library=library, data_dir=data_dir, demo_library=False,
-                    library_is_default=False, scan_workers=1, **overrides)
+    # No loudness analysis unless a test asks: its ffmpeg runs would mix with what tests count.
+    return Settings(library=library, data_dir=data_dir, demo_library=False, library_is_default=False,
+                    scan_workers=1, **{"loudness_analysis": False, **overrides})
 
 
 async def wait_for_scan(app, timeout: float = 30.0) -> None:

@@ -65,7 +65,7 @@ async def rows(app) -> dict[str, dict]:
 @pytest.fixture
 async def served(aiohttp_client, ffmpeg, tmp_path):
     files = make_album(ffmpeg, tmp_path / "music" / "Levels", tagged=True)
-    app = create_app(settings_for(tmp_path / "music", tmp_path / "data"))
+    app = create_app(settings_for(tmp_path / "music", tmp_path / "data", loudness_analysis=True))
     client = await aiohttp_client(app)
     await settled(app)
     return client, files
@@ -157,7 +157,7 @@ async def test_the_job_waits_behind_a_listener_in_the_pool(ffmpeg, tmp_path):
 async def test_a_transcode_during_the_job_starts_at_once(aiohttp_client, ffmpeg, tmp_path):
     for i in range(12):
         encode(ffmpeg, tmp_path / "music" / f"t{i:02}.flac", 20.0, metadata={"title": f"t{i:02}"}, freq=300 + 40 * i)
-    app = create_app(settings_for(tmp_path / "music", tmp_path / "data"))
+    app = create_app(settings_for(tmp_path / "music", tmp_path / "data", loudness_analysis=True))
     client = await aiohttp_client(app)
     await wait_for_scan(app)
     while not app[LOUDNESS].running:

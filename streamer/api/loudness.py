@@ -18,7 +18,7 @@ from streamer.http.keys import CATALOG, FFMPEG_POOL, LOUDNESS, NODE, SCANNER, SE
 async def loudness_measured(app: web.Application) -> AsyncIterator[None]:
     """A cleanup context: the job in the background while the server runs, on a node that scans."""
     job = app[LOUDNESS] = LoudnessJob(app[CATALOG], app[FFMPEG_POOL], app[SETTINGS].library)
-    if not app[NODE].role.may_scan:  # a node promoted from a region may lack the files
+    if not app[NODE].role.may_scan or not app[SETTINGS].loudness_analysis:  # a promoted node may lack files
         yield
         return
     scanner = app[SCANNER]
