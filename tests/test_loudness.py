@@ -40,6 +40,14 @@ def make_album(ffmpeg: str, folder, tagged: bool = False) -> dict:
     return files
 
 
+async def _until(condition, timeout: float = 30.0) -> None:
+    """Until `condition()` holds: a state of the pool, looked at as the loop turns, with a deadline."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.005)  # a look at the state each few milliseconds
+
+
 async def settled(app, timeout: float = 60.0) -> None:
     """The scan done, then the job idle with nothing left to measure."""
     await wait_for_scan(app)
@@ -147,9 +155,9 @@ async def test_the_job_waits_behind_a_listener_in_the_pool(ffmpeg, tmp_path):
         order.append("job")
 
     holder = asyncio.create_task(pool.run(realtime))
-    await asyncio.sleep(0.1)
+    await _until(lambda: pool.running == 1)  # the only slot is held
     waiting_job = asyncio.create_task(job())
-    await asyncio.sleep(0.1)  # the job is in line first
+    await _until(lambda: pool.queued == 1)  # the job is in line first
     await asyncio.gather(holder, waiting_job, listener())
     assert order == ["listener", "job"]
 

@@ -11,7 +11,8 @@ import sys
 
 import aiohttp
 
-from tests.test_cli import RUN
+from tests.test_cli import RUN, free_port
+from tests.test_failover import start_master
 from tests.test_cluster import SECRET, _start, _wait_ready
 from tests.test_subsonic_media import _codec
 
@@ -39,14 +40,11 @@ async def test_a_region_streams_and_downloads_what_it_pulls(tmp_path, demo_libra
     subprocess.run([sys.executable, RUN, "user", "add", "ann", "--password", "--cluster-secret", SECRET,
                     "--data-dir", str(tmp_path / "master")], input=PASSWORD + "\n", text=True, check=True,
                    capture_output=True, timeout=60)
-    master = region = None
+    procs: dict = {}
+    region = None
     try:
         async with aiohttp.ClientSession() as session:
-            master, master_url, master_log = _start(tmp_path, "master", "--role", "master", "--cluster-secret",
-                                                    SECRET, "--library", str(music))
-            await _wait_ready(session, master_url, master, master_log)
-            while (await (await session.get(f"{master_url}/api/v1/library/scan")).json())["state"] != "done":
-                await asyncio.sleep(0.1)
+            master_url = await start_master(session, procs, tmp_path, music, free_port())  # ready and scanned
             region, region_url, region_log = _start(tmp_path, "region", "--role", "region", "--cluster-secret",
                                                     SECRET, "--master-url", master_url, "--no-mirror-media",
                                                     "--library", str(tmp_path / "region-music"))
@@ -65,7 +63,7 @@ async def test_a_region_streams_and_downloads_what_it_pulls(tmp_path, demo_libra
             async with session.get(f"{region_url}/rest/stream", params=_auth(id=mp3["id"], format="opus")) as resp:
                 assert resp.status == 200 and _codec(ffmpeg, await resp.read()) == "opus"
     finally:
-        for proc in (master, region):
+        for proc in (procs.get("master", (None,))[0], region):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)

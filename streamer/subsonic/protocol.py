@@ -88,6 +88,17 @@ def flag(request: web.Request, name: str, default: bool) -> bool:
     return raw.lower() in ("true", "1")
 
 
+def plain_password(given: str) -> str | None:
+    """A password as Subsonic sends one: as it is, or `enc:` and its UTF-8 bytes in hex (None when
+    those are not hex of UTF-8)."""
+    if not given.startswith("enc:"):
+        return given
+    try:
+        return bytes.fromhex(given[4:]).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 async def read_params(request: web.Request) -> MultiDictProxy:
     """The query's parameters, and a form body's (formPost) after them."""
     merged = MultiDict(request.query)

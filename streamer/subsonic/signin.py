@@ -22,7 +22,7 @@ from streamer.http.auth import ON_BEHALF_HEADER, TOKEN_CACHE_SECONDS, USER, Auth
 from streamer.http.errors import ApiError
 from streamer.http.keys import AUTH, CATALOG, SETTINGS
 from streamer.subsonic.protocol import (CONFLICTING_AUTH, INVALID_API_KEY, PARAMS, TOKEN_AUTH_OFF, WRONG_CREDENTIALS,
-                                        SubsonicError, missing)
+                                        SubsonicError, missing, plain_password)
 
 _KEPT = 10_000  # remembered sign-ins at most
 
@@ -106,13 +106,10 @@ async def _by_api_key(request: web.Request, auth: Auth, api_key: str) -> dict[st
 
 
 def _password(given: str) -> str:
-    """`p` as sent: the password, or `enc:` and its UTF-8 bytes in hex."""
-    if not given.startswith("enc:"):
-        return given
-    try:
-        return bytes.fromhex(given[4:]).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        raise SubsonicError(WRONG_CREDENTIALS, "Wrong username or password") from None
+    password = plain_password(given)
+    if password is None:
+        raise SubsonicError(WRONG_CREDENTIALS, "Wrong username or password")
+    return password
 
 
 def _by_password(db, name: str, password: str, key: bytes) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from streamer.http.auth import USER
 from streamer.http.edge import Routes, Write
 from streamer.http.keys import AUTH, CATALOG
 from streamer.subsonic.door import endpoint
-from streamer.subsonic.protocol import GENERIC, NOT_AUTHORIZED, SubsonicError, answer, not_found, one
+from streamer.subsonic.protocol import GENERIC, NOT_AUTHORIZED, SubsonicError, answer, not_found, one, plain_password
 
 # Lists this server never holds: endpoint -> its answer, empty.
 EMPTY_LISTS = {
@@ -76,12 +76,10 @@ async def change_password(request: web.Request) -> web.Response:
 
 
 def _password(given: str) -> str:
-    if not given.startswith("enc:"):
-        return given
-    try:
-        return bytes.fromhex(given[4:]).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        raise SubsonicError(GENERIC, "password: enc: must be followed by the password's UTF-8 bytes in hex") from None
+    password = plain_password(given)
+    if password is None:
+        raise SubsonicError(GENERIC, "password: enc: must be followed by the password's UTF-8 bytes in hex")
+    return password
 
 
 def add(routes: Routes) -> None:
