@@ -78,3 +78,44 @@ async def test_passwords_are_set_by_an_admin_or_their_owner(demo_server):
     assert await put("ann", {}) == 401
     signed_in = await demo_server.post("/api/v1/session", json={"name": "bob", "password": "a new one"})
     assert signed_in.status == 200
+
+
+async def test_the_session_cookie_reads_but_never_writes(aiohttp_client, demo_library, tmp_path):
+    """Off loopback (anonymous reads off) the web player's covers and audio read with the
+    HttpOnly cookie the sign-in sets; a write needs the header; signing out clears it."""
+    from tests.conftest import settings_for, wait_for_scan
+    from streamer.app import create_app
+    app = create_app(settings_for(demo_library, tmp_path / "data", anonymous_reads="off"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    await _user(app)
+    assert (await client.get("/api/v1/tracks")).status == 401
+    resp = await client.post("/api/v1/session", json={"name": "ann", "password": "pass word"})
+    cookie = resp.cookies["streamer_session"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie.value == (await resp.json())["token"]
+    tracks = await client.get("/api/v1/tracks")
+    assert tracks.status == 200
+    track = (await tracks.json())["items"][0]
+    assert (await client.get(f"/stream/{track['id']}", headers={"Range": "bytes=0-9"})).status == 206
+    assert (await client.get("/api/v1/me")).status == 401  # a listener's own data needs the header
+    assert (await client.post("/api/v1/playlists", json={"name": "x"})).status == 401
+    out = await client.delete("/api/v1/session")
+    assert out.status == 204
+    assert (await client.get("/api/v1/tracks")).status == 401
+
+
+async def test_a_token_trades_for_a_session_and_a_forged_cookie_is_refused(aiohttp_client, demo_library, tmp_path):
+    from tests.conftest import make_user, settings_for, wait_for_scan
+    from streamer.app import create_app
+    app = create_app(settings_for(demo_library, tmp_path / "data", anonymous_reads="off"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    headers = await make_user(app, "bob")
+    resp = await client.post("/api/v1/session", headers=headers)
+    assert resp.status == 200 and (await resp.json())["user"]["name"] == "bob"
+    assert (await client.post("/api/v1/session", headers={"Authorization": "Bearer nope"})).status == 401
+    client.session.cookie_jar.clear()
+    forged = {"Cookie": "streamer_session=session.nobody.99999999999.AAAA"}
+    assert (await client.get("/api/v1/tracks", headers=forged)).status == 401
+    plain_token = {"Cookie": "streamer_session=" + headers["Authorization"].split()[1]}
+    assert (await client.get("/api/v1/tracks", headers=plain_token)).status == 401

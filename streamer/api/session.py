@@ -1,39 +1,68 @@
-"""`POST /api/v1/session {"name", "password"}`: a browser signs in with a name and a password and
-gets a session token, sent as `Authorization: Bearer TOKEN` like any token. It is good on every
-node of a cluster for 30 days, until the user's token or password changes. A wrong password
-counts toward the client's throttle like a bad token (429 past it)."""
+"""`POST /api/v1/session {"name", "password"}`: a browser signs in with a name and a password (or
+with a token it holds, sent as `Authorization: Bearer TOKEN` and no body) and gets a session token,
+sent as `Authorization: Bearer TOKEN` like any token. It is good on every node of a cluster for 30
+days, until the user's token or password changes. A wrong password counts toward the client's
+throttle like a bad token (429 past it).
+
+The answer also sets the session as an HttpOnly, SameSite=Strict cookie: the web player's `<img>`
+covers and media cannot send a header, and the cookie stands in for reads only (streamer.http.auth).
+`DELETE /api/v1/session` clears it."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
 from media import listeners
 from media.passwords import MAX_PASSWORD
 from streamer.api.bodies import json_body
-from streamer.http.auth import SESSION_SECONDS
+from streamer.http.auth import SESSION_COOKIE, SESSION_SECONDS
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
-from streamer.http.keys import AUTH, CATALOG
+from streamer.http.keys import AUTH, CATALOG, SETTINGS
 
 
 async def sign_in(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    if "Authorization" in request.headers and not await request.read():
+        user = await auth.user_for_token(request, request.headers["Authorization"].partition(" ")[2].strip())
+    else:
+        user = await _password_user(request)
+    token = await auth.session_for(user["id"])
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + SESSION_SECONDS))
+    response = web.json_response({"token": token, "expires_at": expires,
+                                  "user": {k: user[k] for k in ("id", "name", "role")}},
+                                 headers={"Cache-Control": "no-store"})
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, path="/", httponly=True,
+                        samesite="Strict", secure=_secure(request))
+    return response
+
+
+async def _password_user(request: web.Request) -> dict[str, Any]:
     body = await json_body(request)
     name, password = body.get("name"), body.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or not name or len(password) > MAX_PASSWORD:
         raise ApiError(422, "invalid_field", "expected {\"name\": NAME, \"password\": PASSWORD}")
-    auth = request.app[AUTH]
     user = await request.app[CATALOG].db.read(listeners.user_for_password, name[:64], password)
     if user is None:
-        auth.failure(request, "sign-in", f"a wrong password for {name[:64]!r}")
+        request.app[AUTH].failure(request, "sign-in", f"a wrong password for {name[:64]!r}")
         raise ApiError(401, "unauthorized", "wrong name or password")
-    token = await auth.session_for(user["id"])
-    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + SESSION_SECONDS))
-    return web.json_response({"token": token, "expires_at": expires,
-                              "user": {k: user[k] for k in ("id", "name", "role")}},
-                             headers={"Cache-Control": "no-store"})
+    return user
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    """Forget the session cookie (the token itself stays good until it ends, like any bearer)."""
+    response = web.Response(status=204, headers={"Cache-Control": "no-store"})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.app[SETTINGS].public_url.startswith("https:")
 
 
 def add_routes(routes: Routes) -> None:
     routes.add("POST", "/api/v1/session", sign_in, "session", access="open")
+    routes.add("DELETE", "/api/v1/session", sign_out, "session_end", access="open")

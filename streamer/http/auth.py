@@ -47,6 +47,7 @@ from streamer.http.errors import ApiError
 log = logging.getLogger(__name__)
 
 ACCESS_LEVELS = ("open", "read", "user", "admin")
+SESSION_COOKIE = "streamer_session"  # a session token, for reads by the web player
 FAILURES_ALLOWED = 10
 FAILURE_WINDOW = 60.0
 TOKEN_CACHE_SECONDS = 5.0  # a revoked token stops working within this
@@ -182,6 +183,11 @@ class Auth:
         header = request.headers.get("Authorization")
         if header is None and "sig" not in request.query:
             if access == "read" and self.anonymous_allowed(request):
+                return
+            if access == "read" and request.method in ("GET", "HEAD") and SESSION_COOKIE in request.cookies:
+                # The web player's covers and audio cannot send a header; its session cookie
+                # (SameSite=Strict, HttpOnly) stands in for reads only, never for a write.
+                request[USER] = await self._session(request, request.cookies[SESSION_COOKIE][:300], count)
                 return
             raise ApiError(401, "unauthorized", "this needs a token: Authorization: Bearer TOKEN",
                            {"WWW-Authenticate": 'Bearer realm="streamer"'})
