@@ -59,7 +59,7 @@ def _add_doors(app: web.Application, routes: Routes) -> None:
     """Every door's routes: the node's own pages, the web page, bytes to players, the JSON API,
     the Subsonic API."""
     status.add_routes(routes)
-    page.add_routes(routes)
+    page.add_routes(app, routes)
     stream.add_routes(routes)
     library.add_routes(routes)
     session.add_routes(routes)

@@ -167,7 +167,7 @@ async def test_rescan_endpoint(demo_server):
 async def test_index_page(demo_server):
     resp = await demo_server.get("/")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html")
-    assert "/api/v1/albums" in await resp.text()
+    assert '<script type="module" src="/static/main.js">' in await resp.text()
 
 
 def test_every_route_has_its_edge(tmp_path):

@@ -1,2 +1,3 @@
-"""The web page a browser opens at `/`, served by the node itself (static/), with nothing fetched
-from elsewhere. May import http/ and the api/ it calls; nothing imports it but the app."""
+"""The web player a browser opens at `/`: its shell (static/: HTML, CSS, ES modules, icon, manifest,
+service worker), served by the node itself, nothing fetched from elsewhere and no build step.
+May import http/; nothing imports it but the app."""

@@ -1,0 +1,262 @@
+// The audio engine: Web Audio decks, so consecutive tracks join sample-exactly (gapless).
+//
+// A track is fetched whole and decoded into an AudioBuffer; the next one is decoded while the
+// current plays and scheduled to start on the very sample the current ends. Each deck has its
+// own GainNode (the track's loudness gain) into a master GainNode (the volume). Pausing suspends
+// the AudioContext, which keeps that schedule. A track too big to hold decoded (a long mix, a
+// hi-res file) or a transcode asked for a slow link streams through a media element instead:
+// it starts at once, and its joins are not gapless.
+
+const DECODED_BUDGET = 200 * 1024 * 1024; // bytes of float samples one deck may hold
+const LEAD = 0.03; // seconds between asking for a start and the start: time to schedule it
+
+export class Engine extends EventTarget {
+  constructor() {
+    super();
+    this.ctx = null;
+    this.current = null; // the deck playing (or cued)
+    this.next = null; // the deck decoded or scheduled after it
+    this.volume = 1;
+    this.generation = 0; // bumped on every play(): late loads of an older one are dropped
+  }
+
+  context(rate) {
+    if (!this.ctx) {
+      const options = { latencyHint: "playback" };
+      if (rate >= 8000 && rate <= 192000) options.sampleRate = rate;
+      this.ctx = new AudioContext(options);
+      this.master = this.ctx.createGain();
+      this.master.gain.value = this.volume;
+      this.master.connect(this.ctx.destination);
+      this.ctx.onstatechange = () => this.emit("state");
+    }
+    return this.ctx;
+  }
+
+  get playing() { return !!this.current && this.ctx?.state === "running" && !this.current.stopped; }
+
+  get position() {
+    const deck = this.current;
+    if (!deck) return 0;
+    if (!deck.ready || deck.startAt === null) return deck.cuedAt || 0;
+    if (deck.element) return deck.element.currentTime;
+    return Math.min(Math.max(this.ctx.currentTime - deck.startAt, 0), deck.buffer.duration);
+  }
+
+  get duration() {
+    const deck = this.current;
+    if (!deck) return 0;
+    if (!deck.ready) return deck.track.duration;
+    if (deck.element) return Number.isFinite(deck.element.duration) ? deck.element.duration : deck.track.duration;
+    return deck.buffer.duration;
+  }
+
+  // Play `track` (a catalog track with `url` set by the caller) from `offset` seconds.
+  async play(track, offset = 0, gain = 1) {
+    const generation = ++this.generation;
+    const ctx = this.context(track.sample_rate);
+    this.drop(this.current);
+    let deck = null;
+    if (this.next && this.next.track.url === track.url) {
+      this.unschedule();
+      deck = this.next;
+      this.next = null;
+    }
+    this.drop(this.next);
+    this.next = null;
+    this.current = deck || this.deck(track);
+    this.emit("loading");
+    deck = await this.current.whenReady;
+    if (generation !== this.generation) return;
+    if (!deck) return this.emit("error", { track, message: this.current.error });
+    if (ctx.state !== "running") await ctx.resume();
+    this.setGain(deck, gain);
+    this.start(deck, offset, ctx.currentTime + LEAD);
+    this.emit("track");
+  }
+
+  // Decode `track` ahead and start it where the current one ends (null: nothing follows).
+  async follow(track, gain = 1) {
+    if (this.next && track && this.next.track.url === track.url) return;
+    this.drop(this.next);
+    const deck = this.next = track && this.ctx ? this.deck(track) : null;
+    if (!deck || !(await deck.whenReady) || deck !== this.next) return;
+    this.setGain(deck, gain);
+    this.schedule();
+  }
+
+  // The current track's gain, changed while it plays (a short ramp: no click).
+  regain(gain) {
+    const deck = this.current;
+    if (deck?.gainNode) deck.gainNode.gain.setTargetAtTime(gain, this.ctx.currentTime, 0.05);
+  }
+
+  pause() {
+    if (this.current?.element) this.current.element.pause();
+    return this.ctx?.state === "running" ? this.ctx.suspend() : Promise.resolve();
+  }
+
+  async resume() {
+    if (!this.ctx) return;
+    if (this.current?.element) await this.current.element.play().catch(() => null);
+    await this.ctx.resume();
+  }
+
+  seek(seconds) {
+    const deck = this.current;
+    if (!deck?.ready) { if (deck) deck.cuedAt = seconds; return; }
+    seconds = Math.max(0, Math.min(seconds, this.duration - 0.05));
+    if (deck.element) { deck.element.currentTime = seconds; return; }
+    this.unschedule();
+    this.stopSource(deck);
+    this.start(deck, seconds, this.ctx.currentTime + LEAD);
+    this.emit("seeked");
+  }
+
+  setVolume(value) {
+    this.volume = value;
+    if (this.master) this.master.gain.setTargetAtTime(value, this.ctx.currentTime, 0.01);
+  }
+
+  stop() {
+    this.generation++;
+    this.drop(this.current);
+    this.drop(this.next);
+    this.current = this.next = null;
+    this.emit("state");
+  }
+
+  // --- inside ---
+
+  emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  deck(track) {
+    const deck = { track, loading: this.load(track) };
+    deck.whenReady = this.ready(deck);
+    return deck;
+  }
+
+  load(track) {
+    const abort = new AbortController();
+    const bytes = track.duration * (track.sample_rate || 48000) * Math.max(track.channels || 2, 1) * 4;
+    const streamed = track.streamed || bytes > DECODED_BUDGET;
+    const loading = streamed ? this.loadElement(track) : this.loadBuffer(track, abort.signal);
+    loading.abort = abort;
+    loading.catch(() => null); // seen by ready(); never an unhandled rejection
+    return loading;
+  }
+
+  async loadBuffer(track, signal) {
+    const response = await fetch(track.url, { signal, credentials: "same-origin" });
+    if (!response.ok) throw new Error(`the node answered ${response.status} for ${track.title}`);
+    const data = await response.arrayBuffer();
+    return { buffer: await this.ctx.decodeAudioData(data) };
+  }
+
+  loadElement(track) {
+    const element = new Audio();
+    element.crossOrigin = "use-credentials";
+    element.preload = "auto";
+    element.src = track.url;
+    return new Promise((resolve, reject) => {
+      element.addEventListener("canplay", () => resolve({ element }), { once: true });
+      element.addEventListener("error", () => reject(new Error(`${track.title} cannot be played here`)), { once: true });
+    });
+  }
+
+  async ready(deck) {
+    try {
+      Object.assign(deck, await deck.loading, { ready: true, startAt: null, stopped: false });
+      deck.gainNode = this.ctx.createGain();
+      deck.gainNode.connect(this.master);
+      if (deck.element) {
+        deck.source = this.ctx.createMediaElementSource(deck.element);
+        deck.source.connect(deck.gainNode);
+        deck.element.addEventListener("ended", () => this.ended(deck, deck.source));
+      }
+      return deck;
+    } catch (error) {
+      if (error.name !== "AbortError") deck.error = error.message || String(error);
+      return null;
+    }
+  }
+
+  setGain(deck, gain) { deck.gainNode.gain.value = gain; }
+
+  start(deck, offset, when) {
+    deck.stopped = false;
+    if (deck.element) {
+      deck.element.currentTime = offset;
+      deck.startAt = when - offset;
+      deck.element.play().catch((error) => this.emit("error", { track: deck.track, message: error.message }));
+      return;
+    }
+    const source = this.ctx.createBufferSource();
+    source.buffer = deck.buffer;
+    source.connect(deck.gainNode);
+    source.onended = () => this.ended(deck, source);
+    source.start(when, Math.min(offset, deck.buffer.duration));
+    deck.source = source;
+    deck.startAt = when - offset;
+  }
+
+  // Start the next deck on the sample the current one ends, when both are decoded buffers.
+  schedule() {
+    const current = this.current, next = this.next;
+    if (!current?.ready || !next?.ready || next.scheduled || current.element || next.element) return;
+    if (current.startAt === null) return;
+    const end = current.startAt + current.buffer.duration;
+    if (end < this.ctx.currentTime + 0.01) return; // too late to join exactly: ended() starts it
+    const source = this.ctx.createBufferSource();
+    source.buffer = next.buffer;
+    source.connect(next.gainNode);
+    source.onended = () => this.ended(next, source);
+    source.start(end);
+    Object.assign(next, { source, startAt: end, scheduled: true });
+  }
+
+  unschedule() {
+    const next = this.next;
+    if (!next?.scheduled) return;
+    this.stopSource(next);
+    next.scheduled = false;
+    next.startAt = null;
+  }
+
+  ended(deck, source) {
+    if (deck !== this.current || source !== deck.source || deck.stopped) return;
+    const next = this.next;
+    deck.stopped = true;
+    if (next?.scheduled) {
+      this.release(deck);
+      this.current = next;
+      this.next = null;
+      this.emit("advance");
+    } else {
+      this.emit("ended");
+    }
+  }
+
+  stopSource(deck) {
+    const source = deck.source;
+    deck.source = null;
+    if (!source) return;
+    if (deck.element) { deck.element.pause(); deck.source = source; return; }
+    source.onended = null;
+    try { source.stop(); } catch { /* never started */ }
+    source.disconnect();
+  }
+
+  drop(deck) {
+    if (!deck) return;
+    deck.stopped = true;
+    deck.loading?.abort?.abort();
+    if (deck.ready) { this.stopSource(deck); this.release(deck); }
+  }
+
+  release(deck) {
+    if (deck.element) { deck.element.pause(); deck.element.removeAttribute("src"); deck.element.load(); }
+    deck.gainNode?.disconnect();
+    deck.buffer = null;
+  }
+}
