@@ -119,3 +119,25 @@ async def test_a_token_trades_for_a_session_and_a_forged_cookie_is_refused(aioht
     assert (await client.get("/api/v1/tracks", headers=forged)).status == 401
     plain_token = {"Cookie": "streamer_session=" + headers["Authorization"].split()[1]}
     assert (await client.get("/api/v1/tracks", headers=plain_token)).status == 401
+
+
+async def test_who_am_i_never_refuses(aiohttp_client, demo_library, tmp_path):
+    """GET /api/v1/session: the page's first question, answered without a 401 (a browser logs
+    every 401 as an error): who the bearer is, and whether this client may read without one."""
+    from tests.conftest import make_user, settings_for, wait_for_scan
+    from streamer.app import create_app
+    app = create_app(settings_for(demo_library, tmp_path / "data", anonymous_reads="off"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    headers = await make_user(app, "bob")
+    assert await (await client.get("/api/v1/session")).json() == {"user": None, "anonymous_reads": False}
+    mine = await (await client.get("/api/v1/session", headers=headers)).json()
+    assert mine["user"]["name"] == "bob" and mine["anonymous_reads"] is False
+    statuses = [(await client.get("/api/v1/session", headers={"Authorization": "Bearer wrong"})).status
+                for _ in range(11)]
+    assert statuses[:10] == [200] * 10 and statuses[10] == 429  # failures count like any bad token
+
+
+async def test_who_am_i_on_loopback_reads_openly(demo_server):
+    body = await (await demo_server.get("/api/v1/session")).json()
+    assert body == {"user": None, "anonymous_reads": True}

@@ -6,7 +6,9 @@ throttle like a bad token (429 past it).
 
 The answer also sets the session as an HttpOnly, SameSite=Strict cookie: the web player's `<img>`
 covers and media cannot send a header, and the cookie stands in for reads only (streamer.http.auth).
-`DELETE /api/v1/session` clears it."""
+`DELETE /api/v1/session` clears it. `GET /api/v1/session` says who the bearer is (or null) and
+whether this client may read without signing in, so a page knows what to show before it asks
+for anything that would be refused."""
 
 from __future__ import annotations
 
@@ -52,6 +54,23 @@ async def _password_user(request: web.Request) -> dict[str, Any]:
     return user
 
 
+async def who_am_i(request: web.Request) -> web.Response:
+    """Never 401: a bad token answers `"user": null` (counted like any failed token: 429 past the
+    throttle, so this is no way to try tokens quickly)."""
+    auth = request.app[AUTH]
+    user = None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        try:
+            user = await auth.user_for_token(request, token.strip()[:300])
+        except ApiError as error:
+            if error.status != 401:
+                raise
+    return web.json_response({"user": {k: user[k] for k in ("id", "name", "role")} if user else None,
+                              "anonymous_reads": auth.anonymous_allowed(request)},
+                             headers={"Cache-Control": "no-store"})
+
+
 async def sign_out(request: web.Request) -> web.Response:
     """Forget the session cookie (the token itself stays good until it ends, like any bearer)."""
     response = web.Response(status=204, headers={"Cache-Control": "no-store"})
@@ -66,3 +85,4 @@ def _secure(request: web.Request) -> bool:
 def add_routes(routes: Routes) -> None:
     routes.add("POST", "/api/v1/session", sign_in, "session", access="open")
     routes.add("DELETE", "/api/v1/session", sign_out, "session_end", access="open")
+    routes.get("/api/v1/session", who_am_i, "session_who", access="open")

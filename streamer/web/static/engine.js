@@ -126,6 +126,33 @@ export class Engine extends EventTarget {
     this.emit("state");
   }
 
+  // Record what the engine plays (the first channel, after every gain) until stop() is called:
+  // `const tap = await engine.tap(); ...; const samples = await tap.stop()`.
+  async tap() {
+    const ctx = this.context();
+    await ctx.audioWorklet.addModule("/static/tap.js");
+    const node = new AudioWorkletNode(ctx, "tap", { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1] });
+    const blocks = [];
+    let finish = null;
+    node.port.onmessage = (event) => (event.data.done ? finish() : blocks.push(event.data.samples));
+    this.master.connect(node);
+    node.connect(ctx.destination); // silent: pulled like any node that reaches the speakers
+    return {
+      rate: ctx.sampleRate,
+      stop: () => new Promise((resolve) => {
+        finish = () => {
+          this.master.disconnect(node);
+          node.disconnect();
+          const all = new Float32Array(blocks.reduce((n, b) => n + b.length, 0));
+          let at = 0;
+          for (const block of blocks) { all.set(block, at); at += block.length; }
+          resolve(all);
+        };
+        node.port.postMessage("stop");
+      }),
+    };
+  }
+
   // --- inside ---
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }

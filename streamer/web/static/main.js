@@ -60,9 +60,7 @@ $("account").addEventListener("click", async () => {
   player.engine.stop();
   player.queue.clear();
   await api.signOut();
-  showAccount();
-  await loadFavorites();
-  render(main, location.hash);
+  location.reload(); // start as a stranger: the node may not let one read
 });
 
 $("signin-cancel").addEventListener("click", () => $("signin").close());
@@ -138,15 +136,23 @@ async function nodeStatus() {
 
 // --- start ---
 
+// Ask who we are first: on a node that wants a sign-in, nothing is requested (and refused)
+// before it; on a loopback node with anonymous reads the page plays at once.
 async function start() {
   showAccount();
-  render(main, location.hash);
-  if (api.session.token) {
-    const me = await api.get("/api/v1/me").catch(() => null);
-    if (me) api.session.keep(api.session.token, me);
-    showAccount();
+  const who = await api.get("/api/v1/session").catch(() => ({ user: null, anonymous_reads: false }));
+  if (who.user) api.session.keep(api.session.token, who.user);
+  else if (api.session.token) api.session.forget();
+  showAccount();
+  if (!who.user && !who.anonymous_reads) {
+    replace(main, h("div", { class: "view" }, h("h1", {}, "Sign in to listen"),
+      h("p", {}, "This node shares its music with its listeners only."),
+      h("button", { type: "button", class: "primary", onclick: askSignIn }, "Sign in")));
+    askSignIn();
+  } else {
+    render(main, location.hash);
+    await Promise.all([loadFavorites(), player.restore()]);
   }
-  await Promise.all([loadFavorites(), player.restore()]);
   nodeStatus();
   setInterval(nodeStatus, 30000);
   if ("serviceWorker" in navigator && isSecureContext) {
