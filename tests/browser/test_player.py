@@ -9,7 +9,7 @@ from pathlib import Path
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-SCREENSHOTS = os.environ.get("STREAMER_SCREENSHOTS")  # a folder: write the docs' screenshots there
+SCREENSHOTS = os.environ.get("WEB_PLAYER_SCREENSHOTS")  # a folder: write the docs' screenshots there
 
 STATE = "const p = streamer.player; return {index: p.queue.index, title: p.queue.current && p.queue.current.title, " \
         "position: p.position, playing: p.engine.playing, count: p.queue.items.length};"
@@ -263,6 +263,71 @@ def test_phone_width_and_screenshots(browser, web_node):
         take_screenshots(browser, web_node, Path(SCREENSHOTS))
 
 
+def test_a_transcode_for_a_slow_link_plays(browser, web_node):
+    sign_in(browser, web_node)
+    browser.find_element(By.CSS_SELECTOR, "#quality option[value='96']").click()
+    play_album(browser, web_node.track("Harbour Lights")["album_id"])
+    assert browser.execute_script("const d = streamer.player.engine.current; return d.element.src") .endswith(
+        "?format=opus&bitrate=96")
+    at = state(browser)["position"]
+    browser.wait_js(f"return streamer.player.position > {at + 0.5}", message="the transcode plays on")
+    browser.refresh()  # the choice is this browser's, kept
+    browser.wait_js("return document.getElementById('quality').value === '96'")
+
+
+def test_loudness_gain_follows_the_album_and_never_clips(browser, web_node):
+    sign_in(browser, web_node)
+    gains = browser.execute_script("""
+        const p = streamer.player, q = p.queue;
+        const t = (id, album, gain) => ({id, album_id: album, title: id, duration: 10, gain});
+        q.items = [t('a', 'A', {track: -6, track_peak: 0.9, album: -4, album_peak: 0.95, source: 'tags'}),
+                   t('b', 'A', {track: -2, track_peak: 0.5, album: -4, album_peak: 0.95, source: 'tags'}),
+                   t('c', 'C', {track: 6, track_peak: 0.8, album: 6, album_peak: 0.8, source: 'measured'}),
+                   t('d', 'D', {track: null, track_peak: null, album: null, album_peak: null, source: null})];
+        const all = (mode) => { p.settings.loudness = mode; return q.items.map((_, i) => p.gainFor(i)); };
+        const out = {auto: all('auto'), track: all('track'), off: all('off')};
+        q.items = []; return out;""")
+    db = lambda x: 10 ** (x / 20)  # noqa: E731
+    # Within album A (neighbours): the album's gain; C alone: its own, held under its peak (1/0.8).
+    assert gains["auto"] == [db(-4), db(-4), 1 / 0.8, 1]
+    assert gains["track"] == [db(-6), db(-2), 1 / 0.8, 1]
+    assert gains["off"] == [1, 1, 1, 1]
+
+
+def test_installable_with_a_service_worker_for_the_shell_only(browser, web_node):
+    sign_in(browser, web_node)
+    browser.wait_js("return navigator.serviceWorker.controller !== null || "
+                    "navigator.serviceWorker.ready.then(() => true)", message="the service worker runs")
+    cached = browser.execute_async_script("""
+        const done = arguments[0];
+        navigator.serviceWorker.ready.then(async () => {
+          const keys = await caches.keys();
+          const urls = [];
+          for (const key of keys) for (const r of await (await caches.open(key)).keys()) urls.push(new URL(r.url).pathname);
+          done({keys, urls: urls.sort()});
+        });""")
+    assert len(cached["keys"]) == 1 and cached["keys"][0].startswith("shell-")
+    assert "/" in cached["urls"] and "/static/player.js" in cached["urls"]
+    assert not [u for u in cached["urls"] if u.startswith(("/stream", "/hls", "/api", "/rest"))]
+    errors = browser.execute_cdp_cmd("Page.getInstallabilityErrors", {})
+    assert errors.get("installabilityErrors") == [], errors
+
+
+def test_every_control_has_a_name_and_a_keyboard_way(browser, web_node):
+    sign_in(browser, web_node)
+    for route in ("#/", f"#/album/{web_node.track('Harbour Lights')['album_id']}", "#/search?q=tone"):
+        browser.execute_script("location.hash = arguments[0]", route)
+        browser.wait_js("return !document.querySelector('main').hasAttribute('aria-busy') && "
+                        "document.querySelector('main h1') !== null")
+        nameless = browser.execute_script("""
+            const named = (e) => (e.getAttribute('aria-label') || e.textContent || e.title ||
+                                  (e.labels && e.labels[0] && e.labels[0].textContent) || '').trim();
+            return [...document.querySelectorAll('button, a[href], input, select, [role=slider], [tabindex]')]
+              .filter((e) => e.offsetParent !== null && e.tabIndex >= 0 && !e.closest('[hidden]'))
+              .filter((e) => !named(e)).map((e) => e.outerHTML.slice(0, 120));""")
+        assert nameless == [], (route, nameless)
+
+
 def take_screenshots(browser, node, folder: Path) -> None:
     """The docs' pictures: an album page playing, at phone and desktop width, light and dark."""
     import base64
@@ -277,6 +342,7 @@ def take_screenshots(browser, node, folder: Path) -> None:
                 browser.execute_script("location.hash = arguments[0]", route)
                 browser.wait_js("return !document.querySelector('main').hasAttribute('aria-busy') && "
                                 "[...document.querySelectorAll('img.cover')].every(i => i.complete)")
+                browser.execute_script("document.getElementById('toast').replaceChildren()")
                 shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "jpeg", "quality": 72})
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / f"web-{view}-{size}-{scheme}.jpg").write_bytes(base64.b64decode(shot["data"]))
