@@ -3,12 +3,19 @@
 // A track is fetched whole and decoded into an AudioBuffer; the next one is decoded while the
 // current plays and scheduled to start on the very sample the current ends. Each deck has its
 // own GainNode (the track's loudness gain) into a master GainNode (the volume). Pausing suspends
-// the AudioContext, which keeps that schedule. A track too big to hold decoded (a long mix, a
-// hi-res file) or a transcode asked for a slow link streams through a media element instead:
-// it starts at once, and its joins are not gapless.
+// the AudioContext, which keeps that schedule.
+//
+// Playing must start at once, though, and a whole file can take seconds to arrive on a slow
+// link: a track that would (its size over the throughput seen so far) starts streaming through
+// a media element, while the whole file is fetched and decoded behind it; then the decoded copy
+// takes over under a short crossfade, and the joins after it are exact. A track too big to hold
+// decoded (a long mix, a hi-res file) or a transcode asked for a slow link stays a stream: its
+// joins are not gapless.
 
 const DECODED_BUDGET = 200 * 1024 * 1024; // bytes of float samples one deck may hold
 const LEAD = 0.03; // seconds between asking for a start and the start: time to schedule it
+const FADE = 0.03; // the crossfade from a stream to its decoded copy
+const QUICK = 0.35; // seconds a whole file may take to arrive before it starts as a stream
 
 export class Engine extends EventTarget {
   constructor() {
@@ -18,6 +25,7 @@ export class Engine extends EventTarget {
     this.next = null; // the deck decoded or scheduled after it
     this.volume = 1;
     this.generation = 0; // bumped on every play(): late loads of an older one are dropped
+    this.throughput = 4e6; // bytes a second whole files arrived at (a guess until one has)
   }
 
   context(rate) {
@@ -64,7 +72,7 @@ export class Engine extends EventTarget {
     }
     this.drop(this.next);
     this.next = null;
-    this.current = deck || this.deck(track);
+    this.current = deck || this.deck(track, { soon: true });
     this.emit("loading");
     deck = await this.current.whenReady;
     if (generation !== this.generation) return;
@@ -72,12 +80,13 @@ export class Engine extends EventTarget {
     if (ctx.state !== "running") await ctx.resume();
     this.setGain(deck, gain);
     this.start(deck, offset, ctx.currentTime + LEAD);
+    this.schedule(); // the next may have been decoded before this one was
     this.emit("track");
   }
 
   // Decode `track` ahead and start it where the current one ends (null: nothing follows).
   async follow(track, gain = 1) {
-    if (this.next && track && this.next.track.url === track.url) return;
+    if (this.next && track && this.next.track.url === track.url) return this.schedule();
     this.drop(this.next);
     const deck = this.next = track && this.ctx ? this.deck(track) : null;
     if (!deck || !(await deck.whenReady) || deck !== this.next) return;
@@ -110,6 +119,7 @@ export class Engine extends EventTarget {
     this.unschedule();
     this.stopSource(deck);
     this.start(deck, seconds, this.ctx.currentTime + LEAD);
+    this.schedule();
     this.emit("seeked");
   }
 
@@ -157,27 +167,60 @@ export class Engine extends EventTarget {
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
-  deck(track) {
-    const deck = { track, loading: this.load(track) };
+  deck(track, { soon = false } = {}) {
+    const deck = { track, loading: this.load(track, soon) };
     deck.whenReady = this.ready(deck);
     return deck;
   }
 
-  load(track) {
+  // `soon`: it must sound now (play), not at the end of the current track (follow).
+  load(track, soon) {
     const abort = new AbortController();
     const bytes = track.duration * (track.sample_rate || 48000) * Math.max(track.channels || 2, 1) * 4;
-    const streamed = track.streamed || bytes > DECODED_BUDGET;
-    const loading = streamed ? this.loadElement(track) : this.loadBuffer(track, abort.signal);
+    const decodable = !track.streamed && bytes <= DECODED_BUDGET;
+    const slow = soon && (track.size || 0) / this.throughput > QUICK;
+    const loading = decodable && !slow ? this.loadBuffer(track, abort.signal) : this.loadElement(track);
     loading.abort = abort;
+    loading.upgrade = decodable && slow;
     loading.catch(() => null); // seen by ready(); never an unhandled rejection
     return loading;
   }
 
   async loadBuffer(track, signal) {
+    const started = performance.now();
     const response = await fetch(track.url, { signal, credentials: "same-origin" });
     if (!response.ok) throw new Error(`the node answered ${response.status} for ${track.title}`);
     const data = await response.arrayBuffer();
+    const seconds = (performance.now() - started) / 1000;
+    if (data.byteLength > 256 * 1024) this.throughput = data.byteLength / Math.max(seconds, 0.001);
     return { buffer: await this.ctx.decodeAudioData(data) };
+  }
+
+  // The decoded copy of a streaming deck takes over where the stream is, under a crossfade.
+  async upgrade(deck) {
+    let buffer;
+    try {
+      ({ buffer } = await this.loadBuffer(deck.track, deck.loading.abort.signal));
+    } catch { return; } // it streams on
+    const element = deck.element;
+    if (deck !== this.current || deck.stopped || !element) return;
+    const ctx = this.ctx, when = ctx.currentTime + LEAD;
+    const offset = Math.min(element.currentTime + (element.paused ? 0 : LEAD), buffer.duration);
+    const fade = ctx.createGain();
+    fade.gain.setValueAtTime(0, when);
+    fade.gain.linearRampToValueAtTime(1, when + FADE);
+    fade.connect(deck.gainNode);
+    deck.elementGain.gain.setValueAtTime(1, when);
+    deck.elementGain.gain.linearRampToValueAtTime(0, when + FADE);
+    const source = ctx.createBufferSource();
+    source.buffer = buffer;
+    source.connect(fade);
+    source.onended = () => this.ended(deck, source);
+    source.start(when, offset);
+    Object.assign(deck, { source, buffer, element: null, startAt: when - offset, stopped: false });
+    setTimeout(() => this.releaseElement(element, deck.elementGain), (LEAD + FADE) * 1000 + 100);
+    this.emit("upgraded");
+    this.schedule();
   }
 
   loadElement(track) {
@@ -197,9 +240,11 @@ export class Engine extends EventTarget {
       deck.gainNode = this.ctx.createGain();
       deck.gainNode.connect(this.master);
       if (deck.element) {
-        deck.source = this.ctx.createMediaElementSource(deck.element);
-        deck.source.connect(deck.gainNode);
-        deck.element.addEventListener("ended", () => this.ended(deck, deck.source));
+        const element = deck.element;
+        deck.elementGain = this.ctx.createGain();
+        deck.source = this.ctx.createMediaElementSource(element);
+        deck.source.connect(deck.elementGain).connect(deck.gainNode);
+        element.addEventListener("ended", () => deck.element === element && this.ended(deck, deck.source));
       }
       return deck;
     } catch (error) {
@@ -215,6 +260,10 @@ export class Engine extends EventTarget {
     if (deck.element) {
       deck.element.currentTime = offset;
       deck.startAt = when - offset;
+      if (deck.loading.upgrade && !deck.upgrading) {
+        deck.upgrading = true;
+        this.upgrade(deck);
+      }
       deck.element.play().catch((error) => this.emit("error", { track: deck.track, message: error.message }));
       return;
     }
@@ -233,7 +282,7 @@ export class Engine extends EventTarget {
     if (!current?.ready || !next?.ready || next.scheduled || current.element || next.element) return;
     if (current.startAt === null) return;
     const end = current.startAt + current.buffer.duration;
-    if (end < this.ctx.currentTime + 0.01) return; // too late to join exactly: ended() starts it
+    if (end < this.ctx.currentTime + 0.02) return; // too late to join exactly: ended() starts it
     const source = this.ctx.createBufferSource();
     source.buffer = next.buffer;
     source.connect(next.gainNode);
@@ -282,8 +331,15 @@ export class Engine extends EventTarget {
   }
 
   release(deck) {
-    if (deck.element) { deck.element.pause(); deck.element.removeAttribute("src"); deck.element.load(); }
+    if (deck.element) this.releaseElement(deck.element, deck.elementGain);
     deck.gainNode?.disconnect();
     deck.buffer = null;
+  }
+
+  releaseElement(element, gain) {
+    element.pause();
+    element.removeAttribute("src");
+    element.load(); // lets go of the connection and what it buffered
+    gain?.disconnect();
   }
 }
