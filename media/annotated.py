@@ -13,12 +13,10 @@ from typing import Any
 
 import sqlite_utils
 
-from media.catalog import ALBUM_FIELDS, ARTIST_FIELDS, TRACK_FIELDS
+from media.catalog import ALBUM_FIELDS, ARTIST_FIELDS, TRACK_COLUMNS
 
-# A track's own columns, plus where its file is (for `path`, `suffix` and its folder).
-SONG_COLUMNS = (*TRACK_FIELDS, "album_artist_id", "path", "dir", "rg_track_gain", "rg_track_peak",
-                "rg_album_gain", "rg_album_peak", "mbid", "loudness", "loudness_peak", "album_loudness",
-                "album_loudness_peak")
+# A track's own columns (with its gain's), plus where its file is (for `path`, `suffix` and its folder).
+SONG_COLUMNS = (*TRACK_COLUMNS, "album_artist_id", "path", "dir", "mbid")
 
 _SONG = (", ".join(f"t.{c}" for c in SONG_COLUMNS) + ", "
          "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'tracks' AND item_id = t.id) AS starred, "

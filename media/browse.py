@@ -1,5 +1,5 @@
-"""Catalog reads behind the Subsonic lists: folders of the real library tree, genres, random
-picks, album lists in every order, starred items and paged search.
+"""Catalog reads behind the Subsonic lists and the JSON API's browsing: folders of the real library
+tree, genres, random picks, album lists in every order, starred items and paged search.
 
 Each read costs about the page it answers, whatever the size of the library: it walks an index
 (schema 7, media.catalog) from where the page starts, seeks rather than scans, and leaves the
@@ -23,7 +23,10 @@ from typing import Any
 import sqlite_utils
 
 from media import annotated
-from media.catalog import fts_query
+from media.catalog import (ALBUM_FIELDS, ARTIST_FIELDS, DISC_ORDER, TRACK_COLUMNS, client_album, client_track,
+                           fts_query, tracks_where)
+from media.errors import NotFound
+from media.library_paths import is_library_relpath
 
 ROOT_DIR = "."  # the `dir` of a track at the top of the library (media.catalog.effective)
 IGNORED_ARTICLES = ("The", "El", "La", "Los", "Las", "Le", "Les")
@@ -77,8 +80,22 @@ def first_track_under(db: sqlite_utils.Database, folder: str) -> dict[str, Any] 
 
 
 def folder_songs(db: sqlite_utils.Database, user_id: str, folder: str) -> list[dict[str, Any]]:
-    return annotated.songs(db, user_id, "t.dir = :dir", {"dir": folder},
-                           order="t.disc_number, t.track_number, t.title COLLATE NOCASE, t.id")
+    return annotated.songs(db, user_id, "t.dir = :dir", {"dir": folder}, order=DISC_ORDER)
+
+
+def folder(db: sqlite_utils.Database, path: str) -> dict[str, Any]:
+    """A folder of the library by its path inside it ("" is the library itself), as a client
+    browses it: its folders (each with its path) and its own tracks in disc and track order. A
+    path that is not a plain relative one, or names no folder holding music, is NotFound. Seeks
+    along the index on `dir` (see subfolders), never the files."""
+    if path and (not is_library_relpath(path) or first_track_under(db, path) is None):
+        raise NotFound(f"no folder {path[:200]!r} in the library")
+    at = path or ROOT_DIR
+    prefix = path + "/" if path else ""
+    parent, _, name = path.rpartition("/")
+    return {"path": path, "name": name, "parent": parent if path else None,
+            "folders": [{"name": sub, "path": prefix + sub} for sub in subfolders(db, at)],
+            "tracks": tracks_where(db, "t.dir = ?", [at], DISC_ORDER)}
 
 
 def album_dirs(db: sqlite_utils.Database, album_ids: list[str]) -> dict[str, str]:
@@ -136,6 +153,12 @@ def stats(db: sqlite_utils.Database) -> Stats:
     genres = [{"value": name, "songCount": count, "albumCount": albums.get(name, 0)}
               for name, count in sorted(songs.items(), key=lambda item: item[0].casefold())]
     return Stats(groups, genres)
+
+
+def genre_spellings(stats: Stats, name: str) -> list[str]:
+    """A genre's names as the library spells them, case aside ("rock" finds "Rock" and "ROCK")."""
+    wanted = name.casefold()
+    return [genre["value"] for genre in stats.genres if genre["value"].casefold() == wanted]
 
 
 def random_track_rowids(db: sqlite_utils.Database, groups: list[Group], size: int, genre: str | None = None,
@@ -280,6 +303,13 @@ def album_list(db: sqlite_utils.Database, user_id: str, kind: str, size: int, of
     return annotated.albums(db, user_id, where, params, order, size, offset)
 
 
+def played_albums(db: sqlite_utils.Database, user_id: str, kind: str, size: int, offset: int) -> list[dict[str, Any]]:
+    """A page of the listener's most played albums ("frequent") or the albums of their latest plays
+    ("recent"), as a client sees an album, with its `play_count` and when last `played`."""
+    return [{**client_album({field: row[field] for field in ALBUM_FIELDS}), "play_count": row["play_count"],
+             "played": row["played"]} for row in album_list(db, user_id, kind, size, offset)]
+
+
 def _recent_album_ids(db: sqlite_utils.Database, user_id: str, size: int, offset: int) -> list[str]:
     """The albums of the listener's latest plays, read back from the newest play only as far as the page."""
     rows = db.execute("SELECT x.album_id FROM plays p CROSS JOIN tracks x ON x.id = p.track_id "
@@ -297,6 +327,25 @@ def starred_ids(db: sqlite_utils.Database, user_id: str, kind: str) -> list[str]
     """What this listener starred of a kind (tracks, albums, artists), newest first."""
     return [r for (r,) in db.execute("SELECT item_id FROM favorites WHERE user_id = ? AND kind = ? "
                                      "ORDER BY created_at DESC, item_id", [user_id, kind])]
+
+
+# What a kind of favorite is: its table, the columns a client sees, and how a row is shown.
+_STARRED = {"tracks": ("tracks", TRACK_COLUMNS, client_track), "albums": ("albums", ALBUM_FIELDS, client_album),
+            "artists": ("artists", ARTIST_FIELDS, dict)}
+
+
+def starred_page(db: sqlite_utils.Database, user_id: str, kind: str, size: int,
+                 offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of what this listener starred of a kind, newest first, each as a client sees it with
+    when (`starred_at`), and how many there are; items gone from the catalog are left out. Walks
+    the listener's favorites of the kind (the index on (user_id, kind, created_at)), then one seek
+    per item: it grows with what the listener starred, not with the library."""
+    table, columns, shown = _STARRED[kind]
+    joined = f"FROM favorites f CROSS JOIN {table} x ON x.id = f.item_id WHERE f.user_id = ? AND f.kind = ?"
+    total = db.execute(f"SELECT count(*) {joined}", [user_id, kind]).fetchone()[0]
+    rows = db.execute(f"SELECT {', '.join('x.' + c for c in columns)}, f.created_at {joined} "
+                      "ORDER BY f.created_at DESC, f.item_id LIMIT ? OFFSET ?", [user_id, kind, size, offset])
+    return [{**shown(dict(zip(columns, row))), "starred_at": row[-1]} for row in rows], total
 
 
 # --- search ----------------------------------------------------------------------------------
@@ -415,5 +464,4 @@ def artist_albums(db: sqlite_utils.Database, user_id: str, artist_id: str) -> li
 
 
 def album_songs(db: sqlite_utils.Database, user_id: str, album_id: str) -> list[dict[str, Any]]:
-    return annotated.songs(db, user_id, "t.album_id = :id", {"id": album_id},
-                           "t.disc_number, t.track_number, t.title COLLATE NOCASE, t.id")
+    return annotated.songs(db, user_id, "t.album_id = :id", {"id": album_id}, DISC_ORDER)

@@ -14,9 +14,9 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -26,6 +26,7 @@ from media.errors import InvalidQuery, NotFound
 from media.tags import TAGS_VERSION
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA_VERSION = 9
 VARIOUS_ARTISTS = "Various Artists"
@@ -39,6 +40,17 @@ TRACK_FIELDS = ("id", "title", "artist", "artist_id", "album", "album_id", "albu
 ALBUM_FIELDS = ("id", "title", "artist", "artist_id", "year", "genre", "track_count",
                 "disc_count", "duration", "compilation", "has_cover", "added_at")
 ARTIST_FIELDS = ("id", "name", "album_count", "track_count")
+
+# A track's ReplayGain as its file's tags hold it (media.tags), and the EBU R128 loudness the server
+# measured (media.loudness): read with every track, answered as one `gain` object (see gain()).
+TAGGED_GAIN = {"track": "rg_track_gain", "track_peak": "rg_track_peak", "album": "rg_album_gain",
+               "album_peak": "rg_album_peak"}
+MEASURED_LOUDNESS = {"track": "loudness", "track_peak": "loudness_peak", "album": "album_loudness",
+                     "album_peak": "album_loudness_peak"}
+GAIN_COLUMNS = (*TAGGED_GAIN.values(), *MEASURED_LOUDNESS.values())
+TRACK_COLUMNS = (*TRACK_FIELDS, *GAIN_COLUMNS)  # what a track read selects; client_track shapes it
+REFERENCE_LUFS = -18.0  # ReplayGain 2.0's reference level
+DISC_ORDER = "t.disc_number, t.track_number, t.title COLLATE NOCASE, t.id"  # an album's or a folder's tracks
 
 # Scanner-provided columns of a track (tags as read plus file facts).
 SCANNED_FIELDS = ("id", "path", "size", "mtime_ns", "title", "tag_artist", "tag_album",
@@ -192,16 +204,47 @@ def _rows(db: sqlite_utils.Database, sql: str, params: Iterable[Any] = ()) -> li
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
-def _track_out(row: dict[str, Any]) -> dict[str, Any]:
-    row["has_art"] = bool(row["has_art"])
-    return row
+def gain(row: dict[str, Any]) -> dict[str, Any]:
+    """A track's gain, the one rule of every door (the JSON API's `gain`, Subsonic's replayGain):
+    `track` and `album` in dB, `track_peak` and `album_peak` linear, and their `source`. The values
+    the file's tags hold ("tags"); for a file with none, the server's EBU R128 measurement
+    ("measured") as ReplayGain 2.0 has it: gain = -18 LUFS - loudness; else nothing (None). Tags
+    win as a whole: a tagged gain is never mixed with a measured one, whose reference may differ
+    (ReplayGain 1's is about -14)."""
+    tagged = {name: row.get(column) for name, column in TAGGED_GAIN.items()}
+    if any(value is not None for value in tagged.values()):
+        return {**tagged, "source": "tags"}
+    measured = {name: row.get(column) for name, column in MEASURED_LOUDNESS.items()}
+    for name in ("track", "album"):
+        if measured[name] is not None:
+            measured[name] = round(REFERENCE_LUFS - measured[name], 2)
+    return {**measured, "source": "measured" if any(v is not None for v in measured.values()) else None}
+
+
+def tracks_select(alias: str = "") -> str:
+    """The columns of TRACK_COLUMNS for a SELECT, of the table named `alias` if given."""
+    return ", ".join(alias + "." + c if alias else c for c in TRACK_COLUMNS)
+
+
+def client_track(row: dict[str, Any]) -> dict[str, Any]:
+    """A track row (TRACK_COLUMNS, maybe more) as a client sees it: TRACK_FIELDS and its `gain`."""
+    out = {field: row[field] for field in TRACK_FIELDS}
+    out["has_art"] = bool(out["has_art"])
+    out["gain"] = gain(row)
+    return out
+
+
+def tracks_where(db: sqlite_utils.Database, where: str, params: Iterable[Any], order: str) -> list[dict[str, Any]]:
+    """Tracks (`t`) matching `where`, in `order`, as a client sees them."""
+    return [client_track(r) for r in _rows(db, f"SELECT {tracks_select('t')} FROM tracks t WHERE {where} "
+                                               f"ORDER BY {order}", params)]
 
 
 def get_track(db: sqlite_utils.Database, track_id: str) -> dict[str, Any]:
-    rows = _rows(db, f"SELECT {', '.join(TRACK_FIELDS)} FROM tracks WHERE id = ?", [track_id])
+    rows = _rows(db, f"SELECT {tracks_select()} FROM tracks WHERE id = ?", [track_id])
     if not rows:
         raise NotFound(f"no track {track_id!r}")
-    return _track_out(rows[0])
+    return client_track(rows[0])
 
 
 def list_tracks(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
@@ -223,12 +266,12 @@ def list_tracks(db: sqlite_utils.Database, *, q: str | None = None, artist: str 
     clause = " WHERE " + " AND ".join(where) if where else ""
     total = db.execute(f"SELECT count(*) FROM tracks{clause}", params).fetchone()[0]
     order = _order(_TRACK_SORTS, sort)
-    items = _rows(db, f"SELECT {', '.join(TRACK_FIELDS)} FROM tracks{clause} ORDER BY {order} "
+    items = _rows(db, f"SELECT {tracks_select()} FROM tracks{clause} ORDER BY {order} "
                       "LIMIT ? OFFSET ?", [*params, limit, offset])
-    return [_track_out(r) for r in items], total
+    return [client_track(r) for r in items], total
 
 
-def _album_out(row: dict[str, Any]) -> dict[str, Any]:
+def client_album(row: dict[str, Any]) -> dict[str, Any]:
     row["compilation"] = bool(row["compilation"])
     row["has_cover"] = bool(row["has_cover"])
     return row
@@ -238,17 +281,23 @@ def get_album(db: sqlite_utils.Database, album_id: str) -> dict[str, Any]:
     rows = _rows(db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE id = ?", [album_id])
     if not rows:
         raise NotFound(f"no album {album_id!r}")
-    album = _album_out(rows[0])
-    album["tracks"] = [_track_out(r) for r in _rows(
-        db, f"SELECT {', '.join(TRACK_FIELDS)} FROM tracks WHERE album_id = ? "
-            "ORDER BY disc_number, track_number, title COLLATE NOCASE", [album_id])]
+    album = client_album(rows[0])
+    album["tracks"] = tracks_where(db, "t.album_id = ?", [album_id], DISC_ORDER)
     return album
 
 
 def list_albums(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
-                sort: str | None = None, limit: int = 50,
+                genres: list[str] | None = None, sort: str | None = None, limit: int = 50,
                 offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """A page of albums and how many match. `genres`: the exact spellings of a genre (any of
+    them; none: no album), so the index on (genre, id) finds them, case aside
+    (media.browse.genre_spellings)."""
     where, params = [], []
+    if genres is not None:
+        if not genres:
+            return [], 0
+        where.append(f"genre IN ({', '.join('?' * len(genres))})")
+        params += genres
     if q:
         where.append("(title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\')")
         params += [_like(q)] * 2
@@ -260,7 +309,7 @@ def list_albums(db: sqlite_utils.Database, *, q: str | None = None, artist: str 
     items = _rows(db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums{clause} "
                       f"ORDER BY {_order(_ALBUM_SORTS, sort)} LIMIT ? OFFSET ?",
                   [*params, limit, offset])
-    return [_album_out(r) for r in items], total
+    return [client_album(r) for r in items], total
 
 
 def get_artist(db: sqlite_utils.Database, artist_id: str) -> dict[str, Any]:
@@ -268,11 +317,11 @@ def get_artist(db: sqlite_utils.Database, artist_id: str) -> dict[str, Any]:
     if not rows:
         raise NotFound(f"no artist {artist_id!r}")
     artist = rows[0]
-    artist["albums"] = [_album_out(r) for r in _rows(
+    artist["albums"] = [client_album(r) for r in _rows(
         db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE artist_id = ? "
             "ORDER BY year, title COLLATE NOCASE", [artist_id])]
     # Albums of others that this artist plays on (compilations, features).
-    artist["appears_on"] = [_album_out(r) for r in _rows(
+    artist["appears_on"] = [client_album(r) for r in _rows(
         db, f"SELECT {', '.join('a.' + f for f in ALBUM_FIELDS)} FROM albums a WHERE a.artist_id != ? "
             "AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = ?) "
             "ORDER BY a.year, a.title COLLATE NOCASE", [artist_id, artist_id])]
@@ -295,7 +344,7 @@ def search(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[dict
     match = fts_query(q)
     if match is None:
         return {"tracks": [], "albums": [], "artists": []}
-    tracks = _rows(db, f"SELECT {', '.join('t.' + f for f in TRACK_FIELDS)} FROM tracks_fts f "
+    tracks = _rows(db, f"SELECT {tracks_select('t')} FROM tracks_fts f "
                        "JOIN tracks t ON t.rowid = f.rowid WHERE tracks_fts MATCH ? "
                        "ORDER BY bm25(tracks_fts) LIMIT ?", [match, limit])
     # Albums and artists match when any of their tracks matches on album or artist words.
@@ -305,7 +354,7 @@ def search(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[dict
     artist_ids = _rows(db, "SELECT DISTINCT t.artist_id AS id FROM tracks_fts f JOIN tracks t "
                            "ON t.rowid = f.rowid WHERE tracks_fts MATCH ? LIMIT ?",
                        [f"{{artist album_artist}} : {match}", limit])
-    albums = [_album_out(r) for r in _rows(
+    albums = [client_album(r) for r in _rows(
         db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE id IN "
             f"({', '.join('?' * len(album_ids))}) ORDER BY title COLLATE NOCASE",
         [r["id"] for r in album_ids])] if album_ids else []
@@ -316,7 +365,7 @@ def search(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[dict
         [*(r["id"] for r in artist_ids), _like(q), limit]) if artist_ids else _rows(
         db, f"SELECT {', '.join(ARTIST_FIELDS)} FROM artists WHERE name LIKE ? ESCAPE '\\' "
             "ORDER BY name COLLATE NOCASE LIMIT ?", [_like(q), limit])
-    return {"tracks": [_track_out(r) for r in tracks], "albums": albums, "artists": artists}
+    return {"tracks": [client_track(r) for r in tracks], "albums": albums, "artists": artists}
 
 
 def track_file(db: sqlite_utils.Database, track_id: str) -> tuple[str, str]:
@@ -503,9 +552,22 @@ class Catalog:
         log.info("catalog %s opened (schema %d -> %d)", path, found, SCHEMA_VERSION)
         self._generation = 0
         self._moved = asyncio.Event()  # set (and replaced) whenever the generation moves
+        self._kept: tuple[int, dict[str, Any]] = (0, {})  # (generation, name -> what was worked out)
 
     def close(self) -> None:
         self.db.close()
+
+    async def kept(self, name: str, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """fn(db), kept under `name` and worked out again only after the catalog changed (its
+        generation moved on): what needs a pass over the library (media.browse.stats, the
+        folders), shared by every door that asks for it."""
+        generation = self._generation  # before reading: a change during the read makes it stale at once
+        if self._kept[0] != generation:
+            self._kept = (generation, {})
+        kept = self._kept[1]
+        if name not in kept:
+            kept[name] = await self.db.read(fn)
+        return kept[name]
 
     async def track(self, track_id: str) -> dict[str, Any]:
         return await self.db.read(get_track, track_id)

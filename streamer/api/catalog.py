@@ -1,4 +1,5 @@
-"""The catalog API (`/api/v1/...`), album playlists and covers. Reads only, served locally."""
+"""The catalog API (`/api/v1/...`): tracks, albums, artists, search, genres and the library's
+folders; album playlists and covers. Reads only, served locally."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from media import image_type
+from media import browse, image_type
 from media.covers import MAX_SIZE, MIN_SIZE
 from streamer.delivery.covers import cover_bytes, cover_identity, sized_cover
 from streamer.http.edge import Routes
@@ -58,10 +59,39 @@ async def get_track(request: web.Request) -> web.Response:
 
 async def list_albums(request: web.Request) -> web.Response:
     page = page_params(request)
+    genre = text_param(request, "genre")
+    genres = None if genre is None else browse.genre_spellings(await genre_stats(request), genre)
     items, total = await request.app[CATALOG].albums(
-        q=text_param(request, "q"), artist=text_param(request, "artist"), **page)
+        q=text_param(request, "q"), artist=text_param(request, "artist"), genres=genres, **page)
     base = base_url(request)
     return paged([album_out(a, base) for a in items], total, page)
+
+
+async def genre_stats(request: web.Request) -> browse.Stats:
+    """The library's genres and their counts: one pass over the index on (genre, year) per catalog
+    change, kept by the catalog and shared with Subsonic's getGenres (the same name, "stats")."""
+    return await request.app[CATALOG].kept("stats", browse.stats)
+
+
+async def list_genres(request: web.Request) -> web.Response:
+    genres = (await genre_stats(request)).genres
+    return web.json_response({"items": [{"name": g["value"], "track_count": g["songCount"],
+                                         "album_count": g["albumCount"]} for g in genres]})
+
+
+MAX_PATH = 4096
+
+
+async def get_folder(request: web.Request) -> web.Response:
+    """A folder of the library (`path` inside it; none: the library itself): its folders and its
+    tracks, from the catalog alone (the files are never looked at)."""
+    path = request.query.get("path", "")
+    if len(path) > MAX_PATH or "\x00" in path:
+        raise bad_param("path", f"expected a folder's path inside the library, at most {MAX_PATH} characters "
+                                "and no NUL")
+    found = await request.app[CATALOG].db.read(browse.folder, path)
+    found["tracks"] = [track_out(t, base_url(request)) for t in found["tracks"]]
+    return web.json_response(found)
 
 
 async def get_album(request: web.Request) -> web.Response:
@@ -213,3 +243,5 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     routes.get("/api/v1/artists", list_artists, "artists")
     routes.get("/api/v1/artists/{id}", get_artist, "artist")
     routes.get("/api/v1/search", search, "search")
+    routes.get("/api/v1/genres", list_genres, "genres")
+    routes.get("/api/v1/folders", get_folder, "folders")

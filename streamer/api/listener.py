@@ -1,4 +1,5 @@
-"""Listener data over HTTP: playlists, favorites, plays, the play queue, and who am I. Every write needs a token,
+"""Listener data over HTTP: playlists, favorites (and the favorite items in full), plays (and the
+most and last played albums), the play queue, and who am I. Every write needs a token,
 accepts an Idempotency-Key header, and is applied by media.listeners in one transaction with its
 change-log row. Bodies are JSON, checked here field by field: 400 for what is not JSON at all,
 422 naming the field for a wrong value."""
@@ -9,13 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from media import NotFound, listeners
+from media import NotFound, browse, listeners
 from streamer.api.bodies import TRACK_ID, assigned_ids, idempotency_key, invalid, is_plain_text, json_body, plays_of
-from streamer.api.catalog import m3u_text
-from streamer.http.params import base_url, int_param, page_params
+from streamer.api.catalog import album_out, m3u_text, paged, track_out
+from streamer.http.params import MAX_LIMIT, MAX_OFFSET, base_url, int_param, page_params
 from streamer.http.auth import USER, Auth
 from streamer.http.edge import Routes, Write
-from streamer.http.errors import ApiError
+from streamer.http.errors import ApiError, bad_param
 from streamer.http.keys import AUTH, CATALOG, SETTINGS, WRITE_LIMITS
 from streamer.http.write_limits import WriteLimits
 
@@ -156,6 +157,21 @@ async def list_favorites(request: web.Request) -> web.Response:
     return web.json_response(await request.app[CATALOG].db.read(listeners.list_favorites, user["id"]))
 
 
+def _page(request: web.Request) -> tuple[int, int]:
+    return int_param(request, "limit", 50, 1, MAX_LIMIT), int_param(request, "offset", 0, 0, MAX_OFFSET)
+
+
+async def favorites_of_kind(request: web.Request) -> web.Response:
+    """What the listener starred of a kind, in full (as the catalog lists it), newest first."""
+    user, kind = _user(request), _kind(request)
+    limit, offset = _page(request)
+    items, total = await request.app[CATALOG].db.read(browse.starred_page, user["id"], kind, limit, offset)
+    base = base_url(request)
+    shown = {"tracks": track_out, "albums": album_out}.get(kind)
+    return paged([shown(item, base) for item in items] if shown else items, total,
+                 {"limit": limit, "offset": offset})
+
+
 # --- plays ------------------------------------------------------------------------------------
 
 
@@ -169,6 +185,23 @@ async def recent_plays(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, 1, 500)
     items = await request.app[CATALOG].db.read(listeners.recent_plays, user["id"], limit)
     return web.json_response({"items": items})
+
+
+PLAYED_ORDERS = ("frequent", "recent")  # media.browse.album_list's kinds
+
+
+async def played_albums(request: web.Request) -> web.Response:
+    """The listener's most played albums (`order=frequent`) or the albums of their latest plays
+    (`recent`), each with its play_count and when last played. No total: counting it would read
+    every play of the listener."""
+    user = _user(request)
+    order = request.query.get("order", "frequent")
+    if order not in PLAYED_ORDERS:
+        raise bad_param("order", f"must be one of {', '.join(PLAYED_ORDERS)}, not {order[:40]!r}")
+    limit, offset = _page(request)
+    items = await request.app[CATALOG].db.read(browse.played_albums, user["id"], order, limit, offset)
+    base = base_url(request)
+    return web.json_response({"items": [album_out(item, base) for item in items], "limit": limit, "offset": offset})
 
 
 async def play_counts(request: web.Request) -> web.Response:
@@ -264,10 +297,12 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     # "read": a signed URL opens it too (the handler still needs a user).
     routes.get("/api/v1/playlists/{id}/playlist.m3u8", playlist_m3u8, "playlist_m3u8", access="read")
     routes.get("/api/v1/favorites", list_favorites, "favorites", access="user")
+    routes.get("/api/v1/favorites/{kind}", favorites_of_kind, "favorites_of_kind", access="user")
     routes.write("PUT", "/api/v1/favorites/{kind}/{id}", put_favorite, "favorite_put", access="user")
     routes.write("DELETE", "/api/v1/favorites/{kind}/{id}", delete_favorite, "favorite_delete", access="user")
     routes.write("POST", "/api/v1/plays", add_plays, "plays", write=Write(plays=True))
     routes.get("/api/v1/plays/recent", recent_plays, "plays_recent", access="user")
+    routes.get("/api/v1/plays/albums", played_albums, "played_albums", access="user")
     routes.get("/api/v1/plays/counts", play_counts, "play_counts", access="user")
     routes.get("/api/v1/playqueue", get_play_queue, "playqueue", access="user")
     routes.write("PUT", "/api/v1/playqueue", put_play_queue, "playqueue_put", access="user")

@@ -52,13 +52,16 @@ async def read_allowed(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     role = request.app[NODE].role
+    health = role.health()
+    body = {"status": "ok", "role": role.name}
+    if "master" in health:  # a region following its master: can it reach it (the web player shows it)
+        body["master_reachable"] = bool(health["master"]["reachable"])
     if not await may_see_details(request):  # enough for a load balancer
-        return web.json_response({"status": "ok", "role": role.name}, headers={"Cache-Control": "no-store"})
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
     progress = request.app[SCANNER].progress
-    body = {"status": "ok", "role": role.name, "version": VERSION,
-            "scan": {"state": progress.state, "files": progress.files, "read": progress.read,
-                     "to_read": progress.to_read}}
-    return web.json_response({**body, **role.health()})
+    body.update(version=VERSION, scan={"state": progress.state, "files": progress.files, "read": progress.read,
+                                       "to_read": progress.to_read})
+    return web.json_response({**body, **health})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -6,14 +6,13 @@ generation (see `cached`)."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlite_utils
 from aiohttp import web
 
-from media import Catalog, NotFound, annotated, browse, ids
+from media import NotFound, annotated, browse, ids
 from streamer.http.auth import USER
 from streamer.http.edge import Routes
 from streamer.http.keys import CATALOG
@@ -23,9 +22,6 @@ from streamer.subsonic.protocol import answer, flag, integer, not_found, one
 
 T = TypeVar("T")
 IGNORED_ARTICLES = " ".join(browse.IGNORED_ARTICLES)
-# Per catalog: (its generation, what was worked out from it). Keyed by the Catalog object, not
-# held by the app: the app is frozen once it runs, and a cache entry must die with its catalog.
-_KEPT: weakref.WeakKeyDictionary[Catalog, tuple[int, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 async def read(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
@@ -33,15 +29,9 @@ async def read(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
 
 
 async def cached(request: web.Request, name: str, fn: Callable[[sqlite_utils.Database], T]) -> T:
-    """fn(db), worked out again only after the catalog changed (its generation moved on)."""
-    catalog = request.app[CATALOG]
-    generation = catalog.generation  # before reading: a change during the read makes it stale at once
-    kept = _KEPT.get(catalog)
-    if kept is None or kept[0] != generation:
-        kept = _KEPT[catalog] = (generation, {})
-    if name not in kept[1]:
-        kept[1][name] = await catalog.db.read(fn)
-    return kept[1][name]
+    """fn(db), worked out again only after the catalog changed (its generation moved on); kept by
+    the catalog, so the JSON API's genres share it (streamer.api.catalog)."""
+    return await request.app[CATALOG].kept(name, fn)
 
 
 def user_id(request: web.Request) -> str:

@@ -14,6 +14,7 @@ import posixpath
 from typing import Any
 
 from media import CONTENT_TYPES
+from media.catalog import gain
 
 ROOT_FOLDER = "dir-root"
 
@@ -48,21 +49,15 @@ def song(row: dict[str, Any]) -> dict[str, Any]:
     })
 
 
+# media.catalog.gain's names -> the spec's.
+_GAIN_NAMES = {"track": "trackGain", "track_peak": "trackPeak", "album": "albumGain", "album_peak": "albumPeak"}
+
+
 def replay_gain(row: dict[str, Any]) -> dict[str, float]:
-    """OpenSubsonic's replayGain (always present, maybe empty): the values the file's tags hold;
-    for a file with none, the server's EBU R128 measurement (media.loudness) as ReplayGain 2.0
-    has it: gain = -18 LUFS - loudness (dB), peaks linear. Tags win as a whole: a tagged gain is
-    never mixed with a measured one, whose reference may differ (ReplayGain 1's is about -14)."""
-    fields = {"trackGain": "rg_track_gain", "trackPeak": "rg_track_peak", "albumGain": "rg_album_gain",
-              "albumPeak": "rg_album_peak"}
-    tagged = {name: row[column] for name, column in fields.items() if row.get(column) is not None}
-    if tagged:
-        return tagged
-    reference = -18.0  # LUFS: ReplayGain 2.0's reference level
-    measured = {"trackGain": "loudness", "trackPeak": "loudness_peak", "albumGain": "album_loudness",
-                "albumPeak": "album_loudness_peak"}
-    return {name: round(reference - row[column], 2) if name.endswith("Gain") else row[column]
-            for name, column in measured.items() if row.get(column) is not None}
+    """OpenSubsonic's replayGain (always present, maybe empty): the gain the JSON API answers too
+    (media.catalog.gain: the file's tags, else the server's measurement), its absent values left out."""
+    return {_GAIN_NAMES[name]: value for name, value in gain(row).items()
+            if name in _GAIN_NAMES and value is not None}
 
 
 def _album_artists(row: dict[str, Any]) -> list[dict[str, Any]]:
