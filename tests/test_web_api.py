@@ -5,10 +5,8 @@ track's gain (the one rule Subsonic's replayGain follows too), a region's master
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sqlite3
-import time
 
 import pytest
 import sqlite_utils
@@ -18,8 +16,10 @@ from streamer import create_app
 from streamer.http.keys import AUTH, CATALOG, SCANNER, SETTINGS
 from streamer.subsonic.models import replay_gain
 from tests.conftest import encode, make_user, settings_for, wait_for_scan
+from tests.test_cluster import SECRET
+from tests.test_promotion import _until
+from tests.test_proxy_and_exposure import behind
 
-SECRET = "a-cluster-secret-of-some-length"
 TRACK_KEYS = {"id", "title", "artist", "album", "album_artist", "track_number", "disc_number", "year", "genre",
               "duration", "codec", "bitrate", "sample_rate", "channels", "size", "stream_url", "hls_url", "gain"}
 ALBUM_KEYS = {"id", "title", "artist", "artist_id", "year", "genre", "track_count", "disc_count", "duration",
@@ -298,15 +298,7 @@ def test_the_gain_rule():
 
 # --- a region's view of its master -------------------------------------------------------------
 
-AWAY = {"X-Forwarded-For": "203.0.113.5"}  # a client off loopback, behind a trusted proxy: the open answer
-
-
-async def _until(check, what: str, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while not (found := await check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-    return found
+AWAY = behind("203.0.113.5")  # a client off loopback, behind a trusted proxy: the open answer
 
 
 async def test_a_region_says_whether_its_master_is_reachable(aiohttp_client, demo_library, tmp_path):
@@ -320,7 +312,7 @@ async def test_a_region_says_whether_its_master_is_reachable(aiohttp_client, dem
     region = await aiohttp_client(create_app(settings_for(
         tmp_path / "region-music", tmp_path / "region", role="region", cluster_secret=SECRET, master_url=master_url,
         cluster_nodes=(master_url,), trusted_proxies=("127.0.0.1",), mirror_media=False)))
-    await _until(lambda: _ready(region), "the region's first snapshot")
+    await _until(lambda: _ready(region), what="the region's first snapshot")
 
     assert await get_json(region, "/healthz", headers=AWAY) == {"status": "ok", "role": "region",
                                                                "master_reachable": True}
@@ -330,7 +322,7 @@ async def test_a_region_says_whether_its_master_is_reachable(aiohttp_client, dem
     assert "master_reachable" not in await get_json(master, "/healthz")
 
     await master.close()  # the master stops: the region's long poll to it fails
-    assert await _until(lambda: _unreachable(region), "the region to notice its master is gone")
+    assert await _until(lambda: _unreachable(region), what="the region to notice its master is gone")
     assert (await get_json(region, "/healthz"))["master"]["reachable"] is False
 
 
