@@ -146,7 +146,7 @@ def make_gapless_album(ffmpeg: str, album_dir: Path, uncut: Path) -> GaplessTone
                     "-ac", "1", "-sample_fmt", "s16", "-c:a", "flac", str(uncut)], check=True)
     cuts = (f"atrim=end_sample={tone.split_sample}",
             f"atrim=start_sample={tone.split_sample}:end_sample={tone.total_samples},asetpts=PTS-STARTPTS")
-    for number, (part, cut, title) in enumerate(zip(tone.parts, cuts, tone.titles), start=1):
+    for number, (part, cut, title) in enumerate(zip(tone.parts, cuts, tone.titles, strict=True), start=1):
         subprocess.run([*ff, "-i", str(uncut), "-af", cut, "-map_metadata", "-1", "-c:a", "flac", str(part)],
                        check=True)
         tags = FLAC(part)
@@ -521,12 +521,12 @@ def browser(_chromium, web_node, _browser_artifacts) -> Browser:
     return Browser(_chromium.reset(web_node.base_url), web_node.base_url, _browser_artifacts)
 
 
-def _problems(browser: Browser, item) -> list[str]:
+def _problems(browser: Browser, item, with_console: bool = True) -> list[str]:
     """What to add to a failed browser test's report: the console, a screenshot, the node's log if
     it died."""
     notes = []
     with contextlib.suppress(Exception):
-        entries = browser.console()
+        entries = browser.console() if with_console else []
         if entries:
             notes.append("browser console:\n" + "\n".join(f"  {e['level']} {e['message']}" for e in entries))
     with contextlib.suppress(Exception):
@@ -554,6 +554,6 @@ def pytest_runtest_call(item):
     errors = browser.console_errors()
     if errors:
         listing = "\n".join(f"  {e.get('source', '?')}: {e['message']}" for e in errors)
-        notes = "\n".join(_problems(browser, item)[1:])
+        notes = "\n".join(_problems(browser, item, with_console=False))
         pytest.fail(f"{len(errors)} SEVERE browser console entries:\n{listing}\n{notes}", pytrace=False)
     return result
