@@ -310,6 +310,16 @@ def start_reference(tmp: Path, root: Path, procs: list[Proc]) -> tuple[str, str]
         return "python http.server", f"http://127.0.0.1:{port}/"
     tmp.chmod(0o755)  # nginx's worker runs as nobody when started by root: it must read the copy
     prefix = tmp / "nginx"
+    conf = nginx_conf(prefix, root, port)
+    proc = Proc("nginx", [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log")],
+                tmp / "nginx.out")
+    procs.append(proc)
+    wait_port(port, proc, 15)
+    return "nginx", f"http://127.0.0.1:{port}/"
+
+
+def nginx_conf(prefix: Path, root: Path, port: int) -> Path:
+    """nginx.conf for one worker serving `root` gzipped (level 9), as our server serves the shell."""
     for d in ("logs", "temp"):
         (prefix / d).mkdir(parents=True, exist_ok=True)
     mime = "/etc/nginx/mime.types"
@@ -343,11 +353,7 @@ http {{
     }}
 }}
 """)
-    proc = Proc("nginx", [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log")],
-                tmp / "nginx.out")
-    procs.append(proc)
-    wait_port(port, proc, 15)
-    return "nginx", f"http://127.0.0.1:{port}/"
+    return conf
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -378,7 +384,39 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     load = load_average()
     print(f"web_bench: load average {load} at start; {os.cpu_count()} cores shared by our server, nginx and "
           f"Chromium. Temp folder {tmp}", flush=True)
+    ours, base, view = start_ours(args, tmp, procs)
+    warm = measure(base + "/", tmp, "warmup", view, args.view_timeout)  # untimed: the server's first answers
+    root = tmp / "shell"
+    root.mkdir()
+    copied = copy_shell(base, warm.shell, root)
+    for failed in warm.failed:
+        print(f"    not part of the shell, not counted: {failed}", flush=True)
+    ref_name, ref_url = start_reference(tmp, root, procs)
+    print(f"[1] reference: {ref_name} at {ref_url} serving a copy of our shell ({', '.join(copied)})", flush=True)
+    print(f"[2] {args.loads} rounds of cold loads (new profile each), {ref_name} then ours", flush=True)
+    refs: list[Load] = []
+    loads: list[Load] = []
+    for i in range(args.loads):
+        refs.append(measure(ref_url, tmp, f"ref{i}", False, args.view_timeout))
+        ensure_alive(ours, " during the loads")
+        loads.append(measure(base + "/", tmp, f"ours{i}", view, args.view_timeout))
+        r, o = refs[-1], loads[-1]
+        print(f"  round {i + 1}: {ref_name} FCP {ms(r.fcp)}; ours FCP {ms(o.fcp)}, first view {ms(o.view)}, "
+              f"TTFB {ms(o.ttfb)}, load {ms(o.load)}, repeat visit FCP {ms(o.repeat_fcp)}", flush=True)
+    severe = print_shell(loads)
+    table = summary(args, base, refs, loads)
+    n_err, _, _ = log_problems(ours)
+    table.info("SEVERE console entries on our page (all loads) / server log ERROR lines", "",
+               f"{len(severe)} / {n_err}")
+    print(f"load average at the end: {load_average()} (at start: {load})")
+    return table.finish(f"\nSUMMARY ({args.albums:,} albums; our server one process; reference {ref_name} "
+                        f"serving the same shell; headless Chromium {args.loads} cold loads each, alternating; "
+                        f"total {time.monotonic() - t_begin:.0f}s)")
 
+
+def start_ours(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> tuple[Proc, str, bool]:
+    """The library (made or cached) and our server over it, scanned: (it, its URL, whether the
+    shell sets the first-view mark)."""
     t0 = time.monotonic()
     library, made = make_library(args.work_dir, args.albums)
     print(f"[0] library: {args.albums:,} albums of one 0.3 s mp3 each in {library} "
@@ -392,30 +430,13 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     view = any(FIRST_VIEW in p.read_text(errors="replace") for p in shell_files)
     if not view:
         print(f"    the shell sets no mark {FIRST_VIEW!r} (streamer/web/static): reported missing", flush=True)
+    return ours, base, view
 
-    warm = measure(base + "/", tmp, "warmup", view, args.view_timeout)  # untimed: the server's first answers
-    root = tmp / "shell"
-    root.mkdir()
-    copied = copy_shell(base, warm.shell, root)
-    for failed in warm.failed:
-        print(f"    not part of the shell, not counted: {failed}", flush=True)
-    ref_name, ref_url = start_reference(tmp, root, procs)
-    print(f"[1] reference: {ref_name} at {ref_url} serving a copy of our shell ({', '.join(copied)})", flush=True)
 
-    print(f"[2] {args.loads} rounds of cold loads (new profile each), {ref_name} then ours", flush=True)
-    refs: list[Load] = []
-    loads: list[Load] = []
-    for i in range(args.loads):
-        refs.append(measure(ref_url, tmp, f"ref{i}", False, args.view_timeout))
-        ensure_alive(ours, " during the loads")
-        loads.append(measure(base + "/", tmp, f"ours{i}", view, args.view_timeout))
-        r, o = refs[-1], loads[-1]
-        print(f"  round {i + 1}: {ref_name} FCP {ms(r.fcp)}; ours FCP {ms(o.fcp)}, first view {ms(o.view)}, "
-              f"TTFB {ms(o.ttfb)}, load {ms(o.load)}, repeat visit FCP {ms(o.repeat_fcp)}", flush=True)
-
+def print_shell(loads: list[Load]) -> list[str]:
+    """The app shell's requests of the first timed load; the SEVERE console entries of all."""
     shell = loads[0].shell
     transferred = sum(r["transferred"] for r in shell)
-    decoded = sum(r["decoded"] for r in shell)
     print("[3] app shell of a cold load (ours, first timed load):")
     for r in sorted(shell, key=lambda r: -r["transferred"]):
         print(f"  {r.get('status', '?')} {urlsplit(r['url']).path:<32} {r['transferred']:>8,} B transferred "
@@ -428,7 +449,12 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
         print(f"  SEVERE console entries on our page ({len(severe)}):")
         for m in severe[:10]:
             print(f"    {m}")
+    return severe
 
+
+def summary(args: argparse.Namespace, base: str, refs: list[Load], loads: list[Load]) -> Summary:
+    shell = loads[0].shell
+    transferred = sum(r["transferred"] for r in shell)
     fcp_ref, fcp_ours = median([r.fcp for r in refs]), median([o.fcp for o in loads])
     table = Summary()
     table.check(fcp_ours is not None and fcp_ours < TARGET_FCP,
@@ -443,18 +469,12 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
                ms(median([o.repeat_fcp for o in loads])))
     table.check(transferred < TARGET_SHELL, f"app shell transferred, cold ({len(shell)} requests, gzip as served)",
                 "", kb(transferred), "", f"< {TARGET_SHELL / 1000:.0f} kB")
-    table.info("app shell uncompressed", "", kb(decoded))
+    table.info("app shell uncompressed", "", kb(sum(r["decoded"] for r in shell)))
     sw = service_worker(base, shell)
     if sw is not None:
         table.info("service worker /sw.js, not among the page's requests: gzip / uncompressed body", "",
                    f"{sw[0]:,} / {sw[1]:,} B")
-    n_err, n_warn, _ = log_problems(ours)
-    table.info("SEVERE console entries on our page (all loads) / server log ERROR lines", "",
-               f"{len(severe)} / {n_err}")
-    print(f"load average at the end: {load_average()} (at start: {load})")
-    return table.finish(f"\nSUMMARY ({args.albums:,} albums; our server one process; reference {ref_name} "
-                        f"serving the same shell; headless Chromium {args.loads} cold loads each, alternating; "
-                        f"total {time.monotonic() - t_begin:.0f}s)")
+    return table
 
 
 def main() -> int:
