@@ -376,3 +376,26 @@ def take_screenshots(browser, node, folder: Path) -> None:
         shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "jpeg", "quality": 70})
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"web-{view}-{size}-{scheme}.jpg").write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_a_wrong_password_then_signing_out(browser, web_node):
+    browser.allow_console(r"api/v1/session - Failed to load resource: the server responded with a status of 401")
+    browser.open("/")
+    browser.wait_js("return document.getElementById('signin').open")
+    browser.find_element(By.ID, "signin-name").send_keys(web_node.user)
+    browser.find_element(By.ID, "signin-password").send_keys("not it" + Keys.ENTER)
+    browser.wait_js("return document.getElementById('signin-error').textContent === 'wrong name or password'")
+    assert browser.execute_script("return document.getElementById('signin').open")
+    browser.find_element(By.ID, "signin-password").clear()
+    browser.find_element(By.ID, "signin-password").send_keys(web_node.password + Keys.ENTER)
+    browser.wait_js("return document.getElementById('account').textContent === 'ann' && "
+                    "document.querySelectorAll('.card').length >= 4")
+    browser.find_element(By.ID, "account").click()
+    browser.wait(lambda d: d.switch_to.alert, message="asked to confirm signing out")
+    browser.switch_to.alert.accept()
+    browser.wait_js("return document.getElementById('signin').open && "
+                    "document.getElementById('account').textContent === 'Sign in'", message="signed out")
+    assert browser.execute_script("return localStorage.getItem('streamer.token')") is None
+    status = browser.execute_async_script("const done = arguments[0]; fetch('/api/v1/albums').then(r => done(r.status))")
+    assert status == 401  # the cookie went with the sign-out
+    browser.allow_console(r"api/v1/albums - Failed to load resource: the server responded with a status of 401")
