@@ -4,6 +4,13 @@ Every ffmpeg the server starts goes through one FfmpegPool: at most `slots` run 
 beyond that waits for at most `queue_seconds` and is then refused (Busy, which HTTP answers with
 503 and Retry-After), and a run whose caller goes away is killed and reaped.
 
+Only the event loop's child watcher reaps these processes. Nothing here calls asyncio's
+Process.kill() or send_signal(): they go through subprocess.Popen.send_signal(), which first
+polls the child (waitpid WNOHANG, bpo-38630), and so reaps an ffmpeg that has just exited
+before the watcher does; the watcher then logs "Unknown child process pid N, will report
+returncode 255" and reports 255 for it. Signals go through _signal, and a start cut short by
+cancellation is finished and reaped before the cancellation goes on (see _spawn).
+
 The line is ordered by deadline, not by arrival: a listener who presses play needs audio now,
 one who is playing on needs the next segment only when the current one ends. Earliest deadline
 first keeps every listener ahead of the playhead when many start at once, where first come first
@@ -129,11 +136,9 @@ class FfmpegPool:
         `due()` (time.monotonic()), when given, says when the output being made now is needed:
         while others need theirs much sooner, this process is paused (see Pauser)."""
         async with self._slot(deadline):
-            process = await asyncio.create_subprocess_exec(
-                self.binary, "-nostdin", "-v", "error", *arguments, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            process = await _spawn([self.binary, "-nostdin", "-v", "error", *arguments])
             if due is not None:
-                self.pauser.add(process.pid, due)
+                self.pauser.add(process, due)
             read_all = False
             try:
                 while data := await process.stdout.read(chunk):
@@ -145,7 +150,7 @@ class FfmpegPool:
                     raise FfmpegFailed(f"ffmpeg failed: {last[0]}")
             finally:
                 if due is not None:
-                    self.pauser.remove(process.pid)
+                    self.pauser.remove(process)
                 if not read_all:  # the consumer stopped early: ffmpeg may run, or have exited unread
                     await _kill(process)
 
@@ -159,21 +164,24 @@ class Pauser:
     URGENT, RELAXED, TICK = 1.0, 3.0, 0.1
 
     def __init__(self) -> None:
-        self._due: dict[int, Callable[[], float]] = {}
+        self._due: dict[int, Callable[[], float]] = {}  # pid -> when its output is needed
+        self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._stopped: set[int] = set()
         self._task: asyncio.Task | None = None
         self.stops = 0
 
-    def add(self, pid: int, due: Callable[[], float]) -> None:
-        self._due[pid] = due
+    def add(self, process: asyncio.subprocess.Process, due: Callable[[], float]) -> None:
+        self._due[process.pid] = due
+        self._processes[process.pid] = process
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name="ffmpeg-pauser")
 
-    def remove(self, pid: int) -> None:
-        self._due.pop(pid, None)
-        if pid in self._stopped:
-            self._stopped.discard(pid)
-            self._signal(pid, signal.SIGCONT)
+    def remove(self, process: asyncio.subprocess.Process) -> None:
+        self._due.pop(process.pid, None)
+        if process.pid in self._stopped:
+            self._stopped.discard(process.pid)
+            self._signal(process.pid, signal.SIGCONT)
+        self._processes.pop(process.pid, None)
 
     async def _watch(self) -> None:
         try:
@@ -206,16 +214,14 @@ class Pauser:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    @staticmethod
-    def _signal(pid: int, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+    def _signal(self, pid: int, sig: int) -> None:
+        process = self._processes.get(pid)
+        if process is not None:
+            _signal(process, sig)
 
 
 async def _run(command: list[str]) -> bytes:
-    process = await asyncio.create_subprocess_exec(
-        *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+    process = await _spawn(command)
     try:
         out, err = await process.communicate()
     except BaseException:
@@ -228,27 +234,66 @@ async def _run(command: list[str]) -> bytes:
     return out
 
 
+async def _spawn(command: list[str]) -> asyncio.subprocess.Process:
+    """Start a process with its stdout and stderr piped. A caller cancelled while it starts
+    has it killed and reaped before the cancellation goes on: asyncio would close the transport
+    of a start cut short, and that close polls the child (Popen.poll()), which reaps one that
+    has already exited behind the child watcher's back (see the module's docstring)."""
+    starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
+        *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        await _to_the_end(_reap_started(starting))
+        raise
+
+
+async def _reap_started(starting: asyncio.Future) -> None:
+    try:
+        process = await starting
+    except Exception:  # it did not start: nothing to reap
+        return
+    await _kill_and_reap(process)
+
+
 async def _kill(process: asyncio.subprocess.Process) -> None:
     """Kill and reap ffmpeg, even through repeated cancellation (a killed process exits at once):
-    no zombies. What it had written and nobody read is drained: asyncio's wait() also waits for
-    the pipes to close."""
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
+    no zombies."""
+    await _to_the_end(_kill_and_reap(process))
 
-    async def reap() -> None:
-        await asyncio.gather(*(pipe.read() for pipe in (process.stdout, process.stderr) if pipe))
-        await process.wait()
 
-    reaped = asyncio.ensure_future(reap())
+async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:
+    """What it had written and nobody read is drained: asyncio's wait() also waits for the pipes
+    to close."""
+    _signal(process, signal.SIGKILL)
+    await asyncio.gather(*(pipe.read() for pipe in (process.stdout, process.stderr) if pipe))
+    await process.wait()
+
+
+async def _to_the_end(work) -> None:
+    """Run `work` to its end even if the caller is cancelled meanwhile, again and again; then
+    pass the cancellation on."""
+    done = asyncio.ensure_future(work)
     cancelled = False
     while True:
         try:
-            await asyncio.shield(reaped)
+            await asyncio.shield(done)
             break
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError
+
+
+def _signal(process: asyncio.subprocess.Process, sig: int) -> None:
+    """Send `sig` to a child the loop's watcher has not reported gone, without waiting for it
+    (which would reap it: see the module's docstring). Only the watcher reaps our children, so
+    while returncode is None the pid is still this child's: at most reaped a moment before the
+    watcher's report comes through, and Linux hands pids out in turn, never again that soon."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, sig)
 
 
 def find_ffmpeg(configured: str = "") -> str:
