@@ -50,7 +50,7 @@ async def test_wrong_passwords_and_bad_bodies(demo_server):
     await _user(app)
     for body in ({"name": "ann"}, {"name": "ann", "password": 5}, {"password": "x"}, {"name": "", "password": "x"}):
         assert (await demo_server.post("/api/v1/session", json=body)).status == 422
-    assert (await demo_server.post("/api/v1/session", data=b"{")).status == 400
+    assert (await demo_server.post("/api/v1/session", data=b"{", headers={"Content-Type": "application/json"})).status == 400
     statuses = [(await demo_server.post("/api/v1/session", json={"name": "ann", "password": "wrong"})).status
                 for _ in range(11)]
     assert statuses[:10] == [401] * 10 and statuses[10] == 429
@@ -83,8 +83,8 @@ async def test_passwords_are_set_by_an_admin_or_their_owner(demo_server):
 async def test_the_session_cookie_reads_but_never_writes(aiohttp_client, demo_library, tmp_path):
     """Off loopback (anonymous reads off) the web player's covers and audio read with the
     HttpOnly cookie the sign-in sets; a write needs the header; signing out clears it."""
-    from tests.conftest import settings_for, wait_for_scan
     from streamer.app import create_app
+    from tests.conftest import settings_for, wait_for_scan
     app = create_app(settings_for(demo_library, tmp_path / "data", anonymous_reads="off"))
     client = await aiohttp_client(app)
     await wait_for_scan(app)
@@ -105,8 +105,8 @@ async def test_the_session_cookie_reads_but_never_writes(aiohttp_client, demo_li
 
 
 async def test_a_token_trades_for_a_session_and_a_forged_cookie_is_refused(aiohttp_client, demo_library, tmp_path):
-    from tests.conftest import make_user, settings_for, wait_for_scan
     from streamer.app import create_app
+    from tests.conftest import make_user, settings_for, wait_for_scan
     app = create_app(settings_for(demo_library, tmp_path / "data", anonymous_reads="off"))
     client = await aiohttp_client(app)
     await wait_for_scan(app)
@@ -124,15 +124,16 @@ async def test_a_token_trades_for_a_session_and_a_forged_cookie_is_refused(aioht
 async def test_who_am_i_never_refuses(aiohttp_client, demo_library, tmp_path):
     """GET /api/v1/session: the page's first question, answered without a 401 (a browser logs
     every 401 as an error): who the bearer is, and whether this client may read without one."""
-    from tests.conftest import make_user, settings_for, wait_for_scan
     from streamer.app import create_app
+    from tests.conftest import make_user, settings_for, wait_for_scan
     app = create_app(settings_for(demo_library, tmp_path / "data", anonymous_reads="off"))
     client = await aiohttp_client(app)
     await wait_for_scan(app)
     headers = await make_user(app, "bob")
-    assert await (await client.get("/api/v1/session")).json() == {"user": None, "anonymous_reads": False}
+    assert await (await client.get("/api/v1/session")).json() == {"user": None, "anonymous_reads": False,
+                                                                  "cookie": False}
     mine = await (await client.get("/api/v1/session", headers=headers)).json()
-    assert mine["user"]["name"] == "bob" and mine["anonymous_reads"] is False
+    assert mine["user"]["name"] == "bob" and mine["anonymous_reads"] is False and mine["cookie"] is False
     statuses = [(await client.get("/api/v1/session", headers={"Authorization": "Bearer wrong"})).status
                 for _ in range(11)]
     assert statuses[:10] == [200] * 10 and statuses[10] == 429  # failures count like any bad token
@@ -140,4 +141,56 @@ async def test_who_am_i_never_refuses(aiohttp_client, demo_library, tmp_path):
 
 async def test_who_am_i_on_loopback_reads_openly(demo_server):
     body = await (await demo_server.get("/api/v1/session")).json()
-    assert body == {"user": None, "anonymous_reads": True}
+    assert body == {"user": None, "anonymous_reads": True, "cookie": False}
+
+
+async def test_who_am_i_says_whether_the_cookie_came_for_that_user(aiohttp_client, demo_library, tmp_path):
+    """A page whose browser dropped the cookie (or never kept it) learns it, and trades its token
+    for a new session, which sets it again: its covers and audio read with it."""
+    from streamer.app import create_app
+    from tests.conftest import make_user, settings_for, wait_for_scan
+    app = create_app(settings_for(demo_library, tmp_path / "data", anonymous_reads="off"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    await _user(app)
+    bob = await make_user(app, "bob")
+    token = (await (await client.post("/api/v1/session", json={"name": "ann", "password": "pass word"})).json())["token"]
+    ann = {"Authorization": f"Bearer {token}"}
+    assert (await (await client.get("/api/v1/session", headers=ann)).json())["cookie"] is True
+    assert (await (await client.get("/api/v1/session", headers=bob)).json())["cookie"] is False  # ann's cookie
+    client.session.cookie_jar.clear()
+    assert (await (await client.get("/api/v1/session", headers=ann)).json())["cookie"] is False
+    renewed = await client.post("/api/v1/session", headers=ann)
+    assert renewed.status == 200 and "streamer_session" in renewed.cookies
+    assert (await (await client.get("/api/v1/session", headers=ann)).json())["cookie"] is True
+    stale = {"Cookie": "streamer_session=session.nobody.99999999999.AAAA", **ann}
+    client.session.cookie_jar.clear()
+    assert (await (await client.get("/api/v1/session", headers=stale)).json())["cookie"] is False
+    assert app[AUTH].failed == 0  # the browser sent those, nobody tried them
+
+
+async def test_a_password_signs_in_from_json_only(demo_server):
+    """Another site's form can post text/plain or a form encoding without asking: with a body
+    made to parse as JSON it would sign the visitor's browser in as the site's own account."""
+    await _user(demo_server.server.app)
+    body = b'{"name": "ann", "password": "pass word", "x": "="}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        resp = await demo_server.post("/api/v1/session", data=body, headers={"Content-Type": content_type})
+        assert resp.status == 415 and "streamer_session" not in resp.cookies, content_type
+    signed_in = await demo_server.post("/api/v1/session", data=body, headers={"Content-Type": "application/json"})
+    assert signed_in.status == 200
+
+
+async def test_the_cookie_is_secure_through_the_https_public_url_only(aiohttp_client, demo_library, tmp_path):
+    """A Secure cookie is never kept by a browser that reached the node over http (the LAN
+    address of a node whose public_url is https): there it is sent without the flag."""
+    from streamer.app import create_app
+    from tests.conftest import settings_for
+    app = create_app(settings_for(demo_library, tmp_path / "data", public_url="https://music.example.com"))
+    client = await aiohttp_client(app)
+    await _user(app)
+    sign_in = {"name": "ann", "password": "pass word"}
+    lan = await client.post("/api/v1/session", json=sign_in)
+    assert lan.status == 200 and not lan.cookies["streamer_session"]["secure"]
+    public = await client.post("/api/v1/session", json=sign_in, headers={"Host": "music.example.com"})
+    assert public.status == 200 and public.cookies["streamer_session"]["secure"]

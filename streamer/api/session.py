@@ -6,21 +6,30 @@ throttle like a bad token (429 past it).
 
 The answer also sets the session as an HttpOnly, SameSite=Strict cookie: the web player's `<img>`
 covers and media cannot send a header, and the cookie stands in for reads only (streamer.http.auth).
-`DELETE /api/v1/session` clears it. `GET /api/v1/session` says who the bearer is (or null) and
+`DELETE /api/v1/session` clears it. `GET /api/v1/session` says who the bearer is (or null),
 whether this client may read without signing in, so a page knows what to show before it asks
-for anything that would be refused."""
+for anything that would be refused, and whether the session cookie came along for that same user
+(a page whose browser dropped it trades its token for a new session, or its covers are refused).
+
+A name and a password come as JSON only (415 otherwise): a form on another site can post
+`text/plain` or a form encoding without asking, never `application/json` (a CORS preflight,
+which only the configured origins pass), so no other site signs a browser in as someone else.
+The cookie is Secure when the request came over https, or through the https `public_url`'s own
+host name: not for the same node reached over http on the LAN, where a browser would refuse to
+keep a Secure cookie at all."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from media import listeners
 from media.passwords import MAX_PASSWORD
 from streamer.api.bodies import json_body
-from streamer.http.auth import SESSION_COOKIE, SESSION_SECONDS
+from streamer.http.auth import SESSION_COOKIE, SESSION_PREFIX, SESSION_SECONDS
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
 from streamer.http.keys import AUTH, CATALOG, SETTINGS
@@ -43,6 +52,8 @@ async def sign_in(request: web.Request) -> web.Response:
 
 
 async def _password_user(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "sign in with a JSON body: Content-Type: application/json")
     body = await json_body(request)
     name, password = body.get("name"), body.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or not name or len(password) > MAX_PASSWORD:
@@ -67,8 +78,21 @@ async def who_am_i(request: web.Request) -> web.Response:
             if error.status != 401:
                 raise
     return web.json_response({"user": {k: user[k] for k in ("id", "name", "role")} if user else None,
-                              "anonymous_reads": auth.anonymous_allowed(request)},
+                              "anonymous_reads": auth.anonymous_allowed(request),
+                              "cookie": user is not None and await _cookie_is(request, user)},
                              headers={"Cache-Control": "no-store"})
+
+
+async def _cookie_is(request: web.Request, user: dict[str, Any]) -> bool:
+    """The request carries a good session cookie of this user (a bad one is not counted as a
+    failure: the browser sent it, not someone trying tokens)."""
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if not cookie.startswith(SESSION_PREFIX):
+        return False
+    try:
+        return (await request.app[AUTH].user_for_token(request, cookie[:300], count=False))["id"] == user["id"]
+    except ApiError:
+        return False
 
 
 async def sign_out(request: web.Request) -> web.Response:
@@ -79,7 +103,8 @@ async def sign_out(request: web.Request) -> web.Response:
 
 
 def _secure(request: web.Request) -> bool:
-    return request.secure or request.app[SETTINGS].public_url.startswith("https:")
+    public = urlsplit(request.app[SETTINGS].public_url)
+    return request.secure or (public.scheme == "https" and request.host.lower() == public.netloc.lower())
 
 
 def add_routes(routes: Routes) -> None:
