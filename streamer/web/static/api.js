@@ -31,8 +31,10 @@ async function answer(response) {
     session.forget();
     signedOut.dispatchEvent(new Event("signedout"));
   }
-  throw new ApiError(response.status, error.code || "http_" + response.status,
-                     error.message || `${response.status} ${response.statusText}`);
+  const failure = new ApiError(response.status, error.code || "http_" + response.status,
+                               error.message || `${response.status} ${response.statusText}`);
+  failure.retryAfter = Number(response.headers.get("Retry-After")) || 0; // seconds, for a 429 or a 503
+  throw failure;
 }
 
 export async function get(path, { signal } = {}) {
@@ -66,6 +68,9 @@ export async function signInWithToken(token) {
   session.keep(body.token, body.user);
   return body.user;
 }
+
+// A new session for the one held, which sets the session cookie again (a browser dropped it).
+export const renewSession = () => signInWithToken(session.token);
 
 export async function signOut() {
   session.forget();

@@ -122,6 +122,9 @@ export function menuButton(label, items) {
   for (const [text, act] of items) {
     menu.append(h("button", { type: "button", role: "menuitem", onclick: (e) => { e.stopPropagation(); close(); act(); button.focus(); } }, text));
   }
+  menu.addEventListener("focusout", (e) => { // tabbed away: it closes
+    if (!menu.hidden && !menu.contains(e.relatedTarget) && e.relatedTarget !== button && e.relatedTarget) close();
+  });
   menu.addEventListener("keydown", (e) => {
     const all = [...menu.children], at = all.indexOf(document.activeElement);
     if (e.key === "Escape") { close(); button.focus(); }
@@ -150,6 +153,7 @@ export async function pickPlaylist(tracks) {
   const dialog = document.getElementById("pick");
   const list = dialog.querySelector("ul");
   replace(list, h("li", { class: "muted" }, "Loading…"));
+  dialog.querySelector("input").value = ""; // not the name given last time
   dialog.showModal();
   const ids = tracks.map((t) => t.id);
   const add = async (playlist) => {

@@ -3,7 +3,8 @@
 // A track is fetched whole and decoded into an AudioBuffer; the next one is decoded while the
 // current plays and scheduled to start on the very sample the current ends. Each deck has its
 // own GainNode (the track's loudness gain) into a master GainNode (the volume). Pausing suspends
-// the AudioContext, which keeps that schedule.
+// the AudioContext, which keeps that schedule. A pause or a seek asked for while a track loads is
+// kept: the track is cued where it was asked for and starts (or not) as the listener said.
 //
 // Playing must start at once, though, and a whole file can take seconds to arrive on a slow
 // link: a track that would (its size over the throughput seen so far) starts streaming through
@@ -25,6 +26,7 @@ export class Engine extends EventTarget {
     this.next = null; // the deck decoded or scheduled after it
     this.volume = 1;
     this.generation = 0; // bumped on every play(): late loads of an older one are dropped
+    this.paused = false; // the listener paused (a track loading then is cued, not started)
     this.throughput = 4e6; // bytes a second whole files arrived at (a guess until one has)
   }
 
@@ -41,7 +43,14 @@ export class Engine extends EventTarget {
     return this.ctx;
   }
 
-  get playing() { return !!this.current && this.ctx?.state === "running" && !this.current.stopped; }
+  // The listener wants sound: a track plays, or loads to play (a pause then holds it).
+  get playing() {
+    const deck = this.current;
+    return !!deck && !this.paused && !deck.stopped && (!deck.ready || this.ctx?.state === "running");
+  }
+
+  // Sound is coming out: started and not paused (what counts towards a play).
+  get sounding() { return this.playing && this.current.ready && this.current.startAt !== null; }
 
   get position() {
     const deck = this.current;
@@ -63,6 +72,7 @@ export class Engine extends EventTarget {
   async play(track, offset = 0, gain = 1) {
     const generation = ++this.generation;
     const ctx = this.context(track.sample_rate);
+    this.paused = false;
     this.drop(this.current);
     let deck = null;
     if (this.next && this.next.track.url === track.url) {
@@ -73,25 +83,41 @@ export class Engine extends EventTarget {
     this.drop(this.next);
     this.next = null;
     this.current = deck || this.deck(track, { soon: true });
+    this.current.cuedAt = offset; // a seek before it is ready moves this
     this.emit("loading");
     deck = await this.current.whenReady;
     if (generation !== this.generation) return;
-    if (!deck) return this.emit("error", { track, message: this.current.error });
-    if (ctx.state !== "running") await ctx.resume();
+    if (!deck) return this.failed(this.current);
     this.setGain(deck, gain);
-    this.start(deck, offset, ctx.currentTime + LEAD);
+    if (!this.paused && ctx.state !== "running") await ctx.resume();
+    if (generation !== this.generation) return;
+    if (!this.paused) this.start(deck, deck.cuedAt, ctx.currentTime + LEAD); // paused: cued, resume() starts it
     this.schedule(); // the next may have been decoded before this one was
     this.emit("track");
   }
 
-  // Decode `track` ahead and start it where the current one ends (null: nothing follows).
+  // Decode `track` ahead and start it where the current one ends (null: nothing follows). The
+  // same track again (repeat one) plays the current deck's decoded copy: no second fetch.
   async follow(track, gain = 1) {
-    if (this.next && track && this.next.track.url === track.url) return this.schedule();
-    this.drop(this.next);
-    const deck = this.next = track && this.ctx ? this.deck(track) : null;
+    const next = this.next, current = this.current;
+    if (next && track && next.track.url === track.url) {
+      if (next.ready && !next.scheduled) this.setGain(next, gain); // its neighbours may have changed
+      return this.schedule();
+    }
+    this.drop(next);
+    let deck = null;
+    if (track && this.ctx) deck = current?.buffer && current.track.url === track.url ? this.twin(current, track) : this.deck(track);
+    this.next = deck;
     if (!deck || !(await deck.whenReady) || deck !== this.next) return;
     this.setGain(deck, gain);
     this.schedule();
+  }
+
+  // The next deck has started (its first sample is past) though the current one's `ended` has
+  // not come yet: make it the current one now, before anything reads or changes what follows.
+  settle() {
+    const current = this.current, next = this.next;
+    if (current && next?.scheduled && this.ctx.currentTime >= next.startAt) this.ended(current, current.source);
   }
 
   // The current track's gain, changed while it plays (a short ramp: no click).
@@ -101,20 +127,32 @@ export class Engine extends EventTarget {
   }
 
   pause() {
+    this.paused = true;
     if (this.current?.element) this.current.element.pause();
+    this.emit("state");
     return this.ctx?.state === "running" ? this.ctx.suspend() : Promise.resolve();
   }
 
   async resume() {
     if (!this.ctx) return;
-    if (this.current?.element) await this.current.element.play().catch(() => null);
-    await this.ctx.resume();
+    this.paused = false;
+    this.emit("state");
+    const deck = this.current;
+    if (this.ctx.state !== "running") await this.ctx.resume();
+    if (deck !== this.current || this.paused || !deck?.ready) return;
+    if (deck.startAt === null) { // cued while paused
+      this.start(deck, deck.cuedAt, this.ctx.currentTime + LEAD);
+      this.schedule();
+    } else if (deck.element) {
+      await deck.element.play().catch(() => null);
+    }
   }
 
   seek(seconds) {
     const deck = this.current;
-    if (!deck?.ready) { if (deck) deck.cuedAt = seconds; return; }
+    if (!deck) return;
     seconds = Math.max(0, Math.min(seconds, this.duration - 0.05));
+    if (!deck.ready || deck.startAt === null) { deck.cuedAt = seconds; this.emit("seeked"); return; }
     if (deck.element) { deck.element.currentTime = seconds; return; }
     this.unschedule();
     this.stopSource(deck);
@@ -130,6 +168,7 @@ export class Engine extends EventTarget {
 
   stop() {
     this.generation++;
+    this.paused = false;
     this.drop(this.current);
     this.drop(this.next);
     this.current = this.next = null;
@@ -173,13 +212,29 @@ export class Engine extends EventTarget {
     return deck;
   }
 
+  // A deck for `track` that plays `deck`'s decoded copy (an AudioBuffer can feed many sources).
+  twin(deck, track) {
+    const twin = { track, buffer: deck.buffer, ready: true, startAt: null, stopped: false, loading: null };
+    twin.gainNode = this.ctx.createGain();
+    twin.gainNode.connect(this.master);
+    twin.whenReady = Promise.resolve(twin);
+    return twin;
+  }
+
+  // A track that could not be played: said, and no longer the current one (nothing plays).
+  failed(deck) {
+    if (deck === this.current) this.current = null;
+    this.emit("error", { track: deck.track, message: deck.error, kind: deck.errorKind });
+    this.emit("state");
+  }
+
   // `soon`: it must sound now (play), not at the end of the current track (follow).
   load(track, soon) {
     const abort = new AbortController();
     const bytes = track.duration * (track.sample_rate || 48000) * Math.max(track.channels || 2, 1) * 4;
     const decodable = !track.streamed && bytes <= DECODED_BUDGET;
     const slow = soon && (track.size || 0) / this.throughput > QUICK;
-    const loading = decodable && !slow ? this.loadBuffer(track, abort.signal) : this.loadElement(track);
+    const loading = decodable && !slow ? this.loadBuffer(track, abort.signal) : this.loadElement(track, abort.signal);
     loading.abort = abort;
     loading.upgrade = decodable && slow;
     loading.catch(() => null); // seen by ready(); never an unhandled rejection
@@ -188,12 +243,23 @@ export class Engine extends EventTarget {
 
   async loadBuffer(track, signal) {
     const started = performance.now();
-    const response = await fetch(track.url, { signal, credentials: "same-origin" });
-    if (!response.ok) throw new Error(`the node answered ${response.status} for ${track.title}`);
-    const data = await response.arrayBuffer();
+    let response, data;
+    try {
+      response = await fetch(track.url, { signal, credentials: "same-origin", headers: track.headers || {} });
+      if (response.ok) data = await response.arrayBuffer();
+    } catch (error) {
+      throw error.name === "AbortError" ? error : new LoadError("the node cannot be reached", "network");
+    }
+    if (!response.ok) {
+      throw new LoadError(`the node answered ${response.status}`, response.status === 401 ? "signin" : "refused");
+    }
     const seconds = (performance.now() - started) / 1000;
     if (data.byteLength > 256 * 1024) this.throughput = data.byteLength / Math.max(seconds, 0.001);
-    return { buffer: await this.ctx.decodeAudioData(data) };
+    try {
+      return { buffer: await this.ctx.decodeAudioData(data) };
+    } catch {
+      throw new LoadError("this browser cannot decode it", "decode");
+    }
   }
 
   // The decoded copy of a streaming deck takes over where the stream is, under a crossfade.
@@ -217,40 +283,64 @@ export class Engine extends EventTarget {
     source.connect(fade);
     source.onended = () => this.ended(deck, source);
     source.start(when, offset);
-    Object.assign(deck, { source, buffer, element: null, startAt: when - offset, stopped: false });
-    setTimeout(() => this.releaseElement(element, deck.elementGain), (LEAD + FADE) * 1000 + 100);
+    const elementGain = deck.elementGain;
+    Object.assign(deck, { source, buffer, element: null, elementGain: null, startAt: when - offset, stopped: false });
+    // The stream lets go once the fade is over on the context's clock (a pause holds it there).
+    const release = () => (ctx.currentTime > when + FADE || deck.stopped ? this.releaseElement(element, elementGain)
+      : setTimeout(release, 100));
+    setTimeout(release, (LEAD + FADE) * 1000 + 100);
     this.emit("upgraded");
     this.schedule();
   }
 
-  loadElement(track) {
+  // A media element that streams the track; dropped before it can play, it lets go at once.
+  loadElement(track, signal) {
     const element = new Audio();
     element.crossOrigin = "use-credentials";
     element.preload = "auto";
     element.src = track.url;
     return new Promise((resolve, reject) => {
       element.addEventListener("canplay", () => resolve({ element }), { once: true });
-      element.addEventListener("error", () => reject(new Error(`${track.title} cannot be played here`)), { once: true });
+      element.addEventListener("error", () => reject(elementError(element)), { once: true });
+      signal.addEventListener("abort", () => {
+        this.releaseElement(element);
+        reject(new DOMException("dropped", "AbortError"));
+      }, { once: true });
     });
   }
 
   async ready(deck) {
     try {
-      Object.assign(deck, await deck.loading, { ready: true, startAt: null, stopped: false });
-      deck.gainNode = this.ctx.createGain();
-      deck.gainNode.connect(this.master);
-      if (deck.element) {
-        const element = deck.element;
-        deck.elementGain = this.ctx.createGain();
-        deck.source = this.ctx.createMediaElementSource(element);
-        deck.source.connect(deck.elementGain).connect(deck.gainNode);
-        element.addEventListener("ended", () => deck.element === element && this.ended(deck, deck.source));
-      }
-      return deck;
+      Object.assign(deck, await deck.loading);
     } catch (error) {
-      if (error.name !== "AbortError") deck.error = error.message || String(error);
+      if (error.name !== "AbortError") Object.assign(deck, { error: error.message, errorKind: error.kind || "decode" });
       return null;
     }
+    if (deck.stopped) { // dropped while it loaded: keep nothing of it
+      if (deck.element) this.releaseElement(deck.element);
+      deck.buffer = deck.element = null;
+      return null;
+    }
+    Object.assign(deck, { ready: true, startAt: null, stopped: false });
+    deck.gainNode = this.ctx.createGain();
+    deck.gainNode.connect(this.master);
+    if (deck.element) this.wireElement(deck);
+    return deck;
+  }
+
+  wireElement(deck) {
+    const element = deck.element;
+    deck.elementGain = this.ctx.createGain();
+    deck.source = this.ctx.createMediaElementSource(element);
+    deck.source.connect(deck.elementGain).connect(deck.gainNode);
+    const mine = () => deck.element === element && deck === this.current && !deck.stopped;
+    element.addEventListener("ended", () => mine() && this.ended(deck, deck.source));
+    element.addEventListener("error", () => { // the stream broke off as it played
+      if (!mine()) return;
+      Object.assign(deck, { error: elementError(element).message, errorKind: elementError(element).kind });
+      this.drop(deck);
+      this.failed(deck);
+    });
   }
 
   setGain(deck, gain) { deck.gainNode.gain.value = gain; }
@@ -264,7 +354,13 @@ export class Engine extends EventTarget {
         deck.upgrading = true;
         this.upgrade(deck);
       }
-      deck.element.play().catch((error) => this.emit("error", { track: deck.track, message: error.message }));
+      deck.element.play().catch((error) => {
+        // An AbortError is a pause (or the next track) coming before the start: no failure.
+        if (error.name === "AbortError" || deck !== this.current || deck.stopped) return;
+        Object.assign(deck, { error: error.message, errorKind: error.name === "NotAllowedError" ? "blocked" : "decode" });
+        this.drop(deck);
+        this.failed(deck);
+      });
       return;
     }
     const source = this.ctx.createBufferSource();
@@ -326,7 +422,7 @@ export class Engine extends EventTarget {
   drop(deck) {
     if (!deck) return;
     deck.stopped = true;
-    deck.loading?.abort?.abort();
+    deck.loading?.abort?.abort(); // a load under way stops, and ready() keeps nothing of it
     if (deck.ready) { this.stopSource(deck); this.release(deck); }
   }
 
@@ -342,4 +438,17 @@ export class Engine extends EventTarget {
     element.load(); // lets go of the connection and what it buffered
     gain?.disconnect();
   }
+}
+
+// Why a track could not be played: `kind` says what to do next: "network" (the node cannot be
+// reached: stop), "signin" (the session ended: stop), "refused" or "decode" (skip this track).
+class LoadError extends Error {
+  constructor(message, kind) { super(message); this.kind = kind; }
+}
+
+function elementError(element) {
+  const code = element.error?.code;
+  if (code === MediaError.MEDIA_ERR_NETWORK) return new LoadError("the node cannot be reached", "network");
+  // A refusal (404, 401) looks like a format this browser cannot play, too: the element says no more.
+  return new LoadError("it cannot be played here (a format this browser cannot play, or the node refused it)", "decode");
 }

@@ -30,17 +30,21 @@ export async function toggleFavorite(kind, id, name = "") {
   }
 }
 
-// A heart button that follows the state of its item wherever it is shown.
+// A heart button that follows the state of its item wherever it is shown. One listener repaints
+// every heart of the page: one per button would keep each button (and its view) alive for good.
 export function heartButton(h, kind, item, name) {
-  const button = h("button", { class: "icon heart", type: "button" });
-  const paint = () => {
-    const on = isFavorite(kind, item.id);
-    button.textContent = on ? "♥" : "♡";
-    button.setAttribute("aria-pressed", String(on));
-    button.setAttribute("aria-label", `${on ? "Remove" : "Add"} ${name} ${on ? "from" : "to"} favorites`);
-  };
-  paint();
-  favoritesChanged.addEventListener("change", paint);
+  const button = h("button", { class: "icon heart", type: "button", dataset: { kind, id: item.id, name } });
+  paintHeart(button);
   button.addEventListener("click", (event) => { event.stopPropagation(); toggleFavorite(kind, item.id, name); });
   return button;
 }
+
+function paintHeart(button) {
+  const { kind, id, name } = button.dataset;
+  const on = isFavorite(kind, id);
+  button.textContent = on ? "♥" : "♡";
+  button.setAttribute("aria-pressed", String(on));
+  button.setAttribute("aria-label", `${on ? "Remove" : "Add"} ${name} ${on ? "from" : "to"} favorites`);
+}
+
+favoritesChanged.addEventListener("change", () => document.querySelectorAll("button.heart").forEach(paintHeart));

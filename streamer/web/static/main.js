@@ -83,11 +83,19 @@ const searchNow = debounce(() => {
 search.addEventListener("input", searchNow);
 $("search-form").addEventListener("submit", (e) => { e.preventDefault(); searchNow(); });
 
-$("menu-toggle").addEventListener("click", () => {
-  const open = document.body.classList.toggle("nav-open");
+// The library list on a phone: opened, the focus goes into it; Escape or a choice closes it.
+function showNav(open) {
+  document.body.classList.toggle("nav-open", open);
   $("menu-toggle").setAttribute("aria-expanded", String(open));
+  if (open) $("nav").querySelector("a").focus();
+}
+$("menu-toggle").addEventListener("click", () => showNav(!document.body.classList.contains("nav-open")));
+$("nav").addEventListener("click", (e) => { if (e.target.closest("a")) showNav(false); });
+$("nav").addEventListener("keydown", (e) => {
+  if (e.key !== "Escape" || !document.body.classList.contains("nav-open")) return;
+  showNav(false);
+  $("menu-toggle").focus();
 });
-$("nav").addEventListener("click", (e) => { if (e.target.closest("a")) document.body.classList.remove("nav-open"); });
 
 // --- keyboard ---
 
@@ -137,12 +145,24 @@ async function nodeStatus() {
 // --- start ---
 
 // Ask who we are first: on a node that wants a sign-in, nothing is requested (and refused)
-// before it; on a loopback node with anonymous reads the page plays at once.
-async function start() {
+// before it; on a loopback node with anonymous reads the page plays at once. No answer (the node
+// down while the service worker serves the page, a proxy's 502, a 429) is not "nobody": the
+// sign-in is kept and the page offers to ask again.
+async function connect() {
   showAccount();
-  const who = await api.get("/api/v1/session").catch(() => ({ user: null, anonymous_reads: false }));
+  let who;
+  try {
+    who = await api.get("/api/v1/session");
+  } catch (error) {
+    replace(main, h("div", { class: "view" }, h("h1", { tabindex: "-1" }, "The node cannot be reached"),
+      h("p", {}, error.status ? error.message : "No answer from it: is it running, and is this network up?"),
+      h("button", { type: "button", class: "primary", onclick: connect }, "Try again")));
+    main.querySelector("h1").focus();
+    return;
+  }
   if (who.user) api.session.keep(api.session.token, who.user);
   else if (api.session.token) api.session.forget();
+  if (who.user && !who.cookie) await api.renewSession().catch(() => null); // covers and audio read with it
   showAccount();
   if (!who.user && !who.anonymous_reads) {
     replace(main, h("div", { class: "view" }, h("h1", {}, "Sign in to listen"),
@@ -153,6 +173,10 @@ async function start() {
     render(main, location.hash);
     await Promise.all([loadFavorites(), player.restore()]);
   }
+}
+
+async function start() {
+  await connect();
   nodeStatus();
   setInterval(nodeStatus, 30000);
   if ("serviceWorker" in navigator && isSecureContext) {

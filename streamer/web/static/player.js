@@ -10,6 +10,8 @@ import { Waveform } from "./waveform.js";
 const SETTINGS = "streamer.player"; // volume, quality, loudness mode: this browser's choice
 const LOCAL_QUEUE = "streamer.queue"; // a queue kept here while signed out
 const PLAY_RULE = 240; // a play counts after half the track or four minutes
+const FAILURES_IN_A_ROW = 3; // tracks that failed one after another before the player stops skipping
+const KEEPALIVE_BYTES = 60000; // a request that outlives the page carries at most 64 KiB (all of them)
 const $ = (id) => document.getElementById(id);
 
 export class Player {
@@ -22,6 +24,11 @@ export class Player {
     this.listened = 0;
     this.recorded = false;
     this.startedAt = null;
+    this.failures = 0; // tracks that failed in a row
+    this.saved = null; // the queue as the node last took it (JSON): the same again is not sent
+    this.saving = null; // the save under way: saves go one at a time, in order
+    this.shown = null; // the track the player bar shows
+    this.restoring = null; // the restore under way (a promise)
     this.waveform = new Waveform($("waveform"), (s) => this.seek(s));
     this.saveSoon = debounce(() => this.save(), 800);
     this.wire();
@@ -45,21 +52,41 @@ export class Player {
     this.queue.changed("current");
   }
 
-  toggle() {
+  play() {
     if (!this.queue.current) return;
     if (!this.engine.current) return this.playAt(this.queue.index, this.cued);
-    if (this.engine.playing) this.engine.pause(); else this.engine.resume();
+    this.engine.resume();
+  }
+
+  toggle() {
+    if (this.engine.playing) this.engine.pause(); else this.play();
   }
 
   next() {
+    this.engine.settle(); // the next track may have begun already: "next" is the one after it
     const i = this.queue.repeat === "one" ? this.queue.index + 1 : this.queue.nextIndex();
     if (i >= 0 && i < this.queue.items.length) this.playAt(i);
     else if (this.queue.repeat !== "off" && this.queue.items.length) this.playAt(0);
   }
 
   previous() {
+    this.engine.settle();
     if (this.position > 3 || this.queue.index <= 0) return this.seek(0);
     this.playAt(this.queue.index - 1);
+  }
+
+  // Remove a queue entry; the playing one gives way to the one that followed it (decoded
+  // already), or, the last one gone, the player stops. Paused, the next is cued, not started.
+  removeAt(i) {
+    const queue = this.queue, engine = this.engine;
+    engine.settle();
+    const wasCurrent = i === queue.index, wasLast = i === queue.items.length - 1, playing = engine.playing;
+    queue.remove(i);
+    if (!wasCurrent) return;
+    if (playing && queue.current && !wasLast) return this.playAt(queue.index);
+    engine.stop();
+    this.cued = 0;
+    this.paint();
   }
 
   seek(seconds) {
@@ -78,7 +105,9 @@ export class Player {
     const quality = this.settings.quality;
     const url = quality === "original" ? `/stream/${encodeURIComponent(track.id)}`
       : `/stream/${encodeURIComponent(track.id)}?format=opus&bitrate=${quality}`;
-    return { ...track, url, streamed: quality !== "original" };
+    // A whole file is fetched with the token; a stream (a media element) reads with the cookie.
+    const headers = api.session.token ? { Authorization: `Bearer ${api.session.token}` } : {};
+    return { ...track, url, headers, streamed: quality !== "original" };
   }
 
   // Loudness: the album's gain within an album played in order, else the track's; never past
@@ -97,10 +126,15 @@ export class Player {
     return peak > 0 ? Math.min(linear, 1 / peak) : linear;
   }
 
+  // Have the engine decode what follows the current track. Not while the engine is on another
+  // track than the queue's (a new list is about to play) or still loads it ("track" comes then):
+  // the next file would be fetched for nothing, or compete with the one wanted now.
   follow() {
-    if (!this.engine.current) return;
+    const engine = this.engine;
+    engine.settle();
+    if (!engine.current?.ready || engine.current.track.id !== this.queue.current?.id) return;
     const i = this.queue.nextIndex();
-    this.engine.follow(i >= 0 ? this.audio(this.queue.items[i]) : null, i >= 0 ? this.gainFor(i) : 1);
+    engine.follow(i >= 0 ? this.audio(this.queue.items[i]) : null, i >= 0 ? this.gainFor(i) : 1);
   }
 
   advanced() {
@@ -118,6 +152,23 @@ export class Player {
     this.save();
   }
 
+  // A track could not be played: say so, and skip it when it is the track's own fault (it cannot
+  // be decoded, the node refused it), a few in a row at most; stop when the node is away.
+  failed({ track, message, kind }) {
+    if (track.id !== this.queue.current?.id) return;
+    this.failures++;
+    const { queue } = this;
+    const more = queue.repeat === "off" ? queue.index + 1 < queue.items.length : queue.items.length > 1;
+    const skip = (kind === "decode" || kind === "refused") && more && this.failures < FAILURES_IN_A_ROW;
+    const why = kind === "signin" ? "sign in again" : message;
+    if (kind === "signin" && api.session.token) { // the node refused the token: ask for a new sign-in
+      api.session.forget();
+      api.signedOut.dispatchEvent(new Event("signedout"));
+    }
+    toast(`Cannot play ${track.title}: ${why}.${skip ? " Playing the next track." : ""}`, "error");
+    if (skip) this.next(); else this.paint();
+  }
+
   // --- plays ---
 
   resetPlay() {
@@ -127,7 +178,7 @@ export class Player {
   }
 
   tick(seconds) {
-    if (!this.engine.playing || this.recorded) return;
+    if (!this.engine.sounding || this.recorded) return;
     this.listened += Math.min(seconds, 1);
     const track = this.queue.current;
     if (track && this.listened >= Math.min(track.duration / 2, PLAY_RULE)) {
@@ -147,26 +198,64 @@ export class Player {
              position_ms: Math.round(this.position * 1000), changed_by: "web player" };
   }
 
-  async save({ keepalive = false } = {}) {
-    const state = this.snapshot();
-    if (!api.session.token) return localStorage.setItem(LOCAL_QUEUE, JSON.stringify(state));
-    const small = JSON.stringify(state).length < 60000; // keepalive bodies are limited to 64 KB
-    await api.send("PUT", "/api/v1/playqueue", state, { keepalive: keepalive && small }).catch((error) => {
-      if (!keepalive) toast(`The queue was not saved: ${error.message}`, "error");
-    });
+  // Saves go one at a time and in order (two PUTs under way could land in either order), each
+  // with the queue as it is when its turn comes; the queue as last saved is not sent again. The
+  // page going away sends at once, as a request that outlives the page (when it is small enough).
+  save({ keepalive = false } = {}) {
+    if (!api.session.token) return localStorage.setItem(LOCAL_QUEUE, JSON.stringify(this.snapshot()));
+    if (keepalive) return this.saveNow(true);
+    if (!this.saveWaiting) {
+      this.saveWaiting = true;
+      const turn = () => { this.saveWaiting = false; return this.saveNow(false); };
+      this.saving = (this.saving || Promise.resolve()).then(turn, turn);
+    }
+    return this.saving;
   }
 
-  async restore() {
+  async saveNow(keepalive) {
+    const body = JSON.stringify(this.snapshot());
+    if (body === this.saved || !api.session.token) return;
+    if (keepalive && (body === this.leaving || new Blob([body]).size > KEEPALIVE_BYTES)) return;
+    if (keepalive) this.leaving = body; // hidden, then closed: the same queue is sent once
+    try {
+      await api.send("PUT", "/api/v1/playqueue", JSON.parse(body), { keepalive });
+      this.saved = body;
+      this.saveFailed = false;
+    } catch (error) {
+      if (keepalive) return;
+      if (error.status === 429) { // writes_per_minute: once the node says, with what the queue is then
+        clearTimeout(this.saveLater);
+        this.saveLater = setTimeout(() => this.save(), (error.retryAfter || 5) * 1000);
+      } else if (!this.saveFailed) { // said once, not at every try while the node is away
+        this.saveFailed = true;
+        toast(`The queue was not saved: ${error.message}`, "error");
+      }
+    }
+  }
+
+  restore() {
+    this.restoring = this.restoreNow();
+    return this.restoring;
+  }
+
+  // The queue saved on the node (or, signed out, in this browser). Tracks take a while to come
+  // for a long queue: if the listener has started something meanwhile, theirs stays.
+  async restoreNow() {
+    const before = this.queue.version;
+    const untouched = () => this.queue.version === before && !this.engine.current;
     let state = null;
     if (api.session.token) state = await api.get("/api/v1/playqueue").catch(() => null);
     else state = JSON.parse(localStorage.getItem(LOCAL_QUEUE) || "null");
+    if (!untouched()) return;
     if (!state?.track_ids?.length) return this.paint();
     const tracks = await fetchTracks(state.track_ids);
+    if (!untouched()) return;
     const wanted = state.track_ids[state.current_index ?? 0];
     let index = tracks.findIndex((t, i) => t.id === wanted && i <= (state.current_index ?? 0));
     if (index < 0) index = 0;
     this.queue.replace(tracks, index);
     this.cued = (state.position_ms || 0) / 1000;
+    if (api.session.token) this.saved = JSON.stringify(this.snapshot()); // as the node has it
     this.paint();
   }
 
@@ -176,15 +265,12 @@ export class Player {
     const e = this.engine;
     e.addEventListener("advance", () => this.advanced());
     e.addEventListener("ended", () => this.ended());
-    e.addEventListener("track", () => { this.follow(); this.paint(); this.saveSoon(); });
-    e.addEventListener("state", () => { this.paint(); if (!e.playing) this.save(); });
+    e.addEventListener("track", () => { this.failures = 0; this.follow(); this.paint(); this.saveSoon(); });
+    e.addEventListener("state", () => { this.paint(); if (!e.playing) this.saveSoon(); });
     e.addEventListener("loading", () => this.paint());
-    e.addEventListener("error", (event) => {
-      toast(`Cannot play ${event.detail.track.title}: ${event.detail.message}`, "error");
-      if (this.queue.nextIndex() > this.queue.index) this.next();
-    });
+    e.addEventListener("error", (event) => this.failed(event.detail));
     this.queue.addEventListener("change", (event) => {
-      if (event.detail !== "current") this.queue.items.forEach((_, i) => i === this.queue.index && e.regain(this.gainFor(i)));
+      if (event.detail !== "current" && this.queue.current) e.regain(this.gainFor(this.queue.index));
       this.follow();
       this.nowPlaying();
       this.saveSoon();
@@ -237,9 +323,12 @@ export class Player {
 
   nowPlaying() {
     const track = this.queue.current;
+    if (this.shown && track === this.shown) return this.paint(); // the same entry: nothing to redo
+    this.shown = track;
     const box = $("now");
     if (!track) {
       replace(box, h("span", { class: "muted" }, "Nothing playing"));
+      document.title = "streamer";
     } else {
       replace(box,
         coverImage({ id: track.album_id, title: track.album, has_cover: knownCovers.get(track.album_id) ?? track.has_art }, 96, "small"),
@@ -287,7 +376,7 @@ export class Player {
     if (!("mediaSession" in navigator)) return;
     const ms = navigator.mediaSession;
     const handlers = {
-      play: () => this.toggle(), pause: () => this.engine.pause(),
+      play: () => this.play(), pause: () => this.engine.pause(),
       previoustrack: () => this.previous(), nexttrack: () => this.next(),
       seekto: (d) => this.seek(d.seekTime), seekbackward: (d) => this.seek(this.position - (d.seekOffset || 10)),
       seekforward: (d) => this.seek(this.position + (d.seekOffset || 10)),

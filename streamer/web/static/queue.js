@@ -8,11 +8,12 @@ export class Queue extends EventTarget {
     this.index = -1;
     this.repeat = "off"; // off | all | one
     this.shuffled = null; // the order before shuffling, to put back
+    this.version = 0; // counts changes: whoever waited on the network can tell it moved on
   }
 
   get current() { return this.items[this.index] || null; }
 
-  changed(what = "items") { this.dispatchEvent(new CustomEvent("change", { detail: what })); }
+  changed(what = "items") { this.version++; this.dispatchEvent(new CustomEvent("change", { detail: what })); }
 
   nextIndex(step = 1) {
     if (!this.items.length) return -1;

@@ -1,5 +1,6 @@
 // The queue beside the page: play any entry, reorder by drag or by keyboard (Alt+↑/↓), remove,
-// clear, shuffle. Every change goes through the Queue, which the player saves.
+// clear, shuffle. Every change goes through the Queue, which the player saves. The focus stays on
+// the entry it was on when the list is painted again; Escape closes the panel, back to its button.
 import { clock, h, plural, replace, toast } from "./dom.js";
 
 export class QueuePanel {
@@ -12,20 +13,30 @@ export class QueuePanel {
     panel.querySelector("#queue-clear").addEventListener("click", () => { player.engine.stop(); player.queue.clear(); });
     panel.querySelector("#queue-shuffle").addEventListener("click", () => player.queue.toggleShuffle());
     panel.querySelector("#queue-close").addEventListener("click", () => this.toggle(false));
+    panel.addEventListener("keydown", (e) => {
+      if (e.key !== "Escape") return;
+      e.preventDefault();
+      this.toggle(false);
+    });
     document.getElementById("queue-toggle").addEventListener("click", () => this.toggle());
     this.paint();
   }
 
   toggle(open = this.panel.hidden) {
+    const button = document.getElementById("queue-toggle");
+    const hadFocus = this.panel.contains(document.activeElement);
     this.panel.hidden = !open;
-    document.getElementById("queue-toggle").setAttribute("aria-expanded", String(open));
+    button.setAttribute("aria-expanded", String(open));
     if (open) (this.list.querySelector("[aria-current]") || this.panel.querySelector("h2")).focus();
+    else if (hadFocus) button.focus(); // not lost to the page's body
   }
 
   paint() {
     const { queue } = this.player;
+    const focused = [...this.list.children].findIndex((li) => li.contains(document.activeElement));
     this.panel.querySelector(".queue-count").textContent = plural(queue.items.length, "track");
     replace(this.list, queue.items.map((track, i) => this.item(track, i)));
+    if (focused >= 0) (this.list.children[Math.min(focused, queue.items.length - 1)] || this.panel.querySelector("h2")).focus();
   }
 
   item(track, i) {
@@ -67,13 +78,7 @@ export class QueuePanel {
   }
 
   remove(i) {
-    const { queue, engine } = this.player;
-    const wasCurrent = i === queue.index;
-    queue.remove(i);
-    if (wasCurrent) {
-      if (queue.current && engine.current) this.player.playAt(queue.index);
-      else if (!queue.current) engine.stop();
-    }
-    this.list.children[Math.min(i, queue.items.length - 1)]?.focus();
+    this.player.removeAt(i);
+    (this.list.children[Math.min(i, this.player.queue.items.length - 1)] || this.panel.querySelector("h2")).focus();
   }
 }

@@ -13,9 +13,13 @@ self.addEventListener("activate", (event) => {
     .then(() => self.clients.claim()));
 });
 
-// The network first (a new shell shows at once), the cache when the node cannot be reached.
+// The network first (a new shell shows at once), the cache when the node cannot be reached or a
+// proxy in front of it answers for it (502, 503, 504 while it restarts).
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== location.origin || !SHELL.includes(url.pathname)) return;
-  event.respondWith(fetch(event.request).catch(() => caches.match(url.pathname)));
+  const cached = () => caches.match(url.pathname);
+  event.respondWith(fetch(event.request)
+    .then((response) => (response.status < 500 ? response : cached().then((kept) => kept || response)))
+    .catch(() => cached().then((kept) => kept || Response.error())));
 });

@@ -19,17 +19,25 @@ export class Waveform {
     matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => this.draw());
   }
 
+  // The track's peaks; while the node is busy (503) asked again when it says, a few times.
   async show(track) {
-    if (!track || track.id === this.trackId) return;
-    this.trackId = track.id;
+    if (track?.id === this.trackId) return;
+    this.trackId = track?.id ?? null;
     this.peaks = null;
     this.draw();
-    try {
-      const answer = await api.get(`/api/v1/tracks/${encodeURIComponent(track.id)}/waveform?points=${POINTS}`);
-      if (this.trackId !== track.id) return;
-      const top = Math.max(...answer.peaks, 0.001);
-      this.peaks = answer.peaks.map((p) => p / top);
-    } catch { /* busy or gone: a flat bar still seeks */ }
+    for (let tries = 1; track && tries <= 3; tries++) {
+      try {
+        const answer = await api.get(`/api/v1/tracks/${encodeURIComponent(track.id)}/waveform?points=${POINTS}`);
+        if (this.trackId !== track.id) return;
+        const top = Math.max(...answer.peaks, 0.001);
+        this.peaks = answer.peaks.map((p) => p / top);
+        break;
+      } catch (error) { // gone, or busy past the tries: a flat bar still seeks
+        if (error.status !== 503 || tries === 3) break;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(error.retryAfter || 2, 30) * 1000));
+        if (this.trackId !== track.id) return;
+      }
+    }
     this.draw();
   }
 
