@@ -395,6 +395,8 @@ class Browser:
         self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         self.driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
         self.driver.set_window_size(*DESKTOP)
+        # The page sees the new size a frame later: wait for it, or the next read is the phone's.
+        self.wait_js(f"return window.innerWidth === {DESKTOP[0]}", message="back to the desktop width")
 
     def viewport(self) -> tuple[int, int]:
         width, height = self.driver.execute_script("return [window.innerWidth, window.innerHeight]")
