@@ -194,3 +194,24 @@ async def test_the_cookie_is_secure_through_the_https_public_url_only(aiohttp_cl
     assert lan.status == 200 and not lan.cookies["streamer_session"]["secure"]
     public = await client.post("/api/v1/session", json=sign_in, headers={"Host": "music.example.com"})
     assert public.status == 200 and public.cookies["streamer_session"]["secure"]
+
+
+async def test_the_cookie_reads_the_catalog_but_names_no_one(aiohttp_client, demo_library, tmp_path):
+    """A listener's private playlist, and URLs signed for them, need the token: the cookie only
+    says that this browser may read (covers, streams, HLS, album playlists with plain URLs)."""
+    from tests.conftest import settings_for, wait_for_scan
+    from streamer.app import create_app
+    app = create_app(settings_for(demo_library, tmp_path / "data", anonymous_reads="off"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    await _user(app)
+    signed = await client.post("/api/v1/session", json={"name": "ann", "password": "pass word"})
+    auth = {"Authorization": f"Bearer {(await signed.json())['token']}"}
+    tracks = (await (await client.get("/api/v1/tracks", headers=auth)).json())["items"]
+    made = await client.post("/api/v1/playlists", json={"name": "mine", "track_ids": [tracks[0]["id"]]},
+                             headers=auth)
+    playlist = (await made.json())["id"]
+    assert (await client.get(f"/api/v1/playlists/{playlist}/playlist.m3u8", headers=auth)).status == 200
+    assert (await client.get(f"/api/v1/playlists/{playlist}/playlist.m3u8")).status == 401  # the cookie alone
+    album = await client.get(f"/api/v1/albums/{tracks[0]['album_id']}/playlist.m3u8")
+    assert album.status == 200 and "sig=" not in await album.text()

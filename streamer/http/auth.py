@@ -186,8 +186,10 @@ class Auth:
                 return
             if access == "read" and request.method in ("GET", "HEAD") and SESSION_COOKIE in request.cookies:
                 # The web player's covers and audio cannot send a header; its session cookie
-                # (SameSite=Strict, HttpOnly) stands in for reads only, never for a write.
-                request[USER] = await self._session(request, request.cookies[SESSION_COOKIE][:300], count)
+                # (SameSite=Strict, HttpOnly) stands in for reads only, never for a write. It says
+                # that this client may read, not who asks: a listener's own data, and URLs signed
+                # for them (their playlists), still need the token itself.
+                await self._session(request, request.cookies[SESSION_COOKIE][:300], count)
                 return
             raise ApiError(401, "unauthorized", "this needs a token: Authorization: Bearer TOKEN",
                            {"WWW-Authenticate": 'Bearer realm="streamer"'})
