@@ -733,3 +733,40 @@ def test_the_queue_changed_under_a_scheduled_next_track(browser, web_node):
                     "'Harbour Lights' && streamer.player.position > 0.2", message="it follows at the join")
     assert browser.execute_script("return streamer.player.queue.items.map((t) => t.title)")[:3] == [
         "Tone Part 1", "Harbour Lights", "Tone Part 2"]
+
+
+@pytest.fixture(scope="module")
+def loopback_node(tmp_path_factory, web_library):
+    """The first run's node: bound to 127.0.0.1, anonymous reads as by default (auto)."""
+    import subprocess
+    import sys
+
+    from tests.browser.conftest import RUN, WebNode, _free_port_on, _stop, _wait_for_scan
+
+    root = tmp_path_factory.mktemp("loopback-node")
+    port = _free_port_on("127.0.0.1")
+    log_path = root / "node.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, RUN, "serve", "--host", "127.0.0.1", "--port", str(port), "--library", str(web_library),
+             "--data-dir", str(root / "data"), "--no-demo-library", "--no-loudness-analysis", "--scan-workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root, start_new_session=True)
+    node = WebNode(base_url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port, user="", password="", token="",
+                   admin="", admin_password="", admin_token="", library=web_library, data_dir=root / "data",
+                   log_path=log_path, process=process)
+    try:
+        _wait_for_scan(node)
+        yield node
+    finally:
+        _stop(process)
+
+
+def test_a_loopback_node_plays_without_signing_in(browser, loopback_node):
+    browser.open(loopback_node.url("/"))
+    browser.wait_js("return document.querySelectorAll('.card').length >= 4", message="albums with no sign-in")
+    assert not browser.execute_script("return document.getElementById('signin').open")
+    assert browser.execute_script("return document.getElementById('account').textContent") == "Sign in"
+    browser.find_element(By.CSS_SELECTOR, ".card .play-over").click()
+    browser.wait_js("return streamer.player.engine.playing && streamer.player.position > 0.3", message="it plays")
+    browser.refresh()  # signed out, the queue is kept in this browser
+    browser.wait_js("return streamer.player.queue.items.length > 0")
