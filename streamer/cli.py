@@ -239,8 +239,15 @@ def serve(settings: Settings) -> int:
     _raise_open_file_limit()
     logging.getLogger("aiohttp.server").addFilter(_withhold_request_details)
     try:
+        loop = new_event_loop(settings.event_loop)
+    except ImportError:
+        print("error: event_loop: uvloop is not installed (pip install uvloop), or set event_loop = \"asyncio\"",
+              file=sys.stderr)
+        return 2
+    try:
         app = create_app(settings)
     except MediaError as exc:
+        loop.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     base = f"http://{settings.host}:{settings.port}"
@@ -256,12 +263,23 @@ def serve(settings: Settings) -> int:
     try:
         web.run_app(app, host=settings.host, port=settings.port, backlog=2048, print=announce,
                     access_log=log if settings.log_level == "debug" else None,
-                    access_log_class=AccessLog, handler_cancellation=False)
+                    access_log_class=AccessLog, handler_cancellation=False, loop=loop)
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
     return 0
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The server's event loop (the event_loop setting): uvloop, libuv's loop, by default; it
+    took a fifth less CPU per range request than Python's own (bench/README.md), which stays
+    one setting away and serves the same answers (the tests run the delivery paths on both)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

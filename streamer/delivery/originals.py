@@ -92,6 +92,9 @@ class OpenFiles:
         self.node = node  # its role says where the bytes are that the library lacks
         self.capacity = capacity
         self._files: OrderedDict[str, OpenFile] = OrderedDict()
+        # Tracks being located now: a crowd asking for one track at once (a party's playlist)
+        # shares one catalog read and one open instead of each making its own.
+        self._locating: dict[tuple[str, bool], asyncio.Future[OpenFile | Arriving]] = {}
 
     def cached(self, track_id: str) -> OpenFile | None:
         """The open file if it is still exactly what was opened; costs one stat, no executor."""
@@ -117,7 +120,22 @@ class OpenFiles:
 
     async def locate(self, track_id: str, arriving: bool) -> OpenFile | Arriving:
         """Where a track's bytes are, asked once: the library's file, or, on a node whose role
-        finds bytes elsewhere, the copy it finds, or with `arriving` a file still on its way."""
+        finds bytes elsewhere, the copy it finds, or with `arriving` a file still on its way.
+        Requests for a track being located meanwhile wait for the same answer (or error)."""
+        key = (track_id, arriving)
+        locating = self._locating.get(key)
+        if locating is None:
+            locating = self._locating[key] = asyncio.ensure_future(self._locate(track_id, arriving))
+            locating.add_done_callback(functools.partial(self._located, key))
+        # Shielded: a request that leaves does not cancel the others' answer.
+        return await asyncio.shield(locating)
+
+    def _located(self, key: tuple[str, bool], done: asyncio.Future) -> None:
+        del self._locating[key]
+        if not done.cancelled():
+            done.exception()  # taken: an error whose every asker has left is no "never retrieved"
+
+    async def _locate(self, track_id: str, arriving: bool) -> OpenFile | Arriving:
         generation = self.catalog.generation
         role = self.node.role
         if role.pulls_media:
@@ -221,15 +239,18 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int, 
                               f"no requested range lies within the file's {entry.size} bytes",
                               {"Content-Range": f"bytes */{entry.size}", "Accept-Ranges": "bytes",
                                **entry.validators})
-    send = functools.partial(_send, request, entry, head_only=method == "HEAD", metrics=metrics)
+    head_only = method == "HEAD"
     if plan.outcome is Outcome.WHOLE:
-        return await send(200, f"Content-Type: {entry.content_type}\r\n{extra_head}", [(0, entry.size)])
+        return await _send(request, entry, 200, f"Content-Type: {entry.content_type}\r\n{extra_head}",
+                           [(0, entry.size)], entry.size, head_only, metrics)
     if len(plan.ranges) == 1:
         r = plan.ranges[0]
-        return await send(206, f"Content-Type: {entry.content_type}\r\n{extra_head}"
-                          f"Content-Range: {r.content_range(entry.size)}\r\n", [(r.start, r.length)])
+        return await _send(request, entry, 206, f"Content-Type: {entry.content_type}\r\n{extra_head}"
+                           f"Content-Range: {r.content_range(entry.size)}\r\n", [(r.start, r.length)],
+                           r.length, head_only, metrics)
     headers_of_parts, pieces = _multipart(entry, plan.ranges)
-    return await send(206, headers_of_parts + extra_head, pieces)
+    count = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
+    return await _send(request, entry, 206, headers_of_parts + extra_head, pieces, count, head_only, metrics)
 
 
 # A body is a list of pieces: bytes to write, or (offset, count) of the file to sendfile.
@@ -286,14 +307,14 @@ def _sent(status: int, keep_alive: bool) -> SentResponse:
 _PHRASES = {200: "OK", 206: "Partial Content"}
 
 
-async def _send(request: web.Request, entry: OpenFile, status: int, headers: str,
-                pieces: list[Piece], *, head_only: bool, metrics: Metrics) -> web.StreamResponse:
-    """Write the status line and headers, then the pieces: bytes as they are, file spans with
-    sendfile. `headers` holds this answer's own header lines (Content-Type, Content-Range)."""
+async def _send(request: web.Request, entry: OpenFile, status: int, headers: str, pieces: list[Piece],
+                count: int, head_only: bool, metrics: Metrics) -> web.StreamResponse:
+    """Write the status line and headers, then the pieces (`count` bytes in all): bytes as they
+    are, file spans with sendfile. `headers` holds this answer's own header lines (Content-Type,
+    Content-Range)."""
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
-    count = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
     version = request.version
     keep_alive = request.keep_alive
     if version >= (1, 1):
@@ -312,7 +333,9 @@ async def _send(request: web.Request, entry: OpenFile, status: int, headers: str
                 if isinstance(piece, bytes):
                     transport.write(piece)
                 else:
-                    await _sendfile(request, entry.file, *piece)
+                    sent = _sendfile_now(transport, entry.file, *piece)
+                    if sent < piece[1]:
+                        await _sendfile_rest(transport, entry.file, *piece, sent)
             metrics.bytes_sent += count
     except ConnectionError as exc:
         _client_left(request, metrics, exc)
@@ -351,44 +374,107 @@ class SourceShrank(ConnectionResetError):
     short body followed by the next answer's bytes."""
 
 
-async def _sendfile(request: web.Request, file: Any, offset: int, count: int) -> None:
-    """Zero-copy send of file bytes. The common case, a range that fits in the socket buffer,
-    is one os.sendfile call made right here: asyncio's loop.sendfile would first pause reading,
-    register a writer and wait a loop iteration even when nothing needs waiting for, which is
-    most of the cost of a 64 KiB range. What does not fit goes through loop.sendfile."""
-    transport = request.transport
-    if transport is None or transport.is_closing():
+def _sendfile_now(transport: Any, file: Any, offset: int, count: int) -> int:
+    """Zero-copy send of file bytes, as much as the socket takes right now: the common case, a
+    range that fits in the socket buffer, is this one os.sendfile call and nothing else (no
+    coroutine, no loop iteration). Returns the bytes sent; 0 behind bytes the transport holds."""
+    if transport.is_closing():
         raise ConnectionResetError("client went away")
-    sent = 0
-    if transport.get_write_buffer_size() == 0:  # nothing queued ahead of us: safe to bypass
-        try:
-            sent = os.sendfile(transport.get_extra_info("socket").fileno(), file.fileno(), offset, count)
-            if sent == 0:
-                raise SourceShrank(f"{file.name} ended at byte {offset}")
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        offset, count = offset + sent, count - sent
-        if count == 0:
-            return
+    if transport.get_write_buffer_size():  # something is queued ahead of us: not now
+        return 0
+    try:
+        sent = os.sendfile(transport.get_extra_info("socket").fileno(), file.fileno(), offset, count)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    if sent == 0:
+        raise SourceShrank(f"{file.name} ended at byte {offset}")
+    return sent
+
+
+async def _sendfile_rest(transport: Any, file: Any, offset: int, count: int, sent: int = 0) -> None:
+    """The rest of a file span that did not go out at once (`sent` bytes of it did): in slices
+    as the socket takes it (_send_slice), each slice under the no-progress deadline."""
+    if transport.is_closing():
+        raise ConnectionResetError("client went away")
     loop = asyncio.get_running_loop()
     # What the socket took at once is what this connection absorbs now: a fair first slice.
     piece_size = max(FIRST_SLICE, min(sent, MAX_SLICE))
-    while count > 0:
-        piece = min(count, piece_size)
-        started = loop.time()
+    offset, count = offset + sent, count - sent
+    with Writability(transport.get_extra_info("socket").fileno()) as writable:
+        while count > 0:
+            piece = min(count, piece_size)
+            started = loop.time()
+            try:
+                async with asyncio.timeout(STALL_SECONDS):  # no extra task, unlike wait_for
+                    sent = await _send_slice(transport, writable, file, offset, piece)
+            except TimeoutError:
+                raise ClientStalled(f"no progress in {STALL_SECONDS} s") from None
+            if sent < piece:
+                raise SourceShrank(f"{file.name} ended at byte {offset + sent}")
+            offset, count = offset + sent, count - sent
+            piece_size = next_slice(sent, loop.time() - started)
+
+
+async def _send_slice(transport: Any, writable: Writability, file: Any, offset: int, count: int) -> int:
+    """Send `count` bytes of the file from `offset` as the socket takes them, after whatever the
+    transport still holds: the number sent, fewer only where the file ends.
+
+    The same on every event loop (uvloop has no loop.sendfile). The socket's descriptor is used
+    only while the transport is open: a transport closes its socket only after it says it is
+    closing, and a closed descriptor's number may already be another client's connection."""
+    done = 0
+    while done < count:
+        if transport.is_closing():
+            raise ConnectionResetError("client went away")
+        if transport.get_write_buffer_size():  # its own writer sends that meanwhile
+            await writable.wait()
+            continue
         try:
-            async with asyncio.timeout(STALL_SECONDS):  # no extra task, unlike wait_for
-                sent = await loop.sendfile(transport, file, offset, piece)
-        except TimeoutError:
-            raise ClientStalled(f"no progress in {STALL_SECONDS} s") from None
-        except RuntimeError:  # asyncio's word for "the client left" when the socket is closing
-            if transport.is_closing():
-                raise ConnectionResetError("client went away") from None
-            raise
-        if sent < piece:
-            raise SourceShrank(f"{file.name} ended at byte {offset + sent}")
-        offset, count = offset + sent, count - sent
-        piece_size = next_slice(sent, loop.time() - started)
+            sent = os.sendfile(writable.fd, file.fileno(), offset + done, count - done)
+        except (BlockingIOError, InterruptedError):
+            await writable.wait()
+            continue
+        if sent == 0:
+            break  # the end of the file
+        done += sent
+    return done
+
+
+class Writability:
+    """Waits, as often as needed while one body is sent, until a socket can take bytes again (or
+    has failed). The socket's transport watches it already, and an event loop takes one watcher
+    per descriptor: so a duplicate of the descriptor is watched, from the first wait until the
+    end of the `with` block, and then closed. Waiting is level-triggered: the body is sent until
+    the socket refuses more before each wait, so the watcher wakes only a waiting sender."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._watched: int | None = None
+        self._waiter: asyncio.Future | None = None
+
+    def __enter__(self) -> Writability:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._watched is not None:
+            asyncio.get_running_loop().remove_writer(self._watched)
+            os.close(self._watched)
+            self._watched = None
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._watched is None:
+            self._watched = os.dup(self.fd)
+            loop.add_writer(self._watched, self._wake)
+        self._waiter = loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 async def write_paced(request: web.Request, response: web.StreamResponse, data: bytes,

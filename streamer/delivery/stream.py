@@ -28,7 +28,7 @@ CHUNK = 256 * 1024
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
-    if "format" in request.query:
+    if request.query_string and "format" in request.query:  # the query is parsed only when there is one
         return await transcodes.transcode(request)
     return await send_original(request, request.match_info["id"])
 
@@ -37,14 +37,15 @@ async def send_original(request: web.Request, track_id: str, *, method: str | No
                         extra_head: str = "") -> web.StreamResponse:
     """A track's original bytes for this request, answered as `method` (default: the request's)
     with `extra_head` lines (streamer.delivery.originals.serve_file), from wherever they are."""
-    files = request.app[OPEN_FILES]
+    app = request.app
+    files = app[OPEN_FILES]
     entry = files.cached(track_id) or await files.locate(track_id, arriving=_plain(request))
     if isinstance(entry, Arriving):
         with entry.file.reader() as reader:
             return await _send_arriving(request, entry.file, reader, entry.content_type, method or request.method,
                                         extra_head)
-    return await serve_file(request, entry, max_ranges=request.app[SETTINGS].max_ranges,
-                            metrics=request.app[METRICS], method=method, extra_head=extra_head)
+    return await serve_file(request, entry, max_ranges=app[SETTINGS].max_ranges, metrics=app[METRICS],
+                            method=method, extra_head=extra_head)
 
 
 def _plain(request: web.Request) -> bool:

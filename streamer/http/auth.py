@@ -24,6 +24,7 @@ trusted proxy, so a client cannot forge its place by sending the header itself.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -85,6 +86,18 @@ def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, nets:
     return address is not None and any(address in net for net in nets)
 
 
+@functools.lru_cache(maxsize=256)
+def _remembered_loopback(name: str) -> bool:
+    return is_loopback(name)
+
+
+def _loopback(name: str) -> bool:
+    """is_loopback, remembered for short names: every anonymous read asks it of its client and
+    of its Host, and parsing an address cost more than the rest of a range request's check. A
+    long name (a Host header may be kilobytes) is worked out each time, never kept."""
+    return _remembered_loopback(name) if len(name) <= 64 else is_loopback(name)
+
+
 def _forwarded_chain(request: web.BaseRequest) -> list[str]:
     """The addresses a proxy chain reports, nearest last: X-Forwarded-For, or else Forwarded."""
     values = request.headers.getall("X-Forwarded-For", [])
@@ -100,7 +113,7 @@ def client_address(request: web.BaseRequest, trusted: tuple[Network, ...] = ()) 
     left of it the client could have written). Use this, not request.remote, to count or limit
     per client."""
     peer = request.remote or "?"
-    if not _within(_address(peer), trusted):
+    if not trusted or not _within(_address(peer), trusted):
         return peer
     client = peer
     for hop in reversed(_forwarded_chain(request)):
@@ -117,6 +130,9 @@ def forwarded_by_stranger(request: web.BaseRequest, trusted: tuple[Network, ...]
     """A forwarding header from a peer that is not a trusted proxy: some proxy we were not told
     about stands between us and the client (nginx in front, trusted_proxies unset), so the
     peer's address says nothing about the client."""
+    headers = request.headers
+    if "X-Forwarded-For" not in headers and "Forwarded" not in headers:  # the everyday request
+        return False
     return bool(_forwarded_chain(request)) and not _within(_address(request.remote or ""), trusted)
 
 
@@ -146,13 +162,15 @@ class Auth:
 
     def client(self, request: web.BaseRequest) -> str:
         """client_address with this node's trusted proxies, worked out once per request."""
+        if not self.trusted_proxies:  # the peer itself: nothing to work out
+            return request.remote or "?"
         if CLIENT not in request:
             request[CLIENT] = client_address(request, self.trusted_proxies)
         return request[CLIENT]
 
     def client_is_local(self, request: web.BaseRequest) -> bool:
         """The client is on this machine (through trusted proxies: the forwarded client is)."""
-        return is_loopback(self.client(request)) and not forwarded_by_stranger(request, self.trusted_proxies)
+        return _loopback(self.client(request)) and not forwarded_by_stranger(request, self.trusted_proxies)
 
     def client_within(self, request: web.BaseRequest, nets: tuple[Network, ...]) -> bool:
         return _within(_address(self.client(request)), nets) and not forwarded_by_stranger(request, self.trusted_proxies)
@@ -167,30 +185,43 @@ class Auth:
         # resolves to 127.0.0.1 (DNS rebinding) is same-origin to the browser, so CORS cannot
         # stop it; its Host header names it.
         return self.mode == "on" or (self.mode == "auto" and self.client_is_local(request)
-                                     and is_loopback(_host_name(request.host)))
+                                     and _loopback(_host_name(request.host)))
 
-    async def check(self, request: web.Request, access: str, *, count: bool = True) -> None:
-        """Raise the right error unless the request may use a route of this access level; the
-        user, if any, is left in request[USER]. `count`: whether a failure counts towards the
-        client's throttle (not for a proxy's auth_request, whose refusals reach the node anyway)."""
+    def reads_anonymously(self, request: web.BaseRequest, access: str) -> bool:
+        """Whether check() lets this request through as nobody, decided without waiting: an open
+        route, or a read that carries no credential of any kind and that anonymous reads allow.
+        The edge asks this first: the everyday anonymous read then costs no coroutine."""
         if access == "open":
-            return
-        if ON_BEHALF_HEADER in request.headers:
-            request[USER] = user = await self._on_behalf(request, request.headers[ON_BEHALF_HEADER], count)
+            return True
+        headers = request.headers
+        return (access == "read" and ON_BEHALF_HEADER not in headers and "Authorization" not in headers
+                and not (request.query_string and "sig" in request.query) and self.anonymous_allowed(request))
+
+    async def check(self, request: web.Request, access: str, *, count: bool = True) -> dict[str, Any] | None:
+        """Raise the right error unless the request may use a route of this access level; the
+        user, if any, is left in request[USER] and returned (None: anonymous, or an open route).
+        `count`: whether a failure counts towards the client's throttle (not for a proxy's
+        auth_request, whose refusals reach the node anyway)."""
+        if access == "open":
+            return None
+        headers = request.headers
+        if ON_BEHALF_HEADER in headers:
+            request[USER] = user = await self._on_behalf(request, headers[ON_BEHALF_HEADER], count)
             if access == "admin" and user["role"] != "admin":
                 raise ApiError(403, "forbidden", "this needs an admin")
-            return
-        header = request.headers.get("Authorization")
-        if header is None and "sig" not in request.query:
+            return user
+        header = headers.get("Authorization")
+        # No query string, no signature: the query is parsed only when there is one.
+        if header is None and not (request.query_string and "sig" in request.query):
             if access == "read" and self.anonymous_allowed(request):
-                return
+                return None
             if access == "read" and request.method in ("GET", "HEAD") and SESSION_COOKIE in request.cookies:
                 # The web player's covers and audio cannot send a header; its session cookie
                 # (SameSite=Strict, HttpOnly) stands in for reads only, never for a write. It says
                 # that this client may read, not who asks: a listener's own data, and URLs signed
                 # for them (their playlists), still need the token itself.
                 await self._session(request, request.cookies[SESSION_COOKIE][:300], count)
-                return
+                return None
             raise ApiError(401, "unauthorized", "this needs a token: Authorization: Bearer TOKEN",
                            {"WWW-Authenticate": 'Bearer realm="streamer"'})
         user = await (self._bearer(request, header, count) if header is not None
@@ -198,6 +229,7 @@ class Auth:
         request[USER] = user
         if access == "admin" and user["role"] != "admin":
             raise ApiError(403, "forbidden", "this needs an admin")
+        return user
 
     async def _bearer(self, request: web.Request, header: str, count: bool = True) -> dict[str, Any]:
         scheme, _, token = header.partition(" ")

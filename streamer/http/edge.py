@@ -172,8 +172,9 @@ def edge(handler: Handler, name: str, metrics: Metrics, auth: Auth, access: str,
     @functools.wraps(handler)
     async def at_the_edge(request: web.Request) -> web.StreamResponse:
         try:
-            await auth.check(request, access)
-            request[SHAREABLE] = not _personal_answer(request, auth)
+            user = None if auth.reads_anonymously(request, access) else await auth.check(request, access)
+            # _personal_answer, from what the check found (request.get misses by an exception)
+            request[SHAREABLE] = user is None and auth.mode != "auto"
             response = await handler(request)
         except ConnectionError:
             # The client left before its answer was sent; 499 is how proxies count that.
