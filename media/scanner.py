@@ -2,14 +2,17 @@
 
 Incremental: a file whose size and mtime are what the catalog holds is not opened again. Tolerant:
 a broken file becomes a line in `progress.problems`, never an aborted scan. Tag reading runs in
-worker processes (mutagen is pure Python, so threads would share one core), in chunks so the
-inter-process cost stays small next to the parsing.
+worker processes (mutagen is pure Python, so threads would share one core), in tasks large at first
+and smaller towards the end (few round trips, and the workers run out of work together); until
+the workers are ready (their first start boots a forkserver) this process reads, in a thread. What
+is read is saved while the reading goes on, so little is left to save when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -25,10 +28,12 @@ from media.tags import quiet_worker, read_files
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64  # files per task sent to a worker process
+CHUNK = 64  # files a task holds at least, and what this process reads at a time
+CHUNK_MAX = 512  # files a task holds at most: tasks shrink from here towards CHUNK near the end
+TASKS_AHEAD = 4  # a task holds 1/(TASKS_AHEAD x workers) of the files still to read (within those bounds)
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
-SAVE_EVERY = 0.25  # seconds between catalog saves while reading, so the catalog fills as it goes
-REGROUP_EVERY = 3.0  # seconds between album/artist rebuilds during a long scan
+REGROUP_EVERY = 3.0  # seconds at least between album/artist rebuilds during a long scan
+REGROUP_SHARE = 0.05  # and at most this share of the time between them spent in them
 LOG_EVERY = 5.0  # seconds between progress lines in the log during a long scan
 MAX_PROBLEMS = 500
 
@@ -205,13 +210,15 @@ class Scanner:
         started = time.perf_counter()
         known = await self.catalog.file_index()
         # A first scan reads every file: start the workers now, so they boot during the walk.
-        pool = self._start_pool() if not known and self.workers > 1 else None
-        changed, removed, folder_images = await self._walk(known, progress, started)
-        pending = await self._read_changed(changed, known, folder_images, progress, stop, pool)
+        workers = _Workers(self._start_pool) if not known and self.workers > 1 else None
+        try:
+            changed, removed, folder_images = await self._walk(known, progress, started)
+            await self._read_changed(changed, known, folder_images, progress, stop, workers)
+        finally:
+            if workers is not None:
+                workers.close()
         if stop.is_set():
             progress.state = "stopped"
-            if pending:
-                await self.catalog.save_scan(pending, [])
             await self.catalog.finish_scan(folder_images)
             log.info("scan of %s stopped after %d of %d files", self.library, progress.read, len(changed))
             return
@@ -220,8 +227,8 @@ class Scanner:
         # Files that broke since the last scan leave the catalog too: what is listed must play.
         broken = [p["path"] for p in progress.problems if p["path"] in known]
         progress.removed = len(removed) + len(broken)
-        if pending or removed or broken:
-            await self.catalog.save_scan(pending, removed + broken)
+        if removed or broken:
+            await self.catalog.save_scan([], removed + broken)
         if changed or removed or broken or not known:
             await self.catalog.finish_scan(folder_images)
         progress.state = "done"
@@ -248,27 +255,24 @@ class Scanner:
 
     async def _read_changed(self, changed: list[tuple[str, int, int]], known: dict[str, tuple[int, int]],
                             folder_images: dict[str, str], progress: ScanProgress, stop: asyncio.Event,
-                            pool: concurrent.futures.ProcessPoolExecutor | None) -> list[dict[str, Any]]:
-        """Read the changed files, saving (and now and then regrouping) as results come in, so the
-        catalog fills during a long scan. Returns the records not saved yet."""
-        pending: list[dict[str, Any]] = []
-        last_save = last_regroup = last_log = time.monotonic()
-        async for results in self._read(changed, stop, pool):
-            pending.extend(_tally(results, known, progress))
-            now = time.monotonic()
-            if now - last_log >= LOG_EVERY:
-                log.info("scan of %s: %d of %d files read (%d%%), %d skipped", self.library,
-                         progress.read, progress.to_read, 100 * progress.read // progress.to_read,
-                         progress.skipped)
-                last_log = now
-            if now - last_save >= SAVE_EVERY:
-                await self.catalog.save_scan(pending, [])
-                pending, last_save = [], now
-                if now - last_regroup >= REGROUP_EVERY:
-                    await self.catalog.finish_scan(folder_images)
-                    last_regroup = now
-            self._notify()
-        return pending
+                            workers: _Workers | None) -> None:
+        """Read the changed files and save them as they come in (and now and then regroup), so
+        the catalog fills during a long scan; every record read is saved when this returns."""
+        saver = _Saver(self.catalog, folder_images)
+        last_log = time.monotonic()
+        try:
+            async with contextlib.aclosing(self._read(changed, stop, workers)) as results:
+                async for chunk in results:
+                    saver.add(_tally(chunk, known, progress))
+                    if (now := time.monotonic()) - last_log >= LOG_EVERY:
+                        log.info("scan of %s: %d of %d files read (%d%%), %d skipped", self.library,
+                                 progress.read, progress.to_read, 100 * progress.read // progress.to_read,
+                                 progress.skipped)
+                        last_log = now
+                    self._notify()
+            await saver.finish()
+        finally:
+            saver.cancel()
 
     def _start_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_worker_context(),
@@ -277,23 +281,27 @@ class Scanner:
             pool.submit(os.getpid)
         return pool
 
-    async def _read(self, changed: list[tuple[str, int, int]], stop: asyncio.Event,
-                    pool: concurrent.futures.ProcessPoolExecutor | None):
-        """Yield lists of read results as they complete."""
-        root = str(self.library)
+    async def _read(self, changed: list[tuple[str, int, int]], stop: asyncio.Event, workers: _Workers | None):
+        """Yield lists of read results as they complete: read in this process while the worker
+        processes start (all of them for a few files), then by the workers."""
+        root, loop = str(self.library), asyncio.get_running_loop()
         if len(changed) < IN_THREAD_BELOW or self.workers == 1:
-            if pool is not None:
-                pool.shutdown(wait=False)
-            for start in range(0, len(changed), CHUNK):
+            workers = None  # _scan lets any started go
+        elif workers is None:
+            workers = _Workers(self._start_pool)
+        futures: list[asyncio.Future] = []
+        try:
+            here = _ReadHere(root, changed, workers)
+            while (chunk := await here.next()) is not None:
                 if stop.is_set():
                     return
-                yield await asyncio.to_thread(read_files, root, changed[start:start + CHUNK])
-            return
-        loop = asyncio.get_running_loop()
-        pool = pool or self._start_pool()
-        futures = [loop.run_in_executor(pool, read_files, root, changed[i:i + CHUNK])
-                   for i in range(0, len(changed), CHUNK)]
-        try:
+                yield chunk
+            if workers is None or (here.position >= len(changed) and not here.reading):
+                return  # all read here
+            pool = workers.ready.result()  # here.next() stopped early: the workers are ready
+            futures = [loop.run_in_executor(pool, read_files, root, task)
+                       for task in _tasks(changed[here.position:], self.workers)]
+            futures += here.reading
             for next_done in asyncio.as_completed(futures):
                 if stop.is_set():
                     return
@@ -301,13 +309,113 @@ class Scanner:
         finally:
             for f in futures:
                 f.cancel()
-            # The workers get their stop signal now and exit on their own; the scan does not
-            # wait for them to be reaped (the executor's own thread does that).
-            pool.shutdown(wait=False, cancel_futures=True)
+            if workers is not None:
+                # The workers get their stop signal now and exit on their own; the scan does not
+                # wait for them to be reaped (the executor's own thread does that).
+                workers.close()
 
     def _notify(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.progress)
+
+
+class _Workers:
+    """A scan's worker processes, started in a thread: the first start in a process boots the
+    forkserver, which imports the tag reader and the main script (a fraction of a second, seconds
+    on a busy machine) that the event loop must not wait for. The scan reads here meanwhile."""
+
+    def __init__(self, start: Callable[[], concurrent.futures.ProcessPoolExecutor]) -> None:
+        self.ready: asyncio.Future[concurrent.futures.ProcessPoolExecutor] = (
+            asyncio.get_running_loop().run_in_executor(None, start))
+        self._closed = False
+
+    def close(self) -> None:
+        """Let the workers go, now or once they have started: they get their stop signal and exit
+        on their own (the executor's own thread reaps them; the scan does not wait)."""
+        if not self._closed:
+            self._closed = True
+            self.ready.add_done_callback(_let_go)
+
+
+def _let_go(ready: asyncio.Future[concurrent.futures.ProcessPoolExecutor]) -> None:
+    if not ready.cancelled() and ready.exception() is None:
+        ready.result().shutdown(wait=False, cancel_futures=True)
+
+
+class _ReadHere:
+    """Reading in this process (in a thread), a chunk at a time from the front of the list, for as
+    long as the worker processes are not ready; with no workers, all of it."""
+
+    def __init__(self, root: str, changed: list[tuple[str, int, int]], workers: _Workers | None) -> None:
+        self.root, self.changed, self.workers = root, changed, workers
+        self.position = 0  # the files before it are read here
+        self.reading: list[asyncio.Future] = []  # a chunk still being read here when the workers came
+
+    async def next(self) -> list[tuple[str, dict[str, Any] | None, str | None]] | None:
+        """The next chunk's results; None once all is read, or once the workers are ready."""
+        ready = self.workers.ready if self.workers is not None else None
+        if (ready is not None and ready.done()) or self.position >= len(self.changed):
+            return None
+        chunk = self.changed[self.position:self.position + CHUNK]
+        self.position += len(chunk)
+        reading = asyncio.ensure_future(asyncio.to_thread(read_files, self.root, chunk))
+        if ready is not None:
+            await asyncio.wait((reading, ready), return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                self.reading = [reading]
+                return None
+        return await reading
+
+
+def _tasks(changed: list[tuple[str, int, int]], workers: int) -> list[list[tuple[str, int, int]]]:
+    """The files split into tasks for `workers` processes: large first (fewer round trips), then
+    smaller as fewer are left, so that the workers run out of work together."""
+    tasks, start = [], 0
+    while start < len(changed):
+        size = min(CHUNK_MAX, max(CHUNK, (len(changed) - start) // (workers * TASKS_AHEAD)))
+        tasks.append(changed[start:start + size])
+        start += size
+    return tasks
+
+
+class _Saver:
+    """Saves what is read while the reading goes on. One save at a time runs in the catalog's
+    writer and takes every record that came in meanwhile, so the writer works beside the workers
+    and little is left to save once the last file is read. Now and then it regroups (albums,
+    artists, search), so the catalog reads well during a long scan; a regroup is a pass over the
+    whole library, so they come further apart as it grows (REGROUP_SHARE)."""
+
+    def __init__(self, catalog: Catalog, folder_images: dict[str, str]) -> None:
+        self.catalog, self.folder_images = catalog, folder_images
+        self._pending: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._next_regroup = time.monotonic() + REGROUP_EVERY
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        self._pending.extend(records)
+        if self._task is not None and self._task.done():
+            self._task.result()  # a save that failed fails the scan
+            self._task = None
+        if self._task is None and self._pending:
+            self._task = asyncio.create_task(self._save(), name="scan saves")
+
+    async def _save(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            await self.catalog.save_scan(batch, [])
+            if (began := time.monotonic()) >= self._next_regroup:
+                await self.catalog.finish_scan(self.folder_images)
+                took = time.monotonic() - began
+                self._next_regroup = began + max(REGROUP_EVERY, took / REGROUP_SHARE)
+
+    async def finish(self) -> None:
+        """Return once every record added is saved."""
+        if self._task is not None:
+            await self._task
+
+    def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
 
 def _tally(results: list[tuple[str, dict[str, Any] | None, str | None]], known: dict[str, tuple[int, int]],

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import mutagen
 from mutagen.flac import FLAC, Picture
-from mutagen.id3 import ID3
+from mutagen.id3 import ID3, Frames, Frames_2_2
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4
 from mutagen.oggopus import OggOpus
@@ -66,6 +66,13 @@ _MP4_FREEFORM = {"replaygain_track_gain": "replaygain_track_gain", "replaygain_t
                  "replaygain_album_gain": "replaygain_album_gain", "replaygain_album_peak": "replaygain_album_peak",
                  "musicbrainz track id": "musicbrainz_trackid"}
 _R128 = {"r128_track_gain": "rg_track_gain", "r128_album_gain": "rg_album_gain"}
+# The ID3 frames read (above, and for art), and the older ones mutagen turns into them (ID3v2.3's
+# dates, ID3v2.2's three-letter names): an mp3 is opened parsing only these and leaving the rest
+# of its tag (comments, lyrics, private frames, sort names...) as raw bytes. Parsing a frame into
+# its object costs about as much as the rest of the file.
+_ID3_READ_NAMES = {*_ID3.values(), "TXXX", "UFID", "APIC", "TYER", "TDAT", "TIME"}
+_ID3_READ = {**{name: Frames[name] for name in _ID3_READ_NAMES},
+             **{name: kind for name, kind in Frames_2_2.items() if kind.__base__.__name__ in _ID3_READ_NAMES}}
 _NUMBER = re.compile(r"\s*([-+]?\d+(?:\.\d+)?)")
 TAGS_VERSION = 2  # what read_track reads: a track read by an older version is read again
 
@@ -162,7 +169,7 @@ def _mutagen_open(path: str | Path, extension: str) -> Any:
     kind = _BY_EXTENSION.get(extension.lower())
     if kind is not None:
         try:
-            return kind(path)
+            return kind(path, known_frames=_ID3_READ) if kind is MP3 else kind(path)
         except Exception:  # a misnamed file: let mutagen sniff what it really is
             pass
     return mutagen.File(path)
