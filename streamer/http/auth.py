@@ -91,6 +91,14 @@ def _remembered_loopback(name: str) -> bool:
     return is_loopback(name)
 
 
+@functools.lru_cache(maxsize=256)
+def _local_asker(client: str, host: str) -> bool:
+    """A client on loopback that names this node by a loopback name (Host: its port dropped).
+    Remembered: parsing the two addresses cost more than all the rest of a range request's
+    check, and both are short (a client address, a Host header of at most 64 characters)."""
+    return is_loopback(client) and is_loopback(_host_name(host))
+
+
 def _loopback(name: str) -> bool:
     """is_loopback, remembered for short names: every anonymous read asks it of its client and
     of its Host, and parsing an address cost more than the rest of a range request's check. A
@@ -181,11 +189,17 @@ class Auth:
         return address is not None and (address.is_loopback or _within(address, self.trusted_proxies))
 
     def anonymous_allowed(self, request: web.BaseRequest) -> bool:
-        # auto: and the page asked for this node by a loopback name. A hostile site whose name
-        # resolves to 127.0.0.1 (DNS rebinding) is same-origin to the browser, so CORS cannot
-        # stop it; its Host header names it.
-        return self.mode == "on" or (self.mode == "auto" and self.client_is_local(request)
-                                     and _loopback(_host_name(request.host)))
+        # auto: a client on this machine (client_is_local), and the page asked for this node by
+        # a loopback name. A hostile site whose name resolves to 127.0.0.1 (DNS rebinding) is
+        # same-origin to the browser, so CORS cannot stop it; its Host header names it.
+        if self.mode != "auto":
+            return self.mode == "on"
+        if forwarded_by_stranger(request, self.trusted_proxies):
+            return False
+        client, host = self.client(request), request.host
+        if len(host) > 64:  # not kept (a Host header may be kilobytes): worked out each time
+            return is_loopback(client) and is_loopback(_host_name(host))
+        return _local_asker(client, host)
 
     def reads_anonymously(self, request: web.BaseRequest, access: str) -> bool:
         """Whether check() lets this request through as nobody, decided without waiting: an open
