@@ -109,6 +109,22 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def settle(pid: int, seconds: float = 20) -> None:
+    """Wait (at most `seconds`) until the server's process tree stops shrinking after its scan
+    (its tag-reading workers exit on their own), then print what it holds: the load meets the
+    server as it serves, not as it scans."""
+    deadline, last, steady_since = time.monotonic() + seconds, None, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - steady_since < 2:
+        tree = process_tree(pid)
+        if tree != last:
+            last, steady_since = tree, time.monotonic()
+        time.sleep(0.2)
+    for p in last or []:
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            print(f"  process {p}: {(proc_status(p, 'VmRSS') or 0) / 2**20:.1f} MiB  {name[:100]}")
+
+
 class RssSampler:
     """While it runs (a `with` block), samples every 0.1 s the RSS of a process tree: the peak of
     the tree's sum, and of the root alone. What a process tree holds at once is what the machine
@@ -371,6 +387,7 @@ def start_ours(tmp: Path, library: Path, name: str, procs: list[Proc], loop: str
     extra = ("--event-loop", loop) if loop else ()
     proc, base = start_server(library, tmp / f"data-{name}", tmp / f"{name}.out", procs, extra)
     track_id = wait_scan(base, proc)[0]["id"]
+    settle(proc.pid)
     print(f"{name}: {base}/stream/{track_id}  (pid {proc.pid}, event loop {loop or 'default'})")
     return Side(f"{base}/stream/{track_id}", [proc.pid], proc, base)
 

@@ -315,19 +315,10 @@ async def _send(request: web.Request, entry: OpenFile, status: int, headers: str
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
-    version = request.version
     keep_alive = request.keep_alive
-    if version >= (1, 1):
-        connection = "" if keep_alive else "Connection: close\r\n"
-    else:
-        connection = "Connection: keep-alive\r\n" if keep_alive else ""
-    own = entry.head if request.get(SHAREABLE, True) else entry.private_head
-    head = (f"HTTP/{version.major}.{version.minor} {status} {_PHRASES[status]}\r\n"
-            f"{own}{headers}Content-Length: {count}\r\n"
-            f"Date: {_http_date(int(time.time()))}\r\n{connection}\r\n")
     metrics.active_streams += 1
     try:
-        transport.write(head.encode("latin-1"))
+        transport.write(_head(request, entry, status, headers, count, keep_alive))
         if not head_only:
             for piece in pieces:
                 if isinstance(piece, bytes):
@@ -345,6 +336,19 @@ async def _send(request: web.Request, entry: OpenFile, status: int, headers: str
     finally:
         metrics.active_streams -= 1
     return _sent(status, keep_alive)
+
+
+def _head(request: web.Request, entry: OpenFile, status: int, headers: str, count: int, keep_alive: bool) -> bytes:
+    """The status line and header lines of an answer with `count` body bytes."""
+    version = request.version
+    if version >= (1, 1):
+        connection = "" if keep_alive else "Connection: close\r\n"
+    else:
+        connection = "Connection: keep-alive\r\n" if keep_alive else ""
+    own = entry.head if request.get(SHAREABLE, True) else entry.private_head
+    return (f"HTTP/{version.major}.{version.minor} {status} {_PHRASES[status]}\r\n"
+            f"{own}{headers}Content-Length: {count}\r\n"
+            f"Date: {_http_date(int(time.time()))}\r\n{connection}\r\n").encode("latin-1")
 
 
 # What does not go out at once is sent in slices sized to about a second of this client's
