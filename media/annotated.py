@@ -3,7 +3,8 @@ and how often and when they last played it. What the Subsonic API answers with e
 
 Each reader takes an SQL condition on the item's own table (aliased `t`, `a` or `r`) so callers
 choose what to list; the per-user columns are correlated subqueries that use the indexes on
-(user_id, ...), so a page costs the same however much a user has played.
+(user_id, ...) and the play totals (media.listeners), so a page costs the same however much a
+user has played.
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ SONG_COLUMNS = (*TRACK_COLUMNS, "album_artist_id", "path", "dir", "mbid")
 _SONG = (", ".join(f"t.{c}" for c in SONG_COLUMNS) + ", "
          "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'tracks' AND item_id = t.id) AS starred, "
          "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'tracks' AND item_id = t.id) AS user_rating, "
-         "(SELECT COUNT(*) FROM plays WHERE user_id = :user AND track_id = t.id) AS play_count, "
-         # INDEXED BY: else SQLite takes (user_id, played_at) for MAX() and reads every play of the user.
-         "(SELECT MAX(played_at) FROM plays INDEXED BY idx_plays_user_id_track_id "
-         "WHERE user_id = :user AND track_id = t.id) AS played")
+         # The listener's play totals (media.listeners): one row per track played.
+         "coalesce((SELECT plays FROM play_totals WHERE user_id = :user AND track_id = t.id), 0) AS play_count, "
+         "(SELECT last_played FROM play_totals WHERE user_id = :user AND track_id = t.id) AS played")
 _ALBUM = (", ".join(f"a.{c}" for c in ALBUM_FIELDS) + ", "
           "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS starred, "
           "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS user_rating, "
-          # CROSS JOIN: from the album's tracks to their plays. Left to itself (no ANALYZE) SQLite
-          # went through all of the user's plays for every album: seconds per page at 50,000 plays.
-          "(SELECT COUNT(*) FROM tracks x CROSS JOIN plays p ON p.user_id = :user AND p.track_id = x.id "
-          "WHERE x.album_id = a.id) AS play_count, "
-          "(SELECT MAX(p.played_at) FROM tracks x CROSS JOIN plays p ON p.user_id = :user AND p.track_id = x.id "
-          "WHERE x.album_id = a.id) AS played")
+          # CROSS JOIN: from the album's tracks (their ids in the index on (album_id, id)) to the
+          # listener's totals per track (media.listeners). Left to itself (no ANALYZE) SQLite went
+          # through all of the user's plays for every album: seconds per page at 50,000 plays.
+          "(SELECT coalesce(sum(p.plays), 0) FROM tracks x CROSS JOIN play_totals p ON p.user_id = :user "
+          "AND p.track_id = x.id WHERE x.album_id = a.id) AS play_count, "
+          "(SELECT max(p.last_played) FROM tracks x CROSS JOIN play_totals p ON p.user_id = :user "
+          "AND p.track_id = x.id WHERE x.album_id = a.id) AS played")
 _ARTIST = (", ".join(f"r.{c}" for c in ARTIST_FIELDS) + ", "
            "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS starred, "
            "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS user_rating")

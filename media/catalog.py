@@ -8,13 +8,16 @@ the albums and artists tables and the search index, from the tracks in one pass.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +31,7 @@ from media.tags import TAGS_VERSION
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -58,6 +61,8 @@ SCANNED_FIELDS = ("id", "path", "size", "mtime_ns", "title", "tag_artist", "tag_
                   "duration", "codec", "container", "bitrate", "sample_rate", "channels", "has_art", "fingerprint",
                   "rg_track_gain", "rg_track_peak", "rg_album_gain", "rg_album_peak", "mbid", "tags_read")
 
+# Each order ends with the id (media.catalog adds it): a total order, so pages never repeat or skip a
+# row, and the descending order is the ascending one backwards. Each has an index (schema 10).
 _TRACK_SORTS = {
     "default": "album_artist COLLATE NOCASE, album COLLATE NOCASE, disc_number, track_number, title",
     "title": "title COLLATE NOCASE",
@@ -77,6 +82,7 @@ _ALBUM_SORTS = {
 }
 _ARTIST_SORTS = {"default": "name COLLATE NOCASE", "name": "name COLLATE NOCASE"}
 _WORD = re.compile(r"\w+", re.UNICODE)
+NOCASE = " COLLATE NOCASE"
 
 
 # --- schema and migrations -------------------------------------------------------------------
@@ -160,8 +166,24 @@ def _migrate_9(db: sqlite_utils.Database) -> None:
             db.execute(f"ALTER TABLE tracks ADD COLUMN {column} {kind}")
 
 
+def _migrate_10(db: sqlite_utils.Database) -> None:
+    """An index for each order a whole list is paged in (each ending with the id, see _columns), so
+    a page at any offset is a seek (Bookmarks); and the listener's play totals (media.listeners)."""
+    for table, sorts in (("tracks", _TRACK_SORTS), ("albums", _ALBUM_SORTS), ("artists", _ARTIST_SORTS)):
+        for sort in sorts:
+            columns, _ = _columns(sorts, sort)
+            name = f"{table}_" + "_".join(column for column, _ in columns)  # as _migrate_7 names them
+            db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({_order_by(columns)})")
+    db.execute("DROP INDEX IF EXISTS artists_name")  # artists_name_id begins with it
+    # An album's track ids from the index alone: a listener's plays of an album (media.annotated)
+    # are found from them without reading the tracks' rows.
+    db.execute("DROP INDEX IF EXISTS idx_tracks_album_id")
+    db.execute("CREATE INDEX idx_tracks_album_id ON tracks (album_id, id)")
+    listeners.migrate_10(db)
+
+
 MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9}
+              6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9, 10: _migrate_10}
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -180,16 +202,108 @@ def migrate(db: sqlite_utils.Database) -> int:
 
 # --- reads -----------------------------------------------------------------------------------
 
-def _order(sorts: dict[str, str], sort: str | None) -> str:
+def _columns(sorts: dict[str, str], sort: str | None) -> tuple[tuple[tuple[str, str], ...], bool]:
+    """The columns of a sort ((name, " COLLATE NOCASE" or ""), ..., the id last) and whether it is
+    descending; InvalidQuery for a sort the table does not have."""
     key = sort or "default"
     desc = key.startswith("-")
-    columns = sorts.get(key[1:] if desc else key)
-    if columns is None:
+    spec = sorts.get(key[1:] if desc else key)
+    if spec is None:
         names = ", ".join(k for k in sorts if k != "default")
         raise InvalidQuery(f"sort must be one of {names} (prefix - for descending), not {sort!r}")
-    if desc:
-        columns = ", ".join(f"{c} DESC" for c in columns.split(", "))
-    return columns
+    columns = [(part.removesuffix(NOCASE), NOCASE if part.endswith(NOCASE) else "") for part in spec.split(", ")]
+    return (*columns, ("id", "")), desc
+
+
+def _order(sorts: dict[str, str], sort: str | None) -> str:
+    columns, desc = _columns(sorts, sort)
+    return _order_by(columns, desc)
+
+
+def _order_by(columns: tuple[tuple[str, str], ...], desc: bool = False) -> str:
+    return ", ".join(name + collate + (" DESC" if desc else "") for name, collate in columns)
+
+
+# --- pages of a whole table in one of its orders, at any depth -----------------------------------
+
+BOOKMARK_EVERY = 256  # rows between two bookmarks: a page reads at most this many more index entries
+
+
+@dataclasses.dataclass(frozen=True)
+class Bookmarks:
+    """A table in one order (`columns`, the id last), as its pages are found: how many rows it has
+    and the sort key of every BOOKMARK_EVERY-th row from the first. Made by one walk along the
+    order's index (`bookmarks`), kept by the Catalog until the catalog changes; with them a page
+    at any offset costs a seek and at most BOOKMARK_EVERY index entries more than the page, where
+    OFFSET walks every row before it."""
+    table: str
+    columns: tuple[tuple[str, str], ...]
+    count: int
+    keys: list[tuple]
+
+
+def bookmarks(db: sqlite_utils.Database, table: str, columns: tuple[tuple[str, str], ...]) -> Bookmarks:
+    """One walk along the order's index, reading rowids only (what a row costs in Python is most of
+    the walk's time), then the sort keys of the bookmarked rows."""
+    cursor = db.execute(f"SELECT rowid FROM {table} ORDER BY {_order_by(columns)}")
+    marked: list[int] = []
+    count = 0
+    while rows := cursor.fetchmany(16384):
+        marked += [r for (r,) in rows[-count % BOOKMARK_EVERY::BOOKMARK_EVERY]]
+        count += len(rows)
+    keys: dict[int, tuple] = {}
+    names = ", ".join(name for name, _ in columns)
+    for start in range(0, len(marked), 500):
+        chunk = marked[start:start + 500]
+        keys.update((row[0], row[1:]) for row in db.execute(
+            f"SELECT rowid, {names} FROM {table} WHERE rowid IN ({', '.join('?' * len(chunk))})", chunk))
+    return Bookmarks(table, columns, count, [keys[r] for r in marked])
+
+
+def _from_key(db: sqlite_utils.Database, marks: Bookmarks, key: tuple, count: int) -> list[int]:
+    """The rowids of `count` rows in the order, from the row whose sort key is `key` on: the rows
+    sharing all but the last column of the key first, then all but two, ..., each block one seek
+    along the order's index (a row value comparison would not do: NULLs sort first but compare to
+    nothing)."""
+    found: list[int] = []
+    for level in range(len(marks.columns) - 1, -1, -1):
+        where, params = [], []
+        for (name, collate), value in zip(marks.columns[:level], key[:level]):
+            where.append(f"{name} IS NULL" if value is None else f"{name} = ?{collate}")
+            params += [] if value is None else [value]
+        (name, collate), value = marks.columns[level], key[level]
+        op = ">=" if level == len(marks.columns) - 1 else ">"  # the id: the bookmarked row itself too
+        where.append(f"{name} IS NOT NULL" if value is None else f"{name} {op} ?{collate}")
+        params += [] if value is None else [value]
+        found += [r for (r,) in db.execute(f"SELECT rowid FROM {marks.table} WHERE {' AND '.join(where)} "
+                                           f"ORDER BY {_order_by(marks.columns)} LIMIT ?",
+                                           [*params, count - len(found)])]
+        if len(found) >= count:
+            break
+    return found
+
+
+def page_rowids(db: sqlite_utils.Database, marks: Bookmarks, desc: bool, limit: int, offset: int) -> list[int]:
+    """The rowids of the page at `offset` of the order (backwards when `desc`)."""
+    count = min(limit, marks.count - offset)
+    if count <= 0:
+        return []
+    start = marks.count - offset - count if desc else offset  # the page's first row going forwards
+    mark = start // BOOKMARK_EVERY
+    rowids = _from_key(db, marks, marks.keys[mark], start - mark * BOOKMARK_EVERY + count)
+    page = rowids[start - mark * BOOKMARK_EVERY:]
+    return page[::-1] if desc else page
+
+
+def _rows_by_rowid(db: sqlite_utils.Database, table: str, columns: Iterable[str],
+                   rowids: list[int]) -> list[dict[str, Any]]:
+    """Rows of `table` (their `columns`) in the order of `rowids`."""
+    if not rowids:
+        return []
+    rows = _rows(db, f"SELECT rowid AS rowid_, {', '.join(columns)} FROM {table} "
+                     f"WHERE rowid IN ({', '.join('?' * len(rowids))})", rowids)
+    by_rowid = {row.pop("rowid_"): row for row in rows}
+    return [by_rowid[r] for r in rowids if r in by_rowid]
 
 
 def fts_query(text: str) -> str | None:
@@ -247,14 +361,14 @@ def get_track(db: sqlite_utils.Database, track_id: str) -> dict[str, Any]:
     return client_track(rows[0])
 
 
-def list_tracks(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
-                album: str | None = None, sort: str | None = None, limit: int = 50,
-                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+def _track_filter(q: str | None, artist: str | None, album: str | None) -> tuple[str, list[Any]] | None:
+    """The WHERE clause (" WHERE ..." or "") of a track list's filters and its parameters; None
+    when nothing can match (a search text with no word in it)."""
     where, params = [], []
     if q:
         match = fts_query(q)
         if match is None:
-            return [], 0
+            return None
         where.append("rowid IN (SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ?)")
         params.append(match)
     if artist:
@@ -263,7 +377,42 @@ def list_tracks(db: sqlite_utils.Database, *, q: str | None = None, artist: str 
     if album:
         where.append("(album_id = ? OR album = ? COLLATE NOCASE)")
         params += [album, album]
-    clause = " WHERE " + " AND ".join(where) if where else ""
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+MATCHES_KEPT = 5000  # a filtered list this long or shorter is kept in order (the Catalog's matches)
+
+
+def matching_tracks(db: sqlite_utils.Database, q: str | None, artist: str | None, album: str | None,
+                    sort: str | None) -> array.array | None:
+    """The rowids of the tracks a filtered list holds, in its order; None when there are more than
+    MATCHES_KEPT (each page is then found on its own)."""
+    found = _track_filter(q, artist, album)
+    if found is None:
+        return array.array("q")
+    clause, params = found
+    rowids = array.array("q", (r for (r,) in db.execute(
+        f"SELECT rowid FROM tracks{clause} ORDER BY {_order(_TRACK_SORTS, sort)} LIMIT ?",
+        [*params, MATCHES_KEPT + 1])))
+    return rowids if len(rowids) <= MATCHES_KEPT else None
+
+
+def list_tracks(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
+                album: str | None = None, sort: str | None = None, limit: int = 50, offset: int = 0,
+                marks: Bookmarks | None = None, matches: array.array | None = None) -> tuple[list[dict[str, Any]], int]:
+    """A page of tracks and how many match. With no filter and the order's `marks`, found from the
+    bookmark before it; with the `matches` of a filtered list (matching_tracks), a slice of them:
+    either way the page costs the same at any depth."""
+    if marks is not None and not (q or artist or album):
+        rowids = page_rowids(db, marks, _columns(_TRACK_SORTS, sort)[1], limit, offset)
+        return [client_track(r) for r in _rows_by_rowid(db, "tracks", TRACK_COLUMNS, rowids)], marks.count
+    if matches is not None:
+        rowids = list(matches[offset:offset + limit])
+        return [client_track(r) for r in _rows_by_rowid(db, "tracks", TRACK_COLUMNS, rowids)], len(matches)
+    found = _track_filter(q, artist, album)
+    if found is None:
+        return [], 0
+    clause, params = found
     total = db.execute(f"SELECT count(*) FROM tracks{clause}", params).fetchone()[0]
     order = _order(_TRACK_SORTS, sort)
     items = _rows(db, f"SELECT {tracks_select()} FROM tracks{clause} ORDER BY {order} "
@@ -288,10 +437,13 @@ def get_album(db: sqlite_utils.Database, album_id: str) -> dict[str, Any]:
 
 def list_albums(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
                 genres: list[str] | None = None, sort: str | None = None, limit: int = 50,
-                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+                offset: int = 0, marks: Bookmarks | None = None) -> tuple[list[dict[str, Any]], int]:
     """A page of albums and how many match. `genres`: the exact spellings of a genre (any of
     them; none: no album), so the index on (genre, id) finds them, case aside
-    (media.browse.genre_spellings)."""
+    (media.browse.genre_spellings). With no filter and the order's `marks`: from its bookmark."""
+    if marks is not None and not (q or artist) and genres is None:
+        rowids = page_rowids(db, marks, _columns(_ALBUM_SORTS, sort)[1], limit, offset)
+        return [client_album(r) for r in _rows_by_rowid(db, "albums", ALBUM_FIELDS, rowids)], marks.count
     where, params = [], []
     if genres is not None:
         if not genres:
@@ -329,7 +481,10 @@ def get_artist(db: sqlite_utils.Database, artist_id: str) -> dict[str, Any]:
 
 
 def list_artists(db: sqlite_utils.Database, *, q: str | None = None, sort: str | None = None,
-                 limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+                 limit: int = 50, offset: int = 0, marks: Bookmarks | None = None) -> tuple[list[dict[str, Any]], int]:
+    if marks is not None and not q:
+        rowids = page_rowids(db, marks, _columns(_ARTIST_SORTS, sort)[1], limit, offset)
+        return _rows_by_rowid(db, "artists", ARTIST_FIELDS, rowids), marks.count
     where, params = "", []
     if q:
         where, params = " WHERE name LIKE ? ESCAPE '\\'", [_like(q)]
@@ -477,6 +632,7 @@ def regroup(db: sqlite_utils.Database) -> None:
     _rebuild_albums(db)
     _rebuild_artists(db)  # counts albums too: after them
     db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
+    listeners.rebuild_album_plays(db)  # a track's album may have changed
 
 
 def _derive_compilations(db: sqlite_utils.Database) -> None:
@@ -537,6 +693,39 @@ def _now() -> str:
 
 # --- the async face ----------------------------------------------------------------------------
 
+class Memo:
+    """Results worked out once for a version of what they read, and kept until it moves on: asked
+    again meanwhile, even while it is still being worked out, the same result (one computation per
+    key at a time, however many ask). At most `most` results; the least recently used go first."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._items: collections.OrderedDict[Hashable, tuple[Hashable, asyncio.Future]] = collections.OrderedDict()
+
+    async def get(self, key: Hashable, version: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        item = self._items.get(key)
+        if item is None or item[0] != version:
+            item = (version, asyncio.ensure_future(compute()))
+            item[1].add_done_callback(_retrieved)
+            self._items[key] = item
+            while len(self._items) > self.most:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(key)
+        try:
+            return await asyncio.shield(item[1])  # one asker going away does not stop it for the others
+        except Exception:
+            if self._items.get(key) is item:  # a failure is not kept
+                del self._items[key]
+            raise
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """Its exception is seen (and so not logged as never retrieved) when its askers went away."""
+    if not future.cancelled():
+        future.exception()
+
+
 class Catalog:
     """The catalog as the rest of the program sees it: async reads and writes off the event loop.
 
@@ -552,43 +741,70 @@ class Catalog:
         log.info("catalog %s opened (schema %d -> %d)", path, found, SCHEMA_VERSION)
         self._generation = 0
         self._moved = asyncio.Event()  # set (and replaced) whenever the generation moves
-        self._kept: tuple[int, dict[str, Any]] = (0, {})  # (generation, name -> what was worked out)
+        self._kept = Memo(64)  # per catalog generation
+        self._matches = Memo(64)  # filtered track lists (matching_tracks), per generation
+        self._searches = Memo(256)  # answers of search(), per generation
+        self._until_written = Memo(256)  # per generation and commit
 
     def close(self) -> None:
         self.db.close()
 
-    async def kept(self, name: str, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    async def kept(self, name: Hashable, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """fn(db), kept under `name` and worked out again only after the catalog changed (its
         generation moved on): what needs a pass over the library (media.browse.stats, the
-        folders), shared by every door that asks for it."""
-        generation = self._generation  # before reading: a change during the read makes it stale at once
-        if self._kept[0] != generation:
-            self._kept = (generation, {})
-        kept = self._kept[1]
-        if name not in kept:
-            kept[name] = await self.db.read(fn)
-        return kept[name]
+        folders, the bookmarks of an order), shared by every door that asks for it."""
+        # The generation before reading: a change during the read makes it stale at once.
+        return await self._kept.get(name, self._generation, lambda: self.db.read(fn))
+
+    async def until_written(self, key: Hashable, fn: Callable[..., T], *args: Any) -> T:
+        """fn(db, *args), kept under `key` until this process commits a write or the catalog
+        changes: what costs a pass over one listener's data (all their favorites, say), asked
+        again and again between two writes."""
+        version = (self._generation, self.db.commits)
+        return await self._until_written.get(key, version, lambda: self.db.read(fn, *args))
+
+    async def _bookmarks(self, table: str, sorts: dict[str, str], sort: str | None) -> Bookmarks:
+        columns, _ = _columns(sorts, sort)  # both directions share them
+        return await self.kept(("order", table, columns), lambda db: bookmarks(db, table, columns))
+
+    async def by_id(self, table: str) -> Bookmarks:
+        """The bookmarks of a table (tracks, albums, artists) in the order of its ids."""
+        columns = (("id", ""),)
+        return await self.kept(("order", table, columns), lambda db: bookmarks(db, table, columns))
 
     async def track(self, track_id: str) -> dict[str, Any]:
         return await self.db.read(get_track, track_id)
 
     async def tracks(self, **query: Any) -> tuple[list[dict[str, Any]], int]:
-        return await self.db.read(lambda db: list_tracks(db, **query))
+        filters = tuple(query.get(name) for name in ("q", "artist", "album"))
+        if not any(filters):
+            marks = await self._bookmarks("tracks", _TRACK_SORTS, query.get("sort"))
+            return await self.db.read(lambda db: list_tracks(db, marks=marks, **query))
+        _columns(_TRACK_SORTS, query.get("sort"))  # InvalidQuery before anything is read
+        matches = await self._matches.get((*filters, query.get("sort")), self._generation, lambda: self.db.read(
+            matching_tracks, *filters, query.get("sort")))
+        return await self.db.read(lambda db: list_tracks(db, matches=matches, **query))
 
     async def album(self, album_id: str) -> dict[str, Any]:
         return await self.db.read(get_album, album_id)
 
     async def albums(self, **query: Any) -> tuple[list[dict[str, Any]], int]:
-        return await self.db.read(lambda db: list_albums(db, **query))
+        whole = not (query.get("q") or query.get("artist")) and query.get("genres") is None
+        marks = await self._bookmarks("albums", _ALBUM_SORTS, query.get("sort")) if whole else None
+        return await self.db.read(lambda db: list_albums(db, marks=marks, **query))
 
     async def artist(self, artist_id: str) -> dict[str, Any]:
         return await self.db.read(get_artist, artist_id)
 
     async def artists(self, **query: Any) -> tuple[list[dict[str, Any]], int]:
-        return await self.db.read(lambda db: list_artists(db, **query))
+        marks = None if query.get("q") else await self._bookmarks("artists", _ARTIST_SORTS, query.get("sort"))
+        return await self.db.read(lambda db: list_artists(db, marks=marks, **query))
 
     async def search(self, q: str, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
-        return await self.db.read(search, q, limit)
+        """Kept per catalog generation: a short prefix ("l", "lo") ranks every track it matches,
+        tens of ms at 200,000 tracks, and every listener typing in the search box asks for it."""
+        found = await self._searches.get((q, limit), self._generation, lambda: self.db.read(search, q, limit))
+        return {kind: [dict(item) for item in items] for kind, items in found.items()}  # the caller's own
 
     async def track_file(self, track_id: str) -> tuple[str, str]:
         return await self.db.read(track_file, track_id)
@@ -600,7 +816,8 @@ class Catalog:
         return await self.db.read(album_cover, album_id)
 
     async def counts(self) -> dict[str, int]:
-        return await self.db.read(counts)
+        """Kept per catalog generation: a count walks a whole index (/metrics asks at every scrape)."""
+        return dict(await self.kept("counts", counts))
 
     async def file_index(self) -> dict[str, tuple[int, int]]:
         return await self.db.read(file_index)

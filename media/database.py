@@ -93,6 +93,7 @@ class Database:
         self._writer_busy = False
         self._commit_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         self.commits = 0  # transactions this process committed
+        self._traced: Callable[[str], None] | None = None
 
     def _conn(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
@@ -100,7 +101,17 @@ class Database:
             db = self._local.db = connect(self.path, self.synchronous)
             with self._all_lock:
                 self._all.append(db)
+                db.conn.set_trace_callback(self._traced)
         return db
+
+    def trace(self, callback: Callable[[str], None] | None) -> None:
+        """Hand every statement run from now on (its parameters filled in) to `callback`, on every
+        connection, those to come too; None: stop. For tests that look at the queries a server
+        makes (tests/test_query_plans.py)."""
+        with self._all_lock:
+            self._traced = callback
+            for db in self._all:
+                db.conn.set_trace_callback(callback)
 
     def _run_read(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(self._conn(), *args)

@@ -6,6 +6,7 @@ change-log row. Bodies are JSON, checked here field by field: 400 for what is no
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -152,9 +153,15 @@ async def delete_favorite(request: web.Request) -> web.Response:
                                                   "on": False})
 
 
+def _favorites_json(db, user_id: str) -> bytes:
+    return json.dumps(listeners.list_favorites(db, user_id)).encode()
+
+
 async def list_favorites(request: web.Request) -> web.Response:
+    """Every id the listener starred, made (and encoded, off the event loop) once until the next write."""
     user = _user(request)
-    return web.json_response(await request.app[CATALOG].db.read(listeners.list_favorites, user["id"]))
+    body = await request.app[CATALOG].until_written(("favorites", user["id"]), _favorites_json, user["id"])
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def _page(request: web.Request) -> tuple[int, int]:
@@ -165,7 +172,9 @@ async def favorites_of_kind(request: web.Request) -> web.Response:
     """What the listener starred of a kind, in full (as the catalog lists it), newest first."""
     user, kind = _user(request), _kind(request)
     limit, offset = _page(request)
-    items, total = await request.app[CATALOG].db.read(browse.starred_page, user["id"], kind, limit, offset)
+    catalog = request.app[CATALOG]
+    entries = await catalog.until_written(("starred", user["id"], kind), browse.starred_entries, user["id"], kind)
+    items, total = await catalog.db.read(browse.starred_page, user["id"], kind, limit, offset, entries)
     base = base_url(request)
     shown = {"tracks": track_out, "albums": album_out}.get(kind)
     return paged([shown(item, base) for item in items] if shown else items, total,

@@ -11,7 +11,8 @@ wrong or missing one is refused with 403 and a log line naming the address. Serv
   row kept, or when its log is not a prefix of this one (see media.replica: it holds writes
   this master never had, as after a promotion).
 - `GET /cluster/v1/snapshot`: the catalog as one consistent SQLite file (online backup), gzip
-  compressed, with the sequence it is consistent at in `X-Snapshot-Sequence`.
+  compressed as it is sent (pieces of it as the members of one gzip stream), with the sequence it
+  is consistent at in `X-Snapshot-Sequence`.
 - `GET /cluster/v1/media/{id}`: a track's original bytes, with Range, for a node that lacks them;
   served by any node (master or region) from its own copy only (its library's file when size and
   fingerprint are the catalog's, or one it pulled), else 404: a pull never starts another.
@@ -30,19 +31,19 @@ answered anyway with `sync_fallback = "proceed"`.
 from __future__ import annotations
 
 import asyncio
-import gzip
+import collections
 import json
 import logging
-import shutil
+import os
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 from aiohttp import web
 from yarl import URL
 
 from media import listeners, replica
-from media.backup import backup_catalog
 from media.covers import load_cover
 from streamer.http.params import int_param
 from streamer.http.edge import Handler, Routes
@@ -92,15 +93,16 @@ async def changes(request: web.Request) -> web.Response:
     # (it joined between two polls), learns the nodes now.
     news = state is not None and state.heard < members.joins
     try:
-        rows = await _changes_after(request, members, since, 0 if news else wait, limit)
+        rows, last = await _changes_after(request, members, since, 0 if news else wait, limit)
     finally:
         if state is not None:
             members.poll_ended(state)
-    last = rows[-1]["seq"] if rows else max(since, await db.read(listeners.last_sequence))
+    last = last or max(since, await db.read(listeners.last_sequence))
     if state is not None:
         state.heard = members.joins  # no await from here to the listing below
-    return web.json_response({"changes": rows, "last": last, "lineage": history,
-                              "nodes": members.listing(role.name)})
+    # The rows as stored (media.listeners.changes_json), the rest encoded here.
+    rest = json.dumps({"last": last, "lineage": history, "nodes": members.listing(role.name)})
+    return web.Response(text=f'{{"changes":[{",".join(rows)}],{rest[1:]}', content_type="application/json")
 
 
 def _follower_url(request: web.Request) -> str | None:
@@ -115,8 +117,10 @@ def _follower_url(request: web.Request) -> str | None:
     return f"{url.scheme}://{url.raw_authority}"
 
 
-async def _changes_after(request: web.Request, members: Members, since: int, wait: int, limit: int) -> list[dict]:
-    """The rows after `since`, waiting up to `wait` seconds for one to be written."""
+async def _changes_after(request: web.Request, members: Members, since: int, wait: int,
+                         limit: int) -> tuple[list[str], int]:
+    """The rows after `since` (as JSON texts, and the last one's sequence), waiting up to `wait`
+    seconds for one to be written."""
     db = request.app[CATALOG].db
     joined = members.joined  # a new node: answered at once, so followers learn of it
     deadline = asyncio.get_running_loop().time() + wait
@@ -126,7 +130,7 @@ async def _changes_after(request: web.Request, members: Members, since: int, wai
             oldest = await db.read(listeners.first_sequence)
             if oldest and since < oldest - 1:
                 raise ApiError(410, "resync_needed", f"changes before {oldest} are no longer kept; take a snapshot")
-            rows = await db.read(listeners.changes_since, since, limit)
+            rows, last = await db.read(listeners.changes_json, since, limit)
             left = deadline - asyncio.get_running_loop().time()
             if rows or left <= 0 or request.app[CLOSING].is_set() or joined.is_set():
                 break
@@ -135,7 +139,7 @@ async def _changes_after(request: web.Request, members: Members, since: int, wai
             await _commit_or_closing(request.app, committed, min(left, OUTSIDE_COMMITS), joined)
         finally:
             committed.cancel()
-    return rows
+    return rows, last
 
 
 async def nodes(request: web.Request) -> web.Response:
@@ -149,24 +153,48 @@ async def nodes(request: web.Request) -> web.Response:
     return web.json_response({"nodes": known})
 
 
+SNAPSHOT_PIECE = 8 << 20  # bytes of the catalog file compressed as one gzip member
+PACKERS = max(2, min(4, os.cpu_count() or 2))  # pieces compressed at once, each in a worker thread
+
+
 async def snapshot(request: web.Request) -> web.StreamResponse:
+    """The catalog as one file (media.replica.snapshot), gzip compressed as it is sent: pieces
+    compressed side by side (zlib lets go of the GIL) as members of one gzip stream, while the
+    follower unpacks what came."""
     _check_master(request)
     catalog = request.app[CATALOG]
     with tempfile.TemporaryDirectory(prefix="snapshot-") as folder:
         copy = Path(folder) / "catalog.db"
-        facts = await asyncio.to_thread(backup_catalog, catalog.db.path, copy)
-        packed = copy.with_suffix(".db.gz")
-        await asyncio.to_thread(_gzip, copy, packed)
+        started = time.monotonic()
+        sequence = await asyncio.to_thread(replica.snapshot, catalog.db.path, copy)
+        log.info("snapshot at sequence %d made in %.2fs (%.1f MiB)", sequence, time.monotonic() - started,
+                 copy.stat().st_size / 2**20)
         response = web.StreamResponse(headers={
             "Content-Type": "application/vnd.sqlite3", "Content-Encoding": "gzip",
-            "Content-Length": str(packed.stat().st_size), "X-Snapshot-Sequence": str(facts["sequence"]),
-            "Cache-Control": "no-store"})
+            "X-Snapshot-Sequence": str(sequence), "Cache-Control": "no-store"})
         await response.prepare(request)
-        with open(packed, "rb") as source:
-            while chunk := await asyncio.to_thread(source.read, 1 << 20):
-                await response.write(chunk)
+        await _send_packed(response, copy)
         await response.write_eof()
         return response
+
+
+async def _send_packed(response: web.StreamResponse, path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    pending: collections.deque[asyncio.Future] = collections.deque()
+    try:
+        for start in range(0, os.fstat(fd).st_size, SNAPSHOT_PIECE):
+            pending.append(asyncio.ensure_future(asyncio.to_thread(_pack, fd, start)))
+            if len(pending) >= PACKERS:
+                await response.write(await pending.popleft())
+        while pending:
+            await response.write(await pending.popleft())
+    finally:
+        await asyncio.gather(*pending, return_exceptions=True)  # no thread reads the file once it is closed
+        os.close(fd)
+
+
+def _pack(fd: int, start: int) -> bytes:
+    return zlib.compress(os.pread(fd, SNAPSHOT_PIECE, start), 3, 31)  # wbits 31: a gzip member
 
 
 async def _commit_or_closing(app: web.Application, committed: asyncio.Future, timeout: float,
@@ -180,11 +208,6 @@ async def _commit_or_closing(app: web.Application, committed: asyncio.Future, ti
     finally:
         closing.cancel()
         news.cancel()
-
-
-def _gzip(source: Path, destination: Path) -> None:
-    with open(source, "rb") as raw, gzip.open(destination, "wb", compresslevel=3) as packed:
-        shutil.copyfileobj(raw, packed, 1 << 20)
 
 
 async def media(request: web.Request) -> web.StreamResponse:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import json
 import logging
 import sqlite3
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,13 +115,16 @@ class Follower:
             _raise_for(resp)
             sequence = int(resp.headers["X-Snapshot-Sequence"])
             with tempfile.TemporaryDirectory(prefix="snapshot-") as folder:
-                packed = Path(folder) / "catalog.db.gz"
-                with open(packed, "wb") as out:
-                    async for chunk in resp.content.iter_chunked(1 << 20):
-                        await asyncio.to_thread(out.write, chunk)
                 copy = Path(folder) / "catalog.db"
-                await asyncio.to_thread(_gunzip, packed, copy)
+                with open(copy, "wb") as out:  # unpacked as it arrives (in a worker thread: zlib lets go of the GIL)
+                    unpacker = _Unpacker(out)
+                    async for chunk in resp.content.iter_chunked(4 << 20):
+                        await asyncio.to_thread(unpacker.feed, chunk)
+                    unpacker.finish()
+                received, size = time.monotonic(), copy.stat().st_size
                 await self.catalog.db.write_alone(_restore, copy)
+                log.info("region: snapshot received and unpacked in %.2fs (%.1f MiB, %.1f MiB packed), restored in "
+                         "%.2fs", received - started, size / 2**20, unpacker.packed / 2**20, time.monotonic() - received)
         await self.catalog.db.write(replica.refuse_outside_paths)  # the snapshot's rows are input too
         self.lineage = await self.catalog.db.read(replica.lineage)
         self._moved_to(sequence)
@@ -142,7 +145,8 @@ class Follower:
             if body["changes"] or history != self.lineage:
                 position = await self.catalog.db.write(replica.apply_changes, body["changes"], history)
                 self.lineage = history
-                self.catalog.bump()
+                if replica.changes_catalog(body["changes"]):
+                    self.catalog.bump()
                 self._moved_to(position)
             self.applied_at = time.time()
 
@@ -182,10 +186,28 @@ def _raise_for(resp: aiohttp.ClientResponse) -> None:
                                           message=f"master answered {resp.status}")
 
 
-def _gunzip(source: Path, destination: Path) -> None:
-    with gzip.open(source, "rb") as packed, open(destination, "wb") as out:
-        while chunk := packed.read(1 << 20):
-            out.write(chunk)
+class _Unpacker:
+    """A gzip stream (one member or several, as gzip allows) written out unpacked, a piece at a time."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.zlib = zlib.decompressobj(31)  # wbits 31: the gzip format
+        self.members, self.packed = 0, 0
+        self.open = False  # a member has begun and not ended
+
+    def feed(self, data: bytes) -> None:
+        self.packed += len(data)
+        while data:
+            self.open = True
+            self.out.write(self.zlib.decompress(data))
+            data = self.zlib.unused_data  # the next member's first bytes, if any
+            if self.zlib.eof:
+                self.members, self.open = self.members + 1, False
+                self.zlib = zlib.decompressobj(31)
+
+    def finish(self) -> None:
+        if self.open or not self.members:
+            raise aiohttp.ClientPayloadError("the snapshot ended before its gzip stream did")
 
 
 def _restore(db, copy: Path) -> None:

@@ -11,7 +11,9 @@ import sqlite_utils
 from aiohttp import web
 
 from media import browse
+from media.catalog import Bookmarks, fts_query
 from streamer.http.edge import Routes
+from streamer.http.keys import CATALOG
 from streamer.subsonic import models
 from streamer.subsonic.browsing import album_children, bounded, offset, read, user_id
 from streamer.subsonic.door import endpoint
@@ -30,17 +32,22 @@ def _query(request: web.Request) -> str:
     return "" if text.strip() in ('""', "''") else text
 
 
-def _search(db: sqlite_utils.Database, user: str, query: str,
-            pages: dict[str, tuple[int, int]]) -> dict[str, list[dict[str, Any]]]:
-    return {"artist": browse.search_artists(db, user, query, *pages["artist"]),
-            "album": browse.search_albums(db, user, query, *pages["album"]),
-            "song": browse.search_songs(db, user, query, *pages["song"])}
+def _search(db: sqlite_utils.Database, user: str, query: str, pages: dict[str, tuple[int, int]],
+            marks: dict[str, Bookmarks | None]) -> dict[str, list[dict[str, Any]]]:
+    return {"artist": browse.search_artists(db, user, query, *pages["artist"], marks["artist"]),
+            "album": browse.search_albums(db, user, query, *pages["album"], marks["album"]),
+            "song": browse.search_songs(db, user, query, *pages["song"], marks["song"])}
 
 
 async def _found(request: web.Request) -> dict[str, list[dict[str, Any]]]:
     query, pages = _query(request), _pages(request)
     one(request, "musicFolderId", required=False)
-    return await read(request, _search, user_id(request), query, pages)
+    marks: dict[str, Bookmarks | None] = dict.fromkeys(KINDS)
+    if fts_query(query) is None:  # every item, by id: an app syncing the library pages on to the end
+        for kind, table in zip(KINDS, ("artists", "albums", "tracks")):
+            if pages[kind][0]:
+                marks[kind] = await request.app[CATALOG].by_id(table)
+    return await read(request, _search, user_id(request), query, pages, marks)
 
 
 async def search3(request: web.Request) -> web.Response:
