@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import resource
 import shutil
 import sys
 import time
@@ -43,7 +41,7 @@ from common import (  # bench/ is on sys.path when a benchmark runs as a script
     BenchError, Proc, Summary, cpu_seconds, ensure_alive, load_average, percentile, run_bench, start_server,
     wait_scan,
 )
-from range_bench import RssSampler, make_mp3, settle, start_nginx
+from range_bench import RssSampler, make_mp3, raise_descriptor_limit, settle, start_nginx
 
 TARGET_STALLED = 0
 TICK = 0.05  # how often every listener's playhead moves and its reading is resumed
@@ -279,11 +277,7 @@ def main() -> int:
                     help="our server's event loop (default: its own default, the event_loop setting's)")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (logs, nginx.conf)")
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(args.listeners * 2 + 256, 4096)  # the listeners' sockets, and the servers' (inherited)
-    if soft < want:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    raise_descriptor_limit(args.listeners * 2 + 256)  # the listeners' sockets, and the servers' (inherited)
     return run_bench("listeners_bench", args.keep, lambda tmp, procs: run(args, tmp, procs))
 
 

@@ -1,3 +1,3 @@
 """tests/test_hostile.py, run on uvloop (see conftest.py): abusive clients, stalls, ranges."""
 
-from tests.test_hostile import *  # noqa: F403 (each test, its module-scoped loop and fixtures)
+from tests.test_hostile import *  # noqa: F401, F403 (each test, its module-scoped loop and fixtures)
