@@ -11,6 +11,7 @@ is read is saved while the reading goes on, so little is left to save when it en
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -31,8 +32,13 @@ log = logging.getLogger(__name__)
 CHUNK = 64  # files a task holds at least, and what this process reads at a time
 CHUNK_MAX = 512  # files a task holds at most: tasks shrink from here towards CHUNK near the end
 TASKS_AHEAD = 4  # a task holds 1/(TASKS_AHEAD x workers) of the files still to read (within those bounds)
+TASKS_IN_FLIGHT = 2  # tasks given to each worker at a time: the one it reads, the one it reads next
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
-REGROUP_EVERY = 3.0  # seconds at least between album/artist rebuilds during a long scan
+SAVE_EVERY = 0.1  # seconds at least from a save's start to the next one's (but see HURRY_AFTER)
+HURRY_AFTER = 0.8  # once this share of the files is read, each save follows the last at once
+SAVE_MAX = 2000  # records saved in one transaction at most (other writes wait for it)
+SAVE_BACKLOG = 2 * SAVE_MAX  # records waiting to be saved beyond which reading waits for the writer
+REGROUP_EVERY = 5.0  # seconds at least between album/artist rebuilds during a long scan
 REGROUP_SHARE = 0.05  # and at most this share of the time between them spent in them
 LOG_EVERY = 5.0  # seconds between progress lines in the log during a long scan
 MAX_PROBLEMS = 500
@@ -258,12 +264,13 @@ class Scanner:
                             workers: _Workers | None) -> None:
         """Read the changed files and save them as they come in (and now and then regroup), so
         the catalog fills during a long scan; every record read is saved when this returns."""
-        saver = _Saver(self.catalog, folder_images)
+        saver = _Saver(self.catalog, folder_images, progress)
         last_log = time.monotonic()
         try:
             async with contextlib.aclosing(self._read(changed, stop, workers)) as results:
                 async for chunk in results:
                     saver.add(_tally(chunk, known, progress))
+                    await saver.room()
                     if (now := time.monotonic()) - last_log >= LOG_EVERY:
                         log.info("scan of %s: %d of %d files read (%d%%), %d skipped", self.library,
                                  progress.read, progress.to_read, 100 * progress.read // progress.to_read,
@@ -284,35 +291,47 @@ class Scanner:
     async def _read(self, changed: list[tuple[str, int, int]], stop: asyncio.Event, workers: _Workers | None):
         """Yield lists of read results as they complete: read in this process while the worker
         processes start (all of them for a few files), then by the workers."""
-        root, loop = str(self.library), asyncio.get_running_loop()
         if len(changed) < IN_THREAD_BELOW or self.workers == 1:
             workers = None  # _scan lets any started go
         elif workers is None:
             workers = _Workers(self._start_pool)
-        futures: list[asyncio.Future] = []
         try:
-            here = _ReadHere(root, changed, workers)
+            here = _ReadHere(str(self.library), changed, workers)
             while (chunk := await here.next()) is not None:
                 if stop.is_set():
                     return
                 yield chunk
             if workers is None or (here.position >= len(changed) and not here.reading):
                 return  # all read here
-            pool = workers.ready.result()  # here.next() stopped early: the workers are ready
-            futures = [loop.run_in_executor(pool, read_files, root, task)
-                       for task in _tasks(changed[here.position:], self.workers)]
-            futures += here.reading
-            for next_done in asyncio.as_completed(futures):
-                if stop.is_set():
-                    return
-                yield await next_done
+            tasks = collections.deque(_tasks(changed[here.position:], self.workers))
+            # here.next() stopped early: the workers are ready
+            async with contextlib.aclosing(self._read_by(workers.ready.result(), tasks, here.reading, stop)) as read:
+                async for chunk in read:
+                    yield chunk
         finally:
-            for f in futures:
-                f.cancel()
             if workers is not None:
                 # The workers get their stop signal now and exit on their own; the scan does not
                 # wait for them to be reaped (the executor's own thread does that).
                 workers.close()
+
+    async def _read_by(self, pool: concurrent.futures.ProcessPoolExecutor, tasks: collections.deque,
+                       running: list[asyncio.Future], stop: asyncio.Event):
+        """Yield the workers' results as they come, with TASKS_IN_FLIGHT tasks per worker given out
+        at a time (one running, the next waiting): while the caller does not ask for more (the
+        catalog's writer is behind), no more is read, so read records do not pile up in memory."""
+        loop, root, in_flight = asyncio.get_running_loop(), str(self.library), set(running)
+        try:
+            while tasks or in_flight:
+                while tasks and len(in_flight) < self.workers * TASKS_IN_FLIGHT:
+                    in_flight.add(loop.run_in_executor(pool, read_files, root, tasks.popleft()))
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    if stop.is_set():
+                        return
+                    yield future.result()
+        finally:
+            for future in in_flight:
+                future.cancel()
 
     def _notify(self) -> None:
         if self.on_progress is not None:
@@ -379,37 +398,64 @@ def _tasks(changed: list[tuple[str, int, int]], workers: int) -> list[list[tuple
 
 
 class _Saver:
-    """Saves what is read while the reading goes on. One save at a time runs in the catalog's
-    writer and takes every record that came in meanwhile, so the writer works beside the workers
-    and little is left to save once the last file is read. Now and then it regroups (albums,
-    artists, search), so the catalog reads well during a long scan; a regroup is a pass over the
-    whole library, so they come further apart as it grows (REGROUP_SHARE)."""
+    """Saves what is read while the reading goes on, in the catalog's writer, one save at a time,
+    each taking the records that came in meanwhile (SAVE_MAX at most): the writer works beside the
+    workers, and little is left to save once the last file is read. Saves start SAVE_EVERY apart
+    (each moves the catalog's generation, so readers' caches start over, and is a change regions
+    apply) except near the end of the reading, and when the writer falls behind (room() then holds
+    the reading back). Now and then it regroups (albums, artists, search), so the catalog reads
+    well during a long scan; a regroup is a pass over the whole library, so they come further apart
+    as it grows (REGROUP_SHARE)."""
 
-    def __init__(self, catalog: Catalog, folder_images: dict[str, str]) -> None:
-        self.catalog, self.folder_images = catalog, folder_images
+    def __init__(self, catalog: Catalog, folder_images: dict[str, str], progress: ScanProgress) -> None:
+        self.catalog, self.folder_images, self.progress = catalog, folder_images, progress
         self._pending: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
+        self._taken = asyncio.Event()  # set when a save takes records, or stops
+        self._hurry = asyncio.Event()  # set when the next save should not wait its turn
         self._next_regroup = time.monotonic() + REGROUP_EVERY
 
     def add(self, records: list[dict[str, Any]]) -> None:
         self._pending.extend(records)
+        if self.progress.read >= HURRY_AFTER * self.progress.to_read:
+            self._hurry.set()
         if self._task is not None and self._task.done():
             self._task.result()  # a save that failed fails the scan
             self._task = None
         if self._task is None and self._pending:
             self._task = asyncio.create_task(self._save(), name="scan saves")
 
+    async def room(self) -> None:
+        """Return once fewer than SAVE_BACKLOG records wait to be saved."""
+        while len(self._pending) >= SAVE_BACKLOG:
+            self._taken.clear()
+            self._hurry.set()
+            self.add([])  # raises if the saves failed; starts them if they stopped
+            await self._taken.wait()
+
     async def _save(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            await self.catalog.save_scan(batch, [])
-            if (began := time.monotonic()) >= self._next_regroup:
-                await self.catalog.finish_scan(self.folder_images)
-                took = time.monotonic() - began
-                self._next_regroup = began + max(REGROUP_EVERY, took / REGROUP_SHARE)
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:SAVE_MAX], self._pending[SAVE_MAX:]
+                self._taken.set()
+                began = time.monotonic()
+                await self.catalog.save_scan(batch, [])
+                if time.monotonic() >= self._next_regroup:
+                    await self._regroup()
+                if not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), began + SAVE_EVERY - time.monotonic())
+        finally:
+            self._taken.set()
+
+    async def _regroup(self) -> None:
+        began = time.monotonic()
+        await self.catalog.finish_scan(self.folder_images)
+        self._next_regroup = began + max(REGROUP_EVERY, (time.monotonic() - began) / REGROUP_SHARE)
 
     async def finish(self) -> None:
         """Return once every record added is saved."""
+        self._hurry.set()
         if self._task is not None:
             await self._task
 

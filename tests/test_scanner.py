@@ -390,3 +390,46 @@ async def test_the_server_answers_during_a_big_scan(aiohttp_client, tmp_path, ff
     assert slowest < 5.0
     assert len(reads) >= 3  # answered while reading, and the progress seen moving
     assert (await (await client.get("/api/v1/tracks?limit=1")).json())["total"] == 4000
+
+
+async def test_reading_waits_for_a_writer_that_falls_behind(tmp_path, catalog, ffmpeg, monkeypatch):
+    """Records waiting to be saved stay few: while the catalog's writer is behind, the scan reads no
+    further (at 200,000 files a writer behind the workers once held half a gigabyte of records).
+    Here the writer saves only while the reading is held (or once it is over)."""
+    import asyncio
+
+    import media.scanner
+
+    monkeypatch.setattr(media.scanner, "SAVE_MAX", 50)
+    monkeypatch.setattr(media.scanner, "SAVE_BACKLOG", 100)
+    library = _linked_library(tmp_path / "music", encode(ffmpeg, tmp_path / "base.mp3", 0.2), 1000)
+    waiting, holding, reading_over = [], asyncio.Event(), []
+    original_save, original_room, original_finish = (Catalog.save_scan, media.scanner._Saver.room,
+                                                     media.scanner._Saver.finish)
+
+    async def slow_save(self, tracks, removed):
+        await asyncio.wait_for(holding.wait(), 30)
+        return await original_save(self, tracks, removed)
+
+    async def room(saver):
+        waiting.append(len(saver._pending))
+        if waiting[-1] >= media.scanner.SAVE_BACKLOG:
+            holding.set()
+        await original_room(saver)
+        if not reading_over:
+            holding.clear()
+
+    async def finish(saver):
+        reading_over.append(True)
+        holding.set()
+        await original_finish(saver)
+
+    monkeypatch.setattr(Catalog, "save_scan", slow_save)
+    monkeypatch.setattr(media.scanner._Saver, "room", room)
+    monkeypatch.setattr(media.scanner._Saver, "finish", finish)
+    progress = await Scanner(library, catalog, workers=2).scan()
+    assert progress.state == "done" and progress.added == 1000
+    largest_task = max(len(t) for t in media.scanner._tasks([("x", 0, 0)] * 1000, 2))
+    assert 100 <= max(waiting) < 100 + largest_task  # held at the backlog, give or take what came in last
+    _, total = await catalog.tracks(limit=1, offset=0)
+    assert total == 1000
