@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import os
 import subprocess
 from pathlib import Path
@@ -160,24 +159,3 @@ async def test_only_the_child_watcher_reaps_ffmpeg(aiohttp_client, ffmpeg, tmp_p
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"
             and ("child process" in r.getMessage() or "returncode" in r.getMessage())] == []
 
-
-async def test_a_run_set_aside_never_counts_as_urgent(aiohttp_client, ffmpeg, tmp_path):
-    """An HLS run waiting ahead of its listener makes nothing, so the Pauser (which stops ffmpeg
-    children with SIGSTOP while another's audio is urgent) must never take it for urgent. It
-    did: the run was judged by the segment it had just made, whose moment passes while it waits,
-    and from then on every other run not needed within 3 s was stopped, holding its slot, until
-    the waiting run ended 30 s later (hls_bench with two servers: three listeners' ffmpeg
-    stopped for over 10 s)."""
-    library = tmp_path / "music"
-    encode(ffmpeg, library / "Artist" / "Album" / "01 Minute.flac", 60.0)
-    app = create_app(settings_for(library, tmp_path / "data"))
-    client = await aiohttp_client(app)
-    await wait_for_scan(app)
-    resp = await client.get("/api/v1/tracks")
-    base = await _segment_base(client, (await resp.json())["items"][0])
-    resp = await client.get(f"{base}/0.aac")
-    assert resp.status == 200
-    pool = app[FFMPEG_POOL]
-    await _until(lambda: (pool.running, pool.paused) == (0, 1), "the run did not go ahead and step aside")
-    dues = [due() for due in pool.pauser._due.values()]  # noqa: SLF001 (what the Pauser goes by)
-    assert dues == [math.inf]

@@ -157,11 +157,8 @@ class SegmentRuns:
     def _deadline(self, listener: tuple[str, str], plan: list[Segment], index: int) -> float:
         """When the listener needs segment `index`, as a moment (for the Pauser): the one it asked
         for last when needed_by said, each one after when the one before has played. Never, for a
-        run set aside (it makes nothing meanwhile, so it must not count as urgent): one whose next
-        segment is `index`, or `index + 1`, as the segmenter still says while the run holds the
-        segment it has just yielded (else a run set aside for long became urgent once the moment
-        its last segment was needed had passed, and had every other run stopped; issue 15)."""
-        if self._coming.get(listener) in (index, index + 1):
+        run set aside (it makes nothing meanwhile, so it must not count as urgent)."""
+        if self._coming.get(listener) == index:
             return math.inf
         playhead = self._playheads.get(listener, 0)
         needed = self._needed_at.get(listener, time.monotonic())
