@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import sqlite3
 from urllib.parse import urlencode
 
 import pytest
 
 from media import listeners
-from streamer import create_app
 from streamer.http.keys import AUTH, CATALOG
-from tests.conftest import make_user, settings_for, wait_for_scan
+from tests.conftest import make_user
 
 # Tables that grow with the library or with listening (a listener's playlists and play queue do not).
 BIG = {"tracks", "albums", "artists", "plays", "play_totals", "album_plays", "favorites", "ratings", "changes",
@@ -81,14 +79,10 @@ def faults(plan: list[str], sql: str) -> list[str]:
 
 
 @pytest.fixture
-async def traced(aiohttp_client, demo_library, tmp_path):
-    """A real server, its listener ann (token and password) with data of every kind, and the
-    statements its database runs from then on."""
-    library = tmp_path / "music"
-    shutil.copytree(demo_library, library)
-    app = create_app(settings_for(library, tmp_path / "data"))
-    client = await aiohttp_client(app)
-    await wait_for_scan(app)
+async def traced(demo_server):
+    """A real server, its listener ann (token and password), and the statements its database runs
+    from then on."""
+    client, app = demo_server, demo_server.server.app
     client.ann = await make_user(app, "ann")
     await app[CATALOG].db.write(listeners.set_password, "ann", "pw", app[AUTH].password_key)
     statements: list[str] = []

@@ -153,7 +153,7 @@ async def nodes(request: web.Request) -> web.Response:
     return web.json_response({"nodes": known})
 
 
-SNAPSHOT_PIECE = 8 << 20  # bytes of the catalog file compressed as one gzip member
+SNAPSHOT_PIECE = 1 << 20  # bytes of the catalog file compressed as one gzip member (the window is 32 KiB)
 PACKERS = max(2, min(4, os.cpu_count() or 2))  # pieces compressed at once, each in a worker thread
 
 
