@@ -30,11 +30,10 @@ _ALBUM = (", ".join(f"a.{c}" for c in ALBUM_FIELDS) + ", "
           "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS user_rating, "
           # CROSS JOIN: from the album's tracks (their ids in the index on (album_id, id)) to the
           # listener's totals per track (media.listeners). Left to itself (no ANALYZE) SQLite went
-          # through all of the user's plays for every album: seconds per page at 50,000 plays.
-          "(SELECT coalesce(sum(p.plays), 0) FROM tracks x CROSS JOIN play_totals p ON p.user_id = :user "
-          "AND p.track_id = x.id WHERE x.album_id = a.id) AS play_count, "
-          "(SELECT max(p.last_played) FROM tracks x CROSS JOIN play_totals p ON p.user_id = :user "
-          "AND p.track_id = x.id WHERE x.album_id = a.id) AS played")
+          # through all of the user's plays for every album: seconds per page at 50,000 plays. Both
+          # figures in one pass, "COUNT LAST" (_unpacked): two passes were most of a page's cost.
+          "(SELECT sum(p.plays) || ' ' || max(p.last_played) FROM tracks x CROSS JOIN play_totals p "
+          "ON p.user_id = :user AND p.track_id = x.id WHERE x.album_id = a.id) AS plays_packed")
 _ARTIST = (", ".join(f"r.{c}" for c in ARTIST_FIELDS) + ", "
            "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS starred, "
            "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS user_rating")
@@ -50,8 +49,17 @@ def songs(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dic
 def albums(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,
            order: str = "a.rowid", limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
     """Albums (`a`) matching `where`, in `order`."""
-    return _select(db, f"SELECT {_ALBUM} FROM albums a WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
-                   user_id, params, limit, offset)
+    return [_unpacked(row) for row in _select(
+        db, f"SELECT {_ALBUM} FROM albums a WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
+        user_id, params, limit, offset)]
+
+
+def _unpacked(row: dict[str, Any]) -> dict[str, Any]:
+    """An album row with its play_count and when last `played`, from the packed pair."""
+    packed = row.pop("plays_packed")
+    count, _, last = packed.partition(" ") if packed else ("0", "", None)
+    row["play_count"], row["played"] = int(count), last
+    return row
 
 
 def artists(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,
