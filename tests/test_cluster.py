@@ -58,7 +58,8 @@ async def test_change_feed_answers_at_once_or_when_a_write_lands(master):
     last = first["last"]
     started = time.monotonic()
     idle = await (await master.get(f"/cluster/v1/changes?since={last}&wait=1", headers=secret)).json()
-    assert idle["changes"] == [] and idle["last"] == last and 0.9 < time.monotonic() - started < 3
+    # Bounds far from the waits asked for (1 s, 20 s): a loaded machine stalls for seconds at times.
+    assert idle["changes"] == [] and idle["last"] == last and 0.9 < time.monotonic() - started < 10
     assert idle["lineage"] == first["lineage"] and len(first["lineage"]) == 1  # one history, from 0
 
     async def write_soon():
@@ -72,7 +73,7 @@ async def test_change_feed_answers_at_once_or_when_a_write_lands(master):
     await writer
     body = await resp.json()
     assert [c["op"] for c in body["changes"]] == ["playlist.put"] and body["changes"][0]["data"]["name"] == "Fresh"
-    assert 0.2 < waited < 3  # woken by the commit, not by the timeout
+    assert 0.2 < waited < 15  # woken by the commit, not by the 20 s timeout
     assert (await master.get("/cluster/v1/changes?since=x", headers=secret)).status == 400
     # A follower whose log is not a prefix of this one takes a snapshot: ahead, or on another history.
     lineage = first["lineage"][-1][0]
