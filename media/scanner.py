@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64  # files a task holds at least, and what this process reads at a time
 CHUNK_MAX = 512  # files a task holds at most: tasks shrink from here towards CHUNK near the end
-TASKS_AHEAD = 4  # a task holds 1/(TASKS_AHEAD x workers) of the files still to read (within those bounds)
+TASKS_AHEAD = 8  # a task holds 1/(TASKS_AHEAD x workers) of the files still to read (within those bounds)
 TASKS_IN_FLIGHT = 2  # tasks given to each worker at a time: the one it reads, the one it reads next
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
 SAVE_EVERY = 0.1  # seconds at least from a save's start to the next one's (but see HURRY_AFTER)
 HURRY_AFTER = 0.8  # once this share of the files is read, each save follows the last at once
-SAVE_MAX = 2000  # records saved in one transaction at most (other writes wait for it)
+SAVE_MAX = 1000  # records saved in one transaction at most (other writes wait for it; its change-log JSON holds the GIL)
 SAVE_BACKLOG = 2 * SAVE_MAX  # records waiting to be saved beyond which reading waits for the writer
 REGROUP_EVERY = 5.0  # seconds at least between album/artist rebuilds during a long scan
 REGROUP_SHARE = 0.05  # and at most this share of the time between them spent in them
@@ -83,13 +83,23 @@ class ScanProgress:
         return out
 
 
-def walk(root: Path, progress: ScanProgress) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
-    """Audio files under root as {relative path: (size, mtime_ns)}, and the best cover image of
-    each folder as {relative folder: relative image path}. Symlinks are followed only while they
-    stay inside the library, and each real folder is visited once (no loops)."""
+@dataclasses.dataclass
+class Walked:
+    """What a walk of the library found, set against the files the catalog holds."""
+    files: int = 0  # audio files in the folder
+    changed: list[tuple[str, int, int]] = dataclasses.field(default_factory=list)  # new or changed: (path, size, mtime_ns)
+    updates: set[str] = dataclasses.field(default_factory=set)  # those of them the catalog holds
+    images: dict[str, str] = dataclasses.field(default_factory=dict)  # folder -> its best cover image
+
+
+def walk(root: Path, progress: ScanProgress, known: dict[str, tuple[int, int]]) -> Walked:
+    """Walk the library against `known` ({relative path: (size, mtime_ns)} of the files the catalog
+    holds): each audio file found is taken out of it, so what is left in it afterwards is gone,
+    and only new and changed files are kept (a rescan of a big library holds no second copy of
+    it). Symlinks are followed only while they stay inside the library, and each real folder is
+    visited once (no loops)."""
     real_root = os.path.realpath(root)
-    files: dict[str, tuple[int, int]] = {}
-    covers: dict[str, tuple[int, str]] = {}
+    walked, covers = Walked(), {}
     seen_dirs: set[tuple[int, int]] = set()
     stack = [(str(root), "")]
     while stack:
@@ -108,11 +118,20 @@ def walk(root: Path, progress: ScanProgress) -> tuple[dict[str, tuple[int, int]]
                     if best is None or rank < best[0]:
                         covers[rel or "."] = (rank, relpath)
                 elif container_for(entry.name) is not None:
-                    st = entry.stat()
-                    files[relpath] = (st.st_size, st.st_mtime_ns)
+                    _found(walked, relpath, entry.stat(), known)
             except OSError as exc:
                 progress.problem(relpath, f"cannot be read: {exc.strerror or exc}")
-    return files, {folder: path for folder, (_, path) in covers.items()}
+    walked.images = {folder: path for folder, (_, path) in covers.items()}
+    return walked
+
+
+def _found(walked: Walked, relpath: str, st: os.stat_result, known: dict[str, tuple[int, int]]) -> None:
+    walked.files += 1
+    held = known.pop(relpath, None)
+    if held != (st.st_size, st.st_mtime_ns):
+        walked.changed.append((relpath, st.st_size, st.st_mtime_ns))
+        if held is not None:
+            walked.updates.add(relpath)
 
 
 def _scandir_once(folder: str, rel: str, seen_dirs: set[tuple[int, int]],
@@ -214,62 +233,58 @@ class Scanner:
 
     async def _scan(self, progress: ScanProgress, stop: asyncio.Event) -> None:
         started = time.perf_counter()
-        known = await self.catalog.file_index()
+        known = await self.catalog.file_index()  # the walk takes out what it finds: the rest is gone
+        first = not known
         # A first scan reads every file: start the workers now, so they boot during the walk.
-        workers = _Workers(self._start_pool) if not known and self.workers > 1 else None
+        workers = _Workers(self._start_pool) if first and self.workers > 1 else None
         try:
-            changed, removed, folder_images = await self._walk(known, progress, started)
-            await self._read_changed(changed, known, folder_images, progress, stop, workers)
+            walked = await self._walk(known, progress, started)
+            await self._read_changed(walked, progress, stop, workers)
         finally:
             if workers is not None:
                 workers.close()
         if stop.is_set():
             progress.state = "stopped"
-            await self.catalog.finish_scan(folder_images)
-            log.info("scan of %s stopped after %d of %d files", self.library, progress.read, len(changed))
+            await self.catalog.finish_scan(walked.images)
+            log.info("scan of %s stopped after %d of %d files", self.library, progress.read, len(walked.changed))
             return
 
         progress.state = "saving"
         # Files that broke since the last scan leave the catalog too: what is listed must play.
-        broken = [p["path"] for p in progress.problems if p["path"] in known]
-        progress.removed = len(removed) + len(broken)
-        if removed or broken:
-            await self.catalog.save_scan([], removed + broken)
-        if changed or removed or broken or not known:
-            await self.catalog.finish_scan(folder_images)
+        gone = [*known, *(p["path"] for p in progress.problems if p["path"] in walked.updates)]
+        progress.removed = len(gone)
+        if gone:
+            await self.catalog.save_scan([], gone)
+        if walked.changed or gone or first:
+            await self.catalog.finish_scan(walked.images)
         progress.state = "done"
         log.info("scan of %s done in %.2fs: %d files, %d added, %d updated, %d removed, "
                  "%d unchanged, %d skipped", self.library, time.perf_counter() - started,
                  progress.files, progress.added, progress.updated, progress.removed,
                  progress.unchanged, progress.skipped)
 
-    async def _walk(self, known: dict[str, tuple[int, int]], progress: ScanProgress,
-                    started: float) -> tuple[list[tuple[str, int, int]], list[str], dict[str, str]]:
-        """Walk the library and set it against the catalog: the files new or changed (with their
-        size and mtime), the files gone, and each folder's cover image."""
-        found, folder_images = await asyncio.to_thread(walk, self.library, progress)
-        progress.files = len(found)
-        changed = [(p, *st) for p, st in found.items() if known.get(p) != st]
-        removed = [p for p in known if p not in found]
-        progress.unchanged = len(found) - len(changed)
-        progress.to_read = len(changed)
+    async def _walk(self, known: dict[str, tuple[int, int]], progress: ScanProgress, started: float) -> Walked:
+        """Walk the library and set it against the catalog (`known` is left with the files gone)."""
+        walked = await asyncio.to_thread(walk, self.library, progress, known)
+        progress.files = walked.files
+        progress.unchanged = walked.files - len(walked.changed)
+        progress.to_read = len(walked.changed)
         progress.state = "reading"
-        log.info("scan of %s: %d audio files, %d new or changed, %d gone (walk %.2fs)",
-                 self.library, len(found), len(changed), len(removed), time.perf_counter() - started)
+        log.info("scan of %s: %d audio files, %d new or changed, %d gone (walk %.2fs)", self.library,
+                 walked.files, len(walked.changed), len(known), time.perf_counter() - started)
         self._notify()
-        return changed, removed, folder_images
+        return walked
 
-    async def _read_changed(self, changed: list[tuple[str, int, int]], known: dict[str, tuple[int, int]],
-                            folder_images: dict[str, str], progress: ScanProgress, stop: asyncio.Event,
+    async def _read_changed(self, walked: Walked, progress: ScanProgress, stop: asyncio.Event,
                             workers: _Workers | None) -> None:
         """Read the changed files and save them as they come in (and now and then regroup), so
         the catalog fills during a long scan; every record read is saved when this returns."""
-        saver = _Saver(self.catalog, folder_images, progress)
+        saver = _Saver(self.catalog, walked.images, progress)
         last_log = time.monotonic()
         try:
-            async with contextlib.aclosing(self._read(changed, stop, workers)) as results:
+            async with contextlib.aclosing(self._read(walked.changed, stop, workers)) as results:
                 async for chunk in results:
-                    saver.add(_tally(chunk, known, progress))
+                    saver.add(_tally(chunk, walked.updates, progress))
                     await saver.room()
                     if (now := time.monotonic()) - last_log >= LOG_EVERY:
                         log.info("scan of %s: %d of %d files read (%d%%), %d skipped", self.library,
@@ -464,9 +479,10 @@ class _Saver:
             self._task.cancel()
 
 
-def _tally(results: list[tuple[str, dict[str, Any] | None, str | None]], known: dict[str, tuple[int, int]],
+def _tally(results: list[tuple[str, dict[str, Any] | None, str | None]], updates: set[str],
            progress: ScanProgress) -> list[dict[str, Any]]:
-    """Count one chunk of read results into progress; return the records read."""
+    """Count one chunk of read results into progress (`updates`: the files the catalog held); return
+    the records read."""
     records = []
     for relpath, record, reason in results:
         progress.read += 1
@@ -474,7 +490,7 @@ def _tally(results: list[tuple[str, dict[str, Any] | None, str | None]], known: 
             progress.problem(relpath, reason or "unreadable")
             continue
         records.append(record)
-        if relpath in known:
+        if relpath in updates:
             progress.updated += 1
         else:
             progress.added += 1

@@ -324,7 +324,7 @@ async def test_a_scan_reads_here_while_its_workers_start_and_never_on_the_event_
                                                                                    monkeypatch):
     """The worker processes start in a thread (the first start boots the forkserver: a fraction of
     a second, seconds on a busy machine), and until they are ready the scan reads here, in a
-    thread too; what is read is saved while the reading goes on."""
+    thread too, as it walks the folder; what is read is saved while the reading goes on."""
     import threading
 
     import media.scanner
@@ -351,12 +351,18 @@ async def test_a_scan_reads_here_while_its_workers_start_and_never_on_the_event_
         started.set()
         return pool
 
+    def walking(*args):
+        starts.append(threading.current_thread())
+        return original_walk(*args)
+
+    original_walk = media.scanner.walk
     monkeypatch.setattr(media.tags, "read_track", reading_here)
     monkeypatch.setattr(Scanner, "_start_pool", starting)
+    monkeypatch.setattr(media.scanner, "walk", walking)
     progress = await Scanner(library, catalog, workers=2).scan()
     assert progress.state == "done" and progress.added == 600
     assert 3 * media.scanner.CHUNK <= len(here) < 600  # the workers read the rest
-    assert loop_thread not in here + starts and len(starts) == 1
+    assert loop_thread not in here + starts and len(starts) == 2  # the walk, the workers' start
     ops = await catalog.db.read(lambda db: [op for (op,) in db.execute("SELECT op FROM changes ORDER BY seq")])
     assert ops.count("tracks.put") >= 2 and ops[-1] == "catalog.regroup"
     _, total = await catalog.tracks(limit=1, offset=0)
@@ -365,10 +371,10 @@ async def test_a_scan_reads_here_while_its_workers_start_and_never_on_the_event_
 
 async def test_the_server_answers_during_a_big_scan(aiohttp_client, tmp_path, ffmpeg):
     """A first scan of thousands of files in worker processes: the server answers all along and
-    reports the scan's progress as it goes. (Answers take tens of milliseconds on a quiet machine:
-    bench/scan_bench.py --scale prints them. The bound here is for a shared machine, where a
-    second-long stall can come from the load alone; an event loop that waited for the scan's
-    reading or for its workers to start would answer a few times at most while it reads.)"""
+    reports the scan's progress as it goes, and no answer waits for the scan's own work on the
+    event loop. That is measured in CPU time of the loop's thread during each answer: on this
+    shared machine the wall time of an answer swings with the load of other work alone (seconds,
+    at times, under a load of 20); bench/scan_bench.py --scale prints it (tens of ms when quiet)."""
     import dataclasses
 
     from streamer import create_app
@@ -378,16 +384,16 @@ async def test_the_server_answers_during_a_big_scan(aiohttp_client, tmp_path, ff
     library = _linked_library(tmp_path / "music", encode(ffmpeg, tmp_path / "base.mp3", 0.2), 4000)
     app = create_app(dataclasses.replace(settings_for(library, tmp_path / "data"), scan_workers=2))
     client = await aiohttp_client(app)
-    slowest, reads = 0.0, set()
+    busiest, reads = 0.0, set()
     deadline = time.monotonic() + 60
     while app[SCANNER].running or app[SCANNER].progress.state != "done":
         assert time.monotonic() < deadline, "the scan did not end"
-        asked = time.monotonic()
+        cpu = time.thread_time()  # this test and the server share the event loop's thread
         body = await (await client.get("/api/v1/library/scan")).json()
-        slowest = max(slowest, time.monotonic() - asked)
+        busiest = max(busiest, time.thread_time() - cpu)
         if body["state"] == "reading":
             reads.add(body["read"])
-    assert slowest < 5.0
+    assert busiest < 0.2
     assert len(reads) >= 3  # answered while reading, and the progress seen moving
     assert (await (await client.get("/api/v1/tracks?limit=1")).json())["total"] == 4000
 
