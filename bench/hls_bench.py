@@ -28,16 +28,28 @@ What it does (everything on 127.0.0.1; everything it starts is stopped at the en
    fast as they come, against one plain ffmpeg transcoding the whole FLAC to AAC 128k (`-f adts`);
    both as x-realtime, and the time ratio.
 
+With --catalog N (200000 for issue 15), a second server runs over a catalog of the library plus
+N generated tracks: the library scanned by the server's own Scanner, then N rows (distinct paths,
+titles, 12-track albums, 48-track artists; the stream facts of one real file) saved through the
+catalog's scan save path (Catalog.save_scan in batches, then finish_scan, which rebuilds albums,
+artists and the search index) into its data folder, which it opens with --no-scan-on-start (a
+scan would drop rows whose files do not exist). Tests 1, 2 and 4 then run on that server, and
+test 3 on both, --scale-rounds times alternating which goes first, each round on new cold
+tracks and once the runs of earlier tests have ended on both servers: the server over the
+library alone (81 tracks, and --listeners more for each round after the first) is the
+reference measured in the same run.
+
 Every segment body is checked (200, audio/aac, an ID3 timestamp tag followed by ADTS frames, as
 many frames as its #EXTINF says); any bad body, non-2xx answer or 5xx counted by /metrics fails.
 
 Run it with the project's Python, from the repo root:
 
     python bench/hls_bench.py [--cold 20] [--listeners 20] [--playback 30] [--rounds 2]
-                              [--duration 4] [--connections 32] [--verbose] [--keep]
+                              [--duration 4] [--connections 32] [--catalog 200000 [--scale-rounds 2]]
+                              [--verbose] [--keep]
 
-About 2 minutes in all with the defaults. Needs the `wrk` binary (Debian package `wrk`) for
-test 2; it installs nothing.
+About 2 minutes in all with the defaults, 5 to 8 with --catalog 200000. Needs the `wrk` binary
+(Debian package `wrk`) for test 2; it installs nothing.
 
 Exit status: 0 when every target passes, 1 when a target fails, 2 when the benchmark could not run.
 """
@@ -47,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import re
@@ -60,9 +73,12 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from common import (  # bench/ is on sys.path when a benchmark runs as a script
-    BenchError, Proc, Summary, alternating_rounds, ensure_alive, fastest, ffmpeg_exe, load_average, log_problems,
+    REPO, BenchError, Proc, Summary, alternating_rounds, ensure_alive, fastest, ffmpeg_exe, load_average, log_problems,
     paired_median, percentile, ratio, require_modules, run_bench, run_wrk, start_server, wait_scan,
 )
+
+if str(REPO) not in sys.path:  # --catalog fills a catalog with the server's own media package
+    sys.path.insert(0, str(REPO))
 
 TARGET_COLD_P50 = 0.300
 TARGET_COLD_P95 = 0.600
@@ -136,6 +152,86 @@ def link_library(library: Path, groups: dict[str, int], bases: list[Path]) -> di
                 shutil.copyfile(base, path)
             titles[title] = base
     return titles
+
+
+# --- a big catalog (--catalog) ----------------------------------------------------------------
+
+EXTRA_BATCH = 5000  # generated tracks per save, as a scan saves what its workers read
+GENRES = ("Rock", "Jazz", "Classical", "Electronic", "Folk", "Hip-Hop", "Pop", "Soul")
+
+
+def extra_records(template: dict, start: int, stop: int) -> list[dict]:
+    """Catalog records of generated tracks start..stop-1: the template's stream facts under
+    distinct paths, titles, albums (12 tracks each) and artists (48 tracks each). Their files do
+    not exist: only a server that does not scan keeps them."""
+    from media import ids
+
+    out = []
+    for i in range(start, stop):
+        artist, album, number = f"Artist {i // 48:05d}", f"Album {i // 12:06d}", i % 12 + 1
+        path = f"extra/{artist}/{album}/{number:02d} Song {i}.flac"
+        out.append(dict(template, id=ids.track_id(path), path=path, title=f"Song {i}", tag_artist=artist,
+                        tag_album=album, track_number=number, year=1960 + i // 12 % 60,
+                        genre=GENRES[i // 12 % len(GENRES)]))
+    return out
+
+
+async def fill_catalog(library: Path, data: Path, extra: int) -> dict[str, float]:
+    """The catalog of a server that will not scan: the library scanned by the server's own
+    Scanner, then `extra` generated tracks saved through the scan's save path (Catalog.save_scan
+    in batches, then finish_scan: albums, artists and the search index rebuilt). Timings, counts."""
+    from media import Catalog, Scanner
+    from media.tags import read_files
+
+    catalog = Catalog(data / "catalog.db", "normal")
+    try:
+        t0 = time.monotonic()
+        progress = await Scanner(library, catalog, workers=1).scan()
+        first = min(library.rglob("*.flac"))
+        st = first.stat()
+        _, template, problem = read_files(str(library), [(first.relative_to(library).as_posix(), st.st_size,
+                                                          st.st_mtime_ns)])[0]
+        if progress.state != "done" or template is None:
+            raise BenchError(f"scan of the library for the big catalog: {progress.state}, {problem}")
+        t1 = time.monotonic()
+        for start in range(0, extra, EXTRA_BATCH):
+            await catalog.save_scan(extra_records(template, start, min(extra, start + EXTRA_BATCH)), [])
+        await catalog.finish_scan({})
+        return {"scan": t1 - t0, "fill": time.monotonic() - t1, **await catalog.counts()}
+    finally:
+        catalog.close()
+
+
+async def same_tracks(base: str, tracks: dict[str, dict], answers: Answers) -> dict[str, dict]:
+    """The tracks (title -> track) as the server at `base` lists them (ids are the same on
+    every server of one library: they come from the paths)."""
+    import aiohttp
+
+    out = {}
+    async with aiohttp.ClientSession() as session:
+        for title, track in tracks.items():
+            status, _, body = await get(session, f"{base}/api/v1/tracks/{track['id']}", answers)
+            if status != 200:
+                raise BenchError(f"track {title} ({track['id']}) at {base}: status {status}")
+            out[title] = json.loads(body)
+    return out
+
+
+def start_big(r: Run, procs: list[Proc]) -> Server:
+    """[0] The server over the library plus --catalog generated tracks, its tracks listed."""
+    data = r.tmp / "data-big"
+    print(f"[0] big catalog: the library scanned, then {r.args.catalog:,} generated tracks saved "
+          f"through Catalog.save_scan ({EXTRA_BATCH:,} a batch) and finish_scan", flush=True)
+    facts = asyncio.run(fill_catalog(r.tmp / "library", data, r.args.catalog))
+    t0 = time.monotonic()
+    proc, base = start_server(r.tmp / "library", data, r.tmp / "server-big.log", procs,
+                              extra=("--no-scan-on-start",))
+    tracks = asyncio.run(same_tracks(base, r.small.tracks, r.answers))
+    print(f"  scan {facts['scan']:.1f}s, {r.args.catalog:,} tracks saved and regrouped in {facts['fill']:.1f}s "
+          f"(not timed): {facts['tracks']:,} tracks, {facts['albums']:,} albums, {facts['artists']:,} "
+          f"artists; {(data / 'catalog.db').stat().st_size / 2**20:.0f} MiB. Its server: {base} (pid "
+          f"{proc.pid}), answering {time.monotonic() - t0:.1f}s after its start\n", flush=True)
+    return Server(f"{facts['tracks']:,} tracks", proc, base, tracks)
 
 
 # --- HTTP (aiohttp client) --------------------------------------------------------------------
@@ -260,15 +356,18 @@ async def metrics(session, base: str) -> dict[str, float]:
     return out
 
 
-async def wait_idle(session, base: str, timeout: float = 10.0) -> float:
+async def wait_idle(session, base: str, timeout: float = 10.0, runs_ended: bool = False) -> float:
     """Wait until no ffmpeg works or waits in our server (segments made ahead, say). Processes
     set aside ahead of their listener hold no slot and use no CPU (blocked on a full pipe) once
-    ffmpeg has filled its pipe, which the idle period here leaves time for."""
+    ffmpeg has filled its pipe, which the idle period here leaves time for. With `runs_ended`,
+    until those have ended too (a run stops 30 s after its listener last asked)."""
     t0 = time.monotonic()
-    idle_since = None
+    idle_since, m = None, {}
     while time.monotonic() - t0 < timeout:
         m = await metrics(session, base)
         working = m.get("streamer_ffmpeg_running", 1) if m else 1
+        if runs_ended:
+            working += m.get("streamer_ffmpeg_paused", 1) if m else 1
         if working == 0 and m.get("streamer_ffmpeg_queued", 1) == 0:
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since >= 0.3:
@@ -276,7 +375,8 @@ async def wait_idle(session, base: str, timeout: float = 10.0) -> float:
         else:
             idle_since = None
         await asyncio.sleep(0.02)
-    raise BenchError(f"our server still runs ffmpeg after {timeout:.0f}s with nothing asked")
+    seen = {k[len("streamer_ffmpeg_"):]: v for k, v in m.items() if k.startswith("streamer_ffmpeg_")}
+    raise BenchError(f"our server {base} still runs ffmpeg after {timeout:.0f}s with nothing asked: {seen or 'no metrics'}")
 
 
 def run_reference(cmd: list[str]) -> float:
@@ -475,17 +575,41 @@ def ms(x: float) -> str:
 # --- the run's steps ----------------------------------------------------------------------------
 
 @dataclass
+class Server:
+    """One of our servers: what its catalog holds, its process, its URL and its tracks."""
+    label: str
+    proc: Proc
+    base: str
+    tracks: dict[str, dict]  # title -> the catalog's track
+
+
+@dataclass
 class Run:
-    """What the run's steps share: options, folders, processes, tools, our server and its tracks."""
+    """What the run's steps share: options, folders, processes, tools, our servers and their tracks."""
     args: argparse.Namespace
     tmp: Path
     answers: Answers
     ffmpeg: str
     wrk: str
-    ours: Proc
-    base: str
+    small: Server  # over the library alone
     titles: dict[str, Path]  # title -> the FLAC it is a link of
-    tracks: dict[str, dict]  # title -> the catalog's track
+    big: Server | None = None  # with --catalog: over the library and the generated tracks
+
+    @property
+    def servers(self) -> list[Server]:
+        return [self.small] + ([self.big] if self.big is not None else [])
+
+    @property
+    def ours(self) -> Proc:  # tests 1, 2 and 4 run on the last server: the big one if any
+        return self.servers[-1].proc
+
+    @property
+    def base(self) -> str:
+        return self.servers[-1].base
+
+    @property
+    def tracks(self) -> dict[str, dict]:
+        return self.servers[-1].tracks
 
 
 def find_tools() -> tuple[str, str]:
@@ -504,6 +628,8 @@ def make_library(args: argparse.Namespace, tmp: Path, ffmpeg: str) -> dict[str, 
     t0 = time.monotonic()
     bases = make_bases(ffmpeg, tmp / "bases", args.bases, args.seconds)
     groups = {"first": args.cold, "last": args.cold, "mid": args.cold, "listen": args.listeners, "whole": 1}
+    if args.catalog:  # new cold tracks for each round of listeners after the first
+        groups.update({f"listen{k}": args.listeners for k in range(1, args.scale_rounds)})
     titles = link_library(tmp / "library", groups, bases)
     print(f"library: {len(titles)} tracks, hard links of {len(bases)} different FLAC files "
           f"({args.seconds:g} s, {SAMPLE_RATE} Hz stereo, {bases[0].stat().st_size / 1e6:.1f} MB each), "
@@ -524,7 +650,7 @@ def prepare(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Ans
     if sample["codec"] != "flac" or abs(sample["duration"] - args.seconds) > 1:
         raise BenchError(f"unexpected track facts: codec {sample['codec']}, duration {sample['duration']}")
     print(f"our server: {base} (pid {ours.pid}); scan done\n", flush=True)
-    return Run(args, tmp, answers, ffmpeg, wrk, ours, base, titles, tracks)
+    return Run(args, tmp, answers, ffmpeg, wrk, Server(f"{len(tracks)} tracks", ours, base, tracks), titles)
 
 
 def print_cold(cold: dict) -> None:
@@ -615,13 +741,17 @@ def warm_section(r: Run, table: Summary, seg: dict) -> None:
                f"{paired_median(runs['range'], runs['segment']):.2f}")
 
 
-async def idle_then_listen(r: Run) -> list[dict]:
-    """The listeners of [3], started once the server is idle."""
+async def idle_then_listen(r: Run, server: Server, group: str = "listen") -> list[dict]:
+    """The listeners of [3] on `server`, on the tracks of `group`, started once every server is
+    idle; with --catalog, once the runs of earlier tests have ended too, so that each round starts
+    alike on either server."""
     import aiohttp
 
+    scale = r.big is not None
     async with aiohttp.ClientSession() as s:
-        await wait_idle(s, r.base)
-    return await listeners_test([r.tracks[f"listen-{i:02d}"] for i in range(r.args.listeners)],
+        for each in r.servers:
+            await wait_idle(s, each.base, 45 if scale else 10, runs_ended=scale)
+    return await listeners_test([server.tracks[f"{group}-{i:02d}"] for i in range(r.args.listeners)],
                                 r.args.variant, r.args.playback, r.args.lookahead, r.answers)
 
 
@@ -653,7 +783,10 @@ def listeners_section(r: Run, table: Summary) -> None:
     print(f"[3] {a.listeners} listeners start {a.listeners} different cold tracks at once, then "
           f"play {a.playback:g} s each in real time (segment k asked for when segment "
           f"k-{a.lookahead} starts playing)", flush=True)
-    results = asyncio.run(idle_then_listen(r))
+    if r.big is not None:
+        scale_listeners(r, table)
+        return
+    results = asyncio.run(idle_then_listen(r, r.small))
     fig = listener_figures(results)
     print_listeners(results, fig, a.verbose)
     firsts, margins, ahead = fig["firsts"], fig["margins"], fig["ahead"]
@@ -662,6 +795,56 @@ def listeners_section(r: Run, table: Summary) -> None:
     table.check(len(ahead) == len(results), f"{a.listeners} listeners ahead of real time ({a.playback:g} s)", "",
                 f"{len(ahead)}/{len(results)}; {fig['late']}/{len(margins)} late; min margin "
                 f"{min(margins, default=float('nan')):.2f}s", "", "all")
+
+
+def scale_listeners(r: Run, table: Summary) -> None:
+    """[3] with --catalog: the listeners on each server in --scale-rounds rounds, alternating which
+    goes first, each round on tracks cold on both; the server over the library alone is the
+    reference."""
+    figs: dict[str, list[dict]] = {"small": [], "big": []}
+    for k in range(r.args.scale_rounds):
+        group = "listen" if k == 0 else f"listen{k}"
+        for side in ("small", "big") if k % 2 == 0 else ("big", "small"):
+            server = getattr(r, side)
+            results = asyncio.run(idle_then_listen(r, server, group))
+            print(f"  round {k + 1}, {server.label}:", flush=True)
+            figs[side].append(listener_figures(results))
+            print_listeners(results, figs[side][-1], r.args.verbose)
+    scale_rows(r, table, figs)
+
+
+def pooled(figs: list[dict]) -> dict:
+    """The listener figures of several rounds as one."""
+    out = {key: [x for f in figs for x in f[key]] for key in ("firsts", "ahead", "margins")}
+    return {**out, "late": sum(f["late"] for f in figs)}
+
+
+def ahead_text(fig: dict) -> str:
+    return (f"{len(fig['ahead'])}/{len(fig['firsts'])} ahead, {fig['late']}/{len(fig['margins'])} late, "
+            f"min margin {min(fig['margins'], default=float('nan')):.2f}s")
+
+
+def peak_rss(proc: Proc) -> str:
+    """A process's peak resident set (VmHWM), or "?" when it cannot be read."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        return f"{int(next(ln for ln in status if ln.startswith('VmHWM:')).split()[1]) / 1024:.0f} MiB"
+    return "?"
+
+
+def scale_rows(r: Run, table: Summary, figs: dict[str, list[dict]]) -> None:
+    """The listeners on the big catalog against the target, those on the library alone beside them."""
+    a, small, big = r.args, pooled(figs["small"]), pooled(figs["big"])
+    p50 = {side: [percentile(f["firsts"], 50) for f in fs] for side, fs in figs.items()}
+    paired = statistics.median(ratio(b, s) for s, b in zip(p50["small"], p50["big"]))
+    name = f"{a.listeners} listeners x {a.scale_rounds}, {r.small.label} -> {r.big.label}"
+    table.check(max(big["firsts"]) <= TARGET_FIRST_SEGMENT, f"{name}: first segment max (p50)",
+                f"{ms(max(small['firsts']))} ({ms(percentile(small['firsts'], 50))})",
+                f"{ms(max(big['firsts']))} ({ms(percentile(big['firsts'], 50))})", f"{paired:.2f} (p50s paired)",
+                f"<= {TARGET_FIRST_SEGMENT:g} s each")
+    table.check(len(big["ahead"]) == len(big["firsts"]), f"{name}: ahead of real time ({a.playback:g} s)",
+                ahead_text(small), ahead_text(big), "", "all")
+    table.info(f"peak RSS (VmHWM), {r.small.label} -> {r.big.label}", peak_rss(r.small.proc), peak_rss(r.big.proc))
 
 
 def whole_section(r: Run, table: Summary) -> None:
@@ -680,18 +863,28 @@ def whole_section(r: Run, table: Summary) -> None:
                f"{ratio(whole['seconds'], ref_whole):.2f} (time)")
 
 
-def health_section(r: Run, table: Summary) -> None:
-    """Our server's counters and log, and what the clients saw go wrong."""
-    ensure_alive(r.ours, " during the run")
-    final = asyncio.run(server_counts(r.base))
-    n_err, n_warn, sample_lines = log_problems(r.ours)
-    fivexx = int(final.get("5xx", 0))
-    print(f"our server: {final.get('streamer_ffmpeg_runs', 0):.0f} ffmpeg runs "
+def server_health(server: Server) -> dict:
+    """One server's counters and log, printed: its 5xx count, log lines and children reaped by
+    someone other than asyncio's child watcher (which then logs "... returncode 255")."""
+    ensure_alive(server.proc, " during the run")
+    final = asyncio.run(server_counts(server.base))
+    n_err, n_warn, sample_lines = log_problems(server.proc)
+    lost = 0
+    with contextlib.suppress(OSError):
+        lost = server.proc.log_path.read_text(errors="replace").count("returncode 255")
+    print(f"our server ({server.label}): {final.get('streamer_ffmpeg_runs', 0):.0f} ffmpeg runs "
           f"({final.get('streamer_ffmpeg_seconds', 0):.1f}s summed), cache hits "
           f"{final.get('streamer_cache_hits', 0):.0f}, misses {final.get('streamer_cache_misses', 0):.0f}; "
-          f"{fivexx} answers 5xx by /metrics; log: {n_err} ERROR, {n_warn} WARNING lines")
+          f"{final.get('5xx', 0):.0f} answers 5xx by /metrics; log: {n_err} ERROR, {n_warn} WARNING lines")
     for ln in sample_lines:
         print(f"  log: {ln[:200]}")
+    return {"5xx": int(final.get("5xx", 0)), "errors": n_err, "warnings": n_warn, "lost": lost}
+
+
+def health_section(r: Run, table: Summary) -> None:
+    """Our servers' counters and logs, and what the clients saw go wrong."""
+    health = [server_health(server) for server in r.servers]
+    fivexx, lost = sum(h["5xx"] for h in health), sum(h["lost"] for h in health)
     answers = r.answers
     for f in answers.failures[:5]:
         print(f"  client saw: {f[:200]}")
@@ -700,7 +893,8 @@ def health_section(r: Run, table: Summary) -> None:
     table.check(fivexx == 0 and answers.non2xx == 0 and not answers.bad_bodies,
                 "5xx (metrics) / non-2xx (clients) / bad segments", "",
                 f"{fivexx} / {answers.non2xx} / {len(answers.bad_bodies)}", "", "0")
-    table.info("server log ERROR / WARNING lines", "", f"{n_err} / {n_warn}")
+    table.check(lost == 0, "children reaped behind asyncio's watcher (log: returncode 255)", "", str(lost), "", "0")
+    table.info("server log ERROR / WARNING lines", "", " + ".join(f"{h['errors']} / {h['warnings']}" for h in health))
 
 
 def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers) -> int:
@@ -713,6 +907,8 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers
           f"(one process, its ffmpeg runs), the references and the clients; ffmpeg {ffmpeg}; wrk {wrk}. "
           f"Temp folder {tmp}", flush=True)
     r = prepare(args, tmp, procs, answers, ffmpeg, wrk)
+    if args.catalog:
+        r.big = start_big(r, procs)
     table = Summary()
     seg = cold_section(r, table)
     warm_section(r, table, seg)
@@ -720,7 +916,8 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc], answers: Answers
     whole_section(r, table)
     health_section(r, table)
     print(f"load average at the end: {load_average()} (at start: {load})")
-    return table.finish(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources; reference = "
+    catalog = f"; tests 1, 2, 4 on the {r.big.label} catalog" if r.big is not None else ""
+    return table.finish(f"\nSUMMARY ({args.variant}, {args.seconds:g} s 44.1 kHz stereo FLAC sources{catalog}; reference = "
                         f"plain ffmpeg on the same file; {os.cpu_count()} cores shared; total "
                         f"{time.monotonic() - t_start:.0f}s)")
 
@@ -740,11 +937,18 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=300, help="length of the FLAC files (default 300)")
     ap.add_argument("--bases", type=int, default=4, help="different FLAC contents (default 4)")
     ap.add_argument("--variant", default="aac128", help="HLS variant (default aac128)")
+    ap.add_argument("--catalog", type=int, default=0, metavar="N",
+                    help="run tests 1, 2 and 4 on a server whose catalog also holds N generated tracks, and "
+                         "test 3 on it and on the library alone (default 0: one server, the library alone)")
+    ap.add_argument("--scale-rounds", type=int, default=2,
+                    help="with --catalog: listener rounds on each server, alternating which goes first (default 2)")
     ap.add_argument("--verbose", action="store_true", help="every cold request, every listener, wrk outputs")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (library, server log)")
     args = ap.parse_args()
     if not 1 <= args.playback <= 60:
         ap.error("--playback must be from 1 to 60 seconds")
+    if args.catalog < 0 or args.scale_rounds < 1:
+        ap.error("--catalog must be >= 0 and --scale-rounds >= 1")
     if args.cold < 1 or args.listeners < 1 or args.bases < 1 or args.seconds < REF_SEEK + REF_SECONDS:
         ap.error(f"--cold, --listeners and --bases must be >= 1, --seconds >= {REF_SEEK + REF_SECONDS:g}")
     answers = Answers()
