@@ -273,7 +273,7 @@ def main() -> int:
     ap.add_argument("--buffer", type=float, default=2.0, help="seconds of audio held before playing (default 2)")
     ap.add_argument("--ahead", type=float, default=10.0, help="most seconds read ahead of the playhead (default 10)")
     ap.add_argument("--mp3-seconds", type=int, default=160, help="length of the mp3 (160 s ~ 5 MB)")
-    ap.add_argument("--event-loop", choices=("uvloop", "asyncio"), default=None,
+    ap.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None,
                     help="our server's event loop (default: its own default, the event_loop setting's)")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (logs, nginx.conf)")
     args = ap.parse_args()

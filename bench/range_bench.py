@@ -7,7 +7,7 @@ What it does (everything on 127.0.0.1, everything it starts is stopped at the en
    library folder;
 2. starts nginx (1 worker, sendfile on, access_log off) serving that folder, and our server (one
    process, its default event loop, or --event-loop) over the same folder; with --compare-loops
-   a second server of ours on Python's own asyncio loop; waits for our scan and finds the track id;
+   a second server of ours on the other event loop (uvloop, or asyncio's); waits for our scans;
 3. checks correctness first: one 64 KiB range from each server must be a 206 whose body equals the
    file's bytes (and a whole-file GET must return the whole file);
 4. runs wrk against each server in turn (never two at once), in --rounds alternating rounds of
@@ -24,7 +24,7 @@ Needs the `nginx` and `wrk` binaries (Debian packages `nginx-light` and `wrk`); 
 nothing. Run it with the project's Python:
 
     python bench/range_bench.py [--duration 10] [--rounds 3] [--connections 64] [--held 1000]
-                                [--only range,whole,held] [--compare-loops] [--event-loop uvloop|asyncio]
+                                [--only range,whole,held] [--compare-loops] [--event-loop asyncio|uvloop]
                                 [--verbose] [--keep]
 
 Defaults: 3 tests x 2 servers x 3 rounds x 10 s = 180 s of load, about 3.5 min in all (5 with
@@ -404,13 +404,14 @@ def start_ours(tmp: Path, library: Path, name: str, procs: list[Proc], loop: str
 
 def start_servers(args: argparse.Namespace, tmp: Path, library: Path, track: Path, nginx: str,
                   procs: list[Proc]) -> dict[str, Side]:
-    """nginx, then ours (and ours on asyncio with --compare-loops) once its scan has found the file."""
+    """nginx, then ours (and ours on the other event loop with --compare-loops) once its scan is done."""
     ngx, ngx_workers, nginx_port = start_nginx(tmp, library, nginx, procs)
     sides = {"nginx": Side(f"http://127.0.0.1:{nginx_port}/{track.name}", [ngx.pid, *ngx_workers], ngx)}
     print(f"nginx: {sides['nginx'].url}  (master {ngx.pid}, worker {','.join(map(str, ngx_workers))})")
     sides["ours"] = start_ours(tmp, library, "ours", procs, args.event_loop)
     if args.compare_loops:
-        sides["asyncio"] = start_ours(tmp, library, "asyncio", procs, "asyncio")
+        other = "asyncio" if args.event_loop == "uvloop" else "uvloop"
+        sides[other] = start_ours(tmp, library, other, procs, other)
     return sides
 
 
@@ -452,7 +453,7 @@ def measure_test(args: argparse.Namespace, wrk: str, sides: dict[str, Side], pro
 def run_tests(args: argparse.Namespace, wrk: str, sides: dict[str, Side], procs: list[Proc],
               plan: list) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], float]]:
     """Every planned test: the best round of each server, the median of each server's paired
-    ratios to nginx ((test, side) -> ratio; ("test", "uvloop") : ours/asyncio), and peaks."""
+    ratios to nginx ((test, side) -> ratio; (test, "loops"): the other loop's server / ours), and peaks."""
     results: dict[tuple[str, str], dict] = {}
     paired: dict[tuple[str, str], float] = {}
     for key, title, conns, script in plan:
@@ -465,8 +466,8 @@ def run_tests(args: argparse.Namespace, wrk: str, sides: dict[str, Side], procs:
             results[(key, who)]["root_rss"] = max(r["root_rss"] for r in rs)
             if who != "nginx":
                 paired[(key, who)] = paired_median(runs["nginx"], rs, field)
-        if "asyncio" in runs:
-            paired[(key, "uvloop")] = paired_median(runs["asyncio"], runs["ours"], field)
+        for other in set(runs) - {"nginx", "ours"}:  # --compare-loops
+            paired[(key, "loops")] = paired_median(runs["ours"], runs[other], field)
         print(flush=True)
     return results, paired
 
@@ -524,15 +525,17 @@ def held_rows(table: Summary, args: argparse.Namespace, results: dict, paired: d
 
 
 def loop_rows(table: Summary, results: dict, paired: dict) -> None:
-    """With --compare-loops: ours on asyncio against nginx, and the default loop against asyncio."""
+    """With --compare-loops: our server on the other event loop against nginx, and against ours."""
     for key, what in (("range", "range req/s"), ("whole", "whole-file bytes/s"), ("held", "held req/s")):
-        if (key, "asyncio") not in paired:
+        other = next((who for test, who in results if test == key and who not in ("nginx", "ours")), None)
+        if other is None:
             continue
-        a, o = results[(key, "asyncio")], results[(key, "ours")]
-        table.info(f"asyncio loop: {what}, median of pairs", "", "", f"{paired[(key, 'asyncio')]:.3f}")
-        table.info("  ours / ours on asyncio, median of pairs", "", "", f"{paired[(key, 'uvloop')]:.3f}")
-        table.info("  CPU per request: asyncio, ours", f"{a['cpu_per_req_us']:.0f} us",
-                   f"{o['cpu_per_req_us']:.0f} us", f"{ratio(o['cpu_per_req_us'], a['cpu_per_req_us']):.2f}")
+        x, o = results[(key, other)], results[(key, "ours")]
+        table.info(f"{other}: {what}, median of pairs", "", "", f"{paired[(key, other)]:.3f}")
+        table.info(f"  {other} / ours, median of pairs", "", "", f"{paired[(key, 'loops')]:.3f}")
+        table.info(f"  {other}: p99, median of rounds", "", f"{x['p99_ms']:.1f} ms (ours {o['p99_ms']:.1f} ms)")
+        table.info(f"  CPU per request: ours, {other}", f"{o['cpu_per_req_us']:.0f} us",
+                   f"{x['cpu_per_req_us']:.0f} us", f"{ratio(x['cpu_per_req_us'], o['cpu_per_req_us']):.2f}")
 
 
 def test_rows(table: Summary, args: argparse.Namespace, results: dict, paired: dict) -> None:
@@ -587,10 +590,10 @@ def main() -> int:
     ap.add_argument("--mp3-seconds", type=int, default=160, help="length of the test mp3 (160 s ~ 5 MB)")
     ap.add_argument("--only", default="range,whole,held",
                     help="comma list of the tests to run: range, whole, held (default: all three)")
-    ap.add_argument("--event-loop", choices=("uvloop", "asyncio"), default=None,
+    ap.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None,
                     help="our server's event loop (default: its own default, the event_loop setting's)")
     ap.add_argument("--compare-loops", action="store_true",
-                    help="also run a server of ours on asyncio's own loop, in the same rounds")
+                    help="also run a server of ours on the other event loop (uvloop, or asyncio's), in the same rounds")
     ap.add_argument("--verbose", action="store_true", help="print every wrk output in full")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (logs, nginx.conf)")
     args = ap.parse_args()

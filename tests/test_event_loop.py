@@ -1,5 +1,5 @@
-"""`run.py serve` runs on the event loop its settings name (event_loop: uvloop by default, or
-asyncio), and serves the same bytes on either: real processes on 127.0.0.1."""
+"""`run.py serve` runs on the event loop its settings name (event_loop: asyncio by default, or
+uvloop), and serves the same bytes on either: real processes on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _scanned_track(base: str, proc: subprocess.Popen, seconds: float = 60) -> di
     raise AssertionError("the server did not finish its scan")
 
 
-@pytest.mark.parametrize("loop_setting", [None, "asyncio"])  # None: the default, uvloop
+@pytest.mark.parametrize("loop_setting", [None, "uvloop"])  # None: the default, asyncio
 def test_serve_runs_on_the_loop_its_settings_name(tmp_path, ffmpeg, loop_setting):
     track_file = encode(ffmpeg, tmp_path / "music" / "a.mp3", seconds=3)
     port = free_ports()
@@ -52,7 +52,7 @@ def test_serve_runs_on_the_loop_its_settings_name(tmp_path, ffmpeg, loop_setting
         assert status == 206 and body == track_file.read_bytes()[100:1100]
         assert headers["Content-Range"] == f"bytes 100-1099/{track['size']}"
         on_uvloop = "/uvloop/" in Path(f"/proc/{proc.pid}/maps").read_text()
-        assert on_uvloop == (loop_setting != "asyncio")
+        assert on_uvloop == (loop_setting == "uvloop")
     finally:
         proc.terminate()
         proc.wait(20)

@@ -1,5 +1,5 @@
-"""The tests of this folder run on uvloop, the event loop `run.py serve` uses by default (the
-event_loop setting); every other test runs on Python's own asyncio loop, the other choice.
+"""The tests of this folder run on uvloop, the event loop `run.py serve` runs on with
+event_loop = "uvloop"; every other test runs on Python's own asyncio loop, the default.
 
 pytest-asyncio asks this hook, for the tests under this folder only, which loops to run them on.
 """
