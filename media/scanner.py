@@ -36,9 +36,9 @@ TASKS_IN_FLIGHT = 2  # tasks given to each worker at a time: the one it reads, t
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
 SAVE_EVERY = 0.1  # seconds at least from a save's start to the next one's (but see HURRY_AFTER)
 HURRY_AFTER = 0.8  # once this share of the files is read, each save follows the last at once
-SAVE_MAX = 2000  # records saved in one transaction at most (other writes wait for it)
+SAVE_MAX = 4000  # records a save takes at most (other writes wait; a commit rewrites the index pages it touched)
 SAVE_BACKLOG = 2 * SAVE_MAX  # records waiting to be saved beyond which reading waits for the writer
-REGROUP_EVERY = 5.0  # seconds at least between album/artist rebuilds during a long scan
+REGROUP_EVERY = 10.0  # seconds at least between album/artist rebuilds during a long scan
 REGROUP_SHARE = 0.05  # and at most this share of the time between them spent in them
 LOG_EVERY = 5.0  # seconds between progress lines in the log during a long scan
 MAX_PROBLEMS = 500
@@ -87,7 +87,8 @@ class ScanProgress:
 class Walked:
     """What a walk of the library found, set against the files the catalog holds."""
     files: int = 0  # audio files in the folder
-    changed: list[tuple[str, int, int]] = dataclasses.field(default_factory=list)  # new or changed: (path, size, mtime_ns)
+    # new or changed files: (relative path, size, mtime_ns)
+    changed: list[tuple[str, int, int]] = dataclasses.field(default_factory=list)
     updates: set[str] = dataclasses.field(default_factory=set)  # those of them the catalog holds
     images: dict[str, str] = dataclasses.field(default_factory=dict)  # folder -> its best cover image
 

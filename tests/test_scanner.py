@@ -269,7 +269,8 @@ def test_mp3_tags_of_every_id3_version_are_read_alike_whatever_other_frames_they
     ID3(audio).delete()
     frames = [TIT2(encoding=3, text="Tïtle"), TPE1(encoding=1, text="Ärtist"), TALB(encoding=3, text="Album"),
               TPE2(encoding=3, text="Band"), TRCK(encoding=3, text="3/12"), TPOS(encoding=3, text="2/2"),
-              TCON(encoding=3, text="(17)"), TCMP(encoding=3, text="1"), UFID(owner="http://musicbrainz.org", data=b"mb-1"),
+              TCON(encoding=3, text="(17)"), TCMP(encoding=3, text="1"),
+              UFID(owner="http://musicbrainz.org", data=b"mb-1"),
               TXXX(encoding=3, desc="REPLAYGAIN_TRACK_GAIN", text="-7.5 dB"), APIC(encoding=3, mime="image/jpeg",
               type=3, desc="", data=b"\xff\xd8\xff" + b"0" * 999), COMM(encoding=3, lang="eng", desc="", text="hi"),
               USLT(encoding=3, lang="eng", desc="", text="la la"), PRIV(owner="x", data=b"123")]
