@@ -68,14 +68,19 @@ def keep_private(path: Path) -> None:
     os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
-def connect(path: Path, synchronous: str = "full") -> sqlite_utils.Database:
+def connect(path: Path, synchronous: str = "full", writer: bool = False) -> sqlite_utils.Database:
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: a write answered is on disk, even after a power cut (what a master tells a region is
     # stored must be). NORMAL (a setting) survives crashes of the program, not of the machine.
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA temp_store=MEMORY")
+    # Readers sort in memory. The writer's temporary files stay files: a statement journal kept in
+    # memory is cut back at each statement's end by a walk over all it holds, and in one write of
+    # many statements (a page of the change feed: thousands of plays, each fires the play totals'
+    # trigger) it holds every page the write changed: the cost grew as their square (a region
+    # catching up slowed from 50 to 900 us a play). A file is cut back at once.
+    conn.execute(f"PRAGMA temp_store={'FILE' if writer else 'MEMORY'}")
     return sqlite_utils.Database(conn)
 
 
@@ -98,7 +103,8 @@ class Database:
     def _conn(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = self._local.db = connect(self.path, self.synchronous)
+            writer = threading.current_thread().name.startswith("db-write")
+            db = self._local.db = connect(self.path, self.synchronous, writer)
             with self._all_lock:
                 self._all.append(db)
                 db.conn.set_trace_callback(self._traced)

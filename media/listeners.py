@@ -84,8 +84,10 @@ def migrate_6(db: sqlite_utils.Database) -> None:
 # API write, a region applying the master's log, a promoted region's replay), which counts a batch
 # at once, in the same transaction; a play inserted any other way is counted by the trigger, which
 # stands aside while insert_plays counts (the 'plays counted' row of meta). Counting per row in the
-# trigger alone cost 60-90% more CPU per play than the batch. The albums' totals follow the tracks'
-# albums, which a rescan may change: regroup (media.catalog) makes them again (rebuild_album_plays).
+# trigger alone cost 60-90% more CPU per play than the batch. (With a trigger, every insert of a play
+# keeps a statement journal: why the writer's are files, media.database.connect.) The albums' totals
+# follow the tracks' albums, which a rescan may change: regroup (media.catalog) makes them again
+# (rebuild_album_plays).
 _PLAY_TOTALS = (
     "CREATE TABLE IF NOT EXISTS play_totals (user_id TEXT NOT NULL, track_id TEXT NOT NULL, plays INTEGER NOT NULL, "
     "last_played TEXT, PRIMARY KEY (user_id, track_id)) WITHOUT ROWID",
@@ -121,14 +123,18 @@ def insert_plays(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
         if row["id"] not in kept:
             new.setdefault(row["id"], row)  # the first of an id, as INSERT OR IGNORE would
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('plays counted', 'here')")  # the trigger stands aside
-    db.conn.executemany("INSERT INTO plays (id, user_id, track_id, played_at, seconds) "
+    db.conn.executemany("INSERT OR IGNORE INTO plays (id, user_id, track_id, played_at, seconds) "
                         "VALUES (:id, :user_id, :track_id, :played_at, :seconds)", new.values())
     db.execute("DELETE FROM meta WHERE key = 'plays counted'")
     per_track = _totals((row["user_id"], row["track_id"], 1, row["played_at"]) for row in new.values())
-    db.conn.executemany(_ADD_TO.format(table="play_totals", item="track_id"), per_track)
+    _add_to(db, "play_totals", "track_id", per_track)
     albums = _album_of(db, list({track for _, track, _, _ in per_track}))
-    per_album = _totals((user, albums[track], n, last) for user, track, n, last in per_track if track in albums)
-    db.conn.executemany(_ADD_TO.format(table="album_plays", item="album_id"), per_album)
+    _add_to(db, "album_plays", "album_id", _totals((user, albums[track], n, last) for user, track, n, last in per_track
+                                                   if track in albums))
+
+
+def _add_to(db: sqlite_utils.Database, table: str, item: str, totals: list[tuple[str, str, int, str]]) -> None:
+    db.conn.executemany(_ADD_TO.format(table=table, item=item), totals)
 
 
 def _totals(plays) -> list[tuple[str, str, int, str]]:
