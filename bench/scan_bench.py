@@ -7,14 +7,15 @@ and (--scale) a real server's scans of 2,000 to 200,000 files with the memory th
    ffmpeg, copied to `Artist N/Album M/NN Title.ext` and re-tagged one by one with mutagen, so
    every file has its own tags; not timed). Reference: a single-process loop `mutagen.File(p)`
    reading `.info.length` of every file. Ours: `Scanner(library, Catalog(db), workers=0).scan()`
-   in this process, into a fresh catalog. Each side runs once untimed (warm page cache, imports,
-   our forkserver), then --rounds rounds of the reference, ours, and the reference loop split over
+   in this process, into a fresh catalog. Each side runs once untimed (warm page cache, imports),
+   then --rounds rounds of the reference, ours, and the reference loop split over
    two forked processes (what two processes get from the machine at that moment, with no messages
    and no saving: the ceiling of any two-process scan). Target: the median over rounds of
    ours/reference (files/s) >= 1.6. Each run of ours prints where its time went
    (walk, first tags back, reading, the last save and regroup) and the CPU time of this process
-   (event loop, catalog writer, executor threads) and of the worker processes (what the
-   forkserver reaped), beside the reference's.
+   (event loop, catalog writer, executor threads) and of the processes it started (workers,
+   forkserver, resource tracker: each scan starts them and ends with them gone, so every run of
+   ours pays their start-up), beside the reference's.
 
 2. No-change rescan. Makes --rescan-files files (default 20,000) as hard links of a few tiny base
    files at distinct paths (equal tags, which is fine for a rescan), scans them once (untimed),
@@ -209,22 +210,12 @@ def is_forkserver(pid: int) -> bool:
         return False
 
 
-def reaped_cpu(pid: int) -> float:
-    """CPU seconds of the children `pid` has waited for (cutime + cstime): for our forkserver, the
-    scan workers it forked, once they have exited."""
-    fields = stat_fields(pid)
-    return (int(fields[13]) + int(fields[14])) / CLOCK
-
-
-def workers_cpu(forkserver: int | None, before: float) -> float:
-    """CPU seconds of the workers of the scan that just ended: waits (bounded) until the forkserver
-    has reaped them. nan when there is no forkserver."""
-    if forkserver is None:
-        return float("nan")
-    deadline = time.monotonic() + 10
-    while children(forkserver) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return reaped_cpu(forkserver) - before
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have been reaped: a scan ends with its
+    processes gone (the workers reaped by the forkserver, the forkserver and the resource tracker
+    by this process), so a scan's difference is the CPU of all it started."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def peak_kib(pid: int) -> int | None:
@@ -374,7 +365,7 @@ def make_full_library(bases: list[Path], library: Path, n: int) -> list[Path]:
     return files
 
 
-def measure_full_scan(side: str, files: list[Path], library: Path, db: Path, forkserver: int | None) -> dict:
+def measure_full_scan(side: str, files: list[Path], library: Path, db: Path) -> dict:
     """One timed run of a side: its files/s, seconds and CPU seconds (ours: this process's and the
     workers')."""
     if side == "2 processes":
@@ -388,17 +379,12 @@ def measure_full_scan(side: str, files: list[Path], library: Path, db: Path, for
         print(f"  reference: mutagen.File loop {elapsed:7.3f}s {len(files) / elapsed:7.0f} files/s, "
               f"CPU {cpu:.2f}s", flush=True)
         return {"fps": len(files) / elapsed, "seconds": elapsed, "cpu": cpu}
-    before = reaped_cpu(forkserver) if forkserver is not None else 0.0
+    before = children_cpu()
     elapsed, progress, cpu = our_scan(library, fresh_db(db), expect_added=len(files))
-    workers = workers_cpu(forkserver, before)
+    workers = children_cpu() - before
     print(f"  ours:      Scanner.scan()    {elapsed:7.3f}s {len(files) / elapsed:7.0f} files/s, "
           f"CPU {cpu:.2f}s here + {workers:.2f}s workers ({phases(progress)})", flush=True)
     return {"fps": len(files) / elapsed, "seconds": elapsed, "cpu": cpu + workers, "workers": workers}
-
-
-def our_forkserver() -> int | None:
-    """The forkserver this process started for its scan workers (None if there is none)."""
-    return next((pid for pid in children(os.getpid()) if is_forkserver(pid)), None)
 
 
 def full_scan(args: argparse.Namespace, bases: list[Path], tmp: Path, table: Summary, n: int) -> None:
@@ -407,10 +393,9 @@ def full_scan(args: argparse.Namespace, bases: list[Path], tmp: Path, table: Sum
     files = make_full_library(bases, library, n)
     db = tmp / f"catalog-{n}.db"
     reference_read(files)  # untimed: warm page cache and mutagen's imports
-    our_scan(library, fresh_db(db), expect_added=len(files))  # untimed: our forkserver started
-    forkserver = our_forkserver()
+    our_scan(library, fresh_db(db), expect_added=len(files))  # untimed, as the reference's first run
     runs = alternating_rounds(args.rounds, ("reference", "ours", "2 processes"),
-                              lambda side, _: measure_full_scan(side, files, library, db, forkserver), 0)
+                              lambda side, _: measure_full_scan(side, files, library, db), 0)
     refs, ours, split = runs["reference"], runs["ours"], runs["2 processes"]
     paired = paired_median(refs, ours, "fps")
     table.check(paired >= TARGET_SCAN_RATIO, f"first scan, {n} files, files/s: median of pairs",

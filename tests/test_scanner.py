@@ -236,6 +236,8 @@ def test_scan_workers_leave_ctrl_c_to_the_server(tmp_path, catalog):
     the pool, and printed a KeyboardInterrupt traceback when a cluster was stopped)."""
     import signal
 
+    from media.scanner import _HELPERS
+
     scanner = Scanner(tmp_path, catalog, workers=2)
     pool = scanner._start_pool()
     try:
@@ -250,7 +252,7 @@ def test_scan_workers_leave_ctrl_c_to_the_server(tmp_path, catalog):
         assert pool.submit(os.getpid).result(timeout=30) in pids  # the pool still serves
         assert set(pool._processes) == pids and all(p.is_alive() for p in pool._processes.values())
     finally:
-        pool.shutdown()
+        _HELPERS.retire(pool)
 
 
 def _id3_frame_22(name: str, data: bytes) -> bytes:
