@@ -235,6 +235,7 @@ def backup(settings: Settings, path: Path) -> int:
 
 def serve(settings: Settings) -> int:
     from streamer.app import create_app
+    from streamer.delivery import lane
 
     _raise_open_file_limit()
     logging.getLogger("aiohttp.server").addFilter(_withhold_request_details)
@@ -261,9 +262,11 @@ def serve(settings: Settings) -> int:
               f"  (Ctrl-C to stop)", flush=True)
 
     try:
-        web.run_app(app, host=settings.host, port=settings.port, backlog=2048, print=announce,
-                    access_log=log if settings.log_level == "debug" else None,
-                    access_log_class=AccessLog, handler_cancellation=False, loop=loop)
+        # An access log of every request needs every request through aiohttp: no fast lane then.
+        debug = settings.log_level == "debug"
+        lane.run(app, host=settings.host, port=settings.port, loop=loop, lane=not debug, announce=announce,
+                 backlog=2048, access_log=log if debug else None, access_log_class=AccessLog,
+                 handler_cancellation=False)
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
               file=sys.stderr)

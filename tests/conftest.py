@@ -10,12 +10,47 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from config import Settings
 from media import find_ffmpeg
 from media.demo import make_demo_library
 from streamer import create_app
+from streamer.delivery.lane import LaneRunner
 from streamer.http.keys import CATALOG, SCANNER, SETTINGS
+
+
+class LaneTestServer(TestServer):
+    """A test server as `run.py serve` serves: each connection starts in the fast lane."""
+
+    def __init__(self, app: web.Application, *, idle_seconds: float | None = None, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self.idle_seconds = idle_seconds  # None: the lane's own
+
+    async def _make_runner(self, **kwargs):
+        if self.idle_seconds is not None:
+            kwargs["idle_seconds"] = self.idle_seconds
+        return LaneRunner(self.app, **kwargs)
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client):
+    """pytest-aiohttp's, serving an application as `run.py serve` does (through the fast lane,
+    streamer.delivery.lane), so every test of a stream goes through the path listeners take;
+    `plain_client` serves one through aiohttp alone."""
+    async def through_the_lane(app_or_server, *, server_kwargs=None, **kwargs):
+        if isinstance(app_or_server, web.Application):
+            app_or_server = LaneTestServer(app_or_server, **(server_kwargs or {}))
+        return await aiohttp_client(app_or_server, **kwargs)
+    through_the_lane.plain = aiohttp_client
+    return through_the_lane
+
+
+@pytest.fixture
+def plain_client(aiohttp_client):
+    """pytest-aiohttp's aiohttp_client itself: an application served by aiohttp alone."""
+    return aiohttp_client.plain
 
 
 @pytest.fixture(scope="session")

@@ -318,18 +318,19 @@ async def _send(request: web.Request, entry: OpenFile, status: int, headers: str
     keep_alive = request.keep_alive
     metrics.active_streams += 1
     try:
-        transport.write(_head(request, entry, status, headers, count, keep_alive))
+        transport.write(head_bytes(request.version, entry, status, headers, count, keep_alive,
+                                   request.get(SHAREABLE, True)))
         if not head_only:
             for piece in pieces:
                 if isinstance(piece, bytes):
                     transport.write(piece)
                 else:
-                    sent = _sendfile_now(transport, entry.file, *piece)
+                    sent = sendfile_now(transport, entry.file, *piece)
                     if sent < piece[1]:
-                        await _sendfile_rest(transport, entry.file, *piece, sent)
+                        await sendfile_rest(transport, entry.file, *piece, sent)
             metrics.bytes_sent += count
     except ConnectionError as exc:
-        _client_left(request, metrics, exc)
+        client_left(transport, metrics, exc, f"{request.method} {request.path}", request.remote)
     except asyncio.CancelledError:  # how the client's leaving shows when handlers are cancelled
         metrics.client_aborts += 1
         raise
@@ -338,15 +339,16 @@ async def _send(request: web.Request, entry: OpenFile, status: int, headers: str
     return _sent(status, keep_alive)
 
 
-def _head(request: web.Request, entry: OpenFile, status: int, headers: str, count: int, keep_alive: bool) -> bytes:
-    """The status line and header lines of an answer with `count` body bytes."""
-    version = request.version
+def head_bytes(version: tuple[int, int], entry: OpenFile, status: int, headers: str, count: int, keep_alive: bool,
+               shareable: bool) -> bytes:
+    """The status line and header lines of an answer with `count` body bytes; `shareable`: no
+    user's credentials and no client's address let it through, so a shared cache may keep it."""
     if version >= (1, 1):
         connection = "" if keep_alive else "Connection: close\r\n"
     else:
         connection = "Connection: keep-alive\r\n" if keep_alive else ""
-    own = entry.head if request.get(SHAREABLE, True) else entry.private_head
-    return (f"HTTP/{version.major}.{version.minor} {status} {_PHRASES[status]}\r\n"
+    own = entry.head if shareable else entry.private_head
+    return (f"HTTP/{version[0]}.{version[1]} {status} {_PHRASES[status]}\r\n"
             f"{own}{headers}Content-Length: {count}\r\n"
             f"Date: {_http_date(int(time.time()))}\r\n{connection}\r\n").encode("latin-1")
 
@@ -378,7 +380,7 @@ class SourceShrank(ConnectionResetError):
     short body followed by the next answer's bytes."""
 
 
-def _sendfile_now(transport: Any, file: Any, offset: int, count: int) -> int:
+def sendfile_now(transport: Any, file: Any, offset: int, count: int) -> int:
     """Zero-copy send of file bytes, as much as the socket takes right now: the common case, a
     range that fits in the socket buffer, is this one os.sendfile call and nothing else (no
     coroutine, no loop iteration). Returns the bytes sent; 0 behind bytes the transport holds."""
@@ -395,7 +397,7 @@ def _sendfile_now(transport: Any, file: Any, offset: int, count: int) -> int:
     return sent
 
 
-async def _sendfile_rest(transport: Any, file: Any, offset: int, count: int, sent: int = 0) -> None:
+async def sendfile_rest(transport: Any, file: Any, offset: int, count: int, sent: int = 0) -> None:
     """The rest of a file span that did not go out at once (`sent` bytes of it did): in slices
     as the socket takes it (_send_slice), each slice under the no-progress deadline."""
     if transport.is_closing():
@@ -512,9 +514,11 @@ class PacedResponse(web.Response):
 def drop(request: web.Request) -> None:
     """Cut a stalled client off now: a reset, so neither our buffer nor the kernel's (megabytes,
     for a socket that stopped reading) waits to be flushed to a client that does not read."""
-    transport = request.transport
-    if transport is None:
-        return
+    if request.transport is not None:
+        reset(request.transport)
+
+
+def reset(transport: Any) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
@@ -522,15 +526,14 @@ def drop(request: web.Request) -> None:
     transport.abort()
 
 
-def _client_left(request: web.Request, metrics: Metrics, exc: ConnectionError) -> None:
-    """A listener who skips or closes the player leaves mid-body: routine, not an error."""
+def client_left(transport: Any, metrics: Metrics, exc: ConnectionError, what: str, client: str | None) -> None:
+    """A listener who skips or closes the player leaves mid-body: routine, not an error. `what`:
+    the request, for the log."""
     if isinstance(exc, ClientStalled):
-        drop(request)
-    if request.transport is not None:
-        request.transport.close()
+        reset(transport)
+    transport.close()
     if isinstance(exc, SourceShrank):
-        log.warning("%s %s cut short, the file changed while being sent: %s",
-                    request.method, request.path, exc)
+        log.warning("%s cut short, the file changed while being sent: %s", what, exc)
         return
     metrics.client_aborts += 1
-    log.debug("client %s left during %s %s", request.remote, request.method, request.path)
+    log.debug("client %s left during %s", client, what)

@@ -24,6 +24,8 @@ class Metrics:
         self.active_streams = 0
         self.client_aborts = 0
         self.unreplicated_writes = 0  # writes sync_replicas followers did not hold in time
+        self.lane_answers = 0  # answers the fast lane sent itself (streamer.delivery.lane)
+        self.lane_handoffs = 0  # connections it handed to aiohttp
 
     def count_request(self, route: str, method: str, status: int) -> None:
         self.requests[(route, method, status)] += 1
@@ -42,6 +44,10 @@ class Metrics:
              self.client_aborts),
             ("streamer_unreplicated_writes_total", "counter", "Writes that fewer than sync_replicas followers "
              "held within sync_wait_ms.", self.unreplicated_writes),
+            ("streamer_fast_lane_answers_total", "counter", "Plain reads of originals answered by the fast lane.",
+             self.lane_answers),
+            ("streamer_fast_lane_handoffs_total", "counter", "Connections the fast lane handed to the full "
+             "request path (their first request that was not a plain read of an original).", self.lane_handoffs),
         ):
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
         for name, (help_text, value) in gauges.items():

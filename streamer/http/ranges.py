@@ -120,8 +120,8 @@ def plan_range_header(header: str, size: int, max_ranges: int) -> RangePlan:
     """parse_range then plan_ranges, with the everyday case (one `bytes=a-b`, as every player
     seeking sends) resolved in one step. An invalid header plans the whole file."""
     fast = _FAST.fullmatch(header)
-    if fast is not None and fast.group(2) and len(fast.group(1)) <= _MAX_DIGITS >= len(fast.group(2)):
-        first, last = int(fast.group(1)), int(fast.group(2))
+    if fast is not None and (digits := fast.groups())[1] and len(digits[0]) <= _MAX_DIGITS >= len(digits[1]):
+        first, last = int(digits[0]), int(digits[1])
         if last < first:
             return WHOLE
         if first >= size:

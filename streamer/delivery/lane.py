@@ -1,0 +1,386 @@
+"""The fast lane: plain reads of originals, answered by the connection itself.
+
+A player asks for the same thing thousands of times: `GET /stream/<id>` with one Range. aiohttp's
+machinery around a request (its message and request objects, the router, a task per request)
+cost more than the rest of the answer; nginx answered three such requests for each of ours. So
+every connection starts here. A request that is a plain read of an original (GET or HEAD of
+`/stream/<id>`, no query, no body, no conditions, at most one satisfiable range, a client that
+may read without a token) is answered here with the bytes `serve_file` sends for it (the same
+planner, head and sendfile). At the first request that is anything else, the connection is
+handed to aiohttp for good, with every byte received so far, so aiohttp answers it exactly as
+if it had had the connection from the start. Parsing here is strict: whatever it does not
+recognise with certainty (a folded line, a control character, a repeated header) goes to
+aiohttp, which is the judge of what is malformed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp.tcp_helpers import tcp_keepalive
+from multidict import CIMultiDict
+
+from streamer.delivery.originals import OPEN_FILES, OpenFile, client_left, head_bytes, sendfile_now, sendfile_rest
+from streamer.http.keys import AUTH, METRICS, SETTINGS
+from streamer.http.ranges import WHOLE, Outcome, plan_range_header
+
+log = logging.getLogger(__name__)
+
+# The request line and field lines (RFC 9110 §5.5: a token, a colon, a value of visible
+# characters, spaces and tabs), checked in one match.
+_HEAD = re.compile(rb"(GET|HEAD) /stream/([0-9A-Za-z_-]{1,64}) HTTP/1\.([01])"
+                   rb"((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\x20-\x7e\x80-\xff\t]*){0,99})")
+# Headers that take a request out of the lane: credentials (checked by aiohttp's path), a body,
+# an upgrade, conditions.
+_NOT_PLAIN = frozenset((b"authorization", b"x-on-behalf-of", b"content-length", b"transfer-encoding",
+                        b"expect", b"upgrade", b"if-match", b"if-none-match", b"if-modified-since",
+                        b"if-unmodified-since", b"if-range"))
+_FORWARDING = frozenset((b"x-forwarded-for", b"forwarded"))  # read by the anonymous-read check
+_ONCE = frozenset((b"host", b"range", b"connection"))
+_KEEP_ALIVE = {b"close": False, b"keep-alive": True}  # another Connection value leaves the lane
+MAX_HEAD = 8190  # aiohttp's own limit of a line; a longer head is for aiohttp to judge
+IDLE_SECONDS = 60.0  # a connection idle this long goes to aiohttp, which keeps its own idle rules
+
+
+class Asked(dict):
+    """What the anonymous-read check reads of a request (streamer.http.auth), for one asked here."""
+
+    __slots__ = ("method", "headers", "remote", "host", "query_string")
+
+    def __init__(self, method: str, headers: CIMultiDict, remote: str | None, host: str) -> None:
+        super().__init__()
+        self.method, self.headers, self.remote, self.host, self.query_string = method, headers, remote, host, ""
+
+
+class Plain:
+    """A request the lane can answer, as parsed from its head."""
+
+    __slots__ = ("method", "track_id", "version", "host", "range", "keep_alive", "forwarding")
+
+    def __init__(self, method: str, track_id: str, version: tuple[int, int], host: bytes, range_: str | None,
+                 keep_alive: bool, forwarding: list[tuple[str, str]]) -> None:
+        self.method, self.track_id, self.version, self.host = method, track_id, version, host
+        self.range, self.keep_alive, self.forwarding = range_, keep_alive, forwarding
+
+
+def parse_plain(head: bytes) -> Plain | None:
+    """The request whose head (without its blank line) is `head`, if it is a plain read of an
+    original; None for anything else. (The hottest function of the server: locals only.)"""
+    match = _HEAD.fullmatch(head)
+    if match is None:
+        return None
+    method, track_id, minor, fields = match.groups()
+    host = range_ = connection = None
+    forwarding: list[tuple[str, str]] = []
+    for field in fields.split(b"\r\n")[1:]:
+        name, _, value = field.partition(b":")
+        name = name.lower()
+        if name in _NOT_PLAIN:
+            return None
+        if name in _ONCE:
+            if name == b"host":
+                host, repeated = value.strip(b" \t"), host is not None
+            elif name == b"range":
+                range_, repeated = value.strip(b" \t").decode("latin-1"), range_ is not None
+            else:
+                connection, repeated = value.strip(b" \t").lower(), connection is not None
+            if repeated:
+                return None
+        elif name in _FORWARDING:
+            forwarding.append((name.decode(), value.strip(b" \t").decode("utf-8", "surrogateescape")))
+    keep_alive = minor == b"1" if connection is None else _KEEP_ALIVE.get(connection)
+    if host is None or keep_alive is None:
+        return None
+    return Plain(method.decode(), track_id.decode(), HttpVersion11 if minor == b"1" else HttpVersion10, host,
+                 range_, keep_alive, forwarding)
+
+
+class Lane(asyncio.Protocol):
+    """One connection while its requests are plain reads of originals."""
+
+    def __init__(self, server: LaneServer) -> None:
+        self.server = server
+        self.transport: Any = None
+        self.sock: socket.socket | None = None  # the connection's socket, for sends with MSG_MORE
+        self.remote: str | None = None
+        self.buffer = b""
+        self.busy = False  # an answer is being sent, or its file located: later requests wait
+        self.paused = False  # reading paused while requests pile up behind a busy answer
+        self.closing = False  # the server stops: no next request
+        self.task: asyncio.Task | None = None
+        self.idle_since = 0.0
+        self.host_read = None  # the Host for which the anonymous-read check let this client in
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        tcp_keepalive(transport)
+        self.sock = transport.get_extra_info("socket").dup()
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, (list, tuple)) else None
+        self.idle_since = self.server.loop.time()
+        self.server.lanes.add(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.server.lanes.discard(self)
+        self.sock.close()  # before the transport closes its own: the last descriptor ends the TCP connection
+        if self.task is not None:
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer = self.buffer + data if self.buffer else data
+        if not self.busy:
+            self.serve()
+        elif len(self.buffer) > 4 * MAX_HEAD and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def serve(self) -> None:
+        """Answer the requests buffered, in order, until one must wait or leaves the lane."""
+        server = self.server
+        while not self.busy and not self.closing:
+            end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+            if end < 0:
+                if len(self.buffer) > MAX_HEAD:
+                    self.hand_off()
+                return
+            plain = parse_plain(self.buffer[:end])
+            if plain is None or not self.may_read(plain):
+                self.hand_off()
+                return
+            entry = server.files.cached(plain.track_id)
+            if entry is None:
+                self.busy = True
+                self.task = asyncio.ensure_future(self.locate(plain, end))
+                return
+            if not self.answer(plain, end, entry):
+                return
+        if self.paused and not self.busy:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def may_read(self, plain: Plain) -> bool:
+        """The anonymous-read check; its yes is kept for the connection: it depends only on the
+        client's address, the Host and forwarding headers (none of which the yes kept had)."""
+        if plain.host == self.host_read and not plain.forwarding:
+            return True
+        if not self.server.reads_anonymously(plain, self.remote):
+            return False
+        if not plain.forwarding:
+            self.host_read = plain.host
+        return True
+
+    async def locate(self, plain: Plain, end: int) -> None:
+        """A track not open yet: opened (a crowd shares one open); a file on its way, or an error
+        to answer, goes to aiohttp with the request."""
+        try:
+            entry = await self.server.files.locate(plain.track_id, arriving=True)
+        except Exception:  # aiohttp's path locates it again and answers the error as it should
+            entry = None
+        self.busy, self.task = False, None
+        if self.transport.is_closing():
+            return
+        if not isinstance(entry, OpenFile):
+            self.hand_off()
+        elif self.answer(plain, end, entry):
+            self.serve()
+
+    def answer(self, plain: Plain, end: int, entry: OpenFile) -> bool:
+        """Send the answer (as much as goes at once); False when the lane stops here: the request
+        left it, or the rest of the body is still to send."""
+        server = self.server
+        plan = WHOLE if plain.range is None else plan_range_header(plain.range, entry.size, server.max_ranges)
+        if plan.outcome is Outcome.UNSATISFIABLE or len(plan.ranges) > 1:
+            self.hand_off()  # a 416 or a multipart answer: rare, and aiohttp's path has them
+            return False
+        self.buffer = self.buffer[end + 4:]
+        if plan.outcome is Outcome.WHOLE:
+            status, headers, offset, count = 200, f"Content-Type: {entry.content_type}\r\n", 0, entry.size
+        else:
+            r = plan.ranges[0]
+            status, offset, count = 206, r.start, r.length
+            headers = f"Content-Type: {entry.content_type}\r\nContent-Range: {r.content_range(entry.size)}\r\n"
+        metrics = server.metrics
+        metrics.count_request("stream", plain.method, status)
+        metrics.lane_answers += 1
+        metrics.active_streams += 1
+        head = head_bytes(plain.version, entry, status, headers, count, plain.keep_alive, server.shareable)
+        sent = count
+        if plain.method == "GET":
+            try:
+                self.send_head(head)
+                sent = sendfile_now(self.transport, entry.file, offset, count)
+            except ConnectionError as exc:
+                return self.ended(plain, exc)
+            if sent < count:
+                self.busy = True
+                self.task = asyncio.ensure_future(self.send_rest(plain, entry, offset, count, sent))
+                return False
+            metrics.bytes_sent += count
+        else:
+            self.transport.write(head)
+        return self.ended(plain)
+
+    def send_head(self, head: bytes) -> None:
+        """The head of an answer whose body follows at once: with MSG_MORE, so the kernel sends
+        it in the body's first packet (a packet of its own cost as much as sending the body)."""
+        transport = self.transport
+        if transport.is_closing():
+            raise ConnectionResetError("client went away")
+        sent = 0
+        if not transport.get_write_buffer_size():
+            try:
+                sent = self.sock.send(head, socket.MSG_MORE)
+            except (BlockingIOError, InterruptedError):
+                pass
+        if sent < len(head):
+            transport.write(head[sent:])
+
+    async def send_rest(self, plain: Plain, entry: OpenFile, offset: int, count: int, sent: int) -> None:
+        try:
+            await sendfile_rest(self.transport, entry.file, offset, count, sent)
+        except ConnectionError as exc:
+            self.ended(plain, exc)
+            return
+        except asyncio.CancelledError:  # the connection was lost
+            self.server.metrics.active_streams -= 1
+            self.server.metrics.client_aborts += 1
+            raise
+        finally:
+            self.busy, self.task = False, None
+        self.server.metrics.bytes_sent += count
+        if self.ended(plain):
+            self.serve()
+
+    def ended(self, plain: Plain, exc: ConnectionError | None = None) -> bool:
+        """After an answer: whether the connection goes on to its next request."""
+        self.server.metrics.active_streams -= 1
+        self.idle_since = self.server.loop.time()
+        if exc is not None:
+            client_left(self.transport, self.server.metrics, exc, f"{plain.method} /stream/{plain.track_id}",
+                        self.remote)
+            return False
+        if not plain.keep_alive or self.closing:
+            self.transport.close()
+            return False
+        return True
+
+    def hand_off(self) -> None:
+        """Give the connection to aiohttp, with what it has received and not answered."""
+        self.server.lanes.discard(self)
+        self.sock.close()
+        self.server.metrics.lane_handoffs += 1
+        transport, data, self.buffer = self.transport, self.buffer, b""
+        protocol = self.server.aiohttp_protocol()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.paused:
+            self.paused = False
+            transport.resume_reading()
+        if data:
+            protocol.data_received(data)
+
+    def stop(self) -> None:
+        """The server stops: an idle connection closes now, a busy one after its answer."""
+        self.closing = True
+        if not self.busy:
+            self.transport.close()
+
+
+class LaneServer(web.Server):
+    """aiohttp's server of an application, whose connections start in the lane."""
+
+    def __init__(self, made: web.Server, app: web.Application, idle_seconds: float = IDLE_SECONDS) -> None:
+        # The same server aiohttp made for the app (its handler and settings), with the lane.
+        super().__init__(made.request_handler, request_factory=made.request_factory,
+                         handler_cancellation=made.handler_cancellation, loop=made._loop, **made._kwargs)
+        self.loop = made._loop
+        self.lanes: set[Lane] = set()
+        self.files = app[OPEN_FILES]
+        self.metrics = app[METRICS]
+        self.max_ranges = app[SETTINGS].max_ranges
+        self.auth = app[AUTH]
+        self.shareable = self.auth.mode != "auto"  # as the edge decides it for an anonymous read
+        self.idle_seconds = idle_seconds
+        self._sweeper = self.loop.call_later(idle_seconds, self.sweep)
+
+    def __call__(self) -> Lane:  # type: ignore[override]
+        return Lane(self)
+
+    def aiohttp_protocol(self) -> Any:
+        return super().__call__()
+
+    def reads_anonymously(self, plain: Plain, remote: str | None) -> bool:
+        headers = CIMultiDict(plain.forwarding)
+        host = plain.host.decode("utf-8", "surrogateescape")
+        return self.auth.reads_anonymously(Asked(plain.method, headers, remote, host), "read")
+
+    def sweep(self) -> None:
+        """Connections idle for a while go to aiohttp, whose keep-alive rules then apply."""
+        limit = self.loop.time() - self.idle_seconds
+        for lane in [lane for lane in self.lanes if not lane.busy and lane.idle_since < limit]:
+            lane.hand_off()
+        self._sweeper = self.loop.call_later(self.idle_seconds, self.sweep)
+
+    def pre_shutdown(self) -> None:
+        self._sweeper.cancel()
+        for lane in list(self.lanes):
+            lane.stop()
+        super().pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        tasks = [lane.task for lane in self.lanes if lane.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for lane in list(self.lanes):
+            lane.transport.abort()
+        await super().shutdown(timeout)
+
+
+class LaneRunner(web.AppRunner):
+    """An AppRunner whose server starts each connection in the lane."""
+
+    def __init__(self, app: web.Application, *, idle_seconds: float = IDLE_SECONDS, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.idle_seconds = idle_seconds
+
+    async def _make_server(self) -> web.Server:
+        return LaneServer(await super()._make_server(), self.app, self.idle_seconds)
+
+
+def run(app: web.Application, *, host: str, port: int, loop: asyncio.AbstractEventLoop, lane: bool,
+        announce: Callable[[str], None], backlog: int, **handler_args: Any) -> None:
+    """web.run_app, with the lane (or without it: `lane` False, as for an access log of every
+    request): serve until SIGINT or SIGTERM, then stop gracefully."""
+    async def serve() -> None:
+        runner = (LaneRunner if lane else web.AppRunner)(app, handle_signals=True, **handler_args)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, backlog=backlog)
+            await site.start()
+            announce(site.name)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(serve())
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():
+            main.cancel()
+            loop.run_until_complete(asyncio.gather(main, return_exceptions=True))
+        rest = asyncio.all_tasks(loop)
+        for task in rest:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
