@@ -16,9 +16,13 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import io
 import multiprocessing
+import multiprocessing.context
 import multiprocessing.forkserver
+import multiprocessing.popen_forkserver
 import multiprocessing.resource_tracker
+import multiprocessing.spawn
 import os
 import threading
 import time
@@ -28,7 +32,8 @@ from typing import Any
 
 from media.catalog import Catalog
 from media.formats import container_for, cover_rank
-from media.tags import quiet_worker, read_files
+import media.tags
+from media.tags import read_files
 
 log = logging.getLogger(__name__)
 
@@ -171,17 +176,74 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
-    """Worker processes come from a forkserver that has imported the tag reader once.
+    """Worker processes come from a forkserver, and import only what reading tags needs.
 
     Not plain fork: this process has threads (SQLite, executors) and forking it is unsafe. Not
-    spawn: every worker would start a fresh interpreter and import mutagen again. The forkserver
-    is a clean single-threaded process that imports the tag reader once and forks ready workers
-    from it; it lives as long as the scans that use it (_Helpers). As with any
-    multiprocessing, a script that scans must keep its top level under `if __name__ == "__main__"`.
+    spawn: every worker would start a fresh interpreter and import mutagen. The forkserver is a
+    clean single-threaded process that imports mutagen once and forks the workers from it; it
+    lives as long as the scans that use it (_Helpers), so a scan pays its start: kept small,
+    as the workers' (_WorkerPopen, _WORKER_BOOT). As with any multiprocessing, a script that
+    scans must keep its top level under `if __name__ == "__main__"`.
     """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "media.tags"])
+    context = _WorkerContext()
+    # What each worker would import otherwise: the pool's worker loop, then mutagen and the rest.
+    context.set_forkserver_preload(["concurrent.futures.process", *media.tags.THIRD_PARTY])
     return context
+
+
+class _WorkerPopen(multiprocessing.popen_forkserver.Popen):
+    """Python's forkserver start of a process (its _launch, as in Python 3.11-3.13) without the
+    main script: Python has every child import it (run.py: the whole server, 0.7 s of CPU per
+    worker per scan; a benchmark's script and its imports) for what it may define, and a worker
+    runs only media.tags."""
+
+    def _launch(self, process_obj: Any) -> None:
+        pf = multiprocessing.popen_forkserver
+        prep_data = multiprocessing.spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_path", None)
+        prep_data.pop("init_main_from_name", None)
+        buf = io.BytesIO()
+        pf.set_spawning_popen(self)
+        try:
+            pf.reduction.dump(prep_data, buf)
+            pf.reduction.dump(process_obj, buf)
+        finally:
+            pf.set_spawning_popen(None)
+        self.sentinel, w = pf.forkserver.connect_to_new_process(self._fds)
+        _parent_w = os.dup(w)  # the child's sentinel of this process, as Python keeps it
+        self.finalizer = pf.util.Finalize(self, pf.util.close_fds, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = pf.forkserver.read_signed(self.sentinel)
+
+
+class _WorkerProcess(multiprocessing.context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _WorkerPopen:
+        return _WorkerPopen(process_obj)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent to the worker as Python's own class: unpickling this one would import this module
+        # (and the media package with it) there.
+        return object.__new__, (multiprocessing.context.ForkServerProcess,), dict(self.__dict__)
+
+
+class _WorkerContext(multiprocessing.context.ForkServerContext):
+    Process = _WorkerProcess
+
+
+# A worker's start (the pool's initializer: exec of this, with MEDIA the package's folder): the
+# tag reader's modules without the media package's __init__, which imports the whole domain
+# (SQLite, sqlite-utils, the catalog: 0.2 s of CPU and 14 MiB a process, for nothing here).
+_WORKER_BOOT = """
+import sys, types
+if "media" not in sys.modules:
+    package = types.ModuleType("media")
+    package.__path__ = [MEDIA]
+    sys.modules["media"] = package
+import media.tags
+media.tags.quiet_worker()
+"""
 
 
 class _Helpers:
@@ -196,13 +258,15 @@ class _Helpers:
     def start_pool(self, workers: int) -> concurrent.futures.ProcessPoolExecutor:
         with self._lock:
             self._pools += 1
+        pool = None
         try:
+            boot = {"MEDIA": os.path.dirname(media.tags.__file__)}
             pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_worker_context(),
-                                                          initializer=quiet_worker)
+                                                          initializer=exec, initargs=(_WORKER_BOOT, boot))
             for _ in range(workers):  # workers start on demand: ask for all of them now
                 pool.submit(os.getpid)
         except BaseException:
-            self.retire(None)
+            self.retire(pool)
             raise
         return pool
 

@@ -29,6 +29,10 @@ from media.formats import container_for, image_type
 
 log = logging.getLogger(__name__)
 
+# What a scan's forkserver imports for its workers (all the above but ours: see media.scanner).
+THIRD_PARTY = ("mutagen", "mutagen.flac", "mutagen.id3", "mutagen.mp3", "mutagen.mp4", "mutagen.oggopus",
+               "mutagen.oggvorbis", "mutagen.wave", "hashlib", "re", "base64", "signal")
+
 # The largest embedded picture read (streamer.api serves folder images under the same cap), and
 # how much else a file's tags may hold beside it before they are not read at all.
 MAX_ART_BYTES = 20 * 1024 * 1024

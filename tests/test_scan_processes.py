@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from media import Catalog, Scanner
-from media.scanner import IN_THREAD_BELOW, _ReadHere
+from media.scanner import _HELPERS, IN_THREAD_BELOW, _ReadHere
 from tests.conftest import encode
 
 FILES = IN_THREAD_BELOW + 36  # enough for worker processes
@@ -40,7 +40,7 @@ def _command(pid: int) -> str:
 def _links(folder: Path, base: Path, count: int, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        os.link(base, folder / f"{i:03d} {name}.mp3")
+        os.link(base, folder / f"{i:03d} {name}{base.suffix}")
 
 
 class _Watch:
@@ -112,3 +112,38 @@ async def test_scans_at_once_share_the_processes_until_the_last_ends(tmp_path, b
     assert [(p.state, p.added) for p, _ in done] == [("done", FILES), ("done", 4 * FILES)]
     assert _children() <= before
     assert "resource_tracker" not in capfd.readouterr().err
+
+
+async def test_workers_read_what_this_process_reads(tmp_path, base, ffmpeg):
+    """The workers import only the tag reader (not the media package's __init__, not the main
+    script): what they read is what this process reads, field for field."""
+    music = tmp_path / "music"
+    for i, ext in enumerate(("mp3", "flac", "ogg", "opus", "m4a")):
+        one = encode(ffmpeg, tmp_path / f"one.{ext}", 0.3, freq=300 + 100 * i,
+                     metadata={"title": f"T{ext}", "artist": "Ann", "album": f"A{ext}", "track": "2/9",
+                               "date": "1999", "genre": "Jazz"})
+        _links(music / ext, one, FILES // 5 + 1, ext)
+    rows = []
+    for workers in (1, 2):
+        catalog = Catalog(tmp_path / f"data{workers}" / "catalog.db")
+        try:
+            progress = await Scanner(music, catalog, workers=workers).scan()
+            assert (progress.state, progress.skipped) == ("done", 0)
+            rows.append(await catalog.db.read(lambda db: [
+                {k: v for k, v in row.items() if k not in ("added_at", "updated_at")}
+                for row in db.query("SELECT * FROM tracks ORDER BY id")]))
+        finally:
+            catalog.close()
+    assert len(rows[0]) == 5 * (FILES // 5 + 1) and rows[0] == rows[1]
+
+
+def test_a_worker_imports_the_tag_reader_and_little_else():
+    """A scan starts its forkserver and workers each time: their start stays small (no SQLite,
+    no catalog, no server)."""
+    pool = _HELPERS.start_pool(1)
+    try:
+        loaded = set(pool.submit(eval, "list(__import__('sys').modules)").result(timeout=60))
+    finally:
+        _HELPERS.retire(pool)
+    assert "media.tags" in loaded and "mutagen.mp3" in loaded
+    assert not {"media.catalog", "media.scanner", "sqlite3", "aiohttp", "streamer"} & loaded
