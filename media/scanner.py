@@ -42,7 +42,8 @@ CHUNK_MAX = 512  # files a task holds at most: tasks shrink from here towards CH
 TASKS_AHEAD = 8  # a task holds 1/(TASKS_AHEAD x workers) of the files still to read (within those bounds)
 TASKS_IN_FLIGHT = 2  # tasks given to each worker at a time: the one it reads, the one it reads next
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
-SAVE_EVERY = 0.1  # seconds at least from a save's start to the next one's (but see HURRY_AFTER)
+SAVE_EVERY = 1.0  # seconds at most from a save's start to the next one's
+SAVE_ENOUGH = 2000  # records that start the next save before SAVE_EVERY (commits of fewer cost more a record)
 HURRY_AFTER = 0.8  # once this share of the files is read, each save follows the last at once
 SAVE_MAX = 4000  # records a save takes at most (other writes wait; a commit rewrites the index pages it touched)
 SAVE_BACKLOG = 2 * SAVE_MAX  # records waiting to be saved beyond which reading waits for the writer
@@ -550,10 +551,12 @@ def _tasks(changed: list[tuple[str, int, int]], workers: int) -> list[list[tuple
 class _Saver:
     """Saves what is read while the reading goes on, in the catalog's writer, one save at a time,
     each taking the records that came in meanwhile (SAVE_MAX at most): the writer works beside the
-    workers, and little is left to save once the last file is read. Saves start SAVE_EVERY apart
-    (each moves the catalog's generation, so readers' caches start over, and is a change regions
-    apply) except near the end of the reading, and when the writer falls behind (room() then holds
-    the reading back). Now and then it regroups (albums, artists, search), so the catalog reads
+    workers, and little is left to save once the last file is read. A save starts once SAVE_ENOUGH
+    records wait or SAVE_EVERY after the last one started: a commit rewrites every index page it
+    touched, so saves of 400 records cost 100-110 us a record of the writer's CPU, of 2,000 70-80
+    (20,000 tracks); and each moves the catalog's generation, so readers' caches start over, and
+    is a change regions apply. Near the end of the reading, and when the writer falls behind
+    (room() then holds the reading back), each save follows the last at once. Now and then it regroups (albums, artists, search), so the catalog reads
     well during a long scan; a regroup is a pass over the whole library, so they come further apart
     as it grows (REGROUP_SHARE)."""
 
@@ -562,13 +565,16 @@ class _Saver:
         self._pending: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._taken = asyncio.Event()  # set when a save takes records, or stops
-        self._hurry = asyncio.Event()  # set when the next save should not wait its turn
+        self._hurry = False  # each save follows the last at once
+        self._due = asyncio.Event()  # set when the next save should not wait its turn
         self._next_regroup = time.monotonic() + REGROUP_EVERY
 
     def add(self, records: list[dict[str, Any]]) -> None:
         self._pending.extend(records)
         if self.progress.read >= HURRY_AFTER * self.progress.to_read:
-            self._hurry.set()
+            self._hurry = True
+        if self._hurry or len(self._pending) >= SAVE_ENOUGH:
+            self._due.set()
         if self._task is not None and self._task.done():
             self._task.result()  # a save that failed fails the scan
             self._task = None
@@ -579,7 +585,7 @@ class _Saver:
         """Return once fewer than SAVE_BACKLOG records wait to be saved."""
         while len(self._pending) >= SAVE_BACKLOG:
             self._taken.clear()
-            self._hurry.set()
+            self._hurry = True
             self.add([])  # raises if the saves failed; starts them if they stopped
             await self._taken.wait()
 
@@ -587,14 +593,15 @@ class _Saver:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:SAVE_MAX], self._pending[SAVE_MAX:]
+                if not self._hurry and len(self._pending) < SAVE_ENOUGH:
+                    self._due.clear()
                 self._taken.set()
                 began = time.monotonic()
                 await self.catalog.save_scan(batch, [])
                 if time.monotonic() >= self._next_regroup:
                     await self._regroup()
-                if not self._hurry.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._hurry.wait(), began + SAVE_EVERY - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._due.wait(), began + SAVE_EVERY - time.monotonic())
         finally:
             self._taken.set()
 
@@ -605,7 +612,8 @@ class _Saver:
 
     async def finish(self) -> None:
         """Return once every record added is saved."""
-        self._hurry.set()
+        self._hurry = True
+        self._due.set()
         if self._task is not None:
             await self._task
 
