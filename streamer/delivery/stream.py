@@ -41,9 +41,17 @@ async def send_original(request: web.Request, track_id: str, *, method: str | No
     files = app[OPEN_FILES]
     entry = files.cached(track_id) or await files.locate(track_id, arriving=_plain(request))
     if isinstance(entry, Arriving):
-        with entry.file.reader() as reader:
-            return await _send_arriving(request, entry.file, reader, entry.content_type, method or request.method,
-                                        extra_head)
+        try:
+            reader = entry.file.reader()
+        except FileNotFoundError:
+            if not entry.file.finished or entry.file.failure is not None:
+                raise
+            # It was kept (and its file removed) between being found and now: it is stored.
+            entry = await files.open(track_id)
+        else:
+            with reader:
+                return await _send_arriving(request, entry.file, reader, entry.content_type,
+                                            method or request.method, extra_head)
     return await serve_file(request, entry, max_ranges=app[SETTINGS].max_ranges, metrics=app[METRICS],
                             method=method, extra_head=extra_head)
 
