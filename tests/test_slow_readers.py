@@ -1,6 +1,7 @@
-"""Bodies bigger than the socket takes at once (streamer.delivery.originals._send_slice): sent as
-the client reads, on any event loop (tests/uvloop/ runs these on uvloop too), every byte in
-order, and a client that leaves while the server waits for its socket takes nothing else with it.
+"""Bodies bigger than the socket takes at once (the fast lane's, streamer.delivery.lane, and
+aiohttp's path's, streamer.delivery.originals._send_slice): sent as the client reads, on any event
+loop (tests/uvloop/ runs these on uvloop too), every byte in order, and a client that leaves while
+the server waits for its socket takes nothing else with it.
 
 Clients are raw sockets with a small receive window, so that a body of a few MiB cannot fit in
 the socket buffers and the server has to wait for the client between its sendfile calls.
@@ -15,19 +16,20 @@ import time
 import pytest
 
 from streamer import create_app
-from streamer.delivery import originals
+from streamer.delivery import lane, originals
 from streamer.http.keys import METRICS
 from tests.conftest import encode, first_track, library_path, settings_for, wait_for_scan
 
 WINDOW = 16384
 
 
-@pytest.fixture
-async def big(aiohttp_client, tmp_path, ffmpeg):
-    """A server whose one track is a 30 s WAV (5.3 MB), with its bytes."""
+@pytest.fixture(params=["lane", "aiohttp"])
+async def big(request, aiohttp_client, plain_client, tmp_path, ffmpeg):
+    """A server whose one track is a 30 s WAV (5.3 MB), with its bytes; served through the fast
+    lane, and by aiohttp alone."""
     encode(ffmpeg, tmp_path / "music" / "long.wav", seconds=30)
     app = create_app(settings_for(tmp_path / "music", tmp_path / "data"))
-    client = await aiohttp_client(app)
+    client = await (aiohttp_client if request.param == "lane" else plain_client)(app)
     await wait_for_scan(app)
     track = await first_track(client)
     return client, track, (await library_path(client, track)).read_bytes()
@@ -35,15 +37,21 @@ async def big(aiohttp_client, tmp_path, ffmpeg):
 
 @pytest.fixture
 def waits(monkeypatch) -> list[int]:
-    """Counts the server's waits for a socket to take more (a pass-through spy)."""
+    """Counts the server's waits for a socket to take more (pass-through spies): aiohttp's path
+    waits in Writability.wait, the lane hands the rest of a body to its writability callback."""
     counted: list[int] = []
-    original = originals.Writability.wait
+    original_wait, original_rest = originals.Writability.wait, lane.Lane.send_rest
 
     async def counting(self) -> None:
         counted.append(self.fd)
-        await original(self)
+        await original_wait(self)
+
+    def counting_rest(self, *args) -> None:
+        counted.append(self.sock.fileno())
+        original_rest(self, *args)
 
     monkeypatch.setattr(originals.Writability, "wait", counting)
+    monkeypatch.setattr(lane.Lane, "send_rest", counting_rest)
     return counted
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 from collections.abc import Callable
@@ -26,7 +27,10 @@ from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict
 
-from streamer.delivery.originals import OPEN_FILES, OpenFile, client_left, head_bytes, sendfile_now, sendfile_rest
+from streamer.delivery import originals
+from streamer.delivery.originals import (
+    OPEN_FILES, ClientStalled, OpenFile, SourceShrank, client_left, head_bytes, sendfile_now,
+)
 from streamer.http.keys import AUTH, METRICS, SETTINGS
 from streamer.http.ranges import WHOLE, Outcome, plan_range_header
 
@@ -101,6 +105,15 @@ def parse_plain(head: bytes) -> Plain | None:
                  range_, keep_alive, forwarding)
 
 
+class Body:
+    """What is left to send of an answer's body."""
+
+    __slots__ = ("plain", "entry", "offset", "left", "count")
+
+    def __init__(self, plain: Plain, entry: OpenFile, offset: int, left: int, count: int) -> None:
+        self.plain, self.entry, self.offset, self.left, self.count = plain, entry, offset, left, count
+
+
 class Lane(asyncio.Protocol):
     """One connection while its requests are plain reads of originals."""
 
@@ -113,7 +126,9 @@ class Lane(asyncio.Protocol):
         self.busy = False  # an answer is being sent, or its file located: later requests wait
         self.paused = False  # reading paused while requests pile up behind a busy answer
         self.closing = False  # the server stops: no next request
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task | None = None  # locating a track's file
+        self.body: Body | None = None  # the rest of a body being sent
+        self.progress_at = 0.0  # when the body last moved
         self.idle_since = 0.0
         self.host_read = None  # the Host for which the anonymous-read check let this client in
 
@@ -128,6 +143,11 @@ class Lane(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.server.lanes.discard(self)
+        if self.body is not None:  # the client left mid-body
+            self.server.loop.remove_writer(self.sock.fileno())
+            self.body = None
+            self.server.metrics.active_streams -= 1
+            self.server.metrics.client_aborts += 1
         self.sock.close()  # before the transport closes its own: the last descriptor ends the TCP connection
         if self.task is not None:
             self.task.cancel()
@@ -218,8 +238,7 @@ class Lane(asyncio.Protocol):
             except ConnectionError as exc:
                 return self.ended(plain, exc)
             if sent < count:
-                self.busy = True
-                self.task = asyncio.ensure_future(self.send_rest(plain, entry, offset, count, sent))
+                self.send_rest(plain, entry, offset, count, sent)
                 return False
             metrics.bytes_sent += count
         else:
@@ -241,20 +260,45 @@ class Lane(asyncio.Protocol):
         if sent < len(head):
             transport.write(head[sent:])
 
-    async def send_rest(self, plain: Plain, entry: OpenFile, offset: int, count: int, sent: int) -> None:
+    def send_rest(self, plain: Plain, entry: OpenFile, offset: int, count: int, sent: int) -> None:
+        """The rest of a body the socket did not take at once, sent from the loop's writability
+        callback on this connection's own descriptor: no task, no timer per slice, and each
+        wake sends at once. A client that makes no progress for STALL_SECONDS is let go by the
+        server's sweep (like nginx's send_timeout: originals.STALL_SECONDS)."""
+        self.busy = True
+        self.body = Body(plain, entry, offset + sent, count - sent, count)
+        self.progress_at = self.server.loop.time()
+        self.server.loop.add_writer(self.sock.fileno(), self.writable)
+
+    def writable(self) -> None:
+        body, transport = self.body, self.transport
+        if transport.get_write_buffer_size() and not transport.is_closing():
+            return  # the rest of the head first, which the transport's own writer sends
         try:
-            await sendfile_rest(self.transport, entry.file, offset, count, sent)
-        except ConnectionError as exc:
-            self.ended(plain, exc)
+            if transport.is_closing():
+                raise ConnectionResetError("client went away")
+            sent = os.sendfile(self.sock.fileno(), body.entry.file.fileno(), body.offset, body.left)
+            if sent == 0:
+                raise SourceShrank(f"{body.entry.file.name} ended at byte {body.offset}")
+        except (BlockingIOError, InterruptedError):
             return
-        except asyncio.CancelledError:  # the connection was lost
-            self.server.metrics.active_streams -= 1
-            self.server.metrics.client_aborts += 1
-            raise
-        finally:
-            self.busy, self.task = False, None
-        self.server.metrics.bytes_sent += count
-        if self.ended(plain):
+        except ConnectionError as exc:
+            self.body_ended(exc)
+            return
+        except OSError as exc:  # a read error of the file, say: the answer cannot be finished
+            self.body_ended(ConnectionResetError(str(exc)))
+            return
+        body.offset, body.left = body.offset + sent, body.left - sent
+        self.progress_at = self.server.loop.time()
+        if not body.left:
+            self.body_ended()
+
+    def body_ended(self, exc: ConnectionError | None = None) -> None:
+        self.server.loop.remove_writer(self.sock.fileno())
+        body, self.body, self.busy = self.body, None, False
+        if exc is None:
+            self.server.metrics.bytes_sent += body.count
+        if self.ended(body.plain, exc):
             self.serve()
 
     def ended(self, plain: Plain, exc: ConnectionError | None = None) -> bool:
@@ -307,7 +351,9 @@ class LaneServer(web.Server):
         self.auth = app[AUTH]
         self.shareable = self.auth.mode != "auto"  # as the edge decides it for an anonymous read
         self.idle_seconds = idle_seconds
-        self._sweeper = self.loop.call_later(idle_seconds, self.sweep)
+        self.stall_seconds = originals.STALL_SECONDS  # read here: tests shorten it
+        self.sweep_seconds = min(idle_seconds, self.stall_seconds) / 2
+        self._sweeper = self.loop.call_later(self.sweep_seconds, self.sweep)
 
     def __call__(self) -> Lane:  # type: ignore[override]
         return Lane(self)
@@ -321,11 +367,15 @@ class LaneServer(web.Server):
         return self.auth.reads_anonymously(Asked(plain.method, headers, remote, host), "read")
 
     def sweep(self) -> None:
-        """Connections idle for a while go to aiohttp, whose keep-alive rules then apply."""
-        limit = self.loop.time() - self.idle_seconds
-        for lane in [lane for lane in self.lanes if not lane.busy and lane.idle_since < limit]:
-            lane.hand_off()
-        self._sweeper = self.loop.call_later(self.idle_seconds, self.sweep)
+        """Connections idle for a while go to aiohttp, whose keep-alive rules then apply; a body
+        that made no progress for STALL_SECONDS is cut off."""
+        now = self.loop.time()
+        for lane in list(self.lanes):
+            if lane.body is not None and lane.progress_at < now - self.stall_seconds:
+                lane.body_ended(ClientStalled(f"no progress in {self.stall_seconds} s"))
+            elif not lane.busy and lane.idle_since < now - self.idle_seconds:
+                lane.hand_off()
+        self._sweeper = self.loop.call_later(self.sweep_seconds, self.sweep)
 
     def pre_shutdown(self) -> None:
         self._sweeper.cancel()
@@ -334,9 +384,10 @@ class LaneServer(web.Server):
         super().pre_shutdown()
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        tasks = [lane.task for lane in self.lanes if lane.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        """Answers being sent are let finish (within `timeout`); then every lane is closed."""
+        deadline = self.loop.time() + (timeout if timeout is not None else self.stall_seconds)
+        while any(lane.busy for lane in self.lanes) and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)  # the server is stopping: a poll costs nothing here
         for lane in list(self.lanes):
             lane.transport.abort()
         await super().shutdown(timeout)
