@@ -381,7 +381,7 @@ def cluster_steps(s: Size) -> None:
     catch_up(s, before)
     ready, listed, cpu = bootstrap(s, "R2", s.ports[2])
     s.figures.update(bootstrap_ready=ready, bootstrap_listed=listed, bootstrap_cpu=cpu, snapshot=snapshot_size(s),
-                     catalog_file=(s.data / "catalog.db").stat().st_size)
+                     catalog_file=(s.data / "catalog.db").stat().st_size, parts=file_parts(s.data / "catalog.db"))
     print(f"  [4] R2 (fresh) to /readyz {ready:.2f} s, to {s.size:,} tracks listed {listed:.2f} s ({cpu:.1f} s of "
           f"CPU, master and region); snapshot "
           f"{s.figures['snapshot'] / 2**20:,.1f} MiB gzip (catalog file {s.figures['catalog_file'] / 2**20:,.1f} MiB); "
@@ -389,6 +389,22 @@ def cluster_steps(s: Size) -> None:
     time.sleep(2)  # the master settles
     s.figures["rss_idle"] = rss(s.master.proc.pid)["VmRSS"]
     print(f"  [5] master RSS idle {s.figures['rss_idle'] / 1024:,.1f} MiB", flush=True)
+
+
+PARTS = ("change log", "plays", "play totals", "tracks and search", "the rest")
+
+
+def file_parts(db_path: Path) -> dict[str, int]:
+    """Bytes of the catalog file (what a snapshot carries) by what they hold, each table with its
+    indexes (SQLite's dbstat)."""
+    part = {"changes": PARTS[0], "plays": PARTS[1], "play_totals": PARTS[2], "album_plays": PARTS[2]}
+    found = dict.fromkeys(PARTS, 0)
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as c:
+        owner = dict(c.execute("SELECT name, tbl_name FROM sqlite_master"))
+        for name, size in c.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            table = owner.get(name, name)
+            found[part.get(table, PARTS[3] if table.startswith("tracks") else PARTS[4])] += size
+    return found
 
 
 def rss(pid: int) -> dict[str, int]:
@@ -516,6 +532,41 @@ def warm_up(s: Size, paths: list[str]) -> float:
     return slowest
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of a process so far, in ns (the scheduler's own count, finer than
+    /proc/PID/stat's ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+ONE_CLIENT = 100  # requests of the one-client pass
+
+
+def one_client(s: Size, paths: list[str]) -> float:
+    """The server's CPU per request (us) when one client asks, one request at a time, for up to
+    ONE_CLIENT URLs of a load (the list's last ones: wrk starts at its first and its middle): what
+    a request costs with no queue and no other request beside it, the figure the machine's load
+    moves least, so the slope of the library's size shows in it."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(s.master.base.rsplit(":", 1)[1]), timeout=300)
+    picked = (paths * ONE_CLIENT)[-ONE_CLIENT:]
+    try:
+        before = cpu_ns(s.master.proc.pid)
+        for path in picked:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {s.token}"})
+            with conn.getresponse() as resp:
+                resp.read()
+                if resp.status != 200:
+                    raise BenchError(f"GET {path}: {resp.status}")
+        return (cpu_ns(s.master.proc.pid) - before) / len(picked) / 1000
+    finally:
+        conn.close()
+
+
 def readers(s: Size, args: argparse.Namespace) -> dict[str, dict]:
     """[6] each endpoint under --readers connections (after its warm-up); the RSS under that load."""
     results = {}
@@ -524,6 +575,7 @@ def readers(s: Size, args: argparse.Namespace) -> dict[str, dict]:
             ensure_alive(s.master.proc, f" before the readers of {label}")
             settle(s)
             cold = warm_up(s, paths)
+            alone = one_client(s, paths)
             script = lua(s.tmp / f"readers-{s.size}-{n}.lua", paths, s.token)
             cpu0 = cpu_seconds([s.master.proc.pid])
             r, _ = run_wrk("wrk", s.master.base + "/", threads=2, connections=args.readers, duration=args.seconds,
@@ -531,10 +583,11 @@ def readers(s: Size, args: argparse.Namespace) -> dict[str, dict]:
                            limit=args.seconds + 60)
             settle(s)  # what the load left queued is its cost too
             r["cpu_us"] = (cpu_seconds([s.master.proc.pid]) - cpu0) / max(r["requests"], 1) * 1e6
-            r["p50_ms"], r["p99_ms"], r["cold_ms"] = to_ms(r["p50"]), to_ms(r["p99"]), cold * 1000
+            r["p50_ms"], r["p99_ms"], r["cold_ms"], r["alone_us"] = to_ms(r["p50"]), to_ms(r["p99"]), cold * 1000, alone
             results[label] = r
             print(f"  [6] {label:<42} {r['rps']:>8,.0f} req/s  p50 {r['p50_ms']:>7.1f} ms  p99 {r['p99_ms']:>7.1f} ms"
-                  f"  {r['cpu_us']:>7,.0f} us CPU/req  first answer {r['cold_ms']:,.0f} ms  non-2xx {r['non2xx']}"
+                  f"  {r['cpu_us']:>7,.0f} us CPU/req ({r['alone_us']:,.0f} one client)  first answer "
+                  f"{r['cold_ms']:,.0f} ms  non-2xx {r['non2xx']}"
                   f"  errors {r['errors']}  load {load_average()}", flush=True)
     s.figures["rss_load"] = sampler.peak
     s.figures["hwm"] = rss(s.master.proc.pid).get("VmHWM", 0)
@@ -582,24 +635,27 @@ def figure_rows(table: Summary, runs: list[Size]) -> None:
          slope("bootstrap_cpu"))
     info(table, "snapshot, gzip as sent", *cells("snapshot", lambda v: f"{v / 2**20:,.1f} MiB"), slope("snapshot"))
     info(table, "catalog file", *cells("catalog_file", lambda v: f"{v / 2**20:,.1f} MiB"), slope("catalog_file"))
+    info(table, "of it: " + " / ".join(PARTS) + " (each with its indexes)",
+         *cells("parts", lambda v: " / ".join(f"{v[p] / 2**20:,.0f}" for p in PARTS) + " MiB"), "")
     info(table, "master RSS idle (catalog loaded, plays written)", *cells("rss_idle", mib), slope("rss_idle"))
     info(table, "master RSS peak under the readers", *cells("rss_load", mib), slope("rss_load"))
     info(table, "master VmHWM at the end", *cells("hwm", mib), slope("hwm"))
 
 
 def reader_rows(table: Summary, runs: list[Size], results: list[dict[str, dict]]) -> None:
-    """A row per endpoint: p99 (p50), CPU per request and the slowest first answer at each size;
-    the slopes of p99 and of CPU per request (the one the machine's load moves least)."""
-    name = ", p99 (p50), CPU/req, first answer"
+    """A row per endpoint: p99 (p50), the server's CPU per request under the readers and with one
+    client, and the slowest first answer, at each size; the slopes of p99 and of the one-client CPU
+    per request (the figure the machine's load moves least)."""
+    name = ", p99 (p50); CPU/req, one client; first answer"
     for label in results[0]:
         found = [res.get(label) for res in results]
         if any(r is None for r in found):
             continue
-        cells = [f"{r['p99_ms']:.1f} ({r['p50_ms']:.1f}) ms, {r['cpu_us']:,.0f} us, {r['cold_ms']:,.0f} ms" +
-                 (f", {r['non2xx']} non-2xx" if r["non2xx"] else "") + ("" if r["requests"] else ", no answer")
-                 for r in found]
-        slope = (f"{ratio(found[-1]['p99_ms'], found[0]['p99_ms']):.2f}, CPU "
-                 f"{ratio(found[-1]['cpu_us'], found[0]['cpu_us']):.2f}") if len(found) > 1 else ""
+        cells = [f"{r['p99_ms']:.1f} ({r['p50_ms']:.1f}) ms; {r['cpu_us']:,.0f}, {r['alone_us']:,.0f} us; "
+                 f"{r['cold_ms']:,.0f} ms" + (f", {r['non2xx']} non-2xx" if r["non2xx"] else "") +
+                 ("" if r["requests"] else ", no answer") for r in found]
+        slope = (f"{ratio(found[-1]['p99_ms'], found[0]['p99_ms']):.2f}; CPU one client "
+                 f"{ratio(found[-1]['alone_us'], found[0]['alone_us']):.2f}") if len(found) > 1 else ""
         if label.startswith("/healthz"):
             info(table, label + name, *cells, slope)
             continue
