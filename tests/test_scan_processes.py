@@ -50,8 +50,8 @@ class _Watch:
         self.seen: dict[int, str] = {}  # pid: command line
 
     def __call__(self, progress) -> None:
-        if progress.state == "reading":
-            self.seen |= {pid: _command(pid) for pid in _children() if pid not in self.seen}
+        if progress.state == "reading":  # the last look wins: one may catch a process between fork and exec
+            self.seen |= {pid: command for pid in _children() if (command := _command(pid))}
 
     def helpers(self) -> list[str]:
         return [c for c in self.seen.values() if "multiprocessing" in c]
