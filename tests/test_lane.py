@@ -64,9 +64,17 @@ def test_keep_alive_follows_the_version_and_connection(head, keep_alive):
     b"GET /stream/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked",
     b"GET /stream/a HTTP/1.1\r\nHost: h\r\nIf-Range: \"x\"",  # conditions
     b"GET /stream/a HTTP/1.1\r\nHost: h\r\nif-none-match: *",
+    b"GET /stream/a HTTP/1.1\r\nHost: h\r\nUser-Agent: a\r\nuser-agent: b",  # aiohttp refuses a repeat: 400
+    b"GET /stream/a HTTP/1.1\r\nHost: h\r\nETag: a\r\nMax-Forwards: 1\r\nETag: a",
 ])
 def test_anything_else_leaves_the_lane(head):
     assert parse_plain(head) is None
+
+
+def test_a_range_is_decoded_as_aiohttp_decodes_it():
+    """UTF-8, undecodable bytes escaped: str.strip() of the range unit then reads the same."""
+    for raw, text in ((b"bytes\xc2\xa0=0-9", "bytes\xa0=0-9"), (b"bytes\x85=0-9", "bytes\udc85=0-9")):
+        assert parse_plain(b"GET /stream/a HTTP/1.1\r\nHost: h\r\nRange: " + raw).range == text
 
 
 # --- the same answers as aiohttp's path --------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import socket
@@ -47,6 +48,10 @@ _NOT_PLAIN = frozenset((b"authorization", b"x-on-behalf-of", b"content-length", 
                         b"if-unmodified-since", b"if-range"))
 _FORWARDING = frozenset((b"x-forwarded-for", b"forwarded"))  # read by the anonymous-read check
 _ONCE = frozenset((b"host", b"range", b"connection"))
+# The other fields aiohttp's parser refuses to see twice in a request (400): such a request is
+# aiohttp's to answer (aiohttp.http_parser.SINGLETON_HEADERS, less those refused above).
+_SINGLE = frozenset((b"user-agent", b"content-type", b"content-location", b"content-range", b"etag",
+                     b"max-forwards", b"server"))
 _KEEP_ALIVE = {b"close": False, b"keep-alive": True}  # another Connection value leaves the lane
 MAX_HEAD = 8190  # aiohttp's own limit of a line; a longer head is for aiohttp to judge
 IDLE_SECONDS = 60.0  # a connection idle this long goes to aiohttp, which keeps its own idle rules
@@ -82,6 +87,7 @@ def parse_plain(head: bytes) -> Plain | None:
     method, track_id, minor, fields = match.groups()
     host = range_ = connection = None
     forwarding: list[tuple[str, str]] = []
+    seen: tuple[bytes, ...] = ()  # of _SINGLE
     for field in fields.split(b"\r\n")[1:]:
         name, _, value = field.partition(b":")
         name = name.lower()
@@ -90,14 +96,18 @@ def parse_plain(head: bytes) -> Plain | None:
         if name in _ONCE:
             if name == b"host":
                 host, repeated = value.strip(b" \t"), host is not None
-            elif name == b"range":
-                range_, repeated = value.strip(b" \t").decode("latin-1"), range_ is not None
+            elif name == b"range":  # decoded as aiohttp decodes every field value
+                range_, repeated = value.strip(b" \t").decode("utf-8", "surrogateescape"), range_ is not None
             else:
                 connection, repeated = value.strip(b" \t").lower(), connection is not None
             if repeated:
                 return None
         elif name in _FORWARDING:
             forwarding.append((name.decode(), value.strip(b" \t").decode("utf-8", "surrogateescape")))
+        elif name in _SINGLE:
+            if name in seen:
+                return None
+            seen += (name,)
     keep_alive = minor == b"1" if connection is None else _KEEP_ALIVE.get(connection)
     if host is None or keep_alive is None:
         return None
@@ -131,6 +141,8 @@ class Lane(asyncio.Protocol):
         self.progress_at = 0.0  # when the body last moved
         self.idle_since = 0.0
         self.host_read = None  # the Host for which the anonymous-read check let this client in
+        self.held = False  # the transport holds answers over its high-water mark: no next one yet
+        self.stall: asyncio.TimerHandle | None = None  # lets go of a client that reads none of them
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -150,25 +162,52 @@ class Lane(asyncio.Protocol):
             self.server.metrics.client_aborts += 1
         self.sock.close()  # before the transport closes its own: the last descriptor ends the TCP connection
         if self.task is not None:
-            self.task.cancel()
+            # Dropped too: a cancelled task keeps its traceback, whose frames hold this lane (a
+            # cycle: the lane, its buffer and the file it was locating would wait for the GC).
+            self.task, task = None, self.task
+            task.cancel()
+        if self.stall is not None:
+            self.stall.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.buffer = self.buffer + data if self.buffer else data
-        if not self.busy:
+        if not (self.busy or self.held):
             self.serve()
         elif len(self.buffer) > 4 * MAX_HEAD and not self.paused:
             self.paused = True
             self.transport.pause_reading()
 
+    def pause_writing(self) -> None:
+        """The transport holds more answers than its high-water mark (a client pipelines and
+        does not read them: HEADs cost a few hundred bytes each): no next answer until they
+        go, and no reading once requests pile up; a client that reads none of them for
+        STALL_SECONDS is let go, as one that stops reading a body is."""
+        self.held, self.idle_since = True, math.inf  # not idle: the sweep leaves it be
+        self.stall = self.server.loop.call_later(self.server.stall_seconds, self.stalled)
+
+    def resume_writing(self) -> None:
+        self.held, self.idle_since = False, self.server.loop.time()
+        self.stall.cancel()
+        if not self.busy:
+            self.serve()
+
+    def stalled(self) -> None:
+        if self.busy:  # a body is being sent: its own no-progress rule applies
+            self.stall = self.server.loop.call_later(self.server.stall_seconds, self.stalled)
+        elif not self.transport.is_closing():
+            client_left(self.transport, self.server.metrics, ClientStalled("no answer read in "
+                        f"{self.server.stall_seconds} s"), "answers waiting", self.remote)
+
     def serve(self) -> None:
         """Answer the requests buffered, in order, until one must wait or leaves the lane."""
         server = self.server
-        while not self.busy and not self.closing:
+        while not (self.busy or self.held or self.closing):
             end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
             if end < 0:
                 if len(self.buffer) > MAX_HEAD:
                     self.hand_off()
-                return
+                    return
+                break  # half a head: reading goes on
             plain = parse_plain(self.buffer[:end])
             if plain is None or not self.may_read(plain):
                 self.hand_off()
@@ -180,7 +219,7 @@ class Lane(asyncio.Protocol):
                 return
             if not self.answer(plain, end, entry):
                 return
-        if self.paused and not self.busy:
+        if self.paused and not (self.busy or self.held):
             self.paused = False
             self.transport.resume_reading()
 
@@ -323,6 +362,10 @@ class Lane(asyncio.Protocol):
         protocol = self.server.aiohttp_protocol()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        if self.held:  # answers wait in the transport: aiohttp's writes wait for them too
+            self.held = False
+            self.stall.cancel()
+            protocol.pause_writing()
         if self.paused:
             self.paused = False
             transport.resume_reading()
