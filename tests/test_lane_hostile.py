@@ -384,3 +384,21 @@ def test_serve_stops_gracefully_with_connections_in_the_lane(tmp_path, ffmpeg, s
         output = proc.stdout.read().decode(errors="replace")
         proc.stdout.close()
     assert "Traceback" not in output and "rror" not in output, output
+
+
+async def test_a_request_handed_to_aiohttp_during_a_graceful_stop_is_answered(server):
+    """A request whose file was being located when the stop began, and that the lane then hands
+    to aiohttp (the locate failed here: aiohttp's path locates it again), is answered whole;
+    then its connection closes, and the stop does not wait out its timeout (60 s) for it."""
+    client, track = server
+    held = held_locate(client.app, track["id"])
+    client.app[OPEN_FILES].clear()
+    lane, reader, writer = await slow_reader(client, request(f"/stream/{track['id']}"))
+    await until(lambda: lane.busy, "the request to wait for its file")
+    stopping = asyncio.ensure_future(client.server.close())
+    await until(lambda: lane.closing, "the stop to begin")
+    held.set_exception(OSError("the locate failed"))
+    head, body = await body_of(reader)
+    assert head.startswith(b"HTTP/1.1 200 ") and len(body) == track["size"]
+    await asyncio.wait_for(stopping, TIMEOUT)
+    writer.close()

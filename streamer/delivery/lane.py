@@ -371,6 +371,8 @@ class Lane(asyncio.Protocol):
             transport.resume_reading()
         if data:
             protocol.data_received(data)
+        if self.closing:  # the server stops (a file located since): as its own connections were told
+            protocol.close()  # the request in hand is answered, then the connection closes
 
     def stop(self) -> None:
         """The server stops: an idle connection closes now, a busy one after its answer."""
