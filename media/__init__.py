@@ -2,8 +2,8 @@
 
 streamer/ uses media through these names, imported statically so that readers and tools see every
 dependency (issue 12). The price: importing any media module loads them all, SQLite included.
-run.py loads them all anyway; a script that only scans pays it once, in the forkserver that
-preloads media.tags for the scan workers (about 0.15 s more before the first scan's workers run).
+run.py loads them all anyway. The scan's worker processes do not: they import the tag reader's
+own modules under a bare `media` package (media/scanner.py), not this one.
 """
 
 from media.cache import MediaCache
