@@ -47,11 +47,11 @@ _NOT_PLAIN = frozenset((b"authorization", b"x-on-behalf-of", b"content-length", 
                         b"expect", b"upgrade", b"if-match", b"if-none-match", b"if-modified-since",
                         b"if-unmodified-since", b"if-range"))
 _FORWARDING = frozenset((b"x-forwarded-for", b"forwarded"))  # read by the anonymous-read check
-_ONCE = frozenset((b"host", b"range", b"connection"))
-# The other fields aiohttp's parser refuses to see twice in a request (400): such a request is
-# aiohttp's to answer (aiohttp.http_parser.SINGLETON_HEADERS, less those refused above).
-_SINGLE = frozenset((b"user-agent", b"content-type", b"content-location", b"content-range", b"etag",
-                     b"max-forwards", b"server"))
+# Fields aiohttp's parser refuses to see twice in a request (400: such a request is aiohttp's to
+# answer): Host, Range and Connection, which the lane reads, and the rest of its SINGLETON_HEADERS
+# (aiohttp.http_parser) that a request may carry.
+_ONCE = frozenset((b"host", b"range", b"connection", b"user-agent", b"content-type", b"content-location",
+                   b"content-range", b"etag", b"max-forwards", b"server"))
 _KEEP_ALIVE = {b"close": False, b"keep-alive": True}  # another Connection value leaves the lane
 MAX_HEAD = 8190  # aiohttp's own limit of a line; a longer head is for aiohttp to judge
 IDLE_SECONDS = 60.0  # a connection idle this long goes to aiohttp, which keeps its own idle rules
@@ -87,7 +87,7 @@ def parse_plain(head: bytes) -> Plain | None:
     method, track_id, minor, fields = match.groups()
     host = range_ = connection = None
     forwarding: list[tuple[str, str]] = []
-    seen: tuple[bytes, ...] = ()  # of _SINGLE
+    seen: tuple[bytes, ...] = ()  # the other fields of _ONCE
     for field in fields.split(b"\r\n")[1:]:
         name, _, value = field.partition(b":")
         name = name.lower()
@@ -98,16 +98,14 @@ def parse_plain(head: bytes) -> Plain | None:
                 host, repeated = value.strip(b" \t"), host is not None
             elif name == b"range":  # decoded as aiohttp decodes every field value
                 range_, repeated = value.strip(b" \t").decode("utf-8", "surrogateescape"), range_ is not None
-            else:
+            elif name == b"connection":
                 connection, repeated = value.strip(b" \t").lower(), connection is not None
+            else:
+                repeated, seen = name in seen, (*seen, name)
             if repeated:
                 return None
         elif name in _FORWARDING:
             forwarding.append((name.decode(), value.strip(b" \t").decode("utf-8", "surrogateescape")))
-        elif name in _SINGLE:
-            if name in seen:
-                return None
-            seen += (name,)
     keep_alive = minor == b"1" if connection is None else _KEEP_ALIVE.get(connection)
     if host is None or keep_alive is None:
         return None
