@@ -274,6 +274,8 @@ class Lane(asyncio.Protocol):
                 sent = sendfile_now(self.transport, entry.file, offset, count)
             except ConnectionError as exc:
                 return self.ended(plain, exc)
+            except OSError as exc:  # a read error of the file, say: the answer cannot be finished
+                return self.ended(plain, ConnectionResetError(str(exc)))
             if sent < count:
                 self.send_rest(plain, entry, offset, count, sent)
                 return False
