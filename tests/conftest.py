@@ -125,6 +125,15 @@ def settings_for(library: Path, data_dir: Path, **overrides) -> Settings:
                     scan_workers=1, **{"loudness_analysis": False, **overrides})
 
 
+async def until(condition, what: str, seconds: float = 10.0) -> None:
+    """Wait for a condition of a server in this process (a counter, a state) with a deadline:
+    what tests wait for when the server offers no event to await."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
 async def wait_for_scan(app, timeout: float = 30.0) -> None:
     """The server scans in the background: wait until its scan has finished."""
     scanner = app[SCANNER]

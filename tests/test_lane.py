@@ -18,7 +18,7 @@ import pytest
 
 from streamer.delivery.lane import parse_plain
 from streamer.http.keys import METRICS
-from tests.conftest import LaneTestServer, create_app, settings_for, wait_for_scan
+from tests.conftest import LaneTestServer, create_app, settings_for, until, wait_for_scan
 
 TIMEOUT = 10
 
@@ -213,10 +213,7 @@ async def test_an_idle_connection_goes_to_aiohttp(aiohttp_client, demo_library, 
     data = request(f"/stream/{track['id']}", "Range: bytes=0-9")
     writer.write(data)
     first = await asyncio.wait_for(read_answer(reader), TIMEOUT)
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while metrics.lane_handoffs == handed_off:  # until the sweep has handed it over
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    await until(lambda: metrics.lane_handoffs > handed_off, "the sweep to hand the connection over")
     writer.write(data)
     second = await asyncio.wait_for(read_answer(reader), TIMEOUT)
     writer.close()

@@ -26,19 +26,11 @@ import pytest
 from streamer.delivery.lane import MAX_HEAD, Lane
 from streamer.delivery.originals import OPEN_FILES
 from streamer.http.keys import METRICS
-from tests.conftest import encode, free_ports
+from tests.conftest import encode, free_ports, until
 from tests.test_event_loop import ROOT, _get, _scanned_track
 from tests.test_lane import TIMEOUT, comparable, read_answer, request, twins  # noqa: F401 (twins: a fixture)
 
 # --- helpers -----------------------------------------------------------------------------------
-
-async def until(predicate, what: str, seconds: float = TIMEOUT) -> None:
-    """Wait for a condition of the server (in this process) with a deadline."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-
 
 def lane_server(client):
     return client.server.runner.server

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import pytest
 
 from streamer import create_app
 from streamer.delivery import lane, originals
 from streamer.http.keys import METRICS
-from tests.conftest import encode, first_track, library_path, settings_for, wait_for_scan
+from tests.conftest import encode, first_track, library_path, settings_for, until, wait_for_scan
 
 WINDOW = 16384
 
@@ -117,7 +116,7 @@ async def test_clients_leaving_while_the_server_waits_take_nothing_else_along(bi
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         await asyncio.wait_for(reader.readexactly(WINDOW), 10)
         leaving.append(writer)
-    await until(lambda: len(waits) >= 10 and app[METRICS].active_streams == 10)
+    await until(lambda: len(waits) >= 10 and app[METRICS].active_streams == 10, "ten clients waited for")
     for writer in leaving:
         writer.transport.abort()
     others = [await small_window(client) for _ in range(20)]
@@ -129,11 +128,4 @@ async def test_clients_leaving_while_the_server_waits_take_nothing_else_along(bi
         head, body = await answer(reader, 65536)
         assert b" 206 " in head.split(b"\r\n")[0] and body == data[i * 100_003:i * 100_003 + 200_000]
         writer.close()
-    await until(lambda: app[METRICS].active_streams == 0)
-
-
-async def until(condition, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "not within the deadline"
-        await asyncio.sleep(0.01)
+    await until(lambda: app[METRICS].active_streams == 0, "every stream to end")

@@ -16,7 +16,6 @@ aiohttp, which is the judge of what is malformed.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import re
@@ -30,12 +29,10 @@ from multidict import CIMultiDict
 
 from streamer.delivery import originals
 from streamer.delivery.originals import (
-    OPEN_FILES, ClientStalled, OpenFile, SourceShrank, client_left, head_bytes, sendfile_now,
+    OPEN_FILES, ClientStalled, OpenFile, SourceShrank, client_left, head_bytes, one_part, sendfile_now,
 )
 from streamer.http.keys import AUTH, METRICS, SETTINGS
 from streamer.http.ranges import WHOLE, Outcome, plan_range_header
-
-log = logging.getLogger(__name__)
 
 # The request line and field lines (RFC 9110 §5.5: a token, a colon, a value of visible
 # characters, spaces and tabs), checked in one match.
@@ -256,12 +253,7 @@ class Lane(asyncio.Protocol):
             self.hand_off()  # a 416 or a multipart answer: rare, and aiohttp's path has them
             return False
         self.buffer = self.buffer[end + 4:]
-        if plan.outcome is Outcome.WHOLE:
-            status, headers, offset, count = 200, f"Content-Type: {entry.content_type}\r\n", 0, entry.size
-        else:
-            r = plan.ranges[0]
-            status, offset, count = 206, r.start, r.length
-            headers = f"Content-Type: {entry.content_type}\r\nContent-Range: {r.content_range(entry.size)}\r\n"
+        status, headers, offset, count = one_part(entry, plan)
         metrics = server.metrics
         metrics.count_request("stream", plain.method, status)
         metrics.lane_answers += 1

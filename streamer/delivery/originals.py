@@ -32,7 +32,7 @@ from streamer.http.errors import ApiError, error_response
 from streamer.http.metrics import Metrics
 from streamer.http.role import Node
 from streamer.http.preconditions import Precondition, evaluate, if_range_holds
-from streamer.http.ranges import WHOLE, ByteRange, Outcome, plan_range_header
+from streamer.http.ranges import WHOLE, ByteRange, Outcome, RangePlan, plan_range_header
 
 log = logging.getLogger(__name__)
 
@@ -240,17 +240,22 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int, 
                               {"Content-Range": f"bytes */{entry.size}", "Accept-Ranges": "bytes",
                                **entry.validators})
     head_only = method == "HEAD"
-    if plan.outcome is Outcome.WHOLE:
-        return await _send(request, entry, 200, f"Content-Type: {entry.content_type}\r\n{extra_head}",
-                           [(0, entry.size)], entry.size, head_only, metrics)
-    if len(plan.ranges) == 1:
-        r = plan.ranges[0]
-        return await _send(request, entry, 206, f"Content-Type: {entry.content_type}\r\n{extra_head}"
-                           f"Content-Range: {r.content_range(entry.size)}\r\n", [(r.start, r.length)],
-                           r.length, head_only, metrics)
+    if plan.outcome is Outcome.WHOLE or len(plan.ranges) == 1:
+        status, own, offset, count = one_part(entry, plan, extra_head)
+        return await _send(request, entry, status, own, [(offset, count)], count, head_only, metrics)
     headers_of_parts, pieces = _multipart(entry, plan.ranges)
     count = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
     return await _send(request, entry, 206, headers_of_parts + extra_head, pieces, count, head_only, metrics)
+
+
+def one_part(entry: OpenFile, plan: RangePlan, extra_head: str = "") -> tuple[int, str, int, int]:
+    """The whole file (200) or its one range (206): the status, the answer's own header lines
+    (Content-Type, a door's `extra_head`, Content-Range), and the span of the file to send."""
+    if plan.outcome is Outcome.WHOLE:
+        return 200, f"Content-Type: {entry.content_type}\r\n{extra_head}", 0, entry.size
+    r = plan.ranges[0]
+    return (206, f"Content-Type: {entry.content_type}\r\n{extra_head}Content-Range: {r.content_range(entry.size)}\r\n",
+            r.start, r.length)
 
 
 # A body is a list of pieces: bytes to write, or (offset, count) of the file to sendfile.
