@@ -16,8 +16,8 @@ What it does (everything on 127.0.0.1, everything it starts is stopped at the en
    - random 64 KiB ranges at --connections connections: req/s;
    - whole-file GETs at --connections connections: bytes/s (wrk's Transfer/sec);
    - --held connections (default 1000) doing random ranges: req/s, our p99, socket errors, non-2xx;
-5. samples our server's process tree (the server and every process it started: scan workers,
-   their forkserver) every 0.1 s while wrk loads it, and reports its peak RSS, with the peak RSS
+5. samples our server's process tree (the server and every process it started: a scan's
+   reader processes, ffmpeg) every 0.1 s while wrk loads it, and reports its peak RSS, with the peak RSS
    (VmHWM) of the server process alone and of nginx; then a summary table with PASS/FAIL.
 
 Needs the `nginx` and `wrk` binaries (Debian packages `nginx-light` and `wrk`); it installs
@@ -102,7 +102,7 @@ def children(pid: int) -> list[int]:
 
 
 def process_tree(pid: int) -> list[int]:
-    """The process and all its descendants (scan workers, their forkserver, ffmpeg...)."""
+    """The process and all its descendants (a scan's readers, ffmpeg...)."""
     out = [pid]
     for child in children(pid):
         out += process_tree(child)

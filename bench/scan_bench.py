@@ -13,9 +13,9 @@ and (--scale) a real server's scans of 2,000 to 200,000 files with the memory th
    and no saving: the ceiling of any two-process scan). Target: the median over rounds of
    ours/reference (files/s) >= 1.6. Each run of ours prints where its time went
    (walk, first tags back, reading, the last save and regroup) and the CPU time of this process
-   (event loop, catalog writer, executor threads) and of the processes it started (workers,
-   forkserver, resource tracker: each scan starts them and ends with them gone, so every run of
-   ours pays their start-up), beside the reference's.
+   (event loop, catalog writer, executor threads) and of the reader processes it forked (each
+   scan forks its own and ends with them gone, so every run of ours pays their start), beside
+   the reference's.
 
 2. No-change rescan. Makes --rescan-files files (default 20,000) as hard links of a few tiny base
    files at distinct paths (equal tags, which is fine for a rescan), scans them once (untimed),
@@ -27,7 +27,7 @@ and (--scale) a real server's scans of 2,000 to 200,000 files with the memory th
    directly: 200,000 files in about a minute), then a real `run.py serve` on it: with a fresh data
    folder its start-up scan is a first scan; started again on the same data folder, a no-change
    rescan. For each: the scan's own seconds (GET /api/v1/library/scan), the peak RSS (VmHWM) of the
-   server, of its forkserver and of each worker process, and the latency of the server's answers
+   server and of each reader process it forks, and the latency of the server's answers
    to that GET, asked every 0.1 s during the scan. References: the mutagen loop and os.walk + stat
    over the same files, in this process. Targets: none (the slope is the figure), but every answer
    during a scan within 0.5 s.
@@ -203,17 +203,9 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def is_forkserver(pid: int) -> bool:
-    try:
-        return b"forkserver import main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
 def children_cpu() -> float:
-    """CPU seconds of this process's children that have been reaped: a scan ends with its
-    processes gone (the workers reaped by the forkserver, the forkserver and the resource tracker
-    by this process), so a scan's difference is the CPU of all it started."""
+    """CPU seconds of this process's children that have been reaped: a scan ends with its reader
+    processes gone and reaped, so a scan's difference is the CPU of all it started."""
     times = os.times()
     return times.children_user + times.children_system
 
@@ -230,8 +222,8 @@ def peak_kib(pid: int) -> int | None:
 
 
 def pss_kib(pid: int) -> int:
-    """A process's proportional set size (its private pages plus its share of the shared ones: the
-    workers share what the forkserver imported), in KiB; 0 once it is gone."""
+    """A process's proportional set size (its private pages plus its share of the shared ones: a
+    scan's readers are forks of the server and share its pages), in KiB; 0 once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
@@ -450,8 +442,8 @@ def rescan(args: argparse.Namespace, tmp: Path, table: Summary) -> None:
 # --- 3. scale: a real server's scans, and their memory ------------------------------------------
 
 class Watch:
-    """While a server scans: the peak RSS of it and of the processes under it (its forkserver and
-    the scan workers), and how long it takes to answer GET /api/v1/library/scan, asked every 0.1 s."""
+    """While a server scans: the peak RSS of it and of the processes under it (the scan's reader
+    processes), and how long it takes to answer GET /api/v1/library/scan, asked every 0.1 s."""
 
     def __init__(self, server: Proc, base: str) -> None:
         self.server, self.base = server, base
@@ -483,10 +475,7 @@ class Watch:
         """Note the processes under the server (pids above its own: they started after it), then
         the peak RSS of each."""
         for child in children(self.server.pid):
-            if child not in self.kinds:
-                self.kinds[child] = "forkserver" if is_forkserver(child) else "other"
-            if self.kinds[child] == "forkserver":
-                self.kinds.update({w: "worker" for w in children(child)})
+            self.kinds.setdefault(child, "reader")
         for pid in self.kinds:
             if (kib := peak_kib(pid)) is not None:
                 self.peaks[pid] = max(kib, self.peaks.get(pid, 0))
@@ -542,15 +531,14 @@ def scale(args: argparse.Namespace, tmp: Path, procs: list[Proc], table: Summary
     """[scale]: each size's figures in one table, so the slope shows."""
     audio = make_tiny_mp3(tmp / "tiny-base")
     rows = [("files", "mutagen loop s", "first scan s", "files/s", "x loop", "walk+stat s", "rescan s",
-             "server MiB first/rescan", "forkserver MiB", "worker MiB", "all Pss MiB", "answers p50/max ms")]
+             "server MiB first/rescan", "reader MiB", "all Pss MiB", "answers p50/max ms")]
     for n in args.scale:
         f = scale_size(tmp, audio, procs, n)
         first, again = f["first_watch"], f["rescan_watch"]
         answers = first.answers + again.answers
         rows.append((f"{n:,}", f"{f['ref']:.2f}", f"{f['first']:.2f}", f"{n / f['first']:.0f}",
                      f"{ratio(f['ref'], f['first']):.2f}", f"{f['walk']:.2f}", f"{f['rescan']:.2f}",
-                     f"{mib(first.peak('server'))}/{mib(again.peak('server'))}", mib(first.peak("forkserver")),
-                     mib(first.peak("worker")), mib(max(first.tree_pss, again.tree_pss)),
+                     f"{mib(first.peak('server'))}/{mib(again.peak('server'))}", mib(first.peak("reader")), mib(max(first.tree_pss, again.tree_pss)),
                      f"{percentile(answers, 50) * 1000:.0f}/{max(answers) * 1000:.0f}"))
         table.check(max(answers) < TARGET_ANSWER_SECONDS, f"scale {n} files: slowest answer during the scans (s)",
                     "", f"{max(answers):.3f}", "", f"< {TARGET_ANSWER_SECONDS:g}")

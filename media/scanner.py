@@ -2,37 +2,26 @@
 
 Incremental: a file whose size and mtime are what the catalog holds is not opened again. Tolerant:
 a broken file becomes a line in `progress.problems`, never an aborted scan. Tag reading runs in
-worker processes (mutagen is pure Python, so threads would share one core), in tasks large at first
-and smaller towards the end (few round trips, and the workers run out of work together); until
-the workers are ready (their first start boots a forkserver) this process reads, in a thread. What
-is read is saved while the reading goes on, so little is left to save when it ends.
+processes forked for the scan (media.scan_workers), in tasks large at first and smaller towards
+the end (few round trips, and the readers run out of work together). What is read is saved while
+the reading goes on, so little is left to save when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
-import io
-import multiprocessing
-import multiprocessing.context
-import multiprocessing.forkserver
-import multiprocessing.popen_forkserver
-import multiprocessing.resource_tracker
-import multiprocessing.spawn
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from media import scan_workers
 from media.catalog import Catalog
 from media.formats import container_for, cover_rank
-import media.tags
 from media.tags import read_files
 
 log = logging.getLogger(__name__)
@@ -40,11 +29,11 @@ log = logging.getLogger(__name__)
 CHUNK = 64  # files a task holds at least, and what this process reads at a time
 CHUNK_MAX = 512  # files a task holds at most: tasks shrink from here towards CHUNK near the end
 TASKS_AHEAD = 8  # a task holds 1/(TASKS_AHEAD x workers) of the files still to read (within those bounds)
-TASKS_IN_FLIGHT = 2  # tasks given to each worker at a time: the one it reads, the one it reads next
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
 SAVE_EVERY = 1.0  # seconds at most from a save's start to the next one's
 SAVE_ENOUGH = 2000  # records that start the next save before SAVE_EVERY (commits of fewer cost more a record)
-HURRY_AFTER = 0.8  # once this share of the files is read, each save follows the last at once
+HURRY_AFTER = 0.5  # once this share of the files is read, each save follows the last at once
+# (what is left to save when the reading ends is the scan's serial tail: one core idle)
 SAVE_MAX = 4000  # records a save takes at most (other writes wait; a commit rewrites the index pages it touched)
 SAVE_BACKLOG = 2 * SAVE_MAX  # records waiting to be saved beyond which reading waits for the writer
 REGROUP_EVERY = 10.0  # seconds at least between album/artist rebuilds during a long scan
@@ -176,133 +165,6 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Worker processes come from a forkserver, and import only what reading tags needs.
-
-    Not plain fork: this process has threads (SQLite, executors) and forking it is unsafe. Not
-    spawn: every worker would start a fresh interpreter and import mutagen. The forkserver is a
-    clean single-threaded process that imports mutagen once and forks the workers from it; it
-    lives as long as the scans that use it (_Helpers), so a scan pays its start: kept small,
-    as the workers' (_WorkerPopen, _WORKER_BOOT). As with any multiprocessing, a script that
-    scans must keep its top level under `if __name__ == "__main__"`.
-    """
-    context = _WorkerContext()
-    # What each worker would import otherwise: the pool's worker loop, then mutagen and the rest.
-    context.set_forkserver_preload(["concurrent.futures.process", *media.tags.THIRD_PARTY])
-    return context
-
-
-class _WorkerPopen(multiprocessing.popen_forkserver.Popen):
-    """Python's forkserver start of a process (its _launch, as in Python 3.11-3.13) without the
-    main script: Python has every child import it (run.py: the whole server, 0.7 s of CPU per
-    worker per scan; a benchmark's script and its imports) for what it may define, and a worker
-    runs only media.tags."""
-
-    def _launch(self, process_obj: Any) -> None:
-        pf = multiprocessing.popen_forkserver
-        prep_data = multiprocessing.spawn.get_preparation_data(process_obj._name)
-        prep_data.pop("init_main_from_path", None)
-        prep_data.pop("init_main_from_name", None)
-        buf = io.BytesIO()
-        pf.set_spawning_popen(self)
-        try:
-            pf.reduction.dump(prep_data, buf)
-            pf.reduction.dump(process_obj, buf)
-        finally:
-            pf.set_spawning_popen(None)
-        self.sentinel, w = pf.forkserver.connect_to_new_process(self._fds)
-        _parent_w = os.dup(w)  # the child's sentinel of this process, as Python keeps it
-        self.finalizer = pf.util.Finalize(self, pf.util.close_fds, (_parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = pf.forkserver.read_signed(self.sentinel)
-
-
-class _WorkerProcess(multiprocessing.context.ForkServerProcess):
-    @staticmethod
-    def _Popen(process_obj: Any) -> _WorkerPopen:
-        return _WorkerPopen(process_obj)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Sent to the worker as Python's own class: unpickling this one would import this module
-        # (and the media package with it) there.
-        return object.__new__, (multiprocessing.context.ForkServerProcess,), dict(self.__dict__)
-
-
-class _WorkerContext(multiprocessing.context.ForkServerContext):
-    Process = _WorkerProcess
-
-
-# A worker's start (the pool's initializer: exec of this, with MEDIA the package's folder): the
-# tag reader's modules without the media package's __init__, which imports the whole domain
-# (SQLite, sqlite-utils, the catalog: 0.2 s of CPU and 14 MiB a process, for nothing here).
-_WORKER_BOOT = """
-import sys, types
-if "media" not in sys.modules:
-    package = types.ModuleType("media")
-    package.__path__ = [MEDIA]
-    sys.modules["media"] = package
-import media.tags
-media.tags.quiet_worker()
-"""
-
-
-class _Helpers:
-    """multiprocessing's forkserver and resource tracker: two processes every scan's pool in this
-    process shares, started with the first pool and stopped once the last one is shut down, so that
-    between scans the server's process tree holds neither (33.5 and 12.8 MiB, issue 15)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pools = 0  # pools started and not yet retired
-
-    def start_pool(self, workers: int) -> concurrent.futures.ProcessPoolExecutor:
-        with self._lock:
-            self._pools += 1
-        pool = None
-        try:
-            boot = {"MEDIA": os.path.dirname(media.tags.__file__)}
-            pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_worker_context(),
-                                                          initializer=exec, initargs=(_WORKER_BOOT, boot))
-            for _ in range(workers):  # workers start on demand: ask for all of them now
-                pool.submit(os.getpid)
-        except BaseException:
-            self.retire(pool)
-            raise
-        return pool
-
-    def retire(self, pool: concurrent.futures.ProcessPoolExecutor | None) -> None:
-        """Shut `pool` down and wait until its workers have exited (each ends the task it is
-        reading) and the forkserver has reaped them; then, if no other pool is in use, stop the
-        forkserver and the tracker. Blocks: runs in a thread."""
-        try:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)  # its queues' semaphores go with it
-        finally:
-            with self._lock:
-                self._pools -= 1
-                if self._pools == 0:
-                    _stop_helpers()
-
-
-def _stop_helpers() -> None:
-    """Stop the forkserver, then the tracker, by the methods Python's own tests use (a Python that
-    lacks them keeps both, as before); each closes the pipe its process waits on, then reaps it.
-    The next pool starts them again."""
-    for helper in (getattr(multiprocessing.forkserver, "_forkserver", None),
-                   getattr(multiprocessing.resource_tracker, "_resource_tracker", None)):
-        stop = getattr(helper, "_stop", None)
-        if stop is None:
-            continue
-        try:
-            stop()
-        except OSError as exc:
-            log.warning("scan: could not stop %s: %s", type(helper).__name__, exc)
-
-
-_HELPERS = _Helpers()  # one per process, as the processes it manages
-
-
 class Scanner:
     """Runs scans of one library into one catalog; one scan at a time."""
 
@@ -357,15 +219,8 @@ class Scanner:
         started = time.perf_counter()
         known = await self.catalog.file_index()  # the walk takes out what it finds: the rest is gone
         first = not known
-        # A first scan reads every file: start the workers now, so they boot during the walk.
-        workers = _Workers(self._start_pool) if first and self.workers > 1 else None
-        try:
-            walked = await self._walk(known, progress, started)
-            workers = self._workers_for(walked.changed, workers)
-            await self._read_changed(walked, progress, stop, workers)
-        finally:
-            if workers is not None:  # the scan ends with its processes gone
-                await workers.gone()
+        walked = await self._walk(known, progress, started)
+        await self._read_changed(walked, progress, stop)
         if stop.is_set():
             progress.state = "stopped"
             await self.catalog.finish_scan(walked.images)
@@ -386,15 +241,6 @@ class Scanner:
                  progress.files, progress.added, progress.updated, progress.removed,
                  progress.unchanged, progress.skipped)
 
-    def _workers_for(self, changed: list[tuple[str, int, int]], workers: _Workers | None) -> _Workers | None:
-        """The worker processes to read `changed` (those started already, or new ones); None for
-        few files (read here, in a thread: no process start-up), and any started are let go."""
-        if len(changed) < IN_THREAD_BELOW or self.workers == 1:
-            if workers is not None:
-                workers.close()
-            return None
-        return workers or _Workers(self._start_pool)
-
     async def _walk(self, known: dict[str, tuple[int, int]], progress: ScanProgress, started: float) -> Walked:
         """Walk the library and set it against the catalog (`known` is left with the files gone)."""
         walked = await asyncio.to_thread(walk, self.library, progress, known)
@@ -407,14 +253,13 @@ class Scanner:
         self._notify()
         return walked
 
-    async def _read_changed(self, walked: Walked, progress: ScanProgress, stop: asyncio.Event,
-                            workers: _Workers | None) -> None:
+    async def _read_changed(self, walked: Walked, progress: ScanProgress, stop: asyncio.Event) -> None:
         """Read the changed files and save them as they come in (and now and then regroup), so
         the catalog fills during a long scan; every record read is saved when this returns."""
         saver = _Saver(self.catalog, walked.images, progress)
         last_log = time.monotonic()
         try:
-            async with contextlib.aclosing(self._read(walked.changed, stop, workers)) as results:
+            async with contextlib.aclosing(self._read(walked.changed, stop)) as results:
                 async for chunk in results:
                     saver.add(_tally(chunk, walked.updates, progress))
                     await saver.room()
@@ -428,113 +273,26 @@ class Scanner:
         finally:
             saver.cancel()
 
-    def _start_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        return _HELPERS.start_pool(self.workers)
-
-    async def _read(self, changed: list[tuple[str, int, int]], stop: asyncio.Event, workers: _Workers | None):
-        """Yield lists of read results as they complete: read in this process while the worker
-        processes start (all of them without workers), then by the workers."""
-        try:
-            here = _ReadHere(str(self.library), changed, workers)
-            while (chunk := await here.next()) is not None:
+    async def _read(self, changed: list[tuple[str, int, int]], stop: asyncio.Event):
+        """Yield lists of read results as they come: from reader processes forked for this scan,
+        or, for a few files or with one core, from here (in a thread)."""
+        root = str(self.library)
+        if len(changed) < IN_THREAD_BELOW or self.workers == 1 or not scan_workers.AVAILABLE:
+            for start in range(0, len(changed), CHUNK):
+                if stop.is_set():
+                    return
+                yield await asyncio.to_thread(read_files, root, changed[start:start + CHUNK])
+            return
+        readers = scan_workers.Readers(root, _tasks(changed, self.workers), self.workers)
+        async with readers, contextlib.aclosing(readers.results()) as results:
+            async for chunk in results:
                 if stop.is_set():
                     return
                 yield chunk
-            if workers is None or (here.position >= len(changed) and not here.reading):
-                return  # all read here
-            tasks = collections.deque(_tasks(changed[here.position:], self.workers))
-            # here.next() stopped early: the workers are ready
-            async with contextlib.aclosing(self._read_by(workers.ready.result(), tasks, here.reading, stop)) as read:
-                async for chunk in read:
-                    yield chunk
-        finally:
-            if workers is not None:
-                workers.close()  # they get their stop signal now; the saves go on meanwhile
-
-    async def _read_by(self, pool: concurrent.futures.ProcessPoolExecutor, tasks: collections.deque,
-                       running: list[asyncio.Future], stop: asyncio.Event):
-        """Yield the workers' results as they come, with TASKS_IN_FLIGHT tasks per worker given out
-        at a time (one running, the next waiting): while the caller does not ask for more (the
-        catalog's writer is behind), no more is read, so read records do not pile up in memory."""
-        loop, root, in_flight = asyncio.get_running_loop(), str(self.library), set(running)
-        try:
-            while tasks or in_flight:
-                while tasks and len(in_flight) < self.workers * TASKS_IN_FLIGHT:
-                    in_flight.add(loop.run_in_executor(pool, read_files, root, tasks.popleft()))
-                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    if stop.is_set():
-                        return
-                    yield future.result()
-        finally:
-            for future in in_flight:
-                future.cancel()
 
     def _notify(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.progress)
-
-
-class _Workers:
-    """A scan's worker processes, started in a thread: the first start in a process boots the
-    forkserver, which imports the tag reader (a fraction of a second, seconds on a busy machine)
-    that the event loop must not wait for. The scan reads here meanwhile. Let go, they are retired
-    in a thread too (their exit, then the forkserver's and tracker's: _Helpers.retire)."""
-
-    def __init__(self, start: Callable[[], concurrent.futures.ProcessPoolExecutor]) -> None:
-        self.ready: asyncio.Future[concurrent.futures.ProcessPoolExecutor] = (
-            asyncio.get_running_loop().run_in_executor(None, start))
-        self._gone: asyncio.Future[None] | None = None
-
-    def close(self) -> None:
-        """Let the workers go, now or once they have started: no new task, and they exit once done
-        with those they hold."""
-        if self._gone is None:
-            self._gone = self.ready.get_loop().create_future()
-            self.ready.add_done_callback(self._retire)
-
-    async def gone(self) -> None:
-        """Let the workers go, and return once they, and the helpers if no other pool uses them,
-        have exited."""
-        self.close()
-        await asyncio.shield(self._gone)
-
-    def _retire(self, ready: asyncio.Future[concurrent.futures.ProcessPoolExecutor]) -> None:
-        if ready.cancelled() or ready.exception() is not None:  # none started (none counted)
-            self._gone.set_result(None)
-            return
-        retired = ready.get_loop().run_in_executor(None, _HELPERS.retire, ready.result())
-        retired.add_done_callback(self._retired)
-
-    def _retired(self, retired: asyncio.Future[None]) -> None:
-        if not retired.cancelled() and retired.exception() is not None:
-            log.error("scan: worker processes not retired", exc_info=retired.exception())
-        self._gone.set_result(None)
-
-
-class _ReadHere:
-    """Reading in this process (in a thread), a chunk at a time from the front of the list, for as
-    long as the worker processes are not ready; with no workers, all of it."""
-
-    def __init__(self, root: str, changed: list[tuple[str, int, int]], workers: _Workers | None) -> None:
-        self.root, self.changed, self.workers = root, changed, workers
-        self.position = 0  # the files before it are read here
-        self.reading: list[asyncio.Future] = []  # a chunk still being read here when the workers came
-
-    async def next(self) -> list[tuple[str, dict[str, Any] | None, str | None]] | None:
-        """The next chunk's results; None once all is read, or once the workers are ready."""
-        ready = self.workers.ready if self.workers is not None else None
-        if (ready is not None and ready.done()) or self.position >= len(self.changed):
-            return None
-        chunk = self.changed[self.position:self.position + CHUNK]
-        self.position += len(chunk)
-        reading = asyncio.ensure_future(asyncio.to_thread(read_files, self.root, chunk))
-        if ready is not None:
-            await asyncio.wait((reading, ready), return_when=asyncio.FIRST_COMPLETED)
-            if not reading.done():
-                self.reading = [reading]
-                return None
-        return await reading
 
 
 def _tasks(changed: list[tuple[str, int, int]], workers: int) -> list[list[tuple[str, int, int]]]:

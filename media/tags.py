@@ -1,6 +1,6 @@
 """Reading one audio file with mutagen: tags, stream properties and whether it carries cover art.
 
-Runs in scanner worker processes, so it only returns plain, picklable dicts.
+Runs in a scan's reader processes (media.scan_workers), so it only returns plain, picklable dicts.
 """
 
 from __future__ import annotations
@@ -28,10 +28,6 @@ from media.fingerprint import content_fingerprint
 from media.formats import container_for, image_type
 
 log = logging.getLogger(__name__)
-
-# What a scan's forkserver imports for its workers (all the above but ours: see media.scanner).
-THIRD_PARTY = ("mutagen", "mutagen.flac", "mutagen.id3", "mutagen.mp3", "mutagen.mp4", "mutagen.oggopus",
-               "mutagen.oggvorbis", "mutagen.wave", "hashlib", "re", "base64", "signal")
 
 # The largest embedded picture read (streamer.api serves folder images under the same cap), and
 # how much else a file's tags may hold beside it before they are not read at all.
@@ -82,12 +78,6 @@ TAGS_VERSION = 2  # what read_track reads: a track read by an older version is r
 
 _LEADING_INT = re.compile(r"\s*(\d+)")
 _YEAR = re.compile(r"(\d{4})")
-
-
-def quiet_worker() -> None:
-    """A scan worker's start: Ctrl-C reaches the whole process group, but stopping the workers is
-    the server's job (a worker interrupted mid-read printed a KeyboardInterrupt traceback)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def read_files(root: str, items: list[tuple[str, int, int]]) -> list[tuple[str, dict[str, Any] | None, str | None]]:

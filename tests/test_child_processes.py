@@ -12,7 +12,7 @@ One real server runs every path that starts and ends ffmpeg together: HLS segmen
 last segment of a track, whose run ends with ffmpeg already gone: the path of the warning), runs
 going on ahead of their listener (killed at shutdown), segment requests abandoned before their
 segment is made, transcodes left midway, and meanwhile a scan that reads tags in worker processes
-(a forkserver, a child of this process too).
+(reader processes forked from this one).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""A scan's processes live as long as the scan (issue 15): its worker processes, and the forkserver
-and resource tracker of Python's multiprocessing that start them, are gone when it ends (they held
-46 MiB of the server's process tree for the rest of its life), and the next scan starts them again.
+"""A scan's reader processes (media.scan_workers, issue 15): forked for the scan and gone when it
+ends; each keeps only its two pipes (not the server's sockets or files), leaves Ctrl-C to the
+server, and a reader that dies leaves its files to be read here, none lost.
 """
 
 from __future__ import annotations
@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
+import media.scan_workers
 from media import Catalog, Scanner
-from media.scanner import _HELPERS, IN_THREAD_BELOW, _ReadHere
+from media.scanner import IN_THREAD_BELOW
 from tests.conftest import encode
 
-FILES = IN_THREAD_BELOW + 36  # enough for worker processes
+FILES = IN_THREAD_BELOW + 36  # enough for reader processes
 
 
 def _children() -> set[int]:
@@ -30,11 +32,18 @@ def _children() -> set[int]:
     return found
 
 
-def _command(pid: int) -> str:
+def _open_fds(pid: int) -> dict[int, str]:
+    """fd -> what it is (pipe:[..], socket:[..], a path), of a live process; {} once it is gone."""
+    found = {}
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                found[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
     except OSError:
-        return ""
+        return {}
+    return found
 
 
 def _links(folder: Path, base: Path, count: int, name: str) -> None:
@@ -43,63 +52,82 @@ def _links(folder: Path, base: Path, count: int, name: str) -> None:
         os.link(base, folder / f"{i:03d} {name}{base.suffix}")
 
 
-class _Watch:
-    """An on_progress callback noting the processes under this one while the scan reads."""
-
-    def __init__(self) -> None:
-        self.seen: dict[int, str] = {}  # pid: command line
-
-    def __call__(self, progress) -> None:
-        if progress.state == "reading":  # the last look wins: one may catch a process between fork and exec
-            self.seen |= {pid: command for pid in _children() if (command := _command(pid))}
-
-    def helpers(self) -> list[str]:
-        return [c for c in self.seen.values() if "multiprocessing" in c]
-
-
 @pytest.fixture
-def base(tmp_path, ffmpeg, monkeypatch) -> Path:
-    """A short mp3 to link; and scans that leave all reading to their workers (a small library is
-    otherwise read here, in a thread, before they have started)."""
-    original = _ReadHere.next
-
-    async def after_the_workers_start(self):
-        if self.workers is not None:
-            await asyncio.wait([self.workers.ready])
-        return await original(self)
-
-    monkeypatch.setattr(_ReadHere, "next", after_the_workers_start)
+def base(tmp_path, ffmpeg) -> Path:
     return encode(ffmpeg, tmp_path / "base.mp3", 0.2)
 
 
-async def _scan(library: Path, catalog: Catalog):
-    watch = _Watch()
-    progress = await Scanner(library, catalog, workers=2, on_progress=watch).scan()
-    return progress, watch
+@pytest.fixture
+def forked(monkeypatch) -> list[int]:
+    """The pids of the reader processes forked, in order (a pass-through spy)."""
+    pids: list[int] = []
+    original = media.scan_workers._Reader.fork
+
+    async def fork(root, tasks):
+        reader = await original(root, tasks)
+        pids.append(reader.pid)
+        return reader
+
+    monkeypatch.setattr(media.scan_workers._Reader, "fork", staticmethod(fork))
+    return pids
 
 
-async def test_a_scan_leaves_no_process_behind_and_the_next_starts_them_again(tmp_path, base, caplog, capfd):
+async def _scan(library: Path, catalog: Catalog, **options):
+    return await Scanner(library, catalog, workers=2, **options).scan()
+
+
+async def test_a_scan_leaves_no_process_behind_and_the_next_forks_them_again(tmp_path, base, forked, caplog,
+                                                                               capfd):
     caplog.set_level(logging.WARNING)
-    before = _children()  # (none of a scan's: an earlier test's scans ended with theirs gone)
+    before = _children()
     _links(tmp_path / "music" / "One", base, FILES, "One")
     catalog = Catalog(tmp_path / "data" / "catalog.db")
     try:
-        for folder in ("Two", "Three"):  # a first scan, then rescans that find new files
-            progress, watch = await _scan(tmp_path / "music", catalog)
+        for scan, folder in enumerate(("Two", "Three")):  # a first scan, then rescans that find new files
+            progress = await _scan(tmp_path / "music", catalog)
             assert (progress.state, progress.added) == ("done", FILES)
-            assert len(watch.helpers()) == 2, "the scan read in worker processes"  # forkserver, tracker
-            assert _children() <= before, [_command(pid) for pid in _children() - before]
+            assert len(forked) == 2 * (scan + 1), "the scan read in two reader processes of its own"
+            assert _children() <= before, "the scan's readers are gone (and reaped) when it ends"
             _links(tmp_path / "music" / folder, base, FILES, folder)
     finally:
         catalog.close()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
-    err = capfd.readouterr().err
-    assert "resource_tracker" not in err and "leaked" not in err and "Traceback" not in err
+    assert "Traceback" not in capfd.readouterr().err
 
 
-async def test_scans_at_once_share_the_processes_until_the_last_ends(tmp_path, base, capfd):
-    """Two libraries scanned together (two nodes in one process): the one that ends first leaves
-    the forkserver to the other, whose workers keep reading; the last one stops it."""
+async def test_a_reader_holds_only_its_two_pipes(tmp_path, base, monkeypatch, unused_tcp_port):
+    """Not this process's sockets, database or log files: a reader holding a copy of a client's
+    connection would keep it open after the server closed it. Each reader notes what it holds
+    open as it reads its first file (the file mutagen reads aside)."""
+    import json
+    import socket
+
+    listening = socket.create_server(("127.0.0.1", unused_tcp_port))
+    _links(tmp_path / "music", base, FILES, "Track")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+
+    def note(relpath: str) -> None:
+        if not (mine := notes / str(os.getpid())).exists():
+            mine.write_text(json.dumps(_open_fds(os.getpid())))
+
+    _in_readers(monkeypatch, note)
+    catalog = Catalog(tmp_path / "data" / "catalog.db")
+    try:
+        progress = await _scan(tmp_path / "music", catalog)
+    finally:
+        catalog.close()
+        listening.close()
+    assert progress.state == "done" and len(list(notes.iterdir())) == 2
+    for one in notes.iterdir():
+        fds = {int(fd): what for fd, what in json.loads(one.read_text()).items()}
+        beyond_stdio = sorted(what.split(":")[0] for fd, what in fds.items() if fd > 2 and "/fd" not in what)
+        assert beyond_stdio == ["pipe", "pipe"], fds
+
+
+async def test_scans_at_once_each_fork_their_readers(tmp_path, base, capfd):
+    """Two libraries scanned together (two nodes in one process): each scan's readers are its own
+    and both end with them gone."""
     before = _children()
     catalogs = [Catalog(tmp_path / f"data{i}" / "catalog.db") for i in range(2)]
     for i in range(2):
@@ -109,14 +137,61 @@ async def test_scans_at_once_share_the_processes_until_the_last_ends(tmp_path, b
     finally:
         for catalog in catalogs:
             catalog.close()
-    assert [(p.state, p.added) for p, _ in done] == [("done", FILES), ("done", 4 * FILES)]
+    assert [(p.state, p.added) for p in done] == [("done", FILES), ("done", 4 * FILES)]
     assert _children() <= before
-    assert "resource_tracker" not in capfd.readouterr().err
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _in_readers(monkeypatch, action) -> None:
+    """Run action(relative path) before each file a reader process reads (this process reads
+    as before): the readers are forks of this process, so they run what it has patched."""
+    here = os.getpid()
+    original = media.scan_workers.read_files
+
+    def read_files(root, items):
+        if os.getpid() != here:
+            for relpath, _, _ in items:
+                action(relpath)
+        return original(root, items)
+
+    monkeypatch.setattr(media.scan_workers, "read_files", read_files)
+
+
+async def test_a_reader_that_dies_leaves_its_files_to_be_read_here(tmp_path, base, monkeypatch, caplog):
+    before = _children()
+    _links(tmp_path / "music", base, FILES, "Track")
+    doomed = sorted(os.listdir(tmp_path / "music"))[FILES // 2]
+    _in_readers(monkeypatch, lambda relpath: os._exit(9) if relpath == doomed else None)
+    catalog = Catalog(tmp_path / "data" / "catalog.db")
+    try:
+        progress = await _scan(tmp_path / "music", catalog)
+        _, total = await catalog.tracks(limit=1, offset=0)
+    finally:
+        catalog.close()
+    assert (progress.state, progress.added, progress.skipped, total) == ("done", FILES, 0, FILES)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("ended with" in w and "reading them here" in w for w in warnings), warnings
+    assert any("exited with 9" in w for w in warnings), warnings
+    assert _children() <= before
+
+
+async def test_readers_leave_ctrl_c_to_the_server(tmp_path, base, forked, monkeypatch, caplog):
+    """Ctrl-C reaches the whole process group: a reader must not die of it (it printed a
+    KeyboardInterrupt traceback when a cluster was stopped), nor pass it to the server's event
+    loop through the wakeup fd it inherited."""
+    _links(tmp_path / "music", base, FILES, "Track")
+    _in_readers(monkeypatch, lambda relpath: os.kill(os.getpid(), signal.SIGINT))
+    catalog = Catalog(tmp_path / "data" / "catalog.db")
+    try:
+        progress = await _scan(tmp_path / "music", catalog)
+    finally:
+        catalog.close()
+    assert (progress.state, progress.added) == ("done", FILES) and len(forked) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_workers_read_what_this_process_reads(tmp_path, base, ffmpeg):
-    """The workers import only the tag reader (not the media package's __init__, not the main
-    script): what they read is what this process reads, field for field."""
+    """What the readers read is what this process reads, field for field."""
     music = tmp_path / "music"
     for i, ext in enumerate(("mp3", "flac", "ogg", "opus", "m4a")):
         one = encode(ffmpeg, tmp_path / f"one.{ext}", 0.3, freq=300 + 100 * i,
@@ -137,13 +212,23 @@ async def test_workers_read_what_this_process_reads(tmp_path, base, ffmpeg):
     assert len(rows[0]) == 5 * (FILES // 5 + 1) and rows[0] == rows[1]
 
 
-def test_a_worker_imports_the_tag_reader_and_little_else():
-    """A scan starts its forkserver and workers each time: their start stays small (no SQLite,
-    no catalog, no server)."""
-    pool = _HELPERS.start_pool(1)
+async def test_a_stopped_scan_kills_and_reaps_its_readers(tmp_path, base):
+    """A scan stopped while its readers read (the server shutting down) leaves none behind."""
+    before = _children()
+    _links(tmp_path / "music", base, FILES * 4, "Track")
+    reading = asyncio.Event()
+    catalog = Catalog(tmp_path / "data" / "catalog.db")
+
+    def on_progress(progress) -> None:
+        if progress.state == "reading" and progress.read:
+            reading.set()
+
     try:
-        loaded = set(pool.submit(eval, "list(__import__('sys').modules)").result(timeout=60))
+        scanner = Scanner(tmp_path / "music", catalog, workers=2, on_progress=on_progress)
+        task = scanner.start()
+        await asyncio.wait_for(reading.wait(), 60)
+        await scanner.close()
+        assert task.cancelled() or task.result().state == "stopped"
     finally:
-        _HELPERS.retire(pool)
-    assert "media.tags" in loaded and "mutagen.mp3" in loaded
-    assert not {"media.catalog", "media.scanner", "sqlite3", "aiohttp", "streamer"} & loaded
+        catalog.close()
+    assert _children() <= before

@@ -231,30 +231,6 @@ def test_ogg_that_holds_opus_or_flac_is_read_right(tmp_path, ffmpeg):
     assert (read_track(vorbis)["codec"], read_track(vorbis)["title"]) == ("vorbis", "V")
 
 
-def test_scan_workers_leave_ctrl_c_to_the_server(tmp_path, catalog):
-    """Ctrl-C reaches the whole process group: a worker must not die of it (a dead worker breaks
-    the pool, and printed a KeyboardInterrupt traceback when a cluster was stopped)."""
-    import signal
-
-    from media.scanner import _HELPERS
-
-    scanner = Scanner(tmp_path, catalog, workers=2)
-    pool = scanner._start_pool()
-    try:
-        pids: set[int] = set()
-        for _ in range(1000):  # a worker answers only once its start (the initializer) has run
-            pids |= {f.result(timeout=30) for f in [pool.submit(os.getpid) for _ in range(4)]}
-            if len(pids) == 2:
-                break
-        assert pids == set(pool._processes)
-        for pid in pids:
-            os.kill(pid, signal.SIGINT)
-        assert pool.submit(os.getpid).result(timeout=30) in pids  # the pool still serves
-        assert set(pool._processes) == pids and all(p.is_alive() for p in pool._processes.values())
-    finally:
-        _HELPERS.retire(pool)
-
-
 def _id3_frame_22(name: str, data: bytes) -> bytes:
     return name.encode() + len(data).to_bytes(4, "big")[1:] + data
 
@@ -323,53 +299,44 @@ def _linked_library(root: Path, base: Path, count: int) -> Path:
     return root
 
 
-async def test_a_scan_reads_here_while_its_workers_start_and_never_on_the_event_loop(tmp_path, catalog, ffmpeg,
-                                                                                   monkeypatch):
-    """The worker processes start in a thread (the first start boots the forkserver: a fraction of
-    a second, seconds on a busy machine), and until they are ready the scan reads here, in a
-    thread too, as it walks the folder; what is read is saved while the reading goes on."""
+async def test_a_scan_never_reads_on_the_event_loop(tmp_path, catalog, ffmpeg, monkeypatch):
+    """A few changed files are read here, in a thread; many, in reader processes (none here); the
+    walk runs in a thread too; and what is read is saved while the reading goes on."""
     import threading
 
     import media.scanner
 
     import media.tags
 
+    here = os.getpid()
     library = _linked_library(tmp_path / "music", encode(ffmpeg, tmp_path / "base.mp3", 0.2), 600)
-    loop_thread, here, starts = threading.current_thread(), [], []
-    read_here, started = threading.Event(), threading.Event()
-    original_read, original_start = media.tags.read_track, Scanner._start_pool
+    loop_thread, reading_here, walks = threading.current_thread(), [], []
+    original_read, original_walk = media.tags.read_track, media.scanner.walk
 
-    def reading_here(path, size=None):  # in this process only: the workers come from a fresh interpreter
-        here.append(threading.current_thread())
-        if len(here) == 2 * media.scanner.CHUNK:
-            read_here.set()
-        elif len(here) > 2 * media.scanner.CHUNK:  # the third chunk is read once the workers are there
-            assert started.wait(30)
+    def read_track(path, size=None):
+        if os.getpid() == here:
+            reading_here.append(threading.current_thread())
         return original_read(path, size)
 
-    def starting(self):  # the workers start once two chunks were read here
-        starts.append(threading.current_thread())
-        assert read_here.wait(30), "nothing was read while the workers started"
-        pool = original_start(self)
-        started.set()
-        return pool
-
     def walking(*args):
-        starts.append(threading.current_thread())
+        walks.append(threading.current_thread())
         return original_walk(*args)
 
-    original_walk = media.scanner.walk
-    monkeypatch.setattr(media.tags, "read_track", reading_here)
-    monkeypatch.setattr(Scanner, "_start_pool", starting)
+    monkeypatch.setattr(media.tags, "read_track", read_track)
     monkeypatch.setattr(media.scanner, "walk", walking)
     progress = await Scanner(library, catalog, workers=2).scan()
     assert progress.state == "done" and progress.added == 600
-    assert 3 * media.scanner.CHUNK <= len(here) < 600  # the workers read the rest
-    assert loop_thread not in here + starts and len(starts) == 2  # the walk, the workers' start
+    assert reading_here == [] and len(walks) == 1 and loop_thread not in walks  # all 600 read by the readers
     ops = await catalog.db.read(lambda db: [op for (op,) in db.execute("SELECT op FROM changes ORDER BY seq")])
     assert ops.count("tracks.put") >= 2 and ops[-1] == "catalog.regroup"
+
+    for i in range(media.scanner.IN_THREAD_BELOW - 1):  # a few more: read here, off the loop
+        os.link(tmp_path / "base.mp3", library / "Folder 0" / f"new {i}.mp3")
+    progress = await Scanner(library, catalog, workers=2).scan()
+    assert progress.added == media.scanner.IN_THREAD_BELOW - 1
+    assert len(reading_here) == progress.added and loop_thread not in reading_here
     _, total = await catalog.tracks(limit=1, offset=0)
-    assert total == 600
+    assert total == 600 + progress.added
 
 
 async def test_the_server_answers_during_a_big_scan(aiohttp_client, tmp_path, ffmpeg):
