@@ -30,6 +30,7 @@ CHUNK = 64  # files a task holds at least, and what this process reads at a time
 CHUNK_MAX = 512  # files a task holds at most: tasks shrink from here towards CHUNK near the end
 TASKS_AHEAD = 8  # a task holds 1/(TASKS_AHEAD x workers) of the files still to read (within those bounds)
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
+INDEXES_AFTER = 1000  # a first scan of this many files fills the catalog first, then builds its indexes
 SAVE_EVERY = 1.0  # seconds at most from a save's start to the next one's
 SAVE_ENOUGH = 2000  # records that start the next save before SAVE_EVERY (commits of fewer cost more a record)
 HURRY_AFTER = 0.5  # once this share of the files is read, each save follows the last at once
@@ -220,7 +221,14 @@ class Scanner:
         known = await self.catalog.file_index()  # the walk takes out what it finds: the rest is gone
         first = not known
         walked = await self._walk(known, progress, started)
-        await self._read_changed(walked, progress, stop)
+        deferred = first and len(walked.changed) >= INDEXES_AFTER and await self.catalog.defer_indexes()
+        try:
+            await self._read_changed(walked, progress, stop)
+        finally:
+            if deferred:  # before the regroup, which uses them (cut short: the next open builds them)
+                began = time.perf_counter()
+                await self.catalog.build_indexes()
+                log.info("scan of %s: indexes built in %.2fs", self.library, time.perf_counter() - began)
         if stop.is_set():
             progress.state = "stopped"
             await self.catalog.finish_scan(walked.images)

@@ -409,3 +409,70 @@ async def test_reading_waits_for_a_writer_that_falls_behind(tmp_path, catalog, f
     assert 100 <= max(waiting) < 100 + largest_task  # held at the backlog, give or take what came in last
     _, total = await catalog.tracks(limit=1, offset=0)
     assert total == 1000
+
+
+def _track_indexes(db) -> dict[str, str]:
+    return {name: sql for name, sql in db.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tracks' AND sql IS NOT NULL")}
+
+
+async def test_a_first_scan_fills_the_catalog_without_its_indexes_then_builds_them(tmp_path, catalog, ffmpeg,
+                                                                                   monkeypatch):
+    """Into an empty catalog, tracks are saved with the unique index alone (issue 15: a track's
+    save cost 14 index updates), the rest are built when the reading ends; a later scan keeps them."""
+    import media.scanner
+
+    monkeypatch.setattr(media.scanner, "INDEXES_AFTER", 300)
+    library = _linked_library(tmp_path / "music", encode(ffmpeg, tmp_path / "base.mp3", 0.2), 300)
+    before = await catalog.db.read(_track_indexes)
+    during: list[set[str]] = []
+
+    def on_progress(progress) -> None:
+        if progress.state == "reading" and progress.read:
+            during.append(set(catalog.db.read_sync(_track_indexes)))
+
+    progress = await Scanner(library, catalog, workers=2, on_progress=on_progress).scan()
+    assert progress.state == "done" and progress.added == 300
+    unique = {name for name, sql in before.items() if sql.startswith("CREATE UNIQUE")}
+    assert len(before) > 10 and unique and during and all(seen == unique for seen in during)
+    assert await catalog.db.read(_track_indexes) == before
+
+    os.link(tmp_path / "base.mp3", library / "Folder 0" / "new.mp3")
+    during.clear()
+    progress = await Scanner(library, catalog, workers=2, on_progress=on_progress).scan()
+    assert progress.added == 1 and all(seen == set(before) for seen in during)
+    assert await catalog.db.read(_track_indexes) == before
+
+
+async def test_indexes_a_first_scan_left_unbuilt_are_built_at_the_next_open(tmp_path):
+    """A server that stopped (or crashed) mid first scan finds them built when it opens its catalog."""
+    path = tmp_path / "data" / "catalog.db"
+    catalog = Catalog(path)
+    before = await catalog.db.read(_track_indexes)
+    assert await catalog.defer_indexes()
+    assert len(await catalog.db.read(_track_indexes)) == 1  # the unique one on path
+    catalog.close()
+    catalog = Catalog(path)
+    try:
+        assert await catalog.db.read(_track_indexes) == before
+        assert not await catalog.db.read(lambda db: db.execute("SELECT * FROM meta WHERE key LIKE '%index%'").fetchall())
+    finally:
+        catalog.close()
+
+
+async def test_a_region_restoring_a_snapshot_taken_mid_first_scan_builds_the_indexes(tmp_path):
+    """A snapshot of a master whose first scan is still reading has the tracks' indexes to come."""
+    from media import replica
+    from streamer.cluster.follower import _restore
+
+    master, region = Catalog(tmp_path / "master.db"), Catalog(tmp_path / "region.db")
+    try:
+        complete = await region.db.read(_track_indexes)
+        assert await master.defer_indexes()
+        replica.snapshot(tmp_path / "master.db", tmp_path / "copy.db")
+        await region.db.write_alone(_restore, tmp_path / "copy.db")
+        assert await region.db.read(_track_indexes) == complete
+        await region.db.write(lambda db: db.execute("INSERT INTO meta (key, value) VALUES ('a write', 'works')"))
+    finally:
+        master.close()
+        region.close()

@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from media import Catalog, replica
+from media.catalog import build_deferred_indexes
 from streamer.cluster.members import NODE_HEADER, Members
 from streamer.http.auth import SECRET_HEADER
 
@@ -217,3 +218,5 @@ def _restore(db, copy: Path) -> None:
         source.backup(db.conn)
     finally:
         source.close()
+    with db.conn:  # a snapshot taken during the master's first scan has its tracks' indexes to come
+        build_deferred_indexes(db)
