@@ -157,7 +157,11 @@ def _in_readers(monkeypatch, action) -> None:
     monkeypatch.setattr(media.scan_workers, "read_files", read_files)
 
 
-async def test_a_reader_that_dies_leaves_its_files_to_be_read_here(tmp_path, base, monkeypatch, caplog):
+async def test_a_file_that_kills_its_reader_is_skipped_and_the_rest_read(tmp_path, base, forked, monkeypatch,
+                                                                         caplog):
+    """A reader that dies mid-task (a file that exhausts its memory, say): the files of that task
+    are read again, one a task, by new readers, and the file that kills them too is skipped with
+    its reason; the server itself never reads them."""
     before = _children()
     _links(tmp_path / "music", base, FILES, "Track")
     doomed = sorted(os.listdir(tmp_path / "music"))[FILES // 2]
@@ -168,19 +172,22 @@ async def test_a_reader_that_dies_leaves_its_files_to_be_read_here(tmp_path, bas
         _, total = await catalog.tracks(limit=1, offset=0)
     finally:
         catalog.close()
-    assert (progress.state, progress.added, progress.skipped, total) == ("done", FILES, 0, FILES)
+    assert (progress.state, progress.added, progress.skipped, total) == ("done", FILES - 1, 1, FILES - 1)
+    assert progress.problems == [{"path": doomed, "reason": "reading it ended the scan's reader process "
+                                                           "(exited with status 9)"}]
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("ended with" in w and "reading them here" in w for w in warnings), warnings
-    assert any("exited with 9" in w for w in warnings), warnings
+    assert len(warnings) == 2 and "read again, one a task" in warnings[0] and doomed in warnings[1], warnings
+    assert len(forked) >= 4  # two, one after each death (and one more for a reader that ended its tasks meanwhile)
     assert _children() <= before
 
 
 async def test_readers_leave_ctrl_c_to_the_server(tmp_path, base, forked, monkeypatch, caplog):
-    """Ctrl-C reaches the whole process group: a reader must not die of it (it printed a
-    KeyboardInterrupt traceback when a cluster was stopped), nor pass it to the server's event
-    loop through the wakeup fd it inherited."""
+    """Ctrl-C (and a stop sent to the process group) reaches every process of the group: a reader
+    must not die of it (it printed a KeyboardInterrupt traceback when a cluster was stopped), nor
+    pass it to the server's event loop through the wakeup fd it inherited; it ends when the
+    server closes its pipes."""
     _links(tmp_path / "music", base, FILES, "Track")
-    _in_readers(monkeypatch, lambda relpath: os.kill(os.getpid(), signal.SIGINT))
+    _in_readers(monkeypatch, lambda relpath: [os.kill(os.getpid(), s) for s in (signal.SIGINT, signal.SIGTERM)])
     catalog = Catalog(tmp_path / "data" / "catalog.db")
     try:
         progress = await _scan(tmp_path / "music", catalog)
