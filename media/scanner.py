@@ -31,6 +31,7 @@ CHUNK_MAX = 512  # files a task holds at most: tasks shrink from here towards CH
 TASKS_AHEAD = 8  # a task holds 1/(TASKS_AHEAD x workers) of the files still to read (within those bounds)
 IN_THREAD_BELOW = 64  # fewer changed files than this are read in a thread: no process start-up
 INDEXES_AFTER = 1000  # a first scan of this many files fills the catalog first, then builds its indexes
+INDEXES_BUILT_AT = 0.9  # once this share of its files is read
 SAVE_EVERY = 1.0  # seconds at most from a save's start to the next one's
 SAVE_ENOUGH = 2000  # records that start the next save before SAVE_EVERY (commits of fewer cost more a record)
 HURRY_AFTER = 0.5  # once this share of the files is read, each save follows the last at once
@@ -221,14 +222,13 @@ class Scanner:
         known = await self.catalog.file_index()  # the walk takes out what it finds: the rest is gone
         first = not known
         walked = await self._walk(known, progress, started)
-        deferred = first and len(walked.changed) >= INDEXES_AFTER and await self.catalog.defer_indexes()
+        indexes = _DeferredIndexes(self.catalog, self.library)
+        if first and len(walked.changed) >= INDEXES_AFTER:
+            await indexes.defer()
         try:
-            await self._read_changed(walked, progress, stop)
+            await self._read_changed(walked, progress, stop, indexes)
         finally:
-            if deferred:  # before the regroup, which uses them (cut short: the next open builds them)
-                began = time.perf_counter()
-                await self.catalog.build_indexes()
-                log.info("scan of %s: indexes built in %.2fs", self.library, time.perf_counter() - began)
+            await indexes.build()  # before the regroup, which uses them (cut short: the next open builds them)
         if stop.is_set():
             progress.state = "stopped"
             await self.catalog.finish_scan(walked.images)
@@ -261,10 +261,11 @@ class Scanner:
         self._notify()
         return walked
 
-    async def _read_changed(self, walked: Walked, progress: ScanProgress, stop: asyncio.Event) -> None:
+    async def _read_changed(self, walked: Walked, progress: ScanProgress, stop: asyncio.Event,
+                            indexes: _DeferredIndexes) -> None:
         """Read the changed files and save them as they come in (and now and then regroup), so
         the catalog fills during a long scan; every record read is saved when this returns."""
-        saver = _Saver(self.catalog, walked.images, progress)
+        saver = _Saver(self.catalog, walked.images, progress, indexes)
         last_log = time.monotonic()
         try:
             async with contextlib.aclosing(self._read(walked.changed, stop)) as results:
@@ -326,8 +327,9 @@ class _Saver:
     well during a long scan; a regroup is a pass over the whole library, so they come further apart
     as it grows (REGROUP_SHARE)."""
 
-    def __init__(self, catalog: Catalog, folder_images: dict[str, str], progress: ScanProgress) -> None:
-        self.catalog, self.folder_images, self.progress = catalog, folder_images, progress
+    def __init__(self, catalog: Catalog, folder_images: dict[str, str], progress: ScanProgress,
+                 indexes: _DeferredIndexes) -> None:
+        self.catalog, self.folder_images, self.progress, self.indexes = catalog, folder_images, progress, indexes
         self._pending: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._taken = asyncio.Event()  # set when a save takes records, or stops
@@ -364,6 +366,8 @@ class _Saver:
                 self._taken.set()
                 began = time.monotonic()
                 await self.catalog.save_scan(batch, [])
+                if self.indexes.waiting and self.progress.read >= INDEXES_BUILT_AT * self.progress.to_read:
+                    await self.indexes.build()
                 if time.monotonic() >= self._next_regroup:
                     await self._regroup()
                 with contextlib.suppress(TimeoutError):
@@ -386,6 +390,32 @@ class _Saver:
     def cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+
+class _DeferredIndexes:
+    """A first scan's indexes (Catalog.defer_indexes), built once: by the saves when most files are
+    read (INDEXES_BUILT_AT: the build then runs beside the readers' last tasks, not after them, and
+    the few tracks saved after it pay for their upkeep), or when the reading ends."""
+
+    def __init__(self, catalog: Catalog, library: Path) -> None:
+        self.catalog, self.library = catalog, library
+        self.waiting = False
+        self._building: asyncio.Future[None] | None = None
+
+    async def defer(self) -> None:
+        self.waiting = await self.catalog.defer_indexes()
+
+    async def build(self) -> None:
+        if self.waiting and self._building is None:
+            self._building = asyncio.ensure_future(self._build())
+        if self._building is not None:
+            await asyncio.shield(self._building)  # a stopped scan's saves are cancelled, not the build
+
+    async def _build(self) -> None:
+        began = time.perf_counter()
+        await self.catalog.build_indexes()
+        self.waiting = False
+        log.info("scan of %s: indexes built in %.2fs", self.library, time.perf_counter() - began)
 
 
 def _tally(results: list[tuple[str, dict[str, Any] | None, str | None]], updates: set[str],

@@ -423,6 +423,7 @@ async def test_a_first_scan_fills_the_catalog_without_its_indexes_then_builds_th
     import media.scanner
 
     monkeypatch.setattr(media.scanner, "INDEXES_AFTER", 300)
+    monkeypatch.setattr(media.scanner, "INDEXES_BUILT_AT", 2)  # not before the reading ends (by default at 90%)
     library = _linked_library(tmp_path / "music", encode(ffmpeg, tmp_path / "base.mp3", 0.2), 300)
     before = await catalog.db.read(_track_indexes)
     during: list[set[str]] = []
