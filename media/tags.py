@@ -10,19 +10,20 @@ import logging
 import os
 import re
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import mutagen
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import ID3, Frames, Frames_2_2
-from mutagen.mp3 import MP3
+from mutagen.mp3 import MP3, MPEGInfo
 from mutagen.mp4 import MP4
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from media import ids
+from media import id3, ids
 from media.errors import UnreadableFile
 from media.fingerprint import content_fingerprint
 from media.formats import container_for, image_type
@@ -73,6 +74,8 @@ _R128 = {"r128_track_gain": "rg_track_gain", "r128_album_gain": "rg_album_gain"}
 _ID3_READ_NAMES = {*_ID3.values(), "TXXX", "UFID", "APIC", "TYER", "TDAT", "TIME"}
 _ID3_READ = {**{name: Frames[name] for name in _ID3_READ_NAMES},
              **{name: kind for name, kind in Frames_2_2.items() if kind.__base__.__name__ in _ID3_READ_NAMES}}
+# Faster still, media.id3 reads those frames of a plain tag itself, as mutagen would.
+_ID3_READER = id3.Reader(_ID3_READ)
 _NUMBER = re.compile(r"\s*([-+]?\d+(?:\.\d+)?)")
 TAGS_VERSION = 2  # what read_track reads: a track read by an older version is read again
 
@@ -158,9 +161,30 @@ def _open_audio(path: str | Path, extension: str, size: int | None) -> tuple[Any
     return audio, size
 
 
+@dataclass(frozen=True, slots=True)
+class _QuickMP3:
+    """An mp3 read by media.id3 and mutagen's MPEGInfo: what read_track uses of mutagen's MP3."""
+
+    info: MPEGInfo
+    tag: id3.Tag
+
+
+def _quick_mp3(path: str | Path) -> _QuickMP3 | None:
+    """The mp3 with a plain tag read quickly; None leaves the file to mutagen's MP3 (a tag media.id3
+    leaves to it, or a file that fails here: mutagen fails it too, with the reason read_track gives)."""
+    try:
+        with open(path, "rb") as f:
+            tag = _ID3_READER.read(f)
+            return _QuickMP3(MPEGInfo(f, tag.size), tag) if tag is not None else None
+    except Exception:  # mutagen's MP3 meets it again, and read_track reports it as it always has
+        return None
+
+
 def _mutagen_open(path: str | Path, extension: str) -> Any:
     """The class the extension names opens the file; mutagen.File sniffs the rest (None: not audio)."""
     kind = _BY_EXTENSION.get(extension.lower())
+    if kind is MP3 and (quick := _quick_mp3(path)) is not None:
+        return quick
     if kind is not None:
         try:
             return kind(path, known_frames=_ID3_READ) if kind is MP3 else kind(path)
@@ -242,6 +266,8 @@ def _mp4_atom_size(f: BinaryIO, name: bytes) -> int:
 
 
 def _tags(audio: Any) -> dict[str, str]:
+    if isinstance(audio, _QuickMP3):
+        return {field: audio.tag.text[frame] for field, frame in _ID3.items() if frame in audio.tag.text}
     tags = audio.tags
     if tags is None:
         return {}
@@ -278,6 +304,8 @@ def _loudness_and_identity(audio: Any) -> dict[str, Any]:
 
 
 def _extra_tags(audio: Any) -> dict[str, str]:
+    if isinstance(audio, _QuickMP3):
+        return audio.tag.extra
     tags = audio.tags
     if tags is None:
         return {}
@@ -303,7 +331,7 @@ def _number(value: str | None) -> float | None:
 
 
 def _codec(audio: Any) -> str:
-    if isinstance(audio, MP3):
+    if isinstance(audio, (MP3, _QuickMP3)):
         return "mp3"
     if isinstance(audio, FLAC):
         return "flac"
@@ -326,6 +354,8 @@ def _sample_rate(codec: str, info: Any) -> int | None:
 
 
 def _has_art(audio: Any) -> bool:
+    if isinstance(audio, _QuickMP3):
+        return audio.tag.has_art
     tags = audio.tags
     if isinstance(tags, ID3):
         return bool(tags.getall("APIC"))
