@@ -20,8 +20,12 @@ from typing import BinaryIO
 
 from mutagen.id3 import TCON, ID3TimeStamp
 
-# mutagen's own ID3v1 reading, so that an ID3v1 tag is found and merged alike both ways.
-from mutagen.id3._id3v1 import find_id3v1
+# mutagen's own ID3v1 reading, so that an ID3v1 tag is found and merged alike both ways. A private
+# module: a mutagen without it leaves every tag to mutagen (read answers None).
+try:
+    from mutagen.id3._id3v1 import find_id3v1
+except ImportError:  # pragma: no cover - a future mutagen
+    find_id3v1 = None
 
 # The frames read, by their names in ID3v2.3/2.4 and in ID3v2.2 (three letters), as ID3v2.4 names.
 _NAMES_V23 = {name.encode(): name for name in (
@@ -72,6 +76,8 @@ class Reader:
             return None
 
     def _read(self, f: BinaryIO) -> Tag:
+        if find_id3v1 is None:
+            raise _NotPlain
         version, size, frames = 4, 0, []  # no ID3v2 tag: mutagen takes an ID3v1 tag as ID3v2.4 frames
         head = f.read(10)
         if len(head) == 10 and head[:3] == b"ID3":
