@@ -24,8 +24,10 @@ import logging
 import os
 import sqlite3
 import threading
+import time
+import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,14 +86,151 @@ def connect(path: Path, synchronous: str = "full", writer: bool = False) -> sqli
     return sqlite_utils.Database(conn)
 
 
+# The threads that run reads: never the event loop's (a cold page cache or a busy WAL would stall
+# every stream), and as few as will do, because Python's sqlite3 lets go of the GIL at every row
+# it steps through: two threads reading at once hand the GIL to each other (and to the event loop)
+# at each row, in the kernel. Measured with bench/json_answers_bench.py (20,000 tracks, 32 wrk
+# readers, 5 paired rounds, medians; issue 15), the server's CPU per request and p99, plain pools:
+#
+#   deep /api/v1/tracks pages    1 thread 1.7 ms (7% in the kernel), p99 60 ms; 2 threads 3.3 ms
+#                                (26%), p99 95 ms; 4 threads (as before) 4.1 ms (42%), p99 151 ms
+#   Subsonic search3, 100 songs  1 thread 5.8 ms, p99 215 ms; 2 threads 6.8 ms, 214; 4 threads 9.7, 319
+#
+# One thread is the cheapest, but behind one slow read every other read waits: a common prefix's
+# first search (30 ms at 20,000 tracks, 0.1-0.3 s at 200,000) put p99 of common searches at
+# 159 ms with one thread against 85 with two. So one main thread takes every read, and a spare
+# takes the waiting ones only while the main thread has been on one read for SPARE_AFTER: one
+# thread's cost while reads are short, a second lane while one is long (at 200,000 tracks, rare
+# searches: p99 276 ms with one thread, 158 with main and spare, 169 with 4 as before; deep pages
+# 72 and 74 ms, 195 as before). Under 32 readers a search3 read takes 7 ms of wall time at p50
+# and 11-15 ms at p90 (the GIL shared with the event loop), so at 10 ms the spare ran 17% of them
+# (CPU per request +11%); at 25 ms, 2 in 535. More spares did not help: what is left of a common
+# prefix's cold search at 200,000 tracks (p99 0.75-0.9 s with 1 to 3 spares) is its CPU.
+READERS = 2  # the main thread and READERS - 1 spares
+SPARE_AFTER = 0.025  # s; 0: a plain pool of READERS threads, any of which takes any read
+
+
+class _ReadQueue:
+    """The reads waiting and the threads that run them (see READERS). The threads hold this, not
+    the executor (_Reads), so an executor dropped unclosed still stops them."""
+
+    def __init__(self, spares: int, spare_after: float) -> None:
+        self.spares, self.spare_after = spares, spare_after
+        self.lock = threading.Lock()
+        self.main_wakes = threading.Condition(self.lock)
+        self.spare_wakes = threading.Condition(self.lock)
+        self.waiting: collections.deque = collections.deque()  # (future, fn, args, kwargs)
+        self.main_since: float | None = None  # when the main thread began its read; None: idle
+        self.main_idle = False  # the main thread waits for a read
+        self.spares_asleep = 0  # spares waiting with no deadline
+        self.stopping = False
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> Future:
+        future: Future = Future()
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("cannot schedule new reads after the database closed")
+            if not self.threads:  # started at the first read: a catalog never read costs no thread
+                self.threads = [threading.Thread(target=self._main, name="db-read-main", daemon=True)]
+                self.threads += [threading.Thread(target=self._spare, name=f"db-read-spare-{n + 1}", daemon=True)
+                                 for n in range(self.spares)]
+                for thread in self.threads:
+                    thread.start()
+            self.waiting.append((future, fn, args, kwargs))
+            if self.main_idle:
+                self.main_wakes.notify()
+            elif self.spares_asleep:  # the main thread is on a read: a spare keeps an eye on the clock
+                self.spare_wakes.notify()
+        return future
+
+    def _main(self) -> None:
+        while True:
+            with self.lock:
+                self.main_since = None
+                while not self.waiting:
+                    if self.stopping:
+                        return
+                    self.main_idle = True
+                    self.main_wakes.wait()
+                    self.main_idle = False
+                item = self.waiting.popleft()
+                self.main_since = time.monotonic()
+            _run(item)
+
+    def _spare(self) -> None:
+        while True:
+            with self.lock:
+                while True:
+                    if self.stopping:  # the main thread runs what still waits
+                        return
+                    if self.waiting and self.main_since is not None:
+                        left = self.main_since + self.spare_after - time.monotonic()
+                        if left <= 0:
+                            item = self.waiting.popleft()
+                            if self.waiting and self.spares_asleep:
+                                self.spare_wakes.notify()
+                            break
+                        self.spare_wakes.wait(left)  # once per read of the main thread at most
+                    else:
+                        self.spares_asleep += 1
+                        self.spare_wakes.wait()
+                        self.spares_asleep -= 1
+            _run(item)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            self.main_wakes.notify_all()
+            self.spare_wakes.notify_all()
+
+
+def _run(item: tuple[Future, Callable[..., Any], tuple, dict]) -> None:
+    future, fn, args, kwargs = item
+    if not future.set_running_or_notify_cancel():
+        return  # its caller went away
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class _Reads(Executor):
+    """One main reader thread and `spares` spare ones (see READERS)."""
+
+    def __init__(self, spares: int, spare_after: float) -> None:
+        self._queue = _ReadQueue(spares, spare_after)
+        weakref.finalize(self, self._queue.stop)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future:
+        return self._queue.submit(fn, args, kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._queue.stop()
+        if wait:
+            for thread in self._queue.threads:
+                thread.join()
+
+
+def read_threads(count: int | None = None) -> Executor:
+    """The executor of a database's reads: READERS threads (or `count`), a main one and spares
+    unless SPARE_AFTER is 0."""
+    count = count or READERS
+    if SPARE_AFTER <= 0 or count == 1:
+        return ThreadPoolExecutor(count, thread_name_prefix="db-read")
+    return _Reads(count - 1, SPARE_AFTER)
+
+
 class Database:
-    def __init__(self, path: Path, readers: int = 4, synchronous: str = "full") -> None:
+    def __init__(self, path: Path, readers: int | None = None, synchronous: str = "full") -> None:
         self.path = path
         self.synchronous = synchronous
         self._local = threading.local()
         self._all: list[sqlite_utils.Database] = []
         self._all_lock = threading.Lock()
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
+        self._readers = read_threads(readers)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-write")
         self._waiting: collections.deque = collections.deque()  # (fn, args, future, loop)
         self._waiting_lock = threading.Lock()

@@ -28,6 +28,7 @@ from streamer.http.auth import USER
 from streamer.http.edge import Routes, Write
 from streamer.http.errors import ApiError
 from streamer.http.keys import AUTH, CATALOG, SETTINGS, WRITE_LIMITS
+from streamer.http.json_answers import json_response
 from streamer.api.bodies import idempotency_key, is_plain_text, json_body
 
 CHUNK = 256 * 1024
@@ -104,7 +105,7 @@ async def upload_track(request: web.Request) -> web.Response:
             temporary.unlink()
     record = await _track_record(facts, relative, destination)
     status, track = await request.app[CATALOG].add_track(record, user, key, payload)
-    return web.json_response(track, status=status)
+    return json_response(track, status=status)
 
 
 async def _file_field(request: web.Request, upload_max_mb: int):
@@ -148,7 +149,7 @@ async def _earlier_answer(request: web.Request, user: dict, key: str | None, pay
         return None
     earlier = await request.app[CATALOG].db.read(listeners.remembered, user["id"], key,
                                                  listeners.fingerprint_of("track.upload", payload))
-    return None if earlier is None else web.json_response(earlier[1], status=earlier[0])
+    return None if earlier is None else json_response(earlier[1], status=earlier[0])
 
 
 def _audio_facts(temporary: Path, size: int) -> dict[str, Any]:
@@ -214,7 +215,7 @@ async def edit_track(request: web.Request) -> web.Response:
     await request.app[WRITE_LIMITS].check(request, request[USER]["id"])
     status, track = await request.app[CATALOG].edit_track(request.match_info["id"], changes, request[USER],
                                                           idempotency_key(request))
-    return web.json_response(track, status=status)
+    return json_response(track, status=status)
 
 
 async def set_password(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from streamer.http.keys import AUTH, CATALOG
 from streamer.delivery.originals import CORS_HEADERS, PacedResponse
 from streamer.http.params import base_url, int_param, page_params, text_param
 from streamer.http.preconditions import etag_matches
+from streamer.http.json_answers import json_response
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ def album_out(album: dict[str, Any], base: str) -> dict[str, Any]:
 
 
 def paged(items: list[dict[str, Any]], total: int, page: dict[str, Any]) -> web.Response:
-    return web.json_response({"items": items, "total": total, "limit": page["limit"],
-                              "offset": page["offset"]})
+    return json_response({"items": items, "total": total, "limit": page["limit"], "offset": page["offset"]})
 
 
 async def list_tracks(request: web.Request) -> web.Response:
@@ -54,7 +54,7 @@ async def list_tracks(request: web.Request) -> web.Response:
 
 async def get_track(request: web.Request) -> web.Response:
     track = await request.app[CATALOG].track(request.match_info["id"])
-    return web.json_response(track_out(track, base_url(request)))
+    return json_response(track_out(track, base_url(request)))
 
 
 async def list_albums(request: web.Request) -> web.Response:
@@ -75,8 +75,8 @@ async def genre_stats(request: web.Request) -> browse.Stats:
 
 async def list_genres(request: web.Request) -> web.Response:
     genres = (await genre_stats(request)).genres
-    return web.json_response({"items": [{"name": g["value"], "track_count": g["songCount"],
-                                         "album_count": g["albumCount"]} for g in genres]})
+    return json_response({"items": [{"name": g["value"], "track_count": g["songCount"],
+                                     "album_count": g["albumCount"]} for g in genres]})
 
 
 MAX_PATH = 4096
@@ -91,12 +91,12 @@ async def get_folder(request: web.Request) -> web.Response:
                                 "and no NUL")
     found = await request.app[CATALOG].db.read(browse.folder, path)
     found["tracks"] = [track_out(t, base_url(request)) for t in found["tracks"]]
-    return web.json_response(found)
+    return json_response(found)
 
 
 async def get_album(request: web.Request) -> web.Response:
     album = await request.app[CATALOG].album(request.match_info["id"])
-    return web.json_response(album_out(album, base_url(request)))
+    return json_response(album_out(album, base_url(request)))
 
 
 async def list_artists(request: web.Request) -> web.Response:
@@ -110,7 +110,7 @@ async def get_artist(request: web.Request) -> web.Response:
     base = base_url(request)
     artist["albums"] = [album_out(a, base) for a in artist["albums"]]
     artist["appears_on"] = [album_out(a, base) for a in artist["appears_on"]]
-    return web.json_response(artist)
+    return json_response(artist)
 
 
 async def search(request: web.Request) -> web.Response:
@@ -122,7 +122,7 @@ async def search(request: web.Request) -> web.Response:
     base = base_url(request)
     found["tracks"] = [track_out(t, base) for t in found["tracks"]]
     found["albums"] = [album_out(a, base) for a in found["albums"]]
-    return web.json_response({"q": q, **found})
+    return json_response({"q": q, **found})
 
 
 def m3u_text(value: Any) -> str:

@@ -16,6 +16,7 @@ from streamer.api.admin import remove_partial_uploads
 from streamer.http.edge import Routes, Write
 from streamer.http.errors import ApiError
 from streamer.http.keys import CATALOG, FFMPEG, NODE, SCANNER, SETTINGS
+from streamer.http.json_answers import json_response
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ async def _prepare_and_scan(app: web.Application) -> None:
 
 
 async def scan_status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SCANNER].progress.as_dict())
+    return json_response(request.app[SCANNER].progress.as_dict())
 
 
 async def start_scan(request: web.Request) -> web.Response:
@@ -79,7 +80,7 @@ async def start_scan(request: web.Request) -> web.Response:
     scanner = request.app[SCANNER]
     scanner.start()
     await asyncio.sleep(0)  # let a new scan begin, so the answer shows it running
-    return web.json_response(scanner.progress.as_dict(), status=202)
+    return json_response(scanner.progress.as_dict(), status=202)
 
 
 def add_routes(routes: Routes) -> None:

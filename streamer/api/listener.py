@@ -6,7 +6,6 @@ change-log row. Bodies are JSON, checked here field by field: 400 for what is no
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +19,7 @@ from streamer.http.edge import Routes, Write
 from streamer.http.errors import ApiError, bad_param
 from streamer.http.keys import AUTH, CATALOG, SETTINGS, WRITE_LIMITS
 from streamer.http.write_limits import WriteLimits
+from streamer.http.json_answers import dumps, encoded_response, json_response
 
 MAX_NAME = 200
 
@@ -64,7 +64,7 @@ async def _write(request: web.Request, op: str, payload: dict[str, Any],
     status, answer = await request.app[CATALOG].db.write(listeners.apply, user, op, payload, key, made)
     if status == 204:
         return web.Response(status=204)
-    return web.json_response(answer, status=status)
+    return json_response(answer, status=status)
 
 
 # --- playlists --------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ async def get_playlist(request: web.Request) -> web.Response:
     # A URL to paste into any player: signed for its owner, no header needed.
     path = f"/api/v1/playlists/{playlist['id']}/playlist.m3u8"
     playlist["m3u8_url"] = f"{base_url(request)}{path}?{request.app[AUTH].sign(path, user)}"
-    return web.json_response(playlist)
+    return json_response(playlist)
 
 
 async def list_playlists(request: web.Request) -> web.Response:
@@ -111,7 +111,7 @@ async def list_playlists(request: web.Request) -> web.Response:
     page = page_params(request)
     items, total = await request.app[CATALOG].db.read(listeners.list_playlists, user["id"], page["limit"],
                                                       page["offset"])
-    return web.json_response({"items": items, "total": total, "limit": page["limit"], "offset": page["offset"]})
+    return json_response({"items": items, "total": total, "limit": page["limit"], "offset": page["offset"]})
 
 
 async def playlist_m3u8(request: web.Request) -> web.Response:
@@ -154,14 +154,14 @@ async def delete_favorite(request: web.Request) -> web.Response:
 
 
 def _favorites_json(db, user_id: str) -> bytes:
-    return json.dumps(listeners.list_favorites(db, user_id)).encode()
+    return dumps(listeners.list_favorites(db, user_id))
 
 
 async def list_favorites(request: web.Request) -> web.Response:
     """Every id the listener starred, made (and encoded, off the event loop) once until the next write."""
     user = _user(request)
     body = await request.app[CATALOG].until_written(("favorites", user["id"]), _favorites_json, user["id"])
-    return web.Response(body=body, content_type="application/json", charset="utf-8")
+    return encoded_response(body)
 
 
 def _page(request: web.Request) -> tuple[int, int]:
@@ -193,7 +193,7 @@ async def recent_plays(request: web.Request) -> web.Response:
     user = _user(request)
     limit = int_param(request, "limit", 50, 1, 500)
     items = await request.app[CATALOG].db.read(listeners.recent_plays, user["id"], limit)
-    return web.json_response({"items": items})
+    return json_response({"items": items})
 
 
 PLAYED_ORDERS = ("frequent", "recent")  # media.browse.album_list's kinds
@@ -210,14 +210,14 @@ async def played_albums(request: web.Request) -> web.Response:
     limit, offset = _page(request)
     items = await request.app[CATALOG].db.read(browse.played_albums, user["id"], order, limit, offset)
     base = base_url(request)
-    return web.json_response({"items": [album_out(item, base) for item in items], "limit": limit, "offset": offset})
+    return json_response({"items": [album_out(item, base) for item in items], "limit": limit, "offset": offset})
 
 
 async def play_counts(request: web.Request) -> web.Response:
     user = _user(request)
     limit = int_param(request, "limit", 50, 1, 500)
     items = await request.app[CATALOG].db.read(listeners.play_counts, user["id"], limit)
-    return web.json_response({"items": items})
+    return json_response({"items": items})
 
 
 # --- the play queue ---------------------------------------------------------------------------
@@ -239,7 +239,7 @@ async def get_play_queue(request: web.Request) -> web.Response:
     if queue is not None:
         out.update({field: queue[field] for field in ("track_ids", "current", "current_index", "changed_at")},
                    position_ms=queue["position_ms"] or 0, changed_by=queue["changed_by"] or "")
-    return web.json_response(out, headers={"Cache-Control": "private, no-store"})
+    return json_response(out, headers={"Cache-Control": "private, no-store"})
 
 
 async def put_play_queue(request: web.Request) -> web.Response:
@@ -291,7 +291,7 @@ def _client_name(value: Any) -> str:
 
 async def me(request: web.Request) -> web.Response:
     user = _user(request)
-    return web.json_response({k: user[k] for k in ("id", "name", "role")})
+    return json_response({k: user[k] for k in ("id", "name", "role")})
 
 
 def add_routes(app: web.Application, routes: Routes) -> None:

@@ -33,6 +33,7 @@ from streamer.http.auth import SESSION_COOKIE, SESSION_PREFIX, SESSION_SECONDS
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
 from streamer.http.keys import AUTH, CATALOG, SETTINGS
+from streamer.http.json_answers import json_response
 
 
 async def sign_in(request: web.Request) -> web.Response:
@@ -43,9 +44,9 @@ async def sign_in(request: web.Request) -> web.Response:
         user = await _password_user(request)
     token = await auth.session_for(user["id"])
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + SESSION_SECONDS))
-    response = web.json_response({"token": token, "expires_at": expires,
-                                  "user": {k: user[k] for k in ("id", "name", "role")}},
-                                 headers={"Cache-Control": "no-store"})
+    response = json_response({"token": token, "expires_at": expires,
+                              "user": {k: user[k] for k in ("id", "name", "role")}},
+                             headers={"Cache-Control": "no-store"})
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, path="/", httponly=True,
                         samesite="Strict", secure=_secure(request))
     return response
@@ -77,10 +78,10 @@ async def who_am_i(request: web.Request) -> web.Response:
         except ApiError as error:
             if error.status != 401:
                 raise
-    return web.json_response({"user": {k: user[k] for k in ("id", "name", "role")} if user else None,
-                              "anonymous_reads": auth.anonymous_allowed(request),
-                              "cookie": user is not None and await _cookie_is(request, user)},
-                             headers={"Cache-Control": "no-store"})
+    return json_response({"user": {k: user[k] for k in ("id", "name", "role")} if user else None,
+                          "anonymous_reads": auth.anonymous_allowed(request),
+                          "cookie": user is not None and await _cookie_is(request, user)},
+                         headers={"Cache-Control": "no-store"})
 
 
 async def _cookie_is(request: web.Request, user: dict[str, Any]) -> bool:

@@ -8,8 +8,6 @@ original's ETag, so a changed file gets a new waveform and an unchanged one a 30
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from media import FfmpegFailed
@@ -17,6 +15,7 @@ from media.waveform import waveform
 from streamer.delivery.originals import OPEN_FILES
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
+from streamer.http.json_answers import dumps, encoded_response
 from streamer.http.keys import CACHE, FFMPEG_POOL
 from streamer.http.params import int_param
 from streamer.http.preconditions import etag_matches
@@ -43,12 +42,13 @@ async def track_waveform(request: web.Request) -> web.Response:
             made = await waveform(request.app[FFMPEG_POOL], entry.path, points)
         except FfmpegFailed as exc:
             raise ApiError(502, "waveform_failed", f"the track could not be decoded: {exc}") from None
-        return json.dumps({"id": track_id, "duration": made.duration, "points": points,
-                           "peaks": made.peaks, "version": version}, separators=(",", ":")).encode()
+        # The same bytes as json.dumps's compact form made before (ASCII, 3-decimal floats): FORMAT stays.
+        return dumps({"id": track_id, "duration": made.duration, "points": points, "peaks": made.peaks,
+                      "version": version})
 
     key = f"waveform:{FORMAT}:{track_id}:{version}:{points}"
     body = await request.app[CACHE].get_or_make(key, make)
-    return web.Response(body=body, content_type="application/json", headers=headers)
+    return encoded_response(body, headers=headers)
 
 
 def add_routes(routes: Routes) -> None:

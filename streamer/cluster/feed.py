@@ -51,6 +51,7 @@ from streamer.http.errors import ApiError, error_response, from_exception
 from streamer.api.bodies import are_new_ids, json_body, plays_of
 from streamer.delivery.originals import OPEN_FILES
 from streamer.http.keys import AUTH, CATALOG, METRICS, NODE, SETTINGS
+from streamer.http.json_answers import dumps, encoded_response, json_response
 from streamer.cluster.members import NODE_HEADER, Members
 from streamer.delivery.originals import serve_file
 from streamer.cluster.pulls import local_copy
@@ -101,8 +102,8 @@ async def changes(request: web.Request) -> web.Response:
     if state is not None:
         state.heard = members.joins  # no await from here to the listing below
     # The rows as stored (media.listeners.changes_json), the rest encoded here.
-    rest = json.dumps({"last": last, "lineage": history, "nodes": members.listing(role.name)})
-    return web.Response(text=f'{{"changes":[{",".join(rows)}],{rest[1:]}', content_type="application/json")
+    rest = dumps({"last": last, "lineage": history, "nodes": members.listing(role.name)})
+    return encoded_response(f'{{"changes":[{",".join(rows)}],'.encode() + rest[1:])
 
 
 def _follower_url(request: web.Request) -> str | None:
@@ -147,10 +148,10 @@ async def nodes(request: web.Request) -> web.Response:
     role = request.app[NODE].role
     members = role.members
     if role.is_master:
-        return web.json_response({"nodes": members.listing(role.name)})
+        return json_response({"nodes": members.listing(role.name)})
     known = [{"url": members.itself, "role": role.name, "reachable": True, "master_url": role.master_url()},
              *({"url": url, **node} for url, node in sorted(members.peers.items()))]
-    return web.json_response({"nodes": known})
+    return json_response({"nodes": known})
 
 
 SNAPSHOT_PIECE = 1 << 20  # bytes of the catalog file compressed as one gzip member (the window is 32 KiB)
@@ -277,7 +278,7 @@ async def plays(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(apply(entry) for entry in entries))
     sequence = await db.read(listeners.last_sequence)
     await replicated(request.app, role.members, sequence)  # a refusal: the region retries the batch, each entry by its key
-    return web.json_response({"results": results, "sequence": sequence})
+    return json_response({"results": results, "sequence": sequence})
 
 
 async def compact_log(app: web.Application, every: float = 600) -> None:

@@ -33,6 +33,7 @@ from streamer.cluster.play_batches import MasterUnreachable, PlayBatches
 from streamer.http.auth import ACCEPTED_AT_HEADER, ON_BEHALF_HEADER, SECRET_HEADER, USER
 from streamer.http.edge import Handler, Write
 from streamer.http.errors import ApiError, from_exception
+from streamer.http.json_answers import json_response
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class Forwarder:
                                                          "plays": plays, "ids": ids})
         if 200 <= status < 300:
             await self.follower.caught_up(sequence, FORWARD_WAIT)
-        return web.json_response(answer, status=status)
+        return json_response(answer, status=status)
 
     async def _body(self, request: web.Request, write: Write) -> bytes:
         """The body to forward: an upload up to upload_max_mb; any other write up to aiohttp's 1 MiB."""
@@ -290,4 +291,4 @@ def _queued_answer(key: str, ids: list[str], write: Write) -> web.Response:
     queued: dict = {"queued": True, "idempotency_key": key}
     if ids:
         queued["ids" if len(ids) > 1 or write.plays else "id"] = ids if len(ids) > 1 else ids[0]
-    return web.json_response(queued, status=202)
+    return json_response(queued, status=202)

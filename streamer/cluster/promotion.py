@@ -42,6 +42,7 @@ from streamer.cluster.replay import replay
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
 from streamer.http.keys import AUTH, CATALOG, NODE, SETTINGS
+from streamer.http.json_answers import json_response
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 async def promote(request: web.Request) -> web.Response:
     request.app[AUTH].check_cluster_secret(request)
     # Shielded: an operator's client that gives up does not leave a promotion half done.
-    return web.json_response(await asyncio.shield(_promote(request.app)))
+    return json_response(await asyncio.shield(_promote(request.app)))
 
 
 async def _promote(app: web.Application) -> dict:
@@ -118,7 +119,7 @@ async def follow(request: web.Request) -> web.Response:
         finally:
             region.start_following()
     log.warning("now following %s (from sequence %d)", region.master, region.follower.position)
-    return web.json_response({"role": "region", "master_url": region.master, "sequence": region.follower.position})
+    return json_response({"role": "region", "master_url": region.master, "sequence": region.follower.position})
 
 
 def _master_url(value, app: web.Application, members) -> str:

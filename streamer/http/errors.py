@@ -12,6 +12,7 @@ from aiohttp import web
 
 from media import Busy, FfmpegFailed, InvalidData, InvalidQuery, MediaError, NotFound
 from media.growing import CutShort
+from streamer.http.json_answers import json_response
 
 # Status -> code for errors that aiohttp itself raises (routing, body size, ...).
 _CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -35,8 +36,7 @@ def bad_param(name: str, message: str) -> ApiError:
 
 def error_response(status: int, code: str, message: str,
                    headers: Any = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status,
-                             headers=headers)
+    return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
 def from_exception(exc: BaseException) -> web.Response | None:

@@ -11,6 +11,7 @@ from streamer.http.auth import SECRET_HEADER, networks
 from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
 from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, LOUDNESS, METRICS, NODE, SCANNER, SETTINGS
+from streamer.http.json_answers import json_response
 
 VERSION = "0.1.0"
 
@@ -57,11 +58,11 @@ async def healthz(request: web.Request) -> web.Response:
     if "master" in health:  # a region following its master: can it reach it (the web player shows it)
         body["master_reachable"] = bool(health["master"]["reachable"])
     if not await may_see_details(request):  # enough for a load balancer
-        return web.json_response(body, headers={"Cache-Control": "no-store"})
+        return json_response(body, headers={"Cache-Control": "no-store"})
     progress = request.app[SCANNER].progress
     body.update(version=VERSION, scan={"state": progress.state, "files": progress.files, "read": progress.read,
                                        "to_read": progress.to_read})
-    return web.json_response({**body, **health})
+    return json_response({**body, **health})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -70,8 +71,8 @@ async def readyz(request: web.Request) -> web.Response:
     role = request.app[NODE].role
     reason = role.not_ready()
     if reason is not None:
-        return web.json_response({"status": "starting", "role": role.name, "reason": reason}, status=503)
-    return web.json_response({"status": "ready", "role": role.name})
+        return json_response({"status": "starting", "role": role.name, "reason": reason}, status=503)
+    return json_response({"status": "ready", "role": role.name})
 
 
 async def metrics_page(request: web.Request) -> web.Response:

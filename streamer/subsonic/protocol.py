@@ -11,13 +11,13 @@ spec requires, with the spec's codes.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
+from streamer.http.json_answers import dumps, encoded_response
 from streamer.http.status import VERSION
 
 API_VERSION = "1.16.1"
@@ -140,11 +140,11 @@ def render(fmt: tuple[str, str], tree: dict[str, Any], status: int = 200, header
         _element(out, "subsonic-response", tree, f' xmlns="{NAMESPACE}"')
         return web.Response(text="".join(out), content_type="text/xml", charset="utf-8", status=status,
                             headers=headers)
-    text = json.dumps({"subsonic-response": tree}, ensure_ascii=False, separators=(",", ":"))
-    if kind == "jsonp":
-        return web.Response(text=f"{callback}({text});", content_type="application/javascript", charset="utf-8",
-                            status=status, headers=headers)
-    return web.Response(text=text, content_type="application/json", charset="utf-8", status=status, headers=headers)
+    encoded = dumps({"subsonic-response": tree})
+    if kind == "jsonp":  # the callback: a JavaScript name (choose_format), in UTF-8 as the rest
+        return web.Response(body=b"%s(%s);" % (callback.encode(), encoded), content_type="application/javascript",
+                            charset="utf-8", status=status, headers=headers)
+    return encoded_response(encoded, status, headers)
 
 
 def _element(out: list[str], name: str, tree: dict[str, Any], attributes: str = "") -> None:

@@ -1,0 +1,100 @@
+"""media.database's reader threads (issue 15): one main thread takes every read; a spare takes
+the waiting ones only while the main thread has been on one read for SPARE_AFTER seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+
+import pytest
+
+from media import database
+from media.database import Database, read_threads
+
+
+@pytest.fixture
+def db(tmp_path):
+    made = Database(tmp_path / "t.db")
+    made.write_sync(lambda d: d.execute("CREATE TABLE t (n INTEGER)"))
+    made.write_sync(lambda d: d.execute("INSERT INTO t VALUES (1), (2), (3)"))
+    yield made
+    made.close()
+
+
+def _thread(_db) -> str:
+    return threading.current_thread().name
+
+
+async def test_short_reads_run_on_the_main_thread_alone(db):
+    assert database.READERS == 2 and database.SPARE_AFTER > 0
+    assert await db.read(lambda d: d.execute("SELECT sum(n) FROM t").fetchone()[0]) == 6
+    names = await asyncio.gather(*(db.read(_thread) for _ in range(200)))
+    # Each read takes microseconds: the spare steps in only if the main thread is held up
+    # (descheduled) for SPARE_AFTER, which a loaded machine may do once or twice.
+    assert names.count("db-read-main") >= 190, set(names)
+
+
+async def test_a_slow_read_holds_up_no_other(db):
+    release = threading.Event()
+
+    def slow(_db) -> str:
+        release.wait(10)
+        return _thread(_db)
+
+    held = asyncio.ensure_future(db.read(slow))
+    await asyncio.sleep(0.05)  # the main thread is on it
+    t0 = time.monotonic()
+    quick = await asyncio.gather(*(db.read(_thread) for _ in range(20)))
+    waited = time.monotonic() - t0
+    assert not held.done() and waited < 2, waited
+    assert set(quick) == {"db-read-spare-1"}
+    release.set()
+    assert await held == "db-read-main"
+    assert await db.read(_thread) == "db-read-main"
+
+
+async def test_errors_reach_the_caller_and_a_cancelled_read_is_not_run(db):
+    with pytest.raises(ZeroDivisionError):
+        await db.read(lambda _db: 1 / 0)
+    release, ran = threading.Event(), []
+    held = asyncio.ensure_future(db.read(lambda _db: release.wait(10)))
+    await asyncio.sleep(0.05)
+    db._readers._queue.spare_after = 60  # the spare stays out of it: the next read waits
+    waiting = asyncio.ensure_future(db.read(lambda _db: ran.append(1)))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    await asyncio.sleep(0.05)  # asyncio cancels the read's own future at its next turn
+    release.set()
+    assert await held is True
+    assert await db.read(lambda _db: 7) == 7 and ran == []
+
+
+def test_close_and_a_dropped_executor_stop_their_threads(tmp_path):
+    made = Database(tmp_path / "t.db")
+    assert made.read_sync(_thread) == "db-read-main"
+    threads = list(made._readers._queue.threads)
+    made.close()
+    assert not any(t.is_alive() for t in threads)
+    with pytest.raises(RuntimeError):
+        made._readers.submit(_thread, None)
+
+    dropped = read_threads()
+    dropped.submit(lambda: None).result()
+    threads = list(dropped._queue.threads)
+    del dropped
+    gc.collect()
+    for thread in threads:
+        thread.join(5)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_a_plain_pool_when_asked(monkeypatch):
+    monkeypatch.setattr(database, "SPARE_AFTER", 0)
+    pool = read_threads(3)
+    try:
+        assert pool._max_workers == 3
+    finally:
+        pool.shutdown()
+    assert read_threads(1)._max_workers == 1
