@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
+from media import json_text
 from media.errors import InvalidData, NotFound
 from media.ids import new_id
 from media.passwords import MAX_PASSWORD, hash_password, password_matches, seal, unseal
@@ -303,7 +304,7 @@ def user_by_id(db: sqlite_utils.Database, user_id: str) -> dict[str, Any] | None
 def append_change(db: sqlite_utils.Database, user_id: str | None, op: str, data: dict[str, Any],
                   at: str | None = None) -> int:
     cursor = db.execute("INSERT INTO changes (at, user_id, op, data) VALUES (?, ?, ?, ?)",
-                        [at or now(), user_id, op, json.dumps(data, separators=(",", ":"))])
+                        [at or now(), user_id, op, json_text.dumps(data).decode()])
     return cursor.lastrowid
 
 
