@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
-from media import catalog, listeners, loudness
+from media import catalog, json_text, listeners, loudness
 from media.errors import MediaError
 from media.ids import new_id
 from media.library_paths import is_library_relpath
@@ -93,7 +93,7 @@ def apply_changes(db: sqlite_utils.Database, changes: list[dict[str, Any]],
         _apply(db, change["op"], change["data"], change["at"])
         db.execute("INSERT INTO changes (seq, at, user_id, op, data) VALUES (?, ?, ?, ?, ?)",
                    [change["seq"], change["at"], change["user_id"], change["op"],
-                    json.dumps(change["data"], separators=(",", ":"))])
+                    json_text.dumps(change["data"]).decode()])
         held = change["seq"]
     return held
 
