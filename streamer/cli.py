@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         print(config.describe(settings))
         return 0
     if args.command == "scan":
-        return asyncio.run(scan(settings))
+        try:
+            return asyncio.run(scan(settings))
+        except KeyboardInterrupt:  # the scan stopped and its readers were reaped on the way out
+            print("scan stopped: what was saved stays, and the next scan reads the rest", file=sys.stderr)
+            return 130
     if args.command == "user":
         return manage_user(settings, args.action, args.name, args.admin, args.password)
     if args.command == "backup":

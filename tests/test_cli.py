@@ -96,6 +96,40 @@ def test_scan_command_reports_progress_and_summary(tmp_path, demo_library):
     assert "9 unchanged" in again.stdout
 
 
+def test_ctrl_c_stops_a_scan_with_one_line_and_the_next_scan_finishes_it(tmp_path, ffmpeg):
+    """Ctrl-C reaches the whole process group (the scan's readers too): one line, exit 130, no
+    traceback, no process left; the next scan reads what the stopped one had not saved."""
+    from tests.conftest import encode
+
+    base = encode(ffmpeg, tmp_path / "base.mp3", 0.2)
+    library = tmp_path / "music"
+    for folder in range(200):  # 20,000 files: seconds of reading, the signal comes at the first tenth
+        (library / f"F{folder:03d}").mkdir(parents=True)
+        for i in range(100):
+            os.link(base, library / f"F{folder:03d}" / f"{i:03d}.mp3")
+    args = [sys.executable, RUN, "scan", "--library", str(library), "--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        seen = []
+        for line in proc.stderr:  # not a terminal: a progress line each tenth read
+            seen.append(line)
+            if line.startswith("reading tags:"):  # the walk is done, the readers are reading
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        rest_out, rest_err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = "".join(seen) + rest_err
+    assert proc.returncode == 130, err
+    assert "scan stopped" in rest_err and "Traceback" not in err and "KeyboardInterrupt" not in err
+    again = run(*args[2:], cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "20000 audio files" in again.stdout and "0 skipped" in again.stdout
+
+
 def test_config_command_masks_nothing_it_should_not(tmp_path):
     result = run("config", "--port", "9999", cwd=tmp_path)
     assert result.returncode == 0 and "port = 9999" in result.stdout
