@@ -216,6 +216,15 @@ class WebNode:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return json.loads(resp.read())
 
+    def forget_play_queue(self) -> None:
+        """Empty ann's play queue on the node. The web player restores it at sign-in, so one test's
+        queue was the next one's, in a random order: its current track cued (that track's waveform
+        fetched before the test could watch for it), its position and index moving under the test."""
+        request = urllib.request.Request(self.url("/api/v1/playqueue"), data=b'{"track_ids": []}', method="PUT",
+                                         headers={**self.auth(), "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 204, resp.status
+
     def track(self, title: str) -> dict:
         """The catalog's track of this title (exactly one)."""
         found = [t for t in self.tracks if t["title"] == title]
@@ -519,8 +528,11 @@ def _browser_artifacts(tmp_path_factory) -> Path:
 @pytest.fixture
 def browser(_chromium, web_node, _browser_artifacts) -> Browser:
     """A reset Chromium tab (about:blank, nothing stored for the node, 1280x900) whose console
-    must stay free of SEVERE entries for the test to pass (checked after the test body)."""
-    return Browser(_chromium.reset(web_node.base_url), web_node.base_url, _browser_artifacts)
+    must stay free of SEVERE entries for the test to pass (checked after the test body); ann's
+    play queue on the node empty (after the reset: the last page's queue is saved as it goes)."""
+    driver = _chromium.reset(web_node.base_url)
+    web_node.forget_play_queue()
+    return Browser(driver, web_node.base_url, _browser_artifacts)
 
 
 def _problems(browser: Browser, item, with_console: bool = True) -> list[str]:
