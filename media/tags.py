@@ -9,7 +9,6 @@ import base64
 import logging
 import os
 import re
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO

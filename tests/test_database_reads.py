@@ -12,6 +12,7 @@ import pytest
 
 from media import database
 from media.database import Database, read_threads
+from tests.conftest import until
 
 
 @pytest.fixture
@@ -37,14 +38,15 @@ async def test_short_reads_run_on_the_main_thread_alone(db):
 
 
 async def test_a_slow_read_holds_up_no_other(db):
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def slow(_db) -> str:
+        started.set()
         release.wait(10)
         return _thread(_db)
 
     held = asyncio.ensure_future(db.read(slow))
-    await asyncio.sleep(0.05)  # the main thread is on it
+    assert await asyncio.to_thread(started.wait, 10)  # the main thread is on it
     t0 = time.monotonic()
     quick = await asyncio.gather(*(db.read(_thread) for _ in range(20)))
     waited = time.monotonic() - t0
@@ -58,14 +60,16 @@ async def test_a_slow_read_holds_up_no_other(db):
 async def test_errors_reach_the_caller_and_a_cancelled_read_is_not_run(db):
     with pytest.raises(ZeroDivisionError):
         await db.read(lambda _db: 1 / 0)
-    release, ran = threading.Event(), []
-    held = asyncio.ensure_future(db.read(lambda _db: release.wait(10)))
-    await asyncio.sleep(0.05)
-    db._readers._queue.spare_after = 60  # the spare stays out of it: the next read waits
+    started, release, ran = threading.Event(), threading.Event(), []
+    held = asyncio.ensure_future(db.read(lambda _db: started.set() or release.wait(10)))
+    assert await asyncio.to_thread(started.wait, 10)  # the main thread is on it
+    queue = db._readers._queue
+    queue.spare_after = 60  # the spare stays out of it: the next read waits
     waiting = asyncio.ensure_future(db.read(lambda _db: ran.append(1)))
-    await asyncio.sleep(0.05)
+    await until(lambda: len(queue.waiting) == 1, "the read queued")
     waiting.cancel()
-    await asyncio.sleep(0.05)  # asyncio cancels the read's own future at its next turn
+    with pytest.raises(asyncio.CancelledError):
+        await waiting  # by then asyncio has cancelled the read's own future (a callback before the task's)
     release.set()
     assert await held is True
     assert await db.read(lambda _db: 7) == 7 and ran == []
