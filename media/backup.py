@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from media.database import fsync
 from media.errors import MediaError
 
 
@@ -31,7 +32,7 @@ def backup_catalog(source: Path, destination: Path) -> dict[str, Any]:
             src.close()
         facts = verify(partial)
         os.chmod(partial, 0o600)  # the catalog's private data, as the catalog itself
-        _fsync(partial)  # on disk before it takes the name: a power cut leaves the old backup or this one
+        fsync(partial)  # on disk before it takes the name: a power cut leaves the old backup or this one
     except sqlite3.Error as exc:
         partial.unlink(missing_ok=True)
         raise MediaError(f"SQLite: {exc}") from None
@@ -39,17 +40,9 @@ def backup_catalog(source: Path, destination: Path) -> dict[str, Any]:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(destination)
-    _fsync(destination.parent)  # and the rename itself
+    fsync(destination.parent)  # and the rename itself
     facts["bytes"] = destination.stat().st_size
     return facts
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify(path: Path) -> dict[str, Any]:

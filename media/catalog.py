@@ -960,6 +960,13 @@ class Catalog:
     def bump(self) -> None:
         self.generation += 1
 
+    async def replace_file(self, copy: Path) -> None:
+        """Make the catalog file at `copy` (in this catalog's folder: a region's snapshot from its
+        master) this catalog, in place of what it held."""
+        await self.db.replace_file(copy)
+        await self.db.write(build_deferred_indexes)  # a snapshot taken during the master's first scan
+        self.bump()
+
     @property
     def generation(self) -> int:
         return self._generation

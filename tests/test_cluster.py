@@ -17,6 +17,7 @@ import pytest
 from config import ConfigError, load
 from media import listeners
 from streamer import create_app
+from streamer.cluster.packing import zstd
 from streamer.http.keys import CATALOG
 from streamer.cluster.local_cluster import CONFIG
 from tests.conftest import make_user, settings_for, wait_for_scan
@@ -170,12 +171,15 @@ async def test_compaction_and_a_follower_behind_the_kept_log(master):
     assert await db.read(listeners.last_sequence) == last + 1
 
 
-async def test_snapshot_is_a_consistent_catalog_with_its_sequence(master, tmp_path):
-    resp = await master.get("/cluster/v1/snapshot", headers={"X-Cluster-Secret": SECRET}, auto_decompress=False)
-    assert resp.status == 200 and resp.headers["Content-Encoding"] == "gzip"
+@pytest.mark.parametrize(("accepted", "sent"), [("zstd, gzip", "zstd"), ("gzip", "gzip"), ("", "gzip"),
+                                                ("zstd;q=0, gzip", "gzip"), ("br, ZSTD;q=0.5", "zstd")])
+async def test_snapshot_is_a_consistent_catalog_with_its_sequence(master, tmp_path, accepted, sent):
+    resp = await master.get("/cluster/v1/snapshot", headers={"X-Cluster-Secret": SECRET, "Accept-Encoding": accepted},
+                            auto_decompress=False)
+    assert resp.status == 200 and resp.headers["Content-Encoding"] == sent
     sequence = int(resp.headers["X-Snapshot-Sequence"])
     copy = tmp_path / "snapshot.db"
-    copy.write_bytes(gzip.decompress(await resp.read()))
+    copy.write_bytes((zstd.decompress if sent == "zstd" else gzip.decompress)(await resp.read()))
     conn = sqlite3.connect(copy)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0] == 9

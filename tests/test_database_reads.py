@@ -102,3 +102,47 @@ def test_a_plain_pool_when_asked(monkeypatch):
     finally:
         pool.shutdown()
     assert read_threads(1)._max_workers == 1
+
+
+def _make(path, *values: int) -> None:
+    made = Database(path)
+    made.write_sync(lambda d: d.execute("CREATE TABLE t (n INTEGER)"))
+    made.write_sync(lambda d: d.conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values]))
+    made.close()
+
+
+def _sum(d) -> int:
+    return d.execute("SELECT sum(n) FROM t").fetchone()[0]
+
+
+async def test_replacing_the_file_waits_for_running_reads_and_holds_new_ones(db, tmp_path):
+    """A region taking a snapshot: the read running when the swap is asked ends on the old file;
+    reads asked meanwhile wait, then read the new one; every thread reopens, writes too."""
+    _make(tmp_path / "new.db", 10, 20)
+    assert await asyncio.gather(*(db.read(_sum) for _ in range(4))) == [6] * 4  # both threads hold a connection
+    started, release = threading.Event(), threading.Event()
+
+    def slow(d) -> int:
+        started.set()
+        release.wait(10)
+        return _sum(d)
+
+    held = asyncio.ensure_future(db.read(slow))
+    assert await asyncio.to_thread(started.wait, 10)
+    swap = asyncio.ensure_future(db.replace_file(tmp_path / "new.db"))
+    await until(lambda: db._gate._shut, what="the swap waiting for the running read")
+    asked = asyncio.ensure_future(db.read(_sum))  # the spare takes it at SPARE_AFTER, and waits at the gate
+    await until(lambda: db._gate._changed._waiters, what="the read asked meanwhile waiting")
+    assert not swap.done() and not asked.done()
+    release.set()
+    assert await held == 6  # it ended on the old file
+    await swap
+    assert await asked == 30 and await db.read(_sum) == 30
+    assert await asyncio.gather(*(db.read(_sum) for _ in range(20))) == [30] * 20
+    await db.write(lambda d: d.execute("INSERT INTO t VALUES (5)"))
+    assert await db.read(_sum) == 35
+    assert not (tmp_path / "new.db").exists() and (tmp_path / "t.db").stat().st_mode & 0o777 == 0o600
+    db.close()
+    reopened = Database(tmp_path / "t.db")
+    assert reopened.read_sync(_sum) == 35
+    reopened.close()

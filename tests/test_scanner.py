@@ -461,17 +461,16 @@ async def test_indexes_a_first_scan_left_unbuilt_are_built_at_the_next_open(tmp_
         catalog.close()
 
 
-async def test_a_region_restoring_a_snapshot_taken_mid_first_scan_builds_the_indexes(tmp_path):
+async def test_a_region_taking_a_snapshot_made_mid_first_scan_builds_the_indexes(tmp_path):
     """A snapshot of a master whose first scan is still reading has the tracks' indexes to come."""
     from media import replica
-    from streamer.cluster.follower import _restore
 
     master, region = Catalog(tmp_path / "master.db"), Catalog(tmp_path / "region.db")
     try:
         complete = await region.db.read(_track_indexes)
         assert await master.defer_indexes()
         replica.snapshot(tmp_path / "master.db", tmp_path / "copy.db")
-        await region.db.write_alone(_restore, tmp_path / "copy.db")
+        await region.replace_file(tmp_path / "copy.db")
         assert await region.db.read(_track_indexes) == complete
         await region.db.write(lambda db: db.execute("INSERT INTO meta (key, value) VALUES ('a write', 'works')"))
     finally:

@@ -10,9 +10,9 @@ wrong or missing one is refused with 403 and a log line naming the address. Serv
   A follower must take a snapshot (410 `resync_needed`) when its SEQ is older than the oldest
   row kept, or when its log is not a prefix of this one (see media.replica: it holds writes
   this master never had, as after a promotion).
-- `GET /cluster/v1/snapshot`: the catalog as one consistent SQLite file (online backup), gzip
-  compressed as it is sent (pieces of it as the members of one gzip stream), with the sequence it
-  is consistent at in `X-Snapshot-Sequence`.
+- `GET /cluster/v1/snapshot`: the catalog as one consistent SQLite file (online backup), compressed
+  as it is sent (zstd when the request's Accept-Encoding names it, else gzip; see
+  streamer.cluster.packing), with the sequence it is consistent at in `X-Snapshot-Sequence`.
 - `GET /cluster/v1/media/{id}`: a track's original bytes, with Range, for a node that lacks them;
   served by any node (master or region) from its own copy only (its library's file when size and
   fingerprint are the catalog's, or one it pulled), else 404: a pull never starts another.
@@ -37,7 +37,6 @@ import logging
 import os
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 from aiohttp import web
@@ -52,6 +51,7 @@ from streamer.api.bodies import are_new_ids, json_body, plays_of
 from streamer.delivery.originals import OPEN_FILES
 from streamer.http.keys import AUTH, CATALOG, METRICS, NODE, SETTINGS
 from streamer.http.json_answers import dumps, encoded_response, json_response
+from streamer.cluster import packing
 from streamer.cluster.members import NODE_HEADER, Members
 from streamer.delivery.originals import serve_file
 from streamer.cluster.pulls import local_copy
@@ -154,37 +154,36 @@ async def nodes(request: web.Request) -> web.Response:
     return json_response({"nodes": known})
 
 
-SNAPSHOT_PIECE = 1 << 20  # bytes of the catalog file compressed as one gzip member (the window is 32 KiB)
 PACKERS = max(2, min(4, os.cpu_count() or 2))  # pieces compressed at once, each in a worker thread
 
 
 async def snapshot(request: web.Request) -> web.StreamResponse:
-    """The catalog as one file (media.replica.snapshot), gzip compressed as it is sent: pieces
-    compressed side by side (zlib lets go of the GIL) as members of one gzip stream, while the
-    follower unpacks what came."""
+    """The catalog as one file (media.replica.snapshot), compressed as it is sent
+    (streamer.cluster.packing: pieces packed side by side, while the follower unpacks what came)."""
     _check_master(request)
     catalog = request.app[CATALOG]
+    encoding = packing.chosen(request.headers.get("Accept-Encoding", ""))
     with tempfile.TemporaryDirectory(prefix="snapshot-") as folder:
         copy = Path(folder) / "catalog.db"
         started = time.monotonic()
         sequence = await asyncio.to_thread(replica.snapshot, catalog.db.path, copy)
-        log.info("snapshot at sequence %d made in %.2fs (%.1f MiB)", sequence, time.monotonic() - started,
-                 copy.stat().st_size / 2**20)
+        log.info("snapshot at sequence %d made in %.2fs (%.1f MiB), sent as %s", sequence,
+                 time.monotonic() - started, copy.stat().st_size / 2**20, encoding)
         response = web.StreamResponse(headers={
-            "Content-Type": "application/vnd.sqlite3", "Content-Encoding": "gzip",
+            "Content-Type": "application/vnd.sqlite3", "Content-Encoding": encoding, "Vary": "Accept-Encoding",
             "X-Snapshot-Sequence": str(sequence), "Cache-Control": "no-store"})
         await response.prepare(request)
-        await _send_packed(response, copy)
+        await _send_packed(response, copy, encoding)
         await response.write_eof()
         return response
 
 
-async def _send_packed(response: web.StreamResponse, path: Path) -> None:
+async def _send_packed(response: web.StreamResponse, path: Path, encoding: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     pending: collections.deque[asyncio.Future] = collections.deque()
     try:
-        for start in range(0, os.fstat(fd).st_size, SNAPSHOT_PIECE):
-            pending.append(asyncio.ensure_future(asyncio.to_thread(_pack, fd, start)))
+        for start in range(0, os.fstat(fd).st_size, packing.PIECE):
+            pending.append(asyncio.ensure_future(asyncio.to_thread(_pack, fd, start, encoding)))
             if len(pending) >= PACKERS:
                 await response.write(await pending.popleft())
         while pending:
@@ -194,8 +193,8 @@ async def _send_packed(response: web.StreamResponse, path: Path) -> None:
         os.close(fd)
 
 
-def _pack(fd: int, start: int) -> bytes:
-    return zlib.compress(os.pread(fd, SNAPSHOT_PIECE, start), 3, 31)  # wbits 31: a gzip member
+def _pack(fd: int, start: int, encoding: str) -> bytes:
+    return packing.pack(os.pread(fd, packing.PIECE, start), encoding)
 
 
 async def _commit_or_closing(app: web.Application, committed: asyncio.Future, timeout: float,

@@ -1,7 +1,7 @@
 """A region's replica of its master's catalog, kept current by following the master's change feed.
 
-On start, a region whose replica holds nothing takes a snapshot from the master (SQLite's
-backup API copies it into the open catalog, so readers simply see the new content), then
+On start, a region whose replica holds nothing takes a snapshot from the master (unpacked next to
+the catalog's file, which it then replaces: readers see the new content from their next read), then
 long-polls `/cluster/v1/changes` from its position and applies each batch in one transaction
 (media.replica). Its position is the last sequence in its own change log, so a restarted region
 resumes where it stopped. A 410 from the master (the log it needs is no longer kept) means a
@@ -17,17 +17,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
+import shutil
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
 from media import Catalog, replica
-from media.catalog import build_deferred_indexes
+from streamer.cluster import packing
 from streamer.cluster.members import NODE_HEADER, Members
 from streamer.http.auth import SECRET_HEADER
 
@@ -38,6 +37,9 @@ POLL_WAIT = 25  # seconds the master may hold a change-feed request
 # scan's); past this, the master's answer is not read into memory.
 MAX_PAGE_BYTES = 128 * 1024 * 1024
 RETRY_SECONDS = (0.5, 1, 2, 5)  # back-off while the master is unreachable
+PAGE_TIMEOUT = aiohttp.ClientTimeout(total=POLL_WAIT + 30, sock_connect=5)
+# A snapshot takes as long as its bytes take: a stall, not its length, ends it.
+SNAPSHOT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=POLL_WAIT + 30)
 
 
 class Follower:
@@ -106,33 +108,39 @@ class Follower:
                 await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
                 failures += 1
 
-    def _get(self, path: str, **kwargs):
-        return self.session.get(f"{self.master_url()}{path}", headers=self.headers,
-                                timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 30, sock_connect=5), **kwargs)
+    def _get(self, path: str, headers: dict | None = None, timeout: aiohttp.ClientTimeout = PAGE_TIMEOUT, **kwargs):
+        return self.session.get(f"{self.master_url()}{path}", headers={**self.headers, **(headers or {})},
+                                timeout=timeout, **kwargs)
 
     async def _bootstrap(self) -> None:
         started = time.monotonic()
-        async with self._get("/cluster/v1/snapshot", auto_decompress=False) as resp:
+        folder = self.catalog.db.path.parent
+        for leftover in folder.glob(".snapshot-*"):  # of a bootstrap cut short (a crash)
+            shutil.rmtree(leftover, ignore_errors=True)
+        async with self._get("/cluster/v1/snapshot", headers={"Accept-Encoding": packing.ACCEPTED},
+                             timeout=SNAPSHOT_TIMEOUT, auto_decompress=False) as resp:
             _raise_for(resp)
             sequence = int(resp.headers["X-Snapshot-Sequence"])
-            with tempfile.TemporaryDirectory(prefix="snapshot-") as folder:
-                copy = Path(folder) / "catalog.db"
-                with open(copy, "wb") as out:  # unpacked as it arrives (in a worker thread: zlib lets go of the GIL)
-                    unpacker = _Unpacker(out)
+            # Unpacked next to the catalog, which it then replaces: a rename, not a copy.
+            with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=folder) as unpacking:
+                copy = Path(unpacking) / "catalog.db"
+                with open(copy, "wb") as out:  # unpacked as it arrives (in a worker thread: it lets go of the GIL)
+                    unpacker = packing.Unpacker(resp.headers.get("Content-Encoding", ""), out)
                     async for chunk in resp.content.iter_chunked(4 << 20):
                         await asyncio.to_thread(unpacker.feed, chunk)
-                    unpacker.finish()
+                if not unpacker.complete():
+                    raise aiohttp.ClientPayloadError("the snapshot ended before its last piece did")
                 received, size = time.monotonic(), copy.stat().st_size
-                await self.catalog.db.write_alone(_restore, copy)
-                log.info("region: snapshot received and unpacked in %.2fs (%.1f MiB, %.1f MiB packed), restored in "
-                         "%.2fs", received - started, size / 2**20, unpacker.packed / 2**20, time.monotonic() - received)
+                await self.catalog.replace_file(copy)
+                log.info("region: snapshot received and unpacked in %.2fs (%.1f MiB, %.1f MiB as %s), in place in "
+                         "%.2fs", received - started, size / 2**20, unpacker.packed / 2**20, unpacker.encoding,
+                         time.monotonic() - received)
         await self.catalog.db.write(replica.refuse_outside_paths)  # the snapshot's rows are input too
         self.lineage = await self.catalog.db.read(replica.lineage)
         self._moved_to(sequence)
         self.snapshots += 1
         self.master_reachable = True
         self.applied_at = time.time()
-        self.catalog.bump()
         self.ready.set()
         log.info("region: snapshot at sequence %d applied in %.2fs", sequence, time.monotonic() - started)
 
@@ -185,38 +193,3 @@ def _raise_for(resp: aiohttp.ClientResponse) -> None:
     if resp.status != 200:
         raise aiohttp.ClientResponseError(resp.request_info, resp.history, status=resp.status,
                                           message=f"master answered {resp.status}")
-
-
-class _Unpacker:
-    """A gzip stream (one member or several, as gzip allows) written out unpacked, a piece at a time."""
-
-    def __init__(self, out) -> None:
-        self.out = out
-        self.zlib = zlib.decompressobj(31)  # wbits 31: the gzip format
-        self.members, self.packed = 0, 0
-        self.open = False  # a member has begun and not ended
-
-    def feed(self, data: bytes) -> None:
-        self.packed += len(data)
-        while data:
-            self.open = True
-            self.out.write(self.zlib.decompress(data))
-            data = self.zlib.unused_data  # the next member's first bytes, if any
-            if self.zlib.eof:
-                self.members, self.open = self.members + 1, False
-                self.zlib = zlib.decompressobj(31)
-
-    def finish(self) -> None:
-        if self.open or not self.members:
-            raise aiohttp.ClientPayloadError("the snapshot ended before its gzip stream did")
-
-
-def _restore(db, copy: Path) -> None:
-    """On the writer thread: the snapshot's pages replace the catalog's, in place."""
-    source = sqlite3.connect(str(copy))
-    try:
-        source.backup(db.conn)
-    finally:
-        source.close()
-    with db.conn:  # a snapshot taken during the master's first scan has its tracks' indexes to come
-        build_deferred_indexes(db)
