@@ -525,20 +525,34 @@ async def listener(no: int, track: dict, variant: str, start: asyncio.Event, pla
 
 async def listeners_test(tracks: list[dict], variant: str, playback: float, lookahead: int,
                          answers: Answers) -> list[dict]:
+    """Every listener's figures; each also carries `client_stall`, the longest time this process's
+    own event loop was held up during the round (the listeners share it: a late segment may be the
+    load generator's, not the server's, when the two processes share 2 cores with 20 ffmpeg runs)."""
     start = asyncio.Event()
     tasks = [asyncio.create_task(listener(i, t, variant, start, playback, lookahead, answers))
              for i, t in enumerate(tracks)]
+    stall = [0.0]
+    heart = asyncio.create_task(_loop_stalls(stall))
     try:
         await asyncio.sleep(0.2)  # every listener waits on the event
         start.set()
         _, pending = await asyncio.wait(tasks, timeout=playback + 60)
         if pending:
             raise BenchError(f"{len(pending)} listeners did not finish within {playback + 60:.0f}s")
-        return [t.result() for t in tasks]
+        return [{**t.result(), "client_stall": stall[0]} for t in tasks]
     finally:
+        heart.cancel()
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(heart, *tasks, return_exceptions=True)
+
+
+async def _loop_stalls(longest: list[float], tick: float = 0.02) -> None:
+    """The longest wait past `tick` of a sleep of `tick` on this loop, in longest[0]."""
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(tick)
+        longest[0] = max(longest[0], time.perf_counter() - asked - tick)
 
 
 # --- 4. whole track ----------------------------------------------------------------------------
@@ -760,7 +774,8 @@ def listener_figures(results: list[dict]) -> dict:
     return {"firsts": [x["first"] for x in results],
             "ahead": [x for x in results if x["error"] is None and not x["late"] and x["first"] != float("inf")],
             "margins": [m for x in results for m in x["margins"]],
-            "late": sum(len(x["late"]) for x in results)}
+            "late": sum(len(x["late"]) for x in results),
+            "client_stall": max((x.get("client_stall", 0.0) for x in results), default=0.0)}
 
 
 def print_listeners(results: list[dict], fig: dict, verbose: bool) -> None:
@@ -774,7 +789,8 @@ def print_listeners(results: list[dict], fig: dict, verbose: bool) -> None:
     print(f"  time to first segment: min {ms(min(firsts))}, p50 {ms(percentile(firsts, 50))}, "
           f"max {ms(max(firsts))}; {len(fig['ahead'])}/{len(results)} listeners always ahead of the playhead; "
           f"margins (segment there before needed): min {min(margins, default=float('nan')):.2f}s, "
-          f"p50 {percentile(margins, 50):.2f}s\n", flush=True)
+          f"p50 {percentile(margins, 50):.2f}s; the listeners' own loop held up at most "
+          f"{fig['client_stall']:.2f}s\n", flush=True)
 
 
 def listeners_section(r: Run, table: Summary) -> None:
@@ -794,7 +810,7 @@ def listeners_section(r: Run, table: Summary) -> None:
                 f"{ms(max(firsts))} ({ms(percentile(firsts, 50))})", "", f"<= {TARGET_FIRST_SEGMENT:g} s each")
     table.check(len(ahead) == len(results), f"{a.listeners} listeners ahead of real time ({a.playback:g} s)", "",
                 f"{len(ahead)}/{len(results)}; {fig['late']}/{len(margins)} late; min margin "
-                f"{min(margins, default=float('nan')):.2f}s", "", "all")
+                f"{min(margins, default=float('nan')):.2f}s; client stall {fig['client_stall']:.1f}s", "", "all")
 
 
 def scale_listeners(r: Run, table: Summary) -> None:
@@ -816,12 +832,12 @@ def scale_listeners(r: Run, table: Summary) -> None:
 def pooled(figs: list[dict]) -> dict:
     """The listener figures of several rounds as one."""
     out = {key: [x for f in figs for x in f[key]] for key in ("firsts", "ahead", "margins")}
-    return {**out, "late": sum(f["late"] for f in figs)}
+    return {**out, "late": sum(f["late"] for f in figs), "client_stall": max(f["client_stall"] for f in figs)}
 
 
 def ahead_text(fig: dict) -> str:
     return (f"{len(fig['ahead'])}/{len(fig['firsts'])} ahead, {fig['late']}/{len(fig['margins'])} late, "
-            f"min margin {min(fig['margins'], default=float('nan')):.2f}s")
+            f"min margin {min(fig['margins'], default=float('nan')):.2f}s, client stall {fig['client_stall']:.1f}s")
 
 
 def peak_rss(proc: Proc) -> str:

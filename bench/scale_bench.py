@@ -22,7 +22,7 @@ also on Ctrl-C):
    the master's last change, in plays/s and change rows/s. Target: faster than the master took the
    plays (its plays/s in 2, same run);
 4. bootstrap: a fresh region R2: its start to /readyz 200 and to GET /api/v1/tracks total = S
-   (target < 10 s at every size); the snapshot's size (gzip as sent, and the catalog file);
+   (target < 10 s at every size); the snapshot's size (as a region is sent it, zstd; and the catalog file);
 5. the server's RSS (VmRSS) idle, with the catalog loaded and the plays written;
 6. readers: for each endpoint below, wrk (-t2, --readers (32) connections, --seconds (3) s) walking a
    list of its URLs (a Lua script: each thread in order from its own place), p50/p99 as wrk measures
@@ -363,10 +363,11 @@ def bootstrap(s: Size, name: str, port: int) -> tuple[float, float, float]:
 
 
 def snapshot_size(s: Size) -> int:
-    """Bytes of GET /cluster/v1/snapshot as sent (gzip)."""
+    """Bytes of GET /cluster/v1/snapshot as a region is sent it (zstd)."""
     import urllib.request
 
-    request = urllib.request.Request(f"{s.master.base}/cluster/v1/snapshot", headers={"X-Cluster-Secret": s.secret})
+    request = urllib.request.Request(f"{s.master.base}/cluster/v1/snapshot",
+                                     headers={"X-Cluster-Secret": s.secret, "Accept-Encoding": "zstd, gzip"})
     with urllib.request.urlopen(request, timeout=300) as resp:
         return sum(len(chunk) for chunk in iter(lambda: resp.read(1 << 20), b""))
 
@@ -384,7 +385,7 @@ def cluster_steps(s: Size) -> None:
                      catalog_file=(s.data / "catalog.db").stat().st_size, parts=file_parts(s.data / "catalog.db"))
     print(f"  [4] R2 (fresh) to /readyz {ready:.2f} s, to {s.size:,} tracks listed {listed:.2f} s ({cpu:.1f} s of "
           f"CPU, master and region); snapshot "
-          f"{s.figures['snapshot'] / 2**20:,.1f} MiB gzip (catalog file {s.figures['catalog_file'] / 2**20:,.1f} MiB); "
+          f"{s.figures['snapshot'] / 2**20:,.1f} MiB zstd (catalog file {s.figures['catalog_file'] / 2**20:,.1f} MiB); "
           f"load {load_average()}", flush=True)
     time.sleep(2)  # the master settles
     s.figures["rss_idle"] = rss(s.master.proc.pid)["VmRSS"]
@@ -633,7 +634,7 @@ def figure_rows(table: Summary, runs: list[Size]) -> None:
          *cells("bootstrap_tracks_only", lambda v: f"{v:.2f} s"), slope("bootstrap_tracks_only"))
     info(table, "region bootstrap, CPU of master and region", *cells("bootstrap_cpu", lambda v: f"{v:.1f} s"),
          slope("bootstrap_cpu"))
-    info(table, "snapshot, gzip as sent", *cells("snapshot", lambda v: f"{v / 2**20:,.1f} MiB"), slope("snapshot"))
+    info(table, "snapshot, zstd as sent", *cells("snapshot", lambda v: f"{v / 2**20:,.1f} MiB"), slope("snapshot"))
     info(table, "catalog file", *cells("catalog_file", lambda v: f"{v / 2**20:,.1f} MiB"), slope("catalog_file"))
     info(table, "of it: " + " / ".join(PARTS) + " (each with its indexes)",
          *cells("parts", lambda v: " / ".join(f"{v[p] / 2**20:,.0f}" for p in PARTS) + " MiB"), "")
