@@ -136,6 +136,7 @@ class Follower:
                          "%.2fs", received - started, size / 2**20, unpacker.packed / 2**20, unpacker.encoding,
                          time.monotonic() - received)
         await self.catalog.db.write(replica.refuse_outside_paths)  # the snapshot's rows are input too
+        self.catalog.bump()  # nothing kept from before the check
         self.lineage = await self.catalog.db.read(replica.lineage)
         self._moved_to(sequence)
         self.snapshots += 1
