@@ -962,9 +962,8 @@ class Catalog:
 
     async def replace_file(self, copy: Path) -> None:
         """Make the catalog file at `copy` (in this catalog's folder: a region's snapshot from its
-        master) this catalog, in place of what it held."""
+        master, readied by media.replica.prepare_snapshot) this catalog, in place of what it held."""
         await self.db.replace_file(copy)
-        await self.db.write(build_deferred_indexes)  # a snapshot taken during the master's first scan
         self.bump()
 
     @property

@@ -332,7 +332,6 @@ class Database:
 
     def _write_waiting(self) -> None:
         """In the writer thread: apply every waiting write, a batch per transaction, until none wait."""
-        db = self._conn()
         while True:
             with self._waiting_lock:
                 if not self._waiting:
@@ -340,8 +339,9 @@ class Database:
                     return
                 batch = list(self._waiting)
                 self._waiting.clear()
-            outcomes = []
+            outcomes, db = [], None
             try:
+                db = self._conn()  # (re)opened here: one that cannot be opened fails this batch, not the writer
                 db.conn.execute("BEGIN IMMEDIATE")
                 for fn, args, _, _ in batch:
                     db.conn.execute("SAVEPOINT one_write")
@@ -355,7 +355,7 @@ class Database:
                 db.conn.execute("COMMIT")
                 self._committed()
             except BaseException as exc:  # the commit itself failed: every write of the batch did
-                if db.conn.in_transaction:
+                if db is not None and db.conn.in_transaction:
                     db.conn.execute("ROLLBACK")
                 outcomes = [(False, exc)] * len(batch)
             for (_, _, future, loop), outcome in zip(batch, outcomes):
@@ -365,13 +365,16 @@ class Database:
         """Make the SQLite file at `source` (in this database's folder) the database, in place of
         the one it has, at once: for a region taking its master's snapshot, where SQLite's backup
         into the open database wrote every page into the WAL first (3 s at 200,000 tracks).
-        Waits for the writes queued before it and the reads running; reads asked meanwhile wait
-        for the swap, then every thread opens the new file."""
+        Runs on the writer thread, between two batches of writes, once the reads running have
+        ended; reads asked meanwhile wait for the swap, then every thread opens the new file.
+        sqlite3.DatabaseError, with the old file kept, if `source` is not a database."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self._replace_file, source)
         self._committed()
 
     def _replace_file(self, source: Path) -> None:
+        with contextlib.closing(sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)) as check:
+            check.execute("PRAGMA schema_version").fetchone()  # sqlite3.DatabaseError if not a database
         os.chmod(source, 0o600)
         if self.synchronous == "full":
             fsync(source)  # its pages are on disk before the name points at them
@@ -387,6 +390,7 @@ class Database:
             os.replace(source, self.path)
         if self.synchronous == "full":
             fsync(self.path.parent)  # the new name survives a power cut
+        self._conn()  # the writer's connection opened now: a failure reaches the caller
 
     def commit_signal(self) -> asyncio.Future:
         """A future the next commit sets. Take it before looking at the data: a commit landing

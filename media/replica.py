@@ -9,6 +9,7 @@ than let it drift from the master.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -101,8 +102,8 @@ def apply_changes(db: sqlite_utils.Database, changes: list[dict[str, Any]],
 def snapshot(source: Path, destination: Path) -> int:
     """A copy of the catalog at `source` for a follower to start from, as of one moment (SQLite's
     online backup, in one step), in one file; the sequence it holds. Not checked page by page as a
-    backup is (media.backup): the follower's copy arrives under gzip's CRCs, and at 200,000 tracks
-    the check cost about a second. (The change log's history stays: a region promoted later serves
+    backup is (media.backup): the follower's copy arrives under checksums (gzip's CRCs, zstd's
+    frame checksums: streamer.cluster.packing), and at 200,000 tracks the check cost about a second. (The change log's history stays: a region promoted later serves
     it to followers, from the first row.)"""
     src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     copy = sqlite3.connect(str(destination))
@@ -113,6 +114,27 @@ def snapshot(source: Path, destination: Path) -> int:
     finally:
         copy.close()
         src.close()
+
+
+class BadSnapshot(MediaError):
+    """A snapshot file that is not the catalog its master said it sent."""
+
+
+def prepare_snapshot(copy: Path, sequence: int) -> None:
+    """Ready a follower's snapshot file before it takes the catalog's place (Catalog.replace_file):
+    it must be a catalog holding `sequence`, the master's word for it; its paths are input
+    (refuse_outside_paths), and indexes a first scan left to come are built. BadSnapshot if not."""
+    try:
+        with contextlib.closing(sqlite3.connect(str(copy))) as conn:
+            db = sqlite_utils.Database(conn)
+            held = position(db)
+            if held != sequence:
+                raise BadSnapshot(f"the snapshot holds the change log up to {held}, its master said {sequence}")
+            with conn:
+                catalog.build_deferred_indexes(db)
+                refuse_outside_paths(db)
+    except sqlite3.Error as exc:
+        raise BadSnapshot(f"the snapshot is not a catalog: {exc}") from None
 
 
 def _inside(relpath: object, what: str) -> bool:

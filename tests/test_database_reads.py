@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
 import threading
 import time
 
@@ -119,7 +120,7 @@ async def test_replacing_the_file_waits_for_running_reads_and_holds_new_ones(db,
     """A region taking a snapshot: the read running when the swap is asked ends on the old file;
     reads asked meanwhile wait, then read the new one; every thread reopens, writes too."""
     _make(tmp_path / "new.db", 10, 20)
-    assert await asyncio.gather(*(db.read(_sum) for _ in range(4))) == [6] * 4  # both threads hold a connection
+    assert await db.read(_sum) == 6  # the main thread holds a connection to the old file
     started, release = threading.Event(), threading.Event()
 
     def slow(d) -> int:
@@ -132,7 +133,8 @@ async def test_replacing_the_file_waits_for_running_reads_and_holds_new_ones(db,
     swap = asyncio.ensure_future(db.replace_file(tmp_path / "new.db"))
     await until(lambda: db._gate._shut, what="the swap waiting for the running read")
     asked = asyncio.ensure_future(db.read(_sum))  # the spare takes it at SPARE_AFTER, and waits at the gate
-    await until(lambda: db._gate._changed._waiters, what="the read asked meanwhile waiting")
+    # Two wait on the gate's condition: the swap (for the running read) and the read asked meanwhile.
+    await until(lambda: len(db._gate._changed._waiters) >= 2, what="the read asked meanwhile waiting")
     assert not swap.done() and not asked.done()
     release.set()
     assert await held == 6  # it ended on the old file
@@ -146,3 +148,34 @@ async def test_replacing_the_file_waits_for_running_reads_and_holds_new_ones(db,
     reopened = Database(tmp_path / "t.db")
     assert reopened.read_sync(_sum) == 35
     reopened.close()
+
+
+async def test_a_file_that_is_not_a_database_is_refused_and_the_old_one_kept(db, tmp_path):
+    (tmp_path / "junk.db").write_bytes(b"no SQLite here " * 1000)
+    with pytest.raises(sqlite3.DatabaseError):
+        await db.replace_file(tmp_path / "junk.db")
+    assert await db.read(_sum) == 6
+    await db.write(lambda d: d.execute("INSERT INTO t VALUES (4)"))
+    assert await db.read(_sum) == 10
+
+
+async def test_a_writer_that_cannot_open_its_connection_fails_the_batch_not_every_write_after(db, tmp_path,
+                                                                                             monkeypatch):
+    """After a swap each thread reopens the file: if the writer cannot, the writes of that batch
+    fail and the writer goes on (it used to stay busy for good, every later write waiting)."""
+    real = database.connect
+    failing = [True]
+
+    def connect(*args, **kwargs):
+        if failing[0] and kwargs.get("writer", args[2] if len(args) > 2 else False):
+            failing[0] = False
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(*args, **kwargs)
+
+    _make(tmp_path / "new.db", 10, 20)
+    monkeypatch.setattr(database, "connect", connect)
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        await db.replace_file(tmp_path / "new.db")  # swapped, then the writer's reopening failed
+    assert await db.read(_sum) == 30
+    await db.write(lambda d: d.execute("INSERT INTO t VALUES (5)"))  # opened again, at the next batch
+    assert await db.read(_sum) == 35

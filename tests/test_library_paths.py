@@ -138,3 +138,32 @@ async def test_a_snapshot_with_paths_out_keeps_none_of_them(tmp_path, caplog):
         assert paths == ["A/B/song.mp3"]
     finally:
         catalog.close()
+
+
+async def test_a_snapshot_is_checked_before_it_takes_the_catalogs_place(tmp_path, caplog):
+    """What a region does with the file its master sent: paths out dropped, the sequence the
+    master named checked, before the file replaces the region's catalog."""
+    from media import Catalog, catalog as catalog_module
+
+    master = Catalog(tmp_path / "master.db")
+    try:
+        rows = [_row("a" * 16, "/etc/passwd"), _row("c" * 16, "A/B/song.mp3")]
+        await master.db.write(lambda db: catalog_module.save_scanned(db, rows, [], log=False))
+    finally:
+        master.close()
+    sequence = replica.snapshot(tmp_path / "master.db", tmp_path / "copy.db")
+    with pytest.raises(replica.BadSnapshot, match=f"up to {sequence}, its master said {sequence + 1}"):
+        replica.prepare_snapshot(tmp_path / "copy.db", sequence + 1)
+    with caplog.at_level(logging.WARNING, logger="media.replica"):
+        replica.prepare_snapshot(tmp_path / "copy.db", sequence)
+    region = Catalog(tmp_path / "region" / "catalog.db")
+    try:
+        (tmp_path / "copy.db").rename(tmp_path / "region" / "taken.db")
+        await region.replace_file(tmp_path / "region" / "taken.db")
+        paths = await region.db.read(lambda db: [r[0] for r in db.execute("SELECT path FROM tracks")])
+        assert paths == ["A/B/song.mp3"] and "/etc/passwd" in caplog.text
+    finally:
+        region.close()
+    (tmp_path / "garbage.db").write_bytes(b"not a catalog at all" * 100)
+    with pytest.raises(replica.BadSnapshot, match="not a catalog"):
+        replica.prepare_snapshot(tmp_path / "garbage.db", sequence)

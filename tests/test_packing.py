@@ -65,6 +65,30 @@ def test_a_cut_or_broken_stream_is_refused(encoding):
         broken.feed(piece[:20] + bytes(200) + piece[220:])
 
 
+
+@pytest.mark.parametrize("encoding", packing.ENCODINGS)
+def test_no_flipped_bit_is_taken_for_the_file(encoding):
+    """One bit flipped anywhere in a piece (what a checksum is there for; zstd's is off unless
+    asked for): the stream is refused, or ends unfinished, or unpacks to the very bytes sent;
+    never to other bytes."""
+    data = _data()[:300_000]
+    piece = packing.pack(data, encoding)
+    rng = random.Random(7)
+    refused = 0
+    for at in [*range(0, 24), *rng.sample(range(len(piece)), 300), *range(len(piece) - 12, len(piece))]:
+        flipped = bytearray(piece)
+        flipped[at] ^= 1 << rng.randrange(8)
+        out = io.BytesIO()
+        unpacker = packing.Unpacker(encoding, out)
+        try:
+            unpacker.feed(bytes(flipped))
+        except ClientPayloadError:
+            refused += 1
+            continue
+        assert not unpacker.complete() or out.getvalue() == data, (at, flipped[at] ^ piece[at])
+    assert refused > 250
+
+
 @pytest.mark.parametrize("encoding", ["", "br", "deflate", "identity"])
 def test_an_encoding_this_node_cannot_unpack_is_refused(encoding):
     with pytest.raises(ClientPayloadError, match="this node unpacks zstd, gzip"):

@@ -469,7 +469,8 @@ async def test_a_region_taking_a_snapshot_made_mid_first_scan_builds_the_indexes
     try:
         complete = await region.db.read(_track_indexes)
         assert await master.defer_indexes()
-        replica.snapshot(tmp_path / "master.db", tmp_path / "copy.db")
+        sequence = replica.snapshot(tmp_path / "master.db", tmp_path / "copy.db")
+        replica.prepare_snapshot(tmp_path / "copy.db", sequence)
         await region.replace_file(tmp_path / "copy.db")
         assert await region.db.read(_track_indexes) == complete
         await region.db.write(lambda db: db.execute("INSERT INTO meta (key, value) VALUES ('a write', 'works')"))

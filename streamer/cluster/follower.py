@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -120,7 +121,7 @@ class Follower:
         async with self._get("/cluster/v1/snapshot", headers={"Accept-Encoding": packing.ACCEPTED},
                              timeout=SNAPSHOT_TIMEOUT, auto_decompress=False) as resp:
             _raise_for(resp)
-            sequence = int(resp.headers["X-Snapshot-Sequence"])
+            sequence = _sequence_of(resp)
             # Unpacked next to the catalog, which it then replaces: a rename, not a copy.
             with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=folder) as unpacking:
                 copy = Path(unpacking) / "catalog.db"
@@ -131,12 +132,14 @@ class Follower:
                 if not unpacker.complete():
                     raise aiohttp.ClientPayloadError("the snapshot ended before its last piece did")
                 received, size = time.monotonic(), copy.stat().st_size
-                await self.catalog.replace_file(copy)
+                try:  # checked, and its paths refused, before it takes the catalog's place
+                    await asyncio.to_thread(replica.prepare_snapshot, copy, sequence)
+                    await _finished(self.catalog.replace_file(copy))
+                except (replica.BadSnapshot, sqlite3.Error) as exc:
+                    raise aiohttp.ClientPayloadError(f"the snapshot could not be taken: {exc}") from None
                 log.info("region: snapshot received and unpacked in %.2fs (%.1f MiB, %.1f MiB as %s), in place in "
                          "%.2fs", received - started, size / 2**20, unpacker.packed / 2**20, unpacker.encoding,
                          time.monotonic() - received)
-        await self.catalog.db.write(replica.refuse_outside_paths)  # the snapshot's rows are input too
-        self.catalog.bump()  # nothing kept from before the check
         self.lineage = await self.catalog.db.read(replica.lineage)
         self._moved_to(sequence)
         self.snapshots += 1
@@ -186,6 +189,23 @@ async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         if len(body) > limit:
             raise aiohttp.ClientPayloadError(f"a change-feed page over {limit} bytes: not read")
     return bytes(body)
+
+
+async def _finished(work) -> None:
+    """Await `work`; cancelled meanwhile, let it end first (a swap begun, before its folder goes)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
+def _sequence_of(resp: aiohttp.ClientResponse) -> int:
+    try:
+        return int(resp.headers["X-Snapshot-Sequence"])
+    except (KeyError, ValueError):
+        raise aiohttp.ClientPayloadError("a snapshot without a valid X-Snapshot-Sequence") from None
 
 
 def _raise_for(resp: aiohttp.ClientResponse) -> None:

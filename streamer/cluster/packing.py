@@ -47,9 +47,14 @@ def _weight(params: list[str]) -> float:
     return 1.0
 
 
+# Level 1, and a checksum in every frame (zstd's is off by default): a flipped byte is an error
+# when unpacked, as gzip's CRC makes it (the region checks no page of the file it takes).
+_ZSTD_OPTIONS = {zstd.CompressionParameter.compression_level: 1, zstd.CompressionParameter.checksum_flag: 1}
+
+
 def pack(piece: bytes, encoding: str) -> bytes:
     if encoding == "zstd":
-        return zstd.compress(piece, level=1)
+        return zstd.compress(piece, options=_ZSTD_OPTIONS)
     return zlib.compress(piece, 3, 31)  # wbits 31: a gzip member
 
 
