@@ -765,8 +765,26 @@ async def idle_then_listen(r: Run, server: Server, group: str = "listen") -> lis
     async with aiohttp.ClientSession() as s:
         for each in r.servers:
             await wait_idle(s, each.base, 45 if scale else 10, runs_ended=scale)
-    return await listeners_test([server.tracks[f"{group}-{i:02d}"] for i in range(r.args.listeners)],
-                                r.args.variant, r.args.playback, r.args.lookahead, r.answers)
+        before = await segment_waits(s, server.base)
+    results = await listeners_test([server.tracks[f"{group}-{i:02d}"] for i in range(r.args.listeners)],
+                                   r.args.variant, r.args.playback, r.args.lookahead, r.answers)
+    async with aiohttp.ClientSession() as s:
+        after = await segment_waits(s, server.base)
+    waits = {le: after.get(le, 0) - before.get(le, 0) for le in after}
+    return [{**x, "server_waits": waits} for x in results]
+
+
+async def segment_waits(session, base: str) -> dict[str, float]:
+    """The server's histogram of how long segment requests waited (streamer_hls_segment_wait_seconds),
+    cumulative counts by upper bound."""
+    import aiohttp
+
+    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+        async with session.get(f"{base}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            text = await resp.text()
+        return {m.group(1): float(m.group(2)) for m in
+                re.finditer(r'^streamer_hls_segment_wait_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)}
+    return {}
 
 
 def listener_figures(results: list[dict]) -> dict:
@@ -775,7 +793,8 @@ def listener_figures(results: list[dict]) -> dict:
             "ahead": [x for x in results if x["error"] is None and not x["late"] and x["first"] != float("inf")],
             "margins": [m for x in results for m in x["margins"]],
             "late": sum(len(x["late"]) for x in results),
-            "client_stall": max((x.get("client_stall", 0.0) for x in results), default=0.0)}
+            "client_stall": max((x.get("client_stall", 0.0) for x in results), default=0.0),
+            "server_waits": results[0].get("server_waits", {}) if results else {}}
 
 
 def print_listeners(results: list[dict], fig: dict, verbose: bool) -> None:
@@ -790,7 +809,17 @@ def print_listeners(results: list[dict], fig: dict, verbose: bool) -> None:
           f"max {ms(max(firsts))}; {len(fig['ahead'])}/{len(results)} listeners always ahead of the playhead; "
           f"margins (segment there before needed): min {min(margins, default=float('nan')):.2f}s, "
           f"p50 {percentile(margins, 50):.2f}s; the listeners' own loop held up at most "
-          f"{fig['client_stall']:.2f}s\n", flush=True)
+          f"{fig['client_stall']:.2f}s; {server_side(fig)}\n", flush=True)
+
+
+def server_side(fig: dict) -> str:
+    """What the server's histogram says of the round: its segment requests and how many waited long."""
+    waits = fig.get("server_waits") or {}
+    if not waits:
+        return "the server's waits: not reported"
+    total = waits.get("+Inf", 0)
+    return (f"the server answered {total:.0f} segment requests, {total - waits.get('1.0', 0):.0f} after more "
+            f"than 1 s, {total - waits.get('2.5', 0):.0f} after more than 2.5 s")
 
 
 def listeners_section(r: Run, table: Summary) -> None:
@@ -810,7 +839,8 @@ def listeners_section(r: Run, table: Summary) -> None:
                 f"{ms(max(firsts))} ({ms(percentile(firsts, 50))})", "", f"<= {TARGET_FIRST_SEGMENT:g} s each")
     table.check(len(ahead) == len(results), f"{a.listeners} listeners ahead of real time ({a.playback:g} s)", "",
                 f"{len(ahead)}/{len(results)}; {fig['late']}/{len(margins)} late; min margin "
-                f"{min(margins, default=float('nan')):.2f}s; client stall {fig['client_stall']:.1f}s", "", "all")
+                f"{min(margins, default=float('nan')):.2f}s; client stall {fig['client_stall']:.1f}s; {server_side(fig)}",
+                "", "all")
 
 
 def scale_listeners(r: Run, table: Summary) -> None:
@@ -832,12 +862,18 @@ def scale_listeners(r: Run, table: Summary) -> None:
 def pooled(figs: list[dict]) -> dict:
     """The listener figures of several rounds as one."""
     out = {key: [x for f in figs for x in f[key]] for key in ("firsts", "ahead", "margins")}
-    return {**out, "late": sum(f["late"] for f in figs), "client_stall": max(f["client_stall"] for f in figs)}
+    waits: dict[str, float] = {}
+    for f in figs:
+        for le, n in (f.get("server_waits") or {}).items():
+            waits[le] = waits.get(le, 0) + n
+    return {**out, "late": sum(f["late"] for f in figs), "client_stall": max(f["client_stall"] for f in figs),
+            "server_waits": waits}
 
 
 def ahead_text(fig: dict) -> str:
     return (f"{len(fig['ahead'])}/{len(fig['firsts'])} ahead, {fig['late']}/{len(fig['margins'])} late, "
-            f"min margin {min(fig['margins'], default=float('nan')):.2f}s, client stall {fig['client_stall']:.1f}s")
+            f"min margin {min(fig['margins'], default=float('nan')):.2f}s, client stall {fig['client_stall']:.1f}s; "
+            f"{server_side(fig)}")
 
 
 def peak_rss(proc: Proc) -> str:

@@ -4,6 +4,7 @@ flight, versioned URLs, clear errors and no leftover ffmpeg processes."""
 from __future__ import annotations
 
 import asyncio
+import re
 import math
 import os
 import subprocess
@@ -102,6 +103,35 @@ async def test_late_segment_first_and_immutable(demo_server):
     assert body.startswith(b"ID3") and pool.runs == runs + 1  # one ffmpeg run, not one per segment before it
     again = await demo_server.get(f"{base}/{last}")
     assert await again.read() == body and pool.runs == runs + 1  # from the cache
+
+
+def _histogram(text: str, name: str) -> dict[str, float]:
+    return {m.group(1): float(m.group(2)) for m in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)}
+
+
+async def test_metrics_count_how_long_segment_requests_waited(demo_server):
+    """streamer_hls_segment_wait_seconds: a cold segment (an ffmpeg run) waits longer than the same
+    segment from the cache; both are counted, in cumulative buckets, with their sum."""
+    name = "streamer_hls_segment_wait_seconds"
+    before = await (await demo_server.get("/metrics")).text()
+    track = await first_track(demo_server, sort="-title")
+    uri = await aac_variant(demo_server, track)
+    url = f"/hls/{track['id']}/{uri.rsplit('/', 1)[0]}/2.aac"
+    waits = []
+    for _ in range(2):
+        t0 = asyncio.get_running_loop().time()
+        assert (await demo_server.get(url)).status == 200
+        waits.append(asyncio.get_running_loop().time() - t0)
+    after = await (await demo_server.get("/metrics")).text()
+    assert f"# TYPE {name} histogram" in after
+    old, new = _histogram(before, name), _histogram(after, name)
+    assert list(new) == ["0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "+Inf"]
+    assert new["+Inf"] - old.get("+Inf", 0) == 2
+    assert all(new[a] <= new[b] for a, b in zip(new, list(new)[1:]))  # cumulative
+    count = float(re.search(rf"^{name}_count (\S+)$", after, re.M).group(1))
+    total = float(re.search(rf"^{name}_sum (\S+)$", after, re.M).group(1))
+    was = float(re.search(rf"^{name}_sum (\S+)$", before, re.M).group(1))
+    assert count == new["+Inf"] and 0 < total - was <= sum(waits)
 
 
 async def test_concurrent_requests_share_one_ffmpeg(demo_server):
@@ -275,3 +305,14 @@ async def test_a_far_seek_starts_a_run_there_and_the_old_one_stops(minute_server
     made = [i for i in range(1, 9) if app[CACHE].has(f"hls/{track['id']}/{base.split('/')[3]}/aac64/{i}")]
     assert len(made) <= RUN_AHEAD  # what the first run made before the seek, and no more
     assert app[FFMPEG_POOL].runs == 2
+
+
+def test_segment_wait_buckets_hold_their_upper_bound():
+    from streamer.http.metrics import Metrics
+
+    metrics = Metrics()
+    for seconds in (0.0, 0.05, 0.0500001, 1.0, 4.99, 5.0, 5.01, 60.0):
+        metrics.segment_waited(seconds)
+    got = _histogram(metrics.render({}), "streamer_hls_segment_wait_seconds")
+    assert got == {"0.05": 2, "0.1": 3, "0.25": 3, "0.5": 3, "1.0": 4, "2.5": 4, "5.0": 6, "+Inf": 8}
+    assert "streamer_hls_segment_wait_seconds_sum 76.1\n" in metrics.render({})

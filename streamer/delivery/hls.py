@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable
 
 from aiohttp import web
@@ -27,7 +28,7 @@ from streamer.http.edge import Routes
 from streamer.http.errors import ApiError
 from streamer.delivery.originals import OPEN_FILES
 from streamer.delivery.segment_runs import RUNS
-from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, SETTINGS
+from streamer.http.keys import AUTH, CACHE, CATALOG, FFMPEG_POOL, METRICS, SETTINGS
 from streamer.delivery.originals import CORS_HEADERS, PacedResponse
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def _extension(variant: Variant) -> str:
 
 
 async def segment(request: web.Request) -> web.Response:
+    asked = time.monotonic()
     source, version, variants = await _source(request, request.match_info["id"])
     variant = _variant(request, version, variants)
     plan = _plan(source["duration"], variant, request.app[SETTINGS].hls_segment_seconds)
@@ -115,6 +117,7 @@ async def segment(request: web.Request) -> web.Response:
     needed_by = request.app[RUNS].needed_by(request.match_info["id"], variant, plan, index)
     body = await _segment_bytes(request.app, request.match_info["id"], version, source, variant, plan, index,
                                 needed_by)
+    request.app[METRICS].segment_waited(time.monotonic() - asked)
     if index + 1 < len(plan):
         _make_ahead(request.app, request.match_info["id"], version, source, variant, plan, index + 1)
     etag = f'"{version}-{variant.name}-{index}"'
