@@ -839,8 +839,8 @@ def listeners_section(r: Run, table: Summary) -> None:
                 f"{ms(max(firsts))} ({ms(percentile(firsts, 50))})", "", f"<= {TARGET_FIRST_SEGMENT:g} s each")
     table.check(len(ahead) == len(results), f"{a.listeners} listeners ahead of real time ({a.playback:g} s)", "",
                 f"{len(ahead)}/{len(results)}; {fig['late']}/{len(margins)} late; min margin "
-                f"{min(margins, default=float('nan')):.2f}s; client stall {fig['client_stall']:.1f}s; {server_side(fig)}",
-                "", "all")
+                f"{min(margins, default=float('nan')):.2f}s; client stall {fig['client_stall']:.1f}s; "
+                f"{server_side(fig)}", "", "all")
 
 
 def scale_listeners(r: Run, table: Summary) -> None:

@@ -103,8 +103,9 @@ def snapshot(source: Path, destination: Path) -> int:
     """A copy of the catalog at `source` for a follower to start from, as of one moment (SQLite's
     online backup, in one step), in one file; the sequence it holds. Not checked page by page as a
     backup is (media.backup): the follower's copy arrives under checksums (gzip's CRCs, zstd's
-    frame checksums: streamer.cluster.packing), and at 200,000 tracks the check cost about a second. (The change log's history stays: a region promoted later serves
-    it to followers, from the first row.)"""
+    frame checksums: streamer.cluster.packing) and media.replica.prepare_snapshot checks what it
+    holds; at 200,000 tracks the page check cost about a second. (The change log's history stays:
+    a region promoted later serves it to followers, from the first row.)"""
     src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     copy = sqlite3.connect(str(destination))
     try:

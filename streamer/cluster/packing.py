@@ -3,7 +3,8 @@ piece one frame (zstd) or member (gzip) of one stream, so pieces are packed side
 threads (both compressors let go of the GIL) and the region unpacks what came while the rest comes.
 
 zstd when the follower takes it (every region of this version asks for it), gzip otherwise. On the
-200,000-track catalog of bench/scale_bench.py (786 MiB), in pieces of 1 MiB on one core: zstd
+200,000-track catalog of bench/scale_bench.py (786 MiB), in pieces of 1 MiB on one core (a one-off
+measurement; the bootstrap's own figures are scale_bench's): zstd
 level 1 packs to 152 MiB in 1.6 s of CPU and unpacks in 1.3 s; gzip level 3 to 180 MiB in 7.5 s,
 and 2.6 s to unpack: the bootstrap's largest cost (issue 15).
 """
