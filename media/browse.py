@@ -23,9 +23,9 @@ from typing import Any
 
 import sqlite_utils
 
-from media import annotated
-from media.catalog import (ALBUM_FIELDS, ARTIST_FIELDS, DISC_ORDER, TRACK_COLUMNS, Bookmarks, client_album,
-                           client_track, fts_query, page_rowids, tracks_where)
+from media import annotated, one_step
+from media.catalog import (ALBUM_FIELDS, ALBUM_REALS, ARTIST_FIELDS, DISC_ORDER, TRACK_COLUMNS, TRACK_REALS, Bookmarks,
+                           client_album, client_track, fts_query, page_rowids, tracks_where)
 from media.errors import NotFound
 from media.library_paths import is_library_relpath
 
@@ -332,8 +332,9 @@ def starred_ids(db: sqlite_utils.Database, user_id: str, kind: str) -> list[str]
 
 
 # What a kind of favorite is: its table, the columns a client sees, and how a row is shown.
-_STARRED = {"tracks": ("tracks", TRACK_COLUMNS, client_track), "albums": ("albums", ALBUM_FIELDS, client_album),
-            "artists": ("artists", ARTIST_FIELDS, dict)}
+_STARRED = {"tracks": ("tracks", TRACK_COLUMNS, TRACK_REALS, client_track),
+            "albums": ("albums", ALBUM_FIELDS, ALBUM_REALS, client_album),
+            "artists": ("artists", ARTIST_FIELDS, frozenset(), dict)}
 
 
 def starred_entries(db: sqlite_utils.Database, user_id: str, kind: str) -> array.array:
@@ -352,13 +353,14 @@ def starred_page(db: sqlite_utils.Database, user_id: str, kind: str, size: int, 
     the listener's `entries` (starred_entries, made here when not given): one seek per item of
     the page, at any offset."""
     entries = starred_entries(db, user_id, kind) if entries is None else entries
-    table, columns, shown = _STARRED[kind]
+    table, columns, reals, shown = _STARRED[kind]
     page = list(entries[offset:offset + size])
     if not page:
         return [], len(entries)
-    rows = {row[0]: row[1:] for row in db.execute(
-        f"SELECT f.rowid, {', '.join('x.' + c for c in columns)}, f.created_at FROM favorites f CROSS JOIN {table} x "
-        f"ON x.id = f.item_id WHERE f.rowid IN ({', '.join('?' * len(page))})", page)}
+    rows = {row[0]: row[1:] for row in one_step.rows(
+        db, f"SELECT f.rowid AS rowid_, {', '.join('x.' + c for c in columns)}, f.created_at FROM favorites f "
+            f"CROSS JOIN {table} x ON x.id = f.item_id WHERE f.rowid IN ({', '.join('?' * len(page))})", page,
+        ("rowid_", *columns, "created_at"), reals)}
     return [{**shown(dict(zip(columns, rows[r]))), "starred_at": rows[r][-1]} for r in page if r in rows], len(entries)
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from media import ids, listeners
+from media import ids, listeners, one_step
 from media.database import Database, keep_private
 from media.errors import InvalidQuery, NotFound
 from media.tags import TAGS_VERSION
@@ -44,6 +44,7 @@ TRACK_FIELDS = ("id", "title", "artist", "artist_id", "album", "album_id", "albu
 ALBUM_FIELDS = ("id", "title", "artist", "artist_id", "year", "genre", "track_count",
                 "disc_count", "duration", "compilation", "has_cover", "added_at")
 ARTIST_FIELDS = ("id", "name", "album_count", "track_count")
+ALBUM_REALS = frozenset({"duration"})  # the fields of ALBUM_FIELDS that hold floats (media.one_step)
 
 # A track's ReplayGain as its file's tags hold it (media.tags), and the EBU R128 loudness the server
 # measured (media.loudness): read with every track, answered as one `gain` object (see gain()).
@@ -53,6 +54,7 @@ MEASURED_LOUDNESS = {"track": "loudness", "track_peak": "loudness_peak", "album"
                      "album_peak": "album_loudness_peak"}
 GAIN_COLUMNS = (*TAGGED_GAIN.values(), *MEASURED_LOUDNESS.values())
 TRACK_COLUMNS = (*TRACK_FIELDS, *GAIN_COLUMNS)  # what a track read selects; client_track shapes it
+TRACK_REALS = frozenset({"duration", *GAIN_COLUMNS})  # the columns of TRACK_COLUMNS that hold floats
 REFERENCE_LUFS = -18.0  # ReplayGain 2.0's reference level
 DISC_ORDER = "t.disc_number, t.track_number, t.title COLLATE NOCASE, t.id"  # an album's or a folder's tracks
 
@@ -265,10 +267,12 @@ def _from_key(db: sqlite_utils.Database, marks: Bookmarks, key: tuple, count: in
     """The rowids of `count` rows in the order, from the row whose sort key is `key` on: the rows
     sharing all but the last column of the key first, then all but two, ..., each block one seek
     along the order's index (a row value comparison would not do: NULLs sort first but compare to
-    nothing)."""
-    found: list[int] = []
+    nothing). The blocks are one query (UNION ALL, which SQLite runs block after block, up to the
+    LIMIT), read in one step (media.one_step)."""
+    blocks, params = [], []
+    order = _order_by(marks.columns)
     for level in range(len(marks.columns) - 1, -1, -1):
-        where, params = [], []
+        where = []
         for (name, collate), value in zip(marks.columns[:level], key[:level]):
             where.append(f"{name} IS NULL" if value is None else f"{name} = ?{collate}")
             params += [] if value is None else [value]
@@ -276,12 +280,10 @@ def _from_key(db: sqlite_utils.Database, marks: Bookmarks, key: tuple, count: in
         op = ">=" if level == len(marks.columns) - 1 else ">"  # the id: the bookmarked row itself too
         where.append(f"{name} IS NOT NULL" if value is None else f"{name} {op} ?{collate}")
         params += [] if value is None else [value]
-        found += [r for (r,) in db.execute(f"SELECT rowid FROM {marks.table} WHERE {' AND '.join(where)} "
-                                           f"ORDER BY {_order_by(marks.columns)} LIMIT ?",
-                                           [*params, count - len(found)])]
-        if len(found) >= count:
-            break
-    return found
+        blocks.append(f"SELECT rowid_ FROM (SELECT rowid AS rowid_ FROM {marks.table} WHERE {' AND '.join(where)} "
+                      f"ORDER BY {order} LIMIT ?)")
+        params.append(count)
+    return one_step.column(db, " UNION ALL ".join(blocks) + " LIMIT ?", [*params, count], "rowid_")
 
 
 def page_rowids(db: sqlite_utils.Database, marks: Bookmarks, desc: bool, limit: int, offset: int) -> list[int]:
@@ -296,14 +298,14 @@ def page_rowids(db: sqlite_utils.Database, marks: Bookmarks, desc: bool, limit: 
     return page[::-1] if desc else page
 
 
-def _rows_by_rowid(db: sqlite_utils.Database, table: str, columns: Iterable[str],
+def _rows_by_rowid(db: sqlite_utils.Database, table: str, columns: tuple[str, ...], reals: frozenset[str],
                    rowids: list[int]) -> list[dict[str, Any]]:
-    """Rows of `table` (their `columns`) in the order of `rowids`."""
+    """Rows of `table` (their `columns`, `reals` those that hold floats) in the order of `rowids`."""
     if not rowids:
         return []
-    rows = _rows(db, f"SELECT rowid AS rowid_, {', '.join(columns)} FROM {table} "
-                     f"WHERE rowid IN ({', '.join('?' * len(rowids))})", rowids)
-    by_rowid = {row.pop("rowid_"): row for row in rows}
+    by_rowid = {row[0]: dict(zip(columns, row[1:])) for row in one_step.rows(
+        db, f"SELECT rowid AS rowid_, {', '.join(columns)} FROM {table} WHERE rowid IN ({', '.join('?' * len(rowids))})",
+        rowids, ("rowid_", *columns), reals)}
     return [by_rowid[r] for r in rowids if r in by_rowid]
 
 
@@ -355,6 +357,7 @@ def client_track(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _HAS_ART = TRACK_FIELDS.index("has_art")
+_ROWID_AND_TRACK = ("rowid_", *TRACK_COLUMNS)
 
 
 def client_tracks_by_rowid(db: sqlite_utils.Database, rowids: list[int]) -> list[dict[str, Any]]:
@@ -364,8 +367,8 @@ def client_tracks_by_rowid(db: sqlite_utils.Database, rowids: list[int]) -> list
         return []
     found = {}
     fields = len(TRACK_FIELDS)
-    for row in db.execute(f"SELECT rowid, {tracks_select()} FROM tracks WHERE rowid IN "
-                          f"({', '.join('?' * len(rowids))})", rowids):
+    for row in one_step.rows(db, f"SELECT rowid AS rowid_, {tracks_select()} FROM tracks WHERE rowid IN "
+                                 f"({', '.join('?' * len(rowids))})", rowids, _ROWID_AND_TRACK, TRACK_REALS):
         out = dict(zip(TRACK_FIELDS, row[1:fields + 1]))
         out["has_art"] = bool(row[_HAS_ART + 1])
         out["gain"] = _gain(*row[fields + 1:])
@@ -467,7 +470,7 @@ def list_albums(db: sqlite_utils.Database, *, q: str | None = None, artist: str 
     (media.browse.genre_spellings). With no filter and the order's `marks`: from its bookmark."""
     if marks is not None and not (q or artist) and genres is None:
         rowids = page_rowids(db, marks, _columns(_ALBUM_SORTS, sort)[1], limit, offset)
-        return [client_album(r) for r in _rows_by_rowid(db, "albums", ALBUM_FIELDS, rowids)], marks.count
+        return [client_album(r) for r in _rows_by_rowid(db, "albums", ALBUM_FIELDS, ALBUM_REALS, rowids)], marks.count
     where, params = [], []
     if genres is not None:
         if not genres:
@@ -508,7 +511,7 @@ def list_artists(db: sqlite_utils.Database, *, q: str | None = None, sort: str |
                  limit: int = 50, offset: int = 0, marks: Bookmarks | None = None) -> tuple[list[dict[str, Any]], int]:
     if marks is not None and not q:
         rowids = page_rowids(db, marks, _columns(_ARTIST_SORTS, sort)[1], limit, offset)
-        return _rows_by_rowid(db, "artists", ARTIST_FIELDS, rowids), marks.count
+        return _rows_by_rowid(db, "artists", ARTIST_FIELDS, frozenset(), rowids), marks.count
     where, params = "", []
     if q:
         where, params = " WHERE name LIKE ? ESCAPE '\\'", [_like(q)]
