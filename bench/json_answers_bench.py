@@ -26,7 +26,8 @@ the last columns are the paired medians of each round's ratio to the first side'
 
 Loads (as scale_bench's endpoints(), offsets from 0.75 x S): `tracks deep` (pages of 50, default
 order), `search common` and `search rare` (prefixes), `artist` (the one with the most tracks),
-`search3` (Subsonic sync pages of 100 songs, f=json).
+`search3` (Subsonic sync pages of 100 songs, f=json), `album lists` (Subsonic getAlbumList2 frequent, recent
+and newest, pages of 50; the kept catalogs hold no plays, so the first two are short lists).
 
     python bench/json_answers_bench.py                           # 20,000 tracks, old,new:1,new:2,new
     python bench/json_answers_bench.py --size 200000 --rounds 5 --sides old,new
@@ -86,7 +87,7 @@ runpy.run_path(f"{tree}/run.py", run_name="__main__")
 """
 
 HELPER = "streamer/http/json_answers.py"
-LOADS = ("tracks deep", "search common", "search rare", "artist", "search3")
+LOADS = ("tracks deep", "search common", "search rare", "artist", "search3", "album lists")
 
 
 @dataclass
@@ -176,7 +177,9 @@ def loads(facts: dict, size: int, wanted: list[str]) -> list[tuple[str, list[str
              "search rare": [f"/api/v1/search?q={q}" for q in facts["rare"]],
              "artist": [f"/api/v1/artists/{artist}"],
              "search3": [subsonic("search3", k, query="", songCount=100, songOffset=100 * k, albumCount=0,
-                                  artistCount=0) for k in range(size // 100)]}
+                                  artistCount=0) for k in range(size // 100)],
+             "album lists": [subsonic("getAlbumList2", k, type=kind, size=50, offset=50 * k)
+                             for kind in ("frequent", "recent", "newest") for k in range(20)]}
     return [(label, every[label]) for label in wanted]
 
 

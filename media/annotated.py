@@ -28,12 +28,11 @@ _SONG = (", ".join(f"t.{c}" for c in SONG_COLUMNS) + ", "
 _ALBUM = (", ".join(f"a.{c}" for c in ALBUM_FIELDS) + ", "
           "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS starred, "
           "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS user_rating, "
-          # CROSS JOIN: from the album's tracks (their ids in the index on (album_id, id)) to the
-          # listener's totals per track (media.listeners). Left to itself (no ANALYZE) SQLite went
-          # through all of the user's plays for every album: seconds per page at 50,000 plays. Both
-          # figures in one pass, "COUNT LAST" (_unpacked): two passes were most of a page's cost.
-          "(SELECT sum(p.plays) || ' ' || max(p.last_played) FROM tracks x CROSS JOIN play_totals p "
-          "ON p.user_id = :user AND p.track_id = x.id WHERE x.album_id = a.id) AS plays_packed")
+          # The listener's totals per album (media.listeners keeps them with the plays, and again
+          # after every regroup): one seek, where summing the album's tracks' totals took one per
+          # track. Both figures at once, "COUNT LAST" (_unpacked).
+          "(SELECT p.plays || ' ' || coalesce(p.last_played, '') FROM album_plays p "
+          "WHERE p.user_id = :user AND p.album_id = a.id) AS plays_packed")
 _ARTIST = (", ".join(f"r.{c}" for c in ARTIST_FIELDS) + ", "
            "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS starred, "
            "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS user_rating")
@@ -58,7 +57,7 @@ def _unpacked(row: dict[str, Any]) -> dict[str, Any]:
     """An album row with its play_count and when last `played`, from the packed pair."""
     packed = row.pop("plays_packed")
     count, _, last = packed.partition(" ") if packed else ("0", "", None)
-    row["play_count"], row["played"] = int(count), last
+    row["play_count"], row["played"] = int(count), last or None
     return row
 
 
