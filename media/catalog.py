@@ -178,8 +178,8 @@ def _migrate_10(db: sqlite_utils.Database) -> None:
             name = f"{table}_" + "_".join(column for column, _ in columns)  # as _migrate_7 names them
             db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({_order_by(columns)})")
     db.execute("DROP INDEX IF EXISTS artists_name")  # artists_name_id begins with it
-    # An album's track ids from the index alone: a listener's plays of an album (media.annotated)
-    # are found from them without reading the tracks' rows.
+    # An album's track ids from the index alone, without reading the tracks' rows (made for a
+    # listener's plays of an album, which media.annotated now reads from album_plays).
     db.execute("DROP INDEX IF EXISTS idx_tracks_album_id")
     db.execute("CREATE INDEX idx_tracks_album_id ON tracks (album_id, id)")
     listeners.migrate_10(db)

@@ -15,6 +15,11 @@ What the rows hold is what a cursor would have given, value for value:
   which JSON cannot hold, becomes null (as the node's JSON encoder writes it: media.json_text);
 - integers, text and NULL as they are. A BLOB cannot be read this way (SQLite refuses): only the
   columns named REAL are given that care, so name every column that may hold a float.
+
+The rows come in the order the query gives them: SQL does not promise the order an aggregate
+reads its rows in, but SQLite reads a subquery with ORDER BY and LIMIT (which it never flattens
+into an aggregate) in that order, and the blocks of a UNION ALL one after the other; the paging
+tests (tests/test_pages.py) compare every page with what OFFSET gives.
 """
 
 from __future__ import annotations

@@ -748,6 +748,8 @@ async def _sonic_call(live: Live, connection, method: str) -> None:
         assert type(caught.value) is sonic_errors.getExcByCode(refused), caught.value
         return
     result = await asyncio.to_thread(call, *args, **kwargs)
+    if SONIC_METHODS[method] == "startScan":  # as _ask: the next test must not meet a half-done scan (on the
+        await wait_for_scan(live.app)         # empty library each one regroups, and getIndexes' lastModified moves)
     assert result is not None and result is not False, (method, result)
     if hasattr(result, "status") and hasattr(result, "headers"):  # the bytes of stream, download, covers
         assert result.status == 200 and not result.headers["Content-Type"].startswith("application/json")
