@@ -146,7 +146,7 @@ def make_sides(args: argparse.Namespace, tmp: Path, kept: Path, secret: str) -> 
         side = Side(spec, tree, threads, tmp / f"data-{spec.replace(':', '-').replace('~', '-')}")
         side.data.mkdir(mode=0o700)
         shutil.copy(kept / "catalog.db", side.data / "catalog.db")
-        side.token = add_password_user(side.data, secret)
+        side.token = add_password_user(side.data, secret, tree)
         sides.append(side)
     return sides
 

@@ -211,11 +211,12 @@ def library_facts(db_path: Path) -> dict:
     return facts
 
 
-def add_password_user(data: Path, secret: str) -> str:
+def add_password_user(data: Path, secret: str, tree: Path = REPO) -> str:
     """The bench user with a password (Subsonic; sealed with the cluster's key, which every node of it
-    shares) and a token (the JSON API): its token."""
-    done = subprocess.run([sys.executable, str(REPO / "run.py"), "user", "add", USER, "--password", "--data-dir",
-                           str(data), "--cluster-secret", secret], cwd=str(REPO), input=PASSWORD + "\n", capture_output=True, text=True,
+    shares) and a token (the JSON API): its token. By the run.py of `tree` (the one that serves the
+    catalog: another version's would migrate it to its own schema)."""
+    done = subprocess.run([sys.executable, str(tree / "run.py"), "user", "add", USER, "--password", "--data-dir",
+                           str(data), "--cluster-secret", secret], cwd=str(tree), input=PASSWORD + "\n", capture_output=True, text=True,
                           timeout=60, check=False)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:

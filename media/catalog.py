@@ -15,13 +15,15 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import sqlite_utils
 
 from media import ids, listeners, one_step
@@ -32,7 +34,7 @@ from media.tags import TAGS_VERSION
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -63,6 +65,18 @@ SCANNED_FIELDS = ("id", "path", "size", "mtime_ns", "title", "tag_artist", "tag_
                   "album_artist_tag", "compilation", "track_number", "disc_number", "year", "genre",
                   "duration", "codec", "container", "bitrate", "sample_rate", "channels", "has_art", "fingerprint",
                   "rg_track_gain", "rg_track_peak", "rg_album_gain", "rg_album_peak", "mbid", "tags_read")
+
+
+def clean_float(value: Any) -> Any:
+    """A float as the catalog keeps it: at most 15 significant digits, so that SQLite's JSON, which
+    writes a float with 15, reads back as the float kept (media.track_json). Durations (3 decimals)
+    and measured loudness (2-3) already are; a ReplayGain tag written with more digits moves by
+    less than 1e-15 of its value. Anything else (None, an integer, text, an infinity) as it is."""
+    return float(f"{value:.15g}") if isinstance(value, float) and math.isfinite(value) else value
+
+
+_SCANNED_FLOATS = [SCANNED_FIELDS.index(f) for f in ("duration", "rg_track_gain", "rg_track_peak", "rg_album_gain",
+                                                      "rg_album_peak")]
 
 # Each order ends with the id (media.catalog adds it): a total order, so pages never repeat or skip a
 # row, and the descending order is the ascending one backwards. Each has an index (schema 10).
@@ -185,8 +199,25 @@ def _migrate_10(db: sqlite_utils.Database) -> None:
     listeners.migrate_10(db)
 
 
+def _migrate_11(db: sqlite_utils.Database) -> None:
+    """Every float of the tracks at 15 significant digits at most (clean_float), as every write
+    keeps them from now on: what media.track_json's answers rest on. Each node corrects its own
+    copy alike (a ReplayGain tag with more digits is the only value that moves)."""
+    reals = [name for name, kind in db["tracks"].columns_dict.items() if kind is float]
+    if not reals:
+        return
+    changed = []
+    for rowid, *values in db.execute(f"SELECT rowid, {', '.join(reals)} FROM tracks WHERE "
+                                     + " OR ".join(f"{c} IS NOT NULL" for c in reals)):
+        cleaned = [clean_float(v) for v in values]
+        if cleaned != values:
+            changed.append([*cleaned, rowid])
+    db.conn.executemany(f"UPDATE tracks SET {', '.join(c + ' = ?' for c in reals)} WHERE rowid = ?", changed)
+
+
 MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9, 10: _migrate_10}
+              6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9, 10: _migrate_10,
+              11: _migrate_11}
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -428,23 +459,29 @@ def matching_tracks(db: sqlite_utils.Database, q: str | None, artist: str | None
 def list_tracks(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
                 album: str | None = None, sort: str | None = None, limit: int = 50, offset: int = 0,
                 marks: Bookmarks | None = None, matches: array.array | None = None) -> tuple[list[dict[str, Any]], int]:
-    """A page of tracks and how many match. With no filter and the order's `marks`, found from the
-    bookmark before it; with the `matches` of a filtered list (matching_tracks), a slice of them:
-    either way the page costs the same at any depth."""
+    """A page of tracks as client_track shows them, and how many match (see track_page)."""
+    rowids, total = track_page(db, q=q, artist=artist, album=album, sort=sort, limit=limit, offset=offset,
+                               marks=marks, matches=matches)
+    return client_tracks_by_rowid(db, rowids), total
+
+
+def track_page(db: sqlite_utils.Database, *, q: str | None = None, artist: str | None = None,
+               album: str | None = None, sort: str | None = None, limit: int = 50, offset: int = 0,
+               marks: Bookmarks | None = None, matches: array.array | None = None) -> tuple[list[int], int]:
+    """The rowids of a page of tracks and how many match. With no filter and the order's `marks`,
+    found from the bookmark before it; with the `matches` of a filtered list (matching_tracks), a
+    slice of them: either way the page costs the same at any depth."""
     if marks is not None and not (q or artist or album):
-        rowids = page_rowids(db, marks, _columns(_TRACK_SORTS, sort)[1], limit, offset)
-        return client_tracks_by_rowid(db, rowids), marks.count
+        return page_rowids(db, marks, _columns(_TRACK_SORTS, sort)[1], limit, offset), marks.count
     if matches is not None:
-        return client_tracks_by_rowid(db, list(matches[offset:offset + limit])), len(matches)
+        return list(matches[offset:offset + limit]), len(matches)
     found = _track_filter(q, artist, album)
     if found is None:
         return [], 0
     clause, params = found
     total = db.execute(f"SELECT count(*) FROM tracks{clause}", params).fetchone()[0]
-    order = _order(_TRACK_SORTS, sort)
-    items = _rows(db, f"SELECT {tracks_select()} FROM tracks{clause} ORDER BY {order} "
-                      "LIMIT ? OFFSET ?", [*params, limit, offset])
-    return [client_track(r) for r in items], total
+    return one_step.column(db, f"SELECT rowid AS rowid_ FROM tracks{clause} ORDER BY {_order(_TRACK_SORTS, sort)} "
+                               "LIMIT ? OFFSET ?", [*params, limit, offset], "rowid_"), total
 
 
 def client_album(row: dict[str, Any]) -> dict[str, Any]:
@@ -641,6 +678,13 @@ def effective(t: dict[str, Any], folder_has_many_artists: bool = False) -> tuple
             ids.artist_id(album_artist), folder)
 
 
+def _scanned_row(track: dict[str, Any]) -> list[Any]:
+    row = [track.get(f) for f in SCANNED_FIELDS]
+    for i in _SCANNED_FLOATS:
+        row[i] = clean_float(row[i])
+    return row
+
+
 def save_scanned(db: sqlite_utils.Database, tracks: list[dict[str, Any]], removed: list[str], *,
                  at: str | None = None, log: bool = True) -> None:
     """Upsert scanned tracks (keeping their added_at) and drop tracks whose files are gone.
@@ -652,8 +696,7 @@ def save_scanned(db: sqlite_utils.Database, tracks: list[dict[str, Any]], remove
     the GIL (2,000 tracks: 40 ms the event loop could not run), and a scan saves more at once."""
     now = at or _now()
     # .get: a master of an earlier version sends no fingerprint
-    db.conn.executemany(_UPSERT, [[t.get(f) for f in SCANNED_FIELDS] + list(effective(t)) + [now, now]
-                                  for t in tracks])
+    db.conn.executemany(_UPSERT, [_scanned_row(t) + list(effective(t)) + [now, now] for t in tracks])
     for start in range(0, len(tracks) if log else 0, 500):  # in the change log like every write
         listeners.append_change(db, None, "tracks.put", {"tracks": [{f: t.get(f) for f in SCANNED_FIELDS}
                                                                     for t in tracks[start:start + 500]]}, at=now)
@@ -865,14 +908,29 @@ class Catalog:
         return await self.db.read(get_track, track_id)
 
     async def tracks(self, **query: Any) -> tuple[list[dict[str, Any]], int]:
+        """A page of tracks (track_page), each as client_track shows it."""
+        return await self._track_page(list_tracks, query)
+
+    async def track_texts(self, links: Mapping[str, str], base: str,
+                          **query: Any) -> tuple[list[orjson.Fragment], int]:
+        """The same page, each track as the JSON text of its object and `links` (media.track_json)."""
+        from media import track_json  # (it reads this module's columns)
+
+        def texts(db: sqlite_utils.Database, **page: Any) -> tuple[list[orjson.Fragment], int]:
+            rowids, total = track_page(db, **page)
+            return track_json.tracks_by_rowid(db, rowids, links, base), total
+
+        return await self._track_page(texts, query)
+
+    async def _track_page(self, reader: Callable[..., T], query: dict[str, Any]) -> T:
         filters = tuple(query.get(name) for name in ("q", "artist", "album"))
         if not any(filters):
             marks = await self._bookmarks("tracks", _TRACK_SORTS, query.get("sort"))
-            return await self.db.read(lambda db: list_tracks(db, marks=marks, **query))
+            return await self.db.read(lambda db: reader(db, marks=marks, **query))
         _columns(_TRACK_SORTS, query.get("sort"))  # InvalidQuery before anything is read
         matches = await self._matches.get((*filters, query.get("sort")), self._generation, lambda: self.db.read(
             matching_tracks, *filters, query.get("sort")))
-        return await self.db.read(lambda db: list_tracks(db, matches=matches, **query))
+        return await self.db.read(lambda db: reader(db, matches=matches, **query))
 
     async def album(self, album_id: str) -> dict[str, Any]:
         return await self.db.read(get_album, album_id)

@@ -46,7 +46,7 @@ from typing import Any
 import sqlite_utils
 
 from media import listeners
-from media.catalog import Catalog
+from media.catalog import Catalog, clean_float
 from media.ffmpeg import Busy, FfmpegFailed, FfmpegPool
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def save(db: sqlite_utils.Database, rows: list[dict[str, Any]], *, log_change: b
         names = [c for c in COLUMNS if c in row]
         if names:
             db.execute(f"UPDATE tracks SET {', '.join(c + ' = ?' for c in names)} WHERE id = ?",
-                       [row[c] for c in names] + [row["id"]])
+                       [clean_float(row[c]) for c in names] + [row["id"]])  # (made rounded; kept so)
     if rows and (REPLICATED if log_change is None else log_change):
         listeners.append_change(db, None, "loudness.put", {"tracks": rows})
 

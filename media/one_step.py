@@ -11,8 +11,8 @@ What the rows hold is what a cursor would have given, value for value:
 - SQLite's JSON writes a REAL with 15 significant digits, which reads back as another float for
   most doubles (18,194 of 40,000 random ones), so a REAL is written by printf('%!.17g'), which
   reads back as the same float below 1e100 (beyond, where no duration or gain is, SQLite's printf
-  may miss the last digit: 300 of 100,000 random bit patterns, all above 1e105); an infinity,
-  which JSON cannot hold, becomes null (as the node's JSON encoder writes it: media.json_text);
+  may miss the last digit: 300 of 100,000 random bit patterns, all above 1e105). JSON cannot
+  hold an infinity: a query whose rows hold one is read again by a cursor;
 - integers, text and NULL as they are. A BLOB cannot be read this way (SQLite refuses): only the
   columns named REAL are given that care, so name every column that may hold a float.
 
@@ -46,7 +46,12 @@ def rows(db: sqlite_utils.Database, select: str, params: Iterable[Any] | dict[st
     columns), in one step; `reals`: those of them that may hold a float."""
     values = ", ".join(_value(column, reals) for column in columns)
     params = params if isinstance(params, dict) else list(params)
-    found = db.execute(f"SELECT json_group_array(json_array({values})) FROM ({select})", params).fetchone()[0]
+    infinite = " OR ".join(f"CASE WHEN typeof({column}) = 'real' THEN abs({column}) > {_LARGEST} END"
+                           for column in columns if column in reals) or "0"
+    found, odd = db.execute(f"SELECT json_group_array(json_array({values})), max({infinite}) FROM ({select})",
+                            params).fetchone()
+    if odd:  # an infinity (none in a catalog's usual rows)
+        return [list(row) for row in db.execute(select, params)]
     return orjson.loads(found)
 
 

@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 
 
 
+# The links of a track in every answer that shows one, after the base URL ({id}: the track's).
+TRACK_LINKS = {"stream_url": "/stream/{id}", "hls_url": "/hls/{id}/master.m3u8"}
+
+
 def track_out(track: dict[str, Any], base: str) -> dict[str, Any]:
-    track["stream_url"] = f"{base}/stream/{track['id']}"
-    track["hls_url"] = f"{base}/hls/{track['id']}/master.m3u8"
+    for name, template in TRACK_LINKS.items():
+        track[name] = base + template.replace("{id}", track["id"])
     return track
 
 
@@ -45,11 +49,10 @@ def paged(items: list[dict[str, Any]], total: int, page: dict[str, Any]) -> web.
 
 async def list_tracks(request: web.Request) -> web.Response:
     page = page_params(request)
-    items, total = await request.app[CATALOG].tracks(
-        q=text_param(request, "q"), artist=text_param(request, "artist"),
+    items, total = await request.app[CATALOG].track_texts(
+        TRACK_LINKS, base_url(request), q=text_param(request, "q"), artist=text_param(request, "artist"),
         album=text_param(request, "album"), **page)
-    base = base_url(request)
-    return paged([track_out(t, base) for t in items], total, page)
+    return paged(items, total, page)
 
 
 async def get_track(request: web.Request) -> web.Response:
