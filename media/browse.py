@@ -18,12 +18,13 @@ import random
 import re
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 import sqlite_utils
 
-from media import annotated, one_step
+from media import annotated, one_step, track_json
 from media.catalog import (ALBUM_FIELDS, ALBUM_REALS, ARTIST_FIELDS, DISC_ORDER, TRACK_COLUMNS, TRACK_REALS, Bookmarks,
                            client_album, client_track, fts_query, page_rowids, tracks_where)
 from media.errors import NotFound
@@ -362,6 +363,14 @@ def starred_page(db: sqlite_utils.Database, user_id: str, kind: str, size: int, 
             f"CROSS JOIN {table} x ON x.id = f.item_id WHERE f.rowid IN ({', '.join('?' * len(page))})", page,
         ("rowid_", *columns, "created_at"), reals)}
     return [{**shown(dict(zip(columns, rows[r]))), "starred_at": rows[r][-1]} for r in page if r in rows], len(entries)
+
+
+def starred_tracks_page(db: sqlite_utils.Database, user_id: str, size: int, offset: int, entries: array.array,
+                        links: Mapping[str, str], base: str) -> tuple[list[orjson.Fragment], int]:
+    """starred_page of tracks, each written as JSON by SQLite with its `links` (media.track_json)."""
+    shown = track_json.track_object(links, "x", {"starred_at": "f.created_at"})
+    return track_json.texts_in_order(db, "f.rowid", shown, "favorites f CROSS JOIN tracks x ON x.id = f.item_id "
+                                     "WHERE f.rowid IN", base, list(entries[offset:offset + size])), len(entries)
 
 
 # --- search ----------------------------------------------------------------------------------

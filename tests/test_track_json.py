@@ -13,7 +13,7 @@ import orjson
 import pytest
 import sqlite_utils
 
-from media import catalog, loudness, track_json
+from media import browse, catalog, loudness, track_json
 from streamer.api.catalog import TRACK_LINKS, track_out
 
 BASE = "http://host:8080/under 'quotes'"
@@ -99,3 +99,17 @@ def test_the_migration_keeps_older_floats_at_15_digits(tmp_path):
 def test_no_track_no_text(db):
     assert track_json.tracks_by_rowid(db, [], TRACK_LINKS, BASE) == []
     assert track_json.tracks_by_rowid(db, [10 ** 9], TRACK_LINKS, BASE) == []
+
+
+def test_favorites_pages_are_the_objects_python_makes(db):
+    rng = random.Random(5)
+    starred = rng.sample([r for (r,) in db.execute("SELECT id FROM tracks")], 120)
+    db.conn.executemany("INSERT INTO favorites (user_id, kind, item_id, created_at) VALUES ('u', 'tracks', ?, ?)",
+                        [(track_id, f"2026-11-{1 + n % 28:02d}T10:{n % 60:02d}:00Z") for n, track_id in enumerate(starred)])
+    entries = browse.starred_entries(db, "u", "tracks")
+    for offset in (0, 50, 100, 200):
+        written, total = browse.starred_tracks_page(db, "u", 50, offset, entries, TRACK_LINKS, BASE)
+        made, made_total = browse.starred_page(db, "u", "tracks", 50, offset, entries)
+        assert total == made_total == 120
+        assert _pairs(orjson.dumps(written)) == _pairs(orjson.dumps([track_out(t, BASE) for t in made]))
+        assert len(written) == max(0, min(50, 120 - offset))

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from media import NotFound, browse, listeners
 from streamer.api.bodies import TRACK_ID, assigned_ids, idempotency_key, invalid, is_plain_text, json_body, plays_of
-from streamer.api.catalog import album_out, m3u_text, paged, track_out
+from streamer.api.catalog import TRACK_LINKS, album_out, m3u_text, paged
 from streamer.http.params import MAX_LIMIT, MAX_OFFSET, base_url, int_param, page_params
 from streamer.http.auth import USER, Auth
 from streamer.http.edge import Routes, Write
@@ -174,11 +174,14 @@ async def favorites_of_kind(request: web.Request) -> web.Response:
     limit, offset = _page(request)
     catalog = request.app[CATALOG]
     entries = await catalog.until_written(("starred", user["id"], kind), browse.starred_entries, user["id"], kind)
-    items, total = await catalog.db.read(browse.starred_page, user["id"], kind, limit, offset, entries)
     base = base_url(request)
-    shown = {"tracks": track_out, "albums": album_out}.get(kind)
-    return paged([shown(item, base) for item in items] if shown else items, total,
-                 {"limit": limit, "offset": offset})
+    if kind == "tracks":
+        items, total = await catalog.db.read(browse.starred_tracks_page, user["id"], limit, offset, entries,
+                                             TRACK_LINKS, base)
+    else:
+        items, total = await catalog.db.read(browse.starred_page, user["id"], kind, limit, offset, entries)
+        items = [album_out(item, base) for item in items] if kind == "albums" else items
+    return paged(items, total, {"limit": limit, "offset": offset})
 
 
 # --- plays ------------------------------------------------------------------------------------
