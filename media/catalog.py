@@ -69,10 +69,14 @@ SCANNED_FIELDS = ("id", "path", "size", "mtime_ns", "title", "tag_artist", "tag_
 
 def clean_float(value: Any) -> Any:
     """A float as the catalog keeps it: at most 15 significant digits, so that SQLite's JSON, which
-    writes a float with 15, reads back as the float kept (media.track_json). Durations (3 decimals)
-    and measured loudness (2-3) already are; a ReplayGain tag written with more digits moves by
-    less than 1e-15 of its value. Anything else (None, an integer, text, an infinity) as it is."""
-    return float(f"{value:.15g}") if isinstance(value, float) and math.isfinite(value) else value
+    writes a float with 15, reads back as the float kept (media.track_json). Durations (3 decimals),
+    measured loudness (2) and peaks (3) already are; a ReplayGain tag written with more digits moves
+    by less than 1e-15 of its value. Anything else (None, an integer, text, an infinity, a float so
+    near the largest that 15 digits would overflow) as it is."""
+    if not (isinstance(value, float) and math.isfinite(value)):
+        return value
+    cleaned = float(f"{value:.15g}")
+    return cleaned if math.isfinite(cleaned) else value
 
 
 _SCANNED_FLOATS = [SCANNED_FIELDS.index(f) for f in ("duration", "rg_track_gain", "rg_track_peak", "rg_album_gain",

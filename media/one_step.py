@@ -17,9 +17,10 @@ What the rows hold is what a cursor would have given, value for value:
   columns named REAL are given that care, so name every column that may hold a float.
 
 The rows come in the order the query gives them: SQL does not promise the order an aggregate
-reads its rows in, but SQLite reads a subquery with ORDER BY and LIMIT (which it never flattens
-into an aggregate) in that order, and the blocks of a UNION ALL one after the other; the paging
-tests (tests/test_pages.py) compare every page with what OFFSET gives.
+reads its rows in, but SQLite reads a subquery with ORDER BY in that order (it neither flattens
+it into an aggregate nor drops its ORDER BY under one other than count, min or max), and the
+blocks of a UNION ALL one after the other; the paging tests (tests/test_pages.py) compare every
+page with what OFFSET gives.
 """
 
 from __future__ import annotations

@@ -124,7 +124,9 @@ class BadSnapshot(MediaError):
 def prepare_snapshot(copy: Path, sequence: int) -> None:
     """Ready a follower's snapshot file before it takes the catalog's place (Catalog.replace_file):
     it must be a catalog holding `sequence`, the master's word for it; its paths are input
-    (refuse_outside_paths), and indexes a first scan left to come are built. BadSnapshot if not."""
+    (refuse_outside_paths), indexes a first scan left to come are built, and a master of an older
+    version's schema is brought to this one's (what this program's reads rest on, as at a start).
+    BadSnapshot if not, or if the master's schema is newer than this program's."""
     try:
         with contextlib.closing(sqlite3.connect(str(copy))) as conn:
             db = sqlite_utils.Database(conn)
@@ -133,6 +135,10 @@ def prepare_snapshot(copy: Path, sequence: int) -> None:
                 raise BadSnapshot(f"the snapshot holds the change log up to {held}, its master said {sequence}")
             with conn:
                 catalog.build_deferred_indexes(db)
+                try:
+                    catalog.migrate(db)
+                except RuntimeError as exc:  # newer than this program: update this node
+                    raise BadSnapshot(f"the snapshot cannot be used: {exc}") from None
                 refuse_outside_paths(db)
     except sqlite3.Error as exc:
         raise BadSnapshot(f"the snapshot is not a catalog: {exc}") from None

@@ -167,3 +167,30 @@ async def test_a_snapshot_is_checked_before_it_takes_the_catalogs_place(tmp_path
     (tmp_path / "garbage.db").write_bytes(b"not a catalog at all" * 100)
     with pytest.raises(replica.BadSnapshot, match="not a catalog"):
         replica.prepare_snapshot(tmp_path / "garbage.db", sequence)
+
+
+async def test_a_snapshot_of_an_older_master_is_brought_to_this_schema(tmp_path):
+    """A master of an earlier version sends its schema: the region's copy is migrated before use
+    (its floats at 15 digits, what media.track_json rests on); a newer schema is refused."""
+    import sqlite3
+
+    from media import Catalog, catalog as catalog_module
+
+    master = Catalog(tmp_path / "master.db")
+    try:
+        await master.db.write(lambda db: catalog_module.save_scanned(db, [_row("c" * 16, "A/B/song.mp3")], [],
+                                                                     log=False))
+    finally:
+        master.close()
+    with sqlite3.connect(tmp_path / "master.db") as conn:  # as an earlier version left it
+        conn.execute("UPDATE tracks SET rg_track_gain = ?", [-7.123456789012345678])
+        conn.execute("UPDATE meta SET value = '10' WHERE key = 'schema_version'")
+    sequence = replica.snapshot(tmp_path / "master.db", tmp_path / "copy.db")
+    replica.prepare_snapshot(tmp_path / "copy.db", sequence)
+    with sqlite3.connect(tmp_path / "copy.db") as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == \
+            str(catalog_module.SCHEMA_VERSION)
+        assert conn.execute("SELECT rg_track_gain FROM tracks").fetchone()[0] == float("-7.12345678901235")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(catalog_module.SCHEMA_VERSION + 1)])
+    with pytest.raises(replica.BadSnapshot, match="newer than this program"):
+        replica.prepare_snapshot(tmp_path / "copy.db", sequence)

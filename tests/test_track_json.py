@@ -54,9 +54,10 @@ def db(tmp_path) -> sqlite_utils.Database:
     return database
 
 
-def _pairs(text: bytes) -> list:
-    """The JSON text with each object as its (key, value) pairs in order."""
-    return json.loads(text, object_pairs_hook=list)
+def _pairs(text: bytes) -> str:
+    """The JSON text with each object as its (key, value) pairs in order, written again by Python
+    (so true is not 1, 1 is not 1.0 and -0.0 is not 0.0; a number's spelling aside)."""
+    return json.dumps(json.loads(text, object_pairs_hook=list))
 
 
 def test_every_track_is_the_object_python_makes(db):
@@ -94,6 +95,16 @@ def test_the_migration_keeps_older_floats_at_15_digits(tmp_path):
     assert catalog.migrate(database) == 10
     assert database.execute("SELECT duration, rg_track_gain, loudness FROM tracks").fetchone() == (
         0.3, float("-7.12345678901235"), math.inf)
+
+
+def test_links_repeat_the_id_and_may_not_hide_a_field(db):
+    links = {"twice": "/a/{id}/b/{id}.m3u8", "none": "/static"}
+    (written,) = track_json.tracks_by_rowid(db, [1], links, BASE)
+    track = json.loads(orjson.dumps(written))
+    assert track["twice"] == f"{BASE}/a/{track['id']}/b/{track['id']}.m3u8" and track["none"] == BASE + "/static"
+    assert json.loads(orjson.dumps(track_json.tracks_by_rowid(db, [1], {}, BASE)))[0]["id"] == track["id"]
+    with pytest.raises(ValueError):
+        track_json.track_object({"title": "/x/{id}"})
 
 
 def test_no_track_no_text(db):

@@ -43,7 +43,8 @@ def album_out(album: dict[str, Any], base: str) -> dict[str, Any]:
     return album
 
 
-def paged(items: list[dict[str, Any]], total: int, page: dict[str, Any]) -> web.Response:
+def paged(items: list[Any], total: int, page: dict[str, Any]) -> web.Response:
+    """A page of items (dicts, or JSON texts written by SQLite: media.track_json) and its place."""
     return json_response({"items": items, "total": total, "limit": page["limit"], "offset": page["offset"]})
 
 
