@@ -968,8 +968,23 @@ class Catalog:
         """What a search finds is kept per catalog generation (as ids, a few KiB): a short prefix
         ("l", "lo") ranks every track it matches, 0.1-0.3 s at 200,000 tracks, and every listener
         typing in the search box asks for it. The rows are read each time."""
-        found = await self._searches.get((q, limit), self._generation, lambda: self.db.read(search_ids, q, limit))
-        return await self.db.read(search_rows, found)
+        return await self.db.read(search_rows, await self._found(q, limit))
+
+    async def search_texts(self, q: str, links: Mapping[str, str], base: str,
+                           limit: int = 20) -> dict[str, list[Any]]:
+        """The same, its tracks as the JSON text of their objects and `links` (media.track_json)."""
+        from media import track_json  # (it reads this module's columns)
+
+        found = await self._found(q, limit)
+
+        def texts(db: sqlite_utils.Database) -> dict[str, list[Any]]:
+            return {**search_rows(db, {**found, "tracks": []}),
+                    "tracks": track_json.tracks_by_rowid(db, found["tracks"], links, base)}
+
+        return await self.db.read(texts)
+
+    async def _found(self, q: str, limit: int) -> dict[str, list[Any]]:
+        return await self._searches.get((q, limit), self._generation, lambda: self.db.read(search_ids, q, limit))
 
     async def track_file(self, track_id: str) -> tuple[str, str]:
         return await self.db.read(track_file, track_id)

@@ -97,6 +97,22 @@ def test_the_migration_keeps_older_floats_at_15_digits(tmp_path):
         0.3, float("-7.12345678901235"), math.inf)
 
 
+async def test_search_answers_are_the_objects_python_makes(tmp_path):
+    found = catalog.Catalog(tmp_path / "catalog.db")
+    try:
+        rng = random.Random(9)
+        await found.db.write(lambda db: catalog.save_scanned(db, [_track(n, rng) for n in range(300)], []))
+        await found.db.write(catalog.regroup)
+        for q in ("plain", "quote", "Beyoncé", "東京", "nothing-matches"):
+            texts, rows = await found.search_texts(q, TRACK_LINKS, BASE), await found.search(q)
+            assert texts["albums"] == rows["albums"] and texts["artists"] == rows["artists"]
+            assert _pairs(orjson.dumps(texts["tracks"])) == _pairs(orjson.dumps([track_out(t, BASE)
+                                                                                  for t in rows["tracks"]]))
+            assert (len(texts["tracks"]) > 0) == (q != "nothing-matches")
+    finally:
+        found.close()
+
+
 def test_links_repeat_the_id_and_may_not_hide_a_field(db):
     links = {"twice": "/a/{id}/b/{id}.m3u8", "none": "/static"}
     (written,) = track_json.tracks_by_rowid(db, [1], links, BASE)

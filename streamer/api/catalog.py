@@ -122,9 +122,8 @@ async def search(request: web.Request) -> web.Response:
     if q is None:
         raise bad_param("q", "a search text is required")
     limit = int_param(request, "limit", 20, 1, 100)
-    found = await request.app[CATALOG].search(q, limit)
     base = base_url(request)
-    found["tracks"] = [track_out(t, base) for t in found["tracks"]]
+    found = await request.app[CATALOG].search_texts(q, TRACK_LINKS, base, limit)
     found["albums"] = [album_out(a, base) for a in found["albums"]]
     return json_response({"q": q, **found})
 
