@@ -917,14 +917,14 @@ async def test_unexpected_failure_leaks_nothing(server):
     async def broken(*args, **kwargs):
         raise RuntimeError("secret detail at /work/main/media/catalog.py")
 
-    catalog.search = broken  # an instance attribute: only this server's catalog is affected
+    catalog.search_texts = broken  # an instance attribute: only this server's catalog is affected
     try:
         resp = await server.get("/api/v1/search?q=a")
         body = await resp.read()
         error = assert_json_error(resp.status, resp.headers, body, 500, "internal")
         assert "secret" not in body.decode() and "RuntimeError" not in body.decode(), error
     finally:
-        del catalog.search
+        del catalog.search_texts
     resp = await server.get("/api/v1/search?q=a")
     assert resp.status == 200
     await still_serving(server)
