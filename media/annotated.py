@@ -34,6 +34,7 @@ _ALBUM = (", ".join(f"a.{c}" for c in ALBUM_FIELDS) + ", "
           # track. Both figures at once, "COUNT LAST" (_unpacked).
           "(SELECT p.plays || ' ' || coalesce(p.last_played, '') FROM album_plays p "
           "WHERE p.user_id = :user AND p.album_id = a.id) AS plays_packed")
+_ALBUM_NAMES = (*ALBUM_FIELDS, "starred", "user_rating", "plays_packed")  # _ALBUM's columns
 _ARTIST = (", ".join(f"r.{c}" for c in ARTIST_FIELDS) + ", "
            "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS starred, "
            "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS user_rating")
@@ -48,15 +49,12 @@ def songs(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dic
 
 def albums(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,
            order: str = "a.rowid", limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
-    """Albums (`a`) matching `where`, in `order`, read in one step (media.one_step: a list of 50
-    albums in rows cost the GIL handed to and fro 50 times)."""
+    """Albums (`a`) matching `where`, in `order`, read in one step (media.one_step: a cursor hands
+    the GIL over at every row of a list)."""
     rows = one_step.rows(db, f"SELECT {_ALBUM} FROM albums a WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
                          {**(params or {}), "user": user_id, "limit": limit, "offset": offset}, _ALBUM_NAMES,
                          ALBUM_REALS)
     return [_unpacked(dict(zip(_ALBUM_NAMES, row))) for row in rows]
-
-
-_ALBUM_NAMES = (*ALBUM_FIELDS, "starred", "user_rating", "plays_packed")
 
 
 def _unpacked(row: dict[str, Any]) -> dict[str, Any]:

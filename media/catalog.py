@@ -221,8 +221,8 @@ def _migrate_11(db: sqlite_utils.Database) -> None:
 
 def _migrate_12(db: sqlite_utils.Database) -> None:
     """The tracks' index on artist_id holds their album_id too, so an artist's albums among other
-    artists' (get_artist's appears_on, Subsonic's getArtist) come from the index alone: 1.6 ms
-    for the artist with 2,000 tracks at 200,000 tracks, a row read per track, against 0.2."""
+    artists' (get_artist's appears_on, Subsonic's getArtist) come from the index alone: 0.6 ms
+    for the artist with 2,000 tracks at 200,000 tracks, against 1.6 with a row read per track."""
     db.execute("DROP INDEX IF EXISTS idx_tracks_artist_id")
     db.execute("CREATE INDEX IF NOT EXISTS idx_tracks_artist_id_album_id ON tracks (artist_id, album_id)")
 
