@@ -31,14 +31,14 @@ from typing import Any
 import orjson
 import sqlite_utils
 
-_LARGEST = "1.7976931348623157e308"
+LARGEST_FLOAT = "1.7976931348623157e308"  # as SQL: a float beyond it is an infinity
 
 
 def _value(column: str, reals: Collection[str]) -> str:
     if column not in reals:
         return column
     return (f"CASE WHEN typeof({column}) != 'real' THEN {column} "
-            f"WHEN abs({column}) <= {_LARGEST} THEN json(printf('%!.17g', {column})) END")
+            f"WHEN abs({column}) <= {LARGEST_FLOAT} THEN json(printf('%!.17g', {column})) END")
 
 
 def rows(db: sqlite_utils.Database, select: str, params: Iterable[Any] | dict[str, Any], columns: Sequence[str],
@@ -47,7 +47,7 @@ def rows(db: sqlite_utils.Database, select: str, params: Iterable[Any] | dict[st
     columns), in one step; `reals`: those of them that may hold a float."""
     values = ", ".join(_value(column, reals) for column in columns)
     params = params if isinstance(params, dict) else list(params)
-    infinite = " OR ".join(f"CASE WHEN typeof({column}) = 'real' THEN abs({column}) > {_LARGEST} END"
+    infinite = " OR ".join(f"CASE WHEN typeof({column}) = 'real' THEN abs({column}) > {LARGEST_FLOAT} END"
                            for column in columns if column in reals) or "0"
     found, odd = db.execute(f"SELECT json_group_array(json_array({values})), max({infinite}) FROM ({select})",
                             params).fetchone()

@@ -29,6 +29,20 @@ def _thread(_db) -> str:
     return threading.current_thread().name
 
 
+async def _held(db, read) -> tuple[asyncio.Future, threading.Event]:
+    """`read` running on the main reader thread, which holds it until the event returned is set."""
+    started, release = threading.Event(), threading.Event()
+
+    def held_read(d):
+        started.set()
+        release.wait(10)
+        return read(d)
+
+    held = asyncio.ensure_future(db.read(held_read))
+    assert await asyncio.to_thread(started.wait, 10)  # the main thread is on it
+    return held, release
+
+
 async def test_short_reads_run_on_the_main_thread_alone(db):
     assert database.READERS == 2 and database.SPARE_AFTER > 0
     assert await db.read(lambda d: d.execute("SELECT sum(n) FROM t").fetchone()[0]) == 6
@@ -39,15 +53,7 @@ async def test_short_reads_run_on_the_main_thread_alone(db):
 
 
 async def test_a_slow_read_holds_up_no_other(db):
-    started, release = threading.Event(), threading.Event()
-
-    def slow(_db) -> str:
-        started.set()
-        release.wait(10)
-        return _thread(_db)
-
-    held = asyncio.ensure_future(db.read(slow))
-    assert await asyncio.to_thread(started.wait, 10)  # the main thread is on it
+    held, release = await _held(db, _thread)
     t0 = time.monotonic()
     quick = await asyncio.gather(*(db.read(_thread) for _ in range(20)))
     waited = time.monotonic() - t0
@@ -61,9 +67,8 @@ async def test_a_slow_read_holds_up_no_other(db):
 async def test_errors_reach_the_caller_and_a_cancelled_read_is_not_run(db):
     with pytest.raises(ZeroDivisionError):
         await db.read(lambda _db: 1 / 0)
-    started, release, ran = threading.Event(), threading.Event(), []
-    held = asyncio.ensure_future(db.read(lambda _db: started.set() or release.wait(10)))
-    assert await asyncio.to_thread(started.wait, 10)  # the main thread is on it
+    ran = []
+    held, release = await _held(db, lambda _db: True)
     queue = db._readers._queue
     queue.spare_after = 60  # the spare stays out of it: the next read waits
     waiting = asyncio.ensure_future(db.read(lambda _db: ran.append(1)))
@@ -121,15 +126,7 @@ async def test_replacing_the_file_waits_for_running_reads_and_holds_new_ones(db,
     reads asked meanwhile wait, then read the new one; every thread reopens, writes too."""
     _make(tmp_path / "new.db", 10, 20)
     assert await db.read(_sum) == 6  # the main thread holds a connection to the old file
-    started, release = threading.Event(), threading.Event()
-
-    def slow(d) -> int:
-        started.set()
-        release.wait(10)
-        return _sum(d)
-
-    held = asyncio.ensure_future(db.read(slow))
-    assert await asyncio.to_thread(started.wait, 10)
+    held, release = await _held(db, _sum)
     swap = asyncio.ensure_future(db.replace_file(tmp_path / "new.db"))
     await until(lambda: db._gate._shut, what="the swap waiting for the running read")
     asked = asyncio.ensure_future(db.read(_sum))  # the spare takes it at SPARE_AFTER, and waits at the gate
