@@ -587,8 +587,7 @@ def search_ids(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[
     match = fts_query(q)
     if match is None:
         return {"tracks": [], "albums": [], "artists": []}
-    tracks = [r for (r,) in db.execute("SELECT t.rowid FROM tracks_fts f JOIN tracks t ON t.rowid = f.rowid "
-                                       "WHERE tracks_fts MATCH ? ORDER BY bm25(tracks_fts) LIMIT ?", [match, limit])]
+    tracks = _best_tracks(db, match, limit)
     # Albums and artists match when any of their tracks matches on album or artist words.
     album_ids = [r for (r,) in db.execute("SELECT DISTINCT t.album_id FROM tracks_fts f JOIN tracks t "
                                           "ON t.rowid = f.rowid WHERE tracks_fts MATCH ? LIMIT ?",
@@ -602,6 +601,22 @@ def search_ids(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[
     artists = [r for (r,) in db.execute(f"SELECT id FROM artists WHERE {named}name LIKE ? ESCAPE '\\' "
                                         "ORDER BY name COLLATE NOCASE LIMIT ?", [*artist_ids, _like(q), limit])]
     return {"tracks": tracks, "albums": albums, "artists": artists}
+
+
+def _best_tracks(db: sqlite_utils.Database, match: str, limit: int) -> list[int]:
+    """The rowids of the `limit` tracks best ranked for `match`. The index ranks alone: joining each
+    match to its track before the ranking cost a lookup per match (a third of a cold search's SQL at
+    200,000 tracks). The index is rebuilt at each regroup, so during a scan it may still hold a
+    removed track: when one of the best is gone, the tracks that are there are ranked instead."""
+    ranked = [r for (r,) in db.execute("SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ? "
+                                       "ORDER BY bm25(tracks_fts), rowid LIMIT ?", [match, limit])]
+    there = db.execute(f"SELECT count(*) FROM tracks WHERE rowid IN ({', '.join('?' * len(ranked))})",
+                       ranked).fetchone()[0] if ranked else 0
+    if there == len(ranked):
+        return ranked
+    return [r for (r,) in db.execute("SELECT t.rowid FROM tracks_fts f JOIN tracks t ON t.rowid = f.rowid "
+                                     "WHERE tracks_fts MATCH ? ORDER BY bm25(tracks_fts), t.rowid LIMIT ?",
+                                     [match, limit])]
 
 
 def search_rows(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:

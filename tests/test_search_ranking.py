@@ -1,0 +1,66 @@
+"""Search ranks its tracks with the index alone (media.catalog._best_tracks): the same tracks, in
+the same order, as ranking only the tracks that are there; also while a scan has removed tracks
+that the index, rebuilt at the next regroup, still holds."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import pytest
+import sqlite_utils
+
+from media import catalog
+from media.catalog import fts_query
+
+WORDS = [f"{a}{b}{c}" for a in ("ra", "ro", "lu") for b in ("n", "s", "ka") for c in ("", "a", "ne", "mira")]
+
+
+def _track(n: int, rng: random.Random) -> dict:
+    def words(most: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, most)))
+    return {"id": f"{n:016x}", "path": f"d{n % 13}/{n}.flac", "size": 1, "mtime_ns": n, "title": words(4),
+            "tag_artist": words(2), "tag_album": words(3), "album_artist_tag": None, "compilation": 0,
+            "track_number": n % 12, "disc_number": 1, "year": 2000, "genre": rng.choice(WORDS),
+            "duration": 60.0, "codec": "flac", "container": "flac", "bitrate": 900, "sample_rate": 44100,
+            "channels": 2, "has_art": 0, "fingerprint": "f", "tags_read": 2}
+
+
+@pytest.fixture
+def db(tmp_path) -> sqlite_utils.Database:
+    database = sqlite_utils.Database(sqlite3.connect(tmp_path / "catalog.db"))
+    catalog.migrate(database)
+    rng = random.Random(15)
+    catalog.save_scanned(database, [_track(n, rng) for n in range(1500)], [])
+    catalog.regroup(database)
+    return database
+
+
+def _joined(db: sqlite_utils.Database, q: str, limit: int) -> list[int]:
+    """The ranking of the tracks that are there: each match joined to its track, then ranked."""
+    return [r for (r,) in db.execute("SELECT t.rowid FROM tracks_fts f JOIN tracks t ON t.rowid = f.rowid "
+                                     "WHERE tracks_fts MATCH ? ORDER BY bm25(tracks_fts), t.rowid LIMIT ?",
+                                     [fts_query(q), limit])]
+
+
+QUERIES = ["r", "ra", "ran", "rosmira", "lu ka", "luka ra", "ro s", "nothing", "ranemira lu"]
+
+
+@pytest.mark.parametrize("limit", [1, 20, 100])
+def test_the_index_ranks_as_the_tracks_there_are_ranked(db, limit):
+    for q in QUERIES:
+        assert catalog.search_ids(db, q, limit)["tracks"] == _joined(db, q, limit), q
+
+
+def test_tracks_removed_before_the_regroup_are_not_found(db):
+    best = _joined(db, "ra", 20)
+    gone = [row["path"] for row in db.query(f"SELECT path FROM tracks WHERE rowid IN ({', '.join(map(str, best[::3]))})")]
+    catalog.save_scanned(db, [], gone)  # a scan's save; its regroup (which rebuilds the index) comes later
+    stale = [r for (r,) in db.execute("SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ? "
+                                      "ORDER BY bm25(tracks_fts), rowid LIMIT 20", [fts_query("ra")])]
+    assert set(best[::3]) <= set(stale)  # the index alone would still find them
+    for q in QUERIES:
+        found = catalog.search_ids(db, q, 20)["tracks"]
+        assert found == _joined(db, q, 20), q
+        assert not set(found) & set(best[::3])
+    assert len(catalog.search_ids(db, "ra", 20)["tracks"]) == 20
