@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -540,25 +541,33 @@ def list_albums(db: sqlite_utils.Database, *, q: str | None = None, artist: str 
     return [client_album(r) for r in items], total
 
 
-def get_artist(db: sqlite_utils.Database, artist_id: str) -> dict[str, Any]:
+# An artist's albums, and the albums of others that this artist plays on (compilations, features):
+# conditions on the albums (`a`), with the artist's id as :artist, and their order.
+ARTIST_ALBUMS = {"albums": "a.artist_id = :artist",
+                 "appears_on": "a.artist_id != :artist AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = :artist)"}
+ARTIST_ALBUM_ORDER = "a.year, a.title COLLATE NOCASE"
+
+
+def get_artist(db: sqlite_utils.Database, artist_id: str,
+               albums: Callable[[sqlite_utils.Database, str, dict[str, Any], str], list[Any]] | None = None,
+               ) -> dict[str, Any]:
+    """An artist with its albums and those it appears on, each read by `albums` (the database, a
+    condition, its parameters, an order): as client_album shows them unless given."""
     rows = _rows(db, f"SELECT {', '.join(ARTIST_FIELDS)} FROM artists WHERE id = ?", [artist_id])
     if not rows:
         raise NotFound(f"no artist {artist_id!r}")
     artist = rows[0]
-    artist["albums"] = _albums(db, f"SELECT {', '.join(ALBUM_FIELDS)} FROM albums WHERE artist_id = ? "
-                                   "ORDER BY year, title COLLATE NOCASE", [artist_id])
-    # Albums of others that this artist plays on (compilations, features).
-    artist["appears_on"] = _albums(db, f"SELECT {', '.join('a.' + f for f in ALBUM_FIELDS)} FROM albums a "
-                                       "WHERE a.artist_id != ? AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = ?) "
-                                       "ORDER BY a.year, a.title COLLATE NOCASE", [artist_id, artist_id])
+    for key, where in ARTIST_ALBUMS.items():
+        artist[key] = (albums or _albums_where)(db, where, {"artist": artist_id}, ARTIST_ALBUM_ORDER)
     return artist
 
 
-def _albums(db: sqlite_utils.Database, select: str, params: list[Any]) -> list[dict[str, Any]]:
-    """The albums (ALBUM_FIELDS) of `select` as a client sees them, read in one step (an artist
-    may have hundreds)."""
+def _albums_where(db: sqlite_utils.Database, where: str, params: dict[str, Any], order: str) -> list[dict[str, Any]]:
+    """The albums (`a`) matching `where`, in `order`, as a client sees them, read in one step (an
+    artist may have hundreds)."""
     return [client_album(dict(zip(ALBUM_FIELDS, row)))
-            for row in one_step.rows(db, select, params, ALBUM_FIELDS, ALBUM_REALS)]
+            for row in one_step.rows(db, f"SELECT {', '.join('a.' + f for f in ALBUM_FIELDS)} FROM albums a "
+                                         f"WHERE {where} ORDER BY {order}", params, ALBUM_FIELDS, ALBUM_REALS)]
 
 
 def list_artists(db: sqlite_utils.Database, *, q: str | None = None, sort: str | None = None,
@@ -974,6 +983,14 @@ class Catalog:
 
     async def artist(self, artist_id: str) -> dict[str, Any]:
         return await self.db.read(get_artist, artist_id)
+
+    async def artist_texts(self, artist_id: str, links: Mapping[str, tuple[str, str | None]],
+                           base: str) -> dict[str, Any]:
+        """The same artist, each album as the JSON text of its object and `links` (media.album_json)."""
+        from media import album_json  # (it reads this module's columns)
+
+        return await self.db.read(get_artist, artist_id, functools.partial(album_json.albums_where, links=links,
+                                                                           base=base))
 
     async def artists(self, **query: Any) -> tuple[list[dict[str, Any]], int]:
         marks = None if query.get("q") else await self._bookmarks("artists", _ARTIST_SORTS, query.get("sort"))

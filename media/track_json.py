@@ -28,14 +28,15 @@ import sqlite_utils
 from media.catalog import GAIN_COLUMNS, REFERENCE_LUFS, TAGGED_GAIN, TRACK_FIELDS
 from media.one_step import LARGEST_FLOAT
 
-_SEPARATOR = "char(30)"  # never in JSON text: a control character in a string is written escaped
+SEPARATOR = "char(30)"  # never in JSON text: a control character in a string is written escaped
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
+    """`text` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
-def _number(column: str) -> str:
+def number(column: str) -> str:
     """A float column as JSON: an infinity (which JSON cannot hold) as null, as media.json_text writes it."""
     return f"CASE WHEN abs({column}) <= {LARGEST_FLOAT} THEN {column} END"
 
@@ -46,10 +47,10 @@ def _gain(t: str) -> str:
     measured = " OR ".join(f"{t}{c} IS NOT NULL" for c in GAIN_COLUMNS[4:])
     track, track_peak, album, album_peak = (f"{t}{c}" for c in GAIN_COLUMNS[4:])
     return (f"CASE WHEN {tagged} THEN json_object("
-            + ", ".join(f"'{key}', {_number(t + column)}" for key, column in TAGGED_GAIN.items())
+            + ", ".join(f"'{key}', {number(t + column)}" for key, column in TAGGED_GAIN.items())
             + ", 'source', 'tags') ELSE json_object("
-            f"'track', round({REFERENCE_LUFS} - {_number(track)}, 2), 'track_peak', {_number(track_peak)}, "
-            f"'album', round({REFERENCE_LUFS} - {_number(album)}, 2), 'album_peak', {_number(album_peak)}, "
+            f"'track', round({REFERENCE_LUFS} - {number(track)}, 2), 'track_peak', {number(track_peak)}, "
+            f"'album', round({REFERENCE_LUFS} - {number(album)}, 2), 'album_peak', {number(album_peak)}, "
             f"'source', CASE WHEN {measured} THEN 'measured' END) END")
 
 
@@ -65,16 +66,21 @@ def track_object(links: Mapping[str, str], alias: str = "", extra: Mapping[str, 
 def _track_object(links: tuple[tuple[str, str], ...], alias: str, extra: tuple[tuple[str, str], ...]) -> str:
     t = alias + "." if alias else ""
     fields = [f"'{name}', " + (f"json(CASE WHEN {t}has_art THEN 'true' ELSE 'false' END)" if name == "has_art"
-                               else _number(t + name) if name == "duration" else t + name)
+                               else number(t + name) if name == "duration" else t + name)
               for name in TRACK_FIELDS]
     fields.append(f"'gain', {_gain(t)}")
-    fields += [f"{_quoted(name)}, {sql}" for name, sql in extra]
+    fields += [f"{quoted(name)}, {sql}" for name, sql in extra]
     for name, template in links:
         if name in TRACK_FIELDS or name == "gain" or name in dict(extra):
             raise ValueError(f"a link named {name!r} would hide a field of the track")
-        parts = " || {t}id || ".join(_quoted(part) for part in template.split("{id}")).replace("{t}", t)
-        fields.append(f"{_quoted(name)}, ?1 || {parts}")
+        fields.append(f"{quoted(name)}, {link(template, t, '?1')}")
     return f"json_object({', '.join(fields)})"
+
+
+def link(template: str, t: str, base: str) -> str:
+    """The SQL of a link: `base` (SQL: the base URL) then `template` with the id of `t` (a table's
+    name or alias and a dot, or none) for each {id} in it."""
+    return f"{base} || " + f" || {t}id || ".join(quoted(part) for part in template.split("{id}"))
 
 
 def texts_in_order(db: sqlite_utils.Database, key: str, object_sql: str, from_where: str, base: str,
@@ -84,12 +90,12 @@ def texts_in_order(db: sqlite_utils.Database, key: str, object_sql: str, from_wh
     found are left out. One step for all of them."""
     if not keys:
         return []
-    found = db.execute(f"SELECT group_concat({key} || ' ' || {object_sql}, {_SEPARATOR}) FROM {from_where} "
+    found = db.execute(f"SELECT group_concat({key} || ' ' || {object_sql}, {SEPARATOR}) FROM {from_where} "
                        f"({', '.join('?' * len(keys))})", [base, *keys] if "?1" in object_sql else keys).fetchone()[0]
     by_key: dict[int, Any] = {}
     for text in found.split("\x1e") if found else ():
-        number, _, obj = text.partition(" ")
-        by_key[int(number)] = obj
+        key_text, _, obj = text.partition(" ")
+        by_key[int(key_text)] = obj
     return [orjson.Fragment(by_key[k]) for k in keys if k in by_key]
 
 

@@ -35,9 +35,14 @@ def track_out(track: dict[str, Any], base: str) -> dict[str, Any]:
     return track
 
 
+# An album's links: a template after the base URL, and the field that must be true for it (or None).
+ALBUM_LINKS = {"cover_url": ("/api/v1/albums/{id}/cover", "has_cover"),
+               "playlist_url": ("/api/v1/albums/{id}/playlist.m3u8", None)}
+
+
 def album_out(album: dict[str, Any], base: str) -> dict[str, Any]:
-    album["cover_url"] = f"{base}/api/v1/albums/{album['id']}/cover" if album["has_cover"] else None
-    album["playlist_url"] = f"{base}/api/v1/albums/{album['id']}/playlist.m3u8"
+    for name, (template, when) in ALBUM_LINKS.items():
+        album[name] = base + template.replace("{id}", album["id"]) if when is None or album[when] else None
     if "tracks" in album:
         album["tracks"] = [track_out(t, base) for t in album["tracks"]]
     return album
@@ -110,11 +115,8 @@ async def list_artists(request: web.Request) -> web.Response:
 
 
 async def get_artist(request: web.Request) -> web.Response:
-    artist = await request.app[CATALOG].artist(request.match_info["id"])
-    base = base_url(request)
-    artist["albums"] = [album_out(a, base) for a in artist["albums"]]
-    artist["appears_on"] = [album_out(a, base) for a in artist["appears_on"]]
-    return json_response(artist)
+    return json_response(await request.app[CATALOG].artist_texts(request.match_info["id"], ALBUM_LINKS,
+                                                                 base_url(request)))
 
 
 async def search(request: web.Request) -> web.Response:
