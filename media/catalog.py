@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import bisect
 import collections
 import contextlib
 import dataclasses
@@ -18,6 +19,7 @@ import json
 import logging
 import math
 import re
+import string
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
@@ -589,10 +591,45 @@ def search(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[dict
     return search_rows(db, search_ids(db, q, limit))
 
 
-def search_ids(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[Any]]:
+class ArtistNames:
+    """Every artist's name in one text, folded as SQLite's LIKE folds (ASCII letters only): the
+    artists whose name holds a text anywhere, found by str.find in C. `name LIKE '%text%'` read
+    every artist's row: 0.3 ms of a search at 200,000 tracks (2,800 artists), growing with them.
+    Read once per catalog generation (Catalog.kept)."""
+
+    _FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        rows = db.execute("SELECT id, name FROM artists WHERE name IS NOT NULL").fetchall()
+        self.ids = [artist_id for artist_id, _ in rows]
+        names = [name.translate(self._FOLD) for _, name in rows]
+        self.text = "\n".join(names)
+        self.ends, end = [], -1
+        for name in names:
+            end += len(name) + 1
+            self.ends.append(end)  # where each name ends (its separator) in `text`
+
+    def holding(self, q: str, most: int) -> list[str] | None:
+        """The ids of the artists whose name holds `q`, as `name LIKE '%q%'` finds them; None if
+        more than `most` do."""
+        needle, found, at = q.translate(self._FOLD), [], 0
+        while (at := self.text.find(needle, at)) >= 0:
+            n = bisect.bisect_left(self.ends, at)  # the name this match starts in
+            if at + len(needle) <= self.ends[n]:  # and ends in (not across a separator)
+                if len(found) == most:
+                    return None
+                found.append(self.ids[n])
+                at = self.ends[n] + 1  # one match a name
+            else:
+                at += 1
+        return found
+
+
+def search_ids(db: sqlite_utils.Database, q: str, limit: int, names: ArtistNames | None = None) -> dict[str, list[Any]]:
     """What a search finds, in the order it is shown: its tracks' rowids (best ranked first), its
-    albums' and artists' ids (by title, by name). The ranking is the cost (every match of a short
-    prefix is ranked); the rows are read by search_rows."""
+    albums' and artists' ids (by title, by name; `names`, if given, finds the names holding `q`).
+    The ranking is the cost (every match of a short prefix is ranked); the rows are read by
+    search_rows."""
     match = fts_query(q)
     if match is None:
         return {"tracks": [], "albums": [], "artists": []}
@@ -606,9 +643,15 @@ def search_ids(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[
                                            [f"{{artist album_artist}} : {match}", limit])]
     albums = [r for (r,) in db.execute(f"SELECT id FROM albums WHERE id IN ({', '.join('?' * len(album_ids))}) "
                                        "ORDER BY title COLLATE NOCASE", album_ids)] if album_ids else []
-    named = f"id IN ({', '.join('?' * len(artist_ids))}) OR " if artist_ids else ""
-    artists = [r for (r,) in db.execute(f"SELECT id FROM artists WHERE {named}name LIKE ? ESCAPE '\\' "
-                                        "ORDER BY name COLLATE NOCASE LIMIT ?", [*artist_ids, _like(q), limit])]
+    holding = names.holding(q, 500) if names is not None and "\0" not in q else None
+    if holding is not None:
+        named = list(dict.fromkeys(artist_ids + holding))
+        artists = [r for (r,) in db.execute(f"SELECT id FROM artists WHERE id IN ({', '.join('?' * len(named))}) "
+                                            "ORDER BY name COLLATE NOCASE LIMIT ?", [*named, limit])] if named else []
+    else:  # a text that many names hold: reading the artists in order costs no more
+        named_sql = f"id IN ({', '.join('?' * len(artist_ids))}) OR " if artist_ids else ""
+        artists = [r for (r,) in db.execute(f"SELECT id FROM artists WHERE {named_sql}name LIKE ? ESCAPE '\\' "
+                                            "ORDER BY name COLLATE NOCASE LIMIT ?", [*artist_ids, _like(q), limit])]
     return {"tracks": tracks, "albums": albums, "artists": artists}
 
 
@@ -1016,7 +1059,10 @@ class Catalog:
         return await self.db.read(texts)
 
     async def _found(self, q: str, limit: int) -> dict[str, list[Any]]:
-        return await self._searches.get((q, limit), self._generation, lambda: self.db.read(search_ids, q, limit))
+        async def find() -> dict[str, list[Any]]:
+            return await self.db.read(search_ids, q, limit, await self.kept("artist names", ArtistNames))
+
+        return await self._searches.get((q, limit), self._generation, find)
 
     async def track_file(self, track_id: str) -> tuple[str, str]:
         return await self.db.read(track_file, track_id)

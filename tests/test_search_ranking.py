@@ -1,6 +1,7 @@
 """Search ranks its tracks with the index alone (media.catalog._best_tracks): the same tracks, in
 the same order, as ranking only the tracks that are there; also while a scan has removed tracks
-that the index, rebuilt at the next regroup, still holds."""
+that the index, rebuilt at the next regroup, still holds. It finds artists by a text anywhere in
+their name in the names kept in one text (media.catalog.ArtistNames), as LIKE finds them."""
 
 from __future__ import annotations
 
@@ -64,3 +65,42 @@ def test_tracks_removed_before_the_regroup_are_not_found(db):
         assert found == _joined(db, q, 20), q
         assert not set(found) & set(best[::3])
     assert len(catalog.search_ids(db, "ra", 20)["tracks"]) == 20
+
+
+NAMES = ["The Beatles", "BEYONCÉ", "Beyoncé", "Émile", "émile", "50% off", "a_b", "back\\slash", "two\nlines",
+         "Ünïcode ß", "beat it", "", "x"]
+NEEDLES = ["beat", "BEAT", "eat", "é", "É", "émile", "ÉMILE", "%", "50%", "_", "a_b", "\\", "\n", "o\nl", "s\nb",
+           "ß", "SS", "x", "les", "The Beatles", "the beatles ", "n", "e", "nothing", "s\nB"]
+
+
+def test_artist_names_hold_a_text_as_like_finds_it(db):
+    db.execute("DELETE FROM artists")
+    db.conn.executemany("INSERT INTO artists (id, name, album_count, track_count) VALUES (?, ?, 0, 0)",
+                        [(f"a{n}", name) for n, name in enumerate(NAMES)] + [("null", None)])
+    names = catalog.ArtistNames(db)
+    for needle in NEEDLES:
+        like = {r for (r,) in db.execute("SELECT id FROM artists WHERE name LIKE ? ESCAPE '\\'",
+                                         [catalog._like(needle)])}
+        assert set(names.holding(needle, 99)) == like, repr(needle)
+        assert len(names.holding(needle, 99)) == len(like)  # each name once
+    assert set(names.holding("é", 99)) == {"a2", "a4"}  # LIKE folds ASCII letters only
+    assert names.holding("o\nl", 99) == ["a8"] and names.holding("s\nb", 99) == []  # never across two names
+
+
+@pytest.mark.parametrize("q", ["Beat", "é", "50%", "a_b", "ra", "lu ka", "o l"])
+def test_search_finds_the_same_artists_with_the_names_kept(db, q):
+    db.conn.executemany("INSERT INTO artists (id, name, album_count, track_count) VALUES (?, ?, 0, 0)",
+                        [(f"a{n}", name) for n, name in enumerate(NAMES)])
+    found = catalog.search_ids(db, q, 20, catalog.ArtistNames(db))
+    assert found == catalog.search_ids(db, q, 20)
+    if q in ("Beat", "é", "50%"):  # names no track's words hold: found by the kept names alone
+        assert found["artists"]
+
+
+def test_a_text_many_names_hold_is_left_to_like(db):
+    db.execute("DELETE FROM artists")
+    db.conn.executemany("INSERT INTO artists (id, name, album_count, track_count) VALUES (?, ?, 0, 0)",
+                        [(f"a{n}", f"name {n}") for n in range(30)])
+    names = catalog.ArtistNames(db)
+    assert len(names.holding("name", 30)) == 30 and names.holding("name", 29) is None
+    assert names.holding("name 2", 29) == ["a2", "a20", "a21", "a22", "a23", "a24", "a25", "a26", "a27", "a28", "a29"]
