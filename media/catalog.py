@@ -37,7 +37,7 @@ from media.tags import TAGS_VERSION
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -230,9 +230,19 @@ def _migrate_12(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_tracks_artist_id_album_id ON tracks (artist_id, album_id)")
 
 
+def _migrate_13(db: sqlite_utils.Database) -> None:
+    """The tracks' index on artist_id holds their album artist's id before the album's, so the
+    albums an artist plays on among others' (APPEARS_ON) are two ranges of it, around the
+    artist's own id, which hold only those tracks: the artist's tracks on its own albums (most of
+    them) are not read."""
+    db.execute("DROP INDEX IF EXISTS idx_tracks_artist_id_album_id")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_tracks_artist_album_artist_album "
+               "ON tracks (artist_id, album_artist_id, album_id)")
+
+
 MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
               6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9, 10: _migrate_10,
-              11: _migrate_11, 12: _migrate_12}
+              11: _migrate_11, 12: _migrate_12, 13: _migrate_13}
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -543,10 +553,16 @@ def list_albums(db: sqlite_utils.Database, *, q: str | None = None, artist: str 
     return [client_album(r) for r in items], total
 
 
-# An artist's albums, and the albums of others that this artist plays on (compilations, features):
-# conditions on the albums (`a`), with the artist's id as :artist, and their order.
-ARTIST_ALBUMS = {"albums": "a.artist_id = :artist",
-                 "appears_on": "a.artist_id != :artist AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = :artist)"}
+# The albums of others that an artist plays on (compilations, features), a condition on the albums
+# (`a`) with the artist's id as :artist. An album's tracks share its album artist (its id is made
+# from it: media.ids), so those albums are the ones of the artist's tracks whose album artist is
+# another: two ranges of the tracks' index around the artist's own id (migration 13), and NULL.
+APPEARS_ON = ("a.artist_id != :artist AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = :artist "
+              "AND album_artist_id < :artist UNION ALL SELECT album_id FROM tracks WHERE artist_id = :artist "
+              "AND album_artist_id > :artist UNION ALL SELECT album_id FROM tracks WHERE artist_id = :artist "
+              "AND album_artist_id IS NULL)")
+# An artist's albums, and those it appears on: conditions on the albums, and their order.
+ARTIST_ALBUMS = {"albums": "a.artist_id = :artist", "appears_on": APPEARS_ON}
 ARTIST_ALBUM_ORDER = "a.year, a.title COLLATE NOCASE"
 
 

@@ -58,3 +58,17 @@ def test_links_may_not_hide_a_field_nor_depend_on_a_missing_one():
         album_json.album_object({"title": ("/x/{id}", None)})
     with pytest.raises(ValueError):
         album_json.album_object({"cover": ("/x/{id}", "no_such_field")})
+
+
+def test_appears_on_reads_the_index_around_the_artist_and_finds_what_the_tracks_say(db):
+    plain = "a.artist_id != :artist AND a.id IN (SELECT album_id FROM tracks WHERE artist_id = :artist)"
+    found = {}
+    for (artist_id,) in db.execute("SELECT id FROM artists").fetchall():
+        ids = [db.execute(f"SELECT a.id FROM albums a WHERE {where} ORDER BY a.id", {"artist": artist_id}).fetchall()
+               for where in (plain, catalog.APPEARS_ON)]
+        assert ids[0] == ids[1], artist_id
+        found[artist_id] = ids[0]
+    assert any(found.values())
+    plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN SELECT a.id FROM albums a WHERE "
+                                                 f"{catalog.APPEARS_ON}", {"artist": "x"}))
+    assert "album_artist_id<?" in plan and "album_artist_id>?" in plan
