@@ -1076,7 +1076,7 @@ class Catalog:
 
     async def _found(self, q: str, limit: int) -> dict[str, list[Any]]:
         async def find() -> dict[str, list[Any]]:
-            return await self.db.read(search_ids, q, limit, await self.kept("artist names", ArtistNames))
+            return await self.db.read(search_ids, q, limit, await self.kept("artist names", ArtistNames), beside=True)
 
         return await self._searches.get((q, limit), self._generation, find)
 

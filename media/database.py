@@ -126,7 +126,7 @@ class _ReadQueue:
         self.stopping = False
         self.threads: list[threading.Thread] = []
 
-    def submit(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> Future:
+    def submit(self, fn: Callable[..., T], args: tuple, kwargs: dict, beside: bool = False) -> Future:
         future: Future = Future()
         with self.lock:
             if self.stopping:
@@ -137,11 +137,11 @@ class _ReadQueue:
                                  for n in range(self.spares)]
                 for thread in self.threads:
                     thread.start()
-            self.waiting.append((future, fn, args, kwargs))
+            self.waiting.append((future, fn, args, kwargs, beside))
             if self.main_idle:
                 self.main_wakes.notify()
-            elif self.spares_asleep:  # the main thread is on a read: a spare keeps an eye on the clock
-                self.spare_wakes.notify()
+            elif self.spares_asleep or beside:  # the main thread is on a read: a spare keeps an eye on the
+                self.spare_wakes.notify()  # clock, or takes a read that may run beside it
         return future
 
     def _main(self) -> None:
@@ -166,8 +166,9 @@ class _ReadQueue:
                         return
                     if self.waiting and self.main_since is not None:
                         left = self.main_since + self.spare_after - time.monotonic()
-                        if left <= 0:
-                            item = self.waiting.popleft()
+                        beside = next((n for n, waiting in enumerate(self.waiting) if waiting[4]), None)
+                        if left <= 0 or beside is not None:
+                            item = self.waiting.popleft() if beside is None or left <= 0 else self._take(beside)
                             if self.waiting and self.spares_asleep:
                                 self.spare_wakes.notify()
                             break
@@ -178,6 +179,11 @@ class _ReadQueue:
                         self.spares_asleep -= 1
             _run(item)
 
+    def _take(self, n: int) -> tuple:
+        item = self.waiting[n]
+        del self.waiting[n]
+        return item
+
     def stop(self) -> None:
         with self.lock:
             self.stopping = True
@@ -185,8 +191,8 @@ class _ReadQueue:
             self.spare_wakes.notify_all()
 
 
-def _run(item: tuple[Future, Callable[..., Any], tuple, dict]) -> None:
-    future, fn, args, kwargs = item
+def _run(item: tuple[Future, Callable[..., Any], tuple, dict, bool]) -> None:
+    future, fn, args, kwargs, _ = item
     if not future.set_running_or_notify_cancel():
         return  # its caller went away
     try:
@@ -206,6 +212,10 @@ class _Reads(Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future:
         return self._queue.submit(fn, args, kwargs)
+
+    def submit_beside(self, fn: Callable[..., T], /, *args: Any) -> Future:
+        """A read a spare may run at once beside the main thread's (see Database.read)."""
+        return self._queue.submit(fn, args, {}, beside=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._queue.stop()
@@ -307,7 +317,12 @@ class Database:
         with db.conn:  # one transaction per write call: all of it or nothing
             return fn(db, *args)
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+    async def read(self, fn: Callable[..., T], *args: Any, beside: bool = False) -> T:
+        """fn(db, *args) on a reader thread. `beside`: a read that is mostly one long step of
+        SQLite's (a search's ranking), which holds no GIL, so a spare runs it at once beside the
+        main thread's read rather than after it (READERS)."""
+        if beside and isinstance(self._readers, _Reads):
+            return await asyncio.wrap_future(self._readers.submit_beside(self._run_read, fn, *args))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, partial(self._run_read, fn, *args))
 

@@ -1,5 +1,6 @@
 """media.database's reader threads (issue 15): one main thread takes every read; a spare takes
-the waiting ones only while the main thread has been on one read for SPARE_AFTER seconds."""
+the waiting ones only while the main thread has been on one read for SPARE_AFTER seconds, and a
+read asked to run beside at once."""
 
 from __future__ import annotations
 
@@ -79,6 +80,20 @@ async def test_errors_reach_the_caller_and_a_cancelled_read_is_not_run(db):
     release.set()
     assert await held is True
     assert await db.read(lambda _db: 7) == 7 and ran == []
+
+
+async def test_a_read_beside_runs_at_once_on_the_spare(db):
+    held, release = await _held(db, _thread)
+    queue = db._readers._queue
+    queue.spare_after = 60  # a plain read would wait for the main thread
+    plain = asyncio.ensure_future(db.read(_thread))
+    await until(lambda: len(queue.waiting) == 1, "the plain read queued")
+    # Asked after the plain one, the read beside runs first, on the spare, while the main thread
+    # is still held.
+    assert await asyncio.wait_for(db.read(_thread, beside=True), 10) == "db-read-spare-1"
+    assert not plain.done() and not held.done()
+    release.set()
+    assert await held == "db-read-main" and await plain == "db-read-main"
 
 
 def test_close_and_a_dropped_executor_stop_their_threads(tmp_path):
