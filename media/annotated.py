@@ -20,15 +20,24 @@ from media.catalog import ALBUM_FIELDS, ALBUM_REALS, ARTIST_FIELDS, TRACK_COLUMN
 # A track's own columns (with its gain's), plus where its file is (for `path`, `suffix` and its folder).
 SONG_COLUMNS = (*TRACK_COLUMNS, "album_artist_id", "path", "dir", "mbid")
 
+def _rating(kind: str, item: str) -> str:
+    """The listener's rating of the item, looked up only if they rated any of its kind (SQLite
+    works an uncorrelated subquery out once a statement): most listeners never rate, and the
+    lookup was a fifth of a page of songs' SQL."""
+    return (f"CASE WHEN (SELECT 1 FROM ratings WHERE user_id = :user AND kind = '{kind}' LIMIT 1) THEN "
+            f"(SELECT rating FROM ratings WHERE user_id = :user AND kind = '{kind}' AND item_id = {item}) END")
+
+
 _SONG = (", ".join(f"t.{c}" for c in SONG_COLUMNS) + ", "
          "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'tracks' AND item_id = t.id) AS starred, "
-         "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'tracks' AND item_id = t.id) AS user_rating, "
-         # The listener's play totals (media.listeners): one row per track played.
-         "coalesce((SELECT plays FROM play_totals WHERE user_id = :user AND track_id = t.id), 0) AS play_count, "
-         "(SELECT last_played FROM play_totals WHERE user_id = :user AND track_id = t.id) AS played")
+         f"{_rating('tracks', 't.id')} AS user_rating, "
+         # The listener's play totals (media.listeners): one row per track played, both figures
+         # from one seek (_SONG_FROM).
+         "coalesce(p.plays, 0) AS play_count, p.last_played AS played")
+_SONG_FROM = "tracks t LEFT JOIN play_totals p ON p.user_id = :user AND p.track_id = t.id"
 _ALBUM = (", ".join(f"a.{c}" for c in ALBUM_FIELDS) + ", "
           "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS starred, "
-          "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS user_rating, "
+          f"{_rating('albums', 'a.id')} AS user_rating, "
           # The listener's totals per album (media.listeners keeps them with the plays, and again
           # after every regroup): one seek, where summing the album's tracks' totals took one per
           # track. Both figures at once, "COUNT LAST" (_unpacked).
@@ -37,13 +46,13 @@ _ALBUM = (", ".join(f"a.{c}" for c in ALBUM_FIELDS) + ", "
 _ALBUM_NAMES = (*ALBUM_FIELDS, "starred", "user_rating", "plays_packed")  # _ALBUM's columns
 _ARTIST = (", ".join(f"r.{c}" for c in ARTIST_FIELDS) + ", "
            "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS starred, "
-           "(SELECT rating FROM ratings WHERE user_id = :user AND kind = 'artists' AND item_id = r.id) AS user_rating")
+           f"{_rating('artists', 'r.id')} AS user_rating")
 
 
 def songs(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,
           order: str = "t.rowid", limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
     """Tracks (`t`) matching `where` (named parameters in `params`), in `order`."""
-    return _select(db, f"SELECT {_SONG} FROM tracks t WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
+    return _select(db, f"SELECT {_SONG} FROM {_SONG_FROM} WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
                    user_id, params, limit, offset)
 
 

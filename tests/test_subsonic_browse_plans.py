@@ -53,9 +53,21 @@ def test_each_list_walks_an_index_in_its_order(db, name):
 def test_a_listener_s_columns_seek_per_item_not_per_play(db):
     """Each album's plays are one seek by (user_id, album_id), each song's by (user_id, track_id)."""
     album_steps = plan(db, f"SELECT {annotated._ALBUM} FROM albums a LIMIT 5")
-    song_steps = plan(db, f"SELECT {annotated._SONG} FROM tracks t LIMIT 5")
+    song_steps = plan(db, f"SELECT {annotated._SONG} FROM {annotated._SONG_FROM} LIMIT 5")
     assert any(step.startswith("SEARCH p USING PRIMARY KEY (user_id=? AND album_id=?)") for step in album_steps), \
         album_steps
     assert not any("tracks" in step or "SCAN p" in step for step in album_steps), album_steps
-    plays = [step for step in song_steps if "play_totals" in step]
-    assert plays and all("user_id=? AND track_id=?" in step for step in plays), plays
+    plays = [step for step in song_steps if step.startswith("SEARCH p ")]  # the play totals, joined
+    assert plays and all("PRIMARY KEY (user_id=? AND track_id=?)" in step for step in plays), song_steps
+
+
+def test_ratings_are_looked_up_only_for_a_listener_who_rated_that_kind(db):
+    db.execute("INSERT INTO artists (id, name, album_count, track_count) VALUES ('r1', 'One', 0, 0), "
+               "('r2', 'Two', 0, 0)")
+    db.execute("INSERT INTO ratings (user_id, kind, item_id, rating, updated_at) VALUES "
+               "('u', 'artists', 'r2', 4, 'now'), ('u', 'albums', 'r1', 5, 'now')")
+    found = {r["id"]: r["user_rating"] for r in annotated.artists(db, "u")}
+    assert found == {"r1": None, "r2": 4}  # an album's rating with the same id is not the artist's
+    assert {r["user_rating"] for r in annotated.artists(db, "someone else")} == {None}
+    steps = plan(db, f"SELECT {annotated._SONG} FROM {annotated._SONG_FROM} LIMIT 5")
+    assert any(step.startswith("SCALAR SUBQUERY") for step in steps), steps  # once a statement

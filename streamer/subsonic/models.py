@@ -9,6 +9,7 @@ first album's cover). A folder of the library is `dir-` and a hash of its path (
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import posixpath
 from typing import Any
@@ -19,6 +20,7 @@ from media.catalog import gain
 ROOT_FOLDER = "dir-root"
 
 
+@functools.lru_cache(maxsize=4096)  # an album's songs share their folder: one hash for all of them
 def folder_id(relative_dir: str) -> str:
     """The id of a folder of the library, from its path inside it ("" is the library itself)."""
     if not relative_dir or relative_dir == ".":  # "." : a track at the top (media.catalog.effective)
@@ -27,10 +29,11 @@ def folder_id(relative_dir: str) -> str:
 
 
 def song(row: dict[str, Any]) -> dict[str, Any]:
-    """A track as a Subsonic Child (a song)."""
+    """A track as a Subsonic Child (a song). (It runs for every song of an answer, 100 a page for
+    an app syncing the library: its absent values are taken out by name, _SONG_ABSENT.)"""
     suffix = posixpath.splitext(row["path"])[1].lstrip(".").lower() or row["container"]
     artists = [{"id": row["artist_id"], "name": row["artist"]}] if row["artist_id"] else []
-    return _present({
+    return _without(_SONG_ABSENT, {
         "id": row["id"], "parent": folder_id(row["dir"]), "isDir": False, "title": row["title"],
         "album": row["album"], "artist": row["artist"], "track": row["track_number"] or None,
         "discNumber": row["disc_number"] or None, "year": row["year"] or None, "genre": row["genre"] or None,
@@ -49,6 +52,20 @@ def song(row: dict[str, Any]) -> dict[str, Any]:
     })
 
 
+# The fields of song() that may be absent (None); every other one always has a value.
+_SONG_ABSENT = ("title", "album", "artist", "track", "discNumber", "year", "genre", "size", "suffix", "bitRate",
+                "samplingRate", "channelCount", "path", "played", "starred", "userRating", "albumId", "artistId",
+                "created", "displayArtist", "displayAlbumArtist")
+
+
+def _without(absent: tuple[str, ...], fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` without those of `absent` that are None."""
+    for key in absent:
+        if fields[key] is None:
+            del fields[key]
+    return fields
+
+
 # media.catalog.gain's names -> the spec's.
 _GAIN_NAMES = {"track": "trackGain", "track_peak": "trackPeak", "album": "albumGain", "album_peak": "albumPeak"}
 
@@ -56,8 +73,8 @@ _GAIN_NAMES = {"track": "trackGain", "track_peak": "trackPeak", "album": "albumG
 def replay_gain(row: dict[str, Any]) -> dict[str, float]:
     """OpenSubsonic's replayGain (always present, maybe empty): the gain the JSON API answers too
     (media.catalog.gain: the file's tags, else the server's measurement), its absent values left out."""
-    return {_GAIN_NAMES[name]: value for name, value in gain(row).items()
-            if name in _GAIN_NAMES and value is not None}
+    found = gain(row)
+    return {key: found[name] for name, key in _GAIN_NAMES.items() if found[name] is not None}
 
 
 def _album_artists(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -68,7 +85,7 @@ def _album_artists(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 def album(row: dict[str, Any], songs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """An album as an AlbumID3 (with its songs, for getAlbum)."""
-    out = _present({
+    out = _without(_ALBUM_ABSENT, {
         "id": row["id"], "name": row["title"], "artist": row["artist"], "artistId": row["artist_id"] or None,
         "coverArt": f"al-{row['id']}", "songCount": row["track_count"] or 0,
         "duration": round(row["duration"] or 0), "playCount": row.get("play_count") or 0,
@@ -82,6 +99,10 @@ def album(row: dict[str, Any], songs: list[dict[str, Any]] | None = None) -> dic
     if songs is not None:
         out["song"] = [song(s) for s in songs]
     return out
+
+
+_ALBUM_ABSENT = ("name", "artist", "artistId", "played", "created", "starred", "year", "genre", "userRating",
+                 "displayArtist")  # the fields of album() that may be None
 
 
 def artist(row: dict[str, Any], albums: list[dict[str, Any]] | None = None) -> dict[str, Any]:
