@@ -15,7 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from media import one_step
-from media.catalog import ALBUM_FIELDS, ALBUM_REALS, ARTIST_FIELDS, TRACK_COLUMNS
+from media.catalog import ALBUM_FIELDS, ALBUM_REALS, ARTIST_FIELDS, TRACK_COLUMNS, TRACK_REALS
 
 # A track's own columns (with its gain's), plus where its file is (for `path`, `suffix` and its folder).
 SONG_COLUMNS = (*TRACK_COLUMNS, "album_artist_id", "path", "dir", "mbid")
@@ -35,6 +35,7 @@ _SONG = (", ".join(f"t.{c}" for c in SONG_COLUMNS) + ", "
          # from one seek (_SONG_FROM).
          "coalesce(p.plays, 0) AS play_count, p.last_played AS played")
 _SONG_FROM = "tracks t LEFT JOIN play_totals p ON p.user_id = :user AND p.track_id = t.id"
+_SONG_NAMES = (*SONG_COLUMNS, "starred", "user_rating", "play_count", "played")  # _SONG's columns
 _ALBUM = (", ".join(f"a.{c}" for c in ALBUM_FIELDS) + ", "
           "(SELECT created_at FROM favorites WHERE user_id = :user AND kind = 'albums' AND item_id = a.id) AS starred, "
           f"{_rating('albums', 'a.id')} AS user_rating, "
@@ -51,9 +52,13 @@ _ARTIST = (", ".join(f"r.{c}" for c in ARTIST_FIELDS) + ", "
 
 def songs(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,
           order: str = "t.rowid", limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
-    """Tracks (`t`) matching `where` (named parameters in `params`), in `order`."""
-    return _select(db, f"SELECT {_SONG} FROM {_SONG_FROM} WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
-                   user_id, params, limit, offset)
+    """Tracks (`t`) matching `where` (named parameters in `params`), in `order`, read in one step
+    (media.one_step)."""
+    rows = one_step.rows(db, f"SELECT {_SONG} FROM {_SONG_FROM} WHERE {where} ORDER BY {order} "
+                             "LIMIT :limit OFFSET :offset",
+                         {**(params or {}), "user": user_id, "limit": limit, "offset": offset}, _SONG_NAMES,
+                         TRACK_REALS)
+    return [dict(zip(_SONG_NAMES, row)) for row in rows]
 
 
 def albums(db: sqlite_utils.Database, user_id: str, where: str = "1", params: dict[str, Any] | None = None,

@@ -272,17 +272,18 @@ _ALBUM_ORDERS = {
     "byGenre": ("a.genre = :genre", "a.id"),
     "byYear": ("a.year BETWEEN :low AND :high", "a.year, a.id"),
 }
-# Lists in an order of the listener's own data: the ids of a page.
+# Lists in an order of the listener's own data: the ids of a page (`id`), read in one step
+# (media.one_step: a cursor hands the GIL over at every row).
 _ALBUM_IDS = {
-    "starred": "SELECT f.item_id FROM favorites f JOIN albums a ON a.id = f.item_id WHERE f.user_id = :user "
+    "starred": "SELECT f.item_id AS id FROM favorites f JOIN albums a ON a.id = f.item_id WHERE f.user_id = :user "
                "AND f.kind = 'albums' ORDER BY f.created_at DESC, f.item_id LIMIT :limit OFFSET :offset",
-    "highest": "SELECT r.item_id FROM ratings r JOIN albums a ON a.id = r.item_id WHERE r.user_id = :user "
+    "highest": "SELECT r.item_id AS id FROM ratings r JOIN albums a ON a.id = r.item_id WHERE r.user_id = :user "
                "AND r.kind = 'albums' ORDER BY r.rating DESC, r.updated_at DESC, r.item_id "
                "LIMIT :limit OFFSET :offset",
     # The listener's totals per album (media.listeners), most played first: the page, however much
     # was played (counting the plays per request took 150-290 ms at 44,000 tracks played). The
     # index alone (see before _recent_album_ids).
-    "frequent": "SELECT album_id FROM album_plays WHERE user_id = :user ORDER BY plays DESC, album_id "
+    "frequent": "SELECT album_id AS id FROM album_plays WHERE user_id = :user ORDER BY plays DESC, album_id "
                 "LIMIT :limit OFFSET :offset",
 }
 ALBUM_LISTS = ("random", "recent", *_ALBUM_ORDERS, *_ALBUM_IDS)
@@ -297,7 +298,7 @@ def album_list(db: sqlite_utils.Database, user_id: str, kind: str, size: int, of
         return annotated.albums_by_id(db, user_id, _recent_album_ids(db, user_id, size, offset))
     if kind in _ALBUM_IDS:
         page = {"user": user_id, "limit": size, "offset": offset}
-        return annotated.albums_by_id(db, user_id, [r for (r,) in db.execute(_ALBUM_IDS[kind], page)])
+        return annotated.albums_by_id(db, user_id, one_step.column(db, _ALBUM_IDS[kind], page, "id"))
     where, order = _ALBUM_ORDERS[kind]
     params: dict[str, Any] = {"genre": genre}
     if years is not None:
@@ -324,8 +325,8 @@ def played_albums(db: sqlite_utils.Database, user_id: str, kind: str, size: int,
 def _recent_album_ids(db: sqlite_utils.Database, user_id: str, size: int, offset: int) -> list[str]:
     """The albums of the listener's latest plays, the last played first: their totals per album
     (media.listeners) by when each was last played, a page of the index on it."""
-    return [r for (r,) in db.execute("SELECT album_id FROM album_plays WHERE user_id = ? "
-                                     "ORDER BY last_played DESC, album_id LIMIT ? OFFSET ?", [user_id, size, offset])]
+    return one_step.column(db, "SELECT album_id FROM album_plays WHERE user_id = ? ORDER BY last_played DESC, "
+                               "album_id LIMIT ? OFFSET ?", [user_id, size, offset], "album_id")
 
 
 def songs_by_genre(db: sqlite_utils.Database, user_id: str, genre: str, count: int,
@@ -389,7 +390,8 @@ def _by_id(db: sqlite_utils.Database, table: str, count: int, offset: int, marks
     if marks is None:
         return [r for (r,) in db.execute(f"SELECT id FROM {table} ORDER BY id LIMIT ? OFFSET ?", [count, offset])]
     rowids = page_rowids(db, marks, False, count, offset)
-    found = dict(db.execute(f"SELECT rowid, id FROM {table} WHERE rowid IN ({', '.join('?' * len(rowids))})", rowids))
+    found = dict(one_step.rows(db, f"SELECT rowid AS rowid_, id FROM {table} WHERE rowid IN "
+                                   f"({', '.join('?' * len(rowids))})", rowids, ("rowid_", "id")))
     return [found[r] for r in rowids if r in found]
 
 

@@ -56,8 +56,9 @@ def rows(db: sqlite_utils.Database, select: str, params: Iterable[Any] | dict[st
     return orjson.loads(found)
 
 
-def column(db: sqlite_utils.Database, select: str, params: Iterable[Any], name: str) -> list[Any]:
+def column(db: sqlite_utils.Database, select: str, params: Iterable[Any] | dict[str, Any], name: str) -> list[Any]:
     """The values of `select`'s result column `name`, integers or texts (rowids, ids), in its
     order, in one step."""
-    found = db.execute(f"SELECT json_group_array({name}) FROM ({select})", list(params)).fetchone()[0]
+    params = params if isinstance(params, dict) else list(params)
+    found = db.execute(f"SELECT json_group_array({name}) FROM ({select})", params).fetchone()[0]
     return orjson.loads(found)
