@@ -10,10 +10,11 @@ tracks under 32 readers: 1.3 times the requests a second, p99 0.78-0.81 of what 
 Each object is the one media.catalog.client_track makes, key for key and in its order, then the
 `extra` fields and the door's `links` (texts made from the base URL and the track's id: the door
 says which, streamer.api.catalog.TRACK_LINKS); tests/test_track_json.py holds the two equal, key
-order, types and values, for every kind of row (a number may be spelled otherwise: 3.0e-05). SQLite writes a float with 15 significant digits, which reads back
-as the float kept because the catalog keeps every float so (media.catalog.clean_float). The
-measured gain is rounded by SQLite's round(), which gives Python's on the loudness the server
-writes (2 decimals: media.loudness) but not on every float (at 3 decimals, 5% differ by 0.01).
+order, types and values, for every kind of row (a number may be spelled otherwise: 3.0e-05).
+SQLite writes a float with 15 significant digits, which reads back as the float kept because the
+catalog keeps every float so (media.catalog.clean_float). The measured gain is rounded by
+SQLite's round(), which gives Python's on the loudness the server writes (2 decimals:
+media.loudness) but not on every float (at 3 decimals, 5% differ by 0.01).
 """
 
 from __future__ import annotations
