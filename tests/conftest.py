@@ -6,15 +6,17 @@ import asyncio
 import random
 import shutil
 import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from config import Settings
-from media import find_ffmpeg
+from media import catalog, find_ffmpeg
 from media.demo import make_demo_library
 from streamer import create_app
 from streamer.delivery.lane import LaneRunner
@@ -117,6 +119,15 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def catalog_of(path: Path, tracks: list[dict]) -> sqlite_utils.Database:
+    """A catalog file at `path` holding `tracks` (rows as a scan saves them), regrouped."""
+    database = sqlite_utils.Database(sqlite3.connect(path))
+    catalog.migrate(database)
+    catalog.save_scanned(database, tracks, [])
+    catalog.regroup(database)
+    return database
 
 
 def settings_for(library: Path, data_dir: Path, **overrides) -> Settings:

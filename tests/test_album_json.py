@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 
 import orjson
 import pytest
 
 from media import album_json, catalog
 from streamer.api.catalog import ALBUM_LINKS, album_out
-from tests.test_track_json import BASE, _pairs, db  # noqa: F401 (db: the fixture, 600 varied tracks)
+from tests.conftest import catalog_of
+from tests.test_track_json import BASE, _pairs, _track
+
+
+@pytest.fixture
+def db(tmp_path):
+    """600 varied tracks (tests/test_track_json.py): compilations, covers or none, odd texts."""
+    rng = random.Random(22)
+    return catalog_of(tmp_path / "catalog.db", [_track(n, rng) for n in range(600)])
 
 
 def _made(db, artist_id: str) -> dict:

@@ -7,14 +7,13 @@ read, equal a count of the plays."""
 from __future__ import annotations
 
 import random
-import sqlite3
 
 import pytest
 import sqlite_utils
 
 from media import browse, catalog, listeners
 from streamer.http.keys import CATALOG
-from tests.conftest import make_user
+from tests.conftest import catalog_of, make_user
 
 GENRES = ["Rock", "rock", "Jazz", None]
 
@@ -34,12 +33,8 @@ def _track(n: int, rng: random.Random) -> dict:
 
 @pytest.fixture
 def db(tmp_path) -> sqlite_utils.Database:
-    database = sqlite_utils.Database(sqlite3.connect(tmp_path / "catalog.db"))
-    catalog.migrate(database)
     rng = random.Random(15)
-    catalog.save_scanned(database, [_track(n, rng) for n in range(70)], [])
-    catalog.regroup(database)
-    return database
+    return catalog_of(tmp_path / "catalog.db", [_track(n, rng) for n in range(70)])
 
 
 ORDERS = [("tracks", catalog._TRACK_SORTS, catalog.list_tracks, catalog.TRACK_FIELDS),

@@ -6,13 +6,13 @@ their name in the names kept in one text (media.catalog.ArtistNames), as LIKE fi
 from __future__ import annotations
 
 import random
-import sqlite3
 
 import pytest
 import sqlite_utils
 
 from media import catalog
 from media.catalog import fts_query
+from tests.conftest import catalog_of
 
 WORDS = [f"{a}{b}{c}" for a in ("ra", "ro", "lu") for b in ("n", "s", "ka") for c in ("", "a", "ne", "mira")]
 
@@ -29,12 +29,8 @@ def _track(n: int, rng: random.Random) -> dict:
 
 @pytest.fixture
 def db(tmp_path) -> sqlite_utils.Database:
-    database = sqlite_utils.Database(sqlite3.connect(tmp_path / "catalog.db"))
-    catalog.migrate(database)
     rng = random.Random(15)
-    catalog.save_scanned(database, [_track(n, rng) for n in range(1500)], [])
-    catalog.regroup(database)
-    return database
+    return catalog_of(tmp_path / "catalog.db", [_track(n, rng) for n in range(1500)])
 
 
 def _joined(db: sqlite_utils.Database, q: str, limit: int) -> list[int]:

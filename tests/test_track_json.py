@@ -15,6 +15,7 @@ import sqlite_utils
 
 from media import browse, catalog, loudness, track_json
 from streamer.api.catalog import TRACK_LINKS, track_out
+from tests.conftest import catalog_of
 
 BASE = "http://host:8080/under 'quotes'"
 TEXTS = ["plain", "Beyoncé — 東京 🎵", 'quote " backslash \\ slash /', "tab\tnew\nline\x01\x1f\x7f", "", "\u2028"]
@@ -39,12 +40,9 @@ def _track(n: int, rng: random.Random) -> dict:
 
 @pytest.fixture
 def db(tmp_path) -> sqlite_utils.Database:
-    database = sqlite_utils.Database(sqlite3.connect(tmp_path / "catalog.db"))
-    catalog.migrate(database)
     rng = random.Random(22)
     tracks = [_track(n, rng) for n in range(600)]
-    catalog.save_scanned(database, tracks, [])
-    catalog.regroup(database)
+    database = catalog_of(tmp_path / "catalog.db", tracks)
     measured = [{"id": t["id"], "loudness": rng.choice([round(rng.uniform(-40, -3), 2), -70.0, math.inf]),
                  "loudness_peak": rng.choice([round(rng.uniform(0, 2), 3), None, -math.inf]),
                  "album_loudness": rng.choice([None, round(rng.uniform(-30, -5), 2)]),
