@@ -25,9 +25,9 @@ import orjson
 import sqlite_utils
 
 from media import annotated, one_step, track_json
-from media.catalog import (ALBUM_FIELDS, ALBUM_REALS, APPEARS_ON, ARTIST_FIELDS, DISC_ORDER, TRACK_COLUMNS,
-                           TRACK_REALS, Bookmarks, client_album, client_track, fts_query, page_rowids,
-                           tracks_where)
+from media.catalog import (ALBUM_FIELDS, ALBUM_REALS, ARTIST_ALBUM_ORDER, ARTIST_ALBUMS, ARTIST_FIELDS,
+                           DISC_ORDER, TRACK_COLUMNS, TRACK_REALS, Bookmarks, client_album, client_track,
+                           fts_query, page_rowids, tracks_where)
 from media.errors import NotFound
 from media.library_paths import is_library_relpath
 
@@ -500,10 +500,8 @@ def similar_artist_ids(db: sqlite_utils.Database, artist_id: str, count: int) ->
 
 def artist_albums(db: sqlite_utils.Database, user_id: str, artist_id: str) -> list[dict[str, Any]]:
     """An artist's own albums by year, then the albums of others they play on."""
-    own = annotated.albums(db, user_id, "a.artist_id = :artist", {"artist": artist_id},
-                           "a.year, a.title COLLATE NOCASE, a.id")
-    others = annotated.albums(db, user_id, APPEARS_ON, {"artist": artist_id}, "a.year, a.title COLLATE NOCASE, a.id")
-    return own + others
+    return [album for where in ARTIST_ALBUMS.values()
+            for album in annotated.albums(db, user_id, where, {"artist": artist_id}, ARTIST_ALBUM_ORDER)]
 
 
 def album_songs(db: sqlite_utils.Database, user_id: str, album_id: str) -> list[dict[str, Any]]:

@@ -563,7 +563,7 @@ APPEARS_ON = ("a.artist_id != :artist AND a.id IN (SELECT album_id FROM tracks W
               "AND album_artist_id IS NULL)")
 # An artist's albums, and those it appears on: conditions on the albums, and their order.
 ARTIST_ALBUMS = {"albums": "a.artist_id = :artist", "appears_on": APPEARS_ON}
-ARTIST_ALBUM_ORDER = "a.year, a.title COLLATE NOCASE"
+ARTIST_ALBUM_ORDER = "a.year, a.title COLLATE NOCASE, a.id"
 
 
 def get_artist(db: sqlite_utils.Database, artist_id: str,
@@ -618,7 +618,8 @@ class ArtistNames:
     def __init__(self, db: sqlite_utils.Database) -> None:
         rows = db.execute("SELECT id, name FROM artists WHERE name IS NOT NULL").fetchall()
         self.ids = [artist_id for artist_id, _ in rows]
-        names = [name.translate(self._FOLD) for _, name in rows]
+        # LIKE reads a text up to its first NUL (a tag may hold one): so do these.
+        names = [name.partition("\0")[0].translate(self._FOLD) for _, name in rows]
         self.text = "\n".join(names)
         self.ends, end = [], -1
         for name in names:
@@ -981,12 +982,13 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
-    async def kept(self, name: Hashable, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    async def kept(self, name: Hashable, fn: Callable[[sqlite_utils.Database], T], beside: bool = False) -> T:
         """fn(db), kept under `name` and worked out again only after the catalog changed (its
         generation moved on): what needs a pass over the library (media.browse.stats, the
-        folders, the bookmarks of an order), shared by every door that asks for it."""
+        folders, the bookmarks of an order), shared by every door that asks for it. `beside`:
+        see Database.read."""
         # The generation before reading: a change during the read makes it stale at once.
-        return await self._kept.get(name, self._generation, lambda: self.db.read(fn))
+        return await self._kept.get(name, self._generation, lambda: self.db.read(fn, beside=beside))
 
     async def until_written(self, key: Hashable, fn: Callable[..., T], *args: Any) -> T:
         """fn(db, *args), kept under `key` until this process commits a write or the catalog
@@ -1076,7 +1078,8 @@ class Catalog:
 
     async def _found(self, q: str, limit: int) -> dict[str, list[Any]]:
         async def find() -> dict[str, list[Any]]:
-            return await self.db.read(search_ids, q, limit, await self.kept("artist names", ArtistNames), beside=True)
+            names = await self.kept("artist names", ArtistNames, beside=True)
+            return await self.db.read(search_ids, q, limit, names, beside=True)
 
         return await self._searches.get((q, limit), self._generation, find)
 

@@ -119,7 +119,7 @@ class _ReadQueue:
         self.lock = threading.Lock()
         self.main_wakes = threading.Condition(self.lock)
         self.spare_wakes = threading.Condition(self.lock)
-        self.waiting: collections.deque = collections.deque()  # (future, fn, args, kwargs)
+        self.waiting: collections.deque = collections.deque()  # (future, fn, args, kwargs, beside)
         self.main_since: float | None = None  # when the main thread began its read; None: idle
         self.main_idle = False  # the main thread waits for a read
         self.spares_asleep = 0  # spares waiting with no deadline
@@ -140,8 +140,10 @@ class _ReadQueue:
             self.waiting.append((future, fn, args, kwargs, beside))
             if self.main_idle:
                 self.main_wakes.notify()
-            elif self.spares_asleep or beside:  # the main thread is on a read: a spare keeps an eye on the
-                self.spare_wakes.notify()  # clock, or takes a read that may run beside it
+            elif self.spares_asleep:  # the main thread is on a read: a spare keeps an eye on the clock
+                self.spare_wakes.notify()
+            if beside:  # a spare may take it at once, even one already watching the clock
+                self.spare_wakes.notify()
         return future
 
     def _main(self) -> None:
@@ -156,7 +158,16 @@ class _ReadQueue:
                     self.main_idle = False
                 item = self.waiting.popleft()
                 self.main_since = time.monotonic()
-            _run(item)
+                if self.waiting and self.spares_asleep:  # reads asked while this one was idle: a
+                    self.spare_wakes.notify()  # spare watches the clock for them, or takes one beside
+            _run(item, self._main_done)
+
+    def _main_done(self) -> None:
+        """The main thread is off its read, before its caller hears: a read asked once the
+        answer is in stays the main thread's (a spare would take it while `main_since` was that
+        of the read just done)."""
+        with self.lock:
+            self.main_since = None
 
     def _spare(self) -> None:
         while True:
@@ -180,6 +191,7 @@ class _ReadQueue:
             _run(item)
 
     def _take(self, n: int) -> tuple:
+        """The waiting read at place `n`, out of the line."""
         item = self.waiting[n]
         del self.waiting[n]
         return item
@@ -191,15 +203,20 @@ class _ReadQueue:
             self.spare_wakes.notify_all()
 
 
-def _run(item: tuple[Future, Callable[..., Any], tuple, dict, bool]) -> None:
+def _run(item: tuple[Future, Callable[..., Any], tuple, dict, bool], finished: Callable[[], None] | None = None) -> None:
+    """Run a read and hand its outcome to its future, calling `finished` (if any) just before."""
     future, fn, args, kwargs, _ = item
     if not future.set_running_or_notify_cancel():
         return  # its caller went away
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
+        if finished is not None:
+            finished()
         future.set_exception(exc)
     else:
+        if finished is not None:
+            finished()
         future.set_result(result)
 
 

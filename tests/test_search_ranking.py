@@ -64,9 +64,9 @@ def test_tracks_removed_before_the_regroup_are_not_found(db):
 
 
 NAMES = ["The Beatles", "BEYONCÉ", "Beyoncé", "Émile", "émile", "50% off", "a_b", "back\\slash", "two\nlines",
-         "Ünïcode ß", "beat it", "", "x"]
+         "Ünïcode ß", "beat it", "", "x", "before\0after nul"]
 NEEDLES = ["beat", "BEAT", "eat", "é", "É", "émile", "ÉMILE", "%", "50%", "_", "a_b", "\\", "\n", "o\nl", "s\nb",
-           "ß", "SS", "x", "les", "The Beatles", "the beatles ", "n", "e", "nothing", "s\nB"]
+           "ß", "SS", "x", "les", "The Beatles", "the beatles ", "n", "e", "nothing", "s\nB", "after", "fore"]
 
 
 def test_artist_names_hold_a_text_as_like_finds_it(db):
