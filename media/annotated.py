@@ -20,6 +20,7 @@ from media.catalog import ALBUM_FIELDS, ALBUM_REALS, ARTIST_FIELDS, TRACK_COLUMN
 # A track's own columns (with its gain's), plus where its file is (for `path`, `suffix` and its folder).
 SONG_COLUMNS = (*TRACK_COLUMNS, "album_artist_id", "path", "dir", "mbid")
 
+
 def _rating(kind: str, item: str) -> str:
     """The listener's rating of the item, looked up only if they rated any of its kind (SQLite
     works an uncorrelated subquery out once a statement): most listeners never rate, and the

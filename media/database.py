@@ -106,6 +106,10 @@ def connect(path: Path, synchronous: str = "full", writer: bool = False) -> sqli
 # and 11-15 ms at p90 (the GIL shared with the event loop), so at 10 ms the spare ran 17% of them
 # (CPU per request +11%); at 25 ms, 2 in 535. More spares did not help: what is left of a common
 # prefix's cold search at 200,000 tracks (p99 0.75-0.9 s with 1 to 3 spares) is its CPU.
+# A read that is one long SQLite step, holding no GIL (a search's ranking), may ask to run beside
+# (Database.read): a spare takes it at once while the main thread is on a read, so it uses the
+# other core (rare prefixes at 200,000 tracks: p50 60 -> 44 ms, p99 0.84). A plain pool of two,
+# which runs every read beside another, cost the artist's page 1.64 times the CPU.
 READERS = 2  # the main thread and READERS - 1 spares
 SPARE_AFTER = 0.025  # s; 0: a plain pool of READERS threads, any of which takes any read
 
