@@ -320,8 +320,6 @@ def played_albums(db: sqlite_utils.Database, user_id: str, kind: str, size: int,
 # every album they name is in the catalog; between a rescan's save and its regroup (up to 10 s),
 # a play of a track moved to a new album names an album not there yet, which a page leaves out
 # (annotated.albums_by_id) until the regroup, as it shows the albums' other facts as of then.
-
-
 def _recent_album_ids(db: sqlite_utils.Database, user_id: str, size: int, offset: int) -> list[str]:
     """The albums of the listener's latest plays, the last played first: their totals per album
     (media.listeners) by when each was last played, a page of the index on it."""
