@@ -20,7 +20,7 @@ import orjson
 import sqlite_utils
 
 from media.catalog import ALBUM_FIELDS, ALBUM_REALS
-from media.track_json import SEPARATOR, link, number, quoted
+from media.track_json import SEPARATOR, flag, link, number, quoted
 
 _FLAGS = frozenset({"compilation", "has_cover"})  # 0/1 (or NULL) in SQL, true/false in JSON
 
@@ -36,7 +36,7 @@ def album_object(links: Links, alias: str = "a") -> str:
 @functools.lru_cache(maxsize=8)
 def _album_object(links: tuple[tuple[str, tuple[str, str | None]], ...], alias: str) -> str:
     t = alias + "."
-    fields = [f"'{name}', " + (f"json(CASE WHEN {t}{name} THEN 'true' ELSE 'false' END)" if name in _FLAGS
+    fields = [f"'{name}', " + (flag(t + name) if name in _FLAGS
                                else number(t + name) if name in ALBUM_REALS else t + name)
               for name in ALBUM_FIELDS]
     for name, (template, when) in links:

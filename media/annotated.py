@@ -24,7 +24,7 @@ SONG_COLUMNS = (*TRACK_COLUMNS, "album_artist_id", "path", "dir", "mbid")
 def _rating(kind: str, item: str) -> str:
     """The listener's rating of the item, looked up only if they rated any of its kind (SQLite
     works an uncorrelated subquery out once a statement): most listeners never rate, and the
-    lookup was a fifth of a page of songs' SQL."""
+    lookup was one of the four seeks of each song a page reads."""
     return (f"CASE WHEN (SELECT 1 FROM ratings WHERE user_id = :user AND kind = '{kind}' LIMIT 1) THEN "
             f"(SELECT rating FROM ratings WHERE user_id = :user AND kind = '{kind}' AND item_id = {item}) END")
 

@@ -42,6 +42,11 @@ def number(column: str) -> str:
     return f"CASE WHEN abs({column}) <= {LARGEST_FLOAT} THEN {column} END"
 
 
+def flag(column: str) -> str:
+    """A 0/1 (or NULL) column as JSON's true or false, as Python's bool() makes it."""
+    return f"json(CASE WHEN {column} THEN 'true' ELSE 'false' END)"
+
+
 def _gain(t: str) -> str:
     """media.catalog._gain in SQL: the tags' values as a whole if any, else the measured ones."""
     tagged = " OR ".join(f"{t}{c} IS NOT NULL" for c in TAGGED_GAIN.values())
@@ -66,7 +71,7 @@ def track_object(links: Mapping[str, str], alias: str = "", extra: Mapping[str, 
 @functools.lru_cache(maxsize=16)
 def _track_object(links: tuple[tuple[str, str], ...], alias: str, extra: tuple[tuple[str, str], ...]) -> str:
     t = alias + "." if alias else ""
-    fields = [f"'{name}', " + (f"json(CASE WHEN {t}has_art THEN 'true' ELSE 'false' END)" if name == "has_art"
+    fields = [f"'{name}', " + (flag(t + name) if name == "has_art"
                                else number(t + name) if name == "duration" else t + name)
               for name in TRACK_FIELDS]
     fields.append(f"'gain', {_gain(t)}")
