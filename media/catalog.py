@@ -651,25 +651,24 @@ def search_ids(db: sqlite_utils.Database, q: str, limit: int, names: ArtistNames
     if match is None:
         return {"tracks": [], "albums": [], "artists": []}
     tracks = _best_tracks(db, match, limit)
-    # Albums and artists match when any of their tracks matches on album or artist words. Each
-    # query is read in one step (media.one_step): a step a row handed the GIL over 100 times.
-    album_ids = one_step.column(db, "SELECT DISTINCT t.album_id AS id FROM tracks_fts f JOIN tracks t "
-                                    "ON t.rowid = f.rowid WHERE tracks_fts MATCH ? LIMIT ?",
-                                [f"{{album album_artist}} : {match}", limit], "id")
-    artist_ids = one_step.column(db, "SELECT DISTINCT t.artist_id AS id FROM tracks_fts f JOIN tracks t "
-                                     "ON t.rowid = f.rowid WHERE tracks_fts MATCH ? LIMIT ?",
-                                 [f"{{artist album_artist}} : {match}", limit], "id")
-    albums = one_step.column(db, f"SELECT id FROM albums WHERE id IN ({', '.join('?' * len(album_ids))}) "
-                                 "ORDER BY title COLLATE NOCASE", album_ids, "id") if album_ids else []
+    # Albums and artists match when any of their tracks matches on album or artist words.
+    album_ids = [r for (r,) in db.execute("SELECT DISTINCT t.album_id FROM tracks_fts f JOIN tracks t "
+                                          "ON t.rowid = f.rowid WHERE tracks_fts MATCH ? LIMIT ?",
+                                          [f"{{album album_artist}} : {match}", limit])]
+    artist_ids = [r for (r,) in db.execute("SELECT DISTINCT t.artist_id FROM tracks_fts f JOIN tracks t "
+                                           "ON t.rowid = f.rowid WHERE tracks_fts MATCH ? LIMIT ?",
+                                           [f"{{artist album_artist}} : {match}", limit])]
+    albums = [r for (r,) in db.execute(f"SELECT id FROM albums WHERE id IN ({', '.join('?' * len(album_ids))}) "
+                                       "ORDER BY title COLLATE NOCASE", album_ids)] if album_ids else []
     holding = names.holding(q, 500) if names is not None and "\0" not in q else None
     if holding is not None:
         named = list(dict.fromkeys(artist_ids + holding))
-        artists = one_step.column(db, f"SELECT id FROM artists WHERE id IN ({', '.join('?' * len(named))}) "
-                                      "ORDER BY name COLLATE NOCASE LIMIT ?", [*named, limit], "id") if named else []
+        artists = [r for (r,) in db.execute(f"SELECT id FROM artists WHERE id IN ({', '.join('?' * len(named))}) "
+                                            "ORDER BY name COLLATE NOCASE LIMIT ?", [*named, limit])] if named else []
     else:  # a text that many names hold: reading the artists in order costs no more
         named_sql = f"id IN ({', '.join('?' * len(artist_ids))}) OR " if artist_ids else ""
-        artists = one_step.column(db, f"SELECT id FROM artists WHERE {named_sql}name LIKE ? ESCAPE '\\' "
-                                      "ORDER BY name COLLATE NOCASE LIMIT ?", [*artist_ids, _like(q), limit], "id")
+        artists = [r for (r,) in db.execute(f"SELECT id FROM artists WHERE {named_sql}name LIKE ? ESCAPE '\\' "
+                                            "ORDER BY name COLLATE NOCASE LIMIT ?", [*artist_ids, _like(q), limit])]
     return {"tracks": tracks, "albums": albums, "artists": artists}
 
 
@@ -678,30 +677,29 @@ def _best_tracks(db: sqlite_utils.Database, match: str, limit: int) -> list[int]
     match to its track before the ranking cost a lookup per match (a third of a cold search's SQL at
     200,000 tracks). The index is rebuilt at each regroup, so during a scan it may still hold a
     removed track: when one of the best is gone, the tracks that are there are ranked instead."""
-    ranked = one_step.column(db, "SELECT rowid AS r FROM tracks_fts WHERE tracks_fts MATCH ? "
-                                 "ORDER BY bm25(tracks_fts), rowid LIMIT ?", [match, limit], "r")
+    ranked = [r for (r,) in db.execute("SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ? "
+                                       "ORDER BY bm25(tracks_fts), rowid LIMIT ?", [match, limit])]
     there = db.execute(f"SELECT count(*) FROM tracks WHERE rowid IN ({', '.join('?' * len(ranked))})",
                        ranked).fetchone()[0] if ranked else 0
     if there == len(ranked):
         return ranked
-    return one_step.column(db, "SELECT t.rowid AS r FROM tracks_fts f JOIN tracks t ON t.rowid = f.rowid "
-                               "WHERE tracks_fts MATCH ? ORDER BY bm25(tracks_fts), t.rowid LIMIT ?",
-                           [match, limit], "r")
+    return [r for (r,) in db.execute("SELECT t.rowid FROM tracks_fts f JOIN tracks t ON t.rowid = f.rowid "
+                                     "WHERE tracks_fts MATCH ? ORDER BY bm25(tracks_fts), t.rowid LIMIT ?",
+                                     [match, limit])]
 
 
 def search_rows(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
     """The rows of what search_ids found, as a client sees them, in its order."""
     return {"tracks": client_tracks_by_rowid(db, found["tracks"]),
-            "albums": [client_album(r) for r in _rows_by_id(db, "albums", ALBUM_FIELDS, ALBUM_REALS, found["albums"])],
-            "artists": _rows_by_id(db, "artists", ARTIST_FIELDS, frozenset(), found["artists"])}
+            "albums": [client_album(r) for r in _rows_by_id(db, "albums", ALBUM_FIELDS, found["albums"])],
+            "artists": _rows_by_id(db, "artists", ARTIST_FIELDS, found["artists"])}
 
 
-def _rows_by_id(db: sqlite_utils.Database, table: str, columns: tuple[str, ...], reals: frozenset[str],
-                ids: list[str]) -> list[dict[str, Any]]:
+def _rows_by_id(db: sqlite_utils.Database, table: str, columns: Iterable[str], ids: list[str]) -> list[dict[str, Any]]:
     if not ids:
         return []
-    by_id = {row[0]: dict(zip(columns, row)) for row in one_step.rows(
-        db, f"SELECT {', '.join(columns)} FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", ids, columns, reals)}
+    by_id = {row["id"]: row for row in _rows(db, f"SELECT {', '.join(columns)} FROM {table} "
+                                                 f"WHERE id IN ({', '.join('?' * len(ids))})", ids)}
     return [by_id[i] for i in ids if i in by_id]
 
 
