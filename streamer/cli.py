@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 import config
 from config import FIELDS, ConfigError, Settings
 from media import Catalog, MediaError, Scanner, ScanProgress
+from media.database import skip_memory_statistics
 
 COMMANDS = ("serve", "scan", "config", "user", "backup", "cluster", "promote", "follow")
 log = logging.getLogger("streamer")
@@ -242,6 +243,8 @@ def serve(settings: Settings) -> int:
     from streamer.delivery import lane
 
     _raise_open_file_limit()
+    if not skip_memory_statistics():  # before any connection: see there
+        log.info("SQLite keeps its memory count on: something of it was in use already")
     logging.getLogger("aiohttp.server").addFilter(_withhold_request_details)
     try:
         loop = new_event_loop(settings.event_loop)
