@@ -243,8 +243,7 @@ def serve(settings: Settings) -> int:
     from streamer.delivery import lane
 
     _raise_open_file_limit()
-    if not skip_memory_statistics():  # before any connection: see there
-        log.info("SQLite keeps its memory count on: something of it was in use already")
+    skip_memory_statistics()  # before any connection is opened: see there
     logging.getLogger("aiohttp.server").addFilter(_withhold_request_details)
     try:
         loop = new_event_loop(settings.event_loop)
