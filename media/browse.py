@@ -27,7 +27,7 @@ import sqlite_utils
 from media import annotated, one_step, track_json
 from media.catalog import (ALBUM_FIELDS, ALBUM_REALS, ARTIST_ALBUM_ORDER, ARTIST_ALBUMS, ARTIST_FIELDS,
                            DISC_ORDER, TRACK_COLUMNS, TRACK_REALS, Bookmarks, client_album, client_track,
-                           fts_query, page_rowids, tracks_where)
+                           fts_query, page_rowids, track_rowid, tracks_where)
 from media.errors import NotFound
 from media.library_paths import is_library_relpath
 
@@ -395,16 +395,17 @@ def _by_id(db: sqlite_utils.Database, table: str, count: int, offset: int, marks
 
 def search_songs(db: sqlite_utils.Database, user_id: str, query: str, count: int,
                  offset: int, marks: Bookmarks | None = None) -> list[dict[str, Any]]:
-    """Songs whose words start with the query's, or every song when it has none; by id, so pages
-    never overlap nor miss one (a client syncs the library with empty-query pages; `marks`: the
-    tracks by id, see _by_id)."""
+    """Songs whose words start with the query's, in the search index's order (fewest words first:
+    media.catalog.SEARCH_KEY), or every song by id when it has none; either order is total, so
+    pages never overlap nor miss one (a client syncs the library with empty-query pages; `marks`:
+    the tracks by id, see _by_id)."""
     if not count:
         return []
     match = fts_query(query)
     if match is None:
         return annotated.songs_by_id(db, user_id, _by_id(db, "tracks", count, offset, marks))
-    rowids = [r for (r,) in db.execute("SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ? ORDER BY rowid "
-                                       "LIMIT ? OFFSET ?", [match, count, offset])]
+    rowids = [r for (r,) in db.execute(f"SELECT {track_rowid('rowid')} FROM tracks_fts WHERE tracks_fts MATCH ? "
+                                       "ORDER BY rowid LIMIT ? OFFSET ?", [match, count, offset])]
     return songs_by_rowid(db, user_id, rowids)
 
 
@@ -417,7 +418,7 @@ def search_albums(db: sqlite_utils.Database, user_id: str, query: str, count: in
     if match is None:
         ids = _by_id(db, "albums", count, offset, marks)
     else:
-        rows = db.execute("SELECT t.album_id FROM tracks_fts f JOIN tracks t ON t.rowid = f.rowid "
+        rows = db.execute(f"SELECT t.album_id FROM tracks_fts f JOIN tracks t ON t.rowid = {track_rowid('f.rowid')} "
                           "WHERE tracks_fts MATCH ? ORDER BY f.rowid", [f"{{album album_artist}} : ({match})"])
         ids = _distinct_page((album_id for (album_id,) in rows), count, offset)
     return annotated.albums_by_id(db, user_id, ids)
@@ -434,7 +435,7 @@ def search_artists(db: sqlite_utils.Database, user_id: str, query: str, count: i
     else:
         words = [_fold(w) for w in _WORD.findall(query)]
         rows = db.execute("SELECT t.artist_id, t.artist, t.album_artist_id, t.album_artist FROM tracks_fts f "
-                          "JOIN tracks t ON t.rowid = f.rowid WHERE tracks_fts MATCH ? ORDER BY f.rowid",
+                          f"JOIN tracks t ON t.rowid = {track_rowid('f.rowid')} WHERE tracks_fts MATCH ? ORDER BY f.rowid",
                           [f"{{artist album_artist}} : ({match})"])
         ids = _distinct_page(_named(rows, words), count, offset)
     return annotated.artists_by_id(db, user_id, ids)

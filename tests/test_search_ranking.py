@@ -1,7 +1,9 @@
 """Search ranks its tracks with the index alone (media.catalog._best_tracks): the same tracks, in
 the same order, as ranking only the tracks that are there; also while a scan has removed tracks
-that the index, rebuilt at the next regroup, still holds. It finds artists by a text anywhere in
-their name in the names kept in one text (media.catalog.ArtistNames), as LIKE finds them."""
+that the index, rebuilt at the next regroup, still holds. A text that matches more tracks than it
+ranks shows the first in the index's order: fewest words first, then as added. It finds artists
+by a text anywhere in their name in the names kept in one text (media.catalog.ArtistNames), as
+LIKE finds them."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 import sqlite_utils
 
 from media import catalog
-from media.catalog import fts_query
+from media.catalog import fts_query, track_rowid
 from tests.conftest import catalog_of
 
 WORDS = [f"{a}{b}{c}" for a in ("ra", "ro", "lu") for b in ("n", "s", "ka") for c in ("", "a", "ne", "mira")]
@@ -34,30 +36,55 @@ def db(tmp_path) -> sqlite_utils.Database:
 
 
 def _joined(db: sqlite_utils.Database, q: str, limit: int) -> list[int]:
-    """The ranking of the tracks that are there: each match joined to its track, then ranked."""
-    return [r for (r,) in db.execute("SELECT t.rowid FROM tracks_fts f JOIN tracks t ON t.rowid = f.rowid "
-                                     "WHERE tracks_fts MATCH ? ORDER BY bm25(tracks_fts), t.rowid LIMIT ?",
-                                     [fts_query(q), limit])]
+    """The ranking of the tracks that are there: each match joined to its track, then ranked (ties
+    in the index's order)."""
+    return [r for (r,) in db.execute(f"SELECT t.rowid FROM tracks_fts f JOIN tracks t ON t.rowid = "
+                                     f"{track_rowid('f.rowid')} WHERE tracks_fts MATCH ? "
+                                     "ORDER BY bm25(tracks_fts), f.rowid LIMIT ?", [fts_query(q), limit])]
 
 
-QUERIES = ["r", "ra", "ran", "rosmira", "lu ka", "luka ra", "ro s", "nothing", "ranemira lu"]
+def _words(row: dict) -> int:
+    return sum(len(row[c].split(" ")) for c in catalog.SEARCHED if row[c])
+
+
+def _fewest_words_first(db: sqlite_utils.Database, q: str) -> list[int]:
+    """The tracks `q` matches, fewest words in their searched tags first, then as added."""
+    matched = {r for (r,) in db.execute(f"SELECT {track_rowid('rowid')} FROM tracks_fts WHERE tracks_fts MATCH ?",
+                                        [fts_query(q)])}
+    rows = db.query(f"SELECT rowid, {', '.join(catalog.SEARCHED)} FROM tracks")
+    return [row["rowid"] for row in sorted((r for r in rows if r["rowid"] in matched),
+                                           key=lambda r: (_words(r), r["rowid"]))]
+
+
+QUERIES = ["r", "ra", "ran", "rosmira", "lu ka", "luka ra", "ro s", "nothing", "ranemira lu", "rosmira lukane",
+           "lukamira rana rona"]
 
 
 @pytest.mark.parametrize("limit", [1, 20, 100])
 def test_the_index_ranks_as_the_tracks_there_are_ranked(db, limit):
     for q in QUERIES:
-        assert catalog.search_ids(db, q, limit)["tracks"] == _joined(db, q, limit), q
+        assert catalog.search_ids(db, q, limit, ranked_at_most=10**9)["tracks"] == _joined(db, q, limit), q
+
+
+@pytest.mark.parametrize("most", [0, 50, 400])
+def test_a_text_matching_more_than_are_ranked_shows_the_fewest_words_first(db, most):
+    for q in QUERIES:
+        matched = _fewest_words_first(db, q)
+        found = catalog.search_ids(db, q, 20, ranked_at_most=most)["tracks"]
+        assert found == (matched[:20] if len(matched) > most else _joined(db, q, 20)), q
+    assert any(len(_fewest_words_first(db, q)) > 400 for q in QUERIES)
+    assert any(0 < len(_fewest_words_first(db, q)) <= 50 for q in QUERIES)
 
 
 def test_tracks_removed_before_the_regroup_are_not_found(db):
     best = _joined(db, "ra", 20)
     gone = [row["path"] for row in db.query(f"SELECT path FROM tracks WHERE rowid IN ({', '.join(map(str, best[::3]))})")]
     catalog.save_scanned(db, [], gone)  # a scan's save; its regroup (which rebuilds the index) comes later
-    stale = [r for (r,) in db.execute("SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ? "
+    stale = [r for (r,) in db.execute(f"SELECT {track_rowid('rowid')} FROM tracks_fts WHERE tracks_fts MATCH ? "
                                       "ORDER BY bm25(tracks_fts), rowid LIMIT 20", [fts_query("ra")])]
     assert set(best[::3]) <= set(stale)  # the index alone would still find them
     for q in QUERIES:
-        found = catalog.search_ids(db, q, 20)["tracks"]
+        found = catalog.search_ids(db, q, 20, ranked_at_most=10**9)["tracks"]
         assert found == _joined(db, q, 20), q
         assert not set(found) & set(best[::3])
     assert len(catalog.search_ids(db, "ra", 20)["tracks"]) == 20
@@ -100,3 +127,16 @@ def test_a_text_many_names_hold_is_left_to_like(db):
     names = catalog.ArtistNames(db)
     assert len(names.holding("name", 30)) == 30 and names.holding("name", 29) is None
     assert names.holding("name 2", 29) == ["a2", "a20", "a21", "a22", "a23", "a24", "a25", "a26", "a27", "a28", "a29"]
+
+
+def test_a_catalog_of_schema_13_gets_the_search_index_in_fewest_words_order(db):
+    best = catalog.search_ids(db, "ra", 20)["tracks"]
+    db.execute("DROP TABLE tracks_fts")  # as schema 13 had it: the tracks in rowid order
+    db.execute("DROP VIEW tracks_search")
+    db["tracks"].enable_fts(list(catalog.SEARCHED), create_triggers=False, tokenize="unicode61 remove_diacritics 2")
+    db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
+    db.execute("UPDATE meta SET value = '13' WHERE key = 'schema_version'")
+    assert catalog.migrate(db) == 13
+    assert catalog.search_ids(db, "ra", 20)["tracks"] == best == _fewest_words_first(db, "ra")[:20]
+    keys = [r for (r,) in db.execute("SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ?", [fts_query("r")])]
+    assert len(keys) == 1500 and keys == sorted(keys)
