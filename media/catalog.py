@@ -1104,21 +1104,33 @@ class Catalog:
 
     async def search_texts(self, q: str, links: Mapping[str, str], base: str,
                            limit: int = 20) -> dict[str, list[Any]]:
-        """The same, its tracks as the JSON text of their objects and `links` (media.track_json)."""
+        """The same, its tracks as the JSON text of their objects and `links` (media.track_json).
+        A search not kept yet reads its rows in the same read as it finds them (one hand-over to
+        a reader thread, not two)."""
         from media import track_json  # (it reads this module's columns)
 
-        found = await self._found(q, limit)
-
-        def texts(db: sqlite_utils.Database) -> dict[str, list[Any]]:
+        def texts(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> dict[str, list[Any]]:
             return {**search_rows(db, {**found, "tracks": []}),
                     "tracks": track_json.tracks_by_rowid(db, found["tracks"], links, base)}
 
-        return await self.db.read(texts)
+        answer: list[dict[str, list[Any]]] = []
+        found = await self._found(q, limit, lambda db, found: answer.append(texts(db, found)))
+        return answer[0] if answer else await self.db.read(texts, found)
 
-    async def _found(self, q: str, limit: int) -> dict[str, list[Any]]:
+    async def _found(self, q: str, limit: int,
+                     then: Callable[[sqlite_utils.Database, dict[str, list[Any]]], None] | None = None
+                     ) -> dict[str, list[Any]]:
+        """What search_ids finds, kept; `then(db, found)` runs in the same read when it is not."""
         async def find() -> dict[str, list[Any]]:
             names = await self.kept("artist names", ArtistNames, beside=True)
-            return await self.db.read(search_ids, q, limit, names, beside=True)
+
+            def read(db: sqlite_utils.Database) -> dict[str, list[Any]]:
+                found = search_ids(db, q, limit, names)
+                if then is not None:
+                    then(db, found)
+                return found
+
+            return await self.db.read(read, beside=True)
 
         return await self._searches.get((q, limit), self._generation, find)
 
