@@ -246,8 +246,11 @@ def _migrate_14(db: sqlite_utils.Database) -> None:
     without ranking them all (_best_tracks)."""
     db.execute("DROP TABLE IF EXISTS tracks_fts")
     db.execute("DROP VIEW IF EXISTS tracks_search")
+    # The index gives the rebuild (regroup) the tracks in the key's order; a sort took 1 s more at
+    # 200,000 tracks, and FTS5 builds from rows out of order slower still.
+    db.execute(f"CREATE INDEX IF NOT EXISTS idx_tracks_search_words ON tracks (({_WORDS_HIGH}))")
     db.execute(f"CREATE VIEW tracks_search AS SELECT {SEARCH_KEY} AS search_key, {', '.join(SEARCHED)} "
-               "FROM tracks ORDER BY search_key")
+               f"FROM tracks ORDER BY {_WORDS_HIGH}, rowid")
     db.execute(f"CREATE VIRTUAL TABLE tracks_fts USING fts5({', '.join(SEARCHED)}, content='tracks_search', "
                "content_rowid='search_key', tokenize='unicode61 remove_diacritics 2')")
     db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
@@ -389,7 +392,8 @@ SEARCHED = ("title", "artist", "album", "album_artist", "genre")
 RANKED_AT_MOST = 1000
 _ROWID_BITS = 40
 _WORDS = " + ".join(f"coalesce(length({c}) - length(replace({c}, ' ', '')) + ({c} != ''), 0)" for c in SEARCHED)
-SEARCH_KEY = f"(min({_WORDS}, {(1 << (63 - _ROWID_BITS)) - 1}) << {_ROWID_BITS}) | rowid"
+_WORDS_HIGH = f"min({_WORDS}, {(1 << (63 - _ROWID_BITS)) - 1}) << {_ROWID_BITS}"  # indexed: the order without a sort
+SEARCH_KEY = f"({_WORDS_HIGH}) | rowid"
 
 
 def track_rowid(key: str) -> str:

@@ -140,3 +140,10 @@ def test_a_catalog_of_schema_13_gets_the_search_index_in_fewest_words_order(db):
     assert catalog.search_ids(db, "ra", 20)["tracks"] == best == _fewest_words_first(db, "ra")[:20]
     keys = [r for (r,) in db.execute("SELECT rowid FROM tracks_fts WHERE tracks_fts MATCH ?", [fts_query("r")])]
     assert len(keys) == 1500 and keys == sorted(keys)
+
+
+def test_the_index_is_rebuilt_from_the_tracks_in_its_order_without_a_sort(db):
+    plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN SELECT * FROM tracks_search")]
+    assert plan == ["SCAN tracks USING INDEX idx_tracks_search_words"]
+    keys = [r for (r,) in db.execute("SELECT search_key FROM tracks_search")]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys) == 1500
