@@ -397,8 +397,9 @@ def search_songs(db: sqlite_utils.Database, user_id: str, query: str, count: int
                  offset: int, marks: Bookmarks | None = None) -> list[dict[str, Any]]:
     """Songs whose words start with the query's, in the search index's order (fewest words first:
     media.catalog.SEARCH_KEY), or every song by id when it has none; either order is total, so
-    pages never overlap nor miss one (a client syncs the library with empty-query pages; `marks`:
-    the tracks by id, see _by_id)."""
+    pages do not overlap nor miss one while the catalog stays as it is (a client syncs the library
+    with empty-query pages; `marks`: the tracks by id, see _by_id). A regroup may put a new or
+    retagged track among the pages already read of a search."""
     if not count:
         return []
     match = fts_query(query)

@@ -31,7 +31,7 @@ import sqlite_utils
 
 from media import ids, listeners, one_step
 from media.database import Database, keep_private
-from media.errors import InvalidQuery, NotFound
+from media.errors import InvalidData, InvalidQuery, NotFound
 from media.tags import TAGS_VERSION
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,9 @@ def _migrate_14(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE IF EXISTS tracks_fts")
     db.execute("DROP VIEW IF EXISTS tracks_search")
     # The index gives the rebuild (regroup) the tracks in the key's order; a sort took 1 s more at
-    # 200,000 tracks, and FTS5 builds from rows out of order slower still.
+    # 200,000 tracks, and FTS5 builds from rows out of order slower still. Never read a column, or
+    # highlight() or snippet(), from tracks_fts: FTS5 would look each row up in the view by its
+    # key, a scan of the tracks each (tests/test_query_plans.py would see it).
     db.execute(f"CREATE INDEX IF NOT EXISTS idx_tracks_search_words ON tracks (({_WORDS_HIGH}))")
     db.execute(f"CREATE VIEW tracks_search AS SELECT {SEARCH_KEY} AS search_key, {', '.join(SEARCHED)} "
                f"FROM tracks ORDER BY {_WORDS_HIGH}, rowid")
@@ -680,10 +682,10 @@ class ArtistNames:
 
 def search_ids(db: sqlite_utils.Database, q: str, limit: int, names: ArtistNames | None = None,
                ranked_at_most: int = RANKED_AT_MOST) -> dict[str, list[Any]]:
-    """What a search finds, in the order it is shown: its tracks' rowids (best ranked first), its
-    albums' and artists' ids (by title, by name; `names`, if given, finds the names holding `q`).
-    The ranking is the cost (every match of a short prefix is ranked); the rows are read by
-    search_rows."""
+    """What a search finds, in the order it is shown: its tracks' rowids (best ranked first, or
+    fewest words first for a text matching more than `ranked_at_most`: _best_tracks), its albums'
+    and artists' ids (by title, by name; `names`, if given, finds the names holding `q`). The
+    ranking is the cost; the rows are read by search_rows."""
     match = fts_query(q)
     if match is None:
         return {"tracks": [], "albums": [], "artists": []}
@@ -900,8 +902,19 @@ def regroup(db: sqlite_utils.Database) -> None:
     _derive_compilations(db)
     _rebuild_albums(db)
     _rebuild_artists(db)  # counts albums too: after them
+    _check_search_keys(db)
     db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
     listeners.rebuild_album_plays(db)  # a track's album may have changed
+
+
+def _check_search_keys(db: sqlite_utils.Database) -> None:
+    """The search index's keys hold a track's rowid in their low bits (SEARCH_KEY): a rowid out of
+    them (SQLite numbers the tracks from 1; only a catalog edited by hand holds another) would
+    find another track."""
+    low, high = db.execute("SELECT min(rowid), max(rowid) FROM tracks").fetchone()
+    if low is not None and (low < 0 or high >= 1 << _ROWID_BITS):
+        raise InvalidData("tracks", f"a track's rowid ({low if low < 0 else high}) is outside 0 to "
+                                    f"{(1 << _ROWID_BITS) - 1}: the search index cannot hold it")
 
 
 def _derive_compilations(db: sqlite_utils.Database) -> None:
@@ -1118,13 +1131,21 @@ class Catalog:
                     "tracks": track_json.tracks_by_rowid(db, found["tracks"], links, base)}
 
         answer: list[dict[str, list[Any]]] = []
-        found = await self._found(q, limit, lambda db, found: answer.append(texts(db, found)))
+
+        def then(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> None:
+            try:
+                answer.append(texts(db, found))
+            except Exception:  # this asker's own: the search is kept all the same, read again below
+                log.debug("catalog: a search's rows, read again", exc_info=True)
+
+        found = await self._found(q, limit, then)
         return answer[0] if answer else await self.db.read(texts, found)
 
     async def _found(self, q: str, limit: int,
                      then: Callable[[sqlite_utils.Database, dict[str, list[Any]]], None] | None = None
                      ) -> dict[str, list[Any]]:
-        """What search_ids finds, kept; `then(db, found)` runs in the same read when it is not."""
+        """What search_ids finds, kept; `then(db, found)` runs in the same read when this asker is
+        the one that finds it (not when it is kept, nor while another asker is finding it)."""
         async def find() -> dict[str, list[Any]]:
             names = await self.kept("artist names", ArtistNames, beside=True)
 

@@ -25,6 +25,7 @@ import ctypes
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -72,10 +73,17 @@ def skip_memory_statistics() -> bool:
     takes one process-wide mutex at every allocation and release: with the reader threads and the
     writer stepping at once they queued on it in the kernel (8% of a busy server's CPU in mutex
     calls). Off, a cold search of a 200,000-track catalog took 0.80 of the CPU and 0.69 of the p99
-    (bench/json_answers_bench.py). No part of the program reads the count. True if turned off."""
+    (bench/json_answers_bench.py). No part of the program reads the count. True if turned off.
+
+    Only a process's first SQLite user may call it, from its only thread (serve does, first):
+    with the count off, as a library may be built, nothing tells whether SQLite is in use."""
+    if sys.platform == "darwin":  # sqlite3_config is variadic: Apple's arm64 passes those otherwise
+        return False
     try:
         lib = ctypes.CDLL(_sqlite3.__file__)  # finds the symbols of the SQLite the module uses
         lib.sqlite3_memory_used.restype = ctypes.c_int64
+        if lib.sqlite3_compileoption_used(b"DEFAULT_MEMSTATUS=0"):  # off already
+            return False
         if lib.sqlite3_memory_used() != 0 or lib.sqlite3_shutdown() != 0:  # a connection is open
             return False
         turned_off = lib.sqlite3_config(_SQLITE_CONFIG_MEMSTATUS, ctypes.c_int(0)) == 0
@@ -363,9 +371,9 @@ class Database:
             return fn(db, *args)
 
     async def read(self, fn: Callable[..., T], *args: Any, beside: bool = False) -> T:
-        """fn(db, *args) on a reader thread. `beside`: a read that is mostly one long step of
-        SQLite's (a search's ranking), which holds no GIL, so a spare runs it at once beside the
-        main thread's read rather than after it (READERS)."""
+        """fn(db, *args) on a reader thread. `beside`: a read that is mostly long steps of
+        SQLite's, which hold no GIL (a cold search: its ranking, then its rows), so a spare runs
+        it at once beside the main thread's read rather than after it (READERS)."""
         if beside and isinstance(self._readers, _Reads):
             return await asyncio.wrap_future(self._readers.submit_beside(self._run_read, fn, *args))
         loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ import sqlite_utils
 
 from media import catalog
 from media.catalog import fts_query, track_rowid
+from media.errors import InvalidData
 from tests.conftest import catalog_of
 
 WORDS = [f"{a}{b}{c}" for a in ("ra", "ro", "lu") for b in ("n", "s", "ka") for c in ("", "a", "ne", "mira")]
@@ -147,3 +148,12 @@ def test_the_index_is_rebuilt_from_the_tracks_in_its_order_without_a_sort(db):
     assert plan == ["SCAN tracks USING INDEX idx_tracks_search_words"]
     keys = [r for (r,) in db.execute("SELECT search_key FROM tracks_search")]
     assert keys == sorted(keys) and len(set(keys)) == len(keys) == 1500
+
+
+@pytest.mark.parametrize("rowid", [1 << 40, -1])
+def test_a_track_rowid_the_index_keys_cannot_hold_is_refused_by_the_regroup(db, rowid):
+    db.execute("UPDATE tracks SET rowid = ? WHERE rowid = 7", [rowid])
+    with pytest.raises(InvalidData, match=r"rowid \(" + str(rowid)):
+        catalog.regroup(db)
+    db.execute("UPDATE tracks SET rowid = 7 WHERE rowid = ?", [rowid])
+    catalog.regroup(db)  # and takes the catalog again once it is back in range
