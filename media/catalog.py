@@ -646,10 +646,12 @@ def search(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[dict
 
 
 class ArtistNames:
-    """Every artist's name in one text, folded as SQLite's LIKE folds (ASCII letters only): the
-    artists whose name holds a text anywhere, found by str.find in C. `name LIKE '%text%'` read
-    every artist's row: 0.3 ms of a search at 200,000 tracks (2,800 artists), growing with them.
-    Read once per catalog generation (Catalog.kept)."""
+    """Every artist's name, folded as SQLite's LIKE folds (ASCII letters only): the artists whose
+    name holds a text anywhere. `name LIKE '%text%'` read every artist's row: 0.3 ms of a search
+    at 200,000 tracks (2,800 artists), growing with them; so did str.find over all the names (50
+    us, holding the GIL). A text of three letters or more is looked for only in the names holding
+    its rarest three letters (by_trigram); a shorter one in all of them, in one text. Read once
+    per catalog generation (Catalog.kept)."""
 
     _FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
@@ -657,17 +659,29 @@ class ArtistNames:
         rows = db.execute("SELECT id, name FROM artists WHERE name IS NOT NULL").fetchall()
         self.ids = [artist_id for artist_id, _ in rows]
         # LIKE reads a text up to its first NUL (a tag may hold one): so do these.
-        names = [name.partition("\0")[0].translate(self._FOLD) for _, name in rows]
-        self.text = "\n".join(names)
+        self.names = [name.partition("\0")[0].translate(self._FOLD) for _, name in rows]
+        self.by_trigram: dict[str, list[int]] = {}  # three letters -> the names holding them, in order
+        for n, name in enumerate(self.names):
+            for gram in {name[i:i + 3] for i in range(len(name) - 2)}:
+                self.by_trigram.setdefault(gram, []).append(n)
+        self.text = "\n".join(self.names)
         self.ends, end = [], -1
-        for name in names:
+        for name in self.names:
             end += len(name) + 1
             self.ends.append(end)  # where each name ends (its separator) in `text`
 
     def holding(self, q: str, most: int) -> list[str] | None:
         """The ids of the artists whose name holds `q`, as `name LIKE '%q%'` finds them; None if
         more than `most` do."""
-        needle, found, at = q.translate(self._FOLD), [], 0
+        needle, found = q.translate(self._FOLD), []
+        if len(needle) >= 3:
+            for n in min((self.by_trigram.get(needle[i:i + 3], ()) for i in range(len(needle) - 2)), key=len):
+                if needle in self.names[n]:
+                    if len(found) == most:
+                        return None
+                    found.append(self.ids[n])
+            return found
+        at = 0
         while (at := self.text.find(needle, at)) >= 0:
             n = bisect.bisect_left(self.ends, at)  # the name this match starts in
             if at + len(needle) <= self.ends[n]:  # and ends in (not across a separator)

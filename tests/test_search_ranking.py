@@ -111,6 +111,22 @@ def test_artist_names_hold_a_text_as_like_finds_it(db):
     assert names.holding("o\nl", 99) == ["a8"] and names.holding("s\nb", 99) == []  # never across two names
 
 
+def test_artist_names_hold_random_texts_as_like_finds_them_short_or_long_and_up_to_most(db):
+    rng = random.Random(4)
+    letters = "abAB é_%"
+    made = ["".join(rng.choice(letters) for _ in range(rng.randint(0, 9))) for _ in range(300)]
+    db.execute("DELETE FROM artists")
+    db.conn.executemany("INSERT INTO artists (id, name, album_count, track_count) VALUES (?, ?, 0, 0)",
+                        [(f"a{n}", name) for n, name in enumerate(made)])
+    names = catalog.ArtistNames(db)
+    for needle in ["".join(rng.choice(letters) for _ in range(rng.randint(1, 5))) for _ in range(400)]:
+        like = sorted((r for (r,) in db.execute("SELECT id FROM artists WHERE name LIKE ? ESCAPE '\\'",
+                                                [catalog._like(needle)])), key=names.ids.index)
+        assert names.holding(needle, 300) == like, repr(needle)  # in the names' order, each once
+        assert names.holding(needle, len(like)) == like
+        assert len(like) == 0 or names.holding(needle, len(like) - 1) is None
+
+
 @pytest.mark.parametrize("q", ["Beat", "é", "50%", "a_b", "ra", "lu ka", "o l"])
 def test_search_finds_the_same_artists_with_the_names_kept(db, q):
     db.conn.executemany("INSERT INTO artists (id, name, album_count, track_count) VALUES (?, ?, 0, 0)",
