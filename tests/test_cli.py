@@ -107,7 +107,11 @@ def test_ctrl_c_stops_a_scan_with_one_line_and_the_next_scan_finishes_it(tmp_pat
         (library / f"F{folder:03d}").mkdir(parents=True)
         for i in range(100):
             os.link(base, library / f"F{folder:03d}" / f"{i:03d}.mp3")
-    args = [sys.executable, RUN, "scan", "--library", str(library), "--data-dir", str(tmp_path / "data")]
+    scan = ["scan", "--library", str(library), "--data-dir", str(tmp_path / "data")]
+    # Ctrl-C as a terminal gives it, whatever this process was started with (a job started in the
+    # background has it ignored, and a process keeps an ignored signal ignored across exec).
+    args = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                                  "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')", RUN, *scan]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -125,7 +129,7 @@ def test_ctrl_c_stops_a_scan_with_one_line_and_the_next_scan_finishes_it(tmp_pat
     err = "".join(seen) + rest_err
     assert proc.returncode == 130, err
     assert "scan stopped" in rest_err and "Traceback" not in err and "KeyboardInterrupt" not in err
-    again = run(*args[2:], cwd=tmp_path, timeout=120)
+    again = run(*scan, cwd=tmp_path, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "20000 audio files" in again.stdout and "0 skipped" in again.stdout
 
