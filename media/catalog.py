@@ -395,6 +395,7 @@ def _rows_by_rowid(db: sqlite_utils.Database, table: str, columns: tuple[str, ..
 SEARCHED = ("title", "artist", "album", "album_artist", "genre")
 RANKED_AT_MOST = 1000
 _ROWID_BITS = 40
+_ROWID_MASK = (1 << _ROWID_BITS) - 1
 _WORDS = " + ".join(f"coalesce(length({c}) - length(replace({c}, ' ', '')) + ({c} != ''), 0)" for c in SEARCHED)
 _WORDS_HIGH = f"min({_WORDS}, {(1 << (63 - _ROWID_BITS)) - 1}) << {_ROWID_BITS}"  # indexed: the order without a sort
 SEARCH_KEY = f"({_WORDS_HIGH}) | rowid"
@@ -707,23 +708,20 @@ def search_ids(db: sqlite_utils.Database, q: str, limit: int, names: ArtistNames
         return {"tracks": [], "albums": [], "artists": []}
     tracks = _best_tracks(db, match, limit, ranked_at_most)
     # Albums and artists match when any of their tracks matches on album or artist words.
-    album_ids = [r for (r,) in db.execute("SELECT DISTINCT t.album_id FROM tracks_fts f JOIN tracks t "
-                                          f"ON t.rowid = {track_rowid('f.rowid')} WHERE tracks_fts MATCH ? LIMIT ?",
-                                          [f"{{album album_artist}} : {match}", limit])]
-    artist_ids = [r for (r,) in db.execute("SELECT DISTINCT t.artist_id FROM tracks_fts f JOIN tracks t "
-                                           f"ON t.rowid = {track_rowid('f.rowid')} WHERE tracks_fts MATCH ? LIMIT ?",
-                                           [f"{{artist album_artist}} : {match}", limit])]
-    albums = [r for (r,) in db.execute(f"SELECT id FROM albums WHERE id IN ({', '.join('?' * len(album_ids))}) "
-                                       "ORDER BY title COLLATE NOCASE", album_ids)] if album_ids else []
+    matching = (f"SELECT * FROM (SELECT DISTINCT t.{{}} FROM tracks_fts f JOIN tracks t "
+                f"ON t.rowid = {track_rowid('f.rowid')} WHERE tracks_fts MATCH ? LIMIT ?)")
+    albums = one_step.column(db, f"SELECT id FROM albums WHERE id IN ({matching.format('album_id')}) "
+                              "ORDER BY title COLLATE NOCASE", [f"{{album album_artist}} : {match}", limit], "id")
+    by_tracks = [f"{{artist album_artist}} : {match}", limit]
     holding = names.holding(q, 500) if names is not None and "\0" not in q else None
     if holding is not None:
-        named = list(dict.fromkeys(artist_ids + holding))
-        artists = [r for (r,) in db.execute(f"SELECT id FROM artists WHERE id IN ({', '.join('?' * len(named))}) "
-                                            "ORDER BY name COLLATE NOCASE LIMIT ?", [*named, limit])] if named else []
+        artists = one_step.column(db, f"SELECT id FROM artists WHERE id IN ({matching.format('artist_id')} UNION ALL "
+                                   "SELECT value FROM json_each(?)) ORDER BY name COLLATE NOCASE LIMIT ?",
+                               [*by_tracks, json.dumps(holding), limit], "id")
     else:  # a text that many names hold: reading the artists in order costs no more
-        named_sql = f"id IN ({', '.join('?' * len(artist_ids))}) OR " if artist_ids else ""
-        artists = [r for (r,) in db.execute(f"SELECT id FROM artists WHERE {named_sql}name LIKE ? ESCAPE '\\' "
-                                            "ORDER BY name COLLATE NOCASE LIMIT ?", [*artist_ids, _like(q), limit])]
+        artists = one_step.column(db, f"SELECT id FROM artists WHERE id IN ({matching.format('artist_id')}) OR "
+                                   "name LIKE ? ESCAPE '\\' ORDER BY name COLLATE NOCASE LIMIT ?",
+                               [*by_tracks, _like(q), limit], "id")
     return {"tracks": tracks, "albums": albums, "artists": artists}
 
 
@@ -738,10 +736,13 @@ def _best_tracks(db: sqlite_utils.Database, match: str, limit: int,
     many = db.execute("SELECT 1 FROM tracks_fts WHERE tracks_fts MATCH ? ORDER BY rowid LIMIT 1 OFFSET ?",
                       [match, ranked_at_most]).fetchone()
     order = "f.rowid" if many else "bm25(tracks_fts), f.rowid"
-    ranked = [r for (r,) in db.execute(f"SELECT {track_rowid('f.rowid')} FROM tracks_fts f WHERE tracks_fts MATCH ? "
-                                       f"ORDER BY {order} LIMIT ?", [match, limit])]
-    there = db.execute(f"SELECT count(*) FROM tracks WHERE rowid IN ({', '.join('?' * len(ranked))})",
-                       ranked).fetchone()[0] if ranked else 0
+    # In one step (media.one_step), and whether each of the best is there (20 lookups, not 1,000).
+    best = orjson.loads(db.execute(
+        f"SELECT json_group_array(json_array(key, EXISTS (SELECT 1 FROM tracks WHERE rowid = {track_rowid('key')}))) "
+        f"FROM (SELECT f.rowid AS key FROM tracks_fts f WHERE tracks_fts MATCH ? ORDER BY {order} LIMIT ?)",
+        [match, limit]).fetchone()[0])
+    ranked = [key & _ROWID_MASK for key, _ in best]
+    there = sum(there for _, there in best)
     if there == len(ranked):
         return ranked
     return [r for (r,) in db.execute(f"SELECT t.rowid FROM tracks_fts f JOIN tracks t ON t.rowid = "
@@ -754,6 +755,17 @@ def search_rows(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> dict[
     return {"tracks": client_tracks_by_rowid(db, found["tracks"]),
             "albums": [client_album(r) for r in _rows_by_id(db, "albums", ALBUM_FIELDS, found["albums"])],
             "artists": _rows_by_id(db, "artists", ARTIST_FIELDS, found["artists"])}
+
+
+def artist_texts_by_id(db: sqlite_utils.Database, ids: list[str]) -> list[orjson.Fragment]:
+    """These artists (by id, in that order; an id not found is left out), each as the JSON text
+    of the object _rows_by_id makes, in one step (media.one_step)."""
+    if not ids:
+        return []
+    fields = ", ".join(f"'{name}', a.{name}" for name in ARTIST_FIELDS)
+    found = db.execute(f"SELECT group_concat(o, char(30)) FROM (SELECT json_object({fields}) AS o FROM json_each(?) j "
+                       "JOIN artists a ON a.id = j.value ORDER BY j.key)", [json.dumps(ids)]).fetchone()[0]
+    return [orjson.Fragment(text) for text in found.split("\x1e")] if found else []
 
 
 def _rows_by_id(db: sqlite_utils.Database, table: str, columns: Iterable[str], ids: list[str]) -> list[dict[str, Any]]:
@@ -1135,16 +1147,17 @@ class Catalog:
         typing in the search box asks for it. The rows are read each time."""
         return await self.db.read(search_rows, await self._found(q, limit))
 
-    async def search_texts(self, q: str, links: Mapping[str, str], base: str,
-                           limit: int = 20) -> dict[str, list[Any]]:
-        """The same, its tracks as the JSON text of their objects and `links` (media.track_json).
-        A search not kept yet reads its rows in the same read as it finds them (one hand-over to
-        a reader thread, not two)."""
-        from media import track_json  # (it reads this module's columns)
+    async def search_texts(self, q: str, links: Mapping[str, str], album_links: Mapping[str, tuple[str, str | None]],
+                           base: str, limit: int = 20) -> dict[str, list[Any]]:
+        """The same, as the JSON text of each object: tracks with `links` (media.track_json),
+        albums with `album_links` (media.album_json), artists. A search not kept yet reads its
+        rows in the same read as it finds them (one hand-over to a reader thread, not two)."""
+        from media import album_json, track_json  # (they read this module's columns)
 
         def texts(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            return {**search_rows(db, {**found, "tracks": []}),
-                    "tracks": track_json.tracks_by_rowid(db, found["tracks"], links, base)}
+            return {"tracks": track_json.tracks_by_rowid(db, found["tracks"], links, base),
+                    "albums": album_json.albums_by_id(db, found["albums"], album_links, base),
+                    "artists": artist_texts_by_id(db, found["artists"])}
 
         answer: list[dict[str, list[Any]]] = []
 

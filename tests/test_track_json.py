@@ -14,7 +14,7 @@ import pytest
 import sqlite_utils
 
 from media import browse, catalog, loudness, track_json
-from streamer.api.catalog import TRACK_LINKS, track_out
+from streamer.api.catalog import ALBUM_LINKS, TRACK_LINKS, album_out, track_out
 from tests.conftest import catalog_of
 
 BASE = "http://host:8080/under 'quotes'"
@@ -102,8 +102,11 @@ async def test_search_answers_are_the_objects_python_makes(tmp_path):
         await found.db.write(lambda db: catalog.save_scanned(db, [_track(n, rng) for n in range(300)], []))
         await found.db.write(catalog.regroup)
         for q in ("plain", "quote", "Beyoncé", "東京", "nothing-matches"):
-            texts, rows = await found.search_texts(q, TRACK_LINKS, BASE), await found.search(q)
-            assert texts["albums"] == rows["albums"] and texts["artists"] == rows["artists"]
+            texts, rows = await found.search_texts(q, TRACK_LINKS, ALBUM_LINKS, BASE), await found.search(q)
+            assert _pairs(orjson.dumps(texts["albums"])) == _pairs(orjson.dumps([album_out(a, BASE)
+                                                                                  for a in rows["albums"]]))
+            assert orjson.loads(orjson.dumps(texts["artists"])) == rows["artists"]
+            assert (len(texts["albums"]) > 0) == (len(texts["artists"]) > 0) == (q != "nothing-matches")
             assert _pairs(orjson.dumps(texts["tracks"])) == _pairs(orjson.dumps([track_out(t, BASE)
                                                                                   for t in rows["tracks"]]))
             assert (len(texts["tracks"]) > 0) == (q != "nothing-matches")

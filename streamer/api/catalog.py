@@ -125,9 +125,7 @@ async def search(request: web.Request) -> web.Response:
         raise bad_param("q", "a search text is required")
     limit = int_param(request, "limit", 20, 1, 100)
     base = base_url(request)
-    found = await request.app[CATALOG].search_texts(q, TRACK_LINKS, base, limit)
-    found["albums"] = [album_out(a, base) for a in found["albums"]]
-    return json_response({"q": q, **found})
+    return json_response({"q": q, **await request.app[CATALOG].search_texts(q, TRACK_LINKS, ALBUM_LINKS, base, limit)})
 
 
 def m3u_text(value: Any) -> str:
