@@ -71,3 +71,17 @@ def test_ratings_are_looked_up_only_for_a_listener_who_rated_that_kind(db):
     assert {r["user_rating"] for r in annotated.artists(db, "someone else")} == {None}
     steps = plan(db, f"SELECT {annotated._SONG} FROM {annotated._SONG_FROM} LIMIT 5")
     assert any(step.startswith("SCALAR SUBQUERY") for step in steps), steps  # once a statement
+
+
+def test_items_by_id_come_in_the_order_asked_however_many(db):
+    """A playlist or a starred list of any length: each item in its place (twice if asked twice),
+    ids not in the catalog left out; one JSON array holds more ids than SQLite takes `?` marks."""
+    for n in range(2100):
+        db.execute("INSERT OR IGNORE INTO albums (id, title) VALUES (?, ?)", [f"al{n}", f"T{n}"])
+        db.execute("INSERT OR IGNORE INTO artists (id, name, album_count, track_count) VALUES (?, ?, 0, 0)",
+                   [f"ar{n}", f"N{n}"])
+    wanted = [f"al{n}" for n in range(2099, -1, -1)] + ["al7", "gone", "al7"]
+    assert [a["id"] for a in annotated.albums_by_id(db, "u", wanted)] == [i for i in wanted if i != "gone"]
+    artists = ["ar5", "gone", "ar3", "ar5"]
+    assert [a["id"] for a in annotated.artists_by_id(db, "u", artists)] == ["ar5", "ar3", "ar5"]
+    assert annotated.albums_by_id(db, "u", []) == [] == annotated.songs_by_id(db, "u", ["gone"])
