@@ -13,13 +13,13 @@ the 15 digits SQLite's JSON writes read back as the float kept.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 import sqlite_utils
 
+from media import one_step
 from media.catalog import ALBUM_FIELDS, ALBUM_REALS
 from media.track_json import SEPARATOR, flag, link, number, quoted
 
@@ -67,5 +67,5 @@ def albums_by_id(db: sqlite_utils.Database, ids: Sequence[str], links: Links, ba
         return []
     found = db.execute(f"SELECT group_concat(o, {SEPARATOR}) FROM (SELECT {album_object(links)} AS o "
                        "FROM json_each(:ids) j JOIN albums a ON a.id = j.value ORDER BY j.key)",
-                       {"ids": json.dumps(ids), "base": base}).fetchone()[0]
+                       {"ids": one_step.array(ids), "base": base}).fetchone()[0]
     return [orjson.Fragment(text) for text in found.split("\x1e")] if found else []

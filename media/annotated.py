@@ -9,7 +9,6 @@ user has played.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -95,7 +94,7 @@ def artists(db: sqlite_utils.Database, user_id: str, where: str = "1", params: d
 def songs_by_id(db: sqlite_utils.Database, user_id: str, track_ids: Iterable[str]) -> list[dict[str, Any]]:
     """These tracks in the order given (a playlist's, a queue's; an id twice, twice); ids no longer
     in the catalog are left out."""
-    return songs(db, user_id, params={"ids": json.dumps(list(track_ids))}, order="j.key",
+    return songs(db, user_id, params={"ids": one_step.array(track_ids)}, order="j.key",
                  source="json_each(:ids) j JOIN tracks t ON t.id = j.value")
 
 
@@ -108,11 +107,11 @@ def _select(db: sqlite_utils.Database, sql: str, user_id: str, params: dict[str,
 
 def albums_by_id(db: sqlite_utils.Database, user_id: str, album_ids: Iterable[str]) -> list[dict[str, Any]]:
     """These albums in the order given; ids not in the catalog are left out."""
-    return albums(db, user_id, params={"ids": json.dumps(list(album_ids))}, order="j.key",
+    return albums(db, user_id, params={"ids": one_step.array(album_ids)}, order="j.key",
                   source="json_each(:ids) j JOIN albums a ON a.id = j.value")
 
 
 def artists_by_id(db: sqlite_utils.Database, user_id: str, artist_ids: Iterable[str]) -> list[dict[str, Any]]:
     """These artists in the order given; ids not in the catalog are left out."""
-    return artists(db, user_id, params={"ids": json.dumps(list(artist_ids))}, order="j.key",
+    return artists(db, user_id, params={"ids": one_step.array(artist_ids)}, order="j.key",
                    source="json_each(:ids) j JOIN artists r ON r.id = j.value")

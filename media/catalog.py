@@ -717,7 +717,7 @@ def search_ids(db: sqlite_utils.Database, q: str, limit: int, names: ArtistNames
     if holding is not None:
         artists = one_step.column(db, f"SELECT id FROM artists WHERE id IN ({matching.format('artist_id')} UNION ALL "
                                    "SELECT value FROM json_each(?)) ORDER BY name COLLATE NOCASE LIMIT ?",
-                               [*by_tracks, json.dumps(holding), limit], "id")
+                               [*by_tracks, one_step.array(holding), limit], "id")
     else:  # a text that many names hold: reading the artists in order costs no more
         artists = one_step.column(db, f"SELECT id FROM artists WHERE id IN ({matching.format('artist_id')}) OR "
                                    "name LIKE ? ESCAPE '\\' ORDER BY name COLLATE NOCASE LIMIT ?",
@@ -764,7 +764,7 @@ def artist_texts_by_id(db: sqlite_utils.Database, ids: list[str]) -> list[orjson
         return []
     fields = ", ".join(f"'{name}', a.{name}" for name in ARTIST_FIELDS)
     found = db.execute(f"SELECT group_concat(o, char(30)) FROM (SELECT json_object({fields}) AS o FROM json_each(?) j "
-                       "JOIN artists a ON a.id = j.value ORDER BY j.key)", [json.dumps(ids)]).fetchone()[0]
+                       "JOIN artists a ON a.id = j.value ORDER BY j.key)", [one_step.array(ids)]).fetchone()[0]
     return [orjson.Fragment(text) for text in found.split("\x1e")] if found else []
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 import sqlite_utils
 
+from media.json_text import dumps
+
 LARGEST_FLOAT = "1.7976931348623157e308"  # as SQL: a float beyond it is an infinity
 
 
@@ -62,3 +64,9 @@ def column(db: sqlite_utils.Database, select: str, params: Iterable[Any] | dict[
     params = params if isinstance(params, dict) else list(params)
     found = db.execute(f"SELECT json_group_array({name}) FROM ({select})", params).fetchone()[0]
     return orjson.loads(found)
+
+
+def array(values: Iterable[Any]) -> str:
+    """`values` as the text of a JSON array: one parameter (for json_each) however many they are,
+    where a list of `?` holds at most SQLite's limit of them."""
+    return dumps(list(values)).decode()
