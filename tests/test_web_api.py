@@ -5,6 +5,7 @@ track's gain (the one rule Subsonic's replayGain follows too), a region's master
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 
@@ -378,5 +379,7 @@ def test_the_new_reads_seek_never_scan_a_table(db, name):
     for sql in statements:
         steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql)]
         coroutines = {s.split()[-1] for s in steps if s.startswith(("CO-ROUTINE", "MATERIALIZE"))}
-        scans = [s for s in steps if s.startswith("SCAN") and s.split()[1] not in coroutines]
+        # A list of ids given as a JSON array (media.one_step.array) is read whole: it is the list.
+        given = set(re.findall(r"json_each\([^)]*\) (\w+)", sql))
+        scans = [s for s in steps if s.startswith("SCAN") and s.split()[1] not in coroutines | given]
         assert not scans, (sql, steps)
