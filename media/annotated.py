@@ -91,10 +91,16 @@ def artists(db: sqlite_utils.Database, user_id: str, where: str = "1", params: d
 # The rows of a list of ids, in its order (the *_by_id readers): the ids as a JSON array, each row
 # found by its id, sorted by its place in the array. (A list of `?` holds at most SQLite's limit of
 # them, and the rows were put in order again in Python: a third of a page's cost in the reader.)
+def _ids(ids: Iterable[str]) -> str:
+    """The ids as one JSON array; an id holding a NUL is left out, as missing: json_each ends a
+    text at its first NUL (an id asked as "ID\\0more" found ID), and no catalog id holds one."""
+    return one_step.array(i for i in ids if "\0" not in i)
+
+
 def songs_by_id(db: sqlite_utils.Database, user_id: str, track_ids: Iterable[str]) -> list[dict[str, Any]]:
     """These tracks in the order given (a playlist's, a queue's; an id twice, twice); ids no longer
     in the catalog are left out."""
-    return songs(db, user_id, params={"ids": one_step.array(track_ids)}, order="j.key",
+    return songs(db, user_id, params={"ids": _ids(track_ids)}, order="j.key",
                  source="json_each(:ids) j JOIN tracks t ON t.id = j.value")
 
 
@@ -107,11 +113,11 @@ def _select(db: sqlite_utils.Database, sql: str, user_id: str, params: dict[str,
 
 def albums_by_id(db: sqlite_utils.Database, user_id: str, album_ids: Iterable[str]) -> list[dict[str, Any]]:
     """These albums in the order given; ids not in the catalog are left out."""
-    return albums(db, user_id, params={"ids": one_step.array(album_ids)}, order="j.key",
+    return albums(db, user_id, params={"ids": _ids(album_ids)}, order="j.key",
                   source="json_each(:ids) j JOIN albums a ON a.id = j.value")
 
 
 def artists_by_id(db: sqlite_utils.Database, user_id: str, artist_ids: Iterable[str]) -> list[dict[str, Any]]:
     """These artists in the order given; ids not in the catalog are left out."""
-    return artists(db, user_id, params={"ids": one_step.array(artist_ids)}, order="j.key",
+    return artists(db, user_id, params={"ids": _ids(artist_ids)}, order="j.key",
                    source="json_each(:ids) j JOIN artists r ON r.id = j.value")

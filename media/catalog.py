@@ -644,10 +644,6 @@ def list_artists(db: sqlite_utils.Database, *, q: str | None = None, sort: str |
     return items, total
 
 
-def search(db: sqlite_utils.Database, q: str, limit: int) -> dict[str, list[dict[str, Any]]]:
-    return search_rows(db, search_ids(db, q, limit))
-
-
 class ArtistNames:
     """Every artist's name, folded as SQLite's LIKE folds (ASCII letters only): the artists whose
     name holds a text anywhere. `name LIKE '%text%'` read every artist's row: 0.3 ms of a search
@@ -702,7 +698,7 @@ def search_ids(db: sqlite_utils.Database, q: str, limit: int, names: ArtistNames
     """What a search finds, in the order it is shown: its tracks' rowids (best ranked first, or
     fewest words first for a text matching more than `ranked_at_most`: _best_tracks), its albums'
     and artists' ids (by title, by name; `names`, if given, finds the names holding `q`). The
-    ranking is the cost; the rows are read by search_rows."""
+    ranking is the cost; the rows are read after (Catalog.search_texts; search_rows as dicts)."""
     match = fts_query(q)
     if match is None:
         return {"tracks": [], "albums": [], "artists": []}
@@ -751,7 +747,9 @@ def _best_tracks(db: sqlite_utils.Database, match: str, limit: int,
 
 
 def search_rows(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The rows of what search_ids found, as a client sees them, in its order."""
+    """The rows of what search_ids found, as a client sees them, in its order, as Python dicts
+    (Catalog.search; the answers' texts are written by SQLite, search_texts, and tests hold the
+    two equal)."""
     return {"tracks": client_tracks_by_rowid(db, found["tracks"]),
             "albums": [client_album(r) for r in _rows_by_id(db, "albums", ALBUM_FIELDS, found["albums"])],
             "artists": _rows_by_id(db, "artists", ARTIST_FIELDS, found["artists"])}

@@ -75,13 +75,16 @@ def test_ratings_are_looked_up_only_for_a_listener_who_rated_that_kind(db):
 
 def test_items_by_id_come_in_the_order_asked_however_many(db):
     """A playlist or a starred list of any length: each item in its place (twice if asked twice),
-    ids not in the catalog left out; one JSON array holds more ids than SQLite takes `?` marks."""
+    ids not in the catalog left out (one holding a NUL too); one JSON array holds more ids than
+    SQLite takes `?` marks."""
     for n in range(2100):
         db.execute("INSERT OR IGNORE INTO albums (id, title) VALUES (?, ?)", [f"al{n}", f"T{n}"])
         db.execute("INSERT OR IGNORE INTO artists (id, name, album_count, track_count) VALUES (?, ?, 0, 0)",
                    [f"ar{n}", f"N{n}"])
-    wanted = [f"al{n}" for n in range(2099, -1, -1)] + ["al7", "gone", "al7"]
-    assert [a["id"] for a in annotated.albums_by_id(db, "u", wanted)] == [i for i in wanted if i != "gone"]
+    wanted = [f"al{n}" for n in range(2099, -1, -1)] + ["al7", "gone", "al7", "al7\0more"]
+    assert [a["id"] for a in annotated.albums_by_id(db, "u", wanted)] == wanted[:-3] + ["al7"]
     artists = ["ar5", "gone", "ar3", "ar5"]
     assert [a["id"] for a in annotated.artists_by_id(db, "u", artists)] == ["ar5", "ar3", "ar5"]
     assert annotated.albums_by_id(db, "u", []) == [] == annotated.songs_by_id(db, "u", ["gone"])
+    # json_each ends a text at a NUL: "ar5\0more" is not ar5
+    assert annotated.artists_by_id(db, "u", ["ar5\0more", "ar5\0"]) == []
