@@ -37,7 +37,7 @@ from media.tags import TAGS_VERSION
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 UNKNOWN_ALBUM = "Unknown Album"
@@ -260,10 +260,20 @@ def _migrate_14(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO tracks_fts(tracks_fts) VALUES('rebuild')")
 
 
+def _migrate_15(db: sqlite_utils.Database) -> None:
+    """An artist's albums come from an index in the order they are shown (ARTIST_ALBUM_ORDER),
+    not sorted at each read (an artist's page, Subsonic's getArtist: 185 albums for the artist
+    with 2,000 tracks of bench/scale_bench.py, 12% of the page's read). It serves every lookup of
+    albums by artist_id, so the index on artist_id alone goes."""
+    db.execute("CREATE INDEX IF NOT EXISTS albums_artist_id_year_title_id ON albums "
+               "(artist_id, year, title COLLATE NOCASE, id)")
+    db.execute("DROP INDEX IF EXISTS idx_albums_artist_id")
+
+
 MIGRATIONS = {1: _migrate_1, 2: listeners.migrate, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
               6: listeners.migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9, 10: _migrate_10,
               11: _migrate_11, 12: _migrate_12, 13: _migrate_13,
-              14: _migrate_14}
+              14: _migrate_14, 15: _migrate_15}
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -20,7 +20,7 @@ def db(tmp_path) -> sqlite_utils.Database:
 
 
 def plan(db: sqlite_utils.Database, sql: str, params=None) -> list[str]:
-    return [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params or {"user": "u"})]
+    return [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params or {"user": "u", "artist": "r"})]
 
 
 PAGES = {
@@ -35,6 +35,8 @@ PAGES = {
     "by year": ("SELECT id FROM albums a WHERE a.year BETWEEN 1 AND 2 ORDER BY a.year DESC, a.id DESC LIMIT 5",
                 "albums_year_id"),
     "album genre": ("SELECT id FROM albums a WHERE a.genre = 'x' ORDER BY a.id LIMIT 5", "albums_genre_id"),
+    "an artist's albums": (f"SELECT a.id, a.title, a.duration FROM albums a WHERE {catalog.ARTIST_ALBUMS['albums']} "
+                           f"ORDER BY {catalog.ARTIST_ALBUM_ORDER}", "albums_artist_id_year_title_id"),
     "sync": ("SELECT id FROM tracks ORDER BY id LIMIT 500 OFFSET 1000", "sqlite_autoindex_tracks_1"),
     "modified": ("SELECT MAX(updated_at) FROM tracks", "tracks_updated_at"),
     "recent": (("SELECT x.album_id FROM plays p CROSS JOIN tracks x ON x.id = p.track_id WHERE p.user_id = 'u' "
