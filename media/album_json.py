@@ -1,7 +1,7 @@
-"""Albums as the JSON API shows them, their text written by SQLite, as media.track_json writes
-tracks (and for the same reason: one step without the GIL, no Python object per album on either
-thread). An artist's page lists all of its albums: 185 for the artist with 2,000 tracks of
-bench/scale_bench.py.
+"""Albums as the JSON API shows them (and a search's artists), their text written by SQLite, as
+media.track_json writes tracks (and for the same reason: one step without the GIL, no Python
+object per album on either thread). An artist's page lists all of its albums: 185 for the artist
+with 2,000 tracks of bench/scale_bench.py.
 
 Each object is the one media.catalog.client_album makes, key for key and in its order, then the
 door's `links` (streamer.api.catalog.ALBUM_LINKS: a template with {id} in it, after the base URL,
@@ -19,13 +19,14 @@ from typing import Any
 import orjson
 import sqlite_utils
 
-from media import one_step
-from media.catalog import ALBUM_FIELDS, ALBUM_REALS
-from media.track_json import SEPARATOR, flag, link, number, quoted
+from media.catalog import ALBUM_FIELDS, ALBUM_REALS, ARTIST_FIELDS
+from media.track_json import SEPARATOR, flag, link, number, quoted, texts, texts_by_id
 
 _FLAGS = frozenset({"compilation", "has_cover"})  # 0/1 (or NULL) in SQL, true/false in JSON
 
 Links = Mapping[str, tuple[str, str | None]]
+# An artist as a search lists it: its fields, no link (media.catalog's rows of ARTIST_FIELDS).
+_ARTIST_OBJECT = "json_object(" + ", ".join(f"{quoted(name)}, r.{name}" for name in ARTIST_FIELDS) + ")"
 
 
 def album_object(links: Links, alias: str = "a") -> str:
@@ -57,15 +58,16 @@ def albums_where(db: sqlite_utils.Database, where: str, params: Mapping[str, Any
     subquery in its order: media.one_step)."""
     found = db.execute(f"SELECT group_concat(o, {SEPARATOR}) FROM (SELECT {album_object(links)} AS o "
                        f"FROM albums a WHERE {where} ORDER BY {order})", {**params, "base": base}).fetchone()[0]
-    return [orjson.Fragment(text) for text in found.split("\x1e")] if found else []
+    return texts(found)
 
 
 def albums_by_id(db: sqlite_utils.Database, ids: Sequence[str], links: Links, base: str) -> list[orjson.Fragment]:
     """These albums (by id, in that order; an id not found is left out), each as the JSON text of
     its object and `links`, in one step."""
-    if not ids:
-        return []
-    found = db.execute(f"SELECT group_concat(o, {SEPARATOR}) FROM (SELECT {album_object(links)} AS o "
-                       "FROM json_each(:ids) j JOIN albums a ON a.id = j.value ORDER BY j.key)",
-                       {"ids": one_step.array(ids), "base": base}).fetchone()[0]
-    return [orjson.Fragment(text) for text in found.split("\x1e")] if found else []
+    return texts_by_id(db, album_object(links), "albums a", ids, {"base": base})
+
+
+def artists_by_id(db: sqlite_utils.Database, ids: Sequence[str]) -> list[orjson.Fragment]:
+    """These artists (by id, in that order; an id not found is left out), as a search answers
+    them: each as the JSON text of its ARTIST_FIELDS, in one step."""
+    return texts_by_id(db, _ARTIST_OBJECT, "artists r", ids, {})

@@ -748,8 +748,7 @@ def _best_tracks(db: sqlite_utils.Database, match: str, limit: int,
         f"FROM (SELECT f.rowid AS key FROM tracks_fts f WHERE tracks_fts MATCH ? ORDER BY {order} LIMIT ?)",
         [match, limit]).fetchone()[0])
     ranked = [key & _ROWID_MASK for key, _ in best]
-    there = sum(there for _, there in best)
-    if there == len(ranked):
+    if all(present for _, present in best):
         return ranked
     return [r for (r,) in db.execute(f"SELECT t.rowid FROM tracks_fts f JOIN tracks t ON t.rowid = "
                                      f"{track_rowid('f.rowid')} WHERE tracks_fts MATCH ? ORDER BY {order} LIMIT ?",
@@ -763,17 +762,6 @@ def search_rows(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> dict[
     return {"tracks": client_tracks_by_rowid(db, found["tracks"]),
             "albums": [client_album(r) for r in _rows_by_id(db, "albums", ALBUM_FIELDS, found["albums"])],
             "artists": _rows_by_id(db, "artists", ARTIST_FIELDS, found["artists"])}
-
-
-def artist_texts_by_id(db: sqlite_utils.Database, ids: list[str]) -> list[orjson.Fragment]:
-    """These artists (by id, in that order; an id not found is left out), each as the JSON text
-    of the object _rows_by_id makes, in one step (media.one_step)."""
-    if not ids:
-        return []
-    fields = ", ".join(f"'{name}', a.{name}" for name in ARTIST_FIELDS)
-    found = db.execute(f"SELECT group_concat(o, char(30)) FROM (SELECT json_object({fields}) AS o FROM json_each(?) j "
-                       "JOIN artists a ON a.id = j.value ORDER BY j.key)", [one_step.array(ids)]).fetchone()[0]
-    return [orjson.Fragment(text) for text in found.split("\x1e")] if found else []
 
 
 def _rows_by_id(db: sqlite_utils.Database, table: str, columns: Iterable[str], ids: list[str]) -> list[dict[str, Any]]:
@@ -1165,7 +1153,7 @@ class Catalog:
         def texts(db: sqlite_utils.Database, found: dict[str, list[Any]]) -> dict[str, list[Any]]:
             return {"tracks": track_json.tracks_by_rowid(db, found["tracks"], links, base),
                     "albums": album_json.albums_by_id(db, found["albums"], album_links, base),
-                    "artists": artist_texts_by_id(db, found["artists"])}
+                    "artists": album_json.artists_by_id(db, found["artists"])}
 
         answer: list[dict[str, list[Any]]] = []
 

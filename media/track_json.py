@@ -27,6 +27,7 @@ import orjson
 import sqlite_utils
 
 from media.catalog import GAIN_COLUMNS, REFERENCE_LUFS, TAGGED_GAIN, TRACK_FIELDS
+from media import one_step
 from media.one_step import LARGEST_FLOAT
 
 SEPARATOR = "char(30)"  # never in JSON text: a control character in a string is written escaped
@@ -103,6 +104,24 @@ def texts_in_order(db: sqlite_utils.Database, key: str, object_sql: str, from_wh
         key_text, _, obj = text.partition(" ")
         by_key[int(key_text)] = obj
     return [orjson.Fragment(by_key[k]) for k in keys if k in by_key]
+
+
+def texts(found: str | None) -> list[orjson.Fragment]:
+    """The objects of a group_concat(..., SEPARATOR), each as JSON text to put in an answer."""
+    return [orjson.Fragment(text) for text in found.split("\x1e")] if found else []
+
+
+def texts_by_id(db: sqlite_utils.Database, object_sql: str, table: str, ids: Sequence[str],
+                params: Mapping[str, Any]) -> list[orjson.Fragment]:
+    """The objects (`object_sql`, named parameters in `params`) of the rows of `table` ("albums
+    a": a name and its alias) with these ids, in that order (an id twice, twice; one not found
+    left out), each as JSON text; the ids go as one JSON array (media.one_step.array), one step."""
+    if not ids:
+        return []
+    alias = table.split()[1]
+    return texts(db.execute(f"SELECT group_concat(o, {SEPARATOR}) FROM (SELECT {object_sql} AS o FROM json_each(:ids) j "
+                            f"JOIN {table} ON {alias}.id = j.value ORDER BY j.key)",
+                            {**params, "ids": one_step.array(ids)}).fetchone()[0])
 
 
 def tracks_by_rowid(db: sqlite_utils.Database, rowids: Sequence[int], links: Mapping[str, str],
