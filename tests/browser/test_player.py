@@ -29,6 +29,10 @@ def eventually(check, timeout: float = 10.0) -> bool:
     return True
 
 
+COVERS_LOADED = ("const imgs = [...document.querySelectorAll('img.cover')]; "
+                 "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
+
+
 def sign_in(browser, node) -> None:
     browser.open("/")
     browser.wait_js("return document.getElementById('signin').open", message="the sign-in dialog")
@@ -397,6 +401,7 @@ def test_a_wrong_password_then_signing_out(browser, web_node):
     browser.find_element(By.ID, "signin-password").send_keys(web_node.password + Keys.ENTER)
     browser.wait_js("return document.getElementById('account').textContent === 'ann' && "
                     "document.querySelectorAll('.card').length >= 4")
+    browser.wait_js(COVERS_LOADED, message="covers load before the sign-out takes the cookie")
     browser.find_element(By.ID, "account").click()
     browser.wait(lambda d: d.switch_to.alert, message="asked to confirm signing out")
     browser.switch_to.alert.accept()
@@ -573,15 +578,13 @@ def test_a_node_that_cannot_be_reached_does_not_sign_you_out(browser, web_node):
 def test_a_lost_session_cookie_is_made_again(browser, web_node):
     """Covers and audio read with the cookie; a browser that dropped it (cookies cleared, or a
     Secure cookie refused over http) while the token stayed got a 401 for every cover."""
-    covers_loaded = ("const imgs = [...document.querySelectorAll('img.cover')]; "
-                     "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
     sign_in(browser, web_node)
     # The first page's covers load before the cookie goes: one still in flight would be refused.
-    browser.wait_js(covers_loaded, message="covers load with the first cookie")
+    browser.wait_js(COVERS_LOADED, message="covers load with the first cookie")
     browser.execute_cdp_cmd("Network.deleteCookies", {"name": "streamer_session", "url": web_node.base_url + "/"})
     browser.refresh()
     browser.wait_js("return document.getElementById('account').textContent === 'ann'")
-    browser.wait_js(covers_loaded, message="covers load with a new cookie")
+    browser.wait_js(COVERS_LOADED, message="covers load with a new cookie")
     cookies = browser.execute_cdp_cmd("Network.getCookies", {"urls": [web_node.base_url + "/"]})["cookies"]
     assert [c["name"] for c in cookies] == ["streamer_session"]
 
