@@ -112,7 +112,9 @@ class MediaCache:
             _, dropped = self._hot.popitem(last=False)
             self._hot_bytes -= len(dropped)
 
-    async def get_or_make(self, key: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
+    def at_hand(self, key: str) -> bytes | None:
+        """The value if it is in memory (hot, or made and not stored yet), counted as a hit;
+        None otherwise (it may still be on disk: get_or_make looks there)."""
         hot = self._hot.get(key)
         if hot is not None:
             self._hot.move_to_end(key)
@@ -121,7 +123,12 @@ class MediaCache:
         unwritten = self._unwritten.get(key)
         if unwritten is not None:
             self.hits += 1
-            return unwritten
+        return unwritten
+
+    async def get_or_make(self, key: str, make: Callable[[], Awaitable[bytes]]) -> bytes:
+        value = self.at_hand(key)
+        if value is not None:
+            return value
         flight = self._flights.get(key)  # being made now: join it, no disk look-up needed
         if flight is None:
             value = await self.get(key)

@@ -1,12 +1,14 @@
-"""The fast lane: plain reads of originals, answered by the connection itself.
+"""The fast lane: plain reads of originals and of warm HLS segments, answered by the connection.
 
-A player asks for the same thing thousands of times: `GET /stream/<id>` with one Range. aiohttp's
-machinery around a request (its message and request objects, the router, a task per request)
-cost more than the rest of the answer; nginx answered three such requests for each of ours. So
-every connection starts here. A request that is a plain read of an original (GET or HEAD of
-`/stream/<id>`, no query, no body, no conditions, at most one satisfiable range, a client that
-may read without a token) is answered here with the bytes `serve_file` sends for it (the same
-planner, head and sendfile). At the first request that is anything else, the connection is
+A player asks for the same thing thousands of times: `GET /stream/<id>` with one Range, or the
+next segment of an HLS variant. aiohttp's machinery around a request (its message and request
+objects, the router, a task per request) cost more than the rest of the answer; nginx answered
+three such requests for each of ours. So every connection starts here. A request that is a
+plain read (GET or HEAD, no query, no body, no conditions, a client that may read without a
+token) of an original (`/stream/<id>`, at most one satisfiable range) or of a segment held in
+the cache's memory (`/hls/<id>/<version>/<variant>/<n>.<ext>`) is answered here with the bytes
+aiohttp's path sends for it (the same planner, head and sendfile; the same segment lines and
+bytes: streamer.delivery.hls.warm_segment). At the first request that is anything else, the connection is
 handed to aiohttp for good, with every byte received so far, so aiohttp answers it exactly as
 if it had had the connection from the start. Parsing here is strict: whatever it does not
 recognise with certainty (a folded line, a control character, a repeated header) goes to
@@ -28,15 +30,17 @@ from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict
 
 from streamer.delivery import originals
+from streamer.delivery.hls import warm_segment
 from streamer.delivery.originals import (
-    OPEN_FILES, ClientStalled, OpenFile, SourceShrank, client_left, head_bytes, one_part, sendfile_now,
+    OPEN_FILES, ClientStalled, OpenFile, SourceShrank, answer_head, client_left, head_bytes, one_part, sendfile_now,
 )
 from streamer.http.keys import AUTH, METRICS, SETTINGS
 from streamer.http.ranges import WHOLE, Outcome, plan_range_header
 
 # The request line and field lines (RFC 9110 §5.5: a token, a colon, a value of visible
 # characters, spaces and tabs), checked in one match.
-_HEAD = re.compile(rb"(GET|HEAD) /stream/([0-9A-Za-z_-]{1,64}) HTTP/1\.([01])"
+_HEAD = re.compile(rb"(GET|HEAD) /(?:stream/([0-9A-Za-z_-]{1,64})|hls/([0-9A-Za-z_-]{1,64})/([0-9a-f]{1,32})/"
+                   rb"([0-9a-z]{1,32})/([0-9]{1,6}\.[a-z]{2,3})) HTTP/1\.([01])"
                    rb"((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\x20-\x7e\x80-\xff\t]*){0,99})")
 # Headers that take a request out of the lane: credentials (checked by aiohttp's path), a body,
 # an upgrade, conditions.
@@ -67,21 +71,29 @@ class Asked(dict):
 class Plain:
     """A request the lane can answer, as parsed from its head."""
 
-    __slots__ = ("method", "track_id", "version", "host", "range", "keep_alive", "forwarding")
+    __slots__ = ("method", "track_id", "version", "host", "range", "keep_alive", "forwarding", "segment")
 
     def __init__(self, method: str, track_id: str, version: tuple[int, int], host: bytes, range_: str | None,
-                 keep_alive: bool, forwarding: list[tuple[str, str]]) -> None:
+                 keep_alive: bool, forwarding: list[tuple[str, str]],
+                 segment: tuple[str, str, str] | None = None) -> None:
         self.method, self.track_id, self.version, self.host = method, track_id, version, host
         self.range, self.keep_alive, self.forwarding = range_, keep_alive, forwarding
+        self.segment = segment  # an HLS segment's (file version, variant, name); None: the original
+
+    def path(self) -> str:
+        if self.segment is None:
+            return f"/stream/{self.track_id}"
+        return f"/hls/{self.track_id}/{'/'.join(self.segment)}"
 
 
 def parse_plain(head: bytes) -> Plain | None:
     """The request whose head (without its blank line) is `head`, if it is a plain read of an
-    original; None for anything else. (The hottest function of the server: locals only.)"""
+    original or of a segment; None for anything else. (The hottest function of the server:
+    locals only.)"""
     match = _HEAD.fullmatch(head)
     if match is None:
         return None
-    method, track_id, minor, fields = match.groups()
+    method, track_id, hls_id, file_version, variant, segment_name, minor, fields = match.groups()
     host = range_ = connection = None
     forwarding: list[tuple[str, str]] = []
     seen: tuple[bytes, ...] = ()  # the other fields of _ONCE
@@ -106,8 +118,11 @@ def parse_plain(head: bytes) -> Plain | None:
     keep_alive = minor == b"1" if connection is None else _KEEP_ALIVE.get(connection)
     if host is None or keep_alive is None:
         return None
-    return Plain(method.decode(), track_id.decode(), HttpVersion11 if minor == b"1" else HttpVersion10, host,
-                 range_, keep_alive, forwarding)
+    version = HttpVersion11 if minor == b"1" else HttpVersion10
+    if track_id is None:
+        return Plain(method.decode(), hls_id.decode(), version, host, range_, keep_alive, forwarding,
+                     (file_version.decode(), variant.decode(), segment_name.decode()))
+    return Plain(method.decode(), track_id.decode(), version, host, range_, keep_alive, forwarding)
 
 
 class Body:
@@ -207,6 +222,10 @@ class Lane(asyncio.Protocol):
             if plain is None or not self.may_read(plain):
                 self.hand_off()
                 return
+            if plain.segment is not None:
+                if not self.answer_segment(plain, end):
+                    return
+                continue
             entry = server.files.cached(plain.track_id)
             if entry is None:
                 self.busy = True
@@ -276,6 +295,46 @@ class Lane(asyncio.Protocol):
             self.transport.write(head)
         return self.ended(plain)
 
+    def answer_segment(self, plain: Plain, end: int) -> bool:
+        """Send a segment held in memory (the transport keeps what the socket does not take at
+        once: a segment is a few dozen KiB); False when the lane stops here: the request left
+        it (a segment not at hand), or the client left."""
+        server = self.server
+        warm = warm_segment(server.app, plain.track_id, *plain.segment, server.shareable)
+        if warm is None:
+            self.hand_off()
+            return False
+        lines, body = warm
+        self.buffer = self.buffer[end + 4:]
+        metrics = server.metrics
+        metrics.count_request("hls_segment", plain.method, 200)
+        metrics.lane_answers += 1
+        metrics.active_streams += 1
+        head = answer_head(plain.version, 200, lines, len(body), plain.keep_alive)
+        if plain.method == "GET":
+            try:
+                self.send_head(head)
+                self.send_bytes(body)
+            except ConnectionError as exc:
+                return self.ended(plain, exc)
+            metrics.bytes_sent += len(body)
+        else:
+            self.transport.write(head)
+        return self.ended(plain)
+
+    def send_bytes(self, data: bytes) -> None:
+        """Bytes after a head: as much as the socket takes now, the rest to the transport."""
+        transport, sent = self.transport, 0
+        if transport.is_closing():
+            raise ConnectionResetError("client went away")
+        if not transport.get_write_buffer_size():
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                pass
+        if sent < len(data):
+            transport.write(memoryview(data)[sent:])
+
     def send_head(self, head: bytes) -> None:
         """The head of an answer whose body follows at once: with MSG_MORE, so the kernel sends
         it in the body's first packet (a packet of its own cost as much as sending the body)."""
@@ -337,8 +396,7 @@ class Lane(asyncio.Protocol):
         self.server.metrics.active_streams -= 1
         self.idle_since = self.server.loop.time()
         if exc is not None:
-            client_left(self.transport, self.server.metrics, exc, f"{plain.method} /stream/{plain.track_id}",
-                        self.remote)
+            client_left(self.transport, self.server.metrics, exc, f"{plain.method} {plain.path()}", self.remote)
             return False
         if not plain.keep_alive or self.closing:
             self.transport.close()
@@ -381,6 +439,7 @@ class LaneServer(web.Server):
         super().__init__(made.request_handler, request_factory=made.request_factory,
                          handler_cancellation=made.handler_cancellation, loop=made._loop, **made._kwargs)
         self.loop = made._loop
+        self.app = app
         self.lanes: set[Lane] = set()
         self.files = app[OPEN_FILES]
         self.metrics = app[METRICS]

@@ -242,10 +242,12 @@ async def serve_file(request: web.Request, entry: OpenFile, *, max_ranges: int, 
     head_only = method == "HEAD"
     if plan.outcome is Outcome.WHOLE or len(plan.ranges) == 1:
         status, own, offset, count = one_part(entry, plan, extra_head)
-        return await _send(request, entry, status, own, [(offset, count)], count, head_only, metrics)
+        return await _send(request, status, _head(request, entry, status, own, count), entry.file,
+                           [(offset, count)], count, head_only, metrics)
     headers_of_parts, pieces = _multipart(entry, plan.ranges)
     count = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
-    return await _send(request, entry, 206, headers_of_parts + extra_head, pieces, count, head_only, metrics)
+    return await _send(request, 206, _head(request, entry, 206, headers_of_parts + extra_head, count), entry.file,
+                       pieces, count, head_only, metrics)
 
 
 def one_part(entry: OpenFile, plan: RangePlan, extra_head: str = "") -> tuple[int, str, int, int]:
@@ -312,27 +314,38 @@ def _sent(status: int, keep_alive: bool) -> SentResponse:
 _PHRASES = {200: "OK", 206: "Partial Content"}
 
 
-async def _send(request: web.Request, entry: OpenFile, status: int, headers: str, pieces: list[Piece],
-                count: int, head_only: bool, metrics: Metrics) -> web.StreamResponse:
-    """Write the status line and headers, then the pieces (`count` bytes in all): bytes as they
-    are, file spans with sendfile. `headers` holds this answer's own header lines (Content-Type,
-    Content-Range)."""
+def _head(request: web.Request, entry: OpenFile, status: int, headers: str, count: int) -> bytes:
+    """head_bytes for an answer of aiohttp's path (`headers`: its own lines)."""
+    return head_bytes(request.version, entry, status, headers, count, request.keep_alive, request.get(SHAREABLE, True))
+
+
+async def send_made(request: web.Request, head: bytes, body: bytes, metrics: Metrics) -> web.StreamResponse:
+    """Answer with bytes made in memory (an HLS segment) as an original's are answered: `head`
+    (answer_head, status 200), then `body` unless the request is a HEAD, under the same
+    no-progress rule."""
+    return await _send(request, 200, head, None, [body], len(body), request.method == "HEAD", metrics)
+
+
+async def _send(request: web.Request, status: int, head: bytes, file: Any, pieces: list[Piece], count: int,
+                head_only: bool, metrics: Metrics) -> web.StreamResponse:
+    """Write the status line and headers (`head`), then the pieces (`count` bytes in all): bytes
+    as they are, spans of `file` with sendfile; return once the client has taken them all."""
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
     keep_alive = request.keep_alive
     metrics.active_streams += 1
     try:
-        transport.write(head_bytes(request.version, entry, status, headers, count, keep_alive,
-                                   request.get(SHAREABLE, True)))
+        transport.write(head)
         if not head_only:
             for piece in pieces:
                 if isinstance(piece, bytes):
                     transport.write(piece)
                 else:
-                    sent = sendfile_now(transport, entry.file, *piece)
+                    sent = sendfile_now(transport, file, *piece)
                     if sent < piece[1]:
-                        await sendfile_rest(transport, entry.file, *piece, sent)
+                        await sendfile_rest(transport, file, *piece, sent)
+            await drained(transport)
             metrics.bytes_sent += count
     except ConnectionError as exc:
         client_left(transport, metrics, exc, f"{request.method} {request.path}", request.remote)
@@ -348,13 +361,18 @@ def head_bytes(version: tuple[int, int], entry: OpenFile, status: int, headers: 
                shareable: bool) -> bytes:
     """The status line and header lines of an answer with `count` body bytes; `shareable`: no
     user's credentials and no client's address let it through, so a shared cache may keep it."""
+    return answer_head(version, status, (entry.head if shareable else entry.private_head) + headers, count,
+                       keep_alive)
+
+
+def answer_head(version: tuple[int, int], status: int, lines: str, count: int, keep_alive: bool) -> bytes:
+    """The status line and header lines of an answer written whole by this server (an original's
+    bytes, an HLS segment): its own header `lines`, then Content-Length, Date and Connection."""
     if version >= (1, 1):
         connection = "" if keep_alive else "Connection: close\r\n"
     else:
         connection = "Connection: keep-alive\r\n" if keep_alive else ""
-    own = entry.head if shareable else entry.private_head
-    return (f"HTTP/{version[0]}.{version[1]} {status} {_PHRASES[status]}\r\n"
-            f"{own}{headers}Content-Length: {count}\r\n"
+    return (f"HTTP/{version[0]}.{version[1]} {status} {_PHRASES[status]}\r\n{lines}Content-Length: {count}\r\n"
             f"Date: {_http_date(int(time.time()))}\r\n{connection}\r\n").encode("latin-1")
 
 
@@ -486,6 +504,22 @@ class Writability:
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+async def drained(transport: Any) -> None:
+    """Return once the transport has sent every byte it holds; a client that takes none of them
+    for STALL_SECONDS is let go (ClientStalled), as one that stops reading a file's bytes is."""
+    if not transport.get_write_buffer_size():
+        return
+    with Writability(transport.get_extra_info("socket").fileno()) as writable:
+        while transport.get_write_buffer_size():
+            if transport.is_closing():
+                raise ConnectionResetError("client went away")
+            try:
+                async with asyncio.timeout(STALL_SECONDS):
+                    await writable.wait()
+            except TimeoutError:
+                raise ClientStalled(f"no progress in {STALL_SECONDS} s") from None
 
 
 async def write_paced(request: web.Request, response: web.StreamResponse, data: bytes,

@@ -58,7 +58,7 @@ class Metrics:
              self.client_aborts),
             ("streamer_unreplicated_writes_total", "counter", "Writes that fewer than sync_replicas followers "
              "held within sync_wait_ms.", self.unreplicated_writes),
-            ("streamer_fast_lane_answers_total", "counter", "Plain reads of originals answered by the fast lane.",
+            ("streamer_fast_lane_answers_total", "counter", "Plain reads of originals and of warm HLS segments answered by the fast lane.",
              self.lane_answers),
             ("streamer_fast_lane_handoffs_total", "counter", "Connections the fast lane handed to the full "
              "request path (their first request that was not a plain read of an original).", self.lane_handoffs),
