@@ -22,7 +22,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from media import id3, ids
+from media import id3, ids, mp4
 from media.errors import UnreadableFile
 from media.fingerprint import content_fingerprint
 from media.formats import container_for, image_type
@@ -179,10 +179,21 @@ def _quick_mp3(path: str | Path) -> _QuickMP3 | None:
         return None
 
 
+def _quick_mp4(path: str | Path) -> mp4.QuickMP4 | None:
+    """The m4a read by media.mp4; None leaves it to mutagen's MP4 (as _quick_mp3 does an mp3)."""
+    try:
+        with open(path, "rb") as f:
+            return mp4.read(f)
+    except Exception:  # mutagen's MP4 meets it again, and read_track reports it as it always has
+        return None
+
+
 def _mutagen_open(path: str | Path, extension: str) -> Any:
     """The class the extension names opens the file; mutagen.File sniffs the rest (None: not audio)."""
     kind = _BY_EXTENSION.get(extension.lower())
     if kind is MP3 and (quick := _quick_mp3(path)) is not None:
+        return quick
+    if kind is MP4 and (quick := _quick_mp4(path)) is not None:
         return quick
     if kind is not None:
         try:
@@ -273,7 +284,7 @@ def _tags(audio: Any) -> dict[str, str]:
     if isinstance(tags, ID3):
         return {field: str(tags[frame].text[0]) for field, frame in _ID3.items()
                 if frame in tags and tags[frame].text}
-    if isinstance(audio, MP4):
+    if isinstance(audio, (MP4, mp4.QuickMP4)):
         out = {field: str(tags[atom][0]) for field, atom in _MP4.items() if tags.get(atom)}
         if tags.get("trkn"):
             out["track"] = str(tags["trkn"][0][0])
@@ -314,7 +325,7 @@ def _extra_tags(audio: Any) -> dict[str, str]:
         if ufid is not None:
             found["musicbrainz_trackid"] = ufid.data.decode("ascii", "replace")
         return found
-    if isinstance(audio, MP4):
+    if isinstance(audio, (MP4, mp4.QuickMP4)):
         return {ours: bytes(values[0]).decode("utf-8", "replace") for atom, values in tags.items()
                 if atom.startswith("----:com.apple.iTunes:") and values
                 and (ours := _MP4_FREEFORM.get(atom.split(":", 2)[2].lower()))}
@@ -340,7 +351,7 @@ def _codec(audio: Any) -> str:
         return "vorbis"
     if isinstance(audio, WAVE):
         return "pcm"
-    if isinstance(audio, MP4):
+    if isinstance(audio, (MP4, mp4.QuickMP4)):
         codec = getattr(audio.info, "codec", "") or ""
         return "aac" if codec.startswith("mp4a") else codec or "unknown"
     return type(audio).__name__.lower()  # e.g. AAC (ADTS) -> "aac"
@@ -358,7 +369,7 @@ def _has_art(audio: Any) -> bool:
     tags = audio.tags
     if isinstance(tags, ID3):
         return bool(tags.getall("APIC"))
-    if isinstance(audio, MP4):
+    if isinstance(audio, (MP4, mp4.QuickMP4)):
         return bool(tags and tags.get("covr"))
     if isinstance(audio, FLAC):
         return bool(audio.pictures)
