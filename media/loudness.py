@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -163,6 +164,7 @@ class LoudnessJob:
     library: Path
     measured: int = 0  # tracks measured since start (failures included)
     failed: int = 0  # files ffmpeg could not measure
+    absent: int = 0  # tracks of the last pass whose file is not in the library folder (left for later)
     pending: int = 0  # tracks left in the current pass
     passes: int = 0
     seconds: float = 0.0  # wall time of passes, summed
@@ -173,7 +175,7 @@ class LoudnessJob:
         """Measure every track lacking a measurement of its file as it is, one at a time, then
         the albums; how many tracks were measured."""
         started = last_save = last_log = time.monotonic()
-        todo = await self.catalog.db.read(to_measure)
+        todo = await asyncio.to_thread(self._on_disk, await self.catalog.db.read(to_measure))
         self.pending, self.running, count = len(todo), True, 0
         try:
             for track_id, relpath, version in todo:
@@ -196,6 +198,18 @@ class LoudnessJob:
         if todo:
             _log_progress(count, len(todo), time.monotonic() - started, "done")
         return count
+
+    def _on_disk(self, todo: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """The tracks whose file is in the library folder. The others (a drive not mounted, files
+        not copied yet) are not measured, nor marked: an ffmpeg run for each would only fail (a
+        core busy for an hour on a big library, a warning a track), and they are measured in a
+        pass once they are there."""
+        present = [t for t in todo if os.path.isfile(self.library / t[1])]
+        self.absent = len(todo) - len(present)
+        if self.absent:
+            log.warning("loudness: %d tracks' files are not in %s; they are measured once they are",
+                        self.absent, self.library)
+        return present
 
     async def _measure_one(self, track_id: str, relpath: str, version: str) -> dict[str, Any]:
         """The track's row of values; Busy (every slot taken by listeners) waits and asks again."""
@@ -228,7 +242,7 @@ class LoudnessJob:
             await self.catalog.changed(seen)
 
     def counters(self) -> dict[str, float]:
-        return {"measured": self.measured, "failed": self.failed, "pending": self.pending,
+        return {"measured": self.measured, "failed": self.failed, "absent": self.absent, "pending": self.pending,
                 "passes": self.passes, "seconds": round(self.seconds, 3)}
 
 

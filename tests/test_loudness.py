@@ -203,3 +203,30 @@ async def test_a_loudness_row_applied_elsewhere_gives_the_same_values(served, tm
         assert await other.db.read(every_row) == found
     finally:
         other.close()
+
+
+async def test_a_file_not_on_disk_is_neither_run_nor_marked(ffmpeg, tmp_path, caplog):
+    """A track whose file is not in the library folder (a drive not mounted): no ffmpeg run for
+    it, no mark that would keep it from being measured, one warning for the pass; measured in
+    the pass after the file is back."""
+    from media import Catalog, Scanner
+
+    files = make_album(ffmpeg, tmp_path / "music" / "Levels")
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        await Scanner(tmp_path / "music", catalog).scan()
+        kept = files["loud"].read_bytes()
+        files["loud"].unlink()
+        pool = FfmpegPool(ffmpeg, slots=1, queue_seconds=30)
+        job = loudness.LoudnessJob(catalog, pool, tmp_path / "music")
+        assert await job.run_pass() == 1
+        assert (pool.runs, job.absent, job.failed) == (1, 1, 0)
+        left = await catalog.db.read(loudness.to_measure)
+        assert [path for _, path, _ in left] == ["Levels/loud.flac"]
+        assert sum("not in" in r.getMessage() for r in caplog.records) == 1
+        files["loud"].write_bytes(kept)
+        assert await job.run_pass() == 1
+        assert (pool.runs, job.absent) == (2, 0)
+        assert await catalog.db.read(loudness.to_measure) == []
+    finally:
+        catalog.close()
