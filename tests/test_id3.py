@@ -224,15 +224,20 @@ def test_the_fast_reader_reads_every_tag_as_mutagen_does_or_leaves_it_to_mutagen
     build, plain = VARIANTS[name]
     path = tmp_path / "song.mp3"
     build(path, untagged)
-    quick = tags._quick_mp3(path)
+    check_fast_reader(path, "_quick_mp3", plain, lambda p: MP3(p, known_frames=tags._ID3_READ), monkeypatch)
+
+
+def check_fast_reader(path: Path, reader: str, plain: bool, mutagen_file: Callable, monkeypatch) -> None:
+    """The fast reader media.tags names `reader` serves the file if `plain` (else leaves it to
+    mutagen), read_track's record is the same without it, and so is what the record is made of."""
+    quick = getattr(tags, reader)(path)
     assert (quick is not None) == plain, "should be served by the fast reader" if plain else "should be left to mutagen"
     fast = _record(path)
     with monkeypatch.context() as m:
-        m.setattr(tags, "_quick_mp3", lambda path: None)
+        m.setattr(tags, reader, lambda path: None)
         assert _record(path) == fast
     if quick is not None:  # also what read_track makes its record of
-        audio = MP3(path, known_frames=tags._ID3_READ)
-        assert _read_parts(quick) == _read_parts(audio)
+        assert _read_parts(quick) == _read_parts(mutagen_file(path))
 
 
 def test_files_from_mutagen_defaults_are_served_and_the_tag_is_where_the_audio_starts(untagged, tmp_path):

@@ -14,7 +14,7 @@ from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 from media import tags
 from media.errors import UnreadableFile
 from tests.conftest import encode
-from tests.test_id3 import JPEG, _read_parts, _record
+from tests.test_id3 import JPEG, check_fast_reader
 
 Build = Callable[[Path, dict[str, Path]], None]  # (the file to write, the untagged bases by name)
 FREEFORM = "----:com.apple.iTunes:"
@@ -89,14 +89,7 @@ def test_the_fast_reader_reads_every_file_as_mutagen_does_or_leaves_it_to_mutage
     build, plain = VARIANTS[name]
     path = tmp_path / "song.m4a"
     build(path, bases)
-    quick = tags._quick_mp4(path)
-    assert (quick is not None) == plain, "should be served by the fast reader" if plain else "should be left to mutagen"
-    fast = _record(path)
-    with monkeypatch.context() as m:
-        m.setattr(tags, "_quick_mp4", lambda path: None)
-        assert _record(path) == fast
-    if quick is not None:  # also what read_track makes its record of
-        assert _read_parts(quick) == _read_parts(MP4(path))
+    check_fast_reader(path, "_quick_mp4", plain, MP4, monkeypatch)
 
 
 def test_every_item_is_read(bases, tmp_path):
