@@ -57,6 +57,7 @@ NEVER_DUE = 24 * 3600.0  # seconds: a listener's urgent audio always goes first
 BUSY_PAUSE = 2.0  # seconds to wait after the pool refused a run (Busy) before asking again
 SAVE_EVERY = 2.0  # seconds between saves of measured tracks
 LOG_EVERY = 10.0  # seconds between progress lines
+ABSENT_RETRY = 600.0  # seconds between passes while tracks' files are not in the library folder
 REPLICATED = True  # media.replica applies "loudness.put" (see save)
 COLUMNS = ("loudness", "loudness_peak", "loudness_of", "album_loudness", "album_loudness_peak")
 # A track's file version: the content fingerprint, or size and mtime when it has none.
@@ -230,7 +231,8 @@ class LoudnessJob:
             await self.catalog.db.write(save, rows)
 
     async def follow(self, scanning: Callable[[], bool], wait: float = 0.5) -> None:
-        """Run a pass now and after every change of the catalog, once no scan is running."""
+        """Run a pass now and after every change of the catalog (while files are absent, at
+        least every ABSENT_RETRY seconds), once no scan is running."""
         while True:
             while scanning():
                 await asyncio.sleep(wait)
@@ -239,7 +241,9 @@ class LoudnessJob:
                 await self.run_pass(stop=scanning)
             except Exception:  # noqa: BLE001 - logged; the next change of the catalog tries again
                 log.exception("loudness: the pass failed")
-            await self.catalog.changed(seen)
+            # Files not there (a drive not mounted) are looked for again now and then too: their
+            # coming back changes nothing in the catalog.
+            await self.catalog.changed(seen, ABSENT_RETRY if self.absent else None)
 
     def counters(self) -> dict[str, float]:
         return {"measured": self.measured, "failed": self.failed, "absent": self.absent, "pending": self.pending,

@@ -93,10 +93,12 @@ def _movie(f: BinaryIO) -> bytes | None:
             length = end - offset
         elif length < 8:
             return None
+        if offset + length > end:  # mutagen's seek past the end may fail: its call
+            return None
         if name in _CONTAINERS and (name != b"moov" or moov is not None):
             return None  # a fragmented file, or a second moov: mutagen parses them too
         if name == b"moov":
-            if offset + length > end or length > MOOV_LIMIT:
+            if length > MOOV_LIMIT:
                 return None
             f.seek(start)
             moov = f.read(offset + length - start)
@@ -112,7 +114,7 @@ def _atoms(data: bytes, start: int, end: int) -> list[Node] | None:
         if start + 8 > end:
             return None
         length, name = _HEADER.unpack_from(data, start)
-        if length < 8 or start + length > end:
+        if length < 8 + _SKIP.get(name, 0) or start + length > end:  # (mutagen skips meta's 4 bytes regardless)
             return None
         children = None
         if name in _CONTAINERS:

@@ -10,10 +10,13 @@ both servers, so the same bytes.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
 
+from streamer import create_app
 from streamer.delivery import originals
 from streamer.http.keys import METRICS
-from tests.conftest import until
+from tests.conftest import settings_for, until, wait_for_scan
 from tests.test_lane import TIMEOUT, comparable, exchange, read_answer, request, twins  # noqa: F401 (twins: a fixture)
 from tests.test_lane_hostile import connect, lane_of, lane_server
 
@@ -101,23 +104,54 @@ async def test_pipelined_segments_and_originals_come_in_order(twins):
 
 
 async def test_segments_a_client_does_not_read_wait_in_bounds(twins):
-    """A client that pipelines segment requests and reads nothing: the lane holds at most about
-    the transport's high-water mark (and a segment), answers no more meanwhile, and sends every
-    answer once the client reads."""
+    """A client that pipelines segment requests and reads nothing: the lane waits to send the
+    rest of one segment and answers no more meanwhile (nothing piles up in the transport), and
+    sends every answer once the client reads."""
     (client, _), _ = twins
     url = (await first_segments(client, await an_mp3(client)))[-1]
     metrics = client.app[METRICS]
-    before, count = metrics.lane_answers, 300
+    before, count = metrics.lane_answers, 1000
     reader, writer = await connect(client, rcvbuf=4096)
     writer.write(request(url) * count)
     lane = await lane_of(client, writer)
-    await until(lambda: lane.held, "the lane to hold its answers")
+    await until(lambda: lane.busy, "the lane to wait for the client")
     assert metrics.lane_answers - before < count
-    assert lane.transport.get_write_buffer_size() < 512 * 1024
+    assert lane.transport.get_write_buffer_size() < 64 * 1024
     got = {await asyncio.wait_for(read_answer(reader), TIMEOUT) for _ in range(count)}
     writer.close()
     assert len({comparable(a) for a in got}) == 1
     assert metrics.lane_answers - before == count
+
+
+async def test_a_segment_the_client_stops_reading_is_let_go(aiohttp_client, demo_library, tmp_path, monkeypatch):
+    """The rest of a segment the socket did not take goes out under the no-progress rule, as an
+    original's does: a client that stops reading it is reset after the stall time, counted once
+    as a client that left, its bytes not counted as sent."""
+    monkeypatch.setattr(originals, "STALL_SECONDS", 0.3)  # the lane's sweep follows it
+    library = tmp_path / "music"
+    shutil.copytree(demo_library, library)
+    app = create_app(settings_for(library, tmp_path / "data"))
+    client = await aiohttp_client(app)
+    await wait_for_scan(app)
+    url = (await first_segments(client, await an_mp3(client)))[-1]
+    metrics = app[METRICS]
+    aborts, sent = metrics.client_aborts, metrics.bytes_sent
+    sock = socket.socket()  # a client that reads nothing (asyncio's streams would read ahead)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (client.server.host, client.server.port))
+    name = sock.getsockname()
+    found = lambda: next((lane for lane in lane_server(client).lanes  # noqa: E731
+                          if lane.transport.get_extra_info("peername") == name), None)
+    await until(lambda: found() is not None, "the connection to reach the lane")
+    lane = found()
+    lane.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock.send(request(url))
+    await until(lambda: lane.busy, "the segment's rest to wait for the client")
+    await until(lambda: metrics.client_aborts > aborts, "the client to be let go")
+    sock.close()
+    assert (metrics.client_aborts - aborts, metrics.active_streams, metrics.bytes_sent - sent) == (1, 0, 0)
+    assert lane not in lane_server(client).lanes
 
 
 async def test_aiohttps_path_lets_go_of_a_client_that_reads_no_segment(twins, monkeypatch):

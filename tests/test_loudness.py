@@ -230,3 +230,31 @@ async def test_a_file_not_on_disk_is_neither_run_nor_marked(ffmpeg, tmp_path, ca
         assert await catalog.db.read(loudness.to_measure) == []
     finally:
         catalog.close()
+
+
+async def test_absent_files_are_looked_for_again_without_a_catalog_change(ffmpeg, tmp_path, monkeypatch):
+    """A drive mounted again changes nothing in the catalog: the job looks for absent files again
+    after ABSENT_RETRY, and measures them."""
+    from media import Catalog, Scanner
+
+    monkeypatch.setattr(loudness, "ABSENT_RETRY", 0.1)
+    files = make_album(ffmpeg, tmp_path / "music" / "Levels")
+    catalog = Catalog(tmp_path / "catalog.db")
+    follow = None
+    try:
+        await Scanner(tmp_path / "music", catalog).scan()
+        kept = files["quiet"].read_bytes()
+        files["quiet"].unlink()
+        job = loudness.LoudnessJob(catalog, FfmpegPool(ffmpeg, slots=1, queue_seconds=30), tmp_path / "music")
+        follow = asyncio.create_task(job.follow(lambda: False))
+        await _until(lambda: job.absent == 1 and job.measured == 1 and not job.running)
+        generation = catalog.generation
+        files["quiet"].write_bytes(kept)
+        await _until(lambda: job.absent == 0 and job.measured == 2 and not job.running)
+        assert catalog.generation == generation
+        assert await catalog.db.read(loudness.to_measure) == []
+    finally:
+        if follow is not None:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+        catalog.close()

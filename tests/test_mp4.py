@@ -4,6 +4,7 @@ MP4 reader as through mutagen's MP4, and the fast reader serves the plain files 
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,8 @@ VARIANTS: dict[str, tuple[Build, bool]] = {
     "a data atom of another name": (_patched({"\xa9alb": ["Album"]}, b"data", b"dada"), False),
     "a numeric genre": (_patched({"\xa9gen": ["Jazz"]}, b"\xa9gen", b"gnre"), False),
     "a truncated file": (lambda path, bases: path.write_bytes(bases["aac"].read_bytes()[:-200]), False),
+    "an atom past the file's end": (lambda path, bases: path.write_bytes(  # a 64-bit size: mutagen's seek fails
+        bases["aac"].read_bytes() + struct.pack(">I4sQ", 1, b"free", 1 << 62)), False),
     "not audio": (lambda path, bases: path.write_bytes(b"hello, this is text " * 50), False),
 }
 
@@ -109,3 +112,12 @@ def test_unreadable_either_way(bases, tmp_path):
     VARIANTS["a truncated file"][0](path, bases)
     with pytest.raises(UnreadableFile):
         tags.read_track(path)
+
+
+def test_a_meta_atom_shorter_than_its_own_header_is_left_to_mutagen():
+    """mutagen skips a meta atom's 4 bytes even past its end (and reads what follows out of step)."""
+    from media import mp4
+
+    meta, free = struct.pack(">I4s", 8, b"meta"), struct.pack(">I4s", 8, b"free")
+    assert mp4._atoms(meta + free, 0, 16) is None
+    assert mp4._atoms(struct.pack(">I4sI", 12, b"meta", 0) + free, 0, 20) == [(b"meta", 8, 12, []), (b"free", 20, 20, None)]

@@ -126,12 +126,13 @@ def parse_plain(head: bytes) -> Plain | None:
 
 
 class Body:
-    """What is left to send of an answer's body."""
+    """What is left to send of an answer's body: of an open file (`source` an OpenFile, sent with
+    sendfile) or of bytes in memory (a segment)."""
 
-    __slots__ = ("plain", "entry", "offset", "left", "count")
+    __slots__ = ("plain", "source", "offset", "left", "count")
 
-    def __init__(self, plain: Plain, entry: OpenFile, offset: int, left: int, count: int) -> None:
-        self.plain, self.entry, self.offset, self.left, self.count = plain, entry, offset, left, count
+    def __init__(self, plain: Plain, source: OpenFile | bytes, offset: int, left: int, count: int) -> None:
+        self.plain, self.source, self.offset, self.left, self.count = plain, source, offset, left, count
 
 
 class Lane(asyncio.Protocol):
@@ -204,7 +205,7 @@ class Lane(asyncio.Protocol):
     def stalled(self) -> None:
         if self.busy:  # a body is being sent: its own no-progress rule applies
             self.stall = self.server.loop.call_later(self.server.stall_seconds, self.stalled)
-        elif not self.transport.is_closing():
+        elif self.transport.get_write_buffer_size() or not self.transport.is_closing():  # closing: still unread
             client_left(self.transport, self.server.metrics, ClientStalled("no answer read in "
                         f"{self.server.stall_seconds} s"), "answers waiting", self.remote)
 
@@ -296,11 +297,15 @@ class Lane(asyncio.Protocol):
         return self.ended(plain)
 
     def answer_segment(self, plain: Plain, end: int) -> bool:
-        """Send a segment held in memory (the transport keeps what the socket does not take at
-        once: a segment is a few dozen KiB); False when the lane stops here: the request left
-        it (a segment not at hand), or the client left."""
+        """Send a segment held in memory, as an original's bytes are sent (what the socket does
+        not take at once goes out from the writability callback, under the no-progress rule);
+        False when the lane stops here: the request left it (a segment not at hand), the rest
+        of the body is still to send, or the client left."""
         server = self.server
-        warm = warm_segment(server.app, plain.track_id, *plain.segment, server.shareable)
+        try:
+            warm = warm_segment(server.app, plain.track_id, *plain.segment, server.shareable)
+        except Exception:  # aiohttp's path meets it again, and answers (or logs) it as it should
+            warm = None
         if warm is None:
             self.hand_off()
             return False
@@ -314,26 +319,27 @@ class Lane(asyncio.Protocol):
         if plain.method == "GET":
             try:
                 self.send_head(head)
-                self.send_bytes(body)
-            except ConnectionError as exc:
-                return self.ended(plain, exc)
+                sent = self.send_now(body)
+            except OSError as exc:  # ConnectionError, or another failure of the socket
+                return self.ended(plain, exc if isinstance(exc, ConnectionError) else ConnectionResetError(str(exc)))
+            if sent < len(body):
+                self.send_rest(plain, body, 0, len(body), sent)
+                return False
             metrics.bytes_sent += len(body)
         else:
             self.transport.write(head)
         return self.ended(plain)
 
-    def send_bytes(self, data: bytes) -> None:
-        """Bytes after a head: as much as the socket takes now, the rest to the transport."""
-        transport, sent = self.transport, 0
-        if transport.is_closing():
+    def send_now(self, data: bytes) -> int:
+        """As much of `data` as the socket takes now (none behind bytes the transport holds)."""
+        if self.transport.is_closing():
             raise ConnectionResetError("client went away")
-        if not transport.get_write_buffer_size():
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                pass
-        if sent < len(data):
-            transport.write(memoryview(data)[sent:])
+        if self.transport.get_write_buffer_size():
+            return 0
+        try:
+            return self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
 
     def send_head(self, head: bytes) -> None:
         """The head of an answer whose body follows at once: with MSG_MORE, so the kernel sends
@@ -350,13 +356,13 @@ class Lane(asyncio.Protocol):
         if sent < len(head):
             transport.write(head[sent:])
 
-    def send_rest(self, plain: Plain, entry: OpenFile, offset: int, count: int, sent: int) -> None:
+    def send_rest(self, plain: Plain, source: OpenFile | bytes, offset: int, count: int, sent: int) -> None:
         """The rest of a body the socket did not take at once, sent from the loop's writability
         callback on this connection's own descriptor: no task, no timer per slice, and each
         wake sends at once. A client that makes no progress for STALL_SECONDS is let go by the
         server's sweep (like nginx's send_timeout: originals.STALL_SECONDS)."""
         self.busy = True
-        self.body = Body(plain, entry, offset + sent, count - sent, count)
+        self.body = Body(plain, source, offset + sent, count - sent, count)
         self.progress_at = self.server.loop.time()
         self.server.loop.add_writer(self.sock.fileno(), self.writable)
 
@@ -367,9 +373,12 @@ class Lane(asyncio.Protocol):
         try:
             if transport.is_closing():
                 raise ConnectionResetError("client went away")
-            sent = os.sendfile(self.sock.fileno(), body.entry.file.fileno(), body.offset, body.left)
-            if sent == 0:
-                raise SourceShrank(f"{body.entry.file.name} ended at byte {body.offset}")
+            if isinstance(body.source, bytes):
+                sent = self.sock.send(memoryview(body.source)[body.offset:body.offset + body.left])
+            else:
+                sent = os.sendfile(self.sock.fileno(), body.source.file.fileno(), body.offset, body.left)
+                if sent == 0:
+                    raise SourceShrank(f"{body.source.file.name} ended at byte {body.offset}")
         except (BlockingIOError, InterruptedError):
             return
         except ConnectionError as exc:

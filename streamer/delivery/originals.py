@@ -508,18 +508,19 @@ class Writability:
 
 async def drained(transport: Any) -> None:
     """Return once the transport has sent every byte it holds; a client that takes none of them
-    for STALL_SECONDS is let go (ClientStalled), as one that stops reading a file's bytes is."""
+    for STALL_SECONDS is let go (ClientStalled), as one that stops reading a file's bytes is, and
+    one that leaves meanwhile (its transport drops what it held) raises ConnectionResetError."""
     if not transport.get_write_buffer_size():
         return
     with Writability(transport.get_extra_info("socket").fileno()) as writable:
-        while transport.get_write_buffer_size():
-            if transport.is_closing():
-                raise ConnectionResetError("client went away")
+        while transport.get_write_buffer_size() and not transport.is_closing():
             try:
                 async with asyncio.timeout(STALL_SECONDS):
                     await writable.wait()
             except TimeoutError:
                 raise ClientStalled(f"no progress in {STALL_SECONDS} s") from None
+    if transport.is_closing():
+        raise ConnectionResetError("client went away")
 
 
 async def write_paced(request: web.Request, response: web.StreamResponse, data: bytes,
